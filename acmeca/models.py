@@ -1,0 +1,1 @@
+"""External ACME CAs, accounts and orders (issue: ACME)."""

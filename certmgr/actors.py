@@ -1,0 +1,107 @@
+"""Who is acting: a signed-in user, an API token, or a system task.
+
+Every service takes an ``Actor``. It answers "in which organizations may I do this action?", which is
+all that tenancy and roles need, so the admin, the API, commands and tasks share one answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from certmgr.permissions import Action, lower_role, role_allows
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from certmgr.models import ApiToken
+
+
+@dataclass
+class Actor:
+    kind: str  # "user" | "token" | "system"
+    label: str
+    user: AbstractBaseUser | None = None
+    token: ApiToken | None = None
+    _roles: dict[int, str] | None = field(default=None, repr=False)
+
+    # --- constructors ---------------------------------------------------------------------------
+    @classmethod
+    def for_user(cls, user: AbstractBaseUser) -> Actor:
+        return cls(kind="user", label=user.get_username(), user=user)
+
+    @classmethod
+    def for_token(cls, token: ApiToken) -> Actor:
+        return cls(kind="token", label=f"token {token.prefix} ({token.name})", user=token.user, token=token)
+
+    @classmethod
+    def system(cls, task: str) -> Actor:
+        return cls(kind="system", label=task)
+
+    # --- questions ------------------------------------------------------------------------------
+    @property
+    def is_superuser(self) -> bool:
+        return self.kind == "system" or bool(self.user is not None and self.token is None
+                                               and self.user.is_active and self.user.is_superuser)
+
+    @property
+    def actor_id(self) -> str:
+        if self.token is not None:
+            return str(self.token.pk)
+        if self.user is not None:
+            return str(self.user.pk)
+        return ""
+
+    def roles(self) -> dict[int, str]:
+        """organization id -> effective role. A token is capped by its owner's current membership."""
+        if self._roles is None:
+            from certmgr.models import Membership
+
+            if self.user is None or not self.user.is_active:
+                self._roles = {}
+            else:
+                memberships = dict(
+                    Membership.objects.filter(user=self.user).values_list("organization_id", "role")
+                )
+                if self.token is not None:
+                    own = memberships.get(self.token.organization_id)
+                    self._roles = (
+                        {self.token.organization_id: lower_role(self.token.role, own)} if own else {}
+                    )
+                else:
+                    self._roles = memberships
+        return self._roles
+
+    def role_in(self, organization_id: int) -> str | None:
+        return self.roles().get(organization_id)
+
+    def can(self, action: Action | str, organization_id: int | None) -> bool:
+        if self.is_superuser:
+            return True
+        return organization_id is not None and role_allows(self.role_in(organization_id), action)
+
+    def organization_ids(self, action: Action | str) -> set[int] | None:
+        """Organizations where ``action`` is allowed; None means every organization."""
+        if self.is_superuser:
+            return None
+        return {org for org, role in self.roles().items() if role_allows(role, action)}
+
+
+def as_actor(who: Any) -> Actor:
+    """Accept an Actor, a user or a request (admin and API doors hand over what they have)."""
+    if isinstance(who, Actor):
+        return who
+    actor = getattr(who, "certmgr_actor", None)
+    if isinstance(actor, Actor):
+        return actor
+    if hasattr(who, "user") and hasattr(who, "META"):  # an HttpRequest or DRF Request
+        auth = getattr(who, "auth", None)
+        from certmgr.models import ApiToken
+
+        actor = Actor.for_token(auth) if isinstance(auth, ApiToken) else Actor.for_user(who.user)
+        try:
+            who.certmgr_actor = actor
+        except AttributeError:
+            pass
+        return actor
+    return Actor.for_user(who)

@@ -1,0 +1,383 @@
+"""Admin of the core: organizations, members, API tokens and the audit log."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import StreamingHttpResponse
+from django.urls import path
+from django.utils import timezone
+from django.utils.html import format_html
+
+from certmgr import audit, services
+from certmgr.actors import as_actor
+from certmgr.admin_base import TenantAdmin
+from certmgr.models import ApiToken, AuditEvent, Membership, Organization
+from certmgr.permissions import Action
+
+User = get_user_model()
+
+admin.site.site_header = "certmgr"
+admin.site.site_title = "certmgr"
+admin.site.index_title = "Certificates, CAs and DNS providers"
+
+
+# --- organizations -----------------------------------------------------------------------------------
+@admin.register(Organization)
+class OrganizationAdmin(TenantAdmin):
+    list_display = ["name", "slug", "created_at"]
+    search_fields = ["name", "slug"]
+    fields = ["name"]
+    write_action = Action.MANAGE_MEMBERS
+
+    def has_add_permission(self, request):
+        return as_actor(request).is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return False  # names are fixed; the slug is in URLs and audit details
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # an organization's audit chain is kept for good
+
+    def create(self, request, obj, form):
+        return services.create_organization(form.cleaned_data["name"], actor=request)
+
+
+# --- memberships -------------------------------------------------------------------------------------
+class MembershipForm(forms.ModelForm):
+    username = forms.CharField(
+        max_length=150, help_text="An existing user, or a new one created with the password below."
+    )
+    email = forms.EmailField(required=False, help_text="For a new user.")
+    password = forms.CharField(
+        required=False, widget=forms.PasswordInput(render_value=False),
+        help_text="For a new user only: the initial password (they can change it after signing in).",
+    )
+
+    class Meta:
+        model = Membership
+        fields = ["organization", "role"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:  # editing: only the role changes
+            for name in ("username", "email", "password"):
+                self.fields.pop(name)
+            self.fields["organization"].disabled = True
+
+    def clean(self):
+        data = super().clean()
+        username = (data.get("username") or "").strip()
+        if self.instance.pk or not username:
+            return data
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            if not data.get("password"):
+                self.add_error("password", "A new user needs an initial password.")
+            else:
+                try:
+                    from django.contrib.auth.password_validation import validate_password
+
+                    validate_password(data["password"], User(username=username, email=data.get("email", "")))
+                except ValidationError as exc:
+                    self.add_error("password", exc)
+        elif data.get("organization") and Membership.objects.filter(
+            organization=data["organization"], user=user
+        ).exists():
+            self.add_error("username", f"{username} is already a member of {data['organization']}.")
+        return data
+
+
+@admin.register(Membership)
+class MembershipAdmin(TenantAdmin):
+    form = MembershipForm
+    list_display = ["user", "organization", "role", "created_at"]
+    list_filter = ["role", "organization"]
+    search_fields = ["user__username", "user__email"]
+    list_select_related = ["user", "organization"]
+    write_action = Action.MANAGE_MEMBERS
+
+    def create(self, request, obj, form):
+        data = form.cleaned_data
+        with transaction.atomic():
+            user, created = services.get_or_create_user(data["username"], email=data.get("email") or "")
+            if created and data.get("password"):
+                user.set_password(data["password"])
+                user.save(update_fields=["password"])
+            return services.add_member(data["organization"], user, data["role"], actor=request)
+
+    def update(self, request, obj, form):
+        return services.change_role(obj, form.cleaned_data["role"], actor=request)
+
+    def remove(self, request, obj):
+        services.remove_member(obj, actor=request)
+
+
+# --- API tokens ----------------------------------------------------------------------------------------
+class ApiTokenForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ["organization", "user", "name", "role", "expires_at"]
+        help_texts = {"user": "The owner; the token never has more rights than the owner's membership."}
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(TenantAdmin):
+    form = ApiTokenForm
+    list_display = ["name", "prefix", "user", "organization", "role", "state_badge", "expires_at", "last_used_at"]
+    list_filter = ["role", "organization"]
+    search_fields = ["name", "prefix", "user__username"]
+    list_select_related = ["user", "organization"]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke_tokens"]
+    write_action = Action.CREATE_TOKEN
+
+    @admin.display(description="State")
+    def state_badge(self, obj):
+        return obj.state()
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["organization", "user", "name", "role", "expires_at"]
+        return ["organization", "user", "name", "role", "prefix", "created_at", "expires_at", "last_used_at",
+                "revoked_at"]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request)  # tokens are revoked, not edited
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "user" in form.base_fields:
+            orgs = Organization.objects.restrict(request, Action.CREATE_TOKEN)
+            form.base_fields["user"].queryset = User.objects.filter(memberships__organization__in=orgs).distinct()
+            form.base_fields["user"].initial = request.user.pk
+        return form
+
+    def create(self, request, obj, form):
+        data = form.cleaned_data
+        new = services.create_api_token(
+            data["organization"], data["user"], name=data["name"], role=data["role"],
+            expires_at=data.get("expires_at"), actor=request,
+        )
+        # The one and only time the secret is shown.
+        self.message_user(
+            request,
+            format_html("Token created. Copy it now, it will not be shown again: <code class='api-token'>{}</code>",
+                        new.secret),
+            messages.WARNING,
+        )
+        return new.token
+
+    def remove(self, request, obj):
+        services.revoke_api_token(obj, actor=request)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # tokens are revoked, so the trail stays
+        return actions
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke_tokens(self, request, queryset):
+        for token in queryset:
+            services.revoke_api_token(token, actor=request)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).")
+
+
+# --- audit log -----------------------------------------------------------------------------------------
+class _CachedChoicesFilter(admin.SimpleListFilter):
+    """Filter choices from the distinct values of one column, cached briefly (the table is large)."""
+
+    field: str = ""
+
+    def lookups(self, request, model_admin):
+        org_ids = as_actor(request).organization_ids(Action.VIEW_AUDIT)
+        key = f"audit-filter:{self.field}:{sorted(org_ids) if org_ids is not None else 'all'}"
+        values = cache.get(key)
+        if values is None:
+            values = sorted(
+                v for v in model_admin.get_queryset(request).order_by().values_list(self.field, flat=True).distinct()
+                if v
+            )[:500]
+            cache.set(key, values, 60)
+        return [(v, v) for v in values]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(**{self.field: self.value()})
+        return queryset
+
+
+class ActionFilter(_CachedChoicesFilter):
+    title = "action"
+    parameter_name = "action"
+    field = "action"
+
+
+class TargetTypeFilter(_CachedChoicesFilter):
+    title = "target type"
+    parameter_name = "target_type"
+    field = "target_type"
+
+
+class ActorFilter(admin.SimpleListFilter):
+    """People and tokens of the viewer's organizations, plus system tasks."""
+
+    title = "actor"
+    parameter_name = "actor"
+
+    def lookups(self, request, model_admin):
+        orgs = Organization.objects.restrict(request, Action.VIEW_AUDIT)
+        users = User.objects.filter(memberships__organization__in=orgs).distinct().order_by("username")
+        tokens = ApiToken.objects.filter(organization__in=orgs).order_by("name")
+        return (
+            [(f"user:{u.pk}", u.get_username()) for u in users[:200]]
+            + [(f"token:{t.pk}", f"token {t.prefix} ({t.name})") for t in tokens[:200]]
+            + [("system:", "System tasks")]
+        )
+
+    def queryset(self, request, queryset):
+        if not self.value() or ":" not in self.value():
+            return queryset
+        kind, _, actor_id = self.value().partition(":")
+        queryset = queryset.filter(actor_type=kind)
+        return queryset.filter(actor_id=actor_id) if actor_id else queryset
+
+
+class DateRangeFilter(admin.FieldListFilter):
+    """From / to date inputs (inclusive days), as ``time__gte`` / ``time__lt`` query parameters."""
+
+    template = "admin/certmgr/date_range_filter.html"
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        self.lookup_gte = f"{field_path}__gte"
+        self.lookup_lt = f"{field_path}__lt"
+        super().__init__(field, request, params, model, model_admin, field_path)
+        self.title = "date range"
+
+    def expected_parameters(self):
+        return [self.lookup_gte, self.lookup_lt]
+
+    def _param(self, name):
+        value = self.used_parameters.get(name)
+        return value[-1] if isinstance(value, list) else value
+
+    def queryset(self, request, queryset):
+        import datetime as dt
+
+        filters = {}
+        for name, shift in ((self.lookup_gte, 0), (self.lookup_lt, 1)):
+            raw = self._param(name)
+            if raw:
+                try:
+                    day = dt.date.fromisoformat(str(raw)[:10])
+                except ValueError as exc:
+                    raise admin.options.IncorrectLookupParameters(f"{name}: not a date") from exc
+                start = timezone.make_aware(dt.datetime.combine(day + dt.timedelta(days=shift), dt.time()))
+                filters[name] = start
+        return queryset.filter(**filters)
+
+    def choices(self, changelist):
+        yield {
+            "gte": self._param(self.lookup_gte) or "",
+            "lt": self._param(self.lookup_lt) or "",
+            "gte_name": self.lookup_gte,
+            "lt_name": self.lookup_lt,
+            "query_string": changelist.get_query_string(remove=[self.lookup_gte, self.lookup_lt]),
+            "other_params": [
+                (k, v) for k, v in changelist.get_filters_params().items()
+                if k not in (self.lookup_gte, self.lookup_lt)
+            ],
+        }
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(TenantAdmin):
+    read_action = Action.VIEW_AUDIT
+    list_display = ["time", "organization", "actor_label", "action", "target_repr", "outcome_badge"]
+    list_filter = [ActorFilter, ActionFilter, TargetTypeFilter, "outcome", ("time", DateRangeFilter)]
+    search_fields = ["action", "actor_label", "target_repr", "target_id", "error", "request_id"]
+    list_select_related = ["organization"]
+    list_per_page = 100
+    change_list_template = "admin/certmgr/auditevent/change_list.html"
+    fields = ["time", "organization", "action", "outcome", "error", "actor_type", "actor_label", "actor_id",
+              "target_type", "target_id", "target_repr", "details_pretty", "request_id", "ip", "user_agent",
+              "chain", "sequence", "prev_hash", "hash"]
+    readonly_fields = fields
+
+    @admin.display(description="Outcome", ordering="outcome")
+    def outcome_badge(self, obj):
+        color = "#2e7d32" if obj.outcome == AuditEvent.Outcome.SUCCESS else "#c62828"
+        return format_html('<span style="color:{}">{}</span>', color, obj.get_outcome_display())
+
+    @admin.display(description="Details")
+    def details_pretty(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.details, indent=2, sort_keys=True))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        return [
+            path("export.csv", self.admin_site.admin_view(self.export_csv), name="certmgr_auditevent_export"),
+            *super().get_urls(),
+        ]
+
+    def export_csv(self, request):
+        """The list as filtered and searched on screen, streamed as CSV."""
+        if not self.has_view_permission(request):
+            raise admin.options.PermissionDenied
+        changelist = self.get_changelist_instance(request)
+        queryset = changelist.get_queryset(request)
+        org_ids = as_actor(request).organization_ids(Action.VIEW_AUDIT)
+        with transaction.atomic():
+            for org_id in sorted(org_ids) if org_ids is not None else [None]:
+                audit.record(request, "audit.export", ("certmgr.auditevent", "", "audit log CSV export"),
+                             organization=org_id, filters=dict(request.GET.items()))
+        columns = ["time", "organization_id", "actor_type", "actor_label", "action", "target_type", "target_id",
+                   "target_repr", "outcome", "error", "request_id", "ip", "user_agent", "details", "hash"]
+
+        class Echo:
+            def write(self, value):
+                return value
+
+        writer = csv.writer(Echo())
+
+        def rows():
+            yield writer.writerow(columns)
+            for event in queryset.iterator(chunk_size=2000):
+                yield writer.writerow([_csv_safe(_csv_value(event, c)) for c in columns])
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+        stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+        response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
+        return response
+
+
+def _csv_value(event: AuditEvent, column: str) -> str:
+    value = getattr(event, column)
+    if column == "time":
+        return value.isoformat()
+    if column == "details":
+        return json.dumps(value, sort_keys=True)
+    return "" if value is None else str(value)
+
+
+def _csv_safe(value: str) -> str:
+    # Spreadsheets run cells that start with these as formulas (CSV injection).
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -1,0 +1,54 @@
+"""Building blocks every API view uses: tenancy-scoped querysets and organization resolution."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from rest_framework import serializers
+
+from certmgr.actors import as_actor
+from certmgr.models import Organization
+from certmgr.permissions import Action
+
+
+class TenantViewMixin:
+    """``get_queryset`` goes through ``restrict(actor, read_action)``: other tenants' rows are 404."""
+
+    read_action = Action.VIEW
+    write_action = Action.MANAGE
+    base_queryset = None
+
+    def get_queryset(self):
+        return self.base_queryset.all().restrict(self.request, self.read_action)
+
+    @property
+    def actor(self):
+        return as_actor(self.request)
+
+
+def resolve_organization(request, organization_id, action=Action.MANAGE) -> Organization:
+    """The organization a new row goes into: the one named, the token's, or the caller's only one."""
+    actor = as_actor(request)
+    allowed = actor.organization_ids(action)
+    if organization_id in (None, ""):
+        if actor.token is not None:
+            organization_id = actor.token.organization_id
+        elif allowed is not None and len(allowed) == 1:
+            organization_id = next(iter(allowed))
+        else:
+            raise ValidationError({"organization": ["This field is required: you belong to several organizations."]})
+    org = Organization.objects.filter(pk=organization_id).first() if str(organization_id).isdigit() else None
+    if org is None or (allowed is not None and org.pk not in allowed):
+        raise ValidationError({"organization": ["Unknown organization, or your role does not allow this there."]})
+    return org
+
+
+class OrganizationChoiceField(serializers.IntegerField):
+    """The target organization of a create; optional when the caller has only one."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_null", True)
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**62)
+        kwargs.setdefault("help_text", "Organization id; optional when the caller belongs to one organization.")
+        super().__init__(**kwargs)

@@ -1,0 +1,132 @@
+"""API doors of the core: organizations, memberships, tokens, audit events. Thin: parse, call a service."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from certmgr import services
+from certmgr.api import serializers as s
+from certmgr.api.mixins import TenantViewMixin, resolve_organization
+from certmgr.filters import ApiTokenFilter, AuditEventFilter, MembershipFilter
+from certmgr.models import ApiToken, AuditEvent, Membership, Organization
+from certmgr.permissions import Action
+
+User = get_user_model()
+
+
+class OrganizationViewSet(TenantViewMixin, viewsets.ReadOnlyModelViewSet):
+    """The organizations the caller belongs to."""
+
+    base_queryset = Organization.objects.all()
+    serializer_class = s.OrganizationSerializer
+    search_fields = ["name", "slug"]
+    ordering_fields = ["name", "created_at", "id"]
+    ordering = ["name"]
+
+
+class MembershipViewSet(
+    TenantViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Members of the caller's organizations; administrators add, re-role and remove them."""
+
+    base_queryset = Membership.objects.select_related("user", "organization")
+    serializer_class = s.MembershipSerializer
+    write_action = Action.MANAGE_MEMBERS
+    filterset_class = MembershipFilter
+    search_fields = ["user__username"]
+    ordering_fields = ["id", "created_at", "role"]
+
+    @extend_schema(request=s.MembershipCreateSerializer, responses={201: s.MembershipSerializer})
+    def create(self, request):
+        data = _valid(s.MembershipCreateSerializer, request)
+        org = resolve_organization(request, data.get("organization"), Action.MANAGE_MEMBERS)
+        user, _ = services.get_or_create_user(data["username"], email=data.get("email", ""))
+        membership = services.add_member(org, user, data["role"], actor=request)
+        return Response(s.MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=s.MembershipUpdateSerializer, responses={200: s.MembershipSerializer})
+    def partial_update(self, request, pk=None):
+        membership = self.get_object()
+        data = _valid(s.MembershipUpdateSerializer, request)
+        membership = services.change_role(membership, data["role"], actor=request)
+        return Response(s.MembershipSerializer(membership).data)
+
+    def perform_destroy(self, instance):
+        services.remove_member(instance, actor=self.request)
+
+
+class ApiTokenViewSet(
+    TenantViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """API tokens: your own, or all of your organizations' when you are an administrator.
+
+    The secret is returned once, by the create call. DELETE revokes (the row stays for the audit trail).
+    """
+
+    base_queryset = ApiToken.objects.select_related("user")
+    serializer_class = s.ApiTokenSerializer
+    write_action = Action.CREATE_TOKEN
+    filterset_class = ApiTokenFilter
+    search_fields = ["name", "prefix"]
+    ordering_fields = ["id", "created_at", "expires_at", "last_used_at"]
+
+    @extend_schema(request=s.ApiTokenCreateSerializer, responses={201: s.ApiTokenCreatedSerializer})
+    def create(self, request):
+        data = _valid(s.ApiTokenCreateSerializer, request)
+        org = resolve_organization(request, data.get("organization"), Action.CREATE_TOKEN)
+        owner = request.user
+        if data.get("username") and data["username"] != request.user.get_username():
+            owner = User.objects.filter(username=data["username"]).first()
+            if owner is None:
+                raise ValidationError({"username": ["Unknown user."]})
+        new = services.create_api_token(
+            org, owner, name=data["name"], role=data["role"], expires_at=data.get("expires_at"), actor=request
+        )
+        body = s.ApiTokenSerializer(new.token).data | {"token": new.secret}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance):
+        services.revoke_api_token(instance, actor=self.request)
+
+    @extend_schema(request=None, responses={200: s.ApiTokenSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        token = services.revoke_api_token(self.get_object(), actor=request)
+        return Response(s.ApiTokenSerializer(token).data)
+
+    def check_object_permissions(self, request, obj):
+        # Owners may revoke their own tokens; the service decides about everyone else's.
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return super().check_object_permissions(request, obj)
+
+
+class AuditEventViewSet(TenantViewMixin, viewsets.ReadOnlyModelViewSet):
+    """The audit log, newest first. Filter by actor, action (prefix with a trailing '.'), target, outcome,
+    and time (``since``/``until``, ISO 8601)."""
+
+    base_queryset = AuditEvent.objects.all()
+    serializer_class = s.AuditEventSerializer
+    read_action = Action.VIEW_AUDIT
+    filterset_class = AuditEventFilter
+    search_fields = ["action", "actor_label", "target_repr", "error"]
+    ordering_fields = ["time", "id"]
+    ordering = ["-time", "-id"]
+
+
+def _valid(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

@@ -1,0 +1,139 @@
+"""Secrets at rest: Fernet (AES-128-CBC + HMAC-SHA256) under a key list, and model fields using it.
+
+``CERTMGR_ENCRYPTION_KEYS`` lists Fernet keys; the first encrypts, every key decrypts, so a new key is
+put first and ``manage.py rotate_encryption_keys`` re-encrypts the stored values before the old key is
+dropped. With DEBUG on and no key configured, a key is derived from SECRET_KEY (development only).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from functools import cache
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+
+MISSING_KEY_MESSAGE = (
+    "CERTMGR_ENCRYPTION_KEYS is not set. Generate a key with 'manage.py generate_encryption_key' "
+    "and set CERTMGR_ENCRYPTION_KEYS to it."
+)
+
+
+class DecryptionError(Exception):
+    """A stored secret cannot be decrypted with any configured key."""
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+def configured_keys() -> list[str]:
+    keys = [k.strip() for k in settings.CERTMGR_ENCRYPTION_KEYS if k.strip()]
+    if not keys and settings.DEBUG:
+        digest = hashlib.sha256(b"certmgr-dev-encryption:" + settings.SECRET_KEY.encode()).digest()
+        keys = [base64.urlsafe_b64encode(digest).decode()]
+    return keys
+
+
+@cache
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    if not keys:
+        raise ImproperlyConfigured(MISSING_KEY_MESSAGE)
+    try:
+        return MultiFernet([Fernet(k.encode()) for k in keys])
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(
+            "CERTMGR_ENCRYPTION_KEYS holds an invalid key: each key must be 32 url-safe base64-encoded "
+            "bytes, as printed by 'manage.py generate_encryption_key'."
+        ) from exc
+
+
+def fernet() -> MultiFernet:
+    return _fernet(tuple(configured_keys()))
+
+
+def encrypt(plaintext: str) -> str:
+    return fernet().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(token: str) -> str:
+    try:
+        return fernet().decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise DecryptionError(
+            "a stored secret cannot be decrypted with any key in CERTMGR_ENCRYPTION_KEYS"
+        ) from exc
+
+
+def rotate(token: str) -> str:
+    """Re-encrypt ``token`` under the first key (it may have been made with any configured key)."""
+    try:
+        return fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise DecryptionError("a stored secret cannot be decrypted with any configured key") from exc
+
+
+class RawToken(str):
+    """An already-encrypted value, stored as is (used by key rotation)."""
+
+
+class EncryptedMixin:
+    """Stores the Fernet token in a text column; the model attribute holds the plaintext."""
+
+    def serialize(self, value: Any) -> str:
+        return value
+
+    def deserialize(self, text: str) -> Any:
+        return text
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or value == "":
+            return value
+        return self.deserialize(decrypt(value))
+
+    def get_prep_value(self, value):
+        if isinstance(value, RawToken):
+            return str(value)
+        if value is None or value == "":
+            return value
+        return encrypt(self.serialize(value))
+
+
+class EncryptedTextField(EncryptedMixin, models.TextField):
+    description = "Text encrypted at rest"
+
+
+class EncryptedJSONField(EncryptedMixin, models.TextField):
+    """A JSON object encrypted at rest as one token (credentials of an app connection)."""
+
+    description = "JSON encrypted at rest"
+
+    def serialize(self, value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+    def deserialize(self, text: str) -> Any:
+        return json.loads(text)
+
+    def to_python(self, value):
+        if isinstance(value, str) and value:
+            return json.loads(value)
+        return value
+
+    def value_to_string(self, obj) -> str:
+        # dumpdata must never write plaintext secrets.
+        return "[encrypted]"
+
+
+def encrypted_fields():
+    """Every (model, field) pair holding an encrypted value, across all installed apps."""
+    from django.apps import apps
+
+    for model in apps.get_models():
+        for field in model._meta.concrete_fields:
+            if isinstance(field, EncryptedMixin):
+                yield model, field

@@ -1,0 +1,162 @@
+"""The outbound guard: certmgr reaches only public addresses on behalf of what a user typed.
+
+Endpoints typed by users (PowerDNS and acme-dns URLs, RFC 2136 servers, later ACME directories and
+webhooks) could point at loopback, the private network or a cloud metadata service (SSRF). Every such
+call resolves the host itself, drops addresses that are not globally routable unless their network is
+listed in ``CERTMGR_OUTBOUND_ALLOWED_NETWORKS``, and connects to a vetted address only, so a DNS
+answer that changes between check and connect (rebinding) gains nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from functools import cache
+
+import requests
+import urllib3.connection
+import urllib3.connectionpool
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.poolmanager import PoolManager
+
+from certmgr.errors import OutboundRefused
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+SETTING = "CERTMGR_OUTBOUND_ALLOWED_NETWORKS"
+
+
+@cache
+def _allowed_networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip())
+
+
+def allowed_networks() -> tuple:
+    return _allowed_networks(tuple(settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS))
+
+
+def refusal_reason(ip: IPAddress, allowed: Iterable = ()) -> str | None:
+    """Why ``ip`` may not be reached, or None when it may."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in net for net in allowed):
+        return None
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address (cloud metadata services live there)"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved or not ip.is_global:
+        return "not a public address"
+    return None
+
+
+def vetted_addresses(host: str, port: int, *, allowed: Iterable | None = None) -> list[tuple]:
+    """Resolve ``host`` and return the getaddrinfo entries that may be connected to.
+
+    Raises OutboundRefused naming the setting when every address is refused.
+    """
+    allowed = tuple(allowed_networks() if allowed is None else allowed)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OutboundRefused(f"cannot resolve host {host!r}: {exc.strerror or exc}") from exc
+    usable, refused = [], []
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        reason = refusal_reason(ip, allowed)
+        (refused if reason else usable).append(info if not reason else f"{ip} is {reason}")
+    if not usable:
+        raise OutboundRefused(
+            f"refusing to connect to {host!r}: {'; '.join(dict.fromkeys(refused))}. "
+            f"Add the network to {SETTING} to allow it."
+        )
+    return usable
+
+
+def check_host(host: str, port: int = 0) -> list[str]:
+    """Vet a host for non-HTTP protocols (DNS); returns the IP addresses to use, in resolver order."""
+    return list(dict.fromkeys(info[4][0] for info in vetted_addresses(host, port or 53)))
+
+
+def create_connection(host: str, port: int, timeout=None, source_address=None, socket_options=None):
+    """socket.create_connection, but only to vetted addresses."""
+    last_error: OSError | None = None
+    for family, socktype, proto, _, sockaddr in vetted_addresses(host, port):
+        sock = socket.socket(family, socktype, proto)
+        try:
+            for opt in socket_options or ():
+                sock.setsockopt(*opt)
+            if timeout is not None and timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            last_error = exc
+            sock.close()
+    raise last_error or OSError(f"cannot connect to {host}:{port}")
+
+
+class _GuardedConnectionMixin:
+    def _new_conn(self):
+        try:
+            return create_connection(
+                self._dns_host, self.port, self.timeout,
+                source_address=self.source_address, socket_options=self.socket_options,
+            )
+        except OutboundRefused:
+            raise
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
+
+
+class GuardedHTTPConnection(_GuardedConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class GuardedHTTPSConnection(_GuardedConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):
+        self.poolmanager = PoolManager(num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+    def send(self, request, **kwargs):
+        try:
+            return super().send(request, **kwargs)
+        except requests.ConnectionError as exc:
+            # urllib3 wraps our refusal; hand the clear one back to the caller.
+            cause = exc.__context__
+            while cause is not None:
+                if isinstance(cause, OutboundRefused):
+                    raise cause from None
+                cause = cause.__context__
+            raise
+
+
+def session() -> requests.Session:
+    """A requests session for user-typed URLs: guarded, no proxies from the environment."""
+    s = requests.Session()
+    s.trust_env = False  # an HTTPS_PROXY in the environment would connect for us, unguarded
+    adapter = GuardedAdapter(max_retries=0)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    s.headers["User-Agent"] = "certmgr/0.1"
+    return s

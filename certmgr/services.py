@@ -1,0 +1,271 @@
+"""State changes of the core: organizations, memberships, API tokens, encryption-key rotation.
+
+Every door (admin, API, management commands) calls these; each checks permission, changes rows in
+one transaction and writes its audit event in that same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from certmgr import audit, encryption
+from certmgr.actors import Actor, as_actor
+from certmgr.errors import Conflict, PermissionDenied
+from certmgr.models import ApiToken, Membership, Organization
+from certmgr.permissions import ROLE_RANK, Action, Role
+
+User = get_user_model()
+
+TOKEN_PREFIX = "cm_"
+
+
+def require(actor: Actor, action: Action | str, organization_id: int | None) -> None:
+    if not actor.can(action, organization_id):
+        raise PermissionDenied(f"your role does not allow '{action}' in this organization")
+
+
+# --- organizations ---------------------------------------------------------------------------------
+def create_organization(name: str, *, actor: Any) -> Organization:
+    actor = as_actor(actor)
+    if not actor.is_superuser:
+        raise PermissionDenied("only a superuser can create organizations")
+    name = name.strip()
+    if not name or "\x00" in name or len(name) > 100:
+        raise ValidationError({"name": ["Enter a name of 1 to 100 characters."]})
+    slug = slugify(name)[:100] or "org"
+    with audit.failures(actor, "organization.create", ("certmgr.organization", "", name)):
+        try:
+            with transaction.atomic():
+                if Organization.objects.filter(name__iexact=name).exists():
+                    raise Conflict(f"an organization named {name!r} already exists", field="name")
+                base, n = slug, 1
+                while Organization.objects.filter(slug=slug).exists():
+                    n += 1
+                    slug = f"{base[:95]}-{n}"
+                org = Organization.objects.create(name=name, slug=slug)
+                audit.record(actor, "organization.create", org, name=name)
+        except IntegrityError as exc:
+            raise Conflict(f"an organization named {name!r} already exists", field="name") from exc
+    return org
+
+
+# --- memberships -----------------------------------------------------------------------------------
+def add_member(organization: Organization, user, role: str, *, actor: Any) -> Membership:
+    actor = as_actor(actor)
+    _check_role(role)
+    with audit.failures(actor, "membership.create", organization, user=user.get_username(), role=role):
+        require(actor, Action.MANAGE_MEMBERS, organization.pk)
+        with transaction.atomic():
+            if Membership.objects.filter(organization=organization, user=user).exists():
+                raise Conflict(f"{user.get_username()} is already a member of {organization}", field="user")
+            membership = Membership.objects.create(organization=organization, user=user, role=role)
+            if not user.is_staff:  # members sign in to the admin
+                user.is_staff = True
+                user.save(update_fields=["is_staff"])
+            audit.record(actor, "membership.create", membership, user=user.get_username(), role=role)
+    return membership
+
+
+def change_role(membership: Membership, role: str, *, actor: Any) -> Membership:
+    actor = as_actor(actor)
+    _check_role(role)
+    with audit.failures(actor, "membership.update", membership, role=role):
+        require(actor, Action.MANAGE_MEMBERS, membership.organization_id)
+        with transaction.atomic():
+            membership = Membership.objects.select_for_update().get(pk=membership.pk)
+            old = membership.role
+            if old == Role.ADMIN and role != Role.ADMIN:
+                _keep_one_admin(membership)
+            membership.role = role
+            membership.save(update_fields=["role"])
+            audit.record(actor, "membership.update", membership, old_role=old, role=role)
+    return membership
+
+
+def remove_member(membership: Membership, *, actor: Any) -> None:
+    actor = as_actor(actor)
+    with audit.failures(actor, "membership.delete", membership):
+        require(actor, Action.MANAGE_MEMBERS, membership.organization_id)
+        with transaction.atomic():
+            membership = Membership.objects.select_for_update().get(pk=membership.pk)
+            if membership.role == Role.ADMIN:
+                _keep_one_admin(membership)
+            target = ("certmgr.membership", membership.pk, str(membership))
+            # The member's tokens for this organization die with the membership.
+            ApiToken.objects.filter(
+                organization_id=membership.organization_id, user_id=membership.user_id, revoked_at__isnull=True
+            ).update(revoked_at=timezone.now())
+            membership.delete()
+            audit.record(actor, "membership.delete", target, organization=membership.organization_id,
+                         user=membership.user.get_username())
+
+
+def _keep_one_admin(membership: Membership) -> None:
+    others = Membership.objects.filter(organization_id=membership.organization_id, role=Role.ADMIN).exclude(
+        pk=membership.pk
+    )
+    if not others.exists():
+        raise Conflict("an organization must keep at least one administrator", field="role")
+
+
+def _check_role(role: str) -> None:
+    if role not in Role.values:
+        raise ValidationError({"role": [f"Choose one of: {', '.join(Role.values)}."]})
+
+
+def get_or_create_user(username: str, *, email: str = "") -> tuple[Any, bool]:
+    username = username.strip()
+    if not username:
+        raise ValidationError({"username": ["Enter a user name."]})
+    user, created = User.objects.get_or_create(username=username, defaults={"email": email, "is_staff": True})
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user, created
+
+
+# --- API tokens --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NewToken:
+    token: ApiToken
+    secret: str  # shown once to the caller, never stored
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_token(
+    organization: Organization,
+    user,
+    *,
+    name: str,
+    role: str,
+    expires_at: datetime | None = None,
+    actor: Any,
+) -> NewToken:
+    """Create a token for ``user`` in ``organization``; the secret is returned once."""
+    actor = as_actor(actor)
+    _check_role(role)
+    with audit.failures(actor, "api_token.create", organization, name=name, role=role):
+        own = actor.user is not None and user.pk == actor.user.pk
+        require(actor, Action.CREATE_TOKEN if own else Action.MANAGE_MEMBERS, organization.pk)
+        member_role = (
+            Membership.objects.filter(organization=organization, user=user).values_list("role", flat=True).first()
+        )
+        if member_role is None:
+            raise ValidationError({"user": [f"{user.get_username()} is not a member of {organization}."]})
+        if ROLE_RANK[role] > ROLE_RANK[member_role]:
+            raise ValidationError({"role": [f"A token cannot have more rights than its owner ({member_role})."]})
+        if actor.token is not None and ROLE_RANK[role] > ROLE_RANK[actor.token.role]:
+            raise ValidationError({"role": ["A token cannot create a token with more rights than itself."]})
+        if expires_at is not None and expires_at <= timezone.now():
+            raise ValidationError({"expires_at": ["The expiry must be in the future."]})
+        name = (name or "").strip()
+        if not name:
+            raise ValidationError({"name": ["Enter a name for the token."]})
+        prefix = secrets.token_hex(4)
+        secret = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+        with transaction.atomic():
+            token = ApiToken.objects.create(
+                organization=organization, user=user, name=name, role=role, prefix=prefix,
+                digest=_digest(secret), expires_at=expires_at,
+            )
+            audit.record(actor, "api_token.create", token, role=role, owner=user.get_username(),
+                         expires_at=expires_at.isoformat() if expires_at else None)
+    return NewToken(token=token, secret=secret)
+
+
+def revoke_api_token(token: ApiToken, *, actor: Any) -> ApiToken:
+    actor = as_actor(actor)
+    with audit.failures(actor, "api_token.revoke", token):
+        own = actor.user is not None and token.user_id == actor.user.pk
+        require(actor, Action.CREATE_TOKEN if own else Action.MANAGE_MEMBERS, token.organization_id)
+        with transaction.atomic():
+            token = ApiToken.objects.select_for_update().get(pk=token.pk)
+            if token.revoked_at is None:
+                token.revoked_at = timezone.now()
+                token.save(update_fields=["revoked_at"])
+            audit.record(actor, "api_token.revoke", token)
+    return token
+
+
+class TokenRejected(Exception):
+    def __init__(self, message: str, token: ApiToken | None = None):
+        super().__init__(message)
+        self.token = token
+
+
+def authenticate_token(secret: str) -> ApiToken:
+    """Find the token behind a bearer secret, or raise TokenRejected with the reason."""
+    parts = secret.split("_", 2)
+    if len(parts) != 3 or f"{parts[0]}_" != TOKEN_PREFIX or len(parts[1]) != 8:
+        raise TokenRejected("malformed API token")
+    token = ApiToken.objects.select_related("user", "organization").filter(prefix=parts[1]).first()
+    if token is None or not hmac.compare_digest(token.digest, _digest(secret)):
+        raise TokenRejected("unknown API token")
+    now = timezone.now()
+    state = token.state(now)
+    if state != "active":
+        raise TokenRejected(f"API token is {state}", token)
+    if not token.user.is_active:
+        raise TokenRejected("the token's owner is deactivated", token)
+    interval = timedelta(seconds=settings.CERTMGR_TOKEN_LAST_USED_INTERVAL)
+    if token.last_used_at is None or now - token.last_used_at > interval:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+    return token
+
+
+# --- encryption at rest --------------------------------------------------------------------------------
+def rotate_encryption_keys(*, actor: Any, batch_size: int = 500) -> dict[str, int]:
+    """Re-encrypt every stored secret under the first configured key. Safe to re-run."""
+    actor = as_actor(actor)
+    if not actor.is_superuser:
+        raise PermissionDenied("only a superuser or the system can rotate encryption keys")
+    counts: dict[str, int] = {}
+    for model, field in encryption.encrypted_fields():
+        label = f"{model._meta.label}.{field.name}"
+        counts[label] = 0
+        last_pk = None
+        while rows := _raw_batch(model, field, after=last_pk, limit=batch_size):
+            with transaction.atomic():
+                for pk, token in rows:
+                    model._base_manager.filter(pk=pk).update(
+                        **{field.attname: encryption.RawToken(encryption.rotate(token))}
+                    )
+            counts[label] += len(rows)
+            last_pk = rows[-1][0]
+    with transaction.atomic():
+        audit.record(actor, "encryption.rotate", ("encryption.keys", "", "encryption keys"), rotated=counts)
+    return counts
+
+
+def _raw_batch(model, field, *, after, limit: int) -> list[tuple[Any, str]]:
+    """(pk, stored token) pairs, read past the field's decryption."""
+    from django.db import connection
+
+    q = connection.ops.quote_name
+    table, column, pk_column = q(model._meta.db_table), q(field.column), q(model._meta.pk.column)
+    where, params = f"{column} IS NOT NULL AND {column} <> ''", []
+    if after is not None:
+        where += f" AND {pk_column} > %s"
+        params.append(after)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {pk_column}, {column} FROM {table} WHERE {where} ORDER BY {pk_column} LIMIT %s",  # noqa: S608
+            [*params, limit],
+        )
+        return cursor.fetchall()

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from certmgr.api.mixins import OrganizationChoiceField
+from dnsproviders import credentials as creds
+from dnsproviders.models import AppConnection
+
+
+class AppConnectionSerializer(serializers.ModelSerializer):
+    """``credentials`` is write-only; ``settings`` shows back the non-secret parts (URLs, server names)."""
+
+    organization = OrganizationChoiceField()
+    kind = serializers.ChoiceField(choices=AppConnection.Kind.choices)
+    credentials = serializers.DictField(
+        write_only=True,
+        required=False,
+        help_text="Per kind: powerdns {api_url, api_key, server_id}; rfc2136 {server, port, tsig_key_name, "
+        "tsig_algorithm, tsig_secret, zone}; aws {access_key_id, secret_access_key, region, role_arn}; "
+        "cloudflare {api_token}; acme-dns {api_url, username, password, subdomain}; manual {}. "
+        "On update, omitted secret fields keep their stored value.",
+    )
+    settings = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AppConnection
+        fields = ["id", "organization", "name", "kind", "description", "credentials", "settings", "created_at",
+                  "updated_at", "last_tested_at", "last_test_ok", "last_test_message"]
+        read_only_fields = ["id", "created_at", "updated_at", "last_tested_at", "last_test_ok",
+                            "last_test_message"]
+        # Uniqueness is the service's to check (it answers 409), not the serializer's.
+        validators = []
+
+    def get_settings(self, obj) -> dict:
+        return creds.public_summary(obj.kind, obj.credentials)
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["organization"] = instance.organization_id
+        return data
+
+
+class AppConnectionUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    credentials = serializers.DictField(write_only=True, required=False)
+
+
+class ConnectionTestResultSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    message = serializers.CharField()
+    tested_at = serializers.DateTimeField()

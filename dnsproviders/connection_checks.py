@@ -1,0 +1,448 @@
+"""'Test connection': one cheap authenticated call per kind of DNS provider connection.
+
+The answer is a CheckResult for a person to read: what the provider said, never a secret. Network and
+provider errors become ``ok=False``; the one exception that escapes is
+:class:`certmgr.errors.OutboundRefused` (a user-typed endpoint on a private or loopback address),
+which the caller turns into a 4xx.
+
+No Django models here: the caller decrypts the credentials and hands them in.
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import dns.exception
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.tsig
+import requests
+
+from certmgr import outbound
+from certmgr.errors import OutboundRefused
+from dnsproviders.credentials import CredentialError, Kind, schema_for
+
+logger = logging.getLogger(__name__)
+
+CLOUDFLARE_VERIFY_URL = "https://api.cloudflare.com/client/v4/user/tokens/verify"
+# acme-dns accepts exactly 43 characters of [A-Za-z0-9_-] (the size of an ACME key authorization
+# digest) and keeps only the two latest values of a subdomain, so publishing this is harmless.
+ACME_DNS_PLACEHOLDER_TXT = "certmgr-connection-test-" + "x" * 19
+USER_AGENT = "certmgr/0.1"
+
+TSIG_ALGORITHMS: dict[str, dns.name.Name] = {
+    "hmac-md5": dns.tsig.HMAC_MD5,
+    "hmac-md5.sig-alg.reg.int": dns.tsig.HMAC_MD5,
+    "hmac-sha1": dns.tsig.HMAC_SHA1,
+    "hmac-sha224": dns.tsig.HMAC_SHA224,
+    "hmac-sha256": dns.tsig.HMAC_SHA256,
+    "hmac-sha384": dns.tsig.HMAC_SHA384,
+    "hmac-sha512": dns.tsig.HMAC_SHA512,
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    message: str
+
+
+def check_connection(kind: str, credentials: dict, *, timeout: float = 10.0) -> CheckResult:
+    """Make one authenticated call to the provider behind ``credentials`` and say how it went.
+
+    Raises OutboundRefused when a user-typed endpoint is not allowed; never raises otherwise.
+    """
+    try:
+        schema = schema_for(kind)
+    except CredentialError:
+        return CheckResult(False, f"Unknown connection kind {kind!r}.")
+    credentials = dict(credentials or {})
+    missing = [
+        f.name for f in schema.fields if f.required and credentials.get(f.name) in (None, "")
+    ]
+    if missing:
+        return CheckResult(False, f"Incomplete credentials: missing {', '.join(missing)}.")
+    for f in schema.fields:
+        if credentials.get(f.name) in (None, "") and f.default is not None:
+            credentials[f.name] = f.default
+
+    check = _CHECKS[Kind(kind)]
+    try:
+        result = check(credentials, timeout)
+    except OutboundRefused:
+        raise
+    except Exception as exc:  # a bug or an unforeseen library error: still an answer, never a 500
+        logger.exception("connection check of kind %s failed unexpectedly", kind)
+        result = CheckResult(False, f"Unexpected error while testing the connection: {type(exc).__name__}: {exc}")
+    return _scrub(result, [str(credentials[n]) for n in schema.secret_names if credentials.get(n)])
+
+
+def _scrub(result: CheckResult, secrets: list[str]) -> CheckResult:
+    """Belt and braces: no secret value in a message, whatever a server echoed back."""
+    message = result.message
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            message = message.replace(secret, "[redacted]")
+    return result if message == result.message else CheckResult(result.ok, message)
+
+
+# --- HTTP helpers ----------------------------------------------------------------------------------
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _body_excerpt(response: requests.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return _excerpt(response.text) or "(empty body)"
+    if isinstance(data, dict):
+        for key in ("error", "message", "errors"):
+            if data.get(key):
+                return _excerpt(str(data[key]))
+    return _excerpt(response.text)
+
+
+def _network_reason(exc: BaseException) -> str:
+    """The innermost useful reason of a requests/urllib3 error chain (e.g. 'Connection refused')."""
+    reason, seen, cur = "", set(), exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return f"certificate verification failed: {cur.verify_message or cur.reason}"
+        if isinstance(cur, ssl.SSLError):
+            return f"TLS error: {cur.reason or cur}"
+        if isinstance(cur, OSError) and cur.strerror:
+            reason = cur.strerror
+        inner = getattr(cur, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
+        cur = inner or cur.__cause__ or cur.__context__
+    if reason:
+        return reason
+    return _excerpt(str(exc))
+
+
+def _request_error(what: str, url: str, exc: requests.RequestException, timeout: float) -> CheckResult:
+    if isinstance(exc, requests.ConnectTimeout):
+        return CheckResult(False, f"Cannot reach {what} at {url}: no connection within {timeout:g}s.")
+    if isinstance(exc, requests.ReadTimeout):
+        return CheckResult(False, f"{what} at {url} accepted the connection but did not answer within {timeout:g}s.")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return CheckResult(False, f"TLS handshake with {what} at {url} failed: {_network_reason(exc)}.")
+    if isinstance(exc, requests.ConnectionError):
+        return CheckResult(False, f"Cannot connect to {what} at {url}: {_network_reason(exc)}.")
+    return CheckResult(False, f"Request to {what} at {url} failed: {_network_reason(exc)}.")
+
+
+def _redirect(what: str, response: requests.Response) -> CheckResult:
+    # Redirects are not followed: requests would carry X-API-Key style headers to the new host.
+    location = response.headers.get("Location", "?")
+    return CheckResult(
+        False,
+        f"{what} answered with a redirect (HTTP {response.status_code}) to {_excerpt(location, 300)}: "
+        "enter the final URL instead.",
+    )
+
+
+# --- AWS Route53 -----------------------------------------------------------------------------------
+
+
+def _aws_error(step: str, exc: Exception) -> CheckResult:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        code, message = err.get("Code", "Unknown"), err.get("Message", "")
+        return CheckResult(False, f"AWS refused {step}: {code}: {message}".rstrip(": ") + ".")
+    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+        return CheckResult(False, f"AWS {step} failed: the access key ID and secret access key are required.")
+    if isinstance(exc, botocore.exceptions.ConnectTimeoutError | botocore.exceptions.ReadTimeoutError):
+        return CheckResult(False, f"AWS {step} timed out: {exc}.")
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        return CheckResult(False, f"Cannot reach AWS for {step}: {exc}.")
+    return CheckResult(False, f"AWS {step} failed: {type(exc).__name__}: {exc}.")
+
+
+def _check_aws(c: dict, timeout: float) -> CheckResult:
+    region = c.get("region") or "us-east-1"
+    config = botocore.config.Config(
+        region_name=region,
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        retries={"total_max_attempts": 2, "mode": "standard"},
+        user_agent_extra="certmgr-connection-test",
+    )
+    session = boto3.session.Session(
+        aws_access_key_id=c["access_key_id"], aws_secret_access_key=c["secret_access_key"], region_name=region
+    )
+    role_arn = c.get("role_arn")
+    via = ""
+    if role_arn:
+        try:
+            assumed = session.client("sts", config=config).assume_role(
+                RoleArn=role_arn, RoleSessionName="certmgr-connection-test", DurationSeconds=900
+            )
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            return _aws_error(f"assuming role {role_arn}", exc)
+        temporary = assumed["Credentials"]
+        session = boto3.session.Session(
+            aws_access_key_id=temporary["AccessKeyId"],
+            aws_secret_access_key=temporary["SecretAccessKey"],
+            aws_session_token=temporary["SessionToken"],
+            region_name=region,
+        )
+        via = f" as {assumed.get('AssumedRoleUser', {}).get('Arn') or role_arn}"
+    try:
+        answer = session.client("route53", config=config).list_hosted_zones(MaxItems="1")
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        return _aws_error(f"listing Route53 hosted zones{via}", exc)
+    zones = answer.get("HostedZones") or []
+    seen = f"first hosted zone: {zones[0].get('Name')}" if zones else "no hosted zone yet"
+    return CheckResult(True, f"AWS Route53 answered{via}: the credentials can list hosted zones ({seen}).")
+
+
+# --- Cloudflare ------------------------------------------------------------------------------------
+
+
+def _check_cloudflare(c: dict, timeout: float) -> CheckResult:
+    # A fixed public endpoint, not a user-typed one: a plain session (which honours proxy settings).
+    with requests.Session() as s:
+        try:
+            r = s.get(
+                CLOUDFLARE_VERIFY_URL,
+                headers={"Authorization": f"Bearer {c['api_token']}", "User-Agent": USER_AGENT},
+                timeout=(timeout, timeout),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            return _request_error("Cloudflare", "api.cloudflare.com", exc, timeout)
+    try:
+        data = r.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return CheckResult(False, f"Cloudflare answered HTTP {r.status_code}: {_excerpt(r.text) or '(empty body)'}")
+    result = data.get("result") if isinstance(data.get("result"), dict) else {}
+    if data.get("success") is True and result.get("status") == "active":
+        return CheckResult(True, "Cloudflare answered: the API token is valid and active.")
+    if data.get("success") is True:
+        return CheckResult(False, f"Cloudflare answered: the API token is {result.get('status') or 'not active'}.")
+    errors = data.get("errors") or []
+    texts = [
+        f"{e.get('message')} (code {e.get('code')})" if e.get("code") else str(e.get("message"))
+        for e in errors
+        if isinstance(e, dict) and e.get("message")
+    ]
+    detail = "; ".join(texts) or _excerpt(r.text)
+    return CheckResult(False, f"Cloudflare refused the API token (HTTP {r.status_code}): {detail}")
+
+
+# --- PowerDNS --------------------------------------------------------------------------------------
+
+
+def _powerdns_base(api_url: str) -> str:
+    base = api_url.strip().rstrip("/")
+    return re.sub(r"/api(/v1)?$", "", base)
+
+
+def _check_powerdns(c: dict, timeout: float) -> CheckResult:
+    server_id = str(c.get("server_id") or "localhost")
+    url = f"{_powerdns_base(c['api_url'])}/api/v1/servers/{quote(server_id, safe='')}"
+    with outbound.session() as s:
+        try:
+            r = s.get(url, headers={"X-API-Key": c["api_key"]}, timeout=(timeout, timeout), allow_redirects=False)
+        except requests.RequestException as exc:
+            return _request_error("PowerDNS", url, exc, timeout)
+    if r.is_redirect or 300 <= r.status_code < 400:
+        return _redirect("PowerDNS", r)
+    if r.status_code in (401, 403):
+        return CheckResult(False, f"PowerDNS refused the API key (HTTP {r.status_code}).")
+    if r.status_code == 404:
+        return CheckResult(
+            False,
+            f"PowerDNS has no server with id {server_id!r} (HTTP 404 for {url}): the id is normally "
+            "'localhost'; also check that the URL is the PowerDNS API (webserver) address.",
+        )
+    if r.status_code != 200:
+        return CheckResult(False, f"PowerDNS answered HTTP {r.status_code}: {_body_excerpt(r)}")
+    try:
+        data = r.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("type") != "Server":
+        return CheckResult(
+            False, f"{url} answered HTTP 200 but not with a PowerDNS server object: is this the PowerDNS API?"
+        )
+    return CheckResult(
+        True,
+        f"PowerDNS answered: server {data.get('id', server_id)!r} "
+        f"({data.get('daemon_type', 'unknown type')}, version {data.get('version', 'unknown')})",
+    )
+
+
+# --- RFC 2136 (TSIG) -------------------------------------------------------------------------------
+
+
+def _check_rfc2136(c: dict, timeout: float) -> CheckResult:
+    server = str(c["server"]).strip()
+    try:
+        port = int(c.get("port") or 53)
+    except (TypeError, ValueError):
+        return CheckResult(False, f"Invalid port {c.get('port')!r}.")
+    algorithm_text = str(c.get("tsig_algorithm") or "hmac-sha256").lower().rstrip(".")
+    algorithm = TSIG_ALGORITHMS.get(algorithm_text)
+    if algorithm is None:
+        return CheckResult(
+            False, f"Unsupported TSIG algorithm {algorithm_text!r} (one of: {', '.join(sorted(TSIG_ALGORITHMS))})."
+        )
+    key_name = str(c["tsig_key_name"]).strip()
+    try:
+        key = dns.tsig.Key(key_name, str(c["tsig_secret"]).strip(), algorithm)
+    except (binascii.Error, ValueError, TypeError):
+        return CheckResult(False, "The TSIG secret is not valid base64 (paste it as tsig-keygen prints it).")
+    except dns.exception.DNSException as exc:
+        return CheckResult(False, f"Invalid TSIG key name {key_name!r}: {exc}")
+    zone = str(c.get("zone") or "").strip() or "."
+    try:
+        zone_name = dns.name.from_text(zone)
+    except dns.exception.DNSException as exc:
+        return CheckResult(False, f"Invalid zone {zone!r}: {exc}")
+
+    addresses = outbound.check_host(server, port)  # OutboundRefused propagates to the caller
+    query = dns.message.make_query(zone_name, dns.rdatatype.SOA)
+    query.use_tsig(key, keyname=key.name, algorithm=algorithm)
+    failures = []
+    for ip in addresses:
+        where = f"{server}:{port}" if ip == server else f"{server} ({ip}) port {port}"
+        try:
+            response, _ = dns.query.udp_with_fallback(query, ip, timeout=timeout, port=port)
+        except dns.tsig.PeerBadKey:
+            return CheckResult(
+                False,
+                f"{where} does not know the TSIG key {key_name!r} with algorithm {algorithm_text} (BADKEY): "
+                "check the key name and algorithm.",
+            )
+        except dns.tsig.PeerBadSignature:
+            return CheckResult(
+                False,
+                f"{where} rejected the TSIG signature of key {key_name!r} (BADSIG): the secret does not match "
+                "the server's key.",
+            )
+        except dns.tsig.PeerBadTime:
+            return CheckResult(
+                False,
+                f"{where} rejected the TSIG signature as out of time (BADTIME): the clocks of certmgr's host "
+                "and the DNS server differ by more than 5 minutes.",
+            )
+        except dns.tsig.PeerError as exc:
+            return CheckResult(False, f"{where} rejected the TSIG signature: {type(exc).__name__} {exc}".strip())
+        except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm, dns.message.UnknownTSIGKey) as exc:
+            return CheckResult(
+                False, f"{where} signed its answer with a key that does not match ours ({type(exc).__name__})."
+            )
+        except dns.tsig.BadTime:
+            return CheckResult(
+                False, f"{where} answered with a TSIG time too far from ours (BADTIME): check both clocks."
+            )
+        except dns.exception.Timeout:
+            failures.append(f"no answer from {where} within {timeout:g}s")
+            continue
+        except (dns.exception.FormError, dns.message.Truncated) as exc:
+            return CheckResult(False, f"{where} sent an invalid or unsigned answer: {exc or type(exc).__name__}.")
+        except (OSError, EOFError) as exc:
+            failures.append(f"cannot reach {where}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}")
+            continue
+        except dns.exception.DNSException as exc:
+            return CheckResult(False, f"{where} sent an answer that could not be read: {type(exc).__name__}: {exc}")
+        return _rfc2136_answer(response, where, key_name, zone_name, explicit_zone=zone != ".")
+    return CheckResult(False, "; ".join(failures).capitalize() + "." if failures else f"No address for {server}.")
+
+
+def _rfc2136_answer(
+    response: dns.message.Message, where: str, key_name: str, zone: dns.name.Name, *, explicit_zone: bool
+) -> CheckResult:
+    rcode = response.rcode()
+    signed = response.had_tsig  # dnspython verified the signature, or raised above
+    zone_text = zone.to_text()
+    if rcode == dns.rcode.NOERROR:
+        soa = response.get_rrset(response.answer, zone, dns.rdataclass.IN, dns.rdatatype.SOA)
+        if soa is None:
+            soa = next((r for r in response.authority if r.rdtype == dns.rdatatype.SOA), None)
+        serial = f", SOA serial {soa[0].serial} for {soa.name.to_text()}" if soa else ""
+        return CheckResult(True, f"{where} accepted the TSIG key {key_name!r}{serial}.")
+    name = dns.rcode.to_text(rcode)
+    if rcode == dns.rcode.REFUSED and signed and not explicit_zone:
+        return CheckResult(
+            True,
+            f"{where} accepted the TSIG key {key_name!r} (signed answer) and refused the SOA query for the "
+            "root, as an authoritative-only server does: set the zone to also check that it serves it.",
+        )
+    if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+        key_state = "the key was accepted, but " if signed else ""
+        return CheckResult(
+            False,
+            f"{where} answered {name} to the SOA query for {zone_text}: {key_state}it does not serve that zone "
+            "or does not allow this key to query it.",
+        )
+    if rcode == dns.rcode.NXDOMAIN:
+        return CheckResult(False, f"{where} answered NXDOMAIN for {zone_text}: the zone does not exist there.")
+    return CheckResult(False, f"{where} answered {name} to the SOA query for {zone_text}.")
+
+
+# --- acme-dns --------------------------------------------------------------------------------------
+
+
+def _check_acme_dns(c: dict, timeout: float) -> CheckResult:
+    url = f"{c['api_url'].strip().rstrip('/')}/update"
+    headers = {"X-Api-User": c["username"], "X-Api-Key": c["password"]}
+    body = {"subdomain": c["subdomain"], "txt": ACME_DNS_PLACEHOLDER_TXT}
+    with outbound.session() as s:
+        try:
+            r = s.post(url, headers=headers, json=body, timeout=(timeout, timeout), allow_redirects=False)
+        except requests.RequestException as exc:
+            return _request_error("acme-dns", url, exc, timeout)
+    if r.is_redirect or 300 <= r.status_code < 400:
+        return _redirect("acme-dns", r)
+    if r.status_code in (401, 403):
+        return CheckResult(
+            False,
+            f"acme-dns refused the credentials (HTTP {r.status_code}: {_body_excerpt(r)}): wrong username or "
+            "password, a subdomain that is not this account's, or an allowfrom list that excludes certmgr.",
+        )
+    if r.status_code != 200:
+        return CheckResult(False, f"acme-dns answered HTTP {r.status_code}: {_body_excerpt(r)}")
+    return CheckResult(True, f"acme-dns accepted an update of subdomain {c['subdomain']} (a placeholder TXT value).")
+
+
+# --- manual ----------------------------------------------------------------------------------------
+
+
+def _check_manual(c: dict, timeout: float) -> CheckResult:
+    return CheckResult(True, "Manual connections have nothing to test: an operator creates the records.")
+
+
+_CHECKS: dict[Kind, Callable[[dict, float], CheckResult]] = {
+    Kind.AWS: _check_aws,
+    Kind.CLOUDFLARE: _check_cloudflare,
+    Kind.POWERDNS: _check_powerdns,
+    Kind.RFC2136: _check_rfc2136,
+    Kind.ACME_DNS: _check_acme_dns,
+    Kind.MANUAL: _check_manual,
+}
+
+__all__ = ["ACME_DNS_PLACEHOLDER_TXT", "CLOUDFLARE_VERIFY_URL", "CheckResult", "check_connection"]

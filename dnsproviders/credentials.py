@@ -1,0 +1,237 @@
+"""What each kind of app connection needs, and how its credentials are checked.
+
+One schema per kind drives the admin form, the API serializer and validation alike. Pure Python: no
+Django imports, so it is tested alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class Kind(StrEnum):
+    AWS = "aws"
+    CLOUDFLARE = "cloudflare"
+    POWERDNS = "powerdns"
+    RFC2136 = "rfc2136"
+    ACME_DNS = "acme-dns"
+    MANUAL = "manual"
+
+
+KIND_LABELS = {
+    Kind.AWS: "AWS Route53",
+    Kind.CLOUDFLARE: "Cloudflare",
+    Kind.POWERDNS: "PowerDNS",
+    Kind.RFC2136: "RFC 2136 (BIND, Knot, ... with TSIG)",
+    Kind.ACME_DNS: "acme-dns",
+    Kind.MANUAL: "Manual (operator creates the TXT record)",
+}
+
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
+
+
+class CredentialError(ValueError):
+    """Field -> messages, as forms and serializers expect."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class CredentialField:
+    name: str
+    label: str
+    secret: bool = False
+    required: bool = True
+    kind: str = "text"  # text | url | int | choice
+    choices: tuple[str, ...] = ()
+    default: Any = None
+    help: str = ""
+    max_length: int = 4096
+
+
+@dataclass(frozen=True)
+class KindSchema:
+    kind: Kind
+    fields: tuple[CredentialField, ...] = field(default_factory=tuple)
+
+    @property
+    def secret_names(self) -> set[str]:
+        return {f.name for f in self.fields if f.secret}
+
+
+_AWS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+SCHEMAS: dict[Kind, KindSchema] = {
+    Kind.AWS: KindSchema(Kind.AWS, (
+        CredentialField("access_key_id", "Access key ID"),
+        CredentialField("secret_access_key", "Secret access key", secret=True),
+        CredentialField("region", "Region", required=False, default="us-east-1"),
+        CredentialField("role_arn", "Role ARN to assume", required=False,
+                        help="Optional: certmgr assumes this role with the keys above."),
+    )),
+    Kind.CLOUDFLARE: KindSchema(Kind.CLOUDFLARE, (
+        CredentialField("api_token", "API token", secret=True,
+                        help="A scoped token with Zone:DNS:Edit on the zones certmgr validates."),
+    )),
+    Kind.POWERDNS: KindSchema(Kind.POWERDNS, (
+        CredentialField("api_url", "API URL", kind="url", help="e.g. https://pdns.example.com:8081"),
+        CredentialField("api_key", "API key", secret=True),
+        CredentialField("server_id", "Server ID", required=False, default="localhost"),
+    )),
+    Kind.RFC2136: KindSchema(Kind.RFC2136, (
+        CredentialField("server", "Server (host name or IP)"),
+        CredentialField("port", "Port", kind="int", required=False, default=53),
+        CredentialField("tsig_key_name", "TSIG key name"),
+        CredentialField("tsig_algorithm", "TSIG algorithm", kind="choice", choices=TSIG_ALGORITHMS,
+                        required=False, default="hmac-sha256"),
+        CredentialField("tsig_secret", "TSIG secret (base64)", secret=True),
+        CredentialField("zone", "Zone to test against", required=False,
+                        help="Optional: the test queries this zone's SOA with the TSIG key."),
+    )),
+    Kind.ACME_DNS: KindSchema(Kind.ACME_DNS, (
+        CredentialField("api_url", "acme-dns URL", kind="url"),
+        CredentialField("username", "Username"),
+        CredentialField("password", "Password", secret=True),
+        CredentialField("subdomain", "Subdomain", help="The UUID acme-dns returned at registration."),
+    )),
+    Kind.MANUAL: KindSchema(Kind.MANUAL, ()),
+}
+
+
+def schema_for(kind: str) -> KindSchema:
+    try:
+        return SCHEMAS[Kind(kind)]
+    except ValueError:
+        raise CredentialError({"kind": [f"unknown kind {kind!r}; one of: {', '.join(k.value for k in Kind)}"]})
+
+
+def _check_url(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host"
+    if parts.username or parts.password:
+        return "must not contain a user name or password"
+    return None
+
+
+def validate(kind: str, data: Any, *, existing: dict | None = None) -> dict:
+    """Return cleaned credentials for ``kind``.
+
+    Secret fields left empty keep their ``existing`` value (edits never need the secret re-typed);
+    unknown keys are refused so a typo does not silently drop a credential.
+    """
+    schema = schema_for(kind)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise CredentialError({"credentials": ["must be an object"]})
+    existing = existing or {}
+    errors: dict[str, list[str]] = {}
+    known = {f.name for f in schema.fields}
+    for key in data:
+        if key not in known:
+            errors.setdefault(str(key), []).append(
+                f"not a credential of a {kind} connection (expected: {', '.join(sorted(known)) or 'none'})"
+            )
+    cleaned: dict[str, Any] = {}
+    for f in schema.fields:
+        raw = data.get(f.name)
+        if isinstance(raw, str):
+            raw = raw.strip()
+        if raw in (None, "") and f.secret and existing.get(f.name):
+            cleaned[f.name] = existing[f.name]
+            continue
+        if raw in (None, ""):
+            if f.required:
+                errors.setdefault(f.name, []).append("This field is required.")
+            elif f.default is not None:
+                cleaned[f.name] = f.default
+            continue
+        if f.kind == "int":
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                errors.setdefault(f.name, []).append("must be a whole number")
+                continue
+            try:
+                raw = int(raw)
+            except ValueError:
+                errors.setdefault(f.name, []).append("must be a whole number")
+                continue
+            if not 1 <= raw <= 65535:
+                errors.setdefault(f.name, []).append("must be a port between 1 and 65535")
+                continue
+            cleaned[f.name] = raw
+            continue
+        if not isinstance(raw, str):
+            errors.setdefault(f.name, []).append("must be a string")
+            continue
+        if "\x00" in raw or len(raw) > f.max_length:
+            errors.setdefault(f.name, []).append(f"must be at most {f.max_length} characters, without NUL")
+            continue
+        if f.kind == "url" and (problem := _check_url(raw)):
+            errors.setdefault(f.name, []).append(problem)
+            continue
+        if f.kind == "choice" and raw not in f.choices:
+            errors.setdefault(f.name, []).append(f"must be one of: {', '.join(f.choices)}")
+            continue
+        cleaned[f.name] = raw
+    errors.update({k: v for k, v in _kind_rules(Kind(kind), cleaned).items() if k not in errors})
+    if errors:
+        raise CredentialError(errors)
+    return cleaned
+
+
+def _kind_rules(kind: Kind, c: dict) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if kind == Kind.AWS:
+        if "access_key_id" in c and not _AWS_KEY_ID.match(c["access_key_id"]):
+            errors["access_key_id"] = ["looks wrong: AWS access key IDs are 16+ upper-case letters and digits"]
+        if c.get("role_arn") and not _ROLE_ARN.match(c["role_arn"]):
+            errors["role_arn"] = ["must look like arn:aws:iam::123456789012:role/name"]
+        if c.get("region") and not _REGION.match(c["region"]):
+            errors["region"] = ["must be an AWS region such as us-east-1"]
+    elif kind == Kind.RFC2136:
+        for name in ("server", "tsig_key_name", "zone"):
+            if c.get(name) and not _is_host_or_ip(c[name]):
+                errors[name] = ["must be a DNS name or an IP address"]
+        if "tsig_secret" in c:
+            try:
+                if not base64.b64decode(c["tsig_secret"], validate=True):
+                    raise ValueError
+            except (binascii.Error, ValueError):
+                errors["tsig_secret"] = ["must be base64, as tsig-keygen prints it"]
+    elif kind == Kind.ACME_DNS:
+        if c.get("subdomain") and not _UUID.match(c["subdomain"]):
+            errors["subdomain"] = ["must be the UUID acme-dns returned at registration"]
+    return errors
+
+
+def _is_host_or_ip(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(_DNS_NAME.match(value))
+
+
+def public_summary(kind: str, credentials: dict) -> dict:
+    """The non-secret parts, safe to show back (e.g. which server a connection points at)."""
+    try:
+        schema = schema_for(kind)
+    except CredentialError:
+        return {}
+    return {f.name: credentials[f.name] for f in schema.fields if not f.secret and f.name in credentials}

@@ -1,0 +1,37 @@
+"""App connections: a named, encrypted set of credentials for one DNS provider."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from certmgr.encryption import EncryptedJSONField
+from certmgr.models import Organization
+from dnsproviders.credentials import KIND_LABELS, Kind
+from dnsproviders.querysets import AppConnectionQuerySet
+
+
+class AppConnection(models.Model):
+    Kind = models.TextChoices("Kind", [(k.name, (k.value, KIND_LABELS[k])) for k in Kind])
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="app_connections")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    description = models.TextField(blank=True, max_length=2000)
+    credentials = EncryptedJSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_tested_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_test_ok = models.BooleanField(null=True, editable=False)
+    last_test_message = models.TextField(blank=True, editable=False)
+
+    objects = AppConnectionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="appconnection_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from certmgr.querysets import TenantQuerySet
+
+
+class AppConnectionQuerySet(TenantQuerySet):
+    pass

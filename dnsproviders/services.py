@@ -1,0 +1,140 @@
+"""State changes of app connections. Every door calls these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from certmgr import audit
+from certmgr.actors import as_actor
+from certmgr.errors import Conflict
+from certmgr.models import Organization
+from certmgr.permissions import Action
+from certmgr.services import require
+from dnsproviders import credentials as creds
+from dnsproviders.models import AppConnection
+
+_EDITABLE = ("name", "description")
+
+
+def _clean_text(field: str, value: str, max_length: int, *, required: bool = False) -> str:
+    value = (value or "").strip()
+    if required and not value:
+        raise ValidationError({field: ["This field is required."]})
+    if len(value) > max_length or "\x00" in value:
+        raise ValidationError({field: [f"Enter at most {max_length} characters, without NUL."]})
+    return value
+
+
+def _validated(kind: str, data: Any, existing: dict | None = None) -> dict:
+    try:
+        return creds.validate(kind, data, existing=existing)
+    except creds.CredentialError as exc:
+        if "kind" in exc.errors:
+            raise ValidationError(exc.errors) from exc
+        raise ValidationError({"credentials": [f"{k}: {' '.join(v)}" for k, v in exc.errors.items()]}) from exc
+
+
+def _duplicate(name: str) -> Conflict:
+    return Conflict(f"a connection named {name!r} already exists in this organization", field="name")
+
+
+def create_connection(
+    organization: Organization, *, name: str, kind: str, credentials: dict, description: str = "", actor: Any
+) -> AppConnection:
+    actor = as_actor(actor)
+    with audit.failures(actor, "app_connection.create", organization, name=name, kind=kind):
+        require(actor, Action.MANAGE, organization.pk)
+        name = _clean_text("name", name, 100, required=True)
+        description = _clean_text("description", description, 2000)
+        cleaned = _validated(kind, credentials)
+        try:
+            with transaction.atomic():
+                if AppConnection.objects.filter(organization=organization, name=name).exists():
+                    raise _duplicate(name)
+                conn = AppConnection.objects.create(
+                    organization=organization, name=name, kind=kind, description=description, credentials=cleaned
+                )
+                audit.record(actor, "app_connection.create", conn, kind=kind,
+                             settings=creds.public_summary(kind, cleaned))
+        except IntegrityError as exc:
+            raise _duplicate(name) from exc
+    return conn
+
+
+def update_connection(
+    connection: AppConnection, *, actor: Any, credentials: dict | None = None, **changes: Any
+) -> AppConnection:
+    """Change name/description and, when given, credentials (empty secret fields keep their value)."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "app_connection.update", connection):
+        require(actor, Action.MANAGE, connection.organization_id)
+        unknown = set(changes) - set(_EDITABLE)
+        if unknown:
+            raise ValidationError({k: ["This field cannot be changed."] for k in unknown})
+        try:
+            with transaction.atomic():
+                conn = AppConnection.objects.select_for_update().get(pk=connection.pk)
+                changed = []
+                if "name" in changes:
+                    name = _clean_text("name", changes["name"], 100, required=True)
+                    if name != conn.name:
+                        if AppConnection.objects.filter(organization_id=conn.organization_id, name=name).exists():
+                            raise _duplicate(name)
+                        conn.name = name
+                        changed.append("name")
+                if "description" in changes:
+                    description = _clean_text("description", changes["description"], 2000)
+                    if description != conn.description:
+                        conn.description = description
+                        changed.append("description")
+                if credentials is not None:
+                    cleaned = _validated(conn.kind, credentials, existing=conn.credentials)
+                    if cleaned != conn.credentials:
+                        conn.credentials = cleaned
+                        changed.append("credentials")
+                conn.updated_at = timezone.now()
+                conn.save()
+                audit.record(actor, "app_connection.update", conn, changed=changed,
+                             settings=creds.public_summary(conn.kind, conn.credentials))
+        except IntegrityError as exc:
+            raise _duplicate(changes.get("name", "")) from exc
+    return conn
+
+
+def delete_connection(connection: AppConnection, *, actor: Any) -> None:
+    actor = as_actor(actor)
+    with audit.failures(actor, "app_connection.delete", connection):
+        require(actor, Action.MANAGE, connection.organization_id)
+        with transaction.atomic():
+            conn = AppConnection.objects.select_for_update().get(pk=connection.pk)
+            target = ("dnsproviders.appconnection", conn.pk, conn.name)
+            try:
+                with transaction.atomic():
+                    conn.delete()
+            except IntegrityError as exc:  # PROTECTed by CAs that use it (ACME issue)
+                raise Conflict("this connection is in use and cannot be deleted") from exc
+            audit.record(actor, "app_connection.delete", target, organization=conn.organization_id, kind=conn.kind)
+
+
+def test_connection(connection: AppConnection, *, actor: Any):
+    """Make one cheap authenticated call to the provider; record and return the result."""
+    from dnsproviders.connection_checks import check_connection
+
+    actor = as_actor(actor)
+    with audit.failures(actor, "app_connection.test", connection):
+        require(actor, Action.MANAGE, connection.organization_id)
+        result = check_connection(connection.kind, connection.credentials)
+    with transaction.atomic():
+        AppConnection.objects.filter(pk=connection.pk).update(
+            last_tested_at=timezone.now(), last_test_ok=result.ok, last_test_message=result.message[:2000]
+        )
+        audit.record(
+            actor, "app_connection.test", connection,
+            outcome="success" if result.ok else "failure", error="" if result.ok else result.message,
+        )
+    connection.refresh_from_db(fields=["last_tested_at", "last_test_ok", "last_test_message"])
+    return result

@@ -1,0 +1,1 @@
+"""Certificate authorities, policies, subscribers and the certificate inventory (issue: pki)."""

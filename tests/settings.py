@@ -1,0 +1,20 @@
+"""Test settings: production settings with test keys, against PostgreSQL unless DATABASE_URL says otherwise."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/certmgr")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 40)
+# Two keys, so every test exercises decryption through a key list.
+os.environ.setdefault(
+    "CERTMGR_ENCRYPTION_KEYS",
+    "tF2bN6l7Tq8u6R9rJ3xZ0m0E1wq7y8v5b4n3m2l1k0A=,Yc0bX9rW3vT6uS2pQ8oN4mL7kJ1iH5gF0eD9cB3aZ2Y=",
+)
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("SESSION_COOKIE_SECURE", "0")
+os.environ.setdefault("CSRF_COOKIE_SECURE", "0")
+os.environ.setdefault("ALLOWED_HOSTS", "*")
+
+from certmgr.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test users
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405  tasks run inline in tests
