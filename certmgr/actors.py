@@ -6,6 +6,7 @@ all that tenancy and roles need, so the admin, the API, commands and tasks share
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +42,9 @@ class Actor:
     # --- questions ------------------------------------------------------------------------------
     @property
     def is_superuser(self) -> bool:
-        return self.kind == "system" or bool(self.user is not None and self.token is None
-                                               and self.user.is_active and self.user.is_superuser)
+        return self.kind == "system" or bool(
+            self.user is not None and self.token is None and self.user.is_active and self.user.is_superuser
+        )
 
     @property
     def actor_id(self) -> str:
@@ -99,9 +101,7 @@ def as_actor(who: Any) -> Actor:
         from certmgr.models import ApiToken
 
         actor = Actor.for_token(auth) if isinstance(auth, ApiToken) else Actor.for_user(who.user)
-        try:
+        with contextlib.suppress(AttributeError):
             who.certmgr_actor = actor
-        except AttributeError:
-            pass
         return actor
     return Actor.for_user(who)

@@ -57,7 +57,8 @@ class MembershipForm(forms.ModelForm):
     )
     email = forms.EmailField(required=False, help_text="For a new user.")
     password = forms.CharField(
-        required=False, widget=forms.PasswordInput(render_value=False),
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
         help_text="For a new user only: the initial password (they can change it after signing in).",
     )
 
@@ -88,9 +89,10 @@ class MembershipForm(forms.ModelForm):
                     validate_password(data["password"], User(username=username, email=data.get("email", "")))
                 except ValidationError as exc:
                     self.add_error("password", exc)
-        elif data.get("organization") and Membership.objects.filter(
-            organization=data["organization"], user=user
-        ).exists():
+        elif (
+            data.get("organization")
+            and Membership.objects.filter(organization=data["organization"], user=user).exists()
+        ):
             self.add_error("username", f"{username} is already a member of {data['organization']}.")
         return data
 
@@ -131,7 +133,16 @@ class ApiTokenForm(forms.ModelForm):
 @admin.register(ApiToken)
 class ApiTokenAdmin(TenantAdmin):
     form = ApiTokenForm
-    list_display = ["name", "prefix", "user", "organization", "role", "state_badge", "expires_at", "last_used_at"]
+    list_display = [
+        "name",
+        "prefix",
+        "user",
+        "organization",
+        "role",
+        "state_badge",
+        "expires_at",
+        "last_used_at",
+    ]
     list_filter = ["role", "organization"]
     search_fields = ["name", "prefix", "user__username"]
     list_select_related = ["user", "organization"]
@@ -146,8 +157,17 @@ class ApiTokenAdmin(TenantAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["organization", "user", "name", "role", "expires_at"]
-        return ["organization", "user", "name", "role", "prefix", "created_at", "expires_at", "last_used_at",
-                "revoked_at"]
+        return [
+            "organization",
+            "user",
+            "name",
+            "role",
+            "prefix",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+        ]
 
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request)  # tokens are revoked, not edited
@@ -156,21 +176,29 @@ class ApiTokenAdmin(TenantAdmin):
         form = super().get_form(request, obj, change=change, **kwargs)
         if "user" in form.base_fields:
             orgs = Organization.objects.restrict(request, Action.CREATE_TOKEN)
-            form.base_fields["user"].queryset = User.objects.filter(memberships__organization__in=orgs).distinct()
+            form.base_fields["user"].queryset = User.objects.filter(
+                memberships__organization__in=orgs
+            ).distinct()
             form.base_fields["user"].initial = request.user.pk
         return form
 
     def create(self, request, obj, form):
         data = form.cleaned_data
         new = services.create_api_token(
-            data["organization"], data["user"], name=data["name"], role=data["role"],
-            expires_at=data.get("expires_at"), actor=request,
+            data["organization"],
+            data["user"],
+            name=data["name"],
+            role=data["role"],
+            expires_at=data.get("expires_at"),
+            actor=request,
         )
         # The one and only time the secret is shown.
         self.message_user(
             request,
-            format_html("Token created. Copy it now, it will not be shown again: <code class='api-token'>{}</code>",
-                        new.secret),
+            format_html(
+                "Token created. Copy it now, it will not be shown again: <code class='api-token'>{}</code>",
+                new.secret,
+            ),
             messages.WARNING,
         )
         return new.token
@@ -205,7 +233,11 @@ class _CachedChoicesFilter(admin.SimpleListFilter):
         values = cache.get(key)
         if values is None:
             values = sorted(
-                v for v in model_admin.get_queryset(request).order_by().values_list(self.field, flat=True).distinct()
+                v
+                for v in model_admin.get_queryset(request)
+                .order_by()
+                .values_list(self.field, flat=True)
+                .distinct()
                 if v
             )[:500]
             cache.set(key, values, 60)
@@ -294,7 +326,8 @@ class DateRangeFilter(admin.FieldListFilter):
             "lt_name": self.lookup_lt,
             "query_string": changelist.get_query_string(remove=[self.lookup_gte, self.lookup_lt]),
             "other_params": [
-                (k, v) for k, v in changelist.get_filters_params().items()
+                (k, v)
+                for k, v in changelist.get_filters_params().items()
                 if k not in (self.lookup_gte, self.lookup_lt)
             ],
         }
@@ -309,9 +342,27 @@ class AuditEventAdmin(TenantAdmin):
     list_select_related = ["organization"]
     list_per_page = 100
     change_list_template = "admin/certmgr/auditevent/change_list.html"
-    fields = ["time", "organization", "action", "outcome", "error", "actor_type", "actor_label", "actor_id",
-              "target_type", "target_id", "target_repr", "details_pretty", "request_id", "ip", "user_agent",
-              "chain", "sequence", "prev_hash", "hash"]
+    fields = [
+        "time",
+        "organization",
+        "action",
+        "outcome",
+        "error",
+        "actor_type",
+        "actor_label",
+        "actor_id",
+        "target_type",
+        "target_id",
+        "target_repr",
+        "details_pretty",
+        "request_id",
+        "ip",
+        "user_agent",
+        "chain",
+        "sequence",
+        "prev_hash",
+        "hash",
+    ]
     readonly_fields = fields
 
     @admin.display(description="Outcome", ordering="outcome")
@@ -347,10 +398,30 @@ class AuditEventAdmin(TenantAdmin):
         org_ids = as_actor(request).organization_ids(Action.VIEW_AUDIT)
         with transaction.atomic():
             for org_id in sorted(org_ids) if org_ids is not None else [None]:
-                audit.record(request, "audit.export", ("certmgr.auditevent", "", "audit log CSV export"),
-                             organization=org_id, filters=dict(request.GET.items()))
-        columns = ["time", "organization_id", "actor_type", "actor_label", "action", "target_type", "target_id",
-                   "target_repr", "outcome", "error", "request_id", "ip", "user_agent", "details", "hash"]
+                audit.record(
+                    request,
+                    "audit.export",
+                    ("certmgr.auditevent", "", "audit log CSV export"),
+                    organization=org_id,
+                    filters=dict(request.GET.items()),
+                )
+        columns = [
+            "time",
+            "organization_id",
+            "actor_type",
+            "actor_label",
+            "action",
+            "target_type",
+            "target_id",
+            "target_repr",
+            "outcome",
+            "error",
+            "request_id",
+            "ip",
+            "user_agent",
+            "details",
+            "hash",
+        ]
 
         class Echo:
             def write(self, value):

@@ -139,7 +139,9 @@ def record(
 
 
 @contextmanager
-def failures(who: Any, action: str, target: Any = None, *, organization=None, **details: Any) -> Iterator[None]:
+def failures(
+    who: Any, action: str, target: Any = None, *, organization=None, **details: Any
+) -> Iterator[None]:
     """Record a failure event if the block raises a user-facing error, then re-raise it.
 
     Use it outside the service's transaction: the failed change rolls back, its failure stays logged.
@@ -152,8 +154,15 @@ def failures(who: Any, action: str, target: Any = None, *, organization=None, **
         yield
     except (ServiceError, ValidationError, IntegrityError) as exc:
         message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-        record(who, action, target, organization=organization, outcome=AuditEvent.Outcome.FAILURE,
-               error=message, **details)
+        record(
+            who,
+            action,
+            target,
+            organization=organization,
+            outcome=AuditEvent.Outcome.FAILURE,
+            error=message,
+            **details,
+        )
         raise
 
 
@@ -166,7 +175,9 @@ class BrokenLink:
     problem: str
 
     def __str__(self) -> str:
-        where = f"chain {self.chain} ({'no organization' if self.chain == 0 else f'organization {self.chain}'})"
+        where = (
+            f"chain {self.chain} ({'no organization' if self.chain == 0 else f'organization {self.chain}'})"
+        )
         event = f"event id {self.event_id}" if self.event_id is not None else "missing event"
         return f"{where}, sequence {self.sequence}, {event}: {self.problem}"
 
@@ -185,18 +196,28 @@ def verify(chains: list[int] | None = None) -> tuple[int, BrokenLink | None]:
         for event in events.iterator(chunk_size=2000):
             checked += 1
             if event.sequence != expected_seq:
-                return checked, BrokenLink(head.chain, None, expected_seq,
-                                           f"events {expected_seq}..{event.sequence - 1} are missing (deleted)")
+                return checked, BrokenLink(
+                    head.chain,
+                    None,
+                    expected_seq,
+                    f"events {expected_seq}..{event.sequence - 1} are missing (deleted)",
+                )
             if event.prev_hash != prev_hash:
-                return checked, BrokenLink(head.chain, event.pk, event.sequence,
-                                           "does not link to the previous event's hash")
+                return checked, BrokenLink(
+                    head.chain, event.pk, event.sequence, "does not link to the previous event's hash"
+                )
             if compute_hash(event) != event.hash:
-                return checked, BrokenLink(head.chain, event.pk, event.sequence,
-                                           "content does not match its hash (altered)")
+                return checked, BrokenLink(
+                    head.chain, event.pk, event.sequence, "content does not match its hash (altered)"
+                )
             prev_hash, expected_seq = event.hash, event.sequence + 1
         if head.sequence != expected_seq - 1 or head.last_hash != prev_hash:
-            return checked, BrokenLink(head.chain, None, expected_seq,
-                                       f"chain head expects {head.sequence} events; the last ones are missing")
+            return checked, BrokenLink(
+                head.chain,
+                None,
+                expected_seq,
+                f"chain head expects {head.sequence} events; the last ones are missing",
+            )
     orphan = AuditEvent.objects.exclude(chain__in=seen_chains)
     if chains is not None:
         orphan = orphan.filter(chain__in=chains)

@@ -85,23 +85,23 @@ class RawToken(str):
 class EncryptedMixin:
     """Stores the Fernet token in a text column; the model attribute holds the plaintext."""
 
-    def serialize(self, value: Any) -> str:
+    def to_plaintext(self, value: Any) -> str:
         return value
 
-    def deserialize(self, text: str) -> Any:
+    def from_plaintext(self, text: str) -> Any:
         return text
 
     def from_db_value(self, value, expression, connection):
         if value is None or value == "":
             return value
-        return self.deserialize(decrypt(value))
+        return self.from_plaintext(decrypt(value))
 
     def get_prep_value(self, value):
         if isinstance(value, RawToken):
             return str(value)
         if value is None or value == "":
             return value
-        return encrypt(self.serialize(value))
+        return encrypt(self.to_plaintext(value))
 
 
 class EncryptedTextField(EncryptedMixin, models.TextField):
@@ -113,10 +113,10 @@ class EncryptedJSONField(EncryptedMixin, models.TextField):
 
     description = "JSON encrypted at rest"
 
-    def serialize(self, value: Any) -> str:
+    def to_plaintext(self, value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
-    def deserialize(self, text: str) -> Any:
+    def from_plaintext(self, text: str) -> Any:
         return json.loads(text)
 
     def to_python(self, value):

@@ -15,8 +15,16 @@ class AuditEventFilter(django_filters.FilterSet):
 
     class Meta:
         model = AuditEvent
-        fields = ["organization", "actor_type", "actor_id", "action", "target_type", "target_id", "outcome",
-                  "request_id"]
+        fields = [
+            "organization",
+            "actor_type",
+            "actor_id",
+            "action",
+            "target_type",
+            "target_id",
+            "outcome",
+            "request_id",
+        ]
 
     def filter_action(self, queryset, name, value):
         if value.endswith("."):

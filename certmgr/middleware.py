@@ -19,7 +19,7 @@ class RequestContext:
     user_agent: str = ""
 
 
-current: ContextVar[RequestContext] = ContextVar("certmgr_request", default=RequestContext())
+current: ContextVar[RequestContext] = ContextVar("certmgr_request", default=RequestContext())  # noqa: B039 (frozen)
 
 
 def client_ip(request) -> str | None:

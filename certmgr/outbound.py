@@ -106,8 +106,11 @@ class _GuardedConnectionMixin:
     def _new_conn(self):
         try:
             return create_connection(
-                self._dns_host, self.port, self.timeout,
-                source_address=self.source_address, socket_options=self.socket_options,
+                self._dns_host,
+                self.port,
+                self.timeout,
+                source_address=self.source_address,
+                socket_options=self.socket_options,
             )
         except OutboundRefused:
             raise

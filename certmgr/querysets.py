@@ -39,6 +39,8 @@ class ApiTokenQuerySet(TenantQuerySet):
         actor = as_actor(who)
         if actor.is_superuser:
             return self
+        if actor.user is None or not actor.user.is_authenticated:
+            return self.none()
         admin_orgs = actor.organization_ids(Action.MANAGE_MEMBERS) or set()
         own_orgs = actor.organization_ids(action) or set()
         return self.filter(

@@ -105,11 +105,18 @@ def remove_member(membership: Membership, *, actor: Any) -> None:
             target = ("certmgr.membership", membership.pk, str(membership))
             # The member's tokens for this organization die with the membership.
             ApiToken.objects.filter(
-                organization_id=membership.organization_id, user_id=membership.user_id, revoked_at__isnull=True
+                organization_id=membership.organization_id,
+                user_id=membership.user_id,
+                revoked_at__isnull=True,
             ).update(revoked_at=timezone.now())
             membership.delete()
-            audit.record(actor, "membership.delete", target, organization=membership.organization_id,
-                         user=membership.user.get_username())
+            audit.record(
+                actor,
+                "membership.delete",
+                target,
+                organization=membership.organization_id,
+                user=membership.user.get_username(),
+            )
 
 
 def _keep_one_admin(membership: Membership) -> None:
@@ -163,12 +170,16 @@ def create_api_token(
         own = actor.user is not None and user.pk == actor.user.pk
         require(actor, Action.CREATE_TOKEN if own else Action.MANAGE_MEMBERS, organization.pk)
         member_role = (
-            Membership.objects.filter(organization=organization, user=user).values_list("role", flat=True).first()
+            Membership.objects.filter(organization=organization, user=user)
+            .values_list("role", flat=True)
+            .first()
         )
         if member_role is None:
             raise ValidationError({"user": [f"{user.get_username()} is not a member of {organization}."]})
         if ROLE_RANK[role] > ROLE_RANK[member_role]:
-            raise ValidationError({"role": [f"A token cannot have more rights than its owner ({member_role})."]})
+            raise ValidationError(
+                {"role": [f"A token cannot have more rights than its owner ({member_role})."]}
+            )
         if actor.token is not None and ROLE_RANK[role] > ROLE_RANK[actor.token.role]:
             raise ValidationError({"role": ["A token cannot create a token with more rights than itself."]})
         if expires_at is not None and expires_at <= timezone.now():
@@ -180,11 +191,22 @@ def create_api_token(
         secret = f"{TOKEN_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
         with transaction.atomic():
             token = ApiToken.objects.create(
-                organization=organization, user=user, name=name, role=role, prefix=prefix,
-                digest=_digest(secret), expires_at=expires_at,
+                organization=organization,
+                user=user,
+                name=name,
+                role=role,
+                prefix=prefix,
+                digest=_digest(secret),
+                expires_at=expires_at,
             )
-            audit.record(actor, "api_token.create", token, role=role, owner=user.get_username(),
-                         expires_at=expires_at.isoformat() if expires_at else None)
+            audit.record(
+                actor,
+                "api_token.create",
+                token,
+                role=role,
+                owner=user.get_username(),
+                expires_at=expires_at.isoformat() if expires_at else None,
+            )
     return NewToken(token=token, secret=secret)
 
 
@@ -249,7 +271,12 @@ def rotate_encryption_keys(*, actor: Any, batch_size: int = 500) -> dict[str, in
             counts[label] += len(rows)
             last_pk = rows[-1][0]
     with transaction.atomic():
-        audit.record(actor, "encryption.rotate", ("encryption.keys", "", "encryption keys"), rotated=counts)
+        audit.record(
+            actor,
+            "encryption.rotate",
+            ("encryption.keys", "", "encryption keys"),
+            rotated=[{"field": label, "count": n} for label, n in counts.items()],
+        )
     return counts
 
 

@@ -34,11 +34,16 @@ class AppConnectionForm(forms.ModelForm):
         for kind, schema in creds.SCHEMAS.items():
             for f in schema.fields:
                 if f.kind == "choice":
-                    field = forms.ChoiceField(choices=[("", "---------")] + [(c, c) for c in f.choices],
-                                              required=False)
+                    field = forms.ChoiceField(
+                        choices=[("", "---------")] + [(c, c) for c in f.choices], required=False
+                    )
                 elif f.secret:
-                    field = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False,
-                                            attrs={"autocomplete": "new-password"}))
+                    field = forms.CharField(
+                        required=False,
+                        widget=forms.PasswordInput(
+                            render_value=False, attrs={"autocomplete": "new-password"}
+                        ),
+                    )
                 else:
                     field = forms.CharField(required=False)
                 field.label = f.label + ("" if f.required else " (optional)")
@@ -64,8 +69,9 @@ class AppConnectionForm(forms.ModelForm):
         raw = {f.name: data.get(_field_name(schema.kind, f.name)) for f in schema.fields}
         raw = {k: v for k, v in raw.items() if v not in (None, "")}
         try:
-            self.credentials = creds.validate(kind, raw, existing=self.instance.credentials if self.instance.pk
-                                              else None)
+            self.credentials = creds.validate(
+                kind, raw, existing=self.instance.credentials if self.instance.pk else None
+            )
         except creds.CredentialError as exc:
             for name, errors in exc.errors.items():
                 target = _field_name(schema.kind, name)
@@ -90,11 +96,18 @@ class AppConnectionAdmin(TenantAdmin):
             if obj is not None and obj.kind != kind:
                 continue
             names = [_field_name(kind, f.name) for f in schema.fields]
-            sets.append((
-                f"{creds.KIND_LABELS[kind]} credentials",
-                {"fields": names or [], "classes": ["kind-fields", f"kind-{kind.value}"],
-                 "description": "" if names else "Nothing to configure: an operator creates each record."},
-            ))
+            sets.append(
+                (
+                    f"{creds.KIND_LABELS[kind]} credentials",
+                    {
+                        "fields": names or [],
+                        "classes": ["kind-fields", f"kind-{kind.value}"],
+                        "description": ""
+                        if names
+                        else "Nothing to configure: an operator creates each record.",
+                    },
+                )
+            )
         if obj is not None:
             sets.append(("Last test", {"fields": ["last_tested_at", "last_test_ok", "last_test_message"]}))
         return sets
@@ -118,15 +131,22 @@ class AppConnectionAdmin(TenantAdmin):
     def create(self, request, obj, form):
         data = form.cleaned_data
         return services.create_connection(
-            data["organization"], name=data["name"], kind=data["kind"], description=data.get("description", ""),
-            credentials=form.credentials, actor=request,
+            data["organization"],
+            name=data["name"],
+            kind=data["kind"],
+            description=data.get("description", ""),
+            credentials=form.credentials,
+            actor=request,
         )
 
     def update(self, request, obj, form):
         original = AppConnection.objects.get(pk=obj.pk)
         return services.update_connection(
-            original, name=form.cleaned_data["name"], description=form.cleaned_data.get("description", ""),
-            credentials=form.raw_credentials, actor=request,
+            original,
+            name=form.cleaned_data["name"],
+            description=form.cleaned_data.get("description", ""),
+            credentials=form.raw_credentials,
+            actor=request,
         )
 
     def remove(self, request, obj):
@@ -135,7 +155,11 @@ class AppConnectionAdmin(TenantAdmin):
     # --- test connection -----------------------------------------------------------------------------
     def get_urls(self):
         return [
-            path("<int:pk>/test/", self.admin_site.admin_view(self.test_view), name="dnsproviders_appconnection_test"),
+            path(
+                "<int:pk>/test/",
+                self.admin_site.admin_view(self.test_view),
+                name="dnsproviders_appconnection_test",
+            ),
             *super().get_urls(),
         ]
 

@@ -70,9 +70,7 @@ def check_connection(kind: str, credentials: dict, *, timeout: float = 10.0) -> 
     except CredentialError:
         return CheckResult(False, f"Unknown connection kind {kind!r}.")
     credentials = dict(credentials or {})
-    missing = [
-        f.name for f in schema.fields if f.required and credentials.get(f.name) in (None, "")
-    ]
+    missing = [f.name for f in schema.fields if f.required and credentials.get(f.name) in (None, "")]
     if missing:
         return CheckResult(False, f"Incomplete credentials: missing {', '.join(missing)}.")
     for f in schema.fields:
@@ -86,7 +84,9 @@ def check_connection(kind: str, credentials: dict, *, timeout: float = 10.0) -> 
         raise
     except Exception as exc:  # a bug or an unforeseen library error: still an answer, never a 500
         logger.exception("connection check of kind %s failed unexpectedly", kind)
-        result = CheckResult(False, f"Unexpected error while testing the connection: {type(exc).__name__}: {exc}")
+        result = CheckResult(
+            False, f"Unexpected error while testing the connection: {type(exc).__name__}: {exc}"
+        )
     return _scrub(result, [str(credentials[n]) for n in schema.secret_names if credentials.get(n)])
 
 
@@ -143,7 +143,9 @@ def _request_error(what: str, url: str, exc: requests.RequestException, timeout:
     if isinstance(exc, requests.ConnectTimeout):
         return CheckResult(False, f"Cannot reach {what} at {url}: no connection within {timeout:g}s.")
     if isinstance(exc, requests.ReadTimeout):
-        return CheckResult(False, f"{what} at {url} accepted the connection but did not answer within {timeout:g}s.")
+        return CheckResult(
+            False, f"{what} at {url} accepted the connection but did not answer within {timeout:g}s."
+        )
     if isinstance(exc, requests.exceptions.SSLError):
         return CheckResult(False, f"TLS handshake with {what} at {url} failed: {_network_reason(exc)}.")
     if isinstance(exc, requests.ConnectionError):
@@ -166,9 +168,15 @@ def _redirect(what: str, response: requests.Response) -> CheckResult:
 
 def _aws_error(step: str, exc: Exception) -> CheckResult:
     if isinstance(exc, botocore.exceptions.ClientError):
-        err = exc.response.get("Error", {})
-        code, message = err.get("Code", "Unknown"), err.get("Message", "")
-        return CheckResult(False, f"AWS refused {step}: {code}: {message}".rstrip(": ") + ".")
+        err = exc.response.get("Error") or {}
+        if not err.get("Code"):
+            # An <ErrorResponse><Errors><Error> body (as moto sends for Route53) is parsed one level down.
+            nested = (exc.response.get("Errors") or {}).get("Error")
+            err = nested if isinstance(nested, dict) else err
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = err.get("Code") or (f"HTTP {status}" if status else "unknown error")
+        message = (err.get("Message") or "").rstrip(".")
+        return CheckResult(False, f"AWS refused {step}: {code}" + (f": {message}." if message else "."))
     if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
         return CheckResult(False, f"AWS {step} failed: the access key ID and secret access key are required.")
     if isinstance(exc, botocore.exceptions.ConnectTimeoutError | botocore.exceptions.ReadTimeoutError):
@@ -236,12 +244,16 @@ def _check_cloudflare(c: dict, timeout: float) -> CheckResult:
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        return CheckResult(False, f"Cloudflare answered HTTP {r.status_code}: {_excerpt(r.text) or '(empty body)'}")
+        return CheckResult(
+            False, f"Cloudflare answered HTTP {r.status_code}: {_excerpt(r.text) or '(empty body)'}"
+        )
     result = data.get("result") if isinstance(data.get("result"), dict) else {}
     if data.get("success") is True and result.get("status") == "active":
         return CheckResult(True, "Cloudflare answered: the API token is valid and active.")
     if data.get("success") is True:
-        return CheckResult(False, f"Cloudflare answered: the API token is {result.get('status') or 'not active'}.")
+        return CheckResult(
+            False, f"Cloudflare answered: the API token is {result.get('status') or 'not active'}."
+        )
     errors = data.get("errors") or []
     texts = [
         f"{e.get('message')} (code {e.get('code')})" if e.get("code") else str(e.get("message"))
@@ -265,7 +277,9 @@ def _check_powerdns(c: dict, timeout: float) -> CheckResult:
     url = f"{_powerdns_base(c['api_url'])}/api/v1/servers/{quote(server_id, safe='')}"
     with outbound.session() as s:
         try:
-            r = s.get(url, headers={"X-API-Key": c["api_key"]}, timeout=(timeout, timeout), allow_redirects=False)
+            r = s.get(
+                url, headers={"X-API-Key": c["api_key"]}, timeout=(timeout, timeout), allow_redirects=False
+            )
         except requests.RequestException as exc:
             return _request_error("PowerDNS", url, exc, timeout)
     if r.is_redirect or 300 <= r.status_code < 400:
@@ -308,7 +322,8 @@ def _check_rfc2136(c: dict, timeout: float) -> CheckResult:
     algorithm = TSIG_ALGORITHMS.get(algorithm_text)
     if algorithm is None:
         return CheckResult(
-            False, f"Unsupported TSIG algorithm {algorithm_text!r} (one of: {', '.join(sorted(TSIG_ALGORITHMS))})."
+            False,
+            f"Unsupported TSIG algorithm {algorithm_text!r} (one of: {', '.join(sorted(TSIG_ALGORITHMS))}).",
         )
     key_name = str(c["tsig_key_name"]).strip()
     try:
@@ -328,7 +343,7 @@ def _check_rfc2136(c: dict, timeout: float) -> CheckResult:
     query.use_tsig(key, keyname=key.name, algorithm=algorithm)
     failures = []
     for ip in addresses:
-        where = f"{server}:{port}" if ip == server else f"{server} ({ip}) port {port}"
+        where = f"{server}:{port}" if ip == server else f"{server}:{port} ({ip})"
         try:
             response, _ = dns.query.udp_with_fallback(query, ip, timeout=timeout, port=port)
         except dns.tsig.PeerBadKey:
@@ -340,8 +355,8 @@ def _check_rfc2136(c: dict, timeout: float) -> CheckResult:
         except dns.tsig.PeerBadSignature:
             return CheckResult(
                 False,
-                f"{where} rejected the TSIG signature of key {key_name!r} (BADSIG): the secret does not match "
-                "the server's key.",
+                f"{where} rejected the TSIG signature of key {key_name!r} (BADSIG): "
+                "the secret does not match the server's key.",
             )
         except dns.tsig.PeerBadTime:
             return CheckResult(
@@ -350,10 +365,18 @@ def _check_rfc2136(c: dict, timeout: float) -> CheckResult:
                 "and the DNS server differ by more than 5 minutes.",
             )
         except dns.tsig.PeerError as exc:
-            return CheckResult(False, f"{where} rejected the TSIG signature: {type(exc).__name__} {exc}".strip())
-        except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm, dns.message.UnknownTSIGKey) as exc:
             return CheckResult(
-                False, f"{where} signed its answer with a key that does not match ours ({type(exc).__name__})."
+                False, f"{where} rejected the TSIG signature: {type(exc).__name__} {exc}".strip()
+            )
+        except (
+            dns.tsig.BadSignature,
+            dns.tsig.BadKey,
+            dns.tsig.BadAlgorithm,
+            dns.message.UnknownTSIGKey,
+        ) as exc:
+            return CheckResult(
+                False,
+                f"{where} signed its answer with a key that does not match ours ({type(exc).__name__}).",
             )
         except dns.tsig.BadTime:
             return CheckResult(
@@ -363,14 +386,22 @@ def _check_rfc2136(c: dict, timeout: float) -> CheckResult:
             failures.append(f"no answer from {where} within {timeout:g}s")
             continue
         except (dns.exception.FormError, dns.message.Truncated) as exc:
-            return CheckResult(False, f"{where} sent an invalid or unsigned answer: {exc or type(exc).__name__}.")
+            return CheckResult(
+                False, f"{where} sent an invalid or unsigned answer: {exc or type(exc).__name__}."
+            )
         except (OSError, EOFError) as exc:
-            failures.append(f"cannot reach {where}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}")
+            failures.append(
+                f"cannot reach {where}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+            )
             continue
         except dns.exception.DNSException as exc:
-            return CheckResult(False, f"{where} sent an answer that could not be read: {type(exc).__name__}: {exc}")
+            return CheckResult(
+                False, f"{where} sent an answer that could not be read: {type(exc).__name__}: {exc}"
+            )
         return _rfc2136_answer(response, where, key_name, zone_name, explicit_zone=zone != ".")
-    return CheckResult(False, "; ".join(failures).capitalize() + "." if failures else f"No address for {server}.")
+    return CheckResult(
+        False, "; ".join(failures).capitalize() + "." if failures else f"No address for {server}."
+    )
 
 
 def _rfc2136_answer(
@@ -396,11 +427,13 @@ def _rfc2136_answer(
         key_state = "the key was accepted, but " if signed else ""
         return CheckResult(
             False,
-            f"{where} answered {name} to the SOA query for {zone_text}: {key_state}it does not serve that zone "
-            "or does not allow this key to query it.",
+            f"{where} answered {name} to the SOA query for {zone_text}: {key_state}"
+            "it does not serve that zone or does not allow this key to query it.",
         )
     if rcode == dns.rcode.NXDOMAIN:
-        return CheckResult(False, f"{where} answered NXDOMAIN for {zone_text}: the zone does not exist there.")
+        return CheckResult(
+            False, f"{where} answered NXDOMAIN for {zone_text}: the zone does not exist there."
+        )
     return CheckResult(False, f"{where} answered {name} to the SOA query for {zone_text}.")
 
 
@@ -426,7 +459,9 @@ def _check_acme_dns(c: dict, timeout: float) -> CheckResult:
         )
     if r.status_code != 200:
         return CheckResult(False, f"acme-dns answered HTTP {r.status_code}: {_body_excerpt(r)}")
-    return CheckResult(True, f"acme-dns accepted an update of subdomain {c['subdomain']} (a placeholder TXT value).")
+    return CheckResult(
+        True, f"acme-dns accepted an update of subdomain {c['subdomain']} (a placeholder TXT value)."
+    )
 
 
 # --- manual ----------------------------------------------------------------------------------------

@@ -70,43 +70,78 @@ class KindSchema:
 _AWS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-_DNS_NAME = re.compile(r"^(?=.{1,253}\.?$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
-                       r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$")
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}\.?$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$"
+)
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 SCHEMAS: dict[Kind, KindSchema] = {
-    Kind.AWS: KindSchema(Kind.AWS, (
-        CredentialField("access_key_id", "Access key ID"),
-        CredentialField("secret_access_key", "Secret access key", secret=True),
-        CredentialField("region", "Region", required=False, default="us-east-1"),
-        CredentialField("role_arn", "Role ARN to assume", required=False,
-                        help="Optional: certmgr assumes this role with the keys above."),
-    )),
-    Kind.CLOUDFLARE: KindSchema(Kind.CLOUDFLARE, (
-        CredentialField("api_token", "API token", secret=True,
-                        help="A scoped token with Zone:DNS:Edit on the zones certmgr validates."),
-    )),
-    Kind.POWERDNS: KindSchema(Kind.POWERDNS, (
-        CredentialField("api_url", "API URL", kind="url", help="e.g. https://pdns.example.com:8081"),
-        CredentialField("api_key", "API key", secret=True),
-        CredentialField("server_id", "Server ID", required=False, default="localhost"),
-    )),
-    Kind.RFC2136: KindSchema(Kind.RFC2136, (
-        CredentialField("server", "Server (host name or IP)"),
-        CredentialField("port", "Port", kind="int", required=False, default=53),
-        CredentialField("tsig_key_name", "TSIG key name"),
-        CredentialField("tsig_algorithm", "TSIG algorithm", kind="choice", choices=TSIG_ALGORITHMS,
-                        required=False, default="hmac-sha256"),
-        CredentialField("tsig_secret", "TSIG secret (base64)", secret=True),
-        CredentialField("zone", "Zone to test against", required=False,
-                        help="Optional: the test queries this zone's SOA with the TSIG key."),
-    )),
-    Kind.ACME_DNS: KindSchema(Kind.ACME_DNS, (
-        CredentialField("api_url", "acme-dns URL", kind="url"),
-        CredentialField("username", "Username"),
-        CredentialField("password", "Password", secret=True),
-        CredentialField("subdomain", "Subdomain", help="The UUID acme-dns returned at registration."),
-    )),
+    Kind.AWS: KindSchema(
+        Kind.AWS,
+        (
+            CredentialField("access_key_id", "Access key ID"),
+            CredentialField("secret_access_key", "Secret access key", secret=True),
+            CredentialField("region", "Region", required=False, default="us-east-1"),
+            CredentialField(
+                "role_arn",
+                "Role ARN to assume",
+                required=False,
+                help="Optional: certmgr assumes this role with the keys above.",
+            ),
+        ),
+    ),
+    Kind.CLOUDFLARE: KindSchema(
+        Kind.CLOUDFLARE,
+        (
+            CredentialField(
+                "api_token",
+                "API token",
+                secret=True,
+                help="A scoped token with Zone:DNS:Edit on the zones certmgr validates.",
+            ),
+        ),
+    ),
+    Kind.POWERDNS: KindSchema(
+        Kind.POWERDNS,
+        (
+            CredentialField("api_url", "API URL", kind="url", help="e.g. https://pdns.example.com:8081"),
+            CredentialField("api_key", "API key", secret=True),
+            CredentialField("server_id", "Server ID", required=False, default="localhost"),
+        ),
+    ),
+    Kind.RFC2136: KindSchema(
+        Kind.RFC2136,
+        (
+            CredentialField("server", "Server (host name or IP)"),
+            CredentialField("port", "Port", kind="int", required=False, default=53),
+            CredentialField("tsig_key_name", "TSIG key name"),
+            CredentialField(
+                "tsig_algorithm",
+                "TSIG algorithm",
+                kind="choice",
+                choices=TSIG_ALGORITHMS,
+                required=False,
+                default="hmac-sha256",
+            ),
+            CredentialField("tsig_secret", "TSIG secret (base64)", secret=True),
+            CredentialField(
+                "zone",
+                "Zone to test against",
+                required=False,
+                help="Optional: the test queries this zone's SOA with the TSIG key.",
+            ),
+        ),
+    ),
+    Kind.ACME_DNS: KindSchema(
+        Kind.ACME_DNS,
+        (
+            CredentialField("api_url", "acme-dns URL", kind="url"),
+            CredentialField("username", "Username"),
+            CredentialField("password", "Password", secret=True),
+            CredentialField("subdomain", "Subdomain", help="The UUID acme-dns returned at registration."),
+        ),
+    ),
     Kind.MANUAL: KindSchema(Kind.MANUAL, ()),
 }
 
@@ -115,7 +150,9 @@ def schema_for(kind: str) -> KindSchema:
     try:
         return SCHEMAS[Kind(kind)]
     except ValueError:
-        raise CredentialError({"kind": [f"unknown kind {kind!r}; one of: {', '.join(k.value for k in Kind)}"]})
+        raise CredentialError(
+            {"kind": [f"unknown kind {kind!r}; one of: {', '.join(k.value for k in Kind)}"]}
+        ) from None
 
 
 def _check_url(value: str) -> str | None:
@@ -197,7 +234,9 @@ def _kind_rules(kind: Kind, c: dict) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     if kind == Kind.AWS:
         if "access_key_id" in c and not _AWS_KEY_ID.match(c["access_key_id"]):
-            errors["access_key_id"] = ["looks wrong: AWS access key IDs are 16+ upper-case letters and digits"]
+            errors["access_key_id"] = [
+                "looks wrong: AWS access key IDs are 16+ upper-case letters and digits"
+            ]
         if c.get("role_arn") and not _ROLE_ARN.match(c["role_arn"]):
             errors["role_arn"] = ["must look like arn:aws:iam::123456789012:role/name"]
         if c.get("region") and not _REGION.match(c["region"]):
@@ -212,9 +251,8 @@ def _kind_rules(kind: Kind, c: dict) -> dict[str, list[str]]:
                     raise ValueError
             except (binascii.Error, ValueError):
                 errors["tsig_secret"] = ["must be base64, as tsig-keygen prints it"]
-    elif kind == Kind.ACME_DNS:
-        if c.get("subdomain") and not _UUID.match(c["subdomain"]):
-            errors["subdomain"] = ["must be the UUID acme-dns returned at registration"]
+    elif kind == Kind.ACME_DNS and c.get("subdomain") and not _UUID.match(c["subdomain"]):
+        errors["subdomain"] = ["must be the UUID acme-dns returned at registration"]
     return errors
 
 

@@ -35,7 +35,9 @@ def _validated(kind: str, data: Any, existing: dict | None = None) -> dict:
     except creds.CredentialError as exc:
         if "kind" in exc.errors:
             raise ValidationError(exc.errors) from exc
-        raise ValidationError({"credentials": [f"{k}: {' '.join(v)}" for k, v in exc.errors.items()]}) from exc
+        raise ValidationError(
+            {"credentials": [f"{k}: {' '.join(v)}" for k, v in exc.errors.items()]}
+        ) from exc
 
 
 def _duplicate(name: str) -> Conflict:
@@ -56,10 +58,19 @@ def create_connection(
                 if AppConnection.objects.filter(organization=organization, name=name).exists():
                     raise _duplicate(name)
                 conn = AppConnection.objects.create(
-                    organization=organization, name=name, kind=kind, description=description, credentials=cleaned
+                    organization=organization,
+                    name=name,
+                    kind=kind,
+                    description=description,
+                    credentials=cleaned,
                 )
-                audit.record(actor, "app_connection.create", conn, kind=kind,
-                             settings=creds.public_summary(kind, cleaned))
+                audit.record(
+                    actor,
+                    "app_connection.create",
+                    conn,
+                    kind=kind,
+                    settings=creds.public_summary(kind, cleaned),
+                )
         except IntegrityError as exc:
             raise _duplicate(name) from exc
     return conn
@@ -82,7 +93,9 @@ def update_connection(
                 if "name" in changes:
                     name = _clean_text("name", changes["name"], 100, required=True)
                     if name != conn.name:
-                        if AppConnection.objects.filter(organization_id=conn.organization_id, name=name).exists():
+                        if AppConnection.objects.filter(
+                            organization_id=conn.organization_id, name=name
+                        ).exists():
                             raise _duplicate(name)
                         conn.name = name
                         changed.append("name")
@@ -98,8 +111,13 @@ def update_connection(
                         changed.append("credentials")
                 conn.updated_at = timezone.now()
                 conn.save()
-                audit.record(actor, "app_connection.update", conn, changed=changed,
-                             settings=creds.public_summary(conn.kind, conn.credentials))
+                audit.record(
+                    actor,
+                    "app_connection.update",
+                    conn,
+                    changed=changed,
+                    settings=creds.public_summary(conn.kind, conn.credentials),
+                )
         except IntegrityError as exc:
             raise _duplicate(changes.get("name", "")) from exc
     return conn
@@ -117,7 +135,9 @@ def delete_connection(connection: AppConnection, *, actor: Any) -> None:
                     conn.delete()
             except IntegrityError as exc:  # PROTECTed by CAs that use it (ACME issue)
                 raise Conflict("this connection is in use and cannot be deleted") from exc
-            audit.record(actor, "app_connection.delete", target, organization=conn.organization_id, kind=conn.kind)
+            audit.record(
+                actor, "app_connection.delete", target, organization=conn.organization_id, kind=conn.kind
+            )
 
 
 def test_connection(connection: AppConnection, *, actor: Any):
@@ -133,8 +153,11 @@ def test_connection(connection: AppConnection, *, actor: Any):
             last_tested_at=timezone.now(), last_test_ok=result.ok, last_test_message=result.message[:2000]
         )
         audit.record(
-            actor, "app_connection.test", connection,
-            outcome="success" if result.ok else "failure", error="" if result.ok else result.message,
+            actor,
+            "app_connection.test",
+            connection,
+            outcome="success" if result.ok else "failure",
+            error="" if result.ok else result.message,
         )
     connection.refresh_from_db(fields=["last_tested_at", "last_test_ok", "last_test_message"])
     return result

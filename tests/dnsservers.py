@@ -117,7 +117,9 @@ def wait_for(ready: Callable[[], bool], proc: subprocess.Popen, log: Path, what:
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"{what} exited with status {proc.returncode} while starting:\n{tail(log)}", pytrace=False)
+            pytest.fail(
+                f"{what} exited with status {proc.returncode} while starting:\n{tail(log)}", pytrace=False
+            )
         try:
             if ready():
                 return
@@ -210,11 +212,20 @@ class PowerDNSServer:
                 "nameservers": [],
                 "rrsets": [
                     {
-                        "name": name, "type": "SOA", "ttl": 60,
-                        "records": [{"content": f"{ns} hostmaster.{name} 1 3600 600 86400 60", "disabled": False}],
+                        "name": name,
+                        "type": "SOA",
+                        "ttl": 60,
+                        "records": [
+                            {"content": f"{ns} hostmaster.{name} 1 3600 600 86400 60", "disabled": False}
+                        ],
                     },
                     {"name": name, "type": "NS", "ttl": 60, "records": [{"content": ns, "disabled": False}]},
-                    {"name": ns, "type": "A", "ttl": 60, "records": [{"content": self.host, "disabled": False}]},
+                    {
+                        "name": ns,
+                        "type": "A",
+                        "ttl": 60,
+                        "records": [{"content": self.host, "disabled": False}],
+                    },
                 ],
             },
         )
@@ -228,7 +239,10 @@ class PowerDNSServer:
         name = fqdn(name).lower()
         if values:
             rrset = {
-                "name": name, "type": "TXT", "ttl": 60, "changetype": "REPLACE",
+                "name": name,
+                "type": "TXT",
+                "ttl": 60,
+                "changetype": "REPLACE",
                 "records": [{"content": f'"{v}"', "disabled": False} for v in values],
             }
         else:
@@ -281,20 +295,28 @@ def powerdns(tmp_path_factory) -> Iterator[PowerDNSServer]:
     }
     (workdir / "pdns.conf").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     server = PowerDNSServer(
-        api_url=f"http://{HOST}:{api_port}", api_key=api_key, server_id="localhost",
-        dns_port=dns_port, zone="pdns.test.", workdir=workdir,
+        api_url=f"http://{HOST}:{api_port}",
+        api_key=api_key,
+        server_id="localhost",
+        dns_port=dns_port,
+        zone="pdns.test.",
+        workdir=workdir,
     )
     with running([binary, f"--config-dir={workdir}"], server.log, workdir) as proc:
 
         def api_ready() -> bool:
-            r = requests.get(f"{server.api_url}/api/v1/servers/localhost", headers={"X-API-Key": api_key}, timeout=1)
+            r = requests.get(
+                f"{server.api_url}/api/v1/servers/localhost", headers={"X-API-Key": api_key}, timeout=1
+            )
             return r.status_code == 200
 
         wait_for(api_ready, proc, server.log, "pdns_server")
         server.add_zone(server.zone)
         wait_for(
             lambda: soa_query(HOST, dns_port, server.zone).rcode() == dns.rcode.NOERROR,
-            proc, server.log, f"pdns_server (SOA of {server.zone})",
+            proc,
+            server.log,
+            f"pdns_server (SOA of {server.zone})",
         )
         yield server
 
@@ -327,8 +349,13 @@ class BindServer:
     def credentials(self, **overrides) -> dict:
         """Credentials of an ``rfc2136`` connection to this server."""
         return {
-            "server": self.server, "port": self.port, "tsig_key_name": self.key_name,
-            "tsig_algorithm": self.algorithm, "tsig_secret": self.secret, "zone": self.zone, **overrides,
+            "server": self.server,
+            "port": self.port,
+            "tsig_key_name": self.key_name,
+            "tsig_algorithm": self.algorithm,
+            "tsig_secret": self.secret,
+            "zone": self.zone,
+            **overrides,
         }
 
     def keyring(self) -> dns.tsig.Key:
@@ -379,7 +406,9 @@ include "{d}/tsig.key";
         assert self.proc is not None, "named is not running"
         wait_for(
             lambda: soa_query(self.server, self.port, name).rcode() == dns.rcode.NOERROR,
-            self.proc, self.log, f"named (SOA of {name})",
+            self.proc,
+            self.log,
+            f"named (SOA of {name})",
         )
 
     def update_txt(self, name: str, values: list[str], *, zone: str | None = None) -> None:
@@ -419,15 +448,24 @@ def bind(tmp_path_factory) -> Iterator[BindServer]:
     # -g: foreground, log to stderr; no -u: runs as the invoking user, which needs no privilege here.
     cmd = [binary, "-g", "-n", "2", "-c", str(workdir / "named.conf"), "-p", str(port)]
     server = BindServer(
-        server=HOST, port=port, key_name=key_name, algorithm=algorithm, secret=match.group(1),
-        zone="bind.test.", workdir=workdir,
+        server=HOST,
+        port=port,
+        key_name=key_name,
+        algorithm=algorithm,
+        secret=match.group(1),
+        zone="bind.test.",
+        workdir=workdir,
     )
     server.add_zone(server.zone)  # writes the config; named is not running yet
     checkconf = shutil.which("named-checkconf")
     if checkconf:
-        check = subprocess.run([checkconf, "-z", str(server.conf)], capture_output=True, text=True, timeout=30)
+        check = subprocess.run(
+            [checkconf, "-z", str(server.conf)], capture_output=True, text=True, timeout=30
+        )
         if check.returncode != 0:
-            pytest.fail(f"named-checkconf rejects the test config:\n{check.stdout}{check.stderr}", pytrace=False)
+            pytest.fail(
+                f"named-checkconf rejects the test config:\n{check.stdout}{check.stderr}", pytrace=False
+            )
     with running(cmd, log, workdir) as proc:
         server.proc = proc
         server.wait_for_zone(server.zone)

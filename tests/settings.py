@@ -1,4 +1,4 @@
-"""Test settings: production settings with test keys, against PostgreSQL unless DATABASE_URL says otherwise."""
+"""Test settings: production settings with test keys, on PostgreSQL unless DATABASE_URL says otherwise."""
 
 import os
 
@@ -14,7 +14,7 @@ os.environ.setdefault("SESSION_COOKIE_SECURE", "0")
 os.environ.setdefault("CSRF_COOKIE_SECURE", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "*")
 
-from certmgr.settings import *  # noqa: E402,F403
+from certmgr.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test users
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}  # noqa: F405  tasks run inline in tests

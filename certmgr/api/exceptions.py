@@ -1,7 +1,7 @@
 """One error shape for every 4xx (and the rare 5xx) the API returns:
 
-    {"error": {"status": 400, "code": "invalid", "message": "...", "fields": {"name": ["..."]}},
-     "request_id": "..."}
+{"error": {"status": 400, "code": "invalid", "message": "...", "fields": {"name": ["..."]}},
+ "request_id": "..."}
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def exception_handler(exc, context):
 
 
 def json_error_view(status_code: int, code: str, message: str):
-    def view(request, exception=None):
+    def view(request, exception=None, **kwargs):
         return JsonResponse(error_body(status_code, code, message), status=status_code)
 
     return view

@@ -24,7 +24,9 @@ class MembershipSerializer(serializers.ModelSerializer):
 
 class MembershipCreateSerializer(serializers.Serializer):
     organization = OrganizationChoiceField()
-    username = serializers.CharField(max_length=150, help_text="Created (without a password) if it does not exist.")
+    username = serializers.CharField(
+        max_length=150, help_text="Created (without a password) if it does not exist."
+    )
     email = serializers.EmailField(required=False, allow_blank=True)
     role = serializers.ChoiceField(choices=Role.choices)
 
@@ -39,8 +41,20 @@ class ApiTokenSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApiToken
-        fields = ["id", "organization", "user", "username", "name", "role", "prefix", "state", "created_at",
-                  "expires_at", "last_used_at", "revoked_at"]
+        fields = [
+            "id",
+            "organization",
+            "user",
+            "username",
+            "name",
+            "role",
+            "prefix",
+            "state",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+        ]
         read_only_fields = fields
 
     def get_state(self, obj) -> str:
@@ -68,7 +82,25 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
 class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
-        fields = ["id", "time", "organization", "sequence", "actor_type", "actor_id", "actor_label", "action",
-                  "target_type", "target_id", "target_repr", "outcome", "error", "details", "request_id", "ip",
-                  "user_agent", "prev_hash", "hash"]
+        fields = [
+            "id",
+            "time",
+            "organization",
+            "sequence",
+            "actor_type",
+            "actor_id",
+            "actor_label",
+            "action",
+            "target_type",
+            "target_id",
+            "target_repr",
+            "outcome",
+            "error",
+            "details",
+            "request_id",
+            "ip",
+            "user_agent",
+            "prev_hash",
+            "hash",
+        ]
         read_only_fields = fields

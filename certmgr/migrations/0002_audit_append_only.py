@@ -33,10 +33,10 @@ SQLITE_DOWN = ["DROP TRIGGER IF EXISTS certmgr_audit_no_update", "DROP TRIGGER I
 def up(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        schema_editor.execute(POSTGRES_UP)
+        schema_editor.execute(POSTGRES_UP, None)
     elif vendor == "sqlite":
         for statement in SQLITE_UP:
-            schema_editor.execute(statement)
+            schema_editor.execute(statement, None)
     else:
         raise RuntimeError(f"certmgr supports PostgreSQL and SQLite, not {vendor}")
 
@@ -44,7 +44,7 @@ def up(apps, schema_editor):
 def down(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     for statement in [POSTGRES_DOWN] if vendor == "postgresql" else SQLITE_DOWN:
-        schema_editor.execute(statement)
+        schema_editor.execute(statement, None)
 
 
 class Migration(migrations.Migration):

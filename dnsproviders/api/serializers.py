@@ -10,7 +10,7 @@ from dnsproviders.models import AppConnection
 class AppConnectionSerializer(serializers.ModelSerializer):
     """``credentials`` is write-only; ``settings`` shows back the non-secret parts (URLs, server names)."""
 
-    organization = OrganizationChoiceField()
+    organization = OrganizationChoiceField(source="organization_id")
     kind = serializers.ChoiceField(choices=AppConnection.Kind.choices)
     credentials = serializers.DictField(
         write_only=True,
@@ -24,20 +24,33 @@ class AppConnectionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AppConnection
-        fields = ["id", "organization", "name", "kind", "description", "credentials", "settings", "created_at",
-                  "updated_at", "last_tested_at", "last_test_ok", "last_test_message"]
-        read_only_fields = ["id", "created_at", "updated_at", "last_tested_at", "last_test_ok",
-                            "last_test_message"]
+        fields = [
+            "id",
+            "organization",
+            "name",
+            "kind",
+            "description",
+            "credentials",
+            "settings",
+            "created_at",
+            "updated_at",
+            "last_tested_at",
+            "last_test_ok",
+            "last_test_message",
+        ]
+        read_only_fields = [
+            "id",
+            "created_at",
+            "updated_at",
+            "last_tested_at",
+            "last_test_ok",
+            "last_test_message",
+        ]
         # Uniqueness is the service's to check (it answers 409), not the serializer's.
         validators = []
 
     def get_settings(self, obj) -> dict:
         return creds.public_summary(obj.kind, obj.credentials)
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["organization"] = instance.organization_id
-        return data
 
 
 class AppConnectionUpdateSerializer(serializers.Serializer):

@@ -29,10 +29,14 @@ class AppConnectionViewSet(TenantViewMixin, viewsets.ModelViewSet):
 
     def create(self, request):
         data = _valid(AppConnectionSerializer, request)
-        org = resolve_organization(request, data.get("organization"))
+        org = resolve_organization(request, data.get("organization_id"))
         conn = services.create_connection(
-            org, name=data["name"], kind=data["kind"], description=data.get("description", ""),
-            credentials=data.get("credentials", {}), actor=request,
+            org,
+            name=data["name"],
+            kind=data["kind"],
+            description=data.get("description", ""),
+            credentials=data.get("credentials", {}),
+            actor=request,
         )
         return Response(AppConnectionSerializer(conn).data, status=status.HTTP_201_CREATED)
 

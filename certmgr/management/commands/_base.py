@@ -20,9 +20,11 @@ class ServiceCommand(BaseCommand):
         except ServiceError as exc:
             raise CommandError(str(exc)) from exc
         except ValidationError as exc:
-            raise CommandError("; ".join(
-                f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()
-            ) if hasattr(exc, "error_dict") else "; ".join(exc.messages)) from exc
+            raise CommandError(
+                "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+                if hasattr(exc, "error_dict")
+                else "; ".join(exc.messages)
+            ) from exc
 
 
 def find_organization(name_or_slug: str) -> Organization:

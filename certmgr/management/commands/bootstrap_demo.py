@@ -12,8 +12,10 @@ from certmgr.permissions import Role
 
 
 class Command(BaseCommand):
-    help = ("Quickstart: a 'Demo' organization and an 'admin' superuser. The password comes from "
-            "CERTMGR_ADMIN_PASSWORD or is generated and printed once.")
+    help = (
+        "Quickstart: a 'Demo' organization and an 'admin' superuser. The password comes from "
+        "CERTMGR_ADMIN_PASSWORD or is generated and printed once."
+    )
 
     def handle(self, *args, **options):
         actor = Actor.system("manage.py bootstrap_demo")
@@ -30,7 +32,8 @@ class Command(BaseCommand):
             user = User.objects.create_superuser("admin", email="", password=password)
             services.add_member(org, user, Role.ADMIN, actor=actor)
         shown = "from CERTMGR_ADMIN_PASSWORD" if os.environ.get("CERTMGR_ADMIN_PASSWORD") else password
-        self.stdout.write(self.style.SUCCESS(
-            "\n  certmgr admin login (shown once)\n"
-            f"    user:     admin\n    password: {shown}\n"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\n  certmgr admin login (shown once)\n    user:     admin\n    password: {shown}\n"
+            )
+        )

@@ -28,7 +28,11 @@ class Command(ServiceCommand):
             raise CommandError("--expires-days must be at least 1")
         expires_at = timezone.now() + timedelta(days=expires_days) if expires_days else None
         new = services.create_api_token(
-            org, user, name=name or f"{username} via manage.py", role=role, expires_at=expires_at,
+            org,
+            user,
+            name=name or f"{username} via manage.py",
+            role=role,
+            expires_at=expires_at,
             actor=self.actor(),
         )
         self.stdout.write(new.secret)

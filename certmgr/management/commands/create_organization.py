@@ -10,4 +10,6 @@ class Command(ServiceCommand):
 
     def handle(self, *args, name, **options):
         org = services.create_organization(name, actor=self.actor())
-        self.stdout.write(self.style.SUCCESS(f"Created organization {org.name!r} (id {org.pk}, slug {org.slug})."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Created organization {org.name!r} (id {org.pk}, slug {org.slug}).")
+        )

@@ -4,7 +4,9 @@ from certmgr.encryption import generate_key
 
 
 class Command(BaseCommand):
-    help = "Print a new key for CERTMGR_ENCRYPTION_KEYS (put it first to rotate; keep old keys until rotated)."
+    help = (
+        "Print a new key for CERTMGR_ENCRYPTION_KEYS (put it first to rotate; keep old keys until rotated)."
+    )
     requires_system_checks = []
     requires_migrations_checks = False
 

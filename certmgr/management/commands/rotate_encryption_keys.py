@@ -9,5 +9,9 @@ class Command(ServiceCommand):
         counts = services.rotate_encryption_keys(actor=self.actor())
         for label, n in counts.items():
             self.stdout.write(f"{label}: {n} re-encrypted")
-        self.stdout.write(self.style.SUCCESS(f"Done: {sum(counts.values())} secrets now under the first key. "
-                                             "Older keys can be removed from CERTMGR_ENCRYPTION_KEYS."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Done: {sum(counts.values())} secrets now under the first key. "
+                "Older keys can be removed from CERTMGR_ENCRYPTION_KEYS."
+            )
+        )

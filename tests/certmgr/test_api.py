@@ -1,0 +1,252 @@
+"""The API framework: bearer tokens, roles, tenancy, the error shape, pagination, the schema."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from certmgr import services
+from certmgr.models import ApiToken, AuditEvent, Membership
+from tests.conftest import SYSTEM, assert_isolated
+
+pytestmark = pytest.mark.django_db
+
+
+def bearer(secret: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+# --- authentication ------------------------------------------------------------------------------------
+def test_token_authenticates_and_lists_only_its_organization(tenant, other_tenant):
+    response = tenant.auditor.client.get("/api/v1/organizations/")
+    assert response.status_code == 200
+    assert [o["name"] for o in response.json()["results"]] == ["Acme"]
+
+
+def test_missing_token_is_401_in_the_error_shape(anon_client, db):
+    response = anon_client.get("/api/v1/organizations/")
+    assert response.status_code == 401
+    body = response.json()
+    assert body["error"]["status"] == 401
+    assert body["error"]["code"] == "not_authenticated"
+    assert body["request_id"]
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer a b", "Bearer cm_nothex_x", "Bearer cm_12345678_wrong"])
+def test_malformed_or_unknown_tokens_are_401(header, db):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get("/api/v1/organizations/")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "authentication_failed"
+
+
+def test_expired_token_is_refused_and_the_attempt_audited(tenant):
+    new = services.create_api_token(
+        tenant.organization,
+        tenant.operator.user,
+        name="short",
+        role="operator",
+        expires_at=timezone.now() + timedelta(hours=1),
+        actor=SYSTEM,
+    )
+    ApiToken.objects.filter(pk=new.token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = bearer(new.secret).get("/api/v1/organizations/")
+    assert response.status_code == 401
+    assert "expired" in response.json()["error"]["message"]
+    event = AuditEvent.objects.filter(action="auth.token_rejected").latest("id")
+    assert event.organization_id == tenant.organization.pk
+    assert event.outcome == "failure" and "expired" in event.error
+    assert new.secret not in str(event.details)
+
+
+def test_revoked_token_is_refused(tenant):
+    token = ApiToken.objects.get(user=tenant.operator.user)
+    assert tenant.operator.client.delete(f"/api/v1/tokens/{token.pk}/").status_code == 204
+    response = tenant.operator.client.get("/api/v1/organizations/")
+    assert response.status_code == 401
+    assert "revoked" in response.json()["error"]["message"]
+
+
+def test_token_dies_with_its_owners_membership(tenant):
+    membership = Membership.objects.get(user=tenant.operator.user)
+    services.remove_member(membership, actor=SYSTEM)
+    assert tenant.operator.client.get("/api/v1/organizations/").status_code == 401
+
+
+def test_token_is_capped_by_the_owners_current_role(tenant):
+    membership = Membership.objects.get(user=tenant.operator.user)
+    services.change_role(membership, "auditor", actor=SYSTEM)
+    response = tenant.operator.client.post(
+        "/api/v1/app-connections/", {"name": "m", "kind": "manual", "credentials": {}}, format="json"
+    )
+    assert response.status_code == 403
+
+
+def test_token_secret_is_stored_hashed_and_last_use_recorded(tenant):
+    token = ApiToken.objects.get(user=tenant.auditor.user)
+    assert tenant.auditor.token not in (token.digest, token.prefix)
+    assert token.last_used_at is None
+    tenant.auditor.client.get("/api/v1/organizations/")
+    token.refresh_from_db()
+    assert token.last_used_at is not None
+
+
+# --- tokens endpoint -------------------------------------------------------------------------------------
+def test_create_token_shows_secret_once(tenant):
+    response = tenant.operator.client.post(
+        "/api/v1/tokens/", {"name": "ci", "role": "auditor"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    secret = response.json()["token"]
+    assert secret.startswith("cm_")
+    assert bearer(secret).get("/api/v1/organizations/").status_code == 200
+    detail = tenant.operator.client.get(f"/api/v1/tokens/{response.json()['id']}/").json()
+    assert "token" not in detail and secret not in str(detail)
+
+
+def test_token_cannot_exceed_its_owners_role(tenant):
+    response = tenant.auditor.client.post("/api/v1/tokens/", {"name": "x", "role": "admin"}, format="json")
+    assert response.status_code == 400
+    assert "role" in response.json()["error"]["fields"]
+
+
+def test_only_admins_create_tokens_for_others(tenant):
+    body = {"name": "for bob", "role": "auditor", "username": tenant.auditor.user.username}
+    assert tenant.operator.client.post("/api/v1/tokens/", body, format="json").status_code == 403
+    assert tenant.admin.client.post("/api/v1/tokens/", body, format="json").status_code == 201
+
+
+def test_non_admin_sees_only_own_tokens(tenant):
+    rows = tenant.operator.client.get("/api/v1/tokens/").json()["results"]
+    assert {r["username"] for r in rows} == {tenant.operator.user.username}
+    rows = tenant.admin.client.get("/api/v1/tokens/").json()["results"]
+    assert len(rows) == 3
+
+
+# --- memberships ------------------------------------------------------------------------------------------
+def test_admin_adds_member_creating_the_user(tenant):
+    response = tenant.admin.client.post(
+        "/api/v1/memberships/", {"username": "newbie", "role": "auditor"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["username"] == "newbie"
+    event = AuditEvent.objects.filter(action="membership.create").latest("id")
+    assert event.actor_type == "token" and event.details["role"] == "auditor"
+
+
+def test_duplicate_membership_is_409_with_field(tenant):
+    response = tenant.admin.client.post(
+        "/api/v1/memberships/", {"username": tenant.auditor.user.username, "role": "auditor"}, format="json"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["fields"] == {"user": [response.json()["error"]["message"]]}
+
+
+def test_last_admin_cannot_be_demoted(tenant):
+    membership = Membership.objects.get(user=tenant.admin.user)
+    response = tenant.admin.client.patch(
+        f"/api/v1/memberships/{membership.pk}/", {"role": "operator"}, format="json"
+    )
+    assert response.status_code == 409
+
+
+def test_membership_isolation(tenant, other_tenant):
+    membership = Membership.objects.get(user=tenant.auditor.user)
+    url = f"/api/v1/memberships/{membership.pk}/"
+    assert_isolated(
+        tenant,
+        other_tenant,
+        list_url="/api/v1/memberships/",
+        detail_url=url,
+        write_calls=[
+            ("post", "/api/v1/memberships/", {"username": "x", "role": "auditor"}),
+            ("patch", url, {"role": "operator"}),
+            ("delete", url, None),
+        ],
+    )
+
+
+def test_organization_isolation(tenant, other_tenant):
+    assert_isolated(
+        tenant,
+        other_tenant,
+        list_url="/api/v1/organizations/",
+        detail_url=f"/api/v1/organizations/{tenant.organization.pk}/",
+        write_calls=[],
+    )
+
+
+# --- audit events endpoint ----------------------------------------------------------------------------------
+def test_audit_events_filter_and_isolation(tenant, other_tenant):
+    response = tenant.auditor.client.get(
+        "/api/v1/audit-events/", {"action": "membership.", "outcome": "success"}
+    )
+    assert response.status_code == 200
+    rows = response.json()["results"]
+    assert rows and all(r["action"].startswith("membership.") for r in rows)
+    assert {r["organization"] for r in rows} == {tenant.organization.pk}
+    event = AuditEvent.objects.filter(organization=tenant.organization).first()
+    assert_isolated(
+        tenant,
+        other_tenant,
+        list_url="/api/v1/audit-events/",
+        detail_url=f"/api/v1/audit-events/{event.pk}/",
+        write_calls=[],
+    )
+    assert tenant.admin.client.delete(f"/api/v1/audit-events/{event.pk}/").status_code == 405
+
+
+def test_cursor_pagination(tenant):
+    first = tenant.auditor.client.get("/api/v1/audit-events/", {"page_size": 2}).json()
+    assert len(first["results"]) == 2 and first["next"]
+    second = tenant.auditor.client.get(first["next"]).json()
+    assert {r["id"] for r in first["results"]}.isdisjoint({r["id"] for r in second["results"]})
+
+
+# --- error shape and limits ---------------------------------------------------------------------
+def test_validation_error_shape(tenant):
+    response = tenant.admin.client.post("/api/v1/memberships/", {"role": "emperor"}, format="json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert set(error["fields"]) == {"username", "role"}
+
+
+def test_unknown_api_path_is_json_404(tenant):
+    response = tenant.admin.client.get("/api/v1/nope/")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_oversized_body_is_413(tenant, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = tenant.admin.client.post(
+        "/api/v1/memberships/", {"username": "x" * 5000, "role": "auditor"}, format="json"
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+
+
+def test_schema_and_docs(tenant, client):
+    response = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for p in (
+        "/api/v1/organizations/",
+        "/api/v1/memberships/",
+        "/api/v1/tokens/",
+        "/api/v1/app-connections/",
+        "/api/v1/app-connections/{id}/test/",
+        "/api/v1/audit-events/",
+    ):
+        assert p in paths
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    assert b"cdn" not in docs.content.lower()
