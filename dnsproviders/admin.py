@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from certmgr.admin_base import TenantAdmin
+from certmgr.errors import ServiceError
 from dnsproviders import credentials as creds
 from dnsproviders import services
 from dnsproviders.models import AppConnection
@@ -19,7 +21,27 @@ def _field_name(kind: creds.Kind, name: str) -> str:
     return f"cred_{kind.name.lower()}_{name}"
 
 
-class AppConnectionForm(forms.ModelForm):
+def _credential_field(spec: creds.CredentialField) -> forms.Field:
+    if spec.kind == "choice":
+        field = forms.ChoiceField(
+            choices=[("", "---------")] + [(c, c) for c in spec.choices], required=False
+        )
+    elif spec.secret:
+        field = forms.CharField(
+            required=False,
+            widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        )
+    else:
+        field = forms.CharField(required=False)
+    field.label = spec.label + ("" if spec.required else " (optional)")
+    help_parts = [spec.help] if spec.help else []
+    if spec.default is not None:
+        help_parts.append(f"Default: {spec.default}.")
+    field.help_text = " ".join(help_parts)
+    return field
+
+
+class _AppConnectionFormBase(forms.ModelForm):
     """One fieldset per kind (the page's script shows the chosen kind's). Secret inputs are never
     filled in: left empty on an edit, the stored secret is kept."""
 
@@ -29,36 +51,21 @@ class AppConnectionForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        editing = bool(self.instance.pk)
-        stored = self.instance.credentials if editing else {}
-        for kind, schema in creds.SCHEMAS.items():
-            for f in schema.fields:
-                if f.kind == "choice":
-                    field = forms.ChoiceField(
-                        choices=[("", "---------")] + [(c, c) for c in f.choices], required=False
-                    )
-                elif f.secret:
-                    field = forms.CharField(
-                        required=False,
-                        widget=forms.PasswordInput(
-                            render_value=False, attrs={"autocomplete": "new-password"}
-                        ),
-                    )
-                else:
-                    field = forms.CharField(required=False)
-                field.label = f.label + ("" if f.required else " (optional)")
-                help_parts = [f.help] if f.help else []
-                if f.secret and editing and self.instance.kind == kind and stored.get(f.name):
-                    help_parts.append("Stored; leave empty to keep it.")
-                elif f.default is not None:
-                    help_parts.append(f"Default: {f.default}.")
-                field.help_text = " ".join(help_parts)
-                if editing and self.instance.kind == kind and not f.secret and f.name in stored:
-                    field.initial = stored[f.name]
-                self.fields[_field_name(kind, f.name)] = field
-        if editing:
-            self.fields["kind"].disabled = True
-            self.fields["organization"].disabled = True
+        if not self.instance.pk:
+            return
+        for name in ("kind", "organization"):
+            if name in self.fields:  # absent on read-only pages
+                self.fields[name].disabled = True
+        kind = creds.Kind(self.instance.kind)
+        stored = self.instance.credentials
+        for spec in creds.SCHEMAS[kind].fields:
+            field = self.fields.get(_field_name(kind, spec.name))
+            if field is None:
+                continue
+            if spec.secret and stored.get(spec.name):
+                field.help_text = "Stored; leave empty to keep it."
+            elif not spec.secret and spec.name in stored:
+                field.initial = stored[spec.name]
 
     def clean(self):
         data = super().clean()
@@ -68,16 +75,27 @@ class AppConnectionForm(forms.ModelForm):
         schema = creds.schema_for(kind)
         raw = {f.name: data.get(_field_name(schema.kind, f.name)) for f in schema.fields}
         raw = {k: v for k, v in raw.items() if v not in (None, "")}
+        existing = self.instance.credentials if self.instance.pk else None
         try:
-            self.credentials = creds.validate(
-                kind, raw, existing=self.instance.credentials if self.instance.pk else None
-            )
+            self.credentials = creds.validate(kind, raw, existing=existing)
         except creds.CredentialError as exc:
             for name, errors in exc.errors.items():
                 target = _field_name(schema.kind, name)
                 self.add_error(target if target in self.fields else None, errors)
         self.raw_credentials = raw
         return data
+
+
+# Every kind's credential inputs are declared fields of the form, so the admin's fieldsets can name them.
+AppConnectionForm = type(
+    "AppConnectionForm",
+    (_AppConnectionFormBase,),
+    {
+        _field_name(kind, spec.name): _credential_field(spec)
+        for kind, schema in creds.SCHEMAS.items()
+        for spec in schema.fields
+    },
+)
 
 
 @admin.register(AppConnection)
@@ -171,13 +189,11 @@ class AppConnectionAdmin(TenantAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         conn = get_object_or_404(self.get_queryset(request), pk=pk)
+        if not self.has_change_permission(request, conn):
+            raise PermissionDenied
         try:
             self._report(request, conn, services.test_connection(conn, actor=request))
-        except Exception as exc:
-            from certmgr.errors import ServiceError
-
-            if not isinstance(exc, ServiceError):
-                raise
+        except ServiceError as exc:
             self.message_user(request, f"{conn.name}: {exc}", messages.ERROR)
         return HttpResponseRedirect(reverse("admin:dnsproviders_appconnection_change", args=[conn.pk]))
 
