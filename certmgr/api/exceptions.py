@@ -53,6 +53,8 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
 
     response = drf_handler(exc, context)
+    if isinstance(exc, exceptions.PermissionDenied) and context.get("request") is not None:
+        _audit_denied(context["request"], context.get("view"))
     if response is None:
         return None  # a real server error: Django's 500 handling and logging take over
     detail = getattr(exc, "detail", None)
@@ -80,3 +82,27 @@ def json_error_view(status_code: int, code: str, message: str):
 
 
 api_not_found = json_error_view(status.HTTP_404_NOT_FOUND, "not_found", "Not found.")
+
+
+def _audit_denied(request, view) -> None:
+    """A refused request is an access attempt: it goes into the log of the caller's organization."""
+    from django.db import transaction
+
+    from certmgr import audit
+    from certmgr.actors import as_actor
+
+    actor = as_actor(request)
+    orgs = sorted(actor.roles()) if actor.token is None else [actor.token.organization_id]
+    with transaction.atomic():
+        for org_id in orgs or [None]:
+            audit.record(
+                actor,
+                "auth.permission_denied",
+                None,
+                organization=org_id,
+                outcome="failure",
+                error="your role does not allow this",
+                method=request.method,
+                path=request.path[:200],
+                view=type(view).__name__ if view is not None else "",
+            )

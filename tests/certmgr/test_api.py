@@ -250,3 +250,22 @@ def test_schema_and_docs(tenant, client):
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower()
+
+
+def test_refused_writes_are_audited_as_access_attempts(tenant):
+    response = tenant.auditor.client.post(
+        "/api/v1/memberships/", {"username": "x", "role": "admin"}, format="json"
+    )
+    assert response.status_code == 403
+    event = AuditEvent.objects.filter(action="auth.permission_denied").latest("id")
+    assert event.organization_id == tenant.organization.pk and event.outcome == "failure"
+    assert event.details["method"] == "POST" and event.details["path"] == "/api/v1/memberships/"
+
+
+def test_a_signed_in_non_member_gets_403(db, django_user_model):
+    user = django_user_model.objects.create_user("stranger", password="pw-long-enough-123")
+    client = APIClient()
+    client.force_authenticate(user)
+    response = client.get("/api/v1/app-connections/")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "permission_denied"
