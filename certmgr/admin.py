@@ -108,12 +108,11 @@ class MembershipAdmin(TenantAdmin):
 
     def create(self, request, obj, form):
         data = form.cleaned_data
-        with transaction.atomic():
-            user, created = services.get_or_create_user(data["username"], email=data.get("email") or "")
-            if created and data.get("password"):
-                user.set_password(data["password"])
-                user.save(update_fields=["password"])
-            return services.add_member(data["organization"], user, data["role"], actor=request)
+        user, created = services.get_or_create_user(data["username"], email=data.get("email") or "")
+        if created and data.get("password"):
+            user.set_password(data["password"])
+            user.save(update_fields=["password"])
+        return services.add_member(data["organization"], user, data["role"], actor=request)
 
     def update(self, request, obj, form):
         return services.change_role(obj, form.cleaned_data["role"], actor=request)

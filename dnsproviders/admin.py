@@ -8,7 +8,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from certmgr.admin_base import TenantAdmin
 from certmgr.errors import ServiceError
@@ -110,6 +111,11 @@ class AppConnectionAdmin(TenantAdmin):
 
     def get_fieldsets(self, request, obj=None):
         sets = [(None, {"fields": ["organization", "name", "kind", "description"]})]
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Read-only page: the non-secret settings, and which secrets are stored (never their values).
+            sets.append(("Credentials", {"fields": ["credential_settings"]}))
+            sets.append(("Last test", {"fields": ["last_tested_at", "last_test_ok", "last_test_message"]}))
+            return sets
         for kind, schema in creds.SCHEMAS.items():
             if obj is not None and obj.kind != kind:
                 continue
@@ -131,7 +137,18 @@ class AppConnectionAdmin(TenantAdmin):
         return sets
 
     def get_readonly_fields(self, request, obj=None):
-        return ["last_tested_at", "last_test_ok", "last_test_message"] if obj else []
+        return ["last_tested_at", "last_test_ok", "last_test_message", "credential_settings"] if obj else []
+
+    @admin.display(description="Settings")
+    def credential_settings(self, obj):
+        summary = creds.public_summary(obj.kind, obj.credentials)
+        rows = [(spec.label, summary.get(spec.name, "—")) for spec in creds.schema_for(obj.kind).fields
+                if not spec.secret]
+        rows += [(spec.label, "stored (hidden)" if obj.credentials.get(spec.name) else "not set")
+                 for spec in creds.schema_for(obj.kind).fields if spec.secret]
+        if not rows:
+            return "Nothing to configure."
+        return format_html_join(mark_safe("<br>"), "{}: {}", rows)
 
     @admin.display(description="Endpoint")
     def endpoint(self, obj):

@@ -127,6 +127,8 @@ def test_auditor_sees_read_only_pages(tenant, connection):
     page = client.get(f"/admin/dnsproviders/appconnection/{connection.pk}/change/")
     assert page.status_code == 200
     assert b'name="_save"' not in page.content
+    assert b"https://pdns.example.net" in page.content and b"stored (hidden)" in page.content
+    assert PLANTED.encode() not in page.content
     assert client.get("/admin/dnsproviders/appconnection/add/").status_code == 403
     response = client.post(f"/admin/dnsproviders/appconnection/{connection.pk}/change/", {"name": "hijack"})
     assert response.status_code == 403
