@@ -142,10 +142,16 @@ class AppConnectionAdmin(TenantAdmin):
     @admin.display(description="Settings")
     def credential_settings(self, obj):
         summary = creds.public_summary(obj.kind, obj.credentials)
-        rows = [(spec.label, summary.get(spec.name, "—")) for spec in creds.schema_for(obj.kind).fields
-                if not spec.secret]
-        rows += [(spec.label, "stored (hidden)" if obj.credentials.get(spec.name) else "not set")
-                 for spec in creds.schema_for(obj.kind).fields if spec.secret]
+        rows = [
+            (spec.label, summary.get(spec.name, "—"))
+            for spec in creds.schema_for(obj.kind).fields
+            if not spec.secret
+        ]
+        rows += [
+            (spec.label, "stored (hidden)" if obj.credentials.get(spec.name) else "not set")
+            for spec in creds.schema_for(obj.kind).fields
+            if spec.secret
+        ]
         if not rows:
             return "Nothing to configure."
         return format_html_join(mark_safe("<br>"), "{}: {}", rows)

@@ -74,6 +74,7 @@ _DNS_NAME = re.compile(
     r"^(?=.{1,253}\.?$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*"
     r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$"
 )
+_PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 SCHEMAS: dict[Kind, KindSchema] = {
@@ -156,7 +157,11 @@ def schema_for(kind: str) -> KindSchema:
 
 
 def _check_url(value: str) -> str | None:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return "is not a valid URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// URL with a host"
     if parts.username or parts.password:
@@ -214,8 +219,14 @@ def validate(kind: str, data: Any, *, existing: dict | None = None) -> dict:
         if not isinstance(raw, str):
             errors.setdefault(f.name, []).append("must be a string")
             continue
-        if "\x00" in raw or len(raw) > f.max_length:
-            errors.setdefault(f.name, []).append(f"must be at most {f.max_length} characters, without NUL")
+        if len(raw) > f.max_length:
+            errors.setdefault(f.name, []).append(f"must be at most {f.max_length} characters")
+            continue
+        if not _PRINTABLE_ASCII.match(raw):
+            # Credentials travel in HTTP headers and DNS messages: printable ASCII only.
+            errors.setdefault(f.name, []).append(
+                "must be printable ASCII without spaces (use punycode for international names)"
+            )
             continue
         if f.kind == "url" and (problem := _check_url(raw)):
             errors.setdefault(f.name, []).append(problem)

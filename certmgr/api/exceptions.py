@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
@@ -81,7 +82,8 @@ def json_error_view(status_code: int, code: str, message: str):
     return view
 
 
-api_not_found = json_error_view(status.HTTP_404_NOT_FOUND, "not_found", "Not found.")
+# Unknown /api/ paths answer JSON 404 for every method (no CSRF page for a POST).
+api_not_found = csrf_exempt(json_error_view(status.HTTP_404_NOT_FOUND, "not_found", "Not found."))
 
 
 def _audit_denied(request, view) -> None:

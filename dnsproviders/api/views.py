@@ -47,6 +47,10 @@ class AppConnectionViewSet(TenantViewMixin, viewsets.ModelViewSet):
         conn = services.update_connection(conn, actor=request, **data)
         return Response(AppConnectionSerializer(conn).data)
 
+    @extend_schema(request=AppConnectionUpdateSerializer, responses={200: AppConnectionSerializer})
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk=pk, partial=True)
+
     def perform_destroy(self, instance):
         services.delete_connection(instance, actor=self.request)
 

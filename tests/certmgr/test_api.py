@@ -269,3 +269,16 @@ def test_a_signed_in_non_member_gets_403(db, django_user_model):
     response = client.get("/api/v1/app-connections/")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "permission_denied"
+
+
+@pytest.mark.parametrize("param", ["since=2020-01-01T00:00:00-19:42", "until=3054-10-30T04:23:21%2B18:34"])
+def test_audit_time_filters_accept_any_offset(tenant, param):
+    """Offsets Python accepts but PostgreSQL does not (found by the fuzzer) are compared in UTC."""
+    response = tenant.auditor.client.get(f"/api/v1/audit-events/?{param}")
+    assert response.status_code == 200, response.content
+
+
+def test_writes_to_unknown_api_paths_are_json_404(tenant):
+    response = tenant.admin.client.post("/api/v1/nothing/", {}, format="json")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"

@@ -202,3 +202,18 @@ def test_planted_secret_never_leaves(tenant, other_tenant):
         assert PLANTED.encode() not in response.content, response.request["PATH_INFO"]
     for event in AuditEvent.objects.all():
         assert PLANTED not in json.dumps(event.details) + event.error + event.target_repr
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"api_url": "http://[::1", "api_key": "k"},  # unbalanced bracket (found by the fuzzer)
+        {"api_url": "http://pdns.example.net:x/", "api_key": "k"},
+        {"api_url": "https://pdns.example.net", "api_key": "ключ"},  # would not fit in an HTTP header
+        {"api_url": "https://pdns.example.net", "api_key": "a\x01b"},
+    ],
+)
+def test_malformed_credentials_are_400_not_500(tenant, credentials):
+    response = create(tenant.operator.client, {"name": "x", "kind": "powerdns", "credentials": credentials})
+    assert response.status_code == 400, response.content
+    assert "credentials" in response.json()["error"]["fields"]
