@@ -16,6 +16,11 @@ export CERTMGR_BASE_URL=${CERTMGR_BASE_URL:-http://$HOST:$PORT}
 
 .venv/bin/python manage.py qcluster &
 worker=$!
-trap 'kill "$worker" 2>/dev/null || true; wait "$worker" 2>/dev/null || true' EXIT INT TERM
+stop_worker() {
+  kill -TERM "$worker" 2>/dev/null || return 0
+  for _ in $(seq 1 10); do kill -0 "$worker" 2>/dev/null || return 0; sleep 1; done
+  kill -KILL "$worker" 2>/dev/null || true
+}
+trap stop_worker EXIT INT TERM
 echo "certmgr: admin at http://$HOST:$PORT/admin/  API docs at http://$HOST:$PORT/api/docs/"
 .venv/bin/python manage.py runserver --noreload "$HOST:$PORT"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from django.db import connection as db
@@ -184,8 +185,10 @@ def test_connection_test_refuses_private_endpoints(tenant, settings):
     assert event.outcome == "failure"
 
 
-def test_planted_secret_never_leaves(tenant, other_tenant):
-    """The API key planted at creation appears in no response and no audit event."""
+def test_planted_secret_never_leaves(tenant, other_tenant, caplog, settings):
+    """The API key planted at creation appears in no response, no audit event and no log line."""
+    caplog.set_level(logging.DEBUG)
+    settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     client = tenant.admin.client
     created = create(client)
     pk = created.json()["id"]
@@ -197,11 +200,16 @@ def test_planted_secret_never_leaves(tenant, other_tenant):
         client.get("/api/v1/audit-events/"),
         client.get("/api/v1/audit-events/", {"search": "pdns"}),
         client.get("/api/v1/schema/"),
+        client.post(f"/api/v1/app-connections/{pk}/test/"),  # fails: nothing listens there
+        client.patch(f"/api/v1/app-connections/{pk}/", {"credentials": {"api_url": "http://127.0.0.1:9"}},
+                     format="json"),
+        client.post(f"/api/v1/app-connections/{pk}/test/"),  # refused connection, logged
     ]
     for response in responses:
         assert PLANTED.encode() not in response.content, response.request["PATH_INFO"]
     for event in AuditEvent.objects.all():
         assert PLANTED not in json.dumps(event.details) + event.error + event.target_repr
+    assert caplog.records and PLANTED not in caplog.text
 
 
 @pytest.mark.parametrize(
