@@ -136,7 +136,7 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", False) else None
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # The HTTP-01 responder and the health check must answer on plain HTTP.
-SECURE_REDIRECT_EXEMPT = [r"^\.well-known/acme-challenge/", r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^\.well-known/acme-challenge/", r"^healthz$", r"^pki/ca/"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
@@ -151,6 +151,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 CERTMGR_TRUST_X_FORWARDED_FOR = env.bool("CERTMGR_TRUST_X_FORWARDED_FOR", default=False)
 
 # --- certmgr --------------------------------------------------------------------------------------
+# CRLs are valid this long; the schedule and every revocation rebuild them before they run out.
+CERTMGR_CRL_VALIDITY_HOURS = env.int("CERTMGR_CRL_VALIDITY_HOURS", default=24)
 # Fernet keys, comma-separated: the first encrypts, all decrypt (rotation by key list).
 CERTMGR_ENCRYPTION_KEYS = env.list("CERTMGR_ENCRYPTION_KEYS", default=[])
 CERTMGR_BASE_URL = env.str("CERTMGR_BASE_URL", default="http://localhost:8000").rstrip("/")

@@ -11,5 +11,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("certmgr.api.urls")),
     path("api/<path:rest>", api_not_found),
+    path("", include("pki.urls")),
     path("healthz", lambda request: HttpResponse("ok", content_type="text/plain"), name="healthz"),
 ]

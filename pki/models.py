@@ -1,1 +1,293 @@
-"""Certificate authorities, policies, subscribers and the certificate inventory (issue: pki)."""
+"""Certificate authorities, policies, subscribers, CSRs, CRLs and the certificate inventory."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from certmgr.encryption import EncryptedTextField
+from certmgr.models import Organization
+from pki.querysets import (
+    CertificateAuthorityQuerySet,
+    CertificateQuerySet,
+    CertificateRequestQuerySet,
+    PolicyQuerySet,
+    SubscriberQuerySet,
+)
+
+KEY_ALGORITHMS = [
+    ("ec-p256", "ECDSA P-256"),
+    ("ec-p384", "ECDSA P-384"),
+    ("rsa-2048", "RSA 2048"),
+    ("rsa-3072", "RSA 3072"),
+    ("rsa-4096", "RSA 4096"),
+    ("ed25519", "Ed25519"),
+]
+
+
+class RevocationReason(models.TextChoices):
+    """RFC 5280 §5.3.1 reason codes, with the RFC's names."""
+
+    UNSPECIFIED = "unspecified", "Unspecified"
+    KEY_COMPROMISE = "key_compromise", "Key compromise"
+    CA_COMPROMISE = "ca_compromise", "CA compromise"
+    AFFILIATION_CHANGED = "affiliation_changed", "Affiliation changed"
+    SUPERSEDED = "superseded", "Superseded"
+    CESSATION_OF_OPERATION = "cessation_of_operation", "Cessation of operation"
+    CERTIFICATE_HOLD = "certificate_hold", "Certificate hold"
+    PRIVILEGE_WITHDRAWN = "privilege_withdrawn", "Privilege withdrawn"
+    AA_COMPROMISE = "aa_compromise", "AA compromise"
+
+
+class CertificateAuthority(models.Model):
+    class Kind(models.TextChoices):
+        INTERNAL_ROOT = "internal-root", "Internal root"
+        INTERNAL_INTERMEDIATE = "internal-intermediate", "Internal intermediate"
+        ACME = "acme", "External (ACME)"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        DISABLED = "disabled", "Disabled"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="cas")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    subject = models.JSONField(default=dict, blank=True)
+    subject_dn = models.CharField(max_length=500, blank=True)
+    key_algorithm = models.CharField(max_length=10, choices=KEY_ALGORITHMS, blank=True)
+    max_path_length = models.PositiveSmallIntegerField(null=True, blank=True)
+    certificate_pem = models.TextField(blank=True)
+    # Never exported: no API, admin or command path returns it.
+    private_key = EncryptedTextField(blank=True, editable=False)
+    serial = models.CharField(max_length=64, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True)
+    imported = models.BooleanField(default=False)
+    crl_number = models.BigIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = CertificateAuthorityQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        verbose_name = "certificate authority"
+        verbose_name_plural = "certificate authorities"
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="ca_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_internal(self) -> bool:
+        return self.kind in (self.Kind.INTERNAL_ROOT, self.Kind.INTERNAL_INTERMEDIATE)
+
+
+class Policy(models.Model):
+    """A certificate template: what subscribers of it may ask for. Checked on every issuance and renewal.
+
+    Name patterns: ``example.com`` (exact), ``*.example.com`` (any name below example.com) or
+    ``~regex`` (a full-match regular expression).
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="policies")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True, max_length=2000)
+    common_name_patterns = models.JSONField(default=list, blank=True)
+    san_patterns = models.JSONField(default=list, blank=True)
+    allowed_san_types = models.JSONField(
+        default=list, blank=True, help_text="dns, ip, email, uri; empty = all"
+    )
+    allowed_key_algorithms = models.JSONField(default=list, blank=True, help_text="empty = all")
+    max_validity_days = models.PositiveIntegerField(null=True, blank=True)
+    key_usages = models.JSONField(default=list, blank=True, help_text="allowed key usages; empty = any")
+    extended_key_usages = models.JSONField(default=list, blank=True, help_text="allowed EKUs; empty = any")
+    allow_ca = models.BooleanField(default=False, help_text="basic constraints: may issue CA certificates")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = PolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        verbose_name_plural = "policies"
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="policy_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Subscriber(models.Model):
+    """The profile certificates are issued from (and renewed from)."""
+
+    class IssuerType(models.TextChoices):
+        CA = "ca", "Certificate authority"
+        SELF_SIGNED = "self-signed", "Self-signed"
+
+    class OperationStatus(models.TextChoices):
+        NONE = "", "—"
+        SUCCESS = "success", "Success"
+        PENDING = "pending", "Pending"
+        FAILED = "failed", "Failed"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="subscribers")
+    name = models.CharField(max_length=100)
+    issuer_type = models.CharField(max_length=12, choices=IssuerType.choices, default=IssuerType.CA)
+    ca = models.ForeignKey(
+        CertificateAuthority, null=True, blank=True, on_delete=models.PROTECT, related_name="subscribers"
+    )
+    policy = models.ForeignKey(
+        Policy, null=True, blank=True, on_delete=models.PROTECT, related_name="subscribers"
+    )
+    common_name = models.CharField(max_length=255, blank=True)
+    sans = models.JSONField(default=list, blank=True)
+    subject = models.JSONField(
+        default=dict, blank=True, help_text="organization, organizational_unit, country, state, locality"
+    )
+    key_algorithm = models.CharField(max_length=10, choices=KEY_ALGORITHMS, default="ec-p256")
+    validity_days = models.PositiveIntegerField(default=90)
+    key_usages = models.JSONField(default=list, blank=True)
+    extended_key_usages = models.JSONField(default=list, blank=True)
+    auto_renew = models.BooleanField(default=True)
+    renew_before_days = models.PositiveIntegerField(null=True, blank=True)
+    last_operation_status = models.CharField(max_length=10, choices=OperationStatus.choices, blank=True)
+    last_operation_message = models.TextField(blank=True)
+    last_operation_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = SubscriberQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="subscriber_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Certificate(models.Model):
+    """One certificate in the inventory, whoever issued it."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+
+    class Source(models.TextChoices):
+        ISSUED = "issued", "Issued by an internal CA"
+        SELF_SIGNED = "self-signed", "Self-signed"
+        ACME = "acme", "Issued through ACME"
+        IMPORTED = "imported", "Imported"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="certificates")
+    ca = models.ForeignKey(
+        CertificateAuthority, null=True, blank=True, on_delete=models.PROTECT, related_name="certificates"
+    )
+    subscriber = models.ForeignKey(
+        Subscriber, null=True, blank=True, on_delete=models.SET_NULL, related_name="certificates"
+    )
+    source = models.CharField(max_length=12, choices=Source.choices)
+    serial = models.CharField(max_length=64)
+    certificate_pem = models.TextField()
+    chain_pem = models.TextField(blank=True, help_text="intermediates and root, issuer first")
+    private_key = EncryptedTextField(blank=True, editable=False)
+    fingerprint_sha256 = models.CharField(max_length=64)
+    fingerprint_sha1 = models.CharField(max_length=40)
+    subject_dn = models.CharField(max_length=1000, blank=True)
+    issuer_dn = models.CharField(max_length=1000, blank=True)
+    common_name = models.CharField(max_length=255, blank=True, db_index=True)
+    sans = models.JSONField(default=list, blank=True)
+    # Lower-cased names joined by spaces: one column for "partial domain" search.
+    names_text = models.TextField(blank=True)
+    key_algorithm = models.CharField(max_length=10, choices=KEY_ALGORITHMS)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=24, choices=RevocationReason.choices, blank=True)
+    renewed_from = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="renewed_by"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = CertificateQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-not_after", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "fingerprint_sha256"], name="certificate_unique_fp"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "not_after"], name="cert_org_not_after"),
+            models.Index(fields=["organization", "status", "not_after"], name="cert_org_status_not_after"),
+            models.Index(fields=["ca", "serial"], name="cert_ca_serial"),
+            models.Index(fields=["serial"], name="cert_serial"),
+            models.Index(fields=["fingerprint_sha256"], name="cert_fp256"),
+            models.Index(fields=["fingerprint_sha1"], name="cert_fp1"),
+            models.Index(fields=["subscriber", "-not_after"], name="cert_subscriber_not_after"),
+            models.Index(fields=["organization", "key_algorithm"], name="cert_org_key_alg"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.common_name or self.subject_dn or self.serial} ({self.serial[:16]})"
+
+
+class CertificateRequest(models.Model):
+    """A CSR: generated here (its key kept encrypted) or uploaded (no key)."""
+
+    class Source(models.TextChoices):
+        GENERATED = "generated", "Generated in certmgr"
+        UPLOADED = "uploaded", "Uploaded"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="csrs")
+    name = models.CharField(max_length=100)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    csr_pem = models.TextField()
+    private_key = EncryptedTextField(blank=True, editable=False)
+    common_name = models.CharField(max_length=255, blank=True)
+    sans = models.JSONField(default=list, blank=True)
+    subject_dn = models.CharField(max_length=1000, blank=True)
+    key_algorithm = models.CharField(max_length=10, choices=KEY_ALGORITHMS)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = CertificateRequestQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "CSR"
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="csr_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Crl(models.Model):
+    """One generated CRL of a CA; the newest is served publicly."""
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.CASCADE, related_name="crls")
+    number = models.BigIntegerField()
+    this_update = models.DateTimeField()
+    next_update = models.DateTimeField()
+    der = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-number"]
+        verbose_name = "CRL"
+        constraints = [models.UniqueConstraint(fields=["ca", "number"], name="crl_unique_number")]
+
+    def __str__(self) -> str:
+        return f"CRL {self.number} of {self.ca}"
+
+    @property
+    def organization_id(self) -> int:
+        return self.ca.organization_id

@@ -1,0 +1,47 @@
+"""Reads named for what they mean; the admin, the API, the sweep and the dashboard share them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Self
+
+from django.utils import timezone
+
+from certmgr.querysets import TenantQuerySet
+
+
+class CertificateAuthorityQuerySet(TenantQuerySet):
+    def active(self) -> Self:
+        return self.filter(status="active")
+
+    def internal(self) -> Self:
+        return self.filter(kind__in=["internal-root", "internal-intermediate"])
+
+
+class PolicyQuerySet(TenantQuerySet):
+    pass
+
+
+class SubscriberQuerySet(TenantQuerySet):
+    pass
+
+
+class CertificateRequestQuerySet(TenantQuerySet):
+    pass
+
+
+class CertificateQuerySet(TenantQuerySet):
+    def active(self, *, now: datetime | None = None) -> Self:
+        return self.filter(status="active", not_after__gt=now or timezone.now())
+
+    def expiring_within(self, days: int, *, now: datetime | None = None) -> Self:
+        now = now or timezone.now()
+        return self.active(now=now).filter(not_after__lte=now + timedelta(days=days))
+
+    def revoked(self) -> Self:
+        return self.filter(status="revoked")
+
+    def matching_name(self, text: str) -> Self:
+        """Partial domain / CN search. ``names_text`` is stored lower-case, so a plain LIKE serves
+        (and the trigram index of migration pki/0003 answers it on PostgreSQL)."""
+        return self.filter(names_text__contains=text.strip().lower())

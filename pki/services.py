@@ -1,0 +1,890 @@
+"""State changes of the PKI: CAs, policies, subscribers, issuance, revocation, CRLs.
+
+Nothing signs, issues or revokes anywhere else. Each function checks the actor's role, changes rows in one
+transaction with its audit event, and raises ServiceError / ValidationError / PolicyViolation on refusal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
+from datetime import timedelta
+from typing import Any
+
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives import serialization
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from certmgr import audit
+from certmgr.actors import as_actor
+from certmgr.errors import Conflict, NotFound, ServiceError
+from certmgr.models import Organization
+from certmgr.permissions import Action
+from certmgr.services import require
+from pki import policy as policy_rules
+from pki import x509
+from pki.models import (
+    Certificate,
+    CertificateAuthority,
+    CertificateRequest,
+    Crl,
+    Policy,
+    RevocationReason,
+    Subscriber,
+)
+
+_DOTTED_OID = re.compile(r"^[0-2](\.\d+)+$")
+
+
+class CaUnavailable(ServiceError):
+    status = 409
+    code = "ca_unavailable"
+
+
+class PolicyRefused(ServiceError):
+    status = 400
+    code = "policy_violation"
+
+
+class AlreadyRevoked(ServiceError):
+    status = 409
+    code = "already_revoked"
+
+
+def _x509_error(exc: x509.X509Error, field: str | None = None) -> ValidationError:
+    return ValidationError({field or "non_field_errors": [str(exc)]})
+
+
+def crl_url(ca: CertificateAuthority) -> str:
+    return settings.CERTMGR_BASE_URL + reverse("pki-crl", args=[ca.pk, "crl"])
+
+
+def aia_url(ca: CertificateAuthority) -> str:
+    return settings.CERTMGR_BASE_URL + reverse("pki-ca-cert", args=[ca.pk, "crt"])
+
+
+# --- certificate authorities ----------------------------------------------------------------------------
+def create_internal_ca(
+    organization: Organization,
+    *,
+    name: str,
+    kind: str,
+    subject: dict,
+    key_algorithm: str = "ec-p256",
+    validity_days: int = 3650,
+    max_path_length: int | None = None,
+    parent: CertificateAuthority | None = None,
+    actor: Any,
+) -> CertificateAuthority:
+    actor = as_actor(actor)
+    with audit.failures(actor, "ca.create", organization, name=name, kind=kind):
+        require(actor, Action.MANAGE, organization.pk)
+        if kind not in (
+            CertificateAuthority.Kind.INTERNAL_ROOT,
+            CertificateAuthority.Kind.INTERNAL_INTERMEDIATE,
+        ):
+            raise ValidationError({"kind": ["Choose internal-root or internal-intermediate."]})
+        if kind == CertificateAuthority.Kind.INTERNAL_INTERMEDIATE:
+            if parent is None:
+                raise ValidationError({"parent": ["An intermediate CA needs a parent CA."]})
+            if parent.organization_id != organization.pk or not parent.is_internal:
+                raise ValidationError(
+                    {"parent": ["The parent must be an internal CA of the same organization."]}
+                )
+            if parent.status != CertificateAuthority.Status.ACTIVE:
+                raise CaUnavailable(f"parent CA {parent.name!r} is disabled", field="parent")
+        elif parent is not None:
+            raise ValidationError({"parent": ["A root CA has no parent."]})
+        if not 1 <= validity_days <= 36500:
+            raise ValidationError({"validity_days": ["Enter 1 to 36500 days."]})
+        try:
+            subj = x509.Subject(**_subject_args(subject))
+            key = x509.generate_key(x509.KeyAlgorithm(key_algorithm))
+        except (TypeError, ValueError) as exc:
+            raise ValidationError({"subject": [str(exc)]}) from exc
+        with transaction.atomic():
+            ca = CertificateAuthority(
+                organization=organization,
+                name=_name(name),
+                kind=kind,
+                parent=parent,
+                subject=subject,
+                key_algorithm=key_algorithm,
+                max_path_length=max_path_length,
+            )
+            _unique_ca_name(ca)
+            ca.save()  # the id goes into the CRL and AIA URLs
+            try:
+                if parent is None:
+                    cert = x509.build_ca_certificate(
+                        subject=subj,
+                        key=key,
+                        validity_days=validity_days,
+                        max_path_length=max_path_length,
+                        crl_url=None,
+                        aia_url=None,
+                    )
+                else:
+                    issuer_cert, issuer_key = _ca_material(parent)
+                    cert = x509.build_ca_certificate(
+                        subject=subj,
+                        key=key,
+                        issuer_cert=issuer_cert,
+                        issuer_key=issuer_key,
+                        validity_days=validity_days,
+                        max_path_length=max_path_length,
+                        crl_url=crl_url(parent),
+                        aia_url=aia_url(parent),
+                    )
+            except x509.X509Error as exc:
+                raise _x509_error(exc) from exc
+            _store_ca_certificate(ca, cert, key)
+            audit.record(
+                actor,
+                "ca.create",
+                ca,
+                kind=kind,
+                key_algorithm=key_algorithm,
+                serial=ca.serial,
+                parent=parent.pk if parent else None,
+            )
+    return ca
+
+
+def import_ca(
+    organization: Organization, *, name: str, certificate_pem: str, private_key_pem: str, actor: Any
+) -> CertificateAuthority:
+    """Bring an existing CA (certificate + key) under certmgr's management."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "ca.import", organization, name=name):
+        require(actor, Action.MANAGE, organization.pk)
+        try:
+            certs = x509.load_pem_certificates(certificate_pem)
+            key = x509.load_private_key(private_key_pem)
+        except x509.X509Error as exc:
+            raise _x509_error(exc, "certificate") from exc
+        cert = certs[0]
+        summary = x509.cert_summary(cert)
+        if not summary.is_ca:
+            raise ValidationError(
+                {"certificate": ["This certificate is not a CA (basic constraints ca=false)."]}
+            )
+        if not x509.matches_key(cert, key):
+            raise ValidationError({"private_key": ["The private key does not belong to this certificate."]})
+        self_signed = cert.issuer == cert.subject
+        with transaction.atomic():
+            ca = CertificateAuthority(
+                organization=organization,
+                name=_name(name),
+                imported=True,
+                kind=CertificateAuthority.Kind.INTERNAL_ROOT
+                if self_signed
+                else CertificateAuthority.Kind.INTERNAL_INTERMEDIATE,
+                subject={k: v for k, v in asdict(x509.Subject.from_name(cert.subject)).items() if v},
+                key_algorithm=summary.key_algorithm,
+            )
+            _unique_ca_name(ca)
+            ca.save()
+            _store_ca_certificate(ca, cert, key)
+            audit.record(actor, "ca.import", ca, serial=ca.serial, subject=ca.subject_dn)
+    return ca
+
+
+def set_ca_status(ca: CertificateAuthority, status: str, *, actor: Any) -> CertificateAuthority:
+    actor = as_actor(actor)
+    action = "ca.enable" if status == CertificateAuthority.Status.ACTIVE else "ca.disable"
+    with audit.failures(actor, action, ca):
+        require(actor, Action.MANAGE, ca.organization_id)
+        with transaction.atomic():
+            ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+            ca.status = status
+            ca.updated_at = timezone.now()
+            ca.save(update_fields=["status", "updated_at"])
+            audit.record(actor, action, ca)
+    return ca
+
+
+def delete_ca(ca: CertificateAuthority, *, actor: Any) -> None:
+    actor = as_actor(actor)
+    with audit.failures(actor, "ca.delete", ca):
+        require(actor, Action.MANAGE, ca.organization_id)
+        with transaction.atomic():
+            ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+            if ca.certificates.exists() or ca.children.exists() or ca.subscribers.exists():
+                raise Conflict("this CA has certificates, subordinate CAs or subscribers: disable it instead")
+            target = ("pki.certificateauthority", ca.pk, ca.name)
+            ca.crls.all().delete()
+            ca.delete()
+            audit.record(actor, "ca.delete", target, organization=ca.organization_id)
+
+
+def _subject_args(subject: dict) -> dict:
+    allowed = {"common_name", "organization", "organizational_unit", "country", "state", "locality"}
+    unknown = set(subject or {}) - allowed
+    if unknown:
+        raise ValueError(f"unknown subject fields: {', '.join(sorted(unknown))}")
+    if not (subject or {}).get("common_name"):
+        raise ValueError("common_name is required")
+    return {k: v for k, v in subject.items() if v}
+
+
+def _name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 100 or "\x00" in name:
+        raise ValidationError({"name": ["Enter a name of 1 to 100 characters."]})
+    return name
+
+
+def _unique_ca_name(ca: CertificateAuthority) -> None:
+    if CertificateAuthority.objects.filter(organization_id=ca.organization_id, name=ca.name).exists():
+        raise Conflict(f"a CA named {ca.name!r} already exists in this organization", field="name")
+
+
+def _store_ca_certificate(ca: CertificateAuthority, cert: cx509.Certificate, key) -> None:
+    summary = x509.cert_summary(cert)
+    ca.certificate_pem = x509.to_pem(cert)
+    ca.private_key = x509.private_key_to_pem(key)
+    ca.serial = summary.serial
+    ca.subject_dn = summary.subject[:500]
+    ca.not_before, ca.not_after = summary.not_before, summary.not_after
+    ca.save()
+
+
+def _ca_material(ca: CertificateAuthority):
+    return cx509.load_pem_x509_certificate(ca.certificate_pem.encode()), x509.load_private_key(ca.private_key)
+
+
+def ca_chain(ca: CertificateAuthority) -> list[cx509.Certificate]:
+    """The CA's certificate followed by its issuers up to the root."""
+    chain, current = [], ca
+    while current is not None:
+        chain.append(cx509.load_pem_x509_certificate(current.certificate_pem.encode()))
+        current = current.parent
+    return chain
+
+
+# --- issuance ---------------------------------------------------------------------------------------------
+def policy_of(p: Policy) -> policy_rules.PolicyRules:
+    return policy_rules.PolicyRules(
+        name=p.name,
+        common_name_patterns=p.common_name_patterns,
+        san_patterns=p.san_patterns,
+        allowed_san_types=p.allowed_san_types,
+        allowed_key_algorithms=p.allowed_key_algorithms,
+        max_validity_days=p.max_validity_days,
+        key_usages=p.key_usages,
+        extended_key_usages=p.extended_key_usages,
+    )
+
+
+def issue(
+    subscriber: Subscriber,
+    *,
+    actor: Any,
+    csr_pem: str | None = None,
+    csr_key_pem: str | None = None,
+    renewal_of: Certificate | None = None,
+) -> Certificate:
+    """Issue a certificate from ``subscriber`` (a new key, or the caller's CSR: then no key is stored,
+    unless the CSR was generated here and ``csr_key_pem`` is its key).
+
+    The policy is checked on every issuance and every renewal, as it stands now.
+    """
+    actor = as_actor(actor)
+    action = "certificate.renew" if renewal_of else "certificate.issue"
+    with audit.failures(actor, action, subscriber):
+        require(actor, Action.MANAGE, subscriber.organization_id)
+        with transaction.atomic():
+            # One issuance at a time per subscriber.
+            sub = (
+                Subscriber.objects.select_for_update(of=("self",))
+                .select_related("ca", "policy")
+                .get(pk=subscriber.pk)
+            )
+            ca = sub.ca
+            if sub.issuer_type == Subscriber.IssuerType.CA:
+                if ca is None:
+                    raise ValidationError({"ca": ["This subscriber has no issuing CA."]})
+                if ca.status != CertificateAuthority.Status.ACTIVE:
+                    raise CaUnavailable(f"CA {ca.name!r} is disabled and issues nothing", field="ca")
+                if not ca.is_internal:
+                    raise CaUnavailable("ACME issuance is not available yet", field="ca")
+            if csr_pem:
+                try:
+                    csr = x509.load_csr(csr_pem)
+                except x509.X509Error as exc:
+                    raise _x509_error(exc, "csr") from exc
+                public_key = csr.public_key()
+                key = x509.load_private_key(csr_key_pem) if csr_key_pem else None
+                key_algorithm = x509.key_algorithm_of(public_key)
+            else:
+                key = x509.generate_key(x509.KeyAlgorithm(sub.key_algorithm))
+                public_key, key_algorithm = key.public_key(), sub.key_algorithm
+            request = policy_rules.Request(
+                common_name=sub.common_name,
+                sans=list(sub.sans),
+                key_algorithm=str(key_algorithm),
+                validity_days=sub.validity_days,
+                key_usages=list(sub.key_usages),
+                extended_key_usages=list(sub.extended_key_usages),
+            )
+            if sub.policy is not None:
+                try:
+                    policy_rules.check(policy_of(sub.policy), request)
+                except policy_rules.PolicyViolation as exc:
+                    raise PolicyRefused(str(exc), field=exc.field) from exc
+            subject = x509.Subject(
+                common_name=sub.common_name or None, **{k: v for k, v in sub.subject.items() if v}
+            )
+            try:
+                if sub.issuer_type == Subscriber.IssuerType.SELF_SIGNED:
+                    if key is None:
+                        raise ValidationError({"csr": ["A self-signed certificate needs a key made here."]})
+                    cert = x509.build_self_signed_certificate(
+                        key=key,
+                        subject=subject,
+                        sans=list(sub.sans),
+                        validity_days=sub.validity_days,
+                        key_usages=list(sub.key_usages) or None,
+                        extended_key_usages=list(sub.extended_key_usages),
+                    )
+                    chain: list[cx509.Certificate] = []
+                else:
+                    issuer_cert, issuer_key = _ca_material(ca)
+                    cert = x509.build_leaf_certificate(
+                        csr_or_public_key=public_key,
+                        subject=subject,
+                        sans=list(sub.sans),
+                        issuer_cert=issuer_cert,
+                        issuer_key=issuer_key,
+                        validity_days=sub.validity_days,
+                        key_usages=list(sub.key_usages) or None,
+                        extended_key_usages=list(sub.extended_key_usages),
+                        crl_url=crl_url(ca),
+                        aia_url=aia_url(ca),
+                    ).certificate
+                    chain = ca_chain(ca)
+            except x509.X509Error as exc:
+                raise _x509_error(exc) from exc
+            certificate = _store_certificate(
+                sub.organization_id,
+                cert,
+                chain,
+                key,
+                source=Certificate.Source.SELF_SIGNED if ca is None else Certificate.Source.ISSUED,
+                ca=ca,
+                subscriber=sub,
+                renewed_from=renewal_of,
+            )
+            sub.last_operation_status = Subscriber.OperationStatus.SUCCESS
+            sub.last_operation_message = f"issued serial {certificate.serial}"
+            sub.last_operation_at = timezone.now()
+            sub.save(update_fields=["last_operation_status", "last_operation_message", "last_operation_at"])
+            audit.record(
+                actor,
+                action,
+                certificate,
+                subscriber=sub.pk,
+                serial=certificate.serial,
+                ca=ca.pk if ca else None,
+                key_stored=key is not None,
+                renewed_from=renewal_of.pk if renewal_of else None,
+            )
+    return certificate
+
+
+def _store_certificate(
+    organization_id: int,
+    cert: cx509.Certificate,
+    chain: list[cx509.Certificate],
+    key,
+    *,
+    source: str,
+    ca=None,
+    subscriber=None,
+    renewed_from=None,
+) -> Certificate:
+    summary = x509.cert_summary(cert)
+    sha256, sha1 = x509.fingerprints(cert)
+    certificate = Certificate(
+        organization_id=organization_id,
+        ca=ca,
+        subscriber=subscriber,
+        source=source,
+        serial=summary.serial,
+        certificate_pem=x509.to_pem(cert),
+        chain_pem="".join(x509.to_pem(c) for c in chain),
+        private_key=x509.private_key_to_pem(key) if key is not None else "",
+        fingerprint_sha256=sha256,
+        fingerprint_sha1=sha1,
+        subject_dn=summary.subject[:1000],
+        issuer_dn=summary.issuer[:1000],
+        common_name=(summary.common_name or "")[:255],
+        sans=list(summary.sans),
+        names_text=" ".join(sorted({n.lower() for n in [summary.common_name or "", *summary.sans] if n})),
+        key_algorithm=str(summary.key_algorithm),
+        not_before=summary.not_before,
+        not_after=summary.not_after,
+        renewed_from=renewed_from,
+    )
+    try:
+        with transaction.atomic():
+            certificate.save()
+    except IntegrityError as exc:
+        raise Conflict("this certificate is already in the inventory") from exc
+    return certificate
+
+
+# --- revocation and CRLs ---------------------------------------------------------------------------------
+def revoke(certificate: Certificate, *, reason: str, actor: Any) -> Certificate:
+    actor = as_actor(actor)
+    with audit.failures(actor, "certificate.revoke", certificate, reason=reason):
+        require(actor, Action.MANAGE, certificate.organization_id)
+        if reason not in RevocationReason.values:
+            raise ValidationError({"reason": [f"Choose one of: {', '.join(RevocationReason.values)}."]})
+        with transaction.atomic():
+            certificate = (
+                Certificate.objects.select_for_update(of=("self",))
+                .select_related("ca")
+                .get(pk=certificate.pk)
+            )
+            if certificate.status == Certificate.Status.REVOKED:
+                raise AlreadyRevoked("this certificate is already revoked")
+            if certificate.ca is None or not certificate.ca.is_internal:
+                raise ServiceError("only certificates of an internal CA can be revoked here")
+            certificate.status = Certificate.Status.REVOKED
+            certificate.revoked_at = timezone.now()
+            certificate.revocation_reason = reason
+            certificate.save(update_fields=["status", "revoked_at", "revocation_reason"])
+            audit.record(actor, "certificate.revoke", certificate, reason=reason, serial=certificate.serial)
+            _build_crl(certificate.ca, actor)
+    return certificate
+
+
+def refresh_crl(ca: CertificateAuthority, *, actor: Any) -> Crl:
+    actor = as_actor(actor)
+    with audit.failures(actor, "crl.refresh", ca):
+        require(actor, Action.MANAGE, ca.organization_id)
+        with transaction.atomic():
+            return _build_crl(ca, actor)
+
+
+def current_crl(ca: CertificateAuthority) -> Crl:
+    """The newest CRL, rebuilt first when none exists or it is past (or near) its nextUpdate."""
+    from certmgr.actors import Actor
+
+    crl = ca.crls.order_by("-number").first()
+    if crl is None or crl.next_update <= timezone.now() + timedelta(minutes=5):
+        with transaction.atomic():
+            crl = _build_crl(ca, Actor.system("crl.serve"))
+    return crl
+
+
+def _crl_validity() -> timedelta:
+    return timedelta(hours=settings.CERTMGR_CRL_VALIDITY_HOURS)
+
+
+def _build_crl(ca: CertificateAuthority, actor) -> Crl:
+    ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+    now = timezone.now()
+    revoked = (
+        Certificate.objects.filter(ca=ca, status=Certificate.Status.REVOKED, not_after__gt=now)
+        .order_by("revoked_at")
+        .values_list("serial", "revoked_at", "revocation_reason")
+    )
+    issuer_cert, issuer_key = _ca_material(ca)
+    ca.crl_number += 1
+    der = x509.build_crl(
+        issuer_cert=issuer_cert,
+        issuer_key=issuer_key,
+        revoked=[(int(serial, 16), at, reason) for serial, at, reason in revoked],
+        this_update=now,
+        next_update=now + _crl_validity(),
+        crl_number=ca.crl_number,
+    ).public_bytes(serialization.Encoding.DER)
+    ca.save(update_fields=["crl_number"])
+    crl = Crl.objects.create(
+        ca=ca, number=ca.crl_number, this_update=now, next_update=now + _crl_validity(), der=der
+    )
+    audit.record(actor, "crl.publish", ca, number=crl.number, revoked=len(revoked))
+    return crl
+
+
+# --- policies and subscribers ----------------------------------------------------------------------------
+POLICY_FIELDS = (
+    "name",
+    "description",
+    "common_name_patterns",
+    "san_patterns",
+    "allowed_san_types",
+    "allowed_key_algorithms",
+    "max_validity_days",
+    "key_usages",
+    "extended_key_usages",
+    "allow_ca",
+)
+SUBSCRIBER_FIELDS = (
+    "name",
+    "issuer_type",
+    "ca",
+    "policy",
+    "common_name",
+    "sans",
+    "subject",
+    "key_algorithm",
+    "validity_days",
+    "key_usages",
+    "extended_key_usages",
+    "auto_renew",
+    "renew_before_days",
+)
+
+
+def _check_policy(p: Policy) -> None:
+    errors: dict[str, list[str]] = {}
+    for field in ("common_name_patterns", "san_patterns"):
+        for pattern in getattr(p, field):
+            if problem := policy_rules.validate_pattern(pattern):
+                errors.setdefault(field, []).append(problem)
+    unknown = set(p.allowed_san_types) - {"dns", "ip", "email", "uri"}
+    if unknown:
+        errors["allowed_san_types"] = [f"unknown SAN types: {', '.join(sorted(unknown))}"]
+    unknown = set(p.allowed_key_algorithms) - {a.value for a in x509.KeyAlgorithm}
+    if unknown:
+        errors["allowed_key_algorithms"] = [f"unknown key algorithms: {', '.join(sorted(unknown))}"]
+    _check_usages(p, errors)
+    if errors:
+        raise ValidationError(errors)
+
+
+def _check_usages(obj, errors: dict[str, list[str]]) -> None:
+    for usage in obj.key_usages:
+        if usage not in x509.KEY_USAGE_NAMES:
+            errors.setdefault("key_usages", []).append(
+                f"unknown key usage {usage!r} (one of: {', '.join(x509.KEY_USAGE_NAMES)})"
+            )
+    for usage in obj.extended_key_usages:
+        if usage not in x509.EXTENDED_KEY_USAGES and not _DOTTED_OID.match(str(usage)):
+            errors.setdefault("extended_key_usages", []).append(
+                f"unknown extended key usage {usage!r} (a name such as server_auth, or a dotted OID)"
+            )
+
+
+def save_policy(
+    organization: Organization | None, *, actor: Any, instance: Policy | None = None, **values: Any
+) -> Policy:
+    """Create (``instance`` None) or change a policy."""
+    actor = as_actor(actor)
+    action = "policy.update" if instance else "policy.create"
+    org_id = instance.organization_id if instance else organization.pk
+    with audit.failures(actor, action, instance or organization):
+        require(actor, Action.MANAGE, org_id)
+        p = instance or Policy(organization_id=org_id)
+        for field, value in values.items():
+            if field not in POLICY_FIELDS:
+                raise ValidationError({field: ["This field cannot be set."]})
+            setattr(p, field, value)
+        p.name = _name(p.name)
+        _check_policy(p)
+        try:
+            with transaction.atomic():
+                p.updated_at = timezone.now()
+                p.save()
+                audit.record(actor, action, p, changed=sorted(values))
+        except IntegrityError as exc:
+            raise Conflict(f"a policy named {p.name!r} already exists", field="name") from exc
+    return p
+
+
+def _check_subscriber(s: Subscriber) -> None:
+    errors: dict[str, list[str]] = {}
+    if s.issuer_type == Subscriber.IssuerType.CA and s.ca is None:
+        errors["ca"] = ["Choose the issuing CA (or issuer type self-signed)."]
+    if s.ca is not None and s.ca.organization_id != s.organization_id:
+        errors["ca"] = ["Unknown CA."]
+    if s.policy is not None and s.policy.organization_id != s.organization_id:
+        errors["policy"] = ["Unknown policy."]
+    if not s.common_name and not s.sans:
+        errors["common_name"] = ["Give a common name or at least one SAN."]
+    try:
+        x509.parse_sans(list(s.sans))
+    except x509.X509Error as exc:
+        errors["sans"] = [str(exc)]
+    try:
+        _subject_args({**s.subject, "common_name": s.common_name or "x"})
+        x509.Subject(**{k: v for k, v in s.subject.items() if v}, common_name=s.common_name or None)
+    except (TypeError, ValueError) as exc:
+        errors["subject"] = [str(exc)]
+    if s.key_algorithm not in {a.value for a in x509.KeyAlgorithm}:
+        errors["key_algorithm"] = ["Unknown key algorithm."]
+    if not 1 <= s.validity_days <= 36500:
+        errors["validity_days"] = ["Enter 1 to 36500 days."]
+    if s.renew_before_days is not None and s.renew_before_days >= s.validity_days:
+        errors["renew_before_days"] = ["Must be shorter than the validity."]
+    _check_usages(s, errors)
+    if errors:
+        raise ValidationError(errors)
+    if s.policy is not None:
+        try:
+            policy_rules.check(
+                policy_of(s.policy),
+                policy_rules.Request(
+                    common_name=s.common_name,
+                    sans=list(s.sans),
+                    key_algorithm=s.key_algorithm,
+                    validity_days=s.validity_days,
+                    key_usages=list(s.key_usages),
+                    extended_key_usages=list(s.extended_key_usages),
+                ),
+            )
+        except policy_rules.PolicyViolation as exc:
+            raise PolicyRefused(str(exc), field=exc.field) from exc
+
+
+def save_subscriber(
+    organization: Organization | None, *, actor: Any, instance: Subscriber | None = None, **values: Any
+) -> Subscriber:
+    actor = as_actor(actor)
+    action = "subscriber.update" if instance else "subscriber.create"
+    org_id = instance.organization_id if instance else organization.pk
+    with audit.failures(actor, action, instance or organization):
+        require(actor, Action.MANAGE, org_id)
+        s = instance or Subscriber(organization_id=org_id)
+        for field, value in values.items():
+            if field not in SUBSCRIBER_FIELDS:
+                raise ValidationError({field: ["This field cannot be set."]})
+            setattr(s, field, value)
+        s.name = _name(s.name)
+        if s.issuer_type == Subscriber.IssuerType.SELF_SIGNED:
+            s.ca = None
+        _check_subscriber(s)
+        try:
+            with transaction.atomic():
+                s.updated_at = timezone.now()
+                s.save()
+                audit.record(actor, action, s, changed=sorted(values))
+        except IntegrityError as exc:
+            raise Conflict(f"a subscriber named {s.name!r} already exists", field="name") from exc
+    return s
+
+
+def delete_object(obj: Policy | Subscriber, *, actor: Any) -> None:
+    actor = as_actor(actor)
+    action = f"{obj._meta.model_name}.delete"
+    with audit.failures(actor, action, obj):
+        require(actor, Action.MANAGE, obj.organization_id)
+        target = (obj._meta.label_lower, obj.pk, str(obj))
+        try:
+            with transaction.atomic():
+                obj.delete()
+                audit.record(actor, action, target, organization=obj.organization_id)
+        except IntegrityError as exc:
+            raise Conflict(f"this {obj._meta.verbose_name} is in use") from exc
+
+
+# --- CSRs ------------------------------------------------------------------------------------------------
+def generate_csr(
+    organization: Organization,
+    *,
+    name: str,
+    common_name: str,
+    sans: list[str],
+    subject: dict | None = None,
+    key_algorithm: str = "ec-p256",
+    actor: Any,
+) -> CertificateRequest:
+    """Make a key pair and a CSR here; the key stays encrypted in certmgr."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "csr.generate", organization, name=name):
+        require(actor, Action.MANAGE, organization.pk)
+        try:
+            subj = x509.Subject(
+                common_name=common_name or None, **{k: v for k, v in (subject or {}).items() if v}
+            )
+            key = x509.generate_key(x509.KeyAlgorithm(key_algorithm))
+            csr = x509.build_csr(key, subj, list(sans))
+        except (TypeError, ValueError) as exc:
+            raise ValidationError({"subject": [str(exc)]}) from exc
+        return _store_csr(
+            organization, name, csr, key, CertificateRequest.Source.GENERATED, actor, "csr.generate"
+        )
+
+
+def upload_csr(organization: Organization, *, name: str, csr_pem: str, actor: Any) -> CertificateRequest:
+    actor = as_actor(actor)
+    with audit.failures(actor, "csr.upload", organization, name=name):
+        require(actor, Action.MANAGE, organization.pk)
+        try:
+            csr = x509.load_csr(csr_pem)
+        except x509.X509Error as exc:
+            raise _x509_error(exc, "csr") from exc
+        return _store_csr(
+            organization, name, csr, None, CertificateRequest.Source.UPLOADED, actor, "csr.upload"
+        )
+
+
+def _store_csr(organization, name, csr, key, source, actor, action) -> CertificateRequest:
+    info = x509.csr_info(csr)
+    request = CertificateRequest(
+        organization=organization,
+        name=_name(name),
+        source=source,
+        csr_pem=x509.to_pem(csr),
+        private_key=x509.private_key_to_pem(key) if key is not None else "",
+        common_name=(info.subject.common_name or "")[:255],
+        sans=list(info.sans),
+        subject_dn=str(info.subject)[:1000],
+        key_algorithm=str(info.key_algorithm),
+    )
+    try:
+        with transaction.atomic():
+            request.save()
+            audit.record(actor, action, request, key_algorithm=request.key_algorithm)
+    except IntegrityError as exc:
+        raise Conflict(f"a CSR named {request.name!r} already exists", field="name") from exc
+    return request
+
+
+def issue_from_csr(request: CertificateRequest, subscriber: Subscriber, *, actor: Any) -> Certificate:
+    """Issue from a stored CSR; a CSR generated here passes its key on to the certificate."""
+    if request.organization_id != subscriber.organization_id:
+        raise ValidationError({"subscriber": ["Unknown subscriber."]})
+    return issue(subscriber, actor=actor, csr_pem=request.csr_pem, csr_key_pem=request.private_key or None)
+
+
+# --- import and export -----------------------------------------------------------------------------------
+@dataclass
+class ImportResult:
+    imported: list[Certificate] = dataclass_field(default_factory=list)
+    duplicates: list[str] = dataclass_field(default_factory=list)  # fingerprints already in the inventory
+    rejected: list[tuple[str, str]] = dataclass_field(default_factory=list)  # (source, reason)
+
+
+def import_certificates(
+    organization: Organization,
+    pem_text: str,
+    *,
+    key_pem: str | None = None,
+    source_name: str = "upload",
+    actor: Any,
+) -> ImportResult:
+    """Add existing certificates to the inventory.
+
+    ``pem_text`` holds one or more certificates; the first that is not a CA (or the first) is the leaf and the
+    rest its chain. A ``key_pem`` is kept (encrypted) only if it matches the leaf. Certificates of a CA this
+    organization manages are linked to it.
+    """
+    actor = as_actor(actor)
+    result = ImportResult()
+    with audit.failures(actor, "certificate.import", organization, source=source_name[:200]):
+        require(actor, Action.MANAGE, organization.pk)
+        try:
+            certs = x509.load_pem_certificates(pem_text)
+        except x509.X509Error as exc:
+            result.rejected.append((source_name, str(exc)))
+            return result
+        leaf = next((c for c in certs if not x509.cert_summary(c).is_ca), certs[0])
+        chain = x509.order_chain(leaf, [c for c in certs if c is not leaf])
+        key = None
+        if key_pem:
+            try:
+                key = x509.load_private_key(key_pem)
+            except x509.X509Error as exc:
+                result.rejected.append((source_name, f"private key: {exc}"))
+                return result
+            if not x509.matches_key(leaf, key):
+                result.rejected.append((source_name, "the private key does not belong to the certificate"))
+                return result
+        summary = x509.cert_summary(leaf)
+        if summary.key_algorithm is None:
+            result.rejected.append((source_name, f"unsupported key: {summary.key_description}"))
+            return result
+        sha256 = summary.sha256
+        if Certificate.objects.filter(organization=organization, fingerprint_sha256=sha256).exists():
+            result.duplicates.append(sha256)
+            return result
+        ca = _managing_ca(organization, leaf)
+        with transaction.atomic():
+            try:
+                certificate = _store_certificate(
+                    organization.pk, leaf, chain, key, source=Certificate.Source.IMPORTED, ca=ca
+                )
+            except Conflict:
+                result.duplicates.append(sha256)
+                return result
+            if certificate.not_after <= timezone.now():
+                Certificate.objects.filter(pk=certificate.pk).update(status=Certificate.Status.EXPIRED)
+                certificate.status = Certificate.Status.EXPIRED
+            audit.record(
+                actor,
+                "certificate.import",
+                certificate,
+                source=source_name[:200],
+                serial=certificate.serial,
+                key_stored=key is not None,
+                ca=ca.pk if ca else None,
+            )
+        result.imported.append(certificate)
+    return result
+
+
+def _managing_ca(organization: Organization, leaf: cx509.Certificate) -> CertificateAuthority | None:
+    for ca in CertificateAuthority.objects.filter(organization=organization).internal():
+        issuer = cx509.load_pem_x509_certificate(ca.certificate_pem.encode())
+        if leaf.issuer == issuer.subject and x509.order_chain(leaf, [issuer]):
+            return ca
+    return None
+
+
+def export_private_key(certificate: Certificate, *, actor: Any) -> str:
+    """The certificate's private key as PEM. Needs the operator role; always audited."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "certificate.export_key", certificate):
+        require(actor, Action.EXPORT_KEY, certificate.organization_id)
+        if not certificate.private_key:
+            raise NotFound("certmgr holds no private key for this certificate (it was issued from a CSR)")
+        with transaction.atomic():
+            audit.record(
+                actor, "certificate.export_key", certificate, serial=certificate.serial, format="pem"
+            )
+        return certificate.private_key
+
+
+def export_pkcs12(certificate: Certificate, *, password: str, alias: str = "", actor: Any) -> bytes:
+    actor = as_actor(actor)
+    with audit.failures(actor, "certificate.export_key", certificate, format="pkcs12"):
+        require(actor, Action.EXPORT_KEY, certificate.organization_id)
+        if len(password or "") < PKCS12_MIN_PASSWORD:
+            raise ValidationError({"password": [f"Use at least {PKCS12_MIN_PASSWORD} characters."]})
+        if not certificate.private_key:
+            raise NotFound("certmgr holds no private key for this certificate (it was issued from a CSR)")
+        leaf = cx509.load_pem_x509_certificate(certificate.certificate_pem.encode())
+        chain = x509.load_pem_certificates(certificate.chain_pem) if certificate.chain_pem else []
+        data = x509.pkcs12(
+            cert=leaf,
+            key=x509.load_private_key(certificate.private_key),
+            chain=chain,
+            password=password,
+            alias=(alias or certificate.common_name or certificate.serial)[:64],
+        )
+        with transaction.atomic():
+            audit.record(
+                actor, "certificate.export_key", certificate, serial=certificate.serial, format="pkcs12"
+            )
+        return data
+
+
+PKCS12_MIN_PASSWORD = 12
+
+
+def bundle_pem(certificate: Certificate, *, with_key: bool = False, actor: Any = None) -> str:
+    """Certificate + chain (+ the key, via export_private_key, when asked)."""
+    parts = [certificate.certificate_pem, certificate.chain_pem]
+    if with_key:
+        parts.append(export_private_key(certificate, actor=actor))
+    return "".join(p if p.endswith("\n") else p + "\n" for p in parts if p)

@@ -1,0 +1,8 @@
+from django.urls import re_path
+
+from pki import views
+
+urlpatterns = [
+    re_path(r"^pki/ca/(?P<pk>\d+)\.(?P<fmt>crl|pem)$", views.crl, name="pki-crl"),
+    re_path(r"^pki/ca/(?P<pk>\d+)/certificate\.(?P<fmt>crt|pem)$", views.ca_certificate, name="pki-ca-cert"),
+]

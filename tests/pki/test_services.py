@@ -1,0 +1,192 @@
+"""The PKI services end to end: root -> intermediate -> leaf, policy, revocation and the served CRL."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from certmgr.errors import Conflict
+from certmgr.models import AuditEvent
+from pki import services
+from pki.models import Certificate, CertificateAuthority
+from tests.conftest import SYSTEM
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def hierarchy(tenant):
+    root = services.create_internal_ca(
+        tenant.organization,
+        name="Root",
+        kind="internal-root",
+        subject={"common_name": "Acme Root CA"},
+        key_algorithm="ec-p384",
+        validity_days=3650,
+        max_path_length=1,
+        actor=SYSTEM,
+    )
+    inter = services.create_internal_ca(
+        tenant.organization,
+        name="Issuing",
+        kind="internal-intermediate",
+        parent=root,
+        subject={"common_name": "Acme Issuing CA", "organization": "Acme", "country": "DE"},
+        key_algorithm="ec-p256",
+        validity_days=1825,
+        max_path_length=0,
+        actor=SYSTEM,
+    )
+    return root, inter
+
+
+def openssl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+
+
+def test_issue_verify_revoke_with_openssl(tenant, hierarchy, tmp_path, client):
+    root, inter = hierarchy
+    sub = services.save_subscriber(
+        tenant.organization,
+        actor=SYSTEM,
+        name="web",
+        ca=inter,
+        common_name="www.acme.test",
+        sans=["www.acme.test", "10.0.0.5"],
+        key_algorithm="rsa-2048",
+        validity_days=30,
+        extended_key_usages=["server_auth"],
+    )
+    cert = services.issue(sub, actor=SYSTEM)
+    assert cert.private_key and cert.status == "active" and cert.ca == inter
+    assert cert.sans == ["www.acme.test", "10.0.0.5"]
+    (tmp_path / "cert.pem").write_text(cert.certificate_pem)
+    (tmp_path / "chain.pem").write_text(cert.chain_pem)
+    result = openssl("verify", "-CAfile", "chain.pem", "cert.pem", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    crl_pem = client.get(f"/pki/ca/{inter.pk}.pem")
+    assert crl_pem.status_code == 200
+    (tmp_path / "crl.pem").write_bytes(crl_pem.content)
+    root_crl = client.get(f"/pki/ca/{root.pk}.pem").content
+    (tmp_path / "crl.pem").write_bytes(crl_pem.content + root_crl)
+    ok = openssl(
+        "verify", "-crl_check_all", "-CAfile", "chain.pem", "-CRLfile", "crl.pem", "cert.pem", cwd=tmp_path
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    services.revoke(cert, reason="key_compromise", actor=SYSTEM)
+    (tmp_path / "crl.pem").write_bytes(client.get(f"/pki/ca/{inter.pk}.pem").content + root_crl)
+    bad = openssl(
+        "verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "crl.pem", "cert.pem", cwd=tmp_path
+    )
+    assert bad.returncode != 0 and "revoked" in (bad.stdout + bad.stderr)
+    assert client.get(f"/pki/ca/{inter.pk}/certificate.crt")["Content-Type"] == "application/pkix-cert"
+    with pytest.raises(services.AlreadyRevoked):
+        services.revoke(cert, reason="superseded", actor=SYSTEM)
+    actions = set(AuditEvent.objects.values_list("action", flat=True))
+    assert {
+        "ca.create",
+        "subscriber.create",
+        "certificate.issue",
+        "certificate.revoke",
+        "crl.publish",
+    } <= actions
+
+
+def test_policy_is_enforced_on_issuance(tenant, hierarchy):
+    _, inter = hierarchy
+    pol = services.save_policy(
+        tenant.organization,
+        actor=SYSTEM,
+        name="web only",
+        common_name_patterns=["*.acme.test"],
+        san_patterns=["*.acme.test"],
+        allowed_key_algorithms=["ec-p256"],
+        max_validity_days=90,
+    )
+    sub = services.save_subscriber(
+        tenant.organization,
+        actor=SYSTEM,
+        name="api",
+        ca=inter,
+        policy=pol,
+        common_name="api.acme.test",
+        sans=["api.acme.test"],
+        validity_days=60,
+    )
+    services.issue(sub, actor=SYSTEM)
+    # The policy tightens after the subscriber was made: the next issuance is refused.
+    services.save_policy(None, actor=SYSTEM, instance=pol, max_validity_days=30)
+    with pytest.raises(services.PolicyRefused, match="exceeds"):
+        services.issue(sub, actor=SYSTEM)
+    assert Certificate.objects.filter(subscriber=sub).count() == 1
+    with pytest.raises(services.PolicyRefused, match="not allowed"):
+        services.save_subscriber(
+            tenant.organization,
+            actor=SYSTEM,
+            name="evil",
+            ca=inter,
+            policy=pol,
+            common_name="evil.example.com",
+            validity_days=10,
+        )
+
+
+def test_disabled_ca_issues_nothing_and_busy_ca_is_not_deleted(tenant, hierarchy):
+    root, inter = hierarchy
+    sub = services.save_subscriber(
+        tenant.organization, actor=SYSTEM, name="w", ca=inter, common_name="w.acme.test", validity_days=10
+    )
+    services.issue(sub, actor=SYSTEM)
+    services.set_ca_status(inter, CertificateAuthority.Status.DISABLED, actor=SYSTEM)
+    with pytest.raises(services.CaUnavailable):
+        services.issue(sub, actor=SYSTEM)
+    with pytest.raises(Conflict):
+        services.delete_ca(inter, actor=SYSTEM)
+    with pytest.raises(Conflict):
+        services.delete_ca(root, actor=SYSTEM)
+
+
+def test_path_length_is_respected(tenant, hierarchy):
+    _, inter = hierarchy  # max_path_length 0
+    with pytest.raises(ValidationError, match="path"):
+        services.create_internal_ca(
+            tenant.organization,
+            name="Too deep",
+            kind="internal-intermediate",
+            parent=inter,
+            subject={"common_name": "Deep"},
+            actor=SYSTEM,
+        )
+    assert not CertificateAuthority.objects.filter(name="Too deep").exists()
+
+
+def test_issue_from_a_csr_keeps_no_key(tenant, hierarchy):
+    from pki import x509
+
+    _, inter = hierarchy
+    key = x509.generate_key("ec-p256")
+    csr = x509.to_pem(x509.build_csr(key, x509.Subject(common_name="ignored"), ["ignored.test"]))
+    sub = services.save_subscriber(
+        tenant.organization, actor=SYSTEM, name="csr", ca=inter, common_name="svc.acme.test", validity_days=10
+    )
+    cert = services.issue(sub, actor=SYSTEM, csr_pem=csr)
+    assert cert.private_key == "" and cert.common_name == "svc.acme.test"
+    with pytest.raises(ValidationError):
+        services.issue(sub, actor=SYSTEM, csr_pem="-----BEGIN CERTIFICATE REQUEST-----\nnope\n")
+
+
+def test_scheduled_refresh_rebuilds_only_stale_crls(tenant, hierarchy, settings):
+    from django_q.models import Schedule
+
+    from pki.tasks import refresh_crls
+
+    assert Schedule.objects.filter(name="pki.refresh_crls", func="pki.tasks.refresh_crls").exists()
+    assert refresh_crls() == {"refreshed": 2, "failed": 0}  # no CRL yet
+    assert refresh_crls() == {"refreshed": 0, "failed": 0}  # fresh
+    settings.CERTMGR_CRL_VALIDITY_HOURS = 100_000  # the horizon moves past every nextUpdate
+    assert refresh_crls() == {"refreshed": 2, "failed": 0}
