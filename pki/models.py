@@ -61,6 +61,8 @@ class CertificateAuthority(models.Model):
     key_algorithm = models.CharField(max_length=10, choices=KEY_ALGORITHMS, blank=True)
     max_path_length = models.PositiveSmallIntegerField(null=True, blank=True)
     certificate_pem = models.TextField(blank=True)
+    # Issuers above an imported CA that certmgr does not manage (issuer first); completes issued chains.
+    chain_pem = models.TextField(blank=True)
     # Never exported: no API, admin or command path returns it.
     private_key = EncryptedTextField(blank=True, editable=False)
     serial = models.CharField(max_length=64, blank=True)

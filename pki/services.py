@@ -176,7 +176,22 @@ def import_ca(
             )
         if not x509.matches_key(cert, key):
             raise ValidationError({"private_key": ["The private key does not belong to this certificate."]})
-        self_signed = cert.issuer == cert.subject
+        self_signed = summary.self_signed
+        # An intermediate hangs under the CA that signed it when certmgr manages that one; otherwise the
+        # PEM must carry its issuers, kept to complete the chains it issues.
+        parent = None if self_signed else _managing_ca(organization, cert)
+        issuers = [] if self_signed or parent else x509.order_chain(cert, certs[1:])
+        if not self_signed and parent is None and not issuers:
+            raise ValidationError(
+                {
+                    "certificate": [
+                        "This is an intermediate CA: import its parent CA first, or include the issuing CA "
+                        "certificates after it in the PEM."
+                    ]
+                }
+            )
+        if summary.key_algorithm is None:
+            raise ValidationError({"private_key": [f"Unsupported CA key: {summary.key_description}."]})
         with transaction.atomic():
             ca = CertificateAuthority(
                 organization=organization,
@@ -185,6 +200,9 @@ def import_ca(
                 kind=CertificateAuthority.Kind.INTERNAL_ROOT
                 if self_signed
                 else CertificateAuthority.Kind.INTERNAL_INTERMEDIATE,
+                parent=parent,
+                chain_pem="".join(x509.to_pem(c) for c in issuers),
+                max_path_length=summary.path_length,
                 subject={k: v for k, v in asdict(x509.Subject.from_name(cert.subject)).items() if v},
                 key_algorithm=summary.key_algorithm,
             )
@@ -264,6 +282,8 @@ def ca_chain(ca: CertificateAuthority) -> list[cx509.Certificate]:
     chain, current = [], ca
     while current is not None:
         chain.append(cx509.load_pem_x509_certificate(current.certificate_pem.encode()))
+        if current.parent is None and current.chain_pem:
+            chain.extend(x509.load_pem_certificates(current.chain_pem))
         current = current.parent
     return chain
 
@@ -786,8 +806,7 @@ def import_certificates(
         try:
             certs = x509.load_pem_certificates(pem_text)
         except x509.X509Error as exc:
-            result.rejected.append((source_name, str(exc)))
-            return result
+            return _reject(result, organization, source_name, str(exc), actor)
         leaf = next((c for c in certs if not x509.cert_summary(c).is_ca), certs[0])
         chain = x509.order_chain(leaf, [c for c in certs if c is not leaf])
         key = None
@@ -795,15 +814,20 @@ def import_certificates(
             try:
                 key = x509.load_private_key(key_pem)
             except x509.X509Error as exc:
-                result.rejected.append((source_name, f"private key: {exc}"))
-                return result
+                return _reject(result, organization, source_name, f"private key: {exc}", actor)
             if not x509.matches_key(leaf, key):
-                result.rejected.append((source_name, "the private key does not belong to the certificate"))
-                return result
+                return _reject(
+                    result,
+                    organization,
+                    source_name,
+                    "the private key does not belong to the certificate",
+                    actor,
+                )
         summary = x509.cert_summary(leaf)
         if summary.key_algorithm is None:
-            result.rejected.append((source_name, f"unsupported key: {summary.key_description}"))
-            return result
+            return _reject(
+                result, organization, source_name, f"unsupported key: {summary.key_description}", actor
+            )
         sha256 = summary.sha256
         if Certificate.objects.filter(organization=organization, fingerprint_sha256=sha256).exists():
             result.duplicates.append(sha256)
@@ -833,8 +857,26 @@ def import_certificates(
     return result
 
 
+def _reject(result: ImportResult, organization, source_name: str, reason: str, actor) -> ImportResult:
+    """A rejected import is an audited failure too."""
+    result.rejected.append((source_name, reason))
+    with transaction.atomic():
+        audit.record(
+            actor,
+            "certificate.import",
+            organization,
+            outcome="failure",
+            error=reason,
+            source=source_name[:200],
+        )
+    return result
+
+
 def _managing_ca(organization: Organization, leaf: cx509.Certificate) -> CertificateAuthority | None:
-    for ca in CertificateAuthority.objects.filter(organization=organization).internal():
+    """The organization's internal CA whose key signed ``leaf``, if any."""
+    for ca in (
+        CertificateAuthority.objects.filter(organization=organization).internal().exclude(certificate_pem="")
+    ):
         issuer = cx509.load_pem_x509_certificate(ca.certificate_pem.encode())
         if leaf.issuer == issuer.subject and x509.order_chain(leaf, [issuer]):
             return ca

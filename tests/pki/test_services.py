@@ -190,3 +190,70 @@ def test_scheduled_refresh_rebuilds_only_stale_crls(tenant, hierarchy, settings)
     assert refresh_crls() == {"refreshed": 0, "failed": 0}  # fresh
     settings.CERTMGR_CRL_VALIDITY_HOURS = 100_000  # the horizon moves past every nextUpdate
     assert refresh_crls() == {"refreshed": 2, "failed": 0}
+
+
+def _external_hierarchy():
+    from pki import x509
+
+    root_key, inter_key = x509.generate_key("ec-p256"), x509.generate_key("ec-p256")
+    root = x509.build_ca_certificate(
+        subject=x509.Subject(common_name="Outside Root"), key=root_key, validity_days=3650, max_path_length=1
+    )
+    inter = x509.build_ca_certificate(
+        subject=x509.Subject(common_name="Outside Issuing"),
+        key=inter_key,
+        issuer_cert=root,
+        issuer_key=root_key,
+        validity_days=1000,
+        max_path_length=0,
+    )
+    return (root, root_key), (inter, inter_key)
+
+
+@pytest.mark.parametrize("parent_managed", [True, False])
+def test_imported_intermediate_issues_verifiable_chains(tenant, tmp_path, parent_managed):
+    from pki import x509
+
+    (root, root_key), (inter, inter_key) = _external_hierarchy()
+    if parent_managed:
+        services.import_ca(
+            tenant.organization,
+            name="Outside Root",
+            certificate_pem=x509.to_pem(root),
+            private_key_pem=x509.private_key_to_pem(root_key),
+            actor=SYSTEM,
+        )
+        pem = x509.to_pem(inter)
+    else:
+        pem = x509.to_pem(inter) + x509.to_pem(root)
+    ca = services.import_ca(
+        tenant.organization,
+        name="Outside Issuing",
+        certificate_pem=pem,
+        private_key_pem=x509.private_key_to_pem(inter_key),
+        actor=SYSTEM,
+    )
+    assert ca.max_path_length == 0 and (ca.parent is not None) == parent_managed
+    sub = services.save_subscriber(
+        tenant.organization, actor=SYSTEM, name="w", ca=ca, common_name="w.acme.test", validity_days=10
+    )
+    cert = services.issue(sub, actor=SYSTEM)
+    (tmp_path / "cert.pem").write_text(cert.certificate_pem)
+    (tmp_path / "chain.pem").write_text(cert.chain_pem)
+    result = openssl("verify", "-CAfile", "chain.pem", "cert.pem", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_intermediate_without_its_issuers_is_refused(tenant):
+    from pki import x509
+
+    _, (inter, inter_key) = _external_hierarchy()
+    with pytest.raises(ValidationError, match="parent CA first"):
+        services.import_ca(
+            tenant.organization,
+            name="Orphan",
+            certificate_pem=x509.to_pem(inter),
+            private_key_pem=x509.private_key_to_pem(inter_key),
+            actor=SYSTEM,
+        )
+    assert AuditEvent.objects.filter(action="ca.import", outcome="failure").exists()

@@ -1,0 +1,89 @@
+from pathlib import Path
+
+from django.core.management.base import CommandError
+
+from certmgr.management.commands._base import ServiceCommand, find_organization
+from pki import services
+from pki.management import read_input, write_output
+from pki.models import Subscriber
+
+
+class Command(ServiceCommand):
+    help = (
+        "Issue a certificate from a subscriber (its CA, policy, names and validity), with a key generated "
+        "here or from your CSR. With --out-dir, writes cert.pem, chain.pem (the issuing CA up to the root) "
+        "and key.pem (mode 0600, only when certmgr generated the key; an audited key export) and prints "
+        "serial and not_after. Without --out-dir, prints the certificate PEM on stdout and serial and "
+        "not_after on stderr, so 'manage.py issue web > cert.pem' works."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("subscriber", help="Subscriber name (unambiguous, or narrowed with --org) or id.")
+        parser.add_argument("--org", help="Organization (name, slug or id) to look the subscriber up in.")
+        parser.add_argument(
+            "--csr", metavar="PATH", help="Issue for this CSR (PEM); certmgr then holds no key for it."
+        )
+        parser.add_argument(
+            "--out-dir", metavar="DIR", help="Write cert.pem, chain.pem and key.pem here (created if needed)."
+        )
+
+    def handle(self, *args, subscriber, org, csr, out_dir, **options):
+        organization = find_organization(org) if org else None
+        sub = self.find_subscriber(subscriber, organization)
+        csr_pem = read_input(csr, "--csr") if csr else None
+        out = Path(out_dir) if out_dir else None
+        if out is not None:
+            if out.exists() and not out.is_dir():
+                raise CommandError(f"--out-dir {out}: exists and is not a directory")
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CommandError(f"--out-dir {out}: cannot create it ({exc.strerror or exc})") from None
+        certificate = services.issue(sub, actor=self.actor(), csr_pem=csr_pem)
+        info = [
+            f"serial: {certificate.serial}",
+            f"not_after: {certificate.not_after:%Y-%m-%dT%H:%M:%SZ}",
+        ]
+        if out is None:
+            self.stdout.write(certificate.certificate_pem, ending="")
+            for line in info:
+                self.stderr.write(line, style_func=_plain)
+            return
+        written = [write_output(out / "cert.pem", certificate.certificate_pem, secret=False)]
+        if certificate.chain_pem:
+            written.append(write_output(out / "chain.pem", certificate.chain_pem, secret=False))
+        if certificate.private_key:
+            key_pem = services.export_private_key(certificate, actor=self.actor())
+            written.append(write_output(out / "key.pem", key_pem, secret=True))
+        self.stdout.write(
+            self.style.SUCCESS(f"Issued {certificate.common_name or certificate.serial} from {sub.name!r}.")
+        )
+        for line in info:
+            self.stdout.write(line)
+        self.stdout.write(f"id: {certificate.pk}")
+        for path in written:
+            self.stdout.write(f"wrote {path}")
+        if not certificate.chain_pem:
+            self.stdout.write("no chain.pem: the certificate is self-signed")
+
+    def find_subscriber(self, name_or_id: str, organization) -> Subscriber:
+        rows = Subscriber.objects.select_related("organization")
+        if organization is not None:
+            rows = rows.filter(organization=organization)
+        where = f" in organization {organization.name!r}" if organization else ""
+        matches = list(rows.filter(name=name_or_id)[:11]) or list(rows.filter(name__iexact=name_or_id)[:11])
+        if not matches and name_or_id.isdigit():
+            matches = list(rows.filter(pk=int(name_or_id)))
+        if not matches:
+            raise CommandError(f"no subscriber named {name_or_id!r}{where}")
+        if len(matches) > 1:
+            orgs = ", ".join(sorted({m.organization.name for m in matches}))
+            raise CommandError(
+                f"subscriber name {name_or_id!r} is ambiguous: it exists in {orgs}. "
+                "Give --org ORG or the subscriber's id."
+            )
+        return matches[0]
+
+
+def _plain(text: str) -> str:
+    return text
