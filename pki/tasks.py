@@ -32,3 +32,16 @@ def refresh_crls() -> dict[str, int]:
         except Exception:  # one broken CA must not stop the others; the failure is audited
             failed += 1
     return {"refreshed": refreshed, "failed": failed}
+
+
+def mark_expired() -> dict[str, int]:
+    """Flip active certificates past their notAfter to expired (the inventory's status column).
+
+    Reads never depend on it (querysets compare not_after), but filters and counts by status stay true.
+    """
+    from pki.models import Certificate
+
+    count = Certificate.objects.filter(
+        status=Certificate.Status.ACTIVE, not_after__lte=timezone.now()
+    ).update(status=Certificate.Status.EXPIRED)
+    return {"expired": count}

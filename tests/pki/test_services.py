@@ -257,3 +257,21 @@ def test_intermediate_without_its_issuers_is_refused(tenant):
             actor=SYSTEM,
         )
     assert AuditEvent.objects.filter(action="ca.import", outcome="failure").exists()
+
+
+def test_expired_certificates_are_marked(tenant, hierarchy):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from pki.tasks import mark_expired
+
+    _, inter = hierarchy
+    sub = services.save_subscriber(
+        tenant.organization, actor=SYSTEM, name="e", ca=inter, common_name="e.acme.test", validity_days=10
+    )
+    old, fresh = services.issue(sub, actor=SYSTEM), services.issue(sub, actor=SYSTEM)
+    Certificate.objects.filter(pk=old.pk).update(not_after=timezone.now() - timedelta(seconds=1))
+    assert mark_expired() == {"expired": 1}
+    assert Certificate.objects.get(pk=old.pk).status == "expired"
+    assert Certificate.objects.get(pk=fresh.pk).status == "active"
