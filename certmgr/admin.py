@@ -18,7 +18,7 @@ from django.utils.html import format_html
 
 from certmgr import audit, services
 from certmgr.actors import as_actor
-from certmgr.admin_base import TenantAdmin
+from certmgr.admin_base import OrganizationFilter, TenantAdmin
 from certmgr.models import ApiToken, AuditEvent, Membership, Organization
 from certmgr.permissions import Action
 
@@ -101,7 +101,7 @@ class MembershipForm(forms.ModelForm):
 class MembershipAdmin(TenantAdmin):
     form = MembershipForm
     list_display = ["user", "organization", "role", "created_at"]
-    list_filter = ["role", "organization"]
+    list_filter = ["role", OrganizationFilter]
     search_fields = ["user__username", "user__email"]
     list_select_related = ["user", "organization"]
     write_action = Action.MANAGE_MEMBERS
@@ -142,7 +142,7 @@ class ApiTokenAdmin(TenantAdmin):
         "expires_at",
         "last_used_at",
     ]
-    list_filter = ["role", "organization"]
+    list_filter = ["role", OrganizationFilter]
     search_fields = ["name", "prefix", "user__username"]
     list_select_related = ["user", "organization"]
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
@@ -336,7 +336,9 @@ class DateRangeFilter(admin.FieldListFilter):
 class AuditEventAdmin(TenantAdmin):
     read_action = Action.VIEW_AUDIT
     list_display = ["time", "organization", "actor_label", "action", "target_repr", "outcome_badge"]
-    list_filter = [ActorFilter, ActionFilter, TargetTypeFilter, "outcome", ("time", DateRangeFilter)]
+    list_filter = [
+        OrganizationFilter, ActorFilter, ActionFilter, TargetTypeFilter, "outcome", ("time", DateRangeFilter)
+    ]
     search_fields = ["action", "actor_label", "target_repr", "target_id", "error", "request_id"]
     list_select_related = ["organization"]
     list_per_page = 100

@@ -8,6 +8,7 @@ Saves and deletes go through the services (subclasses implement ``create``/``upd
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 
@@ -105,6 +106,40 @@ class TenantAdmin(admin.ModelAdmin):
         except (ServiceError, ValidationError) as exc:
             self.message_user(request, _message(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
+
+
+class IdFilter(admin.SimpleListFilter):
+    """Choices from a small table restricted to the viewer's organizations; the value is an id."""
+
+    field = ""
+
+    def choice_rows(self, request) -> list[tuple[int, str]]:
+        raise NotImplementedError
+
+    def lookups(self, request, model_admin):
+        return [(str(pk), label) for pk, label in self.choice_rows(request)]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        if not value.isdigit():
+            raise IncorrectLookupParameters(f"{self.parameter_name}: not an id")
+        return queryset.filter(**{self.field: int(value)})
+
+
+class OrganizationFilter(IdFilter):
+    """Shown only to people who see more than one organization."""
+
+    title = "organization"
+    parameter_name = "organization"
+    field = "organization_id"
+
+    def choice_rows(self, request):
+        org_ids = as_actor(request).organization_ids(Action.VIEW)
+        if org_ids is not None and len(org_ids) < 2:
+            return []
+        return list(Organization.objects.restrict(request).order_by("name").values_list("pk", "name")[:200])
 
 
 def _message(exc: Exception) -> str:

@@ -11,7 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from certmgr.admin_base import TenantAdmin
+from certmgr.admin_base import OrganizationFilter, TenantAdmin
 from certmgr.errors import ServiceError
 from dnsproviders import credentials as creds
 from dnsproviders import services
@@ -103,7 +103,7 @@ AppConnectionForm = type(
 class AppConnectionAdmin(TenantAdmin):
     form = AppConnectionForm
     list_display = ["name", "kind", "organization", "endpoint", "test_status", "updated_at"]
-    list_filter = ["kind", "organization"]
+    list_filter = ["kind", OrganizationFilter]
     search_fields = ["name", "description"]
     list_select_related = ["organization"]
     actions = ["test_selected"]

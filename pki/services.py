@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from certmgr import audit
 from certmgr.actors import as_actor
-from certmgr.errors import Conflict, NotFound, ServiceError
+from certmgr.errors import Conflict, NotFound, PermissionDenied, ServiceError
 from certmgr.models import Organization
 from certmgr.permissions import Action
 from certmgr.services import require
@@ -313,109 +313,146 @@ def issue(
     """Issue a certificate from ``subscriber`` (a new key, or the caller's CSR: then no key is stored,
     unless the CSR was generated here and ``csr_key_pem`` is its key).
 
-    The policy is checked on every issuance and every renewal, as it stands now.
+    The policy is checked on every issuance and every renewal, as it stands now. A refusal is audited and
+    shown on the subscriber (last operation: failed).
     """
     actor = as_actor(actor)
     action = "certificate.renew" if renewal_of else "certificate.issue"
-    with audit.failures(actor, action, subscriber):
-        require(actor, Action.MANAGE, subscriber.organization_id)
-        with transaction.atomic():
-            # One issuance at a time per subscriber.
-            sub = (
-                Subscriber.objects.select_for_update(of=("self",))
-                .select_related("ca", "policy")
-                .get(pk=subscriber.pk)
+    try:
+        with audit.failures(actor, action, subscriber):
+            require(actor, Action.MANAGE, subscriber.organization_id)
+            with transaction.atomic():
+                return _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of)
+    except (ServiceError, ValidationError) as exc:
+        if not isinstance(exc, PermissionDenied):
+            message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+            Subscriber.objects.filter(pk=subscriber.pk).update(
+                last_operation_status=Subscriber.OperationStatus.FAILED,
+                last_operation_message=f"{action} refused: {message}"[:2000],
+                last_operation_at=timezone.now(),
             )
-            ca = sub.ca
-            if sub.issuer_type == Subscriber.IssuerType.CA:
-                if ca is None:
-                    raise ValidationError({"ca": ["This subscriber has no issuing CA."]})
-                if ca.status != CertificateAuthority.Status.ACTIVE:
-                    raise CaUnavailable(f"CA {ca.name!r} is disabled and issues nothing", field="ca")
-                if not ca.is_internal:
-                    raise CaUnavailable("ACME issuance is not available yet", field="ca")
-            if csr_pem:
-                try:
-                    csr = x509.load_csr(csr_pem)
-                except x509.X509Error as exc:
-                    raise _x509_error(exc, "csr") from exc
-                public_key = csr.public_key()
-                key = x509.load_private_key(csr_key_pem) if csr_key_pem else None
-                key_algorithm = x509.key_algorithm_of(public_key)
-            else:
-                key = x509.generate_key(x509.KeyAlgorithm(sub.key_algorithm))
-                public_key, key_algorithm = key.public_key(), sub.key_algorithm
-            request = policy_rules.Request(
-                common_name=sub.common_name,
-                sans=list(sub.sans),
-                key_algorithm=str(key_algorithm),
-                validity_days=sub.validity_days,
-                key_usages=list(sub.key_usages),
-                extended_key_usages=list(sub.extended_key_usages),
-            )
-            if sub.policy is not None:
-                try:
-                    policy_rules.check(policy_of(sub.policy), request)
-                except policy_rules.PolicyViolation as exc:
-                    raise PolicyRefused(str(exc), field=exc.field) from exc
-            subject = x509.Subject(
-                common_name=sub.common_name or None, **{k: v for k, v in sub.subject.items() if v}
-            )
-            try:
-                if sub.issuer_type == Subscriber.IssuerType.SELF_SIGNED:
-                    if key is None:
-                        raise ValidationError({"csr": ["A self-signed certificate needs a key made here."]})
-                    cert = x509.build_self_signed_certificate(
-                        key=key,
-                        subject=subject,
-                        sans=list(sub.sans),
-                        validity_days=sub.validity_days,
-                        key_usages=list(sub.key_usages) or None,
-                        extended_key_usages=list(sub.extended_key_usages),
-                    )
-                    chain: list[cx509.Certificate] = []
-                else:
-                    issuer_cert, issuer_key = _ca_material(ca)
-                    cert = x509.build_leaf_certificate(
-                        csr_or_public_key=public_key,
-                        subject=subject,
-                        sans=list(sub.sans),
-                        issuer_cert=issuer_cert,
-                        issuer_key=issuer_key,
-                        validity_days=sub.validity_days,
-                        key_usages=list(sub.key_usages) or None,
-                        extended_key_usages=list(sub.extended_key_usages),
-                        crl_url=crl_url(ca),
-                        aia_url=aia_url(ca),
-                    ).certificate
-                    chain = ca_chain(ca)
-            except x509.X509Error as exc:
-                raise _x509_error(exc) from exc
-            certificate = _store_certificate(
-                sub.organization_id,
-                cert,
-                chain,
-                key,
-                source=Certificate.Source.SELF_SIGNED if ca is None else Certificate.Source.ISSUED,
-                ca=ca,
-                subscriber=sub,
-                renewed_from=renewal_of,
-            )
-            sub.last_operation_status = Subscriber.OperationStatus.SUCCESS
-            sub.last_operation_message = f"issued serial {certificate.serial}"
-            sub.last_operation_at = timezone.now()
-            sub.save(update_fields=["last_operation_status", "last_operation_message", "last_operation_at"])
-            audit.record(
-                actor,
-                action,
-                certificate,
-                subscriber=sub.pk,
-                serial=certificate.serial,
-                ca=ca.pk if ca else None,
-                key_stored=key is not None,
-                renewed_from=renewal_of.pk if renewal_of else None,
-            )
+        raise
+
+
+def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -> Certificate:
+    # One issuance at a time per subscriber.
+    sub = (
+        Subscriber.objects.select_for_update(of=("self",))
+        .select_related("ca", "policy")
+        .get(pk=subscriber.pk)
+    )
+    ca = sub.ca
+    if sub.issuer_type == Subscriber.IssuerType.CA:
+        if ca is None:
+            raise ValidationError({"ca": ["This subscriber has no issuing CA."]})
+        if ca.status != CertificateAuthority.Status.ACTIVE:
+            raise CaUnavailable(f"CA {ca.name!r} is disabled and issues nothing", field="ca")
+        if not ca.is_internal:
+            raise CaUnavailable("ACME issuance is not available yet", field="ca")
+    if renewal_of is not None:
+        _check_renewable(renewal_of, sub)
+    key, public_key, key_algorithm = _subject_key(sub, csr_pem, csr_key_pem)
+    if sub.policy is not None:
+        try:
+            policy_rules.check(policy_of(sub.policy), _policy_request(sub, str(key_algorithm)))
+        except policy_rules.PolicyViolation as exc:
+            raise PolicyRefused(str(exc), field=exc.field) from exc
+    cert, chain = _sign(sub, ca, key, public_key)
+    certificate = _store_certificate(
+        sub.organization_id,
+        cert,
+        chain,
+        key,
+        source=Certificate.Source.SELF_SIGNED if ca is None else Certificate.Source.ISSUED,
+        ca=ca,
+        subscriber=sub,
+        renewed_from=renewal_of,
+    )
+    sub.last_operation_status = Subscriber.OperationStatus.SUCCESS
+    sub.last_operation_message = f"issued serial {certificate.serial}"
+    sub.last_operation_at = timezone.now()
+    sub.save(update_fields=["last_operation_status", "last_operation_message", "last_operation_at"])
+    audit.record(
+        actor,
+        action,
+        certificate,
+        subscriber=sub.pk,
+        serial=certificate.serial,
+        ca=ca.pk if ca else None,
+        key_stored=key is not None,
+        renewed_from=renewal_of.pk if renewal_of else None,
+    )
     return certificate
+
+
+def _check_renewable(old: Certificate, sub: Subscriber) -> None:
+    if old.subscriber_id != sub.pk:
+        raise ValidationError({"renewal_of": ["That certificate was not issued from this subscriber."]})
+    successor = Certificate.objects.filter(renewed_from=old).only("serial").first()
+    if successor is not None:
+        raise Conflict(f"this certificate was already renewed by serial {successor.serial}")
+
+
+def _subject_key(sub: Subscriber, csr_pem: str | None, csr_key_pem: str | None):
+    """(private key or None, public key, algorithm): a new key, or the CSR's (names checked)."""
+    if not csr_pem:
+        key = x509.generate_key(x509.KeyAlgorithm(sub.key_algorithm))
+        return key, key.public_key(), sub.key_algorithm
+    try:
+        csr = x509.load_csr(csr_pem)
+        info = x509.csr_info(csr)
+    except x509.X509Error as exc:
+        raise _x509_error(exc, "csr") from exc
+    # The certificate carries the subscriber's names; a CSR asking for others is refused, not ignored.
+    allowed = {n.lower() for n in [sub.common_name, *sub.sans] if n}
+    asked = {n.lower() for n in [info.subject.common_name, *info.sans] if n}
+    if asked - allowed:
+        extra = ", ".join(sorted(asked - allowed))
+        raise ValidationError({"csr": [f"the CSR asks for names this subscriber does not cover: {extra}"]})
+    key = x509.load_private_key(csr_key_pem) if csr_key_pem else None
+    return key, csr.public_key(), info.key_algorithm
+
+
+def _policy_request(sub: Subscriber, key_algorithm: str) -> policy_rules.Request:
+    return policy_rules.Request(
+        common_name=sub.common_name,
+        sans=list(sub.sans),
+        key_algorithm=key_algorithm,
+        validity_days=sub.validity_days,
+        key_usages=list(sub.key_usages),
+        extended_key_usages=list(sub.extended_key_usages),
+    )
+
+
+def _sign(sub: Subscriber, ca, key, public_key) -> tuple[cx509.Certificate, list[cx509.Certificate]]:
+    subject = x509.Subject(common_name=sub.common_name or None, **{k: v for k, v in sub.subject.items() if v})
+    usages = {
+        "key_usages": list(sub.key_usages) or None,
+        "extended_key_usages": list(sub.extended_key_usages),
+    }
+    try:
+        if sub.issuer_type == Subscriber.IssuerType.SELF_SIGNED:
+            if key is None:
+                raise ValidationError({"csr": ["A self-signed certificate needs a key made here."]})
+            cert = x509.build_self_signed_certificate(
+                key=key, subject=subject, sans=list(sub.sans), validity_days=sub.validity_days, **usages
+            )
+            return cert, []
+        issuer_cert, issuer_key = _ca_material(ca)
+        cert = x509.build_leaf_certificate(
+            csr_or_public_key=public_key,
+            subject=subject,
+            sans=list(sub.sans),
+            issuer_cert=issuer_cert,
+            issuer_key=issuer_key,
+            validity_days=sub.validity_days,
+            crl_url=crl_url(ca),
+            aia_url=aia_url(ca),
+            **usages,
+        ).certificate
+        return cert, ca_chain(ca)
+    except x509.X509Error as exc:
+        raise _x509_error(exc) from exc
 
 
 def _store_certificate(
@@ -693,7 +730,7 @@ def save_subscriber(
     return s
 
 
-def delete_object(obj: Policy | Subscriber, *, actor: Any) -> None:
+def delete_object(obj: Policy | Subscriber | CertificateRequest, *, actor: Any) -> None:
     actor = as_actor(actor)
     action = f"{obj._meta.model_name}.delete"
     with audit.failures(actor, action, obj):

@@ -254,3 +254,16 @@ def test_admin_manages_members(tenant):
     assert Membership.objects.get(user__username="newcomer").role == "operator"
     assert Client().login(username="newcomer", password="a sufficiently long passphrase 9")
     assert login(tenant.operator).get("/admin/certmgr/membership/add/").status_code == 403
+
+
+def test_filters_never_list_other_organizations(tenant, other_tenant, connection):
+    client = login(other_tenant.admin)
+    for url in (
+        "/admin/certmgr/membership/",
+        "/admin/certmgr/apitoken/",
+        "/admin/dnsproviders/appconnection/",
+        "/admin/certmgr/auditevent/",
+    ):
+        page = client.get(url)
+        assert page.status_code == 200
+        assert b"Acme" not in page.content, url

@@ -214,7 +214,7 @@ def test_issue_to_stdout_and_from_csr(tenant, subscriber, tmp_path):
     assert f"serial: {cert.serial}" in err and "not_after: " in err
 
     key = x509.generate_key("ec-p256")
-    csr = x509.build_csr(key, x509.Subject(common_name="ignored.example"), [])
+    csr = x509.build_csr(key, x509.Subject(common_name="www.acme.test"), [])
     (tmp_path / "req.csr").write_text(x509.to_pem(csr))
     out, _ = run("issue", "web", "--csr", str(tmp_path / "req.csr"), "--out-dir", str(tmp_path / "o"))
     assert {p.name for p in (tmp_path / "o").iterdir()} == {"cert.pem", "chain.pem"}  # no key.pem
@@ -542,7 +542,7 @@ def test_export_refusals(tenant, subscriber, issued, tmp_path, monkeypatch):
     assert not Path(p12).exists()
 
     # A certificate issued from a CSR: certmgr has no key to export.
-    csr = x509.build_csr(x509.generate_key("ec-p256"), x509.Subject(common_name="x"), [])
+    csr = x509.build_csr(x509.generate_key("ec-p256"), x509.Subject(common_name="www.acme.test"), [])
     from_csr = services.issue(subscriber, actor=SYSTEM, csr_pem=x509.to_pem(csr))
     with pytest.raises(CommandError, match="certmgr holds no private key for this certificate"):
         run("export_certificate", "--id", str(from_csr.pk), "--format", "key")

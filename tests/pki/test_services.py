@@ -165,19 +165,36 @@ def test_path_length_is_respected(tenant, hierarchy):
     assert not CertificateAuthority.objects.filter(name="Too deep").exists()
 
 
-def test_issue_from_a_csr_keeps_no_key(tenant, hierarchy):
+def test_issue_from_a_csr_keeps_no_key_and_checks_its_names(tenant, hierarchy):
     from pki import x509
 
     _, inter = hierarchy
     key = x509.generate_key("ec-p256")
-    csr = x509.to_pem(x509.build_csr(key, x509.Subject(common_name="ignored"), ["ignored.test"]))
     sub = services.save_subscriber(
         tenant.organization, actor=SYSTEM, name="csr", ca=inter, common_name="svc.acme.test", validity_days=10
     )
+    csr = x509.to_pem(x509.build_csr(key, x509.Subject(common_name="svc.acme.test"), []))
     cert = services.issue(sub, actor=SYSTEM, csr_pem=csr)
     assert cert.private_key == "" and cert.common_name == "svc.acme.test"
+    other = x509.to_pem(x509.build_csr(key, x509.Subject(common_name="svc.acme.test"), ["evil.test"]))
+    with pytest.raises(ValidationError, match=r"evil\.test"):
+        services.issue(sub, actor=SYSTEM, csr_pem=other)
     with pytest.raises(ValidationError):
         services.issue(sub, actor=SYSTEM, csr_pem="-----BEGIN CERTIFICATE REQUEST-----\nnope\n")
+    sub.refresh_from_db()
+    assert sub.last_operation_status == "failed" and "refused" in sub.last_operation_message
+
+
+def test_a_certificate_is_renewed_once(tenant, hierarchy):
+    _, inter = hierarchy
+    sub = services.save_subscriber(
+        tenant.organization, actor=SYSTEM, name="r", ca=inter, common_name="r.acme.test", validity_days=10
+    )
+    first = services.issue(sub, actor=SYSTEM)
+    second = services.issue(sub, actor=SYSTEM, renewal_of=first)
+    assert second.renewed_from == first and first.status == "active"
+    with pytest.raises(Conflict, match="already renewed"):
+        services.issue(sub, actor=SYSTEM, renewal_of=first)
 
 
 def test_scheduled_refresh_rebuilds_only_stale_crls(tenant, hierarchy, settings):
