@@ -639,7 +639,7 @@ class CertificateAuthorityAdmin(PkiAdmin):
             kind=data["kind"],
             subject=form.subject_dict(),
             key_algorithm=data["key_algorithm"],
-            validity_days=data["validity_days"],
+            validity_days=data.get("validity_days"),
             max_path_length=data.get("max_path_length"),
             parent=data.get("parent")
             if data["kind"] == CertificateAuthority.Kind.INTERNAL_INTERMEDIATE

@@ -229,9 +229,9 @@ class CaCreateForm(_UniqueNameMixin, SubjectFieldsMixin, forms.ModelForm):
     validity_days = forms.IntegerField(
         min_value=1,
         max_value=36500,
-        initial=3650,
-        help_text="Roots commonly 10-20 years, intermediates 3-5 years; an intermediate cannot outlive "
-        "its parent.",
+        required=False,
+        help_text="Empty: 3650 days for a root; 1825 for an intermediate, ending before its parent. An "
+        "intermediate cannot outlive its parent.",
     )
     max_path_length = forms.IntegerField(
         min_value=0,

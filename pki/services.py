@@ -76,11 +76,15 @@ def create_internal_ca(
     kind: str,
     subject: dict,
     key_algorithm: str = "ec-p256",
-    validity_days: int = 3650,
+    validity_days: int | None = None,
     max_path_length: int | None = None,
     parent: CertificateAuthority | None = None,
     actor: Any,
 ) -> CertificateAuthority:
+    """A new internal root or intermediate; its key is made here and never leaves.
+
+    Without ``validity_days`` a root gets 10 years and an intermediate 5, cut to end before its parent.
+    """
     actor = as_actor(actor)
     with audit.failures(actor, "ca.create", organization, name=name, kind=kind):
         require(actor, Action.MANAGE, organization.pk)
@@ -100,6 +104,8 @@ def create_internal_ca(
                 raise CaUnavailable(f"parent CA {parent.name!r} is disabled", field="parent")
         elif parent is not None:
             raise ValidationError({"parent": ["A root CA has no parent."]})
+        if validity_days is None:
+            validity_days = DEFAULT_ROOT_DAYS if parent is None else _default_intermediate_days(parent)
         if not 1 <= validity_days <= 36500:
             raise ValidationError({"validity_days": ["Enter 1 to 36500 days."]})
         try:
@@ -156,6 +162,14 @@ def create_internal_ca(
     return ca
 
 
+DEFAULT_ROOT_DAYS, DEFAULT_INTERMEDIATE_DAYS = 3650, 1825
+
+
+def _default_intermediate_days(parent: CertificateAuthority) -> int:
+    left = (parent.not_after - timezone.now()).days - 1 if parent.not_after else DEFAULT_INTERMEDIATE_DAYS
+    return max(1, min(DEFAULT_INTERMEDIATE_DAYS, left))
+
+
 def import_ca(
     organization: Organization, *, name: str, certificate_pem: str, private_key_pem: str, actor: Any
 ) -> CertificateAuthority:
@@ -165,11 +179,18 @@ def import_ca(
         require(actor, Action.MANAGE, organization.pk)
         try:
             certs = x509.load_pem_certificates(certificate_pem)
-            key = x509.load_private_key(private_key_pem)
         except x509.X509Error as exc:
             raise _x509_error(exc, "certificate") from exc
+        try:
+            key = x509.load_private_key(private_key_pem)
+        except x509.X509Error as exc:
+            raise _x509_error(exc, "private_key") from exc
         cert = certs[0]
         summary = x509.cert_summary(cert)
+        try:
+            subject = {k: v for k, v in asdict(x509.Subject.from_name(cert.subject)).items() if v}
+        except x509.X509Error as exc:
+            raise _x509_error(exc, "certificate") from exc
         if not summary.is_ca:
             raise ValidationError(
                 {"certificate": ["This certificate is not a CA (basic constraints ca=false)."]}
@@ -203,7 +224,7 @@ def import_ca(
                 parent=parent,
                 chain_pem="".join(x509.to_pem(c) for c in issuers),
                 max_path_length=summary.path_length,
-                subject={k: v for k, v in asdict(x509.Subject.from_name(cert.subject)).items() if v},
+                subject=subject,
                 key_algorithm=summary.key_algorithm,
             )
             _unique_ca_name(ca)
@@ -225,6 +246,24 @@ def set_ca_status(ca: CertificateAuthority, status: str, *, actor: Any) -> Certi
             ca.save(update_fields=["status", "updated_at"])
             audit.record(actor, action, ca)
     return ca
+
+
+def rename_ca(ca: CertificateAuthority, name: str, *, actor: Any) -> CertificateAuthority:
+    actor = as_actor(actor)
+    with audit.failures(actor, "ca.update", ca, name=name):
+        require(actor, Action.MANAGE, ca.organization_id)
+        name = _name(name)
+        with transaction.atomic():
+            locked = CertificateAuthority.objects.select_for_update().defer("private_key").get(pk=ca.pk)
+            taken = CertificateAuthority.objects.filter(organization_id=locked.organization_id, name=name)
+            if taken.exclude(pk=locked.pk).exists():
+                raise Conflict(f"a CA named {name!r} already exists in this organization", field="name")
+            if locked.name != name:
+                locked.name = name
+                locked.updated_at = timezone.now()
+                locked.save(update_fields=["name", "updated_at"])
+                audit.record(actor, "ca.update", locked, changed=["name"])
+    return locked
 
 
 def delete_ca(ca: CertificateAuthority, *, actor: Any) -> None:
@@ -760,6 +799,10 @@ def generate_csr(
     with audit.failures(actor, "csr.generate", organization, name=name):
         require(actor, Action.MANAGE, organization.pk)
         try:
+            x509.parse_sans(list(sans))
+        except x509.X509Error as exc:
+            raise _x509_error(exc, "sans") from exc
+        try:
             subj = x509.Subject(
                 common_name=common_name or None, **{k: v for k, v in (subject or {}).items() if v}
             )
@@ -786,7 +829,10 @@ def upload_csr(organization: Organization, *, name: str, csr_pem: str, actor: An
 
 
 def _store_csr(organization, name, csr, key, source, actor, action) -> CertificateRequest:
-    info = x509.csr_info(csr)
+    try:
+        info = x509.csr_info(csr)
+    except x509.X509Error as exc:
+        raise _x509_error(exc, "csr") from exc
     request = CertificateRequest(
         organization=organization,
         name=_name(name),

@@ -246,6 +246,36 @@ def seed(tenant) -> None:
         user = tenant.member(role).user
         if not Membership.objects.filter(organization=org, user=user).exists():
             services.add_member(org, user, role, actor=SYSTEM)
+    seed_pki(org)
+
+
+def seed_pki(org) -> None:
+    """A CA hierarchy, a policy, a subscriber with a certificate and a CSR, so PKI ``{id}`` paths hit rows."""
+    from pki import services as pki
+    from pki.models import CertificateAuthority, CertificateRequest, Policy, Subscriber
+
+    root = CertificateAuthority.objects.filter(organization=org, name="fuzz root").first()
+    if root is None:
+        root = pki.create_internal_ca(
+            org, name="fuzz root", kind="internal-root", subject={"common_name": "Fuzz Root"}, actor=SYSTEM
+        )
+    if not Policy.objects.filter(organization=org, name="fuzz policy").exists():
+        pki.save_policy(org, actor=SYSTEM, name="fuzz policy", san_patterns=["*.fuzz.test"])
+    sub = Subscriber.objects.filter(organization=org, name="fuzz subscriber").first()
+    if sub is None and root.status == "active":
+        sub = pki.save_subscriber(
+            org,
+            actor=SYSTEM,
+            name="fuzz subscriber",
+            ca=root,
+            common_name="www.fuzz.test",
+            sans=["www.fuzz.test"],
+            validity_days=30,
+        )
+    if sub is not None and root.status == "active" and not sub.certificates.filter(status="active").exists():
+        pki.issue(sub, actor=SYSTEM)
+    if not CertificateRequest.objects.filter(organization=org, name="fuzz csr").exists():
+        pki.generate_csr(org, name="fuzz csr", common_name="www.fuzz.test", sans=[], actor=SYSTEM)
 
 
 class FuzzState:

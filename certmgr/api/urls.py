@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from certmgr.api import views
 from dnsproviders.api.views import AppConnectionViewSet
+from pki.api import views as pki_views
 
 router = DefaultRouter(trailing_slash=True)
 router.register("organizations", views.OrganizationViewSet, basename="organization")
@@ -12,5 +13,15 @@ router.register("memberships", views.MembershipViewSet, basename="membership")
 router.register("tokens", views.ApiTokenViewSet, basename="token")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
 router.register("app-connections", AppConnectionViewSet, basename="app-connection")
+router.register("cas", pki_views.CertificateAuthorityViewSet, basename="ca")
+router.register("policies", pki_views.PolicyViewSet, basename="policy")
+router.register("subscribers", pki_views.SubscriberViewSet, basename="subscriber")
+router.register("csrs", pki_views.CertificateRequestViewSet, basename="csr")
+router.register("certificates", pki_views.CertificateViewSet, basename="certificate")
 
 urlpatterns = [path("", include(router.urls))]
+# The seed API's paths, exactly as its scripts call them (no trailing slash).
+urlpatterns += [
+    path("pki/certificates/<str:serial>/revoke", pki_views.SeedRevokeView.as_view(), name="pki-seed-revoke"),
+    path("pki/ca/<int:pk>/crls", pki_views.SeedCaCrlsView.as_view(), name="pki-seed-ca-crls"),
+]

@@ -41,7 +41,12 @@ class Command(ServiceCommand):
             choices=[a.value for a in KeyAlgorithm],
             help="Key algorithm of the CA (default: ec-p256).",
         )
-        new.add_argument("--validity-days", type=int, default=None, help="Validity in days (default: 3650).")
+        new.add_argument(
+            "--validity-days",
+            type=int,
+            default=None,
+            help="Days valid (default: 3650 for a root, 1825 for an intermediate ending before its parent).",
+        )
         new.add_argument(
             "--max-path-length",
             type=int,
@@ -108,7 +113,7 @@ class Command(ServiceCommand):
                 else CertificateAuthority.Kind.INTERNAL_ROOT,
                 subject=subject,
                 key_algorithm=options["key_algorithm"] or "ec-p256",
-                validity_days=3650 if options["validity_days"] is None else options["validity_days"],
+                validity_days=options["validity_days"],
                 max_path_length=max_path_length,
                 parent=parent,
                 actor=self.actor(),

@@ -1,0 +1,512 @@
+"""API doors of the PKI: CAs, policies, subscribers, CSRs and the certificate inventory. Thin: parse, look
+up within the caller's organizations, call pki.services, shape the answer.
+
+A CA's private key is never read into any response: CA querysets defer it, and no serializer names it.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db.models import BooleanField, ExpressionWrapper, F, Q
+from django.http import HttpResponse
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import filters, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+
+from certmgr.actors import as_actor
+from certmgr.api.mixins import TenantViewMixin, resolve_organization
+from certmgr.api.pagination import CursorPagination
+from certmgr.api.views import _valid
+from certmgr.errors import Conflict, NotFound
+from certmgr.permissions import Action
+from pki import services
+from pki.api import serializers as s
+from pki.filters import (
+    CertificateAuthorityFilter,
+    CertificateFilter,
+    CertificateRequestFilter,
+    PolicyFilter,
+    SubscriberFilter,
+    normalize_serial,
+)
+from pki.models import Certificate, CertificateAuthority, CertificateRequest, Crl, Policy, Subscriber
+
+HAS_KEY = ExpressionWrapper(~Q(private_key=""), output_field=BooleanField())
+CA_READ_FIELDS = (
+    "id",
+    "organization_id",
+    "name",
+    "kind",
+    "status",
+    "parent_id",
+    "subject",
+    "subject_dn",
+    "key_algorithm",
+    "max_path_length",
+    "certificate_pem",
+    "chain_pem",
+    "serial",
+    "not_before",
+    "not_after",
+    "imported",
+    "created_at",
+    "updated_at",
+)
+
+
+def _context_valid(serializer_class, request, **kwargs) -> dict:
+    serializer = serializer_class(data=request.data, context={"request": request}, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+# --- certificate authorities ------------------------------------------------------------------------------
+class CrlPagination(CursorPagination):
+    ordering = "-number"
+
+
+class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
+    """Certificate authorities. Internal CAs sign with a key generated here (or imported) and kept
+    encrypted; no endpoint ever returns a CA's private key."""
+
+    base_queryset = CertificateAuthority.objects.only(*CA_READ_FIELDS)
+    serializer_class = s.CertificateAuthoritySerializer
+    filterset_class = CertificateAuthorityFilter
+    search_fields = ["name", "subject_dn"]
+    ordering_fields = ["id", "name", "created_at", "not_after"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    @extend_schema(
+        request=s.CertificateAuthorityCreateSerializer, responses={201: s.CertificateAuthoritySerializer}
+    )
+    def create(self, request):
+        data = _context_valid(s.CertificateAuthorityCreateSerializer, request)
+        org = resolve_organization(request, data.get("organization"))
+        ca = services.create_internal_ca(
+            org,
+            name=data["name"],
+            kind=data["kind"],
+            subject={k: v for k, v in data["subject"].items() if v},
+            key_algorithm=data["key_algorithm"],
+            validity_days=data.get("validity_days"),
+            max_path_length=data.get("max_path_length"),
+            parent=data.get("parent"),  # loaded in full: its key signs
+            actor=request,
+        )
+        return Response(s.CertificateAuthoritySerializer(ca).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=s.CertificateAuthorityUpdateSerializer, responses={200: s.CertificateAuthoritySerializer}
+    )
+    def partial_update(self, request, pk=None):
+        """Rename the CA (the only thing that changes after creation)."""
+        ca = self.get_object()
+        data = _valid(s.CertificateAuthorityUpdateSerializer, request)
+        ca = services.rename_ca(ca, data["name"], actor=request)
+        return Response(s.CertificateAuthoritySerializer(ca).data)
+
+    def perform_destroy(self, instance):
+        services.delete_ca(instance, actor=self.request)
+
+    @extend_schema(
+        request=s.CertificateAuthorityImportSerializer, responses={201: s.CertificateAuthoritySerializer}
+    )
+    @action(detail=False, methods=["post"], url_path="import", url_name="import")
+    def import_ca(self, request):
+        """Bring an existing CA certificate and its private key under certmgr's management."""
+        data = _valid(s.CertificateAuthorityImportSerializer, request)
+        org = resolve_organization(request, data.get("organization"))
+        ca = services.import_ca(
+            org,
+            name=data["name"],
+            certificate_pem=data["certificate"],
+            private_key_pem=data["private_key"],
+            actor=request,
+        )
+        return Response(s.CertificateAuthoritySerializer(ca).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: s.CertificateAuthoritySerializer})
+    @action(detail=True, methods=["post"])
+    def disable(self, request, pk=None):
+        """A disabled CA issues nothing (its CRL is still served)."""
+        ca = services.set_ca_status(self.get_object(), CertificateAuthority.Status.DISABLED, actor=request)
+        return Response(s.CertificateAuthoritySerializer(ca).data)
+
+    @extend_schema(request=None, responses={200: s.CertificateAuthoritySerializer})
+    @action(detail=True, methods=["post"])
+    def enable(self, request, pk=None):
+        ca = services.set_ca_status(self.get_object(), CertificateAuthority.Status.ACTIVE, actor=request)
+        return Response(s.CertificateAuthoritySerializer(ca).data)
+
+    @extend_schema(responses={200: s.CrlSerializer(many=True)}, filters=False)
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=CrlPagination)
+    def crls(self, request, pk=None):
+        """The CA's CRLs, newest first (the current one is rebuilt first when it is near its nextUpdate)."""
+        ca = self.get_object()
+        _refresh_crl(ca)
+        page = self.paginate_queryset(Crl.objects.filter(ca=ca))
+        return self.get_paginated_response(s.CrlSerializer(page, many=True).data)
+
+
+def _refresh_crl(ca: CertificateAuthority) -> None:
+    if ca.is_internal and ca.certificate_pem:
+        services.current_crl(ca)
+
+
+# --- policies and subscribers -----------------------------------------------------------------------------
+class _SavedViaServiceMixin:
+    """Create and update through ``save_function(organization, actor=, instance=, **values)``."""
+
+    save_function = None
+
+    def _values(self, data: dict) -> dict:
+        return dict(data)
+
+    def create(self, request):
+        data = _context_valid(self.serializer_class, request)
+        org = resolve_organization(request, data.pop("organization_id", None))
+        obj = type(self).save_function(org, actor=request, **self._values(data))
+        return Response(self.serializer_class(obj).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, pk=None, partial=False):
+        instance = self.get_object()
+        data = _context_valid(self.serializer_class, request, partial=partial)
+        org_id = data.pop("organization_id", None)
+        if org_id is not None and org_id != instance.organization_id:
+            raise ValidationError({"organization": ["A row cannot move to another organization."]})
+        obj = type(self).save_function(None, actor=request, instance=instance, **self._values(data))
+        return Response(self.serializer_class(obj).data)
+
+    def partial_update(self, request, pk=None):
+        return self.update(request, pk=pk, partial=True)
+
+    def perform_destroy(self, instance):
+        services.delete_object(instance, actor=self.request)
+
+
+class PolicyViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelViewSet):
+    """Certificate templates: the names, key algorithms, validity and usages subscribers may ask for.
+    Checked on every issuance and renewal."""
+
+    base_queryset = Policy.objects.all()
+    serializer_class = s.PolicySerializer
+    save_function = staticmethod(services.save_policy)
+    filterset_class = PolicyFilter
+    search_fields = ["name", "description"]
+    ordering_fields = ["id", "name", "created_at"]
+
+
+class SubscriberViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelViewSet):
+    """The profiles certificates are issued (and renewed) from."""
+
+    base_queryset = Subscriber.objects.all()
+    serializer_class = s.SubscriberSerializer
+    save_function = staticmethod(services.save_subscriber)
+    filterset_class = SubscriberFilter
+    search_fields = ["name", "common_name"]
+    ordering_fields = ["id", "name", "created_at", "last_operation_at"]
+
+    def _values(self, data: dict) -> dict:
+        values = dict(data)
+        if "subject" in values:
+            values["subject"] = {k: v for k, v in dict(values["subject"]).items() if v}
+        return values
+
+    @extend_schema(request=s.SubscriberIssueSerializer, responses={201: s.CertificateDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def issue(self, request, pk=None):
+        """Issue a certificate now: from a key generated here, or from the caller's CSR (no key stored)."""
+        subscriber = self.get_object()
+        data = _valid(s.SubscriberIssueSerializer, request)
+        certificate = services.issue(subscriber, actor=request, csr_pem=data.get("csr") or None)
+        return Response(s.CertificateDetailSerializer(certificate).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        responses={200: s.LatestBundleSerializer, 404: OpenApiResponse(description="No active certificate.")}
+    )
+    @action(detail=True, methods=["get"], url_path="latest-bundle", url_name="latest-bundle")
+    def latest_bundle(self, request, pk=None):
+        """The subscriber's newest active certificate with its chain; the private key too when the caller
+        may export keys (operators and administrators; the export is audited)."""
+        subscriber = self.get_object()
+        certificate = (
+            Certificate.objects.filter(subscriber=subscriber).active().order_by("-not_after", "-id").first()
+        )
+        if certificate is None:
+            raise NotFound("this subscriber has no active certificate")
+        body = {
+            "id": certificate.pk,
+            "serial": certificate.serial,
+            "not_after": certificate.not_after,
+            "certificate": certificate.certificate_pem,
+            "chain": certificate.chain_pem,
+        }
+        if certificate.private_key and as_actor(request).can(Action.EXPORT_KEY, certificate.organization_id):
+            body["private_key"] = services.export_private_key(certificate, actor=request)
+        return Response(s.LatestBundleSerializer(body).data)
+
+
+# --- CSRs -------------------------------------------------------------------------------------------------
+class CertificateRequestViewSet(
+    TenantViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Certificate signing requests: generated here (the key stays in certmgr, encrypted, and goes to the
+    certificate issued from it) or uploaded. A CSR's private key is never returned."""
+
+    base_queryset = CertificateRequest.objects.defer("private_key").annotate(has_private_key=HAS_KEY)
+    serializer_class = s.CertificateRequestSerializer
+    filterset_class = CertificateRequestFilter
+    search_fields = ["name", "common_name"]
+    ordering_fields = ["id", "name", "created_at"]
+
+    @extend_schema(
+        request=s.CertificateRequestCreateSerializer, responses={201: s.CertificateRequestSerializer}
+    )
+    def create(self, request):
+        data = _valid(s.CertificateRequestCreateSerializer, request)
+        org = resolve_organization(request, data.get("organization"))
+        if data.get("csr"):
+            csr = services.upload_csr(org, name=data["name"], csr_pem=data["csr"], actor=request)
+        else:
+            csr = services.generate_csr(
+                org,
+                name=data["name"],
+                common_name=data.get("common_name", ""),
+                sans=data.get("sans", []),
+                subject={k: v for k, v in dict(data.get("subject") or {}).items() if v},
+                key_algorithm=data["key_algorithm"],
+                actor=request,
+            )
+        return Response(s.CertificateRequestSerializer(csr).data, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance):
+        services.delete_object(instance, actor=self.request)
+
+    @extend_schema(request=s.CsrIssueSerializer, responses={201: s.CertificateDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def issue(self, request, pk=None):
+        """Issue a certificate for this CSR through a subscriber (its CA, policy and validity apply)."""
+        csr = self.get_object()
+        data = _context_valid(s.CsrIssueSerializer, request)
+        csr = CertificateRequest.objects.get(pk=csr.pk)  # with its key, which goes to the certificate
+        certificate = services.issue_from_csr(csr, data["subscriber"], actor=request)
+        return Response(s.CertificateDetailSerializer(certificate).data, status=status.HTTP_201_CREATED)
+
+
+# --- certificates -----------------------------------------------------------------------------------------
+CERTIFICATE_LIST_FIELDS = (
+    "id",
+    "organization_id",
+    "serial",
+    "common_name",
+    "sans",
+    "subject_dn",
+    "issuer_dn",
+    "status",
+    "source",
+    "not_before",
+    "not_after",
+    "ca_id",
+    "ca__name",
+    "subscriber_id",
+    "subscriber__name",
+    "fingerprint_sha256",
+    "fingerprint_sha1",
+    "key_algorithm",
+    "revoked_at",
+    "revocation_reason",
+    "renewed_from_id",
+    "created_at",
+)
+
+
+class CertificateViewSet(
+    TenantViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """The inventory: every certificate, issued here, through ACME or imported.
+
+    Private keys leave only through ``private-key``, ``pkcs12`` and ``bundle?include_key=true``: those need
+    the operator role and are audited."""
+
+    base_queryset = Certificate.objects.all()
+    serializer_class = s.CertificateSerializer
+    filterset_class = CertificateFilter
+    filter_backends = [DjangoFilterBackend, filters.OrderingFilter]
+    ordering_fields = ["not_after", "created_at", "id"]
+    ordering = ["-not_after", "-id"]
+    action_permissions = {"private_key": Action.EXPORT_KEY, "pkcs12": Action.EXPORT_KEY}
+
+    def get_queryset(self):
+        queryset = super().get_queryset().annotate(has_private_key=HAS_KEY, renewed_by_pk=F("renewed_by__id"))
+        queryset = queryset.select_related("ca", "subscriber")
+        if self.action == "list":
+            return queryset.only(*CERTIFICATE_LIST_FIELDS)
+        return queryset.only(*CERTIFICATE_LIST_FIELDS, "certificate_pem", "chain_pem")
+
+    def get_serializer_class(self):
+        return s.CertificateSerializer if self.action == "list" else s.CertificateDetailSerializer
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "include_key",
+                OpenApiTypes.BOOL,
+                description="Add the private key (operators; audited). 403 for auditors.",
+            )
+        ],
+        responses={200: s.BundleSerializer},
+    )
+    @action(detail=True, methods=["get"])
+    def bundle(self, request, pk=None):
+        """The certificate, its chain and both as one PEM bundle (without the key unless asked for)."""
+        certificate = self.get_object()
+        body = {
+            "certificate": certificate.certificate_pem,
+            "chain": certificate.chain_pem,
+            "bundle": services.bundle_pem(certificate),
+        }
+        if request.query_params.get("include_key", "").lower() in ("1", "true", "yes"):
+            self._require_export(certificate)
+            if certificate.has_private_key:
+                body["private_key"] = services.export_private_key(certificate, actor=request)
+        return Response(s.BundleSerializer(body).data)
+
+    @extend_schema(
+        responses={200: s.PrivateKeySerializer, 404: OpenApiResponse(description="certmgr holds no key.")}
+    )
+    @action(detail=True, methods=["get"], url_path="private-key", url_name="private-key")
+    def private_key(self, request, pk=None):
+        """The certificate's private key (operators and administrators; audited)."""
+        certificate = self.get_object()
+        return Response({"private_key": services.export_private_key(certificate, actor=request)})
+
+    @extend_schema(
+        request=s.Pkcs12Serializer,
+        responses={(200, "application/x-pkcs12"): OpenApiTypes.BINARY},
+    )
+    @action(detail=True, methods=["post"])
+    def pkcs12(self, request, pk=None):
+        """Certificate, chain and key as a password-protected PKCS#12 file (operators; audited)."""
+        certificate = self.get_object()
+        data = _valid(s.Pkcs12Serializer, request)
+        blob = services.export_pkcs12(
+            certificate, password=data["password"], alias=data.get("alias", ""), actor=request
+        )
+        name = "".join(
+            c for c in (certificate.common_name or certificate.serial) if c.isalnum() or c in "-._"
+        )
+        response = HttpResponse(blob, content_type="application/x-pkcs12")
+        response["Content-Disposition"] = f'attachment; filename="{name[:64] or "certificate"}.p12"'
+        return response
+
+    @extend_schema(request=s.RevokeSerializer, responses={200: s.CertificateDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        """Revoke with an RFC 5280 reason; the CA's CRL is rebuilt at once."""
+        certificate = self.get_object()
+        data = _valid(s.RevokeSerializer, request)
+        services.revoke(certificate, reason=data["reason"], actor=request)
+        return Response(s.CertificateDetailSerializer(self.get_object()).data)
+
+    @extend_schema(
+        request=s.CertificateImportSerializer,
+        responses={
+            201: s.CertificateDetailSerializer,
+            400: OpenApiResponse(description="Rejected, with the reason."),
+            409: OpenApiResponse(description="Already in the inventory."),
+        },
+    )
+    @action(detail=False, methods=["post"], url_path="import", url_name="import")
+    def import_certificate(self, request):
+        """Add an existing certificate (with its chain and, optionally, its key) to the inventory."""
+        data = _valid(s.CertificateImportSerializer, request)
+        org = resolve_organization(request, data.get("organization"))
+        pem = data["certificate"]
+        if data.get("chain"):
+            pem = pem.rstrip("\n") + "\n" + data["chain"]
+        result = services.import_certificates(
+            org, pem, key_pem=data.get("private_key") or None, source_name="api", actor=request
+        )
+        if result.imported:
+            certificate = self.get_queryset().get(pk=result.imported[0].pk)
+            return Response(s.CertificateDetailSerializer(certificate).data, status=status.HTTP_201_CREATED)
+        if result.duplicates:
+            raise Conflict(
+                f"this certificate is already in the inventory (SHA-256 {result.duplicates[0]})",
+                field="certificate",
+            )
+        reason = result.rejected[0][1] if result.rejected else "the certificate was not imported"
+        field = "private_key" if "private key" in reason else "certificate"
+        raise ValidationError({field: [reason]})
+
+    def _require_export(self, certificate: Certificate) -> None:
+        if not as_actor(self.request).can(Action.EXPORT_KEY, certificate.organization_id):
+            from rest_framework.exceptions import PermissionDenied
+
+            raise PermissionDenied("your role does not allow exporting private keys")
+
+
+# --- the seed API's paths ---------------------------------------------------------------------------------
+class SeedRevokeView(TenantViewMixin, GenericAPIView):
+    """``POST /api/v1/pki/certificates/<serial>/revoke`` as the seed API had it (serial in hex)."""
+
+    base_queryset = Certificate.objects.all()
+    serializer_class = s.SeedRevokeSerializer
+    pagination_class = None
+    filter_backends = []
+
+    @extend_schema(
+        request=s.SeedRevokeSerializer,
+        responses={
+            200: s.SeedRevokeResultSerializer,
+            409: OpenApiResponse(description="Several of your certificates have this serial: use the id."),
+        },
+        operation_id="pki_certificates_revoke_by_serial",
+    )
+    def post(self, request, serial: str):
+        data = _valid(s.SeedRevokeSerializer, request)
+        wanted = normalize_serial(serial)
+        matches = list(self.get_queryset().filter(serial=wanted)[:2]) if wanted else []
+        if not matches:
+            raise NotFound("no certificate with this serial number")
+        if len(matches) > 1:
+            raise Conflict(
+                "several certificates have this serial number (issued by different CAs): "
+                "revoke by id with POST /api/v1/certificates/<id>/revoke/"
+            )
+        self.check_object_permissions(request, matches[0])
+        certificate = services.revoke(matches[0], reason=data["revocationReason"], actor=request)
+        return Response(
+            s.SeedRevokeResultSerializer(
+                {
+                    "message": "Successfully revoked certificate",
+                    "serialNumber": certificate.serial,
+                    "revokedAt": certificate.revoked_at,
+                }
+            ).data
+        )
+
+
+class SeedCaCrlsView(TenantViewMixin, GenericAPIView):
+    """``GET /api/v1/pki/ca/<id>/crls`` as the seed API had it: the CA's current CRL, in a list."""
+
+    base_queryset = CertificateAuthority.objects.only(*CA_READ_FIELDS)
+    serializer_class = s.SeedCrlSerializer
+    pagination_class = None
+    filter_backends = []
+
+    @extend_schema(responses={200: s.SeedCrlSerializer(many=True)}, operation_id="pki_ca_crls_list")
+    def get(self, request, pk: int):
+        ca = self.get_object()
+        if not (ca.is_internal and ca.certificate_pem):
+            return Response([])
+        crl = services.current_crl(ca)
+        return Response(s.SeedCrlSerializer([{"id": crl.pk, "crl": s.crl_pem(crl)}], many=True).data)
