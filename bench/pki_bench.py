@@ -175,7 +175,7 @@ def main() -> None:
         assert response.status_code == 200
 
     def admin_expiring():
-        response = admin.get("/admin/pki/certificate/", {"expiring": "30"})
+        response = admin.get("/admin/pki/certificate/", {"expiring_within": "30"})
         assert response.status_code == 200
 
     results = {}

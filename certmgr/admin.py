@@ -337,7 +337,12 @@ class AuditEventAdmin(TenantAdmin):
     read_action = Action.VIEW_AUDIT
     list_display = ["time", "organization", "actor_label", "action", "target_repr", "outcome_badge"]
     list_filter = [
-        OrganizationFilter, ActorFilter, ActionFilter, TargetTypeFilter, "outcome", ("time", DateRangeFilter)
+        OrganizationFilter,
+        ActorFilter,
+        ActionFilter,
+        TargetTypeFilter,
+        "outcome",
+        ("time", DateRangeFilter),
     ]
     search_fields = ["action", "actor_label", "target_repr", "target_id", "error", "request_id"]
     list_select_related = ["organization"]

@@ -108,7 +108,8 @@ def record(
     org_id = organization if organization is not None else _organization_of(target)
     ctx = current_request.get()
     chain = org_id or 0
-    with transaction.atomic():
+    # No savepoint: the event lives or dies with the change around it.
+    with transaction.atomic(savepoint=False):
         head = _lock_head(chain)
         event = AuditEvent(
             time=timezone.now(),

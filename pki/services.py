@@ -312,19 +312,49 @@ def _store_ca_certificate(ca: CertificateAuthority, cert: cx509.Certificate, key
     ca.save()
 
 
+@dataclass(frozen=True)
+class CaMaterial:
+    certificate: cx509.Certificate
+    key: x509.PrivateKey
+    chain: tuple[cx509.Certificate, ...]  # the CA's certificate and its issuers, up to the root
+
+
+# A CA's certificate, key and chain never change once made (a new CA is a new row), so each worker parses and
+# decrypts them once instead of on every signature. Keyed by (id, serial) so a reused id cannot hit.
+_MATERIAL: dict[tuple[int, str], CaMaterial] = {}
+
+
+def ca_material(ca: CertificateAuthority) -> CaMaterial:
+    cached = _MATERIAL.get((ca.pk, ca.serial))
+    if cached is None:
+        key_pem = CertificateAuthority.objects.filter(pk=ca.pk).values_list("private_key", flat=True).get()
+        cached = CaMaterial(
+            certificate=cx509.load_pem_x509_certificate(ca.certificate_pem.encode()),
+            key=x509.load_private_key(key_pem),
+            chain=tuple(ca_chain(ca)),
+        )
+        if len(_MATERIAL) > 256:
+            _MATERIAL.clear()
+        _MATERIAL[(ca.pk, ca.serial)] = cached
+    return cached
+
+
 def _ca_material(ca: CertificateAuthority):
-    return cx509.load_pem_x509_certificate(ca.certificate_pem.encode()), x509.load_private_key(ca.private_key)
+    material = ca_material(ca)
+    return material.certificate, material.key
 
 
 def ca_chain(ca: CertificateAuthority) -> list[cx509.Certificate]:
     """The CA's certificate followed by its issuers up to the root."""
     chain, current = [], ca
-    while current is not None:
+    while True:
         chain.append(cx509.load_pem_x509_certificate(current.certificate_pem.encode()))
-        if current.parent is None and current.chain_pem:
-            chain.extend(x509.load_pem_certificates(current.chain_pem))
-        current = current.parent
-    return chain
+        if current.parent_id is None:
+            if current.chain_pem:
+                chain.extend(x509.load_pem_certificates(current.chain_pem))
+            return chain
+        # Parents without their keys: building a chain needs certificates only.
+        current = CertificateAuthority.objects.defer("private_key").get(pk=current.parent_id)
 
 
 # --- issuance ---------------------------------------------------------------------------------------------
@@ -378,6 +408,7 @@ def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -
     sub = (
         Subscriber.objects.select_for_update(of=("self",))
         .select_related("ca", "policy")
+        .defer("ca__private_key")  # the signing key comes from ca_material(), decrypted once per worker
         .get(pk=subscriber.pk)
     )
     ca = sub.ca
@@ -477,19 +508,19 @@ def _sign(sub: Subscriber, ca, key, public_key) -> tuple[cx509.Certificate, list
                 key=key, subject=subject, sans=list(sub.sans), validity_days=sub.validity_days, **usages
             )
             return cert, []
-        issuer_cert, issuer_key = _ca_material(ca)
+        material = ca_material(ca)
         cert = x509.build_leaf_certificate(
             csr_or_public_key=public_key,
             subject=subject,
             sans=list(sub.sans),
-            issuer_cert=issuer_cert,
-            issuer_key=issuer_key,
+            issuer_cert=material.certificate,
+            issuer_key=material.key,
             validity_days=sub.validity_days,
             crl_url=crl_url(ca),
             aia_url=aia_url(ca),
             **usages,
         ).certificate
-        return cert, ca_chain(ca)
+        return cert, list(material.chain)
     except x509.X509Error as exc:
         raise _x509_error(exc) from exc
 
@@ -528,11 +559,7 @@ def _store_certificate(
         not_after=summary.not_after,
         renewed_from=renewed_from,
     )
-    try:
-        with transaction.atomic():
-            certificate.save()
-    except IntegrityError as exc:
-        raise Conflict("this certificate is already in the inventory") from exc
+    certificate.save(force_insert=True)
     return certificate
 
 
@@ -918,10 +945,11 @@ def import_certificates(
         ca = _managing_ca(organization, leaf)
         with transaction.atomic():
             try:
-                certificate = _store_certificate(
-                    organization.pk, leaf, chain, key, source=Certificate.Source.IMPORTED, ca=ca
-                )
-            except Conflict:
+                with transaction.atomic():  # a savepoint: the same certificate imported concurrently
+                    certificate = _store_certificate(
+                        organization.pk, leaf, chain, key, source=Certificate.Source.IMPORTED, ca=ca
+                    )
+            except IntegrityError:
                 result.duplicates.append(sha256)
                 return result
             if certificate.not_after <= timezone.now():
