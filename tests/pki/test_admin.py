@@ -53,50 +53,6 @@ def action_choices(response) -> set[str]:
     return {value for value, _ in form.fields["action"].choices} - {""} if form else set()
 
 
-@pytest.fixture
-def hierarchy(tenant):
-    root = services.create_internal_ca(
-        tenant.organization,
-        name="Root",
-        kind="internal-root",
-        subject={"common_name": "Acme Root CA"},
-        key_algorithm="ec-p384",
-        validity_days=3650,
-        max_path_length=1,
-        actor=SYSTEM,
-    )
-    inter = services.create_internal_ca(
-        tenant.organization,
-        name="Issuing",
-        kind="internal-intermediate",
-        parent=root,
-        subject={"common_name": "Acme Issuing CA", "organization": "Acme"},
-        validity_days=1825,
-        max_path_length=0,
-        actor=SYSTEM,
-    )
-    return root, inter
-
-
-@pytest.fixture
-def subscriber(tenant, hierarchy):
-    return services.save_subscriber(
-        tenant.organization,
-        actor=SYSTEM,
-        name="web",
-        ca=hierarchy[1],
-        common_name="www.acme.test",
-        sans=["www.acme.test", "10.0.0.5"],
-        validity_days=30,
-        extended_key_usages=["server_auth"],
-    )
-
-
-@pytest.fixture
-def issued(subscriber):
-    return services.issue(subscriber, actor=SYSTEM)
-
-
 def external_leaf(cn: str = "legacy.example.org"):
     """A certificate + key from outside certmgr (self-signed leaf), as PEM strings."""
     key = x509.generate_key("ec-p256")

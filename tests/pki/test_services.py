@@ -17,32 +17,6 @@ from tests.conftest import SYSTEM
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def hierarchy(tenant):
-    root = services.create_internal_ca(
-        tenant.organization,
-        name="Root",
-        kind="internal-root",
-        subject={"common_name": "Acme Root CA"},
-        key_algorithm="ec-p384",
-        validity_days=3650,
-        max_path_length=1,
-        actor=SYSTEM,
-    )
-    inter = services.create_internal_ca(
-        tenant.organization,
-        name="Issuing",
-        kind="internal-intermediate",
-        parent=root,
-        subject={"common_name": "Acme Issuing CA", "organization": "Acme", "country": "DE"},
-        key_algorithm="ec-p256",
-        validity_days=1825,
-        max_path_length=0,
-        actor=SYSTEM,
-    )
-    return root, inter
-
-
 def openssl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
 
