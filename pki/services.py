@@ -106,6 +106,9 @@ def create_internal_ca(
             raise ValidationError({"parent": ["A root CA has no parent."]})
         if validity_days is None:
             validity_days = DEFAULT_ROOT_DAYS if parent is None else _default_intermediate_days(parent)
+        if max_path_length is None and parent is not None and parent.max_path_length is not None:
+            # The longest path the parent allows; a parent with path length 0 is refused while signing.
+            max_path_length = max(parent.max_path_length - 1, 0)
         if not 1 <= validity_days <= 36500:
             raise ValidationError({"validity_days": ["Enter 1 to 36500 days."]})
         try:
@@ -918,7 +921,17 @@ def import_certificates(
         except x509.X509Error as exc:
             return _reject(result, organization, source_name, str(exc), actor)
         leaf = next((c for c in certs if not x509.cert_summary(c).is_ca), certs[0])
-        chain = x509.order_chain(leaf, [c for c in certs if c is not leaf])
+        others = [c for c in certs if c is not leaf]
+        chain = x509.order_chain(leaf, others)
+        if len(chain) < len(others):
+            stray = [str(x509.cert_summary(c).subject) for c in others if c not in chain]
+            return _reject(
+                result,
+                organization,
+                source_name,
+                f"the chain does not link to the certificate: {'; '.join(stray)[:500]}",
+                actor,
+            )
         key = None
         if key_pem:
             try:

@@ -865,7 +865,7 @@ def build_self_signed_certificate(
 ) -> x509.Certificate:
     """A self-signed end-entity certificate (cA=False), e.g. for a bootstrap or test endpoint.
 
-    AKI is omitted as RFC 5280 §4.2.1.1 allows for self-signed certificates.
+    It carries an AKI equal to its own SKI: RFC 5280 §4.2.1.1 lets only a CA's self-signed one omit it.
     """
     alg = key_algorithm_of(key)
     if subject.is_empty:
@@ -886,6 +886,9 @@ def build_self_signed_certificate(
         sans=sans,
         key_usages=key_usages,
         extended_key_usages=extended_key_usages,
+    )
+    builder = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False
     )
     return _sign(builder, key)
 

@@ -13,6 +13,7 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("SESSION_COOKIE_SECURE", "0")
 os.environ.setdefault("CSRF_COOKIE_SECURE", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "*")
+os.environ.setdefault("CERTMGR_BASE_URL", "http://certs.acme.test")  # pkilint checks the URIs
 
 from certmgr.settings import *  # noqa: F403
 

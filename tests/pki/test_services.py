@@ -266,3 +266,19 @@ def test_expired_certificates_are_marked(tenant, hierarchy):
     assert mark_expired() == {"expired": 1}
     assert Certificate.objects.get(pk=old.pk).status == "expired"
     assert Certificate.objects.get(pk=fresh.pk).status == "active"
+
+
+def test_import_refuses_a_chain_that_does_not_link(tenant, hierarchy, subscriber):
+    from pki import x509
+
+    cert = services.issue(subscriber, actor=SYSTEM)
+    (stranger, _), _ = _external_hierarchy()
+    bundle = cert.certificate_pem + x509.to_pem(stranger)
+    Certificate.objects.filter(pk=cert.pk).delete()
+    result = services.import_certificates(tenant.organization, bundle, actor=SYSTEM)
+    assert not result.imported and "does not link" in result.rejected[0][1]
+    assert "Outside Root" in result.rejected[0][1]
+    result = services.import_certificates(
+        tenant.organization, cert.certificate_pem + cert.chain_pem, actor=SYSTEM
+    )
+    assert len(result.imported) == 1 and result.imported[0].ca == hierarchy[1]

@@ -4,7 +4,7 @@ from certmgr.management.commands._base import ServiceCommand, find_organization
 from pki import services
 from pki.management import find_ca, read_input
 from pki.models import CertificateAuthority
-from pki.x509 import KeyAlgorithm, cert_summary, load_pem_certificates
+from pki.x509 import KeyAlgorithm
 
 SUBJECT_OPTIONS = {
     "cn": "common_name",
@@ -100,11 +100,6 @@ class Command(ServiceCommand):
             if max_path_length is not None and max_path_length < 0:
                 raise CommandError("--max-path-length must be 0 or more")
             parent = find_ca(org, options["parent"]) if options["parent"] else None
-            if parent is not None and max_path_length is None and parent.certificate_pem:
-                # Default for an intermediate: as deep as the parent allows (the parent's limit minus one).
-                limit = cert_summary(load_pem_certificates(parent.certificate_pem)[0]).path_length
-                if limit is not None and limit > 0:
-                    max_path_length = limit - 1
             ca = services.create_internal_ca(
                 org,
                 name=name,

@@ -1,0 +1,129 @@
+"""Everything the private CA produces passes pkilint's RFC 5280 profile with no error-level finding."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from pki import services
+from pki.models import Crl
+from tests.conftest import SYSTEM
+
+pytestmark = pytest.mark.django_db
+
+BIN = Path(sys.executable).parent
+
+
+def lint(tool: str, path: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / tool), "lint", "-s", "ERROR", *extra, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_clean(tool: str, pem: str | bytes, tmp_path: Path, name: str, *extra: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(pem if isinstance(pem, bytes) else pem.encode())
+    result = lint(tool, path, *extra)
+    assert result.returncode == 0 and not result.stdout.strip(), f"{name}:\n{result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize("algorithm", ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "ed25519"])
+def test_ca_certificates_leaves_and_crls_lint_clean(tenant, tmp_path, client, algorithm):
+    org = tenant.organization
+    root = services.create_internal_ca(
+        org,
+        name="Root",
+        kind="internal-root",
+        key_algorithm=algorithm,
+        subject={"common_name": "Lint Root", "organization": "Acme", "country": "DE"},
+        max_path_length=1,
+        actor=SYSTEM,
+    )
+    inter = services.create_internal_ca(
+        org,
+        name="Issuing",
+        kind="internal-intermediate",
+        parent=root,
+        key_algorithm=algorithm,
+        subject={"common_name": "Lint Issuing"},
+        actor=SYSTEM,
+    )
+    server = services.save_subscriber(
+        org,
+        actor=SYSTEM,
+        name="server",
+        ca=inter,
+        key_algorithm=algorithm,
+        common_name="www.acme.test",
+        sans=["www.acme.test", "api.acme.test", "192.0.2.10", "2001:db8::1"],
+        validity_days=90,
+        extended_key_usages=["server_auth", "client_auth"],
+    )
+    mail = services.save_subscriber(
+        org,
+        actor=SYSTEM,
+        name="mail",
+        ca=inter,
+        key_algorithm=algorithm,
+        sans=["alice@acme.test"],
+        validity_days=90,
+        extended_key_usages=["email_protection"],
+    )
+    selfsigned = services.save_subscriber(
+        org,
+        actor=SYSTEM,
+        name="self",
+        issuer_type="self-signed",
+        key_algorithm=algorithm,
+        common_name="device.acme.test",
+        sans=["device.acme.test"],
+        validity_days=30,
+    )
+    certificates = {
+        "root.pem": root.certificate_pem,
+        "intermediate.pem": inter.certificate_pem,
+        "server.pem": services.issue(server, actor=SYSTEM).certificate_pem,
+        "mail.pem": services.issue(mail, actor=SYSTEM).certificate_pem,
+        "self.pem": services.issue(selfsigned, actor=SYSTEM).certificate_pem,
+    }
+    for name, pem in certificates.items():
+        assert_clean("lint_pkix_cert", pem, tmp_path, name)
+
+    victim = services.issue(server, actor=SYSTEM)
+    services.revoke(victim, reason="key_compromise", actor=SYSTEM)
+    services.refresh_crl(root, actor=SYSTEM)
+    for ca in (inter, root):
+        crl = Crl.objects.filter(ca=ca).order_by("-number").first()
+        assert_clean("lint_crl", bytes(crl.der), tmp_path, f"crl-{ca.pk}.der", "-t", "CRL", "-p", "PKIX")
+
+
+def test_the_linter_can_fail(tmp_path):
+    """A certificate breaking RFC 5280 (no subject and no SAN, a version-1 style use) is reported."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    bad = (
+        cx509.CertificateBuilder()
+        .subject_name(cx509.Name([]))
+        .issuer_name(cx509.Name([]))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    from pki import x509
+
+    path = tmp_path / "bad.pem"
+    path.write_text(x509.to_pem(bad))
+    result = lint("lint_pkix_cert", path)
+    assert result.returncode != 0 and "ERROR" in result.stdout
