@@ -1,0 +1,134 @@
+"""ACME CA presets: the directory URL of each public CA certmgr knows, and whether it needs external account
+binding (EAB). Pure data, no Django; the registration form and API fill the directory URL from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Vendor(StrEnum):
+    LETSENCRYPT = "letsencrypt"
+    LETSENCRYPT_STAGING = "letsencrypt-staging"
+    ZEROSSL = "zerossl"
+    GOOGLE = "google"
+    GOOGLE_STAGING = "google-staging"
+    SSLCOM_RSA = "sslcom-rsa"
+    SSLCOM_ECC = "sslcom-ecc"
+    DIGICERT = "digicert"
+    BUYPASS = "buypass"
+    BUYPASS_STAGING = "buypass-staging"
+    CUSTOM = "custom"
+
+
+@dataclass(frozen=True)
+class Preset:
+    vendor: Vendor
+    label: str
+    directory_url: str  # empty for CUSTOM: the user types it (step-ca, Vault, Pebble, ...)
+    eab_required: bool
+    note: str = ""
+
+
+PRESETS: dict[Vendor, Preset] = {
+    p.vendor: p
+    for p in (
+        Preset(
+            Vendor.LETSENCRYPT,
+            "Let's Encrypt",
+            "https://acme-v02.api.letsencrypt.org/directory",
+            False,
+            "90-day certificates; rate limits per registered domain.",
+        ),
+        Preset(
+            Vendor.LETSENCRYPT_STAGING,
+            "Let's Encrypt (staging)",
+            "https://acme-staging-v02.api.letsencrypt.org/directory",
+            False,
+            "Untrusted certificates with high rate limits: try integrations here first.",
+        ),
+        Preset(
+            Vendor.ZEROSSL,
+            "ZeroSSL",
+            "https://acme.zerossl.com/v2/DV90",
+            True,
+            "EAB credentials from the ZeroSSL dashboard (Developer section).",
+        ),
+        Preset(
+            Vendor.GOOGLE,
+            "Google Trust Services",
+            "https://dv.acme-v02.api.pki.goog/directory",
+            True,
+            "EAB key from `gcloud publicca external-account-keys create`.",
+        ),
+        Preset(
+            Vendor.GOOGLE_STAGING,
+            "Google Trust Services (staging)",
+            "https://dv.acme-v02.test-api.pki.goog/directory",
+            True,
+            "Staging EAB keys come from the staging endpoint of the same command.",
+        ),
+        Preset(
+            Vendor.SSLCOM_RSA,
+            "SSL.com (RSA)",
+            "https://acme.ssl.com/sslcom-dv-rsa",
+            True,
+            "EAB credentials from the SSL.com account's API credentials page.",
+        ),
+        Preset(
+            Vendor.SSLCOM_ECC,
+            "SSL.com (ECC)",
+            "https://acme.ssl.com/sslcom-dv-ecc",
+            True,
+            "EAB credentials from the SSL.com account's API credentials page.",
+        ),
+        Preset(
+            Vendor.DIGICERT,
+            "DigiCert",
+            "https://acme.digicert.com/v2/acme/directory/",
+            True,
+            "EAB key id and HMAC from CertCentral's ACME directory settings.",
+        ),
+        Preset(
+            Vendor.BUYPASS,
+            "Buypass Go SSL",
+            "https://api.buypass.com/acme/directory",
+            False,
+            "180-day certificates.",
+        ),
+        Preset(
+            Vendor.BUYPASS_STAGING,
+            "Buypass Go SSL (staging)",
+            "https://api.test4.buypass.no/acme/directory",
+            False,
+        ),
+        Preset(
+            Vendor.CUSTOM,
+            "Custom directory URL (step-ca, Vault, Pebble, ...)",
+            "",
+            False,
+            "A private ACME server usually needs its HTTPS certificate's CA as the TLS trust bundle.",
+        ),
+    )
+}
+
+
+def preset(vendor: str) -> Preset:
+    try:
+        return PRESETS[Vendor(vendor)]
+    except ValueError:
+        raise ValueError(
+            f"unknown ACME vendor {vendor!r}; one of: {', '.join(v.value for v in Vendor)}"
+        ) from None
+
+
+def directory_url_for(vendor: str, custom_url: str = "") -> str:
+    """The preset's URL, or the typed one for ``custom`` (a typed URL never overrides a preset silently)."""
+    p = preset(vendor)
+    if p.vendor is Vendor.CUSTOM:
+        if not custom_url:
+            raise ValueError("a custom ACME CA needs its directory URL")
+        return custom_url
+    if custom_url and custom_url.rstrip("/") != p.directory_url.rstrip("/"):
+        raise ValueError(f"{p.label} uses {p.directory_url}; choose 'custom' for another directory URL")
+    return p.directory_url
