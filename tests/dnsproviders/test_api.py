@@ -201,8 +201,11 @@ def test_planted_secret_never_leaves(tenant, other_tenant, caplog, settings):
         client.get("/api/v1/audit-events/", {"search": "pdns"}),
         client.get("/api/v1/schema/"),
         client.post(f"/api/v1/app-connections/{pk}/test/"),  # fails: nothing listens there
-        client.patch(f"/api/v1/app-connections/{pk}/", {"credentials": {"api_url": "http://127.0.0.1:9"}},
-                     format="json"),
+        client.patch(
+            f"/api/v1/app-connections/{pk}/",
+            {"credentials": {"api_url": "http://127.0.0.1:9"}},
+            format="json",
+        ),
         client.post(f"/api/v1/app-connections/{pk}/test/"),  # refused connection, logged
     ]
     for response in responses:
