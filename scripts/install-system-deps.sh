@@ -8,6 +8,7 @@ PACKAGES=(
   pdns-server pdns-backend-sqlite3           # PowerDNS with its HTTP API
   bind9 bind9-utils dnsutils                 # BIND for RFC 2136 + TSIG; tsig-keygen, dig
   sqlite3
+  pebble dnsdist                             # ACME test CA; routes Pebble's DNS queries to PowerDNS/BIND by zone
 )
 
 missing=()
