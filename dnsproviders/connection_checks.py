@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import boto3
 import botocore.config
 import botocore.exceptions
 import dns.exception
@@ -33,6 +32,7 @@ import requests
 
 from certmgr import outbound
 from certmgr.errors import OutboundRefused
+from dnsproviders.aws import aws_session
 from dnsproviders.credentials import CredentialError, Kind, schema_for
 
 logger = logging.getLogger(__name__)
@@ -195,26 +195,11 @@ def _check_aws(c: dict, timeout: float) -> CheckResult:
         retries={"total_max_attempts": 2, "mode": "standard"},
         user_agent_extra="certmgr-connection-test",
     )
-    session = boto3.session.Session(
-        aws_access_key_id=c["access_key_id"], aws_secret_access_key=c["secret_access_key"], region_name=region
-    )
-    role_arn = c.get("role_arn")
-    via = ""
-    if role_arn:
-        try:
-            assumed = session.client("sts", config=config).assume_role(
-                RoleArn=role_arn, RoleSessionName="certmgr-connection-test", DurationSeconds=900
-            )
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            return _aws_error(f"assuming role {role_arn}", exc)
-        temporary = assumed["Credentials"]
-        session = boto3.session.Session(
-            aws_access_key_id=temporary["AccessKeyId"],
-            aws_secret_access_key=temporary["SecretAccessKey"],
-            aws_session_token=temporary["SessionToken"],
-            region_name=region,
-        )
-        via = f" as {assumed.get('AssumedRoleUser', {}).get('Arn') or role_arn}"
+    try:
+        session, assumed_arn = aws_session(c, config, role_session_name="certmgr-connection-test")
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        return _aws_error(f"assuming role {c.get('role_arn')}", exc)
+    via = f" as {assumed_arn}" if assumed_arn else ""
     try:
         answer = session.client("route53", config=config).list_hosted_zones(MaxItems="1")
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import time
 
-import boto3
 import botocore.config
 import botocore.exceptions
 
+from dnsproviders.aws import aws_session
 from dnsproviders.connection_checks import _aws_error
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, absolute
 
@@ -105,26 +105,10 @@ class Provider(DnsProvider):
             c = self.credentials
             region = c.get("region") or "us-east-1"
             config = self._config(region)
-            session = boto3.session.Session(
-                aws_access_key_id=c.get("access_key_id"),
-                aws_secret_access_key=c.get("secret_access_key"),
-                region_name=region,
-            )
-            role_arn = c.get("role_arn")
-            if role_arn:
-                try:
-                    assumed = session.client("sts", config=config).assume_role(
-                        RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME, DurationSeconds=3600
-                    )
-                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-                    raise _provider_error(f"assuming role {role_arn}", exc) from exc
-                temporary = assumed["Credentials"]
-                session = boto3.session.Session(
-                    aws_access_key_id=temporary["AccessKeyId"],
-                    aws_secret_access_key=temporary["SecretAccessKey"],
-                    aws_session_token=temporary["SessionToken"],
-                    region_name=region,
-                )
+            try:
+                session, _ = aws_session(c, config, role_session_name=ROLE_SESSION_NAME, duration=3600)
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                raise _provider_error(f"assuming role {c.get('role_arn')}", exc) from exc
             self._client = session.client("route53", config=config)
         return self._client
 
