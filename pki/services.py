@@ -705,26 +705,32 @@ def save_policy(
     organization: Organization | None, *, actor: Any, instance: Policy | None = None, **values: Any
 ) -> Policy:
     """Create (``instance`` None) or change a policy."""
+    return _save_row(Policy, POLICY_FIELDS, _check_policy, organization, instance, values, actor)
+
+
+def _save_row(model, allowed: tuple[str, ...], check, organization, instance, values: dict, actor):
+    """Create or change a policy or subscriber: set the allowed fields, check, save, audit."""
     actor = as_actor(actor)
-    action = "policy.update" if instance else "policy.create"
+    label = model._meta.model_name
+    action = f"{label}.update" if instance else f"{label}.create"
     org_id = instance.organization_id if instance else organization.pk
     with audit.failures(actor, action, instance or organization):
         require(actor, Action.MANAGE, org_id)
-        p = instance or Policy(organization_id=org_id)
+        row = instance or model(organization_id=org_id)
         for field, value in values.items():
-            if field not in POLICY_FIELDS:
+            if field not in allowed:
                 raise ValidationError({field: ["This field cannot be set."]})
-            setattr(p, field, value)
-        p.name = _name(p.name)
-        _check_policy(p)
+            setattr(row, field, value)
+        row.name = _name(row.name)
+        check(row)
         try:
             with transaction.atomic():
-                p.updated_at = timezone.now()
-                p.save()
-                audit.record(actor, action, p, changed=sorted(values))
+                row.updated_at = timezone.now()
+                row.save()
+                audit.record(actor, action, row, changed=sorted(values))
         except IntegrityError as exc:
-            raise Conflict(f"a policy named {p.name!r} already exists", field="name") from exc
-    return p
+            raise Conflict(f"a {label} named {row.name!r} already exists", field="name") from exc
+    return row
 
 
 def _check_subscriber(s: Subscriber) -> None:
@@ -775,28 +781,13 @@ def _check_subscriber(s: Subscriber) -> None:
 def save_subscriber(
     organization: Organization | None, *, actor: Any, instance: Subscriber | None = None, **values: Any
 ) -> Subscriber:
-    actor = as_actor(actor)
-    action = "subscriber.update" if instance else "subscriber.create"
-    org_id = instance.organization_id if instance else organization.pk
-    with audit.failures(actor, action, instance or organization):
-        require(actor, Action.MANAGE, org_id)
-        s = instance or Subscriber(organization_id=org_id)
-        for field, value in values.items():
-            if field not in SUBSCRIBER_FIELDS:
-                raise ValidationError({field: ["This field cannot be set."]})
-            setattr(s, field, value)
-        s.name = _name(s.name)
-        if s.issuer_type == Subscriber.IssuerType.SELF_SIGNED:
-            s.ca = None
-        _check_subscriber(s)
-        try:
-            with transaction.atomic():
-                s.updated_at = timezone.now()
-                s.save()
-                audit.record(actor, action, s, changed=sorted(values))
-        except IntegrityError as exc:
-            raise Conflict(f"a subscriber named {s.name!r} already exists", field="name") from exc
-    return s
+    """Create (``instance`` None) or change a subscriber; a self-signed one has no CA."""
+    if (
+        values.get("issuer_type", instance.issuer_type if instance else "")
+        == Subscriber.IssuerType.SELF_SIGNED
+    ):
+        values["ca"] = None
+    return _save_row(Subscriber, SUBSCRIBER_FIELDS, _check_subscriber, organization, instance, values, actor)
 
 
 def delete_object(obj: Policy | Subscriber | CertificateRequest, *, actor: Any) -> None:
