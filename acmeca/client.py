@@ -597,10 +597,9 @@ def _existing(client: acme_client.ClientV2, account_uri: str) -> messages.Regist
     return regr
 
 
-def query_account(
-    *, directory_url: str, account_uri: str, account_key: jose.JWK, tls_ca_bundle: str = ""
-) -> RegisteredAccount:
-    """The account as the CA sees it now (POST-as-GET to the account URL)."""
+@contextlib.contextmanager
+def _account_client(directory_url: str, account_uri: str, account_key: jose.JWK, tls_ca_bundle: str):
+    """A client bound to the account, closed afterwards; CA errors surface as AcmeProblem."""
     client = client_for(
         directory_url=directory_url,
         account_key=account_key,
@@ -609,13 +608,26 @@ def query_account(
     )
     try:
         with acme_errors_as_problems():
-            response = client._post_as_get(account_uri)
-            regr = messages.RegistrationResource(
-                body=messages.Registration.from_json(response.json()), uri=account_uri
-            )
-            return _account(regr, _tos(client.directory))
+            yield client
     finally:
         client.net.close()
+
+
+def _post_to_account(client: acme_client.ClientV2, account_uri: str, body=None) -> RegisteredAccount:
+    """POST ``body`` (or POST-as-GET) to the account URL and return the account as the CA answered."""
+    response = client._post_as_get(account_uri) if body is None else client._post(account_uri, body)
+    regr = messages.RegistrationResource(
+        body=messages.Registration.from_json(response.json()), uri=account_uri
+    )
+    return _account(regr, _tos(client.directory))
+
+
+def query_account(
+    *, directory_url: str, account_uri: str, account_key: jose.JWK, tls_ca_bundle: str = ""
+) -> RegisteredAccount:
+    """The account as the CA sees it now (POST-as-GET to the account URL)."""
+    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as client:
+        return _post_to_account(client, account_uri)
 
 
 def update_account(
@@ -627,47 +639,21 @@ def update_account(
     tls_ca_bundle: str = "",
 ) -> RegisteredAccount:
     """Update the account's contact (``email``: "" clears it, None keeps it) and return the account."""
-    client = client_for(
-        directory_url=directory_url,
-        account_key=account_key,
-        account_uri=account_uri,
-        tls_ca_bundle=tls_ca_bundle,
-    )
-    try:
-        with acme_errors_as_problems():
-            update: dict[str, Any] = {}
-            if email is not None:
-                update["contact"] = (f"mailto:{email}",) if email else ()
-            response = client._post(account_uri, messages.UpdateRegistration(**update))
-            regr = messages.RegistrationResource(
-                body=messages.Registration.from_json(response.json()), uri=account_uri
-            )
-            return _account(regr, _tos(client.directory))
-    finally:
-        client.net.close()
+    update: dict[str, Any] = {}
+    if email is not None:
+        update["contact"] = (f"mailto:{email}",) if email else ()
+    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as client:
+        return _post_to_account(client, account_uri, messages.UpdateRegistration(**update))
 
 
 def deactivate_account(
     *, directory_url: str, account_uri: str, account_key: jose.JWK, tls_ca_bundle: str = ""
 ) -> RegisteredAccount:
     """Deactivate the account (RFC 8555 §7.3.6); irreversible. Returns it with status ``deactivated``."""
-    client = client_for(
-        directory_url=directory_url,
-        account_key=account_key,
-        account_uri=account_uri,
-        tls_ca_bundle=tls_ca_bundle,
-    )
-    try:
-        with acme_errors_as_problems():
-            response = client._post(
-                account_uri, messages.UpdateRegistration(status=messages.STATUS_DEACTIVATED)
-            )
-            regr = messages.RegistrationResource(
-                body=messages.Registration.from_json(response.json()), uri=account_uri
-            )
-            return _account(regr, _tos(client.directory))
-    finally:
-        client.net.close()
+    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as client:
+        return _post_to_account(
+            client, account_uri, messages.UpdateRegistration(status=messages.STATUS_DEACTIVATED)
+        )
 
 
 def rollover_account_key(
@@ -684,30 +670,18 @@ def rollover_account_key(
     nonce, url). Afterwards only ``new_key`` is accepted for the account. Returns the account.
     """
     key_algorithm(new_key)
-    client = client_for(
-        directory_url=directory_url,
-        account_key=account_key,
-        account_uri=account_uri,
-        tls_ca_bundle=tls_ca_bundle,
-    )
-    try:
-        with acme_errors_as_problems():
-            try:
-                url = client.directory["keyChange"]
-            except KeyError:
-                raise _local(
-                    "protocol", "this ACME CA does not support account key rollover (no keyChange)"
-                ) from None
-            payload = json.dumps(
-                {"account": account_uri, "oldKey": account_key.public_key().to_partial_json()}
-            ).encode()
-            inner = acme_jws.JWS.sign(payload, key=new_key, alg=key_algorithm(new_key), nonce=None, url=url)
-            client._post(url, inner)
-        return query_account(
-            directory_url=directory_url,
-            account_uri=account_uri,
-            account_key=new_key,
-            tls_ca_bundle=tls_ca_bundle,
+    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as client:
+        try:
+            url = client.directory["keyChange"]
+        except KeyError:
+            raise _local(
+                "protocol", "this ACME CA does not support account key rollover (no keyChange)"
+            ) from None
+        payload = json.dumps({"account": account_uri, "oldKey": account_key.public_key().to_partial_json()})
+        inner = acme_jws.JWS.sign(
+            payload.encode(), key=new_key, alg=key_algorithm(new_key), nonce=None, url=url
         )
-    finally:
-        client.net.close()
+        client._post(url, inner)
+    return query_account(
+        directory_url=directory_url, account_uri=account_uri, account_key=new_key, tls_ca_bundle=tls_ca_bundle
+    )

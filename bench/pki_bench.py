@@ -190,7 +190,8 @@ def main() -> None:
         results[label] = (percentile(samples, 50), percentile(samples, 95), n)
 
     # --- issuance: through the service vs raw cryptography build+sign ------------------------------------
-    issuer_cert, issuer_key = services._ca_material(ca)
+    material = services.ca_material(ca)
+    issuer_cert, issuer_key = material.certificate, material.key
     leaf_key = x509.generate_key("ec-p256")
     start = time.perf_counter()
     for i in range(args.issue):

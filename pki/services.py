@@ -139,12 +139,12 @@ def create_internal_ca(
                         aia_url=None,
                     )
                 else:
-                    issuer_cert, issuer_key = _ca_material(parent)
+                    material = ca_material(parent)
                     cert = x509.build_ca_certificate(
                         subject=subj,
                         key=key,
-                        issuer_cert=issuer_cert,
-                        issuer_key=issuer_key,
+                        issuer_cert=material.certificate,
+                        issuer_key=material.key,
                         validity_days=validity_days,
                         max_path_length=max_path_length,
                         crl_url=crl_url(parent),
@@ -340,11 +340,6 @@ def ca_material(ca: CertificateAuthority) -> CaMaterial:
             _MATERIAL.clear()
         _MATERIAL[(ca.pk, ca.serial)] = cached
     return cached
-
-
-def _ca_material(ca: CertificateAuthority):
-    material = ca_material(ca)
-    return material.certificate, material.key
 
 
 def ca_chain(ca: CertificateAuthority) -> list[cx509.Certificate]:
@@ -623,11 +618,11 @@ def _build_crl(ca: CertificateAuthority, actor) -> Crl:
         .order_by("revoked_at")
         .values_list("serial", "revoked_at", "revocation_reason")
     )
-    issuer_cert, issuer_key = _ca_material(ca)
+    material = ca_material(ca)
     ca.crl_number += 1
     der = x509.build_crl(
-        issuer_cert=issuer_cert,
-        issuer_key=issuer_key,
+        issuer_cert=material.certificate,
+        issuer_key=material.key,
         revoked=[(int(serial, 16), at, reason) for serial, at, reason in revoked],
         this_update=now,
         next_update=now + _crl_validity(),

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from certmgr.api.mixins import OrganizationChoiceField
 from certmgr.permissions import Action
-from pki import x509
+from pki import services, x509
 from pki.models import (
     KEY_ALGORITHMS,
     Certificate,
@@ -163,13 +163,9 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_crl_url(self, obj) -> str | None:
-        from pki import services
-
         return services.crl_url(obj) if obj.is_internal else None
 
     def get_aia_url(self, obj) -> str | None:
-        from pki import services
-
         return services.aia_url(obj) if obj.is_internal else None
 
 
@@ -266,22 +262,8 @@ class PolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Policy
-        fields = [
-            "id",
-            "organization",
-            "name",
-            "description",
-            "common_name_patterns",
-            "san_patterns",
-            "allowed_san_types",
-            "allowed_key_algorithms",
-            "max_validity_days",
-            "key_usages",
-            "extended_key_usages",
-            "allow_ca",
-            "created_at",
-            "updated_at",
-        ]
+        # What the service lets a caller set, so the API cannot drift from it.
+        fields = ["id", "organization", *services.POLICY_FIELDS, "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
         validators = []  # uniqueness: the service answers 409
 
@@ -312,19 +294,7 @@ class SubscriberSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "organization",
-            "name",
-            "issuer_type",
-            "ca",
-            "policy",
-            "common_name",
-            "sans",
-            "subject",
-            "key_algorithm",
-            "validity_days",
-            "key_usages",
-            "extended_key_usages",
-            "auto_renew",
-            "renew_before_days",
+            *services.SUBSCRIBER_FIELDS,
             "last_operation_status",
             "last_operation_message",
             "last_operation_at",
