@@ -11,7 +11,7 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -106,37 +106,83 @@ def record(
     if isinstance(organization, Organization):
         organization = organization.pk
     org_id = organization if organization is not None else _organization_of(target)
-    ctx = current_request.get()
     chain = org_id or 0
     # No savepoint: the event lives or dies with the change around it.
     with transaction.atomic(savepoint=False):
         head = _lock_head(chain)
-        event = AuditEvent(
-            time=timezone.now(),
-            organization_id=org_id,
-            chain=chain,
-            sequence=head.sequence + 1,
-            actor_type=actor.kind,
-            actor_id=actor.actor_id,
-            actor_label=_clean(actor.label)[:200],
-            action=action,
-            outcome=outcome,
-            error=_clean(str(error))[:4000],
-            details=scrub(details),
-            request_id=ctx.request_id,
-            ip=ctx.ip,
-            user_agent=ctx.user_agent,
-            prev_hash=head.last_hash,
-            **_target_fields(target),
-        )
-        # Round-trip details through JSON now, so the hash covers exactly what the database returns.
-        event.details = json.loads(json.dumps(event.details))
-        event.hash = compute_hash(event)
+        event = _next_event(head, actor, org_id, action, target, outcome, error, details)
         event.save(force_insert=True)
-        head.sequence = event.sequence
-        head.last_hash = event.hash
-        head.save(update_fields=["sequence", "last_hash"])
+        _advance(head, event)
     return event
+
+
+def record_many(
+    who: Any,
+    action: str,
+    targets: Iterable[tuple[Any, dict[str, Any]]],
+    *,
+    organization: Organization | int,
+) -> list[AuditEvent]:
+    """Append one success event per ``(target, details)`` to one organization's chain, in order.
+
+    The same events, hashes and chain as that many ``record()`` calls, under one lock of the chain head and
+    one multi-row insert: for services that change many rows of one organization in one transaction.
+    """
+    actor: Actor = as_actor(who)
+    org_id = organization.pk if isinstance(organization, Organization) else organization
+    events: list[AuditEvent] = []
+    with transaction.atomic(savepoint=False):
+        head = _lock_head(org_id or 0)
+        for target, details in targets:
+            event = _next_event(head, actor, org_id, action, target, AuditEvent.Outcome.SUCCESS, "", details)
+            head.sequence, head.last_hash = event.sequence, event.hash
+            events.append(event)
+        if events:
+            AuditEvent.objects.bulk_create(events)
+            _advance(head, events[-1])
+    return events
+
+
+def _next_event(
+    head: AuditChainHead,
+    actor: Actor,
+    org_id: int | None,
+    action: str,
+    target: Any,
+    outcome: str,
+    error: str,
+    details: dict[str, Any],
+) -> AuditEvent:
+    """The event that follows ``head`` (unsaved), with its hash."""
+    ctx = current_request.get()
+    event = AuditEvent(
+        time=timezone.now(),
+        organization_id=org_id,
+        chain=head.chain,
+        sequence=head.sequence + 1,
+        actor_type=actor.kind,
+        actor_id=actor.actor_id,
+        actor_label=_clean(actor.label)[:200],
+        action=action,
+        outcome=outcome,
+        error=_clean(str(error))[:4000],
+        details=scrub(details),
+        request_id=ctx.request_id,
+        ip=ctx.ip,
+        user_agent=ctx.user_agent,
+        prev_hash=head.last_hash,
+        **_target_fields(target),
+    )
+    # Round-trip details through JSON now, so the hash covers exactly what the database returns.
+    event.details = json.loads(json.dumps(event.details))
+    event.hash = compute_hash(event)
+    return event
+
+
+def _advance(head: AuditChainHead, last: AuditEvent) -> None:
+    head.sequence = last.sequence
+    head.last_hash = last.hash
+    head.save(update_fields=["sequence", "last_hash"])
 
 
 @contextmanager

@@ -160,6 +160,13 @@ CERTMGR_BASE_URL = env.str("CERTMGR_BASE_URL", default="http://localhost:8000").
 CERTMGR_OUTBOUND_ALLOWED_NETWORKS = env.list("CERTMGR_OUTBOUND_ALLOWED_NETWORKS", default=[])
 CERTMGR_OUTBOUND_TIMEOUT = env.float("CERTMGR_OUTBOUND_TIMEOUT", default=10.0)
 # API tokens: last_used_at is written at most this often (seconds), not on every request.
+# ACME orders: a worker's lease on an order (renewed while it runs), polling, retries of transient failures.
+CERTMGR_ACME_LEASE_SECONDS = env.int("CERTMGR_ACME_LEASE_SECONDS", default=120)
+CERTMGR_ACME_POLL_TIMEOUT = env.float("CERTMGR_ACME_POLL_TIMEOUT", default=120.0)
+CERTMGR_ACME_MAX_ATTEMPTS = env.int("CERTMGR_ACME_MAX_ATTEMPTS", default=8)
+CERTMGR_ACME_RETRY_BASE_SECONDS = env.float("CERTMGR_ACME_RETRY_BASE_SECONDS", default=30.0)
+CERTMGR_ACME_RETRY_MAX_SECONDS = env.float("CERTMGR_ACME_RETRY_MAX_SECONDS", default=3600.0)
+CERTMGR_DNS_PROVIDER_TIMEOUT = env.float("CERTMGR_DNS_PROVIDER_TIMEOUT", default=10.0)
 CERTMGR_TOKEN_LAST_USED_INTERVAL = env.int("CERTMGR_TOKEN_LAST_USED_INTERVAL", default=60)
 
 # --- REST API -------------------------------------------------------------------------------------

@@ -12,5 +12,6 @@ urlpatterns = [
     path("api/v1/", include("certmgr.api.urls")),
     path("api/<path:rest>", api_not_found),
     path("", include("pki.urls")),
+    path("", include("acmeca.urls")),
     path("healthz", lambda request: HttpResponse("ok", content_type="text/plain"), name="healthz"),
 ]

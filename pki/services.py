@@ -7,23 +7,24 @@ transaction with its audit event, and raises ServiceError / ValidationError / Po
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 
 from certmgr import audit
 from certmgr.actors import as_actor
 from certmgr.errors import Conflict, NotFound, PermissionDenied, ServiceError
-from certmgr.models import Organization
+from certmgr.models import AuditEvent, Organization
 from certmgr.permissions import Action
 from certmgr.services import require
 from pki import policy as policy_rules
@@ -37,6 +38,9 @@ from pki.models import (
     RevocationReason,
     Subscriber,
 )
+
+if TYPE_CHECKING:
+    from acmeca.models import AcmeOrder
 
 _DOTTED_OID = re.compile(r"^[0-2](\.\d+)+$")
 
@@ -275,7 +279,12 @@ def delete_ca(ca: CertificateAuthority, *, actor: Any) -> None:
         require(actor, Action.MANAGE, ca.organization_id)
         with transaction.atomic():
             ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
-            if ca.certificates.exists() or ca.children.exists() or ca.subscribers.exists():
+            if (
+                ca.certificates.exists()
+                or ca.children.exists()
+                or ca.subscribers.exists()
+                or ca.acme_orders.exists()
+            ):
                 raise Conflict("this CA has certificates, subordinate CAs or subscribers: disable it instead")
             target = ("pki.certificateauthority", ca.pk, ca.name)
             ca.crls.all().delete()
@@ -376,9 +385,12 @@ def issue(
     csr_pem: str | None = None,
     csr_key_pem: str | None = None,
     renewal_of: Certificate | None = None,
-) -> Certificate:
+) -> Certificate | AcmeOrder:
     """Issue a certificate from ``subscriber`` (a new key, or the caller's CSR: then no key is stored,
     unless the CSR was generated here and ``csr_key_pem`` is its key).
+
+    An internal CA signs at once and the certificate is returned. An external (ACME) CA answers later: the
+    returned AcmeOrder is run by a worker, which stores the certificate through ``store_external``.
 
     The policy is checked on every issuance and every renewal, as it stands now. A refusal is audited and
     shown on the subscriber (last operation: failed).
@@ -401,7 +413,7 @@ def issue(
         raise
 
 
-def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -> Certificate:
+def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -> Certificate | AcmeOrder:
     # One issuance at a time per subscriber.
     sub = (
         Subscriber.objects.select_for_update(of=("self",))
@@ -415,8 +427,6 @@ def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -
             raise ValidationError({"ca": ["This subscriber has no issuing CA."]})
         if ca.status != CertificateAuthority.Status.ACTIVE:
             raise CaUnavailable(f"CA {ca.name!r} is disabled and issues nothing", field="ca")
-        if not ca.is_internal:
-            raise CaUnavailable("ACME issuance is not available yet", field="ca")
     if renewal_of is not None:
         _check_renewable(renewal_of, sub)
     key, public_key, key_algorithm = _subject_key(sub, csr_pem, csr_key_pem)
@@ -425,6 +435,13 @@ def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -
             policy_rules.check(policy_of(sub.policy), _policy_request(sub, str(key_algorithm)))
         except policy_rules.PolicyViolation as exc:
             raise PolicyRefused(str(exc), field=exc.field) from exc
+    if ca is not None and not ca.is_internal:
+        # An external CA answers later: start (or join) the order; the worker stores the certificate.
+        from acmeca import orders
+
+        return orders.start_order(
+            sub, actor=actor, key=key, csr_pem=csr_pem if key is None else None, renewal_of=renewal_of
+        )
     cert, chain = _sign(sub, ca, key, public_key)
     certificate = _store_certificate(
         sub.organization_id,
@@ -507,6 +524,7 @@ def _sign(sub: Subscriber, ca, key, public_key) -> tuple[cx509.Certificate, list
             )
             return cert, []
         material = ca_material(ca)
+        crl, aia = _ca_urls(ca)
         cert = x509.build_leaf_certificate(
             csr_or_public_key=public_key,
             subject=subject,
@@ -514,13 +532,27 @@ def _sign(sub: Subscriber, ca, key, public_key) -> tuple[cx509.Certificate, list
             issuer_cert=material.certificate,
             issuer_key=material.key,
             validity_days=sub.validity_days,
-            crl_url=crl_url(ca),
-            aia_url=aia_url(ca),
+            crl_url=crl,
+            aia_url=aia,
             **usages,
         ).certificate
         return cert, list(material.chain)
     except x509.X509Error as exc:
         raise _x509_error(exc) from exc
+
+
+# (base URL, script prefix, CA id) -> (CRL URL, AIA URL): URL reversing costs as much as a signature's hash.
+_CA_URLS: dict[tuple[str, str, int], tuple[str, str]] = {}
+
+
+def _ca_urls(ca: CertificateAuthority) -> tuple[str, str]:
+    key = (settings.CERTMGR_BASE_URL, get_script_prefix(), ca.pk)
+    urls = _CA_URLS.get(key)
+    if urls is None:
+        if len(_CA_URLS) > 256:
+            _CA_URLS.clear()
+        urls = _CA_URLS[key] = (crl_url(ca), aia_url(ca))
+    return urls
 
 
 def _store_certificate(
@@ -534,16 +566,42 @@ def _store_certificate(
     subscriber=None,
     renewed_from=None,
 ) -> Certificate:
+    certificate = _certificate_row(
+        organization_id,
+        cert,
+        "".join(x509.to_pem(c) for c in chain),
+        key,
+        source=source,
+        ca=ca,
+        subscriber=subscriber,
+        renewed_from=renewed_from,
+    )
+    certificate.save(force_insert=True)
+    return certificate
+
+
+def _certificate_row(
+    organization_id: int,
+    cert: cx509.Certificate,
+    chain_pem: str,
+    key,
+    *,
+    source: str,
+    ca=None,
+    subscriber=None,
+    renewed_from=None,
+) -> Certificate:
+    """The inventory row of ``cert`` (unsaved): its PEM, chain, key, fingerprints and summary fields."""
     summary = x509.cert_summary(cert)
-    sha256, sha1 = x509.fingerprints(cert)
-    certificate = Certificate(
+    sha256, sha1 = summary.sha256, x509.fingerprints(cert).sha1
+    return Certificate(
         organization_id=organization_id,
         ca=ca,
         subscriber=subscriber,
         source=source,
         serial=summary.serial,
         certificate_pem=x509.to_pem(cert),
-        chain_pem="".join(x509.to_pem(c) for c in chain),
+        chain_pem=chain_pem,
         private_key=x509.private_key_to_pem(key) if key is not None else "",
         fingerprint_sha256=sha256,
         fingerprint_sha1=sha1,
@@ -557,8 +615,214 @@ def _store_certificate(
         not_after=summary.not_after,
         renewed_from=renewed_from,
     )
-    certificate.save(force_insert=True)
+
+
+def store_external(
+    *,
+    organization_id: int,
+    ca: CertificateAuthority,
+    fullchain_pem: str,
+    key_pem: str | None,
+    subscriber_id: int | None,
+    renewal_of_id: int | None,
+    actor: Any,
+) -> Certificate:
+    """Put a certificate an external CA issued (leaf first, then its chain) into the inventory.
+
+    Called by the ACME worker inside its own transaction, together with the order's final step, so an order
+    never ends without its certificate or stores it twice. Audited as an issuance (or renewal).
+    """
+    try:
+        certs = x509.load_pem_certificates(fullchain_pem)
+    except x509.X509Error as exc:
+        raise ServiceError(f"the CA returned no usable certificate: {exc}") from exc
+    leaf, chain = certs[0], x509.order_chain(certs[0], certs[1:])
+    key = x509.load_private_key(key_pem) if key_pem else None
+    if key is not None and not x509.matches_key(leaf, key):
+        raise ServiceError("the CA returned a certificate for another key")
+    sub = Subscriber.objects.select_for_update().get(pk=subscriber_id) if subscriber_id else None
+    renewal_of = Certificate.objects.filter(pk=renewal_of_id).first() if renewal_of_id else None
+    if renewal_of is not None and Certificate.objects.filter(renewed_from=renewal_of).exists():
+        renewal_of = None  # renewed meanwhile by another order: keep this certificate, unlinked
+    certificate = _store_certificate(
+        organization_id,
+        leaf,
+        chain,
+        key,
+        source=Certificate.Source.ACME,
+        ca=ca,
+        subscriber=sub,
+        renewed_from=renewal_of,
+    )
+    if sub is not None:
+        sub.last_operation_status = Subscriber.OperationStatus.SUCCESS
+        sub.last_operation_message = f"issued serial {certificate.serial} by {ca.name}"
+        sub.last_operation_at = timezone.now()
+        sub.save(update_fields=["last_operation_status", "last_operation_message", "last_operation_at"])
+    audit.record(
+        actor,
+        "certificate.renew" if renewal_of else "certificate.issue",
+        certificate,
+        subscriber=subscriber_id,
+        serial=certificate.serial,
+        ca=ca.pk,
+        key_stored=key is not None,
+        renewed_from=renewal_of.pk if renewal_of else None,
+    )
     return certificate
+
+
+# --- batch issuance ---------------------------------------------------------------------------------------
+BATCH_MAX = 5000
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One certificate of a batch: a new key from ``subscriber``, renewing ``renewal_of`` if given."""
+
+    subscriber: Subscriber
+    renewal_of: Certificate | None = None
+
+
+class _Refusal:
+    """Which subscriber a batch was working on, so a refusal is audited against it (as issue() does)."""
+
+    subscriber: Subscriber | None = None
+
+
+def issue_batch(requests: Iterable[BatchRequest | Subscriber], *, actor: Any) -> list[Certificate]:
+    """Issue one certificate per request, all from internal CAs (or self-signed), in one transaction.
+
+    For mass issuance and renewal sweeps: the actor's role is checked once per organization, each
+    subscriber is locked once (in id order), the policy is checked as ``issue()`` checks it, and the
+    certificates, the subscribers' last operation and one audit event per certificate (the same event
+    ``issue()`` writes) are stored with multi-row statements. Every certificate gets a new key made here.
+
+    All or nothing: one bad request (disabled or external CA, policy refusal, a certificate that is not
+    the subscriber's or already renewed, ...) refuses the whole batch and nothing is issued; the refusal is
+    audited against that request's subscriber. Returns the certificates in the order of ``requests``.
+    """
+    actor = as_actor(actor)
+    batch = [r if isinstance(r, BatchRequest) else BatchRequest(r) for r in requests]
+    if not batch:
+        return []
+    refusal = _Refusal()
+    try:
+        if len(batch) > BATCH_MAX:
+            refusal.subscriber = batch[0].subscriber
+            raise ValidationError({"requests": [f"Issue at most {BATCH_MAX} certificates in one batch."]})
+        for org_id in sorted({r.subscriber.organization_id for r in batch}):
+            refusal.subscriber = next(r.subscriber for r in batch if r.subscriber.organization_id == org_id)
+            require(actor, Action.MANAGE, org_id)
+        with transaction.atomic():
+            return _issue_batch_locked(batch, actor, refusal)
+    except (ServiceError, ValidationError, IntegrityError) as exc:
+        message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        audit.record(
+            actor,
+            "certificate.issue_batch",
+            refusal.subscriber,
+            outcome=AuditEvent.Outcome.FAILURE,
+            error=message,
+            certificates=len(batch),
+        )
+        raise
+
+
+def _issue_batch_locked(batch: list[BatchRequest], actor, refusal: _Refusal) -> list[Certificate]:
+    subscribers = {
+        sub.pk: sub
+        for sub in Subscriber.objects.select_for_update(of=("self",))
+        .select_related("ca", "policy")
+        .defer("ca__private_key")  # the signing key comes from ca_material()
+        .filter(pk__in={r.subscriber.pk for r in batch})
+        .order_by("pk")  # rows are locked in this order: concurrent batches cannot deadlock on them
+    }
+    for request in batch:  # every subscriber's checks before any signing
+        refusal.subscriber = request.subscriber
+        sub = subscribers.get(request.subscriber.pk)
+        if sub is None or sub.organization_id != request.subscriber.organization_id:
+            raise ValidationError({"subscriber": ["Unknown subscriber."]})
+        _check_batch_subscriber(sub)
+    renewed: set[int] = set()
+    for request in batch:
+        if request.renewal_of is not None:
+            refusal.subscriber = request.subscriber
+            if request.renewal_of.pk in renewed:
+                raise Conflict(f"certificate {request.renewal_of.serial} is renewed twice in this batch")
+            renewed.add(request.renewal_of.pk)
+            _check_renewable(request.renewal_of, subscribers[request.subscriber.pk])
+
+    rows: list[Certificate] = []
+    chain_pems: dict[int | None, str] = {}
+    for request in batch:
+        refusal.subscriber = request.subscriber
+        sub = subscribers[request.subscriber.pk]
+        key, public_key, _ = _subject_key(sub, None, None)
+        cert, chain = _sign(sub, sub.ca, key, public_key)
+        if sub.ca_id not in chain_pems:
+            chain_pems[sub.ca_id] = "".join(x509.to_pem(c) for c in chain)
+        rows.append(
+            _certificate_row(
+                sub.organization_id,
+                cert,
+                chain_pems[sub.ca_id],
+                key,
+                source=Certificate.Source.SELF_SIGNED if sub.ca is None else Certificate.Source.ISSUED,
+                ca=sub.ca,
+                subscriber=sub,
+                renewed_from=request.renewal_of,
+            )
+        )
+    Certificate.objects.bulk_create(rows)
+
+    now = timezone.now()
+    for certificate in rows:  # the last certificate of a subscriber names its last operation
+        sub = certificate.subscriber
+        sub.last_operation_status = Subscriber.OperationStatus.SUCCESS
+        sub.last_operation_message = f"issued serial {certificate.serial}"
+        sub.last_operation_at = now
+    Subscriber.objects.bulk_update(
+        subscribers.values(), ["last_operation_status", "last_operation_message", "last_operation_at"]
+    )
+
+    events: dict[tuple[int, str], list[tuple[Certificate, dict[str, Any]]]] = {}
+    for certificate in rows:
+        action = "certificate.renew" if certificate.renewed_from_id else "certificate.issue"
+        events.setdefault((certificate.organization_id, action), []).append(
+            (
+                certificate,
+                {
+                    "subscriber": certificate.subscriber_id,
+                    "serial": certificate.serial,
+                    "ca": certificate.ca_id,
+                    "key_stored": True,
+                    "renewed_from": certificate.renewed_from_id,
+                },
+            )
+        )
+    for (org_id, action), targets in sorted(events.items()):
+        audit.record_many(actor, action, targets, organization=org_id)
+    return rows
+
+
+def _check_batch_subscriber(sub: Subscriber) -> None:
+    """What ``_issue_locked`` checks before signing, for a new key from an internal CA or self-signed."""
+    ca = sub.ca
+    if sub.issuer_type == Subscriber.IssuerType.CA:
+        if ca is None:
+            raise ValidationError({"ca": ["This subscriber has no issuing CA."]})
+        if ca.status != CertificateAuthority.Status.ACTIVE:
+            raise CaUnavailable(f"CA {ca.name!r} is disabled and issues nothing", field="ca")
+        if not ca.is_internal:
+            raise CaUnavailable(
+                f"CA {ca.name!r} is an external CA: its certificates are ordered one at a time", field="ca"
+            )
+    if sub.policy is not None:
+        try:
+            policy_rules.check(policy_of(sub.policy), _policy_request(sub, sub.key_algorithm))
+        except policy_rules.PolicyViolation as exc:
+            raise PolicyRefused(str(exc), field=exc.field) from exc
 
 
 # --- revocation and CRLs ---------------------------------------------------------------------------------
@@ -576,14 +840,19 @@ def revoke(certificate: Certificate, *, reason: str, actor: Any) -> Certificate:
             )
             if certificate.status == Certificate.Status.REVOKED:
                 raise AlreadyRevoked("this certificate is already revoked")
-            if certificate.ca is None or not certificate.ca.is_internal:
-                raise ServiceError("only certificates of an internal CA can be revoked here")
+            if certificate.ca is None:
+                raise ServiceError("this certificate's CA is not managed here: revoke it at its issuer")
+            if certificate.ca.kind == CertificateAuthority.Kind.ACME:
+                from acmeca.services import revoke_at_ca
+
+                revoke_at_ca(certificate, reason)  # the CA first: nothing is marked if it says no
             certificate.status = Certificate.Status.REVOKED
             certificate.revoked_at = timezone.now()
             certificate.revocation_reason = reason
             certificate.save(update_fields=["status", "revoked_at", "revocation_reason"])
             audit.record(actor, "certificate.revoke", certificate, reason=reason, serial=certificate.serial)
-            _build_crl(certificate.ca, actor)
+            if certificate.ca.is_internal:
+                _build_crl(certificate.ca, actor)
     return certificate
 
 

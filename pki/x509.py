@@ -799,6 +799,52 @@ def _end_entity_builder(
     return builder
 
 
+@dataclass(frozen=True)
+class _LeafIssuer:
+    """What a leaf takes from its issuer, worked out once per (certificate, key, URLs) and reused.
+
+    The checks and extension objects depend only on the issuer, so a CA signing many leaves (a batch, or
+    one worker's stream of issuances) does not re-check its key or rebuild its AKI, CRL and AIA extensions.
+    """
+
+    certificate: x509.Certificate
+    key: PrivateKey
+    name: x509.Name
+    hash_algorithm: hashes.HashAlgorithm | None
+    extensions: tuple[x509.ExtensionType, ...]  # all non-critical: AKI, then CRL DP and AIA if given
+
+
+# Keyed by object identity (cached materials are long-lived objects); an entry keeps its objects alive, so
+# an id in the key cannot be reused while the entry exists, and each hit is still checked by identity.
+_LEAF_ISSUERS: dict[tuple[int, int, str | None, str | None], _LeafIssuer] = {}
+
+
+def _leaf_issuer(
+    issuer_cert: x509.Certificate, issuer_key: PrivateKey, crl_url: str | None, aia_url: str | None
+) -> _LeafIssuer:
+    cache_key = (id(issuer_cert), id(issuer_key), crl_url, aia_url)
+    cached = _LEAF_ISSUERS.get(cache_key)
+    if cached is not None and cached.certificate is issuer_cert and cached.key is issuer_key:
+        return cached
+    _check_issuer(issuer_cert, issuer_key, usage="key_cert_sign")
+    extensions: list[x509.ExtensionType] = [_authority_key_identifier(issuer_cert)]
+    if crl_url:
+        extensions.append(_crl_distribution_points(crl_url))
+    if aia_url:
+        extensions.append(_ca_issuers(aia_url))
+    issuer = _LeafIssuer(
+        certificate=issuer_cert,
+        key=issuer_key,
+        name=issuer_cert.subject,
+        hash_algorithm=_hash_for_key(issuer_key),
+        extensions=tuple(extensions),
+    )
+    if len(_LEAF_ISSUERS) >= 64:
+        _LEAF_ISSUERS.clear()
+    _LEAF_ISSUERS[cache_key] = issuer
+    return issuer
+
+
 def build_leaf_certificate(
     *,
     csr_or_public_key: x509.CertificateSigningRequest | PublicKey,
@@ -823,13 +869,13 @@ def build_leaf_certificate(
     """
     public_key = _subject_public_key(csr_or_public_key)
     alg = key_algorithm_of(public_key)
-    _check_issuer(issuer_cert, issuer_key, usage="key_cert_sign")
+    issuer = _leaf_issuer(issuer_cert, issuer_key, crl_url, aia_url)
     start, requested_end = _issuance_window(issuer_cert, not_before, validity_days)
     end = min(requested_end, issuer_cert.not_valid_after_utc)
 
     builder = _certificate_builder(
         subject=subject.to_name(),
-        issuer=issuer_cert.subject,
+        issuer=issuer.name,
         public_key=public_key,
         serial=serial,
         not_before=start,
@@ -843,12 +889,9 @@ def build_leaf_certificate(
         key_usages=key_usages,
         extended_key_usages=extended_key_usages,
     )
-    builder = builder.add_extension(_authority_key_identifier(issuer_cert), critical=False)
-    if crl_url:
-        builder = builder.add_extension(_crl_distribution_points(crl_url), critical=False)
-    if aia_url:
-        builder = builder.add_extension(_ca_issuers(aia_url), critical=False)
-    cert = _sign(builder, issuer_key)
+    for extension in issuer.extensions:
+        builder = builder.add_extension(extension, critical=False)
+    cert = builder.sign(issuer_key, issuer.hash_algorithm)
     return IssuedCertificate(certificate=cert, clamped=end < requested_end, requested_not_after=requested_end)
 
 
@@ -1156,7 +1199,7 @@ def cert_summary(cert: x509.Certificate) -> CertificateSummary:
         path_length=constraints.path_length if constraints and constraints.ca else None,
         subject_key_identifier=ski.digest.hex() if ski else None,
         authority_key_identifier=aki.key_identifier.hex() if aki and aki.key_identifier else None,
-        sha256=fingerprints(cert).sha256,
+        sha256=cert.fingerprint(hashes.SHA256()).hex(),
         self_signed=_issued_by(cert, cert),
     )
 

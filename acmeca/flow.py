@@ -1,0 +1,640 @@
+"""The worker side of an ACME order: one step at a time, each persisted before the next request.
+
+``run_order(id)`` takes the order's lease (so two workers never drive one order), then loops: new order at
+the CA -> present every challenge -> propagation check -> answer -> poll the authorizations -> finalize ->
+poll the order -> download the chain -> store the certificate (with the order's last step, in one
+transaction) -> remove the challenge records. Records are removed on every ending: success, failure, cancel.
+
+A worker that dies mid-order leaves its lease to run out; the janitor then runs the order again, which
+resumes from the stored order URL (the CA's view of the order and its authorizations is fetched first).
+Transient problems (network, 5xx, rateLimited, a DNS server that times out) are retried with backoff;
+permanent ones fail the order with the CA's own message.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import dns.resolver
+import josepy as jose
+from acme import challenges, messages
+from cryptography.x509.oid import NameOID
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from acmeca import client as acme
+from acmeca.models import AcmeAuthorization, AcmeChallenge, AcmeOrder, AcmeSettings, ChallengeType
+from certmgr import audit
+from certmgr.actors import Actor
+from certmgr.errors import OutboundRefused
+from dnsproviders import propagation
+from dnsproviders.models import AppConnection
+from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, provider_for
+from pki import x509
+
+log = logging.getLogger(__name__)
+WORKER = Actor.system("acme-worker")
+Step, Status = AcmeOrder.Step, AcmeOrder.Status
+
+
+class LeaseLost(Exception):
+    """Another worker took the order over (this one stalled past its lease)."""
+
+
+class OrderFailed(Exception):
+    """A permanent failure: the order ends failed with ``message``."""
+
+    def __init__(self, message: str, *, error_type: str = "", status: str = ""):
+        super().__init__(message)
+        self.message, self.error_type, self.status = message, error_type, status
+
+
+class RetryLater(Exception):
+    """A transient failure: try again after ``delay`` seconds."""
+
+    def __init__(self, message: str, *, error_type: str = "", delay: float | None = None):
+        super().__init__(message)
+        self.message, self.error_type, self.delay = message, error_type, delay
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.CERTMGR_ACME_LEASE_SECONDS)
+
+
+# --- entry points ----------------------------------------------------------------------------------
+def run_order(order_id: int, *, progress: Callable[[str], None] | None = None) -> AcmeOrder:
+    """Drive one order as far as it can go now. Returns it as stored afterwards."""
+    owner = uuid.uuid4().hex
+    now = timezone.now()
+    claimed = (
+        AcmeOrder.objects.filter(pk=order_id)
+        .unfinished()
+        .exclude(step=Step.WAITING_MANUAL)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_owner=owner, lease_until=now + _lease(), heartbeat_at=now, next_attempt_at=None)
+    )
+    if claimed:
+        runner = _Runner(AcmeOrder.objects.select_related("ca", "account").get(pk=order_id), owner, progress)
+        try:
+            runner.run()
+        finally:
+            AcmeOrder.objects.filter(pk=order_id, lease_owner=owner).update(lease_owner="", lease_until=None)
+    return AcmeOrder.objects.get(pk=order_id)
+
+
+def cleanup_records(order: AcmeOrder) -> bool:
+    """Remove every challenge record the order still has; True when none is left. Idempotent."""
+    left = False
+    for ch in order.challenges.filter(record_present=True):
+        if ch.type == ChallengeType.DNS_01 and ch.provider_ref:
+            try:
+                _provider(ch.provider_ref.get("connection")).cleanup(RecordRef.from_dict(ch.provider_ref))
+            except (ProviderError, OutboundRefused, AppConnection.DoesNotExist) as exc:
+                left = True
+                ch.error = f"could not remove the record: {exc}"[:2000]
+                ch.save(update_fields=["error"])
+                continue
+        ch.record_present = False
+        ch.save(update_fields=["record_present"])
+    if order.cleanup_pending != left:
+        AcmeOrder.objects.filter(pk=order.pk).update(cleanup_pending=left)
+        order.cleanup_pending = left
+    return not left
+
+
+def _provider(connection_id: int | None) -> DnsProvider:
+    connection = AppConnection.objects.get(pk=connection_id)
+    return provider_for(
+        connection.kind, connection.credentials, timeout=settings.CERTMGR_DNS_PROVIDER_TIMEOUT
+    )
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with full jitter on the upper half, capped (settings)."""
+    base, cap = settings.CERTMGR_ACME_RETRY_BASE_SECONDS, settings.CERTMGR_ACME_RETRY_MAX_SECONDS
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 (jitter, not a secret)
+
+
+# --- the runner ----------------------------------------------------------------------------------
+class _Runner:
+    def __init__(self, order: AcmeOrder, owner: str, progress: Callable[[str], None] | None):
+        self.order = order
+        self.owner = owner
+        self.progress = progress or (lambda message: None)
+        self.settings: AcmeSettings = AcmeSettings.objects.select_related("dns_connection").get(ca=order.ca)
+        self.client = None
+        self.account_key: jose.JWK | None = None
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, **fields: Any) -> None:
+        """Update the order's own row, only while this worker still holds the lease."""
+        now = timezone.now()
+        fields.setdefault("updated_at", now)
+        fields["lease_until"] = now + _lease()
+        fields["heartbeat_at"] = now
+        if not AcmeOrder.objects.filter(pk=self.order.pk, lease_owner=self.owner).update(**fields):
+            raise LeaseLost(f"order {self.order.pk} was taken over by another worker")
+        for name, value in fields.items():
+            setattr(self.order, name, value)
+
+    def heartbeat(self) -> None:
+        if self.order.heartbeat_at is None or timezone.now() - self.order.heartbeat_at > _lease() / 4:
+            self.save()
+        cancelled = AcmeOrder.objects.filter(pk=self.order.pk, step=Step.CANCELLED).exists()
+        if cancelled:
+            raise OrderFailed("cancelled", error_type="cancelled", status=Step.CANCELLED)
+
+    def note(self, event: str, **details: Any) -> None:
+        self.progress(f"{event}: " + ", ".join(f"{k}={v}" for k, v in details.items()))
+        with transaction.atomic():
+            audit.record(WORKER, f"acme.order.{event}", self.order, **details)
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self.client = self._client()
+            while not self.order.finished:
+                if self.order.step == Step.QUEUED:
+                    self.new_order()
+                elif self.order.step == Step.AUTHORIZING:
+                    if not self.authorize():
+                        return  # waiting for an operator (manual DNS)
+                elif self.order.step == Step.FINALIZING:
+                    self.finalize()
+                else:
+                    return
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        except OrderFailed as exc:
+            self.fail(exc.message, exc.error_type, exc.status)
+        except RetryLater as exc:
+            self.retry_later(exc.message, exc.error_type, exc.delay)
+        except Exception as exc:  # classify everything else: a CA problem, a provider, the network
+            self.handle(exc)
+        finally:
+            if self.client is not None:
+                self.client.net.close()
+
+    def handle(self, exc: BaseException) -> None:
+        if isinstance(exc, ProviderError):
+            message = f"DNS provider: {exc}"
+            if exc.transient:
+                return self.retry_later(message, "dnsProvider", None)
+            return self.fail(message, "dnsProvider")
+        if isinstance(exc, propagation.PropagationError):
+            return self.fail(str(exc), "dnsPropagation")
+        if isinstance(exc, OutboundRefused):
+            return self.fail(str(exc), "outboundRefused")
+        problem = acme.classify(exc)
+        if problem.kind in {"protocol", "unexpected"} and not problem.is_acme_error:
+            log.exception("ACME order %s: unexpected error", self.order.pk)
+        message = problem.detail or str(problem)
+        if problem.identifier:
+            message = f"{problem.identifier}: {message}"
+        if problem.transient:
+            return self.retry_later(message, problem.kind, problem.retry_after)
+        return self.fail(message, problem.kind)
+
+    def retry_later(self, message: str, error_type: str, delay: float | None) -> None:
+        attempts = self.order.attempts + 1
+        if attempts >= settings.CERTMGR_ACME_MAX_ATTEMPTS:
+            return self.fail(f"{message} (gave up after {attempts} attempts)", error_type)
+        wait = max(delay or 0.0, backoff_seconds(attempts))
+        self.save(
+            attempts=attempts,
+            error_type=error_type[:100],
+            last_error=message[:4000],
+            next_attempt_at=timezone.now() + timedelta(seconds=wait),
+        )
+        self.note("retry", attempt=attempts, error=message[:500], wait_seconds=round(wait, 1))
+
+    def fail(self, message: str, error_type: str, status: str = "") -> None:
+        cancelled = status == Step.CANCELLED
+        if not cleanup_records(self.order):
+            message += " (some challenge records could not be removed yet: the janitor retries)"
+        from pki.models import Subscriber
+
+        with transaction.atomic():
+            now = timezone.now()
+            self.save(
+                step=Step.CANCELLED if cancelled else Step.FAILED,
+                status=self.order.status if cancelled else (status or self.order.status or Status.INVALID),
+                error_type=error_type[:100],
+                last_error=message[:4000],
+                finished_at=now,
+                next_attempt_at=None,
+            )
+            if self.order.subscriber_id and not cancelled:
+                Subscriber.objects.filter(pk=self.order.subscriber_id).update(
+                    last_operation_status=Subscriber.OperationStatus.FAILED,
+                    last_operation_message=f"ACME order {self.order.pk} failed: {message}"[:2000],
+                    last_operation_at=now,
+                )
+            audit.record(
+                WORKER,
+                "acme.order.cancelled" if cancelled else "acme.order.failed",
+                self.order,
+                outcome="success" if cancelled else "failure",
+                error="" if cancelled else message,
+                error_type=error_type,
+            )
+        self.progress(f"{'cancelled' if cancelled else 'failed'}: {message}")
+
+    # -- steps -----------------------------------------------------------------------------------
+    def _client(self):
+        account = self.order.account
+        if account is None or account.status != account.Status.VALID:
+            raise OrderFailed("the ACME account of this CA is missing or deactivated", error_type="account")
+        self.account_key = acme.account_key_from_pem(account.private_key)
+        return acme.client_for(
+            directory_url=account.directory_url,
+            account_key=self.account_key,
+            account_uri=account.account_url,
+            tls_ca_bundle=self.settings.tls_ca_bundle,
+        )
+
+    def new_order(self) -> None:
+        order = self.order
+        if not order.csr_pem:
+            key = x509.load_private_key(order.private_key)
+            names = [i["value"] for i in order.identifiers]
+            dns_names = [n for n in names if not n.startswith("*.") and len(n) <= 64]
+            subject = x509.Subject(common_name=dns_names[0] if dns_names else None)
+            csr = x509.build_csr(key, subject, names)
+            self.save(csr_pem=x509.to_pem(csr))
+        with acme.acme_errors_as_problems():
+            orderr = self.client.new_order(order.csr_pem.encode(), profile=self.settings.profile or None)
+        with transaction.atomic():
+            self.save(
+                order_url=orderr.uri or "",
+                finalize_url=orderr.body.finalize or "",
+                status=orderr.body.status.name,
+                step=Step.AUTHORIZING,
+            )
+            for authzr in orderr.authorizations:
+                self._store_authorization(authzr)
+        self.note("submitted", order_url=order.order_url, status=order.status)
+
+    def _store_authorization(self, authzr: messages.AuthorizationResource) -> None:
+        body = authzr.body
+        authz = AcmeAuthorization.objects.create(
+            order=self.order,
+            identifier=body.identifier.value,
+            wildcard=bool(body.wildcard),
+            url=authzr.uri,
+            status=body.status.name,
+            expires=body.expires,
+        )
+        wanted = challenges.DNS01 if self.order.challenge_type == ChallengeType.DNS_01 else challenges.HTTP01
+        challb = next((c for c in body.challenges if isinstance(c.chall, wanted)), None)
+        if challb is None:
+            if body.status == messages.STATUS_VALID:
+                return  # reused authorization: nothing to prove
+            offered = ", ".join(sorted({c.chall.typ for c in body.challenges})) or "none"
+            raise OrderFailed(
+                f"the CA offers no {self.order.challenge_type} challenge for {body.identifier.value} "
+                f"(offered: {offered})",
+                error_type="unsupportedChallenge",
+            )
+        chall = challb.chall
+        if isinstance(chall, challenges.DNS01):
+            name = propagation.challenge_name(body.identifier.value)
+            value = chall.validation(self.account_key)
+        else:
+            name = "/" + chall.path.lstrip("/")
+            value = chall.validation(self.account_key)
+        AcmeChallenge.objects.create(
+            organization_id=self.order.organization_id,
+            order=self.order,
+            authorization=authz,
+            type=self.order.challenge_type,
+            url=challb.uri,
+            token=chall.encode("token"),
+            record_name=name,
+            record_value=value,
+            status=AcmeChallenge.Status.VALID
+            if body.status == messages.STATUS_VALID
+            else AcmeChallenge.Status.NOT_READY,
+        )
+
+    def _fetch_order(self) -> messages.Order:
+        with acme.acme_errors_as_problems():
+            response = self.client._post_as_get(self.order.order_url)
+        body = messages.Order.from_json(response.json())
+        if body.status.name != self.order.status:
+            self.save(status=body.status.name)
+        if body.status == messages.STATUS_INVALID:
+            raise OrderFailed(self._order_error(body), error_type="orderInvalid", status=Status.INVALID)
+        return body
+
+    def _order_error(self, body: messages.Order) -> str:
+        """The CA's reason: the order's error, else the first invalid challenge's."""
+        for authz in self.order.authorizations.all():
+            with acme.acme_errors_as_problems():
+                abody = messages.Authorization.from_json(self.client._post_as_get(authz.url).json())
+            for challb in abody.challenges:
+                if challb.error is not None:
+                    return f"{abody.identifier.value}: {challb.error.detail or challb.error.typ}"
+        if body.error is not None:
+            return body.error.detail or str(body.error.typ)
+        return "the CA marked the order invalid without a reason"
+
+    def authorize(self) -> bool:
+        """Prove control of every name. False when the order now waits for an operator."""
+        body = self._fetch_order()
+        if body.status != messages.STATUS_PENDING:
+            self.save(step=Step.FINALIZING)
+            return True
+        todo = list(
+            AcmeChallenge.objects.filter(order=self.order)
+            .exclude(status=AcmeChallenge.Status.VALID)
+            .select_related("authorization")
+        )
+        provider = None
+        if self.order.challenge_type == ChallengeType.DNS_01:
+            connection = self.settings.dns_connection
+            if connection is None:
+                raise OrderFailed("this CA has no DNS connection for dns-01", error_type="configuration")
+            provider = _provider(connection.pk)
+        for ch in todo:
+            if ch.status == AcmeChallenge.Status.NOT_READY and not ch.answered_at:
+                self._present(ch, provider)
+        manual = provider is not None and not provider.automatic
+        if manual and any(ch.confirmed_at is None for ch in todo):
+            self.save(step=Step.WAITING_MANUAL)
+            self.note("waiting_manual", records=len(todo))
+            return False
+        if provider is not None:
+            self._wait_for_propagation([ch for ch in todo if not ch.answered_at])
+        for ch in todo:
+            if not ch.answered_at:
+                self._answer(ch)
+        self._poll_authorizations(todo)
+        self.save(step=Step.FINALIZING)
+        return True
+
+    def _present(self, ch: AcmeChallenge, provider: DnsProvider | None) -> None:
+        if provider is not None:
+            resolver = _resolver()
+            target = propagation.resolve_cname_target(ch.authorization.identifier, resolver=resolver)
+            # Marked present before the write, so a crash between the two still gets the record removed.
+            ref = {
+                "record_name": target,
+                "value": ch.record_value,
+                "zone": self.settings.hosted_zone_id,
+                "extra": {},
+                "connection": self.settings.dns_connection_id,
+            }
+            ch.record_name, ch.provider_ref, ch.record_present = target.rstrip("."), ref, True
+            ch.save(update_fields=["record_name", "provider_ref", "record_present"])
+            written = provider.present(target, ch.record_value, zone=self.settings.hosted_zone_id, ttl=ch.ttl)
+            ch.provider_ref = {**written.as_dict(), "connection": self.settings.dns_connection_id}
+        else:
+            ch.record_present = True  # served by certmgr's own /.well-known/acme-challenge/ view
+        ch.status = AcmeChallenge.Status.READY
+        ch.error = ""
+        ch.save(update_fields=["provider_ref", "record_present", "status", "error"])
+        self.note("challenge_ready", type=ch.type, record=ch.record_name)
+
+    def _wait_for_propagation(self, todo: list[AcmeChallenge]) -> None:
+        if not todo:
+            return
+        servers = propagation.servers_from_environ()
+        deadline = time.monotonic() + self.settings.propagation_timeout
+
+        def wait(ch: AcmeChallenge):
+            return propagation.wait_for_txt(
+                ch.provider_ref.get("record_name") or ch.record_name,
+                ch.record_value,
+                servers=servers,
+                resolver=None if servers else _resolver(),
+                interval=self.settings.propagation_interval,
+                deadline=deadline,
+            )
+
+        self.progress(f"propagation: waiting for {len(todo)} TXT record(s)")
+        with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
+            futures = [pool.submit(wait, ch) for ch in todo]
+            while any(not f.done() for f in futures):
+                time.sleep(0.05)
+                self.heartbeat()
+            for f in futures:
+                f.result()  # re-raises PropagationTimeout naming the servers that lacked the value
+
+    def _answer(self, ch: AcmeChallenge) -> None:
+        token = jose.b64decode(ch.token)
+        chall = (
+            challenges.DNS01(token=token)
+            if ch.type == ChallengeType.DNS_01
+            else challenges.HTTP01(token=token)
+        )
+        with acme.acme_errors_as_problems():
+            self.client._post(ch.url, chall.response(self.account_key))
+        ch.answered_at = timezone.now()
+        ch.save(update_fields=["answered_at"])
+
+    def _poll_authorizations(self, todo: list[AcmeChallenge]) -> None:
+        pending = {ch.authorization.url: ch for ch in todo}
+        for delay in _poll_delays(settings.CERTMGR_ACME_POLL_TIMEOUT):
+            for url, ch in list(pending.items()):
+                with acme.acme_errors_as_problems():
+                    response = self.client._post_as_get(url)
+                body = messages.Authorization.from_json(response.json())
+                status = body.status.name
+                if status == "pending" or status == "processing":
+                    delay.honour(response)
+                    continue
+                AcmeAuthorization.objects.filter(url=url, order=self.order).update(status=status)
+                challb = next((c for c in body.challenges if c.uri == ch.url), None)
+                del pending[url]
+                if status == "valid":
+                    ch.status, ch.validated_at = AcmeChallenge.Status.VALID, timezone.now()
+                    ch.save(update_fields=["status", "validated_at"])
+                    self.note("challenge_valid", identifier=body.identifier.value)
+                    continue
+                reason = (
+                    (challb.error.detail or str(challb.error.typ))
+                    if challb is not None and challb.error is not None
+                    else f"authorization {status}"
+                )
+                ch.status, ch.error = AcmeChallenge.Status.INVALID, reason[:2000]
+                ch.save(update_fields=["status", "error"])
+                error_type = (
+                    str(challb.error.typ).rsplit(":", 1)[-1]
+                    if challb is not None and challb.error
+                    else status
+                )
+                raise OrderFailed(
+                    f"{body.identifier.value}: {reason}", error_type=error_type, status=Status.INVALID
+                )
+            if not pending:
+                return
+            self.heartbeat()
+        raise RetryLater("the CA did not finish validating in time", error_type="timeout")
+
+    def finalize(self) -> None:
+        body = self._fetch_order()
+        if body.status == messages.STATUS_PENDING:
+            self.save(step=Step.AUTHORIZING)
+            return
+        if body.status == messages.STATUS_READY:
+            csr = x509.load_csr(self.order.csr_pem)
+            with acme.acme_errors_as_problems():
+                response = self.client._post(self.order.finalize_url, messages.CertificateRequest(csr=csr))
+            body = messages.Order.from_json(response.json())
+            self.save(status=body.status.name)
+            self.note("finalize", status=self.order.status)
+        for delay in _poll_delays(settings.CERTMGR_ACME_POLL_TIMEOUT):
+            if body.status == messages.STATUS_VALID and body.certificate:
+                break
+            if body.status == messages.STATUS_INVALID:
+                raise OrderFailed(self._order_error(body), error_type="orderInvalid", status=Status.INVALID)
+            with acme.acme_errors_as_problems():
+                response = self.client._post_as_get(self.order.order_url)
+            body = messages.Order.from_json(response.json())
+            delay.honour(response)
+            self.heartbeat()
+        else:
+            raise RetryLater("the CA did not issue the certificate in time", error_type="timeout")
+        self.save(status=Status.VALID, certificate_url=body.certificate)
+        self._download()
+
+    def _download(self) -> None:
+        with acme.acme_errors_as_problems():
+            response = self.client._post_as_get(self.order.certificate_url)
+            chains = [response.text]
+            alternates = self.client._get_links(response, "alternate")
+            if self.settings.preferred_chain and alternates:
+                chains += [self.client._post_as_get(url).text for url in alternates]
+        fullchain = choose_chain(chains, self.settings.preferred_chain)
+        from pki.services import store_external
+
+        with transaction.atomic():
+            locked = AcmeOrder.objects.select_for_update().get(pk=self.order.pk)
+            if locked.lease_owner != self.owner:
+                raise LeaseLost(f"order {self.order.pk} was taken over by another worker")
+            if locked.certificate_id is None:
+                certificate = store_external(
+                    organization_id=self.order.organization_id,
+                    ca=self.order.ca,
+                    fullchain_pem=fullchain,
+                    key_pem=self.order.private_key or None,
+                    subscriber_id=self.order.subscriber_id,
+                    renewal_of_id=self.order.renewal_of_id,
+                    actor=WORKER,
+                )
+                self.save(
+                    certificate=certificate,
+                    step=Step.DONE,
+                    finished_at=timezone.now(),
+                    error_type="",
+                    last_error="",
+                )
+                audit.record(
+                    WORKER,
+                    "acme.order.valid",
+                    self.order,
+                    certificate=certificate.pk,
+                    serial=certificate.serial,
+                )
+        self.progress(f"issued: certificate {self.order.certificate_id}")
+        if not cleanup_records(self.order):
+            self.note("cleanup_pending")
+
+
+def choose_chain(chains: list[str], preferred_issuer: str) -> str:
+    """The chain whose top certificate's issuer (or subject) CN is ``preferred_issuer``; else the default."""
+    if preferred_issuer:
+        wanted = preferred_issuer.strip().lower()
+        for pem in chains:
+            try:
+                certs = x509.load_pem_certificates(pem)
+            except x509.X509Error:
+                continue
+            top = certs[-1]
+            names = {
+                str(a.value).lower() for a in [*top.issuer, *top.subject] if a.oid == NameOID.COMMON_NAME
+            }
+            if wanted in names:
+                return pem
+    return chains[0]
+
+
+def _resolver() -> dns.resolver.Resolver:
+    """For CNAME delegation lookups: the configured servers (split horizon, tests) or the system's."""
+    servers = propagation.servers_from_environ()
+    if not servers:
+        return dns.resolver.Resolver()
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [ip for ip, _ in servers]
+    resolver.port = servers[0][1]
+    resolver.lifetime = 5.0
+    return resolver
+
+
+class _Delay:
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def honour(self, response) -> None:
+        """A Retry-After longer than our own pause wins."""
+        asked = acme.parse_retry_after(response.headers.get("Retry-After"))
+        if asked is not None:
+            self.seconds = max(self.seconds, min(asked, 60.0))
+
+
+def _poll_delays(timeout: float):
+    """Prompt polling: 50 ms doubling up to 1 s (or what the CA asks), until ``timeout`` seconds passed.
+
+    Yields a ``_Delay`` before each round; the pause happens after the round, when the caller continues.
+    """
+    end = time.monotonic() + timeout
+    pause = 0.05
+    while time.monotonic() < end:
+        delay = _Delay(pause)
+        yield delay
+        time.sleep(max(0.0, min(delay.seconds, end - time.monotonic())))
+        pause = min(1.0, pause * 2)
+
+
+def stalled_orders(now=None) -> list[int]:
+    return list(AcmeOrder.objects.stalled(now=now or timezone.now()).values_list("pk", flat=True)[:500])
+
+
+def deactivate_authorizations(order: AcmeOrder) -> None:
+    """Best effort on cancel: tell the CA the pending authorizations are abandoned (RFC 8555 §7.5.2)."""
+    pending = list(order.authorizations.filter(status="pending"))
+    account = order.account
+    if not pending or account is None or not order.order_url:
+        return
+    acme_settings = AcmeSettings.objects.filter(ca_id=order.ca_id).first()
+    try:
+        client = acme.client_for(
+            directory_url=account.directory_url,
+            account_key=acme.account_key_from_pem(account.private_key),
+            account_uri=account.account_url,
+            tls_ca_bundle=acme_settings.tls_ca_bundle if acme_settings else "",
+        )
+    except Exception as exc:  # the order is cancelled here whatever the CA says
+        log.warning("order %s: cannot reach the CA to deactivate authorizations: %s", order.pk, exc)
+        return
+    try:
+        for authz in pending:
+            try:
+                client._post(authz.url, messages.UpdateAuthorization(status=messages.STATUS_DEACTIVATED))
+                authz.status = "deactivated"
+                authz.save(update_fields=["status"])
+            except Exception as exc:
+                log.warning("order %s: authorization %s not deactivated: %s", order.pk, authz.url, exc)
+    finally:
+        client.net.close()

@@ -1,0 +1,291 @@
+"""State changes of ACME orders: start, direct issuance, retry, refresh, cancel, manual confirmation, revoke.
+
+The work itself happens in ``acmeca.flow`` on a django-q2 worker; these functions check the actor, change the
+rows with their audit event, and enqueue the worker once the transaction has committed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from acmeca.models import AcmeChallenge, AcmeOrder, AcmeSettings, ChallengeType
+from certmgr import audit
+from certmgr.actors import as_actor
+from certmgr.errors import Conflict, ServiceError
+from certmgr.permissions import Action
+from certmgr.services import require
+from pki import x509
+from pki.models import Certificate, CertificateAuthority, Subscriber
+
+Step = AcmeOrder.Step
+
+
+def enqueue(order_id: int) -> None:
+    """Hand the order to a worker once the surrounding transaction has committed."""
+
+    def send() -> None:
+        from django_q.tasks import async_task
+
+        async_task("acmeca.tasks.run_order", order_id, task_name=f"acme-order-{order_id}", group="acme")
+
+    transaction.on_commit(send)
+
+
+def identifiers_for(names: list[str], challenge_type: str) -> list[dict]:
+    """ACME identifiers for ``names`` (lower-cased, de-duplicated); refuses what the challenge can't prove."""
+    result, seen = [], set()
+    for raw in names:
+        name = str(raw).strip().lower().rstrip(".")
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        try:
+            ipaddress.ip_address(name)
+            kind = "ip"
+        except ValueError:
+            kind = "dns"
+        if "@" in name or (":" in name and kind != "ip") or "/" in name:
+            raise ValidationError(
+                {"sans": [f"{raw!r}: an ACME CA certifies DNS names and IP addresses only"]}
+            )
+        if kind == "ip" and challenge_type == ChallengeType.DNS_01:
+            raise ValidationError({"sans": [f"{raw}: IP addresses can only be proven with http-01"]})
+        if name.startswith("*.") and challenge_type == ChallengeType.HTTP_01:
+            raise ValidationError({"sans": [f"{raw}: wildcard names can only be proven with dns-01"]})
+        result.append({"type": kind, "value": name})
+    if not result:
+        raise ValidationError({"sans": ["Give at least one DNS name."]})
+    if len(result) > 100:
+        raise ValidationError({"sans": ["An ACME order takes at most 100 names."]})
+    return result
+
+
+def _acme_settings(ca: CertificateAuthority) -> AcmeSettings:
+    try:
+        acme_settings = AcmeSettings.objects.select_related("account").get(ca=ca)
+    except AcmeSettings.DoesNotExist:
+        raise ServiceError(f"CA {ca.name!r} has no ACME settings", field="ca") from None
+    account = acme_settings.account
+    if account is None or account.status != account.Status.VALID:
+        raise Conflict(f"CA {ca.name!r} has no active ACME account: edit the CA to register one", field="ca")
+    return acme_settings
+
+
+def _create(
+    *,
+    ca: CertificateAuthority,
+    names: list[str],
+    actor,
+    key=None,
+    csr_pem: str | None = None,
+    subscriber: Subscriber | None = None,
+    renewal_of: Certificate | None = None,
+) -> AcmeOrder:
+    acme_settings = _acme_settings(ca)
+    identifiers = identifiers_for(names, acme_settings.challenge_type)
+    if csr_pem:
+        try:
+            info = x509.csr_info(x509.load_csr(csr_pem))
+        except x509.X509Error as exc:
+            raise ValidationError({"csr": [str(exc)]}) from exc
+        asked = {n.lower() for n in [info.subject.common_name, *info.sans] if n}
+        if asked != {i["value"] for i in identifiers}:
+            raise ValidationError({"csr": ["The CSR must ask for exactly the names of the order."]})
+    order = AcmeOrder.objects.create(
+        organization_id=ca.organization_id,
+        ca=ca,
+        account=acme_settings.account,
+        subscriber=subscriber,
+        renewal_of=renewal_of,
+        identifiers=identifiers,
+        challenge_type=acme_settings.challenge_type,
+        csr_pem=csr_pem or "",
+        private_key=x509.private_key_to_pem(key) if key is not None else "",
+        requested_by=actor.label[:200],
+    )
+    audit.record(
+        actor,
+        "acme.order.create",
+        order,
+        ca=ca.pk,
+        subscriber=subscriber.pk if subscriber else None,
+        names=[i["value"] for i in identifiers],
+        renewal_of=renewal_of.pk if renewal_of else None,
+    )
+    enqueue(order.pk)
+    return order
+
+
+def start_order(
+    subscriber: Subscriber,
+    *,
+    actor: Any,
+    key=None,
+    csr_pem: str | None = None,
+    renewal_of: Certificate | None = None,
+) -> AcmeOrder:
+    """The ACME half of ``pki.services.issue``: called with the subscriber row locked and checked.
+
+    One order at a time per subscriber: while one is unfinished it is returned instead of a second.
+    """
+    actor = as_actor(actor)
+    running = AcmeOrder.objects.filter(subscriber=subscriber).unfinished().first()
+    if running is not None:
+        return running
+    names = [n for n in [subscriber.common_name, *subscriber.sans] if n]
+    order = _create(
+        ca=subscriber.ca,
+        names=names,
+        actor=actor,
+        key=key,
+        csr_pem=csr_pem,
+        subscriber=subscriber,
+        renewal_of=renewal_of,
+    )
+    subscriber.last_operation_status = Subscriber.OperationStatus.PENDING
+    subscriber.last_operation_message = f"ACME order {order.pk} started"
+    subscriber.last_operation_at = timezone.now()
+    subscriber.save(update_fields=["last_operation_status", "last_operation_message", "last_operation_at"])
+    return order
+
+
+def start_direct_order(
+    ca: CertificateAuthority,
+    names: list[str],
+    *,
+    actor: Any,
+    key_algorithm: str = "ec-p256",
+    csr_pem: str | None = None,
+) -> AcmeOrder:
+    """Order a certificate from an ACME CA by names alone (the CA must allow direct issuance)."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme.order.create", ca, names=[str(n)[:255] for n in names[:20]]):
+        require(actor, Action.MANAGE, ca.organization_id)
+        if ca.kind != CertificateAuthority.Kind.ACME:
+            raise ValidationError({"ca": ["Direct issuance by names is for ACME CAs."]})
+        if ca.status != CertificateAuthority.Status.ACTIVE:
+            raise ServiceError(f"CA {ca.name!r} is disabled and issues nothing", field="ca")
+        if not _acme_settings(ca).direct_issuance:
+            raise Conflict(f"direct issuance is off for CA {ca.name!r}: use a subscriber", field="ca")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValidationError({"names": ["Give a list of names."]})
+        try:
+            key = None if csr_pem else x509.generate_key(x509.KeyAlgorithm(key_algorithm))
+        except ValueError as exc:
+            raise ValidationError({"key_algorithm": [str(exc)]}) from exc
+        with transaction.atomic():
+            return _create(ca=ca, names=names, actor=actor, key=key, csr_pem=csr_pem)
+
+
+def _locked(order: AcmeOrder) -> AcmeOrder:
+    return AcmeOrder.objects.select_for_update().get(pk=order.pk)
+
+
+def retry_order(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
+    """Run an unfinished order now; a failed or cancelled one starts over as a new order."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme.order.retry", order):
+        require(actor, Action.MANAGE, order.organization_id)
+        with transaction.atomic():
+            order = _locked(order)
+            if order.step == Step.DONE:
+                raise Conflict("this order is done: it issued its certificate")
+            if not order.finished:
+                order.next_attempt_at = None
+                order.save(update_fields=["next_attempt_at"])
+                audit.record(actor, "acme.order.retry", order)
+                enqueue(order.pk)
+                return order
+        if order.subscriber is not None:
+            from pki.services import issue
+
+            renewal = order.renewal_of
+            if renewal is not None and Certificate.objects.filter(renewed_from=renewal).exists():
+                renewal = None
+            return issue(order.subscriber, actor=actor, renewal_of=renewal)
+        with transaction.atomic():
+            key = x509.generate_key(x509.KeyAlgorithm("ec-p256")) if order.private_key else None
+            return _create(
+                ca=order.ca,
+                names=order.names,
+                actor=actor,
+                key=key,
+                csr_pem=None if key is not None else order.csr_pem,
+            )
+
+
+def refresh_order(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
+    """Ask the CA for the order's state now (through the worker) unless a worker holds it."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme.order.refresh", order):
+        require(actor, Action.MANAGE, order.organization_id)
+        if order.finished:
+            raise Conflict(f"this order is {order.get_step_display().lower()}: nothing to refresh")
+        with transaction.atomic():
+            audit.record(actor, "acme.order.refresh", order)
+            enqueue(order.pk)
+    return order
+
+
+def cancel_order(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
+    """Stop the order: its challenge records are removed, its authorizations deactivated at the CA."""
+    from acmeca import flow
+
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme.order.cancel", order):
+        require(actor, Action.MANAGE, order.organization_id)
+        with transaction.atomic():
+            order = _locked(order)
+            if order.finished:
+                raise Conflict(f"this order is already {order.get_step_display().lower()}")
+            order.step = Step.CANCELLED
+            order.finished_at = order.updated_at = timezone.now()
+            order.last_error = f"cancelled by {actor.label}"[:4000]
+            order.save(update_fields=["step", "finished_at", "updated_at", "last_error"])
+            if order.subscriber_id:
+                Subscriber.objects.filter(pk=order.subscriber_id).update(
+                    last_operation_status=Subscriber.OperationStatus.NONE,
+                    last_operation_message=f"ACME order {order.pk} cancelled",
+                    last_operation_at=order.finished_at,
+                )
+            audit.record(actor, "acme.order.cancel", order)
+        flow.cleanup_records(order)
+        flow.deactivate_authorizations(order)
+    return order
+
+
+def confirm_manual_records(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
+    """An operator says the TXT records shown for a manual DNS order now exist: check them and go on."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme.order.confirm", order):
+        require(actor, Action.MANAGE, order.organization_id)
+        with transaction.atomic():
+            order = _locked(order)
+            if order.step != Step.WAITING_MANUAL:
+                raise Conflict("this order is not waiting for manual DNS records")
+            AcmeChallenge.objects.filter(order=order, confirmed_at__isnull=True).update(
+                confirmed_at=timezone.now()
+            )
+            order.step = Step.AUTHORIZING
+            order.save(update_fields=["step"])
+            audit.record(actor, "acme.order.confirm", order)
+            enqueue(order.pk)
+    return order
+
+
+def delete_order(order: AcmeOrder, *, actor: Any) -> None:
+    """Remove a finished order's record (its certificate stays in the inventory)."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme.order.delete", order):
+        require(actor, Action.MANAGE, order.organization_id)
+        if not order.finished or order.cleanup_pending:
+            raise Conflict("only a finished order with no challenge record left can be deleted")
+        with transaction.atomic():
+            target = ("acmeca.acmeorder", order.pk, str(order))
+            order.delete()
+            audit.record(actor, "acme.order.delete", target, organization=order.organization_id)
