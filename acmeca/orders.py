@@ -57,6 +57,11 @@ def identifiers_for(names: list[str], challenge_type: str) -> list[dict]:
             raise ValidationError({"sans": [f"{raw}: IP addresses can only be proven with http-01"]})
         if name.startswith("*.") and challenge_type == ChallengeType.HTTP_01:
             raise ValidationError({"sans": [f"{raw}: wildcard names can only be proven with dns-01"]})
+        if kind == "dns":
+            try:
+                x509.parse_sans([name])
+            except x509.X509Error as exc:
+                raise ValidationError({"sans": [str(exc)]}) from exc
         result.append({"type": kind, "value": name})
     if not result:
         raise ValidationError({"sans": ["Give at least one DNS name."]})

@@ -46,7 +46,7 @@ _ACCOUNT_FIELDS = {"vendor", "directory_url", "eab_kid", "eab_hmac_key", "tls_ca
 
 
 def _problem(exc: acme.AcmeProblem, field: str = "directory_url") -> ServiceError:
-    error = ServiceError(f"the ACME CA refused: {exc.detail or exc}", field=field)
+    error = ServiceError(str(exc), field=field)  # the client's messages are written for users
     error.status, error.code = 502, "acme_error"
     return error
 

@@ -337,10 +337,35 @@ class BindServer:
     workdir: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
     zones: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list, repr=False)
 
     @property
     def log(self) -> Path:
         return self.workdir / "named.log"
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """named down for the block (fault tests), then up again on the same port with its zones."""
+        assert self.proc is not None, "named is not running"
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.cmd, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+        for zone in [self.zone, *self.zones]:
+            self.wait_for_zone(zone)
 
     @property
     def conf(self) -> Path:
@@ -455,6 +480,7 @@ def bind(tmp_path_factory) -> Iterator[BindServer]:
         secret=match.group(1),
         zone="bind.test.",
         workdir=workdir,
+        cmd=cmd,
     )
     server.add_zone(server.zone)  # writes the config; named is not running yet
     checkconf = shutil.which("named-checkconf")
@@ -469,4 +495,7 @@ def bind(tmp_path_factory) -> Iterator[BindServer]:
     with running(cmd, log, workdir) as proc:
         server.proc = proc
         server.wait_for_zone(server.zone)
-        yield server
+        try:
+            yield server
+        finally:
+            server.stop()  # a fault test may have restarted it as another process

@@ -76,3 +76,102 @@ def test_http01_through_certmgrs_own_responder(tenant, pebble, powerdns, pdns_co
     import requests
 
     assert requests.get(http01_responder + ch.record_name, timeout=5).status_code == 404
+
+
+def test_external_account_binding(tenant, pebble_eab, powerdns, pdns_connection):
+    from acmeca.models import AcmeAccount
+    from certmgr.errors import ServiceError
+
+    with pytest.raises(ServiceError) as refused:
+        make_acme_ca(tenant, pebble_eab, name="EAB missing", connection=pdns_connection)
+    assert refused.value.field == "eab_kid" and "external account binding" in refused.value.message
+    with pytest.raises(ServiceError) as wrong:
+        make_acme_ca(
+            tenant,
+            pebble_eab,
+            name="EAB wrong",
+            connection=pdns_connection,
+            eab_kid=pebble_eab.eab_kid,
+            eab_hmac_key="d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmc",
+        )
+    assert wrong.value.field == "eab_kid"
+    assert not AcmeAccount.objects.exists()
+    ca = make_acme_ca(
+        tenant,
+        pebble_eab,
+        name="EAB",
+        connection=pdns_connection,
+        eab_kid=pebble_eab.eab_kid,
+        eab_hmac_key=pebble_eab.eab_hmac_key,
+    )
+    assert ca.acme.account.eab_kid == pebble_eab.eab_kid
+    name = unique_name(powerdns.zone, "eab")
+    order = issue_and_run(acme_subscriber(tenant, ca, [name]), tenant.operator.user)
+    assert_issued(order, pebble_eab, [name])
+
+
+def test_manual_dns_waits_for_the_operator(tenant, pebble, powerdns, acme_env):
+    from acmeca import orders
+    from dnsproviders import services as dns_services
+
+    manual = dns_services.create_connection(
+        tenant.organization, name="by hand", kind="manual", credentials={}, actor=tenant.admin.user
+    )
+    ca = make_acme_ca(tenant, pebble, name="Pebble manual", connection=manual)
+    name = unique_name(powerdns.zone, "manual")
+    order = issue_and_run(acme_subscriber(tenant, ca, [name]), tenant.operator.user)
+    assert order.step == AcmeOrder.Step.WAITING_MANUAL
+    (ch,) = order.challenges.all()
+    assert ch.status == AcmeChallenge.Status.READY
+    assert ch.record_value in ch.provider_ref["extra"]["instructions"]
+    powerdns.set_txt(ch.record_name, [ch.record_value])  # the operator creates the record
+    try:
+        orders.confirm_manual_records(order, actor=tenant.operator.user)
+        order.refresh_from_db()
+        assert_issued(order, pebble, [name])
+    finally:
+        powerdns.set_txt(ch.record_name, [])
+
+
+def test_cancel_removes_records_and_stops_the_order(tenant, pebble, powerdns, acme_env):
+    from acmeca import orders
+    from dnsproviders import services as dns_services
+
+    manual = dns_services.create_connection(
+        tenant.organization, name="by hand", kind="manual", credentials={}, actor=tenant.admin.user
+    )
+    ca = make_acme_ca(tenant, pebble, name="Pebble manual", connection=manual)
+    sub = acme_subscriber(tenant, ca, [unique_name(powerdns.zone, "cancel")])
+    order = issue_and_run(sub, tenant.operator.user)
+    assert order.step == AcmeOrder.Step.WAITING_MANUAL
+    # one order at a time per subscriber: a second trigger joins the running one
+    assert pki_services.issue(sub, actor=tenant.operator.user).pk == order.pk
+    orders.cancel_order(order, actor=tenant.operator.user)
+    order.refresh_from_db()
+    assert order.step == AcmeOrder.Step.CANCELLED
+    assert order.authorizations.get().status == "deactivated"  # told the CA too
+    assert not order.challenges.filter(record_present=True).exists()
+    # a cancelled order can be retried: that is a new order
+    again = orders.retry_order(order, actor=tenant.operator.user)
+    again.refresh_from_db()
+    assert again.pk != order.pk and again.step == AcmeOrder.Step.WAITING_MANUAL
+
+
+def test_direct_issuance_and_revocation_through_the_ca(tenant, pebble, powerdns, pebble_ca):
+    from acmeca import orders
+    from acmeca.services import update_acme_ca
+    from certmgr.errors import Conflict
+
+    name = unique_name(powerdns.zone, "direct")
+    with pytest.raises(Conflict):
+        orders.start_direct_order(pebble_ca, [name], actor=tenant.operator.user)
+    update_acme_ca(pebble_ca, actor=tenant.admin.user, direct_issuance=True)
+    order = orders.start_direct_order(pebble_ca, [name], actor=tenant.operator.user)
+    order.refresh_from_db()
+    cert = assert_issued(order, pebble, [name])
+    assert cert.subscriber is None
+    pki_services.revoke(cert, reason="key_compromise", actor=tenant.operator.user)
+    cert.refresh_from_db()
+    assert cert.status == Certificate.Status.REVOKED and cert.revocation_reason == "key_compromise"
+    status = pebble.management(f"/cert-status-by-serial/{cert.serial}")
+    assert "Revoked" in status or "revoked" in status, status
