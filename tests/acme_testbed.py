@@ -339,6 +339,7 @@ def _start_pebble(workdir: Path, dns_server: str, *, eab_required: bool) -> Iter
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
     env["PEBBLE_VA_NOSLEEP"] = "1"  # nonce rejection (PEBBLE_WFE_NONCEREJECT) stays at its default, 5%
+    env["PEBBLE_ALTERNATE_ROOTS"] = "1"  # a second chain behind Link rel="alternate" (preferred chain)
     cmd = [binary, "-config", str(config_path), "-dnsserver", dns_server]
     with _running_env(cmd, server.log, workdir, env) as proc:
         server.proc = proc

@@ -175,3 +175,30 @@ def test_direct_issuance_and_revocation_through_the_ca(tenant, pebble, powerdns,
     assert cert.status == Certificate.Status.REVOKED and cert.revocation_reason == "key_compromise"
     status = pebble.management(f"/cert-status-by-serial/{cert.serial}")
     assert "Revoked" in status or "revoked" in status, status
+
+
+def test_preferred_chain_is_chosen_among_the_alternates(tenant, pebble, powerdns, pdns_connection):
+    from cryptography import x509 as cx509
+    from cryptography.x509.oid import NameOID
+
+    def root_cn(index: int) -> str:
+        root = cx509.load_pem_x509_certificate(pebble.management(f"/roots/{index}").encode())
+        return root.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+    def top_issuer_cn(cert: Certificate) -> str:
+        top = cx509.load_pem_x509_certificates(cert.chain_pem.encode())[-1]
+        return top.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+
+    default = make_acme_ca(tenant, pebble, name="default chain", connection=pdns_connection)
+    name = unique_name(powerdns.zone, "chain")
+    cert = assert_issued(
+        issue_and_run(acme_subscriber(tenant, default, [name]), tenant.operator.user), pebble, [name]
+    )
+    assert top_issuer_cn(cert) == root_cn(0)
+    preferred = make_acme_ca(
+        tenant, pebble, name="alternate chain", connection=pdns_connection, preferred_chain=root_cn(1)
+    )
+    name = unique_name(powerdns.zone, "chain")
+    order = issue_and_run(acme_subscriber(tenant, preferred, [name]), tenant.operator.user)
+    assert order.step == AcmeOrder.Step.DONE, order.last_error
+    assert top_issuer_cn(order.certificate) == root_cn(1)
