@@ -14,7 +14,6 @@ permanent ones fail the order with the CA's own message.
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from certmgr.errors import OutboundRefused
 from dnsproviders import propagation
 from dnsproviders.models import AppConnection
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, provider_for
-from pki import x509
+from pki import renewal, x509
 
 log = logging.getLogger(__name__)
 WORKER = Actor.system("acme-worker")
@@ -119,10 +118,10 @@ def _provider(connection_id: int | None) -> DnsProvider:
 
 
 def backoff_seconds(attempt: int) -> float:
-    """Exponential backoff with full jitter on the upper half, capped (settings)."""
-    base, cap = settings.CERTMGR_ACME_RETRY_BASE_SECONDS, settings.CERTMGR_ACME_RETRY_MAX_SECONDS
-    delay = min(cap, base * 2 ** max(0, attempt - 1))
-    return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 (jitter, not a secret)
+    """Exponential backoff with jitter for transient failures inside one order (settings)."""
+    return renewal.retry_delay(
+        attempt, base=settings.CERTMGR_ACME_RETRY_BASE_SECONDS, cap=settings.CERTMGR_ACME_RETRY_MAX_SECONDS
+    )
 
 
 # --- the runner ----------------------------------------------------------------------------------
@@ -208,7 +207,7 @@ class _Runner:
     def retry_later(self, message: str, error_type: str, delay: float | None) -> None:
         attempts = self.order.attempts + 1
         if attempts >= settings.CERTMGR_ACME_MAX_ATTEMPTS:
-            return self.fail(f"{message} (gave up after {attempts} attempts)", error_type)
+            return self.fail(f"{message} (gave up after {attempts} attempts)", error_type, retry_after=delay)
         wait = max(delay or 0.0, backoff_seconds(attempts))
         self.save(
             attempts=attempts,
@@ -218,11 +217,11 @@ class _Runner:
         )
         self.note("retry", attempt=attempts, error=message[:500], wait_seconds=round(wait, 1))
 
-    def fail(self, message: str, error_type: str, status: str = "") -> None:
+    def fail(self, message: str, error_type: str, status: str = "", retry_after: float | None = None) -> None:
         cancelled = status == Step.CANCELLED
         if not cleanup_records(self.order):
             message += " (some challenge records could not be removed yet: the janitor retries)"
-        from pki.models import Subscriber
+        from pki.services import note_issue_failure
 
         with transaction.atomic():
             now = timezone.now()
@@ -235,10 +234,11 @@ class _Runner:
                 next_attempt_at=None,
             )
             if self.order.subscriber_id and not cancelled:
-                Subscriber.objects.filter(pk=self.order.subscriber_id).update(
-                    last_operation_status=Subscriber.OperationStatus.FAILED,
-                    last_operation_message=f"ACME order {self.order.pk} failed: {message}"[:2000],
-                    last_operation_at=now,
+                note_issue_failure(
+                    self.order.subscriber_id,
+                    error_type or "acme",
+                    f"ACME order {self.order.pk} failed: {message}",
+                    retry_after=retry_after,
                 )
             audit.record(
                 WORKER,
@@ -272,8 +272,14 @@ class _Runner:
             subject = x509.Subject(common_name=dns_names[0] if dns_names else None)
             csr = x509.build_csr(key, subject, names)
             self.save(csr_pem=x509.to_pem(csr))
-        with acme.acme_errors_as_problems():
-            orderr = self.client.new_order(order.csr_pem.encode(), profile=self.settings.profile or None)
+        replaces = self._replaces()
+        try:
+            orderr = self._submit(replaces)
+        except acme.AcmeProblem as exc:
+            if not replaces or exc.kind != "alreadyReplaced":
+                raise
+            replaces = ""  # another order already replaced it (RFC 9773 §5): order without the link
+            orderr = self._submit(replaces)
         with transaction.atomic():
             self.save(
                 order_url=orderr.uri or "",
@@ -283,7 +289,40 @@ class _Runner:
             )
             for authzr in orderr.authorizations:
                 self._store_authorization(authzr)
-        self.note("submitted", order_url=order.order_url, status=order.status)
+        self.note("submitted", order_url=order.order_url, status=order.status, replaces=replaces or None)
+
+    def _replaces(self) -> str:
+        """The ARI id of the certificate this order renews, when the same CA speaks ARI (RFC 9773 §5)."""
+        old = self.order.renewal_of
+        from acmeca.ari import cert_id, has_ari
+
+        if old is None or old.ca_id != self.order.ca_id or not has_ari(self.client.directory):
+            return ""
+
+        return cert_id(old.certificate_pem)
+
+    def _submit(self, replaces: str) -> messages.OrderResource:
+        """newOrder with the stored identifiers (+ profile, + replaces), then its authorizations."""
+        identifiers = [
+            messages.Identifier(
+                typ=messages.IDENTIFIER_IP if i["type"] == "ip" else messages.IDENTIFIER_FQDN,
+                value=i["value"],
+            )
+            for i in self.order.identifiers
+        ]
+        request = _NewOrder(
+            identifiers=identifiers, profile=self.settings.profile or None, replaces=replaces or None
+        )
+        with acme.acme_errors_as_problems():
+            response = self.client._post(self.client.directory["newOrder"], request)
+            body = messages.Order.from_json(response.json())
+            authorizations = [
+                self.client._authzr_from_response(self.client._post_as_get(url), uri=url)
+                for url in body.authorizations
+            ]
+        return messages.OrderResource(
+            body=body, uri=response.headers.get("Location"), authorizations=authorizations
+        )
 
     def _store_authorization(self, authzr: messages.AuthorizationResource) -> None:
         body = authzr.body
@@ -550,6 +589,12 @@ class _Runner:
         self.progress(f"issued: certificate {self.order.certificate_id}")
         if not cleanup_records(self.order):
             self.note("cleanup_pending")
+
+
+class _NewOrder(messages.NewOrder):
+    """newOrder with RFC 9773's ``replaces`` (the acme library has no field for it)."""
+
+    replaces: str | None = jose.field("replaces", omitempty=True)
 
 
 def choose_chain(chains: list[str], preferred_issuer: str) -> str:

@@ -46,8 +46,10 @@ _ACCOUNT_FIELDS = {"vendor", "directory_url", "eab_kid", "eab_hmac_key", "tls_ca
 
 
 def _problem(exc: acme.AcmeProblem, field: str = "directory_url") -> ServiceError:
+    """The CA's refusal as the user's error: a permanent one (not a directory, 4xx, TLS trust, EAB) is input
+    to fix (400 on ``field``); an unreachable or failing server (transient) is upstream trouble (502)."""
     error = ServiceError(str(exc), field=field)  # the client's messages are written for users
-    error.status, error.code = 502, "acme_error"
+    error.status, error.code = (502, "upstream_error") if exc.transient else (400, "acme_error")
     return error
 
 

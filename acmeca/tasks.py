@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.utils import timezone
 
 from acmeca import flow
 from acmeca.models import AcmeOrder
+from certmgr.jobs import JobReport, run_job
 
 
 def run_order(order_id: int) -> str:
@@ -14,15 +17,23 @@ def run_order(order_id: int) -> str:
 
 
 def janitor() -> dict:
+    """Scheduled every CERTMGR_JANITOR_MINUTES; each run is a JobRun."""
+    return run_job("janitor", janitor_now).counts
+
+
+def janitor_now(report: JobReport, progress: Callable[[str], None] | None = None) -> None:
     """Resume orders whose worker died or whose retry time came; remove challenge records left behind."""
     from django_q.tasks import async_task
 
-    resumed = 0
+    say = progress or (lambda message: None)
     for order_id in flow.stalled_orders(timezone.now()):
         # A second run of one order is harmless: the lease lets only one worker drive it.
         async_task("acmeca.tasks.run_order", order_id, task_name=f"acme-order-{order_id}", group="acme")
-        resumed += 1
-    cleaned = 0
+        report.add("resumed")
+        say(f"resumed: order {order_id}")
     for order in AcmeOrder.objects.filter(cleanup_pending=True)[:200]:
-        cleaned += flow.cleanup_records(order)
-    return {"resumed": resumed, "cleaned": cleaned}
+        if flow.cleanup_records(order):
+            report.add("cleaned")
+            say(f"cleaned: order {order.pk}")
+        else:
+            report.error(f"order {order.pk}: challenge records still cannot be removed")

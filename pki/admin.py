@@ -37,6 +37,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from acmeca.models import AcmeOrder
 from certmgr import errors
 from certmgr.actors import as_actor
 from certmgr.admin_base import IdFilter, OrganizationFilter, TenantAdmin, apply_service_errors
@@ -464,7 +465,8 @@ class CertificateAuthorityAdmin(PkiAdmin):
     list_select_related = ["organization"]
     actions = ["disable_cas", "enable_cas", "refresh_crls"]
     change_form_template = "admin/pki/certificateauthority/change_form.html"
-    change_list_template = "admin/pki/certificateauthority/change_list.html"
+    # The CA list's own template plus an "Add ACME CA" button (acmeca.admin has the ACME screens).
+    change_list_template = "admin/pki/certificateauthority/change_list_acme.html"
 
     detail_fields = [
         "name",
@@ -500,6 +502,10 @@ class CertificateAuthorityAdmin(PkiAdmin):
         return False  # a CA's certificate and key do not change; disable / enable / delete are actions
 
     def get_fieldsets(self, request, obj=None):
+        if obj is not None and obj.kind == CertificateAuthority.Kind.ACME:
+            from acmeca import admin as acme_admin
+
+            return acme_admin.acme_ca_fieldsets()
         if obj is None:
             return [
                 (None, {"fields": ["organization", "name", "kind", "parent"]}),
@@ -540,7 +546,38 @@ class CertificateAuthorityAdmin(PkiAdmin):
         ]
 
     def get_readonly_fields(self, request, obj=None):
-        return self.detail_fields if obj is not None else []
+        if obj is None:
+            return []
+        return [*self.detail_fields, "acme_settings_display", "acme_account_display"]
+
+    # --- ACME CAs: settings and account instead of certificate fields (acmeca.admin renders them) ------
+    @admin.display(description="Settings")
+    def acme_settings_display(self, obj):
+        from acmeca import admin as acme_admin
+
+        return acme_admin.settings_display(obj)
+
+    @admin.display(description="Account")
+    def acme_account_display(self, obj):
+        from acmeca import admin as acme_admin
+
+        return acme_admin.account_display(obj)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        response = super().render_change_form(request, context, add, change, form_url, obj)
+        if obj is not None and obj.kind == CertificateAuthority.Kind.ACME:
+            response.template_name = "admin/pki/certificateauthority/change_form_acme.html"
+        return response
+
+    def acme_add_view(self, request):
+        from acmeca import admin as acme_admin
+
+        return acme_admin.acme_ca_add_view(self, request)
+
+    def acme_edit_view(self, request, pk):
+        from acmeca import admin as acme_admin
+
+        return acme_admin.acme_ca_edit_view(self, request, pk)
 
     # --- columns and details -----------------------------------------------------------------------
     @admin.display(description="Status", ordering="status")
@@ -680,6 +717,8 @@ class CertificateAuthorityAdmin(PkiAdmin):
         view = self.admin_site.admin_view
         return [
             path("import/", view(self.import_view), name="pki_certificateauthority_import"),
+            path("acme/add/", view(self.acme_add_view), name="pki_certificateauthority_acme_add"),
+            path("<int:pk>/acme/", view(self.acme_edit_view), name="pki_certificateauthority_acme_edit"),
             path(
                 "<int:pk>/status/<str:status>/",
                 view(self.status_view),
@@ -980,9 +1019,11 @@ class SubscriberAdmin(PkiAdmin):
         services.delete_object(obj, actor=request)
 
     # --- issuance -----------------------------------------------------------------------------------
-    def _issue(self, request, subscriber, **kwargs) -> Certificate | None:
+    def _issue(self, request, subscriber, **kwargs) -> Certificate | AcmeOrder | None:
         certificate = self._call(request, services.issue, subscriber, **kwargs)
-        if certificate is not None:
+        if isinstance(certificate, AcmeOrder):
+            self._acme_order_started(request, subscriber, certificate)
+        elif certificate is not None:
             self.message_user(
                 request,
                 format_html(
@@ -994,6 +1035,12 @@ class SubscriberAdmin(PkiAdmin):
                 messages.SUCCESS,
             )
         return certificate
+
+    def _acme_order_started(self, request, subscriber, order: AcmeOrder) -> None:
+        acme_order_started(self, request, subscriber.name, order)
+
+    def _issued_redirect(self, result: Certificate | AcmeOrder) -> HttpResponseRedirect:
+        return issued_redirect(result)
 
     @admin.action(description="Issue a certificate now", permissions=["manage"])
     def issue_now(self, request, queryset):
@@ -1022,7 +1069,7 @@ class SubscriberAdmin(PkiAdmin):
         self._require_manage(request, subscriber)
         certificate = self._issue(request, subscriber)
         if certificate is not None:
-            return HttpResponseRedirect(reverse("admin:pki_certificate_change", args=[certificate.pk]))
+            return self._issued_redirect(certificate)
         return HttpResponseRedirect(self._change_url(subscriber))
 
     def issue_csr_view(self, request, pk):
@@ -1038,12 +1085,15 @@ class SubscriberAdmin(PkiAdmin):
                 apply_service_errors(form, exc)
                 self.message_user(request, f"Not issued: {_error_text(exc)}", messages.ERROR)
             else:
-                self.message_user(
-                    request,
-                    f"Issued certificate {certificate.serial} from the CSR (no private key is stored).",
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(reverse("admin:pki_certificate_change", args=[certificate.pk]))
+                if isinstance(certificate, AcmeOrder):
+                    self._acme_order_started(request, subscriber, certificate)
+                else:
+                    self.message_user(
+                        request,
+                        f"Issued certificate {certificate.serial} from the CSR (no private key is stored).",
+                        messages.SUCCESS,
+                    )
+                return self._issued_redirect(certificate)
         return self.form_page(
             request,
             title="Issue from a CSR",
@@ -1334,7 +1384,8 @@ class CertificateAdmin(PkiAdmin):
         return format_html('<ol class="pki-list">{}</ol>{}', summary, _pem_block(obj.chain_pem))
 
     def change_form_extra(self, request, obj):
-        revocable = obj.status != Certificate.Status.REVOKED and obj.ca_id is not None and obj.ca.is_internal
+        # Internal CAs revoke here; ACME CAs are asked first (pki.services.revoke).
+        revocable = obj.status != Certificate.Status.REVOKED and obj.ca_id is not None
         return {
             **super().change_form_extra(request, obj),
             "can_export_key": self.can_export_key(request, obj),
@@ -1394,7 +1445,7 @@ class CertificateAdmin(PkiAdmin):
         for cert in certificates:
             self._renew(request, cert)
 
-    def _renew(self, request, cert) -> Certificate | None:
+    def _renew(self, request, cert) -> Certificate | AcmeOrder | None:
         label = cert.common_name or cert.serial
         if cert.subscriber_id is None:
             self.message_user(
@@ -1420,7 +1471,9 @@ class CertificateAdmin(PkiAdmin):
         except PermissionDenied as exc:
             self.message_user(request, f"{label}: {exc}", messages.ERROR)
             return None
-        if new is not None:
+        if isinstance(new, AcmeOrder):
+            acme_order_started(self, request, label, new)
+        elif new is not None:
             self.message_user(
                 request,
                 format_html("{}: renewed as {}.", label, _admin_link(new, new.serial)),
@@ -1558,7 +1611,7 @@ class CertificateAdmin(PkiAdmin):
         cert = self._object(request, pk)
         self._require_manage(request, cert)
         new = self._renew(request, cert)
-        return HttpResponseRedirect(self._change_url(new or cert))
+        return issued_redirect(new) if new is not None else HttpResponseRedirect(self._change_url(cert))
 
     def import_view(self, request):
         if not self.has_manage_permission(request):
@@ -1746,13 +1799,39 @@ class CertificateRequestAdmin(PkiAdmin):
                 apply_service_errors(form, exc)
                 self.message_user(request, f"Not issued: {_error_text(exc)}", messages.ERROR)
             else:
-                self.message_user(
-                    request, f"Issued certificate {certificate.serial} from CSR {csr.name}.", messages.SUCCESS
-                )
-                return HttpResponseRedirect(reverse("admin:pki_certificate_change", args=[certificate.pk]))
+                if isinstance(certificate, AcmeOrder):
+                    acme_order_started(self, request, f"CSR {csr.name}", certificate)
+                else:
+                    self.message_user(
+                        request,
+                        f"Issued certificate {certificate.serial} from CSR {csr.name}.",
+                        messages.SUCCESS,
+                    )
+                return issued_redirect(certificate)
         return self.form_page(
             request, title="Issue from this CSR", form=form, obj=csr, submit="Issue certificate"
         )
+
+
+def acme_order_started(model_admin, request, label: str, order: AcmeOrder) -> None:
+    """An ACME CA answers later: say which order runs (the worker may already have finished it)."""
+    from acmeca import admin as acme_admin
+
+    order.refresh_from_db(fields=["step"])
+    model_admin.message_user(
+        request,
+        format_html(
+            "{}: {} started (step: {}).", label, acme_admin.order_link(order), order.get_step_display()
+        ),
+        messages.SUCCESS,
+    )
+
+
+def issued_redirect(result: Certificate | AcmeOrder) -> HttpResponseRedirect:
+    """To the certificate issued, or to the ACME order that will issue it."""
+    if isinstance(result, AcmeOrder):
+        return HttpResponseRedirect(reverse("admin:acmeca_acmeorder_change", args=[result.pk]))
+    return HttpResponseRedirect(reverse("admin:pki_certificate_change", args=[result.pk]))
 
 
 # --- CRLs ----------------------------------------------------------------------------------------------

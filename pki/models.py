@@ -156,6 +156,14 @@ class Subscriber(models.Model):
     extended_key_usages = models.JSONField(default=list, blank=True)
     auto_renew = models.BooleanField(default=True)
     renew_before_days = models.PositiveIntegerField(null=True, blank=True)
+    reuse_key = models.BooleanField(
+        default=False, help_text="renewals keep the current key (default: a new one)"
+    )
+    # Failed renewals: how many in a row, why (category: the CA's error type, "policy", "dns", ...), and when
+    # the next attempt is due (exponential backoff; an operator can retry now).
+    renewal_failures = models.PositiveIntegerField(default=0, editable=False)
+    last_error_category = models.CharField(max_length=100, blank=True, editable=False)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_operation_status = models.CharField(max_length=10, choices=OperationStatus.choices, blank=True)
     last_operation_message = models.TextField(blank=True)
     last_operation_at = models.DateTimeField(null=True, blank=True)
@@ -217,6 +225,10 @@ class Certificate(models.Model):
     renewed_from = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="renewed_by"
     )
+    # When the renewal sweep renews it (pki.renewal); ARI: when to ask the CA's renewalInfo again.
+    next_renewal_at = models.DateTimeField(null=True, blank=True)
+    ari_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    ari_next_check_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = CertificateQuerySet.as_manager()
@@ -237,6 +249,12 @@ class Certificate(models.Model):
             models.Index(fields=["fingerprint_sha1"], name="cert_fp1"),
             models.Index(fields=["subscriber", "-not_after"], name="cert_subscriber_not_after"),
             models.Index(fields=["organization", "key_algorithm"], name="cert_org_key_alg"),
+            # The renewal sweep: active certificates by renewal time (a small slice of a million rows).
+            models.Index(
+                fields=["next_renewal_at"],
+                name="cert_renewal_due",
+                condition=models.Q(status="active", next_renewal_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -28,7 +28,7 @@ from certmgr.models import AuditEvent, Organization
 from certmgr.permissions import Action
 from certmgr.services import require
 from pki import policy as policy_rules
-from pki import x509
+from pki import renewal, x509
 from pki.models import (
     Certificate,
     CertificateAuthority,
@@ -403,14 +403,49 @@ def issue(
             with transaction.atomic():
                 return _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of)
     except (ServiceError, ValidationError) as exc:
-        if not isinstance(exc, PermissionDenied):
+        # A permission refusal or a conflict (already renewed) says nothing about the subscriber's health.
+        if not isinstance(exc, PermissionDenied | Conflict):
             message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-            Subscriber.objects.filter(pk=subscriber.pk).update(
-                last_operation_status=Subscriber.OperationStatus.FAILED,
-                last_operation_message=f"{action} refused: {message}"[:2000],
-                last_operation_at=timezone.now(),
-            )
+            category = "invalid" if isinstance(exc, ValidationError) else exc.code
+            note_issue_failure(subscriber.pk, category, f"{action} refused: {message}")
         raise
+
+
+def note_issue_failure(
+    subscriber_id: int, category: str, message: str, *, retry_after: float | None = None
+) -> None:
+    """Show a failed issuance or renewal on the subscriber and push its next automatic attempt out
+    (exponential backoff with jitter; never before the CA's Retry-After)."""
+    now = timezone.now()
+    failures = (
+        Subscriber.objects.filter(pk=subscriber_id).values_list("renewal_failures", flat=True).first() or 0
+    ) + 1
+    delay = renewal.retry_delay(
+        failures,
+        base=settings.CERTMGR_RENEWAL_RETRY_BASE_SECONDS,
+        cap=settings.CERTMGR_RENEWAL_RETRY_MAX_SECONDS,
+    )
+    delay = max(delay, retry_after or 0.0)
+    Subscriber.objects.filter(pk=subscriber_id).update(
+        last_operation_status=Subscriber.OperationStatus.FAILED,
+        last_operation_message=message[:2000],
+        last_operation_at=now,
+        renewal_failures=failures,
+        last_error_category=category[:100],
+        next_attempt_at=now + timedelta(seconds=delay),
+    )
+
+
+def _note_issued(certificate: Certificate) -> None:
+    """A new certificate of a subscriber: its earlier ones are no longer renewed, its failures are over."""
+    if certificate.subscriber_id is None:
+        return
+    Certificate.objects.filter(
+        subscriber_id=certificate.subscriber_id, next_renewal_at__isnull=False
+    ).exclude(pk=certificate.pk).update(next_renewal_at=None)
+    Subscriber.objects.filter(pk=certificate.subscriber_id).update(
+        renewal_failures=0, last_error_category="", next_attempt_at=None
+    )
 
 
 def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -> Certificate | AcmeOrder:
@@ -429,7 +464,12 @@ def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -
             raise CaUnavailable(f"CA {ca.name!r} is disabled and issues nothing", field="ca")
     if renewal_of is not None:
         _check_renewable(renewal_of, sub)
-    key, public_key, key_algorithm = _subject_key(sub, csr_pem, csr_key_pem)
+    if renewal_of is not None and sub.reuse_key and not csr_pem and renewal_of.private_key:
+        key = x509.load_private_key(renewal_of.private_key)  # the subscriber keeps its key across renewals
+        key_algorithm = x509.key_algorithm_of(key)
+        public_key = key.public_key()
+    else:
+        key, public_key, key_algorithm = _subject_key(sub, csr_pem, csr_key_pem)
     if sub.policy is not None:
         try:
             policy_rules.check(policy_of(sub.policy), _policy_request(sub, str(key_algorithm)))
@@ -577,6 +617,7 @@ def _store_certificate(
         renewed_from=renewed_from,
     )
     certificate.save(force_insert=True)
+    _note_issued(certificate)
     return certificate
 
 
@@ -614,6 +655,11 @@ def _certificate_row(
         not_before=summary.not_before,
         not_after=summary.not_after,
         renewed_from=renewed_from,
+        next_renewal_at=renewal.next_renewal_at(
+            summary.not_before, summary.not_after, renew_before_days=subscriber.renew_before_days
+        )
+        if subscriber is not None
+        else None,
     )
 
 
@@ -777,14 +823,29 @@ def _issue_batch_locked(batch: list[BatchRequest], actor, refusal: _Refusal) -> 
     Certificate.objects.bulk_create(rows)
 
     now = timezone.now()
+    newest: dict[int, int] = {}
     for certificate in rows:  # the last certificate of a subscriber names its last operation
         sub = certificate.subscriber
         sub.last_operation_status = Subscriber.OperationStatus.SUCCESS
         sub.last_operation_message = f"issued serial {certificate.serial}"
         sub.last_operation_at = now
+        sub.renewal_failures, sub.last_error_category, sub.next_attempt_at = 0, "", None
+        newest[sub.pk] = certificate.pk
     Subscriber.objects.bulk_update(
-        subscribers.values(), ["last_operation_status", "last_operation_message", "last_operation_at"]
+        subscribers.values(),
+        [
+            "last_operation_status",
+            "last_operation_message",
+            "last_operation_at",
+            "renewal_failures",
+            "last_error_category",
+            "next_attempt_at",
+        ],
     )
+    # Only each subscriber's newest certificate is renewed from now on (as _note_issued does for one).
+    Certificate.objects.filter(subscriber_id__in=newest, next_renewal_at__isnull=False).exclude(
+        pk__in=newest.values()
+    ).update(next_renewal_at=None)
 
     events: dict[tuple[int, str], list[tuple[Certificate, dict[str, Any]]]] = {}
     for certificate in rows:
@@ -932,6 +993,7 @@ SUBSCRIBER_FIELDS = (
     "extended_key_usages",
     "auto_renew",
     "renew_before_days",
+    "reuse_key",
 )
 
 

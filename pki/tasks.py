@@ -17,21 +17,28 @@ ACTOR = Actor.system("task pki.refresh_crls")
 def refresh_crls() -> dict[str, int]:
     """Rebuild every active internal CA's CRL whose nextUpdate is less than half a validity away.
 
-    Scheduled (migration pki/0002); a CRL is therefore never served near its nextUpdate, and the public view
-    rebuilds it on the spot if the schedule fell behind.
+    Scheduled (certmgr.schedules); a CRL is therefore never served near its nextUpdate, and the public view
+    rebuilds it on the spot if the schedule fell behind. Each run is a JobRun.
     """
+    from certmgr.jobs import run_job
+
+    return run_job("crl_refresh", refresh_crls_now).counts
+
+
+def refresh_crls_now(report, progress=None) -> None:
     horizon = timezone.now() + timedelta(hours=settings.CERTMGR_CRL_VALIDITY_HOURS / 2)
-    refreshed = failed = 0
     for ca in CertificateAuthority.objects.internal().active().exclude(certificate_pem=""):
         latest = ca.crls.order_by("-number").values_list("next_update", flat=True).first()
         if latest is not None and latest > horizon:
+            report.add("fresh")
             continue
         try:
-            services.refresh_crl(ca, actor=ACTOR)
-            refreshed += 1
-        except Exception:  # one broken CA must not stop the others; the failure is audited
-            failed += 1
-    return {"refreshed": refreshed, "failed": failed}
+            crl = services.refresh_crl(ca, actor=ACTOR)
+            report.add("refreshed")
+            if progress:
+                progress(f"refreshed: {ca.name} (CRL number {crl.number})")
+        except Exception as exc:  # one broken CA must not stop the others; the failure is audited
+            report.error(f"CA {ca.pk} ({ca.name}): {exc}")
 
 
 def mark_expired() -> dict[str, int]:
@@ -45,3 +52,11 @@ def mark_expired() -> dict[str, int]:
         status=Certificate.Status.ACTIVE, not_after__lte=timezone.now()
     ).update(status=Certificate.Status.EXPIRED)
     return {"expired": count}
+
+
+def run_renewals() -> dict:
+    """The renewal sweep (scheduled every CERTMGR_RENEWAL_SWEEP_MINUTES); each run is a JobRun."""
+    from certmgr.jobs import run_job
+    from pki import lifecycle
+
+    return run_job("renewals", lambda report: lifecycle.run_renewals(report)).counts

@@ -3,6 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from acmeca.api import views as acme_views
 from certmgr.api import views
 from dnsproviders.api.views import AppConnectionViewSet
 from pki.api import views as pki_views
@@ -18,6 +19,9 @@ router.register("policies", pki_views.PolicyViewSet, basename="policy")
 router.register("subscribers", pki_views.SubscriberViewSet, basename="subscriber")
 router.register("csrs", pki_views.CertificateRequestViewSet, basename="csr")
 router.register("certificates", pki_views.CertificateViewSet, basename="certificate")
+router.register("acme-accounts", acme_views.AcmeAccountViewSet, basename="acme-account")
+router.register("acme-orders", acme_views.AcmeOrderViewSet, basename="acme-order")
+router.register("acme-challenges", acme_views.AcmeChallengeViewSet, basename="acme-challenge")
 
 urlpatterns = [path("", include(router.urls))]
 # The seed API's paths, exactly as its scripts call them (no trailing slash).

@@ -7,10 +7,14 @@ from cryptography import x509 as cx509
 from django.db import models
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent, build_choice_description_list
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from acmeca.models import ACCOUNT_KEY_KINDS, AcmeAccount, AcmeSettings, ChallengeType
+from acmeca.vendors import Vendor
 from certmgr.api.mixins import OrganizationChoiceField
 from certmgr.permissions import Action
+from dnsproviders.models import AppConnection
 from pki import services, x509
 from pki.models import (
     KEY_ALGORITHMS,
@@ -120,6 +124,66 @@ class SubscriberSubjectSerializer(serializers.Serializer):
 
 
 # --- certificate authorities ------------------------------------------------------------------------------
+VENDOR_CHOICES = [(v.value, v.value) for v in Vendor]
+
+
+def vendor_field(**kwargs) -> EnumChoiceField:
+    return EnumChoiceField(VENDOR_CHOICES, enum_name="AcmeVendorEnum", **kwargs)
+
+
+def challenge_type_field(**kwargs) -> EnumChoiceField:
+    return EnumChoiceField(ChallengeType.choices, enum_name="AcmeChallengeTypeEnum", **kwargs)
+
+
+def account_key_kind_field(**kwargs) -> EnumChoiceField:
+    return EnumChoiceField(ACCOUNT_KEY_KINDS, enum_name="AcmeAccountKeyKindEnum", **kwargs)
+
+
+class AcmeAccountRefSerializer(serializers.ModelSerializer):
+    status = EnumChoiceField(AcmeAccount.Status.choices, enum_name="AcmeAccountStatusEnum", read_only=True)
+
+    class Meta:
+        model = AcmeAccount
+        fields = ["id", "account_url", "status"]
+        read_only_fields = fields
+
+
+class AcmeCaSettingsSerializer(serializers.ModelSerializer):
+    """An ACME CA's configuration as read back: the EAB HMAC key is never returned, only whether it is set."""
+
+    vendor = vendor_field(read_only=True)
+    challenge_type = challenge_type_field(read_only=True)
+    dns_connection = serializers.IntegerField(source="dns_connection_id", read_only=True, allow_null=True)
+    eab_hmac_key_set = serializers.SerializerMethodField()
+    account = AcmeAccountRefSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = AcmeSettings
+        fields = [
+            "vendor",
+            "directory_url",
+            "email",
+            "eab_kid",
+            "eab_hmac_key_set",
+            "dns_connection",
+            "hosted_zone_id",
+            "challenge_type",
+            "profile",
+            "preferred_chain",
+            "tls_ca_bundle",
+            "direct_issuance",
+            "propagation_timeout",
+            "propagation_interval",
+            "account",
+        ]
+        read_only_fields = fields
+
+    def get_eab_hmac_key_set(self, obj) -> bool:
+        # Lists annotate this (the key column stays deferred, nothing is decrypted); a lone row reads it.
+        known = self.context.get("eab_hmac_key_set")
+        return bool(obj.eab_hmac_key) if known is None else bool(known)
+
+
 class CertificateAuthoritySerializer(serializers.ModelSerializer):
     organization = serializers.IntegerField(source="organization_id", read_only=True)
     parent = serializers.IntegerField(source="parent_id", read_only=True, allow_null=True)
@@ -135,6 +199,7 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
         help_text="CRL distribution point of the certificates it issues."
     )
     aia_url = serializers.SerializerMethodField(help_text="AIA caIssuers URL of the certificates it issues.")
+    acme = serializers.SerializerMethodField(help_text="The configuration of an ACME CA; null otherwise.")
 
     class Meta:
         model = CertificateAuthority
@@ -157,6 +222,7 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
             "imported",
             "crl_url",
             "aia_url",
+            "acme",
             "created_at",
             "updated_at",
         ]
@@ -167,6 +233,17 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
 
     def get_aia_url(self, obj) -> str | None:
         return services.aia_url(obj) if obj.is_internal else None
+
+    @extend_schema_field(AcmeCaSettingsSerializer(allow_null=True))
+    def get_acme(self, obj) -> dict | None:
+        if obj.kind != CertificateAuthority.Kind.ACME:
+            return None
+        try:
+            row = obj.acme
+        except AcmeSettings.DoesNotExist:
+            return None
+        context = {"eab_hmac_key_set": getattr(obj, "acme_eab_hmac_key_set", None)}
+        return AcmeCaSettingsSerializer(row, context=context).data
 
 
 class CertificateAuthorityCreateSerializer(serializers.Serializer):
@@ -203,8 +280,71 @@ class CertificateAuthorityImportSerializer(serializers.Serializer):
     )
 
 
-class CertificateAuthorityUpdateSerializer(serializers.Serializer):
+class AcmeCaSettingsWriteSerializer(serializers.Serializer):
+    """An ACME CA's configuration as given on create and update. Shapes only: ``acmeca.services`` checks
+    the combinations (preset URL, EAB pairs, dns-01 needs a connection) and registers the account."""
+
+    vendor = vendor_field(help_text="A preset fills the directory URL; 'custom' needs directory_url.")
+    directory_url = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, help_text="Required for 'custom'."
+    )
+    email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
+    eab_kid = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="External account binding key id."
+    )
+    eab_hmac_key = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        help_text="External account binding HMAC key (base64url). Stored encrypted, never returned.",
+    )
+    dns_connection = TenantPrimaryKeyRelatedField(
+        AppConnection, required=False, allow_null=True, help_text="App connection writing dns-01 records."
+    )
+    hosted_zone_id = serializers.CharField(
+        max_length=255, required=False, allow_blank=True, help_text="Empty: found from the domain."
+    )
+    challenge_type = challenge_type_field(required=False)
+    profile = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    preferred_chain = serializers.CharField(
+        max_length=255,
+        required=False,
+        allow_blank=True,
+        help_text="Issuer CN of the chain to prefer.",
+    )
+    tls_ca_bundle = _pem_field(
+        required=False, allow_blank=True, help_text="PEM: the CA of the ACME server's HTTPS certificate."
+    )
+    direct_issuance = serializers.BooleanField(
+        required=False, help_text="Allow certificates by names alone (POST /cas/{id}/issue/)."
+    )
+    propagation_timeout = serializers.IntegerField(min_value=5, max_value=3600, required=False)
+    propagation_interval = serializers.FloatField(min_value=0.1, max_value=60, required=False)
+
+
+class AcmeCaSettingsCreateSerializer(AcmeCaSettingsWriteSerializer):
+    account_key_kind = account_key_kind_field(default="ec-p256", help_text="Kind of the account key.")
+
+
+class AcmeCertificateAuthorityCreateSerializer(serializers.Serializer):
+    """An external ACME CA: creating it registers the ACME account at the CA."""
+
+    organization = OrganizationChoiceField()
     name = serializers.CharField(max_length=100)
+    kind = EnumChoiceField([(CertificateAuthority.Kind.ACME, "External (ACME)")], enum_name="AcmeCaKindEnum")
+    acme = AcmeCaSettingsCreateSerializer()
+
+
+class CertificateAuthorityUpdateSerializer(serializers.Serializer):
+    """What changes after creation: the name (every CA) and the ACME configuration (ACME CAs, partial)."""
+
+    name = serializers.CharField(max_length=100, required=False)
+    acme = AcmeCaSettingsWriteSerializer(
+        required=False,
+        help_text="ACME CAs only: the settings to change; omitted ones (and an omitted eab_hmac_key) "
+        "keep their value. A new directory, EAB or TLS trust registers a new account.",
+    )
 
 
 class CrlSerializer(serializers.ModelSerializer):

@@ -11,12 +11,22 @@ from django.db.models import BooleanField, ExpressionWrapper, F, Q
 from django.http import HttpResponse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import filters, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
+from acmeca import orders as acme_orders
+from acmeca import services as acme_services
+from acmeca.api import serializers as acme_s
+from acmeca.api.views import accepted, acme_ca_errors, renamed_errors, valid_data
+from acmeca.models import AcmeOrder
 from certmgr.actors import as_actor
 from certmgr.api.mixins import TenantViewMixin, resolve_organization
 from certmgr.api.pagination import CursorPagination
@@ -56,6 +66,48 @@ CA_READ_FIELDS = (
     "created_at",
     "updated_at",
 )
+# The ACME configuration shown with an ACME CA (one join; the EAB HMAC key stays deferred).
+CA_ACME_READ_FIELDS = tuple(
+    f"acme__{field}"
+    for field in (
+        "id",
+        "ca_id",
+        "vendor",
+        "directory_url",
+        "email",
+        "eab_kid",
+        "dns_connection_id",
+        "hosted_zone_id",
+        "challenge_type",
+        "profile",
+        "preferred_chain",
+        "tls_ca_bundle",
+        "direct_issuance",
+        "propagation_timeout",
+        "propagation_interval",
+        "account_id",
+        "account__id",
+        "account__account_url",
+        "account__status",
+    )
+)
+CA_QUERYSET = (
+    CertificateAuthority.objects.select_related("acme__account")
+    .only(*CA_READ_FIELDS, *CA_ACME_READ_FIELDS)
+    .annotate(acme_eab_hmac_key_set=ExpressionWrapper(Q(acme__eab_hmac_key__gt=""), BooleanField()))
+)
+_ACCEPTED = OpenApiResponse(
+    acme_s.AcmeOrderAcceptedSerializer, description="ACME order queued: poll status_url."
+)
+CA_CREATE_REQUEST = PolymorphicProxySerializer(
+    component_name="CertificateAuthorityCreateByKind",
+    serializers={
+        CertificateAuthority.Kind.INTERNAL_ROOT.value: s.CertificateAuthorityCreateSerializer,
+        CertificateAuthority.Kind.INTERNAL_INTERMEDIATE.value: s.CertificateAuthorityCreateSerializer,
+        CertificateAuthority.Kind.ACME.value: s.AcmeCertificateAuthorityCreateSerializer,
+    },
+    resource_type_field_name="kind",
+)
 
 
 def _context_valid(serializer_class, request, **kwargs) -> dict:
@@ -73,17 +125,30 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
     """Certificate authorities. Internal CAs sign with a key generated here (or imported) and kept
     encrypted; no endpoint ever returns a CA's private key."""
 
-    base_queryset = CertificateAuthority.objects.only(*CA_READ_FIELDS)
+    base_queryset = CA_QUERYSET
     serializer_class = s.CertificateAuthoritySerializer
     filterset_class = CertificateAuthorityFilter
     search_fields = ["name", "subject_dn"]
     ordering_fields = ["id", "name", "created_at", "not_after"]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
+    def _read(self, ca: CertificateAuthority) -> dict:
+        """The CA as a list shows it (fresh: its ACME configuration may just have changed)."""
+        return s.CertificateAuthoritySerializer(CA_QUERYSET.get(pk=ca.pk)).data
+
     @extend_schema(
-        request=s.CertificateAuthorityCreateSerializer, responses={201: s.CertificateAuthoritySerializer}
+        request=CA_CREATE_REQUEST,
+        responses={
+            201: s.CertificateAuthoritySerializer,
+            502: OpenApiResponse(description="ACME: the CA's directory could not be reached."),
+        },
     )
     def create(self, request):
+        """An internal root or intermediate (key made here), or an external ACME CA (``kind`` "acme"):
+        then the ACME account is registered at the CA before anything is stored."""
+        kind = request.data.get("kind") if hasattr(request.data, "get") else None
+        if kind == CertificateAuthority.Kind.ACME:
+            return self._create_acme(request)
         data = _context_valid(s.CertificateAuthorityCreateSerializer, request)
         org = resolve_organization(request, data.get("organization"))
         ca = services.create_internal_ca(
@@ -99,15 +164,62 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
         )
         return Response(s.CertificateAuthoritySerializer(ca).data, status=status.HTTP_201_CREATED)
 
+    def _create_acme(self, request):
+        data = valid_data(s.AcmeCertificateAuthorityCreateSerializer, request)
+        org = resolve_organization(request, data.get("organization"))
+        values = dict(data["acme"])
+        key_kind = values.pop("account_key_kind", "ec-p256")
+        with acme_ca_errors():
+            ca = acme_services.create_acme_ca(
+                org, name=data["name"], actor=request, account_key_kind=key_kind, **values
+            )
+        return Response(self._read(ca), status=status.HTTP_201_CREATED)
+
     @extend_schema(
-        request=s.CertificateAuthorityUpdateSerializer, responses={200: s.CertificateAuthoritySerializer}
+        request=s.CertificateAuthorityUpdateSerializer,
+        responses={
+            200: s.CertificateAuthoritySerializer,
+            502: OpenApiResponse(description="ACME: the CA could not be reached to register the account."),
+        },
     )
     def partial_update(self, request, pk=None):
-        """Rename the CA (the only thing that changes after creation)."""
+        """Rename the CA; an ACME CA's configuration changes too (``acme``, partial)."""
         ca = self.get_object()
-        data = _valid(s.CertificateAuthorityUpdateSerializer, request)
-        ca = services.rename_ca(ca, data["name"], actor=request)
-        return Response(s.CertificateAuthoritySerializer(ca).data)
+        data = valid_data(s.CertificateAuthorityUpdateSerializer, request, partial=True)
+        is_acme = ca.kind == CertificateAuthority.Kind.ACME
+        if "acme" in data and not is_acme:
+            raise ValidationError({"acme": ["Only an ACME CA has an ACME configuration."]})
+        if "name" not in data and not is_acme:
+            raise ValidationError({"name": ["This field is required."]})
+        if "acme" in data:
+            with acme_ca_errors():
+                acme_services.update_acme_ca(ca, actor=request, **dict(data["acme"]))
+        if "name" in data:
+            ca = services.rename_ca(ca, data["name"], actor=request)
+        return Response(self._read(ca))
+
+    @extend_schema(
+        request=acme_s.DirectIssueSerializer,
+        responses={
+            202: _ACCEPTED,
+            400: OpenApiResponse(description="Not an ACME CA, or names it cannot certify."),
+            409: OpenApiResponse(description="Direct issuance is off for this CA."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def issue(self, request, pk=None):
+        """ACME CAs with direct issuance on: order a certificate by names alone, without a subscriber."""
+        ca = self.get_object()
+        data = valid_data(acme_s.DirectIssueSerializer, request)
+        with renamed_errors(lambda field: "names" if field == "sans" else field):
+            order = acme_orders.start_direct_order(
+                ca,
+                data["names"],
+                actor=request,
+                key_algorithm=data["key_algorithm"],
+                csr_pem=data.get("csr") or None,
+            )
+        return accepted(request, order)
 
     def perform_destroy(self, instance):
         services.delete_ca(instance, actor=self.request)
@@ -134,13 +246,13 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
     def disable(self, request, pk=None):
         """A disabled CA issues nothing (its CRL is still served)."""
         ca = services.set_ca_status(self.get_object(), CertificateAuthority.Status.DISABLED, actor=request)
-        return Response(s.CertificateAuthoritySerializer(ca).data)
+        return Response(self._read(ca))
 
     @extend_schema(request=None, responses={200: s.CertificateAuthoritySerializer})
     @action(detail=True, methods=["post"])
     def enable(self, request, pk=None):
         ca = services.set_ca_status(self.get_object(), CertificateAuthority.Status.ACTIVE, actor=request)
-        return Response(s.CertificateAuthoritySerializer(ca).data)
+        return Response(self._read(ca))
 
     @extend_schema(responses={200: s.CrlSerializer(many=True)}, filters=False)
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=CrlPagination)
@@ -216,14 +328,25 @@ class SubscriberViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelVi
             values["subject"] = {k: v for k, v in dict(values["subject"]).items() if v}
         return values
 
-    @extend_schema(request=s.SubscriberIssueSerializer, responses={201: s.CertificateDetailSerializer})
+    @extend_schema(
+        request=s.SubscriberIssueSerializer,
+        responses={
+            201: OpenApiResponse(s.CertificateDetailSerializer, description="Issued (internal CA)."),
+            202: _ACCEPTED,
+        },
+    )
     @action(detail=True, methods=["post"])
     def issue(self, request, pk=None):
-        """Issue a certificate now: from a key generated here, or from the caller's CSR (no key stored)."""
+        """Issue a certificate: from a key generated here, or from the caller's CSR (no key stored).
+
+        An internal CA signs at once (201, the certificate). An ACME CA answers later: 202 with the order
+        a worker runs (a second call while it runs returns the same order)."""
         subscriber = self.get_object()
         data = _valid(s.SubscriberIssueSerializer, request)
-        certificate = services.issue(subscriber, actor=request, csr_pem=data.get("csr") or None)
-        return Response(s.CertificateDetailSerializer(certificate).data, status=status.HTTP_201_CREATED)
+        result = services.issue(subscriber, actor=request, csr_pem=data.get("csr") or None)
+        if isinstance(result, AcmeOrder):
+            return accepted(request, result)
+        return Response(s.CertificateDetailSerializer(result).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         responses={200: s.LatestBundleSerializer, 404: OpenApiResponse(description="No active certificate.")}

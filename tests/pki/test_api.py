@@ -177,7 +177,7 @@ def test_ca_validity_defaults_fit_under_the_root(tenant):
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        ({"kind": "acme"}, "kind"),
+        ({"kind": "acme"}, "acme"),
         ({"kind": "internal-intermediate"}, "parent"),
         ({"subject": {"organization": "no common name"}}, "subject"),
         ({"subject": {"common_name": "x", "country": "Germany"}}, "subject"),

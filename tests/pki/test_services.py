@@ -177,10 +177,14 @@ def test_scheduled_refresh_rebuilds_only_stale_crls(tenant, hierarchy, settings)
     from pki.tasks import refresh_crls
 
     assert Schedule.objects.filter(name="pki.refresh_crls", func="pki.tasks.refresh_crls").exists()
-    assert refresh_crls() == {"refreshed": 2, "failed": 0}  # no CRL yet
-    assert refresh_crls() == {"refreshed": 0, "failed": 0}  # fresh
+    assert refresh_crls() == {"refreshed": 2}  # no CRL yet
+    assert refresh_crls() == {"fresh": 2}
     settings.CERTMGR_CRL_VALIDITY_HOURS = 100_000  # the horizon moves past every nextUpdate
-    assert refresh_crls() == {"refreshed": 2, "failed": 0}
+    assert refresh_crls() == {"refreshed": 2}
+    from certmgr.models import JobRun
+
+    runs = JobRun.objects.filter(name="crl_refresh")
+    assert runs.count() == 3 and {r.status for r in runs} == {"success"}
 
 
 def _external_hierarchy():

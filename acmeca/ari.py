@@ -1,0 +1,82 @@
+"""ACME Renewal Information (RFC 9773): ask the issuing CA when to renew, and identify the certificate an
+order replaces. Only for CAs whose directory has ``renewalInfo``."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509 as cx509
+
+from acmeca import client as acme
+from acmeca.models import AcmeSettings
+from pki.models import Certificate
+
+
+def cert_id(certificate_pem: str) -> str:
+    """The ARI certificate identifier: base64url(AKI keyIdentifier) "." base64url(serial DER integer)."""
+    cert = cx509.load_pem_x509_certificate(certificate_pem.encode())
+    aki = cert.extensions.get_extension_for_class(cx509.AuthorityKeyIdentifier).value.key_identifier
+    serial = cert.serial_number
+    serial_der = serial.to_bytes((serial.bit_length() + 8) // 8, "big")  # room for the sign bit
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    return f"{b64(aki or b'')}.{b64(serial_der)}"
+
+
+def has_ari(directory) -> bool:
+    """Whether the directory offers renewalInfo (``acme.messages.Directory`` has no ``in``)."""
+    try:
+        directory["renewalInfo"]
+    except KeyError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class RenewalInfo:
+    renew_at: dt.datetime | None  # None: the CA offers no ARI
+    next_check: dt.datetime
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    # The acme library returns its "ask again" time as a naive local time.
+    return value if value.tzinfo else value.astimezone(dt.UTC)
+
+
+class AriClient:
+    """One client per ACME CA for a sweep: the directory is fetched once."""
+
+    def __init__(self, acme_settings: AcmeSettings):
+        account = acme_settings.account
+        if account is None:
+            raise acme.AcmeProblem("no ACME account", typ=acme.LOCAL_PREFIX + "account")
+        self.client = acme.client_for(
+            directory_url=account.directory_url,
+            account_key=acme.account_key_from_pem(account.private_key),
+            account_uri=account.account_url,
+            tls_ca_bundle=acme_settings.tls_ca_bundle,
+        )
+
+    @property
+    def supported(self) -> bool:
+        return has_ari(self.client.directory)
+
+    def renewal_info(self, certificate: Certificate) -> RenewalInfo:
+        with acme.acme_errors_as_problems():
+            renew_at, next_check = self.client.renewal_time(certificate.certificate_pem.encode())
+        return RenewalInfo(renew_at=_aware(renew_at) if renew_at else None, next_check=_aware(next_check))
+
+    def close(self) -> None:
+        self.client.net.close()
+
+
+def supports_ari(acme_settings: AcmeSettings) -> bool:
+    ari = AriClient(acme_settings)
+    try:
+        return ari.supported
+    finally:
+        ari.close()

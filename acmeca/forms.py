@@ -1,0 +1,224 @@
+"""Admin forms of external ACME CAs and accounts.
+
+The forms shape input only: the vendor rules (directory URL per preset, EAB when the CA needs it), the
+registration at the CA and every other check live in ``acmeca.services``, whose errors the admin puts back
+on these fields. The EAB HMAC key is write-only: never rendered back, and left empty on an edit it is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from acmeca import vendors
+from acmeca.models import ACCOUNT_KEY_KINDS, AcmeSettings, ChallengeType
+from dnsproviders.models import AppConnection
+
+
+def vendor_choices() -> list[tuple[str, str]]:
+    """Each preset's label, saying on the choice itself when the CA needs external account binding."""
+    return [
+        (p.vendor.value, p.label + (" — EAB required" if p.eab_required else ""))
+        for p in vendors.PRESETS.values()
+    ]
+
+
+def preset_rows() -> list[dict[str, Any]]:
+    """What the form's preset table (and its script) shows for each vendor."""
+    return [
+        {
+            "vendor": p.vendor.value,
+            "label": p.label,
+            "directory_url": p.directory_url,
+            "eab_required": p.eab_required,
+            "note": p.note,
+        }
+        for p in vendors.PRESETS.values()
+    ]
+
+
+def _text(rows: int = 2, **attrs: str) -> forms.Textarea:
+    return forms.Textarea(attrs={"rows": rows, "cols": 70, "spellcheck": "false", **attrs})
+
+
+class AcmeCaForm(forms.Form):
+    """Register (``instance`` None) or edit an ACME CA. ``organizations`` only on register."""
+
+    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
+    name = forms.CharField(max_length=100)
+    vendor = forms.ChoiceField(
+        label="Vendor",
+        choices=vendor_choices,
+        initial=vendors.Vendor.LETSENCRYPT.value,
+        help_text="A preset fills the directory URL; choose “custom” for step-ca, Vault, Pebble or another "
+        "ACME server.",
+    )
+    directory_url = forms.CharField(
+        label="Directory URL",
+        max_length=500,
+        required=False,
+        help_text="Filled from the preset; type it for a custom ACME server.",
+    )
+    email = forms.EmailField(
+        label="Account email",
+        required=False,
+        help_text="The CA sends expiry and policy notices here.",
+    )
+    eab_kid = forms.CharField(
+        label="EAB key id",
+        max_length=200,
+        required=False,
+        help_text="External account binding, from your account at the CA (required by the vendors marked "
+        "“EAB required”).",
+    )
+    eab_hmac_key = forms.CharField(
+        label="EAB HMAC key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again.",
+    )
+    dns_connection = forms.ModelChoiceField(
+        label="DNS app connection",
+        queryset=None,
+        required=False,
+        help_text="Writes the _acme-challenge TXT records for dns-01.",
+    )
+    hosted_zone_id = forms.CharField(
+        label="Hosted zone id",
+        max_length=255,
+        required=False,
+        help_text="e.g. a Route53 hosted zone id; empty: found from the domain.",
+    )
+    challenge_type = forms.ChoiceField(
+        choices=ChallengeType.choices,
+        initial=ChallengeType.DNS_01,
+        help_text="dns-01 proves control by a TXT record (needed for wildcards); http-01 by certmgr's own "
+        "/.well-known/acme-challenge/ responder.",
+    )
+    profile = forms.CharField(
+        label="ACME profile", max_length=64, required=False, help_text="Profile name, if the CA offers them."
+    )
+    preferred_chain = forms.CharField(
+        max_length=255, required=False, help_text="Issuer common name of the alternate chain to prefer."
+    )
+    tls_ca_bundle = forms.CharField(
+        label="TLS trust bundle (PEM)",
+        required=False,
+        widget=_text(6),
+        help_text="The CA certificate(s) of the ACME server's HTTPS certificate, for private ACME servers "
+        "whose certificate is not publicly trusted. Empty: the system's trust store.",
+    )
+    direct_issuance = forms.BooleanField(
+        label="Enable direct issuance",
+        required=False,
+        help_text="Allow certificates by names alone, without a subscriber.",
+    )
+    propagation_timeout = forms.IntegerField(
+        initial=180, help_text="Seconds to wait for the TXT records to reach every name server (5 to 3600)."
+    )
+    propagation_interval = forms.FloatField(
+        initial=1.0, help_text="Seconds between propagation checks (0.1 to 60)."
+    )
+    account_key_kind = forms.ChoiceField(
+        label="Account key type",
+        choices=ACCOUNT_KEY_KINDS,
+        initial="ec-p256",
+        help_text="The ACME account's key, made here and stored encrypted.",
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        connections,
+        organizations=None,
+        instance: AcmeSettings | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.instance = instance
+        if instance is not None:
+            kwargs.setdefault("initial", self.initial_from(instance))
+        super().__init__(*args, **kwargs)
+        self.fields["dns_connection"].queryset = connections
+        if instance is None:
+            self.fields["organization"].queryset = organizations
+            orgs = list(organizations[:2])
+            if len(orgs) == 1:
+                self.fields["organization"].initial = orgs[0].pk
+            return
+        # Editing: the organization is the CA's, the account key is changed by a rollover on the account.
+        del self.fields["organization"], self.fields["account_key_kind"]
+        if instance.eab_hmac_key:
+            hmac_field = self.fields["eab_hmac_key"]
+            hmac_field.help_text = (
+                "Stored (hidden); leave empty to keep it. Emptying the key id removes both."
+            )
+
+    @staticmethod
+    def initial_from(row: AcmeSettings) -> dict[str, Any]:
+        initial = {
+            field: getattr(row, field)
+            for field in (
+                "vendor",
+                "directory_url",
+                "email",
+                "eab_kid",
+                "hosted_zone_id",
+                "challenge_type",
+                "profile",
+                "preferred_chain",
+                "tls_ca_bundle",
+                "direct_issuance",
+                "propagation_timeout",
+                "propagation_interval",
+            )
+        }
+        initial["name"] = row.ca.name
+        initial["dns_connection"] = row.dns_connection_id
+        return initial
+
+    def settings_values(self) -> dict[str, Any]:
+        """The cleaned input as ``create_acme_ca`` / ``update_acme_ca`` keywords."""
+        data = self.cleaned_data
+        values = {
+            field: data.get(field)
+            for field in (
+                "vendor",
+                "directory_url",
+                "email",
+                "eab_kid",
+                "dns_connection",
+                "hosted_zone_id",
+                "challenge_type",
+                "profile",
+                "preferred_chain",
+                "tls_ca_bundle",
+                "direct_issuance",
+                "propagation_timeout",
+                "propagation_interval",
+            )
+        }
+        for field in ("directory_url", "email", "eab_kid", "hosted_zone_id", "profile", "preferred_chain"):
+            values[field] = (values[field] or "").strip()
+        values["tls_ca_bundle"] = values["tls_ca_bundle"] or ""
+        hmac = data.get("eab_hmac_key") or ""
+        if self.instance is None or hmac:
+            values["eab_hmac_key"] = hmac
+        elif not values["eab_kid"]:
+            values["eab_hmac_key"] = ""  # no key id: the stored HMAC goes with it
+        return values
+
+
+class RolloverForm(forms.Form):
+    key_kind = forms.ChoiceField(
+        label="New account key type",
+        choices=ACCOUNT_KEY_KINDS,
+        help_text="A new key is made here; the CA switches the account to it (RFC 8555 key change) and "
+        "the old key is forgotten.",
+    )
+
+
+def connection_label(connection: AppConnection, *, with_organization: bool) -> str:
+    text = f"{connection.name} ({connection.get_kind_display()})"
+    return f"{text} — {connection.organization.name}" if with_organization else text

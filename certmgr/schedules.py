@@ -1,0 +1,57 @@
+"""The periodic jobs and their intervals, created idempotently (migration certmgr/0004 and
+``manage.py setup_schedules``). Intervals come from settings, read when the schedules are written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    func: str
+    minutes: int
+    help: str
+
+
+def jobs() -> list[Job]:
+    return [
+        Job(
+            "pki.run_renewals",
+            "pki.tasks.run_renewals",
+            settings.CERTMGR_RENEWAL_SWEEP_MINUTES,
+            "renew certificates that are due",
+        ),
+        Job(
+            "pki.refresh_crls", "pki.tasks.refresh_crls", settings.CERTMGR_CRL_REFRESH_MINUTES, "rebuild CRLs"
+        ),
+        Job("pki.mark_expired", "pki.tasks.mark_expired", 60, "flip expired certificates' status"),
+        Job(
+            "pki.send_expiry_alerts",
+            "pki.tasks.send_expiry_alerts",
+            settings.CERTMGR_EXPIRY_ALERT_MINUTES,
+            "expiry alerts",
+        ),
+        Job(
+            "acmeca.janitor",
+            "acmeca.tasks.janitor",
+            settings.CERTMGR_JANITOR_MINUTES,
+            "resume stalled ACME orders, remove left-over challenge records",
+        ),
+    ]
+
+
+def ensure_schedules(schedule_model=None) -> list[tuple[str, bool]]:
+    """Create or update every schedule; returns (name, created) pairs. Safe to run any number of times."""
+    if schedule_model is None:
+        from django_q.models import Schedule as schedule_model
+    result = []
+    for job in jobs():
+        _, created = schedule_model.objects.update_or_create(
+            name=job.name,
+            defaults={"func": job.func, "schedule_type": "I", "minutes": job.minutes, "repeats": -1},
+        )
+        result.append((job.name, created))
+    return result
