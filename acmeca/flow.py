@@ -36,6 +36,7 @@ from certmgr import audit
 from certmgr.actors import Actor
 from certmgr.errors import OutboundRefused
 from dnsproviders import propagation
+from dnsproviders.locks import record_lock
 from dnsproviders.models import AppConnection
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, provider_for
 from pki import renewal, x509
@@ -96,7 +97,9 @@ def cleanup_records(order: AcmeOrder) -> bool:
     for ch in order.challenges.filter(record_present=True):
         if ch.type == ChallengeType.DNS_01 and ch.provider_ref:
             try:
-                _provider(ch.provider_ref.get("connection")).cleanup(RecordRef.from_dict(ch.provider_ref))
+                connection_id = ch.provider_ref.get("connection")
+                with record_lock(connection_id, ch.provider_ref.get("record_name", ch.record_name)):
+                    _provider(connection_id).cleanup(RecordRef.from_dict(ch.provider_ref))
             except (ProviderError, OutboundRefused, AppConnection.DoesNotExist) as exc:
                 left = True
                 ch.error = f"could not remove the record: {exc}"[:2000]
@@ -436,7 +439,10 @@ class _Runner:
             }
             ch.record_name, ch.provider_ref, ch.record_present = target.rstrip("."), ref, True
             ch.save(update_fields=["record_name", "provider_ref", "record_present"])
-            written = provider.present(target, ch.record_value, zone=self.settings.hosted_zone_id, ttl=ch.ttl)
+            with record_lock(self.settings.dns_connection_id, target):
+                written = provider.present(
+                    target, ch.record_value, zone=self.settings.hosted_zone_id, ttl=ch.ttl
+                )
             ch.provider_ref = {**written.as_dict(), "connection": self.settings.dns_connection_id}
         else:
             ch.record_present = True  # served by certmgr's own /.well-known/acme-challenge/ view

@@ -19,7 +19,7 @@ from django.utils.html import format_html
 from certmgr import audit, services
 from certmgr.actors import as_actor
 from certmgr.admin_base import OrganizationFilter, TenantAdmin
-from certmgr.models import ApiToken, AuditEvent, Membership, Organization
+from certmgr.models import ApiToken, AuditEvent, JobRun, Membership, Organization
 from certmgr.permissions import Action
 
 User = get_user_model()
@@ -458,3 +458,38 @@ def _csv_value(event: AuditEvent, column: str) -> str:
 def _csv_safe(value: str) -> str:
     # Spreadsheets run cells that start with these as formulas (CSV injection).
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+@admin.register(JobRun)
+class JobRunAdmin(admin.ModelAdmin):
+    """Runs of the periodic jobs. They span organizations (their errors name certificates of any), so
+    only superusers see them."""
+
+    list_display = ["name", "trigger", "status", "started_at", "duration_display", "counts_display"]
+    list_filter = ["name", "status", "trigger"]
+    date_hierarchy = "started_at"
+    readonly_fields = ["name", "trigger", "status", "started_at", "finished_at", "counts", "errors"]
+    show_full_result_count = False
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Duration")
+    def duration_display(self, obj: JobRun) -> str:
+        return f"{obj.duration.total_seconds():.1f} s" if obj.duration else "—"
+
+    @admin.display(description="Counts")
+    def counts_display(self, obj: JobRun) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(obj.counts.items())) or "—"

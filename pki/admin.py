@@ -907,7 +907,7 @@ class SubscriberAdmin(PkiAdmin):
         OrganizationFilter,
     ]
     search_fields = ["name", "common_name"]
-    actions = ["issue_now"]
+    actions = ["issue_now", "retry_renewal_now"]
     change_form_template = "admin/pki/subscriber/change_form.html"
 
     def get_queryset(self, request):
@@ -937,17 +937,37 @@ class SubscriberAdmin(PkiAdmin):
             ),
             (
                 "Key and validity",
-                {"fields": ["key_algorithm", "validity_days", "auto_renew", "renew_before_days"]},
+                {
+                    "fields": [
+                        "key_algorithm",
+                        "validity_days",
+                        "auto_renew",
+                        "renew_before_days",
+                        "reuse_key",
+                    ]
+                },
             ),
             ("Usages", {"fields": ["key_usages", "extended_key_usages", "other_extended_key_usages"]}),
         ]
         if obj is not None:
             sets.append(("Last operation", {"fields": ["last_operation", "last_operation_at"]}))
+            sets.append(
+                ("Renewal", {"fields": ["renewal_failures", "last_error_category", "next_attempt_at"]})
+            )
             sets.append(("Certificates", {"fields": ["recent_certificates"]}))
         return sets
 
     def get_readonly_fields(self, request, obj=None):
-        return ["last_operation", "last_operation_at", "recent_certificates"] if obj is not None else []
+        if obj is None:
+            return []
+        return [
+            "last_operation",
+            "last_operation_at",
+            "renewal_failures",
+            "last_error_category",
+            "next_attempt_at",
+            "recent_certificates",
+        ]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
@@ -1042,6 +1062,27 @@ class SubscriberAdmin(PkiAdmin):
     def _issued_redirect(self, result: Certificate | AcmeOrder) -> HttpResponseRedirect:
         return issued_redirect(result)
 
+    @admin.action(description="Retry renewal now (skip the backoff)", permissions=["manage"])
+    def retry_renewal_now(self, request, queryset):
+        subscribers = list(queryset[: ACTION_LIMIT + 1])
+        if len(subscribers) > ACTION_LIMIT:
+            self.message_user(request, f"Select at most {ACTION_LIMIT} subscribers at once.", messages.ERROR)
+            return
+        for subscriber in subscribers:
+            try:
+                result = self._call(request, services.retry_now, subscriber)
+            except PermissionDenied as exc:
+                self.message_user(request, f"{subscriber.name}: {exc}", messages.ERROR)
+                continue
+            if isinstance(result, AcmeOrder):
+                self._acme_order_started(request, subscriber, result)
+            elif result is not None:
+                self.message_user(
+                    request,
+                    format_html("{}: renewed as {}.", subscriber.name, _admin_link(result, result.serial)),
+                    messages.SUCCESS,
+                )
+
     @admin.action(description="Issue a certificate now", permissions=["manage"])
     def issue_now(self, request, queryset):
         subscribers = list(queryset[: ACTION_LIMIT + 1])
@@ -1119,6 +1160,7 @@ LIST_COLUMNS = (
     "serial",
     "status",
     "not_after",
+    "next_renewal_at",
     "key_algorithm",
     "source",
 )
@@ -1143,6 +1185,7 @@ class CertificateAdmin(PkiAdmin):
         "ca",
         "subscriber",
         "not_after_display",
+        "next_renewal_at",
         "key_algorithm",
     ]
     list_filter = [
@@ -1185,7 +1228,10 @@ class CertificateAdmin(PkiAdmin):
                 ]
             },
         ),
-        ("Validity", {"fields": ["not_before_display", "not_after_display"]}),
+        (
+            "Validity",
+            {"fields": ["not_before_display", "not_after_display", "next_renewal_at", "ari_checked_at"]},
+        ),
         (
             "Identity",
             {

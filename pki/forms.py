@@ -427,11 +427,15 @@ class SubscriberForm(_UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, fo
             "extended_key_usages",
             "auto_renew",
             "renew_before_days",
+            "reuse_key",
         ]
-        labels = {"ca": "Issuing CA", "validity_days": "Validity (days)"}
+        labels = {"ca": "Issuing CA", "validity_days": "Validity (days)", "reuse_key": "Reuse the key"}
         help_texts = {
             "policy": "The certificate template every issuance and renewal is checked against.",
-            "renew_before_days": "Renew this many days before expiry; empty: a third of the validity.",
+            "renew_before_days": (
+                "Renew this many days before expiry; empty: at two thirds of the lifetime (half for 10 days"
+                " or less), or inside the CA's ARI window when it publishes one."
+            ),
             "ca": "Not used when the issuer type is self-signed.",
         }
 
@@ -483,6 +487,7 @@ class SubscriberForm(_UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, fo
             "extended_key_usages": self._merged_ekus(),
             "auto_renew": bool(data.get("auto_renew")),
             "renew_before_days": data.get("renew_before_days"),
+            "reuse_key": bool(data.get("reuse_key")),
         }
 
 

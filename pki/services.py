@@ -411,6 +411,21 @@ def issue(
         raise
 
 
+def retry_now(subscriber: Subscriber, *, actor: Any) -> Certificate | AcmeOrder:
+    """An operator's "retry now": drop the backoff and renew the subscriber's current certificate at once
+    (or issue a first one)."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "subscriber.retry", subscriber):
+        require(actor, Action.MANAGE, subscriber.organization_id)
+        Subscriber.objects.filter(pk=subscriber.pk).update(next_attempt_at=None)
+        current = (
+            Certificate.objects.filter(subscriber=subscriber, next_renewal_at__isnull=False)
+            .order_by("-not_after")
+            .first()
+        )
+    return issue(subscriber, actor=actor, renewal_of=current)
+
+
 def note_issue_failure(
     subscriber_id: int, category: str, message: str, *, retry_after: float | None = None
 ) -> None:

@@ -438,6 +438,9 @@ class SubscriberSerializer(serializers.ModelSerializer):
             "last_operation_status",
             "last_operation_message",
             "last_operation_at",
+            "renewal_failures",
+            "last_error_category",
+            "next_attempt_at",
             "created_at",
             "updated_at",
         ]
@@ -446,6 +449,9 @@ class SubscriberSerializer(serializers.ModelSerializer):
             "last_operation_status",
             "last_operation_message",
             "last_operation_at",
+            "renewal_failures",
+            "last_error_category",
+            "next_attempt_at",
             "created_at",
             "updated_at",
         ]
@@ -589,6 +595,7 @@ class CertificateSerializer(serializers.ModelSerializer):
             "revocation_reason",
             "renewed_from",
             "renewed_by",
+            "next_renewal_at",
             "has_private_key",
             "created_at",
         ]

@@ -349,6 +349,21 @@ class SubscriberViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelVi
         return Response(s.CertificateDetailSerializer(result).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
+        request=None,
+        responses={
+            201: OpenApiResponse(s.CertificateDetailSerializer, description="Renewed (internal CA)."),
+            202: _ACCEPTED,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Retry now: skip the backoff of failed renewals and renew the current certificate at once."""
+        result = services.retry_now(self.get_object(), actor=request)
+        if isinstance(result, AcmeOrder):
+            return accepted(request, result)
+        return Response(s.CertificateDetailSerializer(result).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
         responses={200: s.LatestBundleSerializer, 404: OpenApiResponse(description="No active certificate.")}
     )
     @action(detail=True, methods=["get"], url_path="latest-bundle", url_name="latest-bundle")
@@ -447,6 +462,7 @@ CERTIFICATE_LIST_FIELDS = (
     "revoked_at",
     "revocation_reason",
     "renewed_from_id",
+    "next_renewal_at",
     "created_at",
 )
 

@@ -591,3 +591,37 @@ def test_acme_dns_required_cname():
 def test_kinds():
     assert cloudflare.Provider.kind == "cloudflare"
     assert acmedns.Provider.kind == "acme-dns"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_route53_concurrent_presents_keep_every_value_under_the_record_lock(r53):
+    """Route53 has no atomic append: UPSERT rewrites the whole set. Eight workers presenting at one name at
+    once keep all eight values because certmgr's per-record advisory lock serialises the read-modify-write."""
+    import threading
+
+    from django.db import connection, connections
+
+    from dnsproviders.locks import record_lock
+
+    if connection.vendor != "postgresql":
+        pytest.skip("advisory locks need PostgreSQL")
+    client, zones = r53
+    values = [c * 43 for c in "abcdefgh"]
+    barrier = threading.Barrier(len(values))
+
+    def present(value: str) -> None:
+        try:
+            provider = _aws()
+            barrier.wait()
+            with record_lock(1, NAME):
+                provider.present(NAME, value, zone=zones["example.com"])
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=present, args=(v,)) for v in values]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    (rrset,) = _txt(client, zones["example.com"])
+    assert sorted(r["Value"].strip('"') for r in rrset["ResourceRecords"]) == sorted(values)

@@ -185,3 +185,38 @@ def test_concurrent_triggers_yield_one_certificate(subscriber, issued):
     assert Certificate.objects.filter(subscriber=subscriber).count() == 2
     assert sorted(outcomes).count("renewed") + sorted(outcomes).count("manual") == 1, outcomes
     assert Subscriber.objects.get(pk=subscriber.pk).renewal_failures == 0  # a lost race is not a failure
+
+
+# --- doors ------------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_job_runs_are_listed_for_superusers_only(tenant, subscriber, issued):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from tests.conftest import PASSWORD
+
+    call_command("run_renewals", "--at", (issued.next_renewal_at + timedelta(minutes=1)).isoformat())
+    root = get_user_model().objects.create_superuser("root", password=PASSWORD)
+    client = Client()
+    assert client.login(username=root.username, password=PASSWORD)
+    page = client.get("/admin/certmgr/jobrun/")
+    assert page.status_code == 200 and b"renewals" in page.content and b"renewed 1" in page.content
+    operator = Client()
+    assert operator.login(username=tenant.operator.user.username, password=PASSWORD)
+    assert operator.get("/admin/certmgr/jobrun/").status_code in (302, 403)
+
+
+@pytest.mark.django_db
+def test_api_shows_renewal_state_and_retries_now(tenant, subscriber, issued, settings):
+    cert = tenant.auditor.client.get(f"/api/v1/certificates/{issued.pk}/").json()
+    assert cert["next_renewal_at"].startswith(issued.next_renewal_at.isoformat()[:16])
+    services.note_issue_failure(subscriber.pk, "upstream_error", "the CA was down")
+    sub = tenant.auditor.client.get(f"/api/v1/subscribers/{subscriber.pk}/").json()
+    assert sub["renewal_failures"] == 1 and sub["last_error_category"] == "upstream_error"
+    assert sub["next_attempt_at"] and sub["last_operation_status"] == "failed"
+    assert tenant.auditor.client.post(f"/api/v1/subscribers/{subscriber.pk}/retry/").status_code == 403
+    response = tenant.operator.client.post(f"/api/v1/subscribers/{subscriber.pk}/retry/")
+    assert response.status_code == 201, response.content
+    assert response.json()["renewed_from"] == issued.pk
+    sub = tenant.auditor.client.get(f"/api/v1/subscribers/{subscriber.pk}/").json()
+    assert sub["renewal_failures"] == 0 and sub["next_attempt_at"] is None
