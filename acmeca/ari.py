@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 from dataclasses import dataclass
 
+from acme import errors as acme_errors
 from cryptography import x509 as cx509
 
 from acmeca import client as acme
@@ -34,6 +35,17 @@ def has_ari(directory) -> bool:
     except KeyError:
         return False
     return True
+
+
+DEFAULT_RETRY = dt.timedelta(hours=6)  # RFC 9773 §4.3.3, when the CA gave no Retry-After
+
+
+class AriUnavailable(Exception):
+    """renewalInfo failed for a certificate; ask again at ``retry_at``, not at every sweep."""
+
+    def __init__(self, message: str, retry_at: dt.datetime):
+        super().__init__(message)
+        self.retry_at = retry_at
 
 
 @dataclass(frozen=True)
@@ -66,8 +78,17 @@ class AriClient:
         return has_ari(self.client.directory)
 
     def renewal_info(self, certificate: Certificate) -> RenewalInfo:
-        with acme.acme_errors_as_problems():
-            renew_at, next_check = self.client.renewal_time(certificate.certificate_pem.encode())
+        """Raises AriUnavailable (with when to ask again) when the CA has no answer for the certificate."""
+        try:
+            with acme.acme_errors_as_problems():
+                renew_at, next_check = self.client.renewal_time(certificate.certificate_pem.encode())
+        except acme.AcmeProblem as exc:
+            cause = exc.__cause__
+            if isinstance(cause, acme_errors.ARIError):
+                raise AriUnavailable(
+                    f"{cause.args[0]}: {cause.__cause__ or 'no answer'}", _aware(cause.retry_after)
+                ) from exc
+            raise AriUnavailable(str(exc), dt.datetime.now(dt.UTC) + DEFAULT_RETRY) from exc
         return RenewalInfo(renew_at=_aware(renew_at) if renew_at else None, next_check=_aware(next_check))
 
     def close(self) -> None:

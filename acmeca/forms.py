@@ -13,6 +13,7 @@ from django import forms
 
 from acmeca import vendors
 from acmeca.models import ACCOUNT_KEY_KINDS, AcmeSettings, ChallengeType
+from acmeca.services import SETTINGS_FIELDS
 from dnsproviders.models import AppConnection
 
 
@@ -159,20 +160,8 @@ class AcmeCaForm(forms.Form):
     def initial_from(row: AcmeSettings) -> dict[str, Any]:
         initial = {
             field: getattr(row, field)
-            for field in (
-                "vendor",
-                "directory_url",
-                "email",
-                "eab_kid",
-                "hosted_zone_id",
-                "challenge_type",
-                "profile",
-                "preferred_chain",
-                "tls_ca_bundle",
-                "direct_issuance",
-                "propagation_timeout",
-                "propagation_interval",
-            )
+            for field in SETTINGS_FIELDS
+            if field not in ("eab_hmac_key", "dns_connection")  # the key is never shown back
         }
         initial["name"] = row.ca.name
         initial["dns_connection"] = row.dns_connection_id
@@ -181,24 +170,7 @@ class AcmeCaForm(forms.Form):
     def settings_values(self) -> dict[str, Any]:
         """The cleaned input as ``create_acme_ca`` / ``update_acme_ca`` keywords."""
         data = self.cleaned_data
-        values = {
-            field: data.get(field)
-            for field in (
-                "vendor",
-                "directory_url",
-                "email",
-                "eab_kid",
-                "dns_connection",
-                "hosted_zone_id",
-                "challenge_type",
-                "profile",
-                "preferred_chain",
-                "tls_ca_bundle",
-                "direct_issuance",
-                "propagation_timeout",
-                "propagation_interval",
-            )
-        }
+        values = {field: data.get(field) for field in SETTINGS_FIELDS if field != "eab_hmac_key"}
         for field in ("directory_url", "email", "eab_kid", "hosted_zone_id", "profile", "preferred_chain"):
             values[field] = (values[field] or "").strip()
         values["tls_ca_bundle"] = values["tls_ca_bundle"] or ""

@@ -22,7 +22,7 @@ from certmgr.permissions import Action
 from certmgr.services import require
 from dnsproviders.models import AppConnection
 from pki import x509
-from pki.models import Certificate, CertificateAuthority, RevocationReason
+from pki.models import Certificate, CertificateAuthority
 
 # What an ACME CA's settings may be given as (create and update alike).
 SETTINGS_FIELDS = (
@@ -285,20 +285,6 @@ def delete_account(account: AcmeAccount, *, actor: Any) -> None:
             audit.record(actor, "acme.account.delete", target, organization=account.organization_id)
 
 
-# RFC 5280 §5.3.1 CRLReason codes (7 is unused, 8 is removeFromCRL).
-_REASON_CODES = {
-    RevocationReason.UNSPECIFIED: 0,
-    RevocationReason.KEY_COMPROMISE: 1,
-    RevocationReason.CA_COMPROMISE: 2,
-    RevocationReason.AFFILIATION_CHANGED: 3,
-    RevocationReason.SUPERSEDED: 4,
-    RevocationReason.CESSATION_OF_OPERATION: 5,
-    RevocationReason.CERTIFICATE_HOLD: 6,
-    RevocationReason.PRIVILEGE_WITHDRAWN: 9,
-    RevocationReason.AA_COMPROMISE: 10,
-}
-
-
 def revoke_at_ca(certificate: Certificate, reason: str) -> None:
     """Ask the issuing ACME CA to revoke (revokeCert, signed by the account that ordered it)."""
     from acmeca.models import AcmeOrder
@@ -310,7 +296,7 @@ def revoke_at_ca(certificate: Certificate, reason: str) -> None:
         account = row.account if row else None
     if account is None or account.status != AcmeAccount.Status.VALID:
         raise Conflict("no active ACME account of this CA can revoke the certificate")
-    code = _REASON_CODES[reason]
+    code = x509.RevocationReason.parse(reason).code
     leaf = x509.load_pem_certificates(certificate.certificate_pem)[0]
 
     def call(*, directory_url, account_uri, account_key, tls_ca_bundle):

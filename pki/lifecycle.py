@@ -96,7 +96,9 @@ def refresh_renewal_info(report: JobReport, *, now: datetime, limit: int = 1000)
                 continue
             try:
                 info = client.renewal_info(cert)
-            except Exception as exc:
+            except ari.AriUnavailable as exc:
+                # Keep the fallback time; ask again when the CA said (RFC 9773 §4.3.3), not every sweep.
+                Certificate.objects.filter(pk=cert.pk).update(ari_next_check_at=exc.retry_at)
                 report.error(f"ARI for certificate {cert.pk}: {exc}")
                 continue
             when = renewal.next_renewal_at(

@@ -10,6 +10,7 @@ from drf_spectacular.plumbing import ResolvedComponent, build_choice_description
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from acmeca import services as acme_services
 from acmeca.models import ACCOUNT_KEY_KINDS, AcmeAccount, AcmeSettings, ChallengeType
 from acmeca.vendors import Vendor
 from certmgr.api.mixins import OrganizationChoiceField
@@ -159,21 +160,10 @@ class AcmeCaSettingsSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AcmeSettings
+        # Every setting the service takes, except the HMAC key: it is never shown back.
         fields = [
-            "vendor",
-            "directory_url",
-            "email",
-            "eab_kid",
+            *(f for f in acme_services.SETTINGS_FIELDS if f != "eab_hmac_key"),
             "eab_hmac_key_set",
-            "dns_connection",
-            "hosted_zone_id",
-            "challenge_type",
-            "profile",
-            "preferred_chain",
-            "tls_ca_bundle",
-            "direct_issuance",
-            "propagation_timeout",
-            "propagation_interval",
             "account",
         ]
         read_only_fields = fields
