@@ -35,6 +35,12 @@ def jobs() -> list[Job]:
             "expiry alerts",
         ),
         Job(
+            "pki.deliver_alerts",
+            "pki.tasks.deliver_alerts",
+            settings.CERTMGR_ALERT_DELIVERY_MINUTES,
+            "send and retry alert deliveries",
+        ),
+        Job(
             "acmeca.janitor",
             "acmeca.tasks.janitor",
             settings.CERTMGR_JANITOR_MINUTES,

@@ -172,9 +172,18 @@ CERTMGR_RENEWAL_SWEEP_MINUTES = env.int("CERTMGR_RENEWAL_SWEEP_MINUTES", default
 CERTMGR_CRL_REFRESH_MINUTES = env.int("CERTMGR_CRL_REFRESH_MINUTES", default=60)
 CERTMGR_EXPIRY_ALERT_MINUTES = env.int("CERTMGR_EXPIRY_ALERT_MINUTES", default=24 * 60)
 CERTMGR_JANITOR_MINUTES = env.int("CERTMGR_JANITOR_MINUTES", default=1)
+# Alerts: expiry thresholds (days before notAfter, each sent once per certificate), delivery retries.
+CERTMGR_EXPIRY_ALERT_DAYS = env.list("CERTMGR_EXPIRY_ALERT_DAYS", cast=int, default=[30, 14, 7, 1])
+CERTMGR_ALERT_MAX_ATTEMPTS = env.int("CERTMGR_ALERT_MAX_ATTEMPTS", default=8)
+CERTMGR_ALERT_RETRY_BASE_SECONDS = env.float("CERTMGR_ALERT_RETRY_BASE_SECONDS", default=60.0)
+CERTMGR_ALERT_RETRY_MAX_SECONDS = env.float("CERTMGR_ALERT_RETRY_MAX_SECONDS", default=3600.0)
+CERTMGR_ALERT_DELIVERY_MINUTES = env.int("CERTMGR_ALERT_DELIVERY_MINUTES", default=5)
 CERTMGR_RENEWAL_RETRY_BASE_SECONDS = env.float("CERTMGR_RENEWAL_RETRY_BASE_SECONDS", default=300.0)
 CERTMGR_RENEWAL_RETRY_MAX_SECONDS = env.float("CERTMGR_RENEWAL_RETRY_MAX_SECONDS", default=6 * 3600.0)
 CERTMGR_TOKEN_LAST_USED_INTERVAL = env.int("CERTMGR_TOKEN_LAST_USED_INTERVAL", default=60)
+# /metrics: CIDRs (comma-separated) that may scrape without an API token; per-subscriber series cap.
+CERTMGR_METRICS_ALLOWED_NETWORKS = env.list("CERTMGR_METRICS_ALLOWED_NETWORKS", default=[])
+CERTMGR_METRICS_MAX_SUBSCRIBERS = env.int("CERTMGR_METRICS_MAX_SUBSCRIBERS", default=10_000)
 
 # --- REST API -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -211,6 +220,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two models have a "kind" field: name their enums apart.
+    "ENUM_NAME_OVERRIDES": {"AlertChannelKindEnum": "pki.models.AlertChannel.Kind"},
 }
 
 # --- Workers (django-q2) --------------------------------------------------------------------------

@@ -311,3 +311,142 @@ class Crl(models.Model):
     @property
     def organization_id(self) -> int:
         return self.ca.organization_id
+
+
+# --- alerts (pki.alerts) -----------------------------------------------------------------------------------
+from certmgr.querysets import TenantQuerySet  # noqa: E402  (kept with the models that use it)
+
+
+class AlertChannel(models.Model):
+    """Where alerts go: e-mail recipients (Django's mail settings) or a webhook (signed JSON POST)."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "E-mail"
+        WEBHOOK = "webhook", "Webhook"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alert_channels")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    enabled = models.BooleanField(default=True)
+    recipients = models.JSONField(default=list, blank=True, help_text="e-mail addresses (e-mail channels)")
+    url = models.URLField(max_length=2000, blank=True, help_text="webhook URL (webhook channels)")
+    slack = models.BooleanField(default=False, help_text='Slack-compatible payload: {"text": "..."}')
+    # HMAC key of the X-Certmgr-Signature header: shown once when made, never rendered back.
+    secret = EncryptedTextField(blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="alert_channel_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AlertRule(models.Model):
+    """Which events of an organization go to which channels, optionally narrowed by CA, subscriber, names."""
+
+    class Event(models.TextChoices):
+        EXPIRING = "expiring", "Expiring"
+        RENEWAL_FAILED = "renewal_failed", "Renewal failed"
+        ISSUED = "issued", "Issued"
+        REVOKED = "revoked", "Revoked"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alert_rules")
+    name = models.CharField(max_length=100)
+    event = models.CharField(max_length=16, choices=Event.choices)
+    enabled = models.BooleanField(default=True)
+    channels = models.ManyToManyField(AlertChannel, related_name="rules", blank=True)
+    ca = models.ForeignKey(
+        CertificateAuthority, null=True, blank=True, on_delete=models.CASCADE, related_name="alert_rules"
+    )
+    subscriber = models.ForeignKey(
+        Subscriber, null=True, blank=True, on_delete=models.CASCADE, related_name="alert_rules"
+    )
+    name_patterns = models.JSONField(
+        default=list, blank=True, help_text="example.com, *.example.com or ~regex; empty = any name"
+    )
+    thresholds = models.JSONField(
+        default=list, blank=True, help_text="days before expiry (expiring rules); empty = the default"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["organization__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="alert_rule_unique_name")
+        ]
+        indexes = [models.Index(fields=["organization", "event"], name="alert_rule_org_event")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AlertDelivery(models.Model):
+    """One alert to one channel: the history, the retry queue, and (expiry) the once-per-threshold record."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alert_deliveries")
+    # The history outlives rules, channels and certificates: labels are kept, the links may go.
+    rule = models.ForeignKey(
+        AlertRule, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    channel = models.ForeignKey(
+        AlertChannel, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    channel_label = models.CharField(max_length=100, blank=True)
+    event = models.CharField(max_length=16, choices=AlertRule.Event.choices)
+    certificate = models.ForeignKey(
+        Certificate, null=True, blank=True, on_delete=models.SET_NULL, related_name="alert_deliveries"
+    )
+    subscriber = models.ForeignKey(
+        Subscriber, null=True, blank=True, on_delete=models.SET_NULL, related_name="alert_deliveries"
+    )
+    threshold_days = models.PositiveIntegerField(null=True, blank=True)
+    subject = models.CharField(max_length=300)
+    message = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "alert deliveries"
+        constraints = [
+            # Once per threshold per certificate on a channel, however many runs (or rules) meet it.
+            models.UniqueConstraint(
+                fields=["channel", "certificate", "threshold_days"],
+                name="alert_delivery_once_per_threshold",
+                condition=models.Q(threshold_days__isnull=False),
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-created_at"], name="alert_delivery_org_created"),
+            models.Index(fields=["organization", "status", "-created_at"], name="alert_delivery_org_status"),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="alert_delivery_due",
+                condition=models.Q(status="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_event_display()} → {self.channel_label} ({self.get_status_display()})"

@@ -27,8 +27,8 @@ from certmgr.errors import Conflict, NotFound, PermissionDenied, ServiceError
 from certmgr.models import AuditEvent, Organization
 from certmgr.permissions import Action
 from certmgr.services import require
+from pki import alerts, renewal, x509
 from pki import policy as policy_rules
-from pki import renewal, x509
 from pki.models import (
     Certificate,
     CertificateAuthority,
@@ -449,6 +449,7 @@ def note_issue_failure(
         last_error_category=category[:100],
         next_attempt_at=now + timedelta(seconds=delay),
     )
+    alerts.notify("renewal_failed", subscriber=subscriber_id, message=message)
 
 
 def _note_issued(certificate: Certificate) -> None:
@@ -522,6 +523,7 @@ def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -
         key_stored=key is not None,
         renewed_from=renewal_of.pk if renewal_of else None,
     )
+    alerts.notify("issued", certificate=certificate)
     return certificate
 
 
@@ -730,6 +732,7 @@ def store_external(
         key_stored=key is not None,
         renewed_from=renewal_of.pk if renewal_of else None,
     )
+    alerts.notify("issued", certificate=certificate)
     return certificate
 
 
@@ -879,6 +882,7 @@ def _issue_batch_locked(batch: list[BatchRequest], actor, refusal: _Refusal) -> 
         )
     for (org_id, action), targets in sorted(events.items()):
         audit.record_many(actor, action, targets, organization=org_id)
+    alerts.notify("issued", certificate=rows)
     return rows
 
 
@@ -927,6 +931,7 @@ def revoke(certificate: Certificate, *, reason: str, actor: Any) -> Certificate:
             certificate.revocation_reason = reason
             certificate.save(update_fields=["status", "revoked_at", "revocation_reason"])
             audit.record(actor, "certificate.revoke", certificate, reason=reason, serial=certificate.serial)
+            alerts.notify("revoked", certificate=certificate)
             if certificate.ca.is_internal:
                 _build_crl(certificate.ca, actor)
     return certificate

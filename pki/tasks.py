@@ -60,3 +60,27 @@ def run_renewals() -> dict:
     from pki import lifecycle
 
     return run_job("renewals", lambda report: lifecycle.run_renewals(report)).counts
+
+
+def send_expiry_alerts() -> dict:
+    """Expiry alerts (scheduled daily by default, CERTMGR_EXPIRY_ALERT_MINUTES): queue each certificate's
+    reached threshold once, then send every due delivery, retries included. Each run is a JobRun."""
+    from certmgr.jobs import run_job
+    from pki import alerts
+
+    return run_job("expiry_alerts", alerts.send_expiry_alerts).counts
+
+
+def deliver_alerts(delivery_ids: list[int] | None = None) -> dict:
+    """Send alert deliveries: the given ones (enqueued by pki.alerts.notify on commit), or every pending one
+    that is due (the retry schedule of migration pki/0007; recorded as a JobRun only when there was work)."""
+    from certmgr.jobs import JobReport, run_job
+    from pki import alerts
+
+    if delivery_ids:
+        report = JobReport()
+        alerts.deliver_many(delivery_ids, report)
+        return report.counts
+    if not alerts.due_ids(limit=1):
+        return {}
+    return run_job("alert_deliveries", alerts.deliver_due).counts

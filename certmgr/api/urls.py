@@ -7,6 +7,7 @@ from acmeca.api import views as acme_views
 from certmgr.api import views
 from dnsproviders.api.views import AppConnectionViewSet
 from pki.api import views as pki_views
+from pki.api.alerts import register as register_alerts
 
 router = DefaultRouter(trailing_slash=True)
 router.register("organizations", views.OrganizationViewSet, basename="organization")
@@ -22,6 +23,7 @@ router.register("certificates", pki_views.CertificateViewSet, basename="certific
 router.register("acme-accounts", acme_views.AcmeAccountViewSet, basename="acme-account")
 router.register("acme-orders", acme_views.AcmeOrderViewSet, basename="acme-order")
 router.register("acme-challenges", acme_views.AcmeChallengeViewSet, basename="acme-challenge")
+register_alerts(router)  # alert-channels, alert-rules, alert-deliveries
 
 urlpatterns = [path("", include(router.urls))]
 # The seed API's paths, exactly as its scripts call them (no trailing slash).
