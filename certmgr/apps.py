@@ -6,4 +6,5 @@ class CertmgrConfig(AppConfig):
     verbose_name = "Organizations & audit"
 
     def ready(self) -> None:
-        from certmgr import checks  # noqa: F401  (registers system checks)
+        # Imported for their side effects: system checks; the /admin/dashboard/ URL.
+        from certmgr import checks, dashboard_admin  # noqa: F401

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from certmgr.api.exceptions import api_not_found
+from certmgr.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -13,5 +14,6 @@ urlpatterns = [
     path("api/<path:rest>", api_not_found),
     path("", include("pki.urls")),
     path("", include("acmeca.urls")),
+    path("metrics", metrics_view, name="metrics"),
     path("healthz", lambda request: HttpResponse("ok", content_type="text/plain"), name="healthz"),
 ]

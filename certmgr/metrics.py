@@ -1,0 +1,313 @@
+"""``/metrics``: the inventory and the lifecycle in Prometheus' text exposition format (version 0.0.4).
+
+Who may read it: a request with a valid API token (``Authorization: Bearer ...``; it sees its organization
+only) or one from an address in ``CERTMGR_METRICS_ALLOWED_NETWORKS`` (a Prometheus server inside the network;
+it sees every organization). The names follow cert-manager's where one fits
+(``..._certificate_expiration_timestamp_seconds``, ``..._certificate_renewal_timestamp_seconds``).
+
+Cardinality stays bounded: no label names a certificate. Per-subscriber series describe the subscriber's
+current certificate (its newest active one), for at most ``CERTMGR_METRICS_MAX_SUBSCRIBERS`` subscribers
+(lowest ids first, so a scrape's series stay the same from one scrape to the next); everything else is a
+count grouped by organization and status, or by CA. Each family is one aggregate query; a scrape runs nine.
+
+The exposition is written here rather than with ``prometheus_client`` (not a dependency): the format is a
+few lines per family, and the escaping rules below are the whole of it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+from rest_framework.exceptions import AuthenticationFailed
+
+from certmgr.actors import Actor
+from certmgr.api.authentication import BearerTokenAuthentication
+from certmgr.middleware import client_ip
+from certmgr.models import Organization
+from certmgr.permissions import Action
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Order duration buckets (seconds): an ACME order takes seconds with HTTP-01, minutes with slow DNS.
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
+FINISHED_STEPS = ("done", "failed", "cancelled")
+
+
+# --- the text format -------------------------------------------------------------------------------------
+def escape_label(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float | int) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+class Exposition:
+    """Families in the order they are declared; each sample line is ``name{labels} value``."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {escape_help(help_text)}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, labels: Iterable[tuple[str, object]], value: float | int) -> None:
+        body = ",".join(f'{key}="{escape_label(val)}"' for key, val in labels)
+        self.lines.append(
+            f"{name}{{{body}}} {format_value(value)}" if body else f"{name} {format_value(value)}"
+        )
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+# --- the numbers ---------------------------------------------------------------------------------------
+def _scoped(queryset, org_ids: set[int] | None, path: str = "organization_id"):
+    return queryset if org_ids is None else queryset.filter(**{f"{path}__in": org_ids})
+
+
+def collect(org_ids: set[int] | None, *, limit: int | None = None, now: datetime | None = None) -> str:
+    """The whole exposition for the organizations ``org_ids`` (None: every organization)."""
+    from acmeca.models import AcmeOrder
+    from pki import models as pki_models
+    from pki.models import Certificate, CertificateAuthority, Subscriber
+
+    limit = settings.CERTMGR_METRICS_MAX_SUBSCRIBERS if limit is None else limit
+    now = now or timezone.now()
+    out = Exposition()
+    orgs = dict(_scoped(Organization.objects, org_ids, "pk").values_list("pk", "slug"))
+    cas, ca_orgs = {}, {}
+    for pk, org, name in _scoped(CertificateAuthority.objects, org_ids).values_list(
+        "pk", "organization_id", "name"
+    ):
+        cas[pk], ca_orgs[pk] = name, org
+
+    def ca_label(ca_id: int | None) -> str:
+        return cas.get(ca_id, "") if ca_id is not None else ""
+
+    # Per subscriber: its current certificate = the newest active one. A correlated subquery probes the index
+    # (subscriber, -not_after) once per subscriber; the certificates are then read by primary key.
+    newest = (
+        Certificate.objects.filter(subscriber=OuterRef("pk"), status=Certificate.Status.ACTIVE)
+        .order_by("-not_after")
+        .values("pk")[:1]
+    )
+    subscribers = list(
+        _scoped(Subscriber.objects, org_ids)
+        .annotate(current=Subquery(newest))
+        .order_by("pk")
+        .values_list("pk", "organization_id", "name", "current")[: limit + 1]
+    )
+    truncated = len(subscribers) > limit
+    subscribers = subscribers[:limit]
+    certificates = {
+        pk: rest
+        for pk, *rest in Certificate.objects.filter(pk__in=[row[3] for row in subscribers if row[3]])
+        .order_by()
+        .values_list("pk", "ca_id", "not_after", "next_renewal_at")
+    }
+    current = [
+        (org, name, *certificates[cert_id])
+        for _, org, name, cert_id in subscribers
+        if cert_id in certificates
+    ]
+    current = current[:limit]
+
+    out.family(
+        "certmgr_metrics_subscriber_limit",
+        "gauge",
+        "Per-subscriber series are emitted for at most this many subscribers (lowest ids first; setting "
+        "CERTMGR_METRICS_MAX_SUBSCRIBERS).",
+    )
+    out.sample("certmgr_metrics_subscriber_limit", (), limit)
+    out.family(
+        "certmgr_metrics_subscribers_truncated",
+        "gauge",
+        "1 when there are more subscribers than the limit, so some are not listed.",
+    )
+    out.sample("certmgr_metrics_subscribers_truncated", (), truncated)
+
+    out.family(
+        "certmgr_certificate_expiration_timestamp_seconds",
+        "gauge",
+        "notAfter of each subscriber's current (newest active) certificate, seconds since the epoch.",
+    )
+    for org, name, ca_id, not_after, _ in current:
+        labels = (("organization", orgs.get(org, "")), ("subscriber", name), ("ca", ca_label(ca_id)))
+        out.sample("certmgr_certificate_expiration_timestamp_seconds", labels, not_after.timestamp())
+    out.family(
+        "certmgr_certificate_renewal_timestamp_seconds",
+        "gauge",
+        "When the renewal sweep renews each subscriber's current certificate, seconds since the epoch.",
+    )
+    for org, name, ca_id, _, renew_at in current:
+        if renew_at is not None:
+            labels = (("organization", orgs.get(org, "")), ("subscriber", name), ("ca", ca_label(ca_id)))
+            out.sample("certmgr_certificate_renewal_timestamp_seconds", labels, renew_at.timestamp())
+
+    # Counts by (organization, status) and by CA: each an index-only scan ((organization, status, not_after)
+    # and (ca)). A count by CA *and* status would read the whole table: no index holds both columns.
+    out.family(
+        "certmgr_certificates",
+        "gauge",
+        "Certificates in the inventory by organization and stored status (active, expired, revoked).",
+    )
+    counts = (
+        _scoped(Certificate.objects, org_ids)
+        .order_by()
+        .values_list("organization_id", "status")
+        .annotate(n=Count("*"))
+    )
+    for org, status, n in sorted(counts):
+        out.sample("certmgr_certificates", (("organization", orgs.get(org, "")), ("status", status)), n)
+    out.family(
+        "certmgr_ca_certificates",
+        "gauge",
+        "Certificates in the inventory by issuing CA (every status).",
+    )
+    per_ca = (
+        Certificate.objects.filter(ca_id__in=list(cas)).order_by().values_list("ca_id").annotate(n=Count("*"))
+    )
+    for ca_id, n in sorted(per_ca):
+        out.sample(
+            "certmgr_ca_certificates", (("organization", orgs.get(ca_orgs[ca_id], "")), ("ca", cas[ca_id])), n
+        )
+
+    out.family(
+        "certmgr_renewal_failures",
+        "gauge",
+        "Failed issuance or renewal attempts in a row, per subscriber with at least one (reset on success).",
+    )
+    failing = (
+        _scoped(Subscriber.objects, org_ids)
+        .filter(renewal_failures__gt=0)
+        .order_by("pk")
+        .values_list("organization_id", "name", "renewal_failures")[:limit]
+    )
+    for org, name, failures in failing:
+        out.sample(
+            "certmgr_renewal_failures", (("organization", orgs.get(org, "")), ("subscriber", name)), failures
+        )
+
+    _acme_orders(out, _scoped(AcmeOrder.objects, org_ids), orgs, ca_label)
+
+    delivery = getattr(pki_models, "AlertDelivery", None)
+    if delivery is not None:
+        out.family("certmgr_alert_deliveries", "gauge", "Alert deliveries kept in the history, by status.")
+        rows = (
+            _scoped(delivery.objects, org_ids)
+            .order_by()
+            .values_list("organization_id", "status")
+            .annotate(n=Count("*"))
+        )
+        for org, status, n in sorted(rows):
+            out.sample(
+                "certmgr_alert_deliveries", (("organization", orgs.get(org, "")), ("status", status)), n
+            )
+    return out.text()
+
+
+def _acme_orders(out: Exposition, orders, orgs: dict[int, str], ca_label) -> None:
+    """Finished orders by outcome (the order's final step) and how long they took, one GROUP BY."""
+    duration = ExpressionWrapper(F("finished_at") - F("created_at"), output_field=DurationField())
+    buckets = {
+        f"le{i}": Count("pk", filter=Q(duration__lte=timedelta(seconds=bound)))
+        for i, bound in enumerate(DURATION_BUCKETS)
+    }
+    rows = (
+        orders.filter(step__in=FINISHED_STEPS, finished_at__isnull=False)
+        .order_by()
+        .annotate(duration=duration)
+        .values("organization_id", "ca_id", "step")
+        .annotate(n=Count("*"), total=Sum("duration"), **buckets)
+    )
+    rows = sorted(rows, key=lambda r: (r["organization_id"], r["ca_id"], r["step"]))
+    out.family(
+        "certmgr_acme_orders_total", "counter", "Finished ACME orders by outcome (done, failed, cancelled)."
+    )
+    for row in rows:
+        labels = (("organization", orgs.get(row["organization_id"], "")), ("ca", ca_label(row["ca_id"])))
+        out.sample("certmgr_acme_orders_total", (*labels, ("outcome", row["step"])), row["n"])
+    name = "certmgr_acme_order_duration_seconds"
+    out.family(name, "histogram", "Time from an ACME order's creation to its end (finished_at - created_at).")
+    for row in rows:
+        labels = (
+            ("organization", orgs.get(row["organization_id"], "")),
+            ("ca", ca_label(row["ca_id"])),
+            ("outcome", row["step"]),
+        )
+        for i, bound in enumerate(DURATION_BUCKETS):
+            out.sample(f"{name}_bucket", (*labels, ("le", f"{float(bound)}")), row[f"le{i}"])
+        out.sample(f"{name}_bucket", (*labels, ("le", "+Inf")), row["n"])
+        total = row["total"] or timedelta(0)
+        out.sample(f"{name}_sum", labels, total.total_seconds())
+        out.sample(f"{name}_count", labels, row["n"])
+
+
+# --- the door ----------------------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def _networks(entries: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries if entry.strip())
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"CERTMGR_METRICS_ALLOWED_NETWORKS: {exc}") from exc
+
+
+def ip_allowed(request: HttpRequest) -> bool:
+    networks = _networks(tuple(settings.CERTMGR_METRICS_ALLOWED_NETWORKS))
+    address = client_ip(request)
+    if not networks or not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
+def _unauthorized(message: str) -> HttpResponse:
+    response = HttpResponse(message + "\n", status=401, content_type="text/plain; charset=utf-8")
+    response["WWW-Authenticate"] = 'Bearer realm="certmgr"'
+    return response
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    try:
+        authenticated = BearerTokenAuthentication().authenticate(request)
+    except AuthenticationFailed as exc:
+        return _unauthorized(str(exc.detail))
+    if authenticated is not None:
+        _, token = authenticated
+        org_ids = Actor.for_token(token).organization_ids(Action.VIEW)
+    elif ip_allowed(request):
+        org_ids = None  # the monitoring network: every organization
+    else:
+        return _unauthorized("An API token or an allow-listed address is required.")
+    response = HttpResponse(collect(org_ids), content_type=CONTENT_TYPE)
+    response["Cache-Control"] = "no-store"
+    return response

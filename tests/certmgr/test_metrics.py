@@ -1,0 +1,229 @@
+"""/metrics: Prometheus text format, behind an API token or an allow-listed address; a token sees its own
+organization; per-subscriber series for the current certificate only, capped; a fixed number of queries."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from acmeca.models import AcmeOrder
+from certmgr import metrics
+from certmgr.models import AuditEvent
+from pki import models as pki_models
+from pki import services
+from pki.models import CertificateAuthority
+from tests.certmgr.test_dashboard import make_cert
+from tests.conftest import SYSTEM
+from tests.pki import conftest as pki_fixtures
+
+# The PKI fixtures, shared with tests/pki/ (a conftest there is not seen from here).
+hierarchy, subscriber, issued = pki_fixtures.hierarchy, pki_fixtures.subscriber, pki_fixtures.issued
+pytestmark = pytest.mark.django_db
+URL = "/metrics"
+# One sample line of the text format: name, optional {label="value",...}, a value.
+SAMPLE = re.compile(
+    r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\\\|\\"|\\n)*",?)*\})? '
+    r"(-?[0-9.e+-]+|[+-]Inf|NaN)$"
+)
+
+
+def scrape(client: Client, **headers) -> str:
+    response = client.get(URL, **headers)
+    assert response.status_code == 200, response.content[:300]
+    assert response["Content-Type"] == metrics.CONTENT_TYPE
+    return response.content.decode()
+
+
+def bearer(token: str) -> dict:
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def samples(text: str, name: str) -> dict[str, str]:
+    """``{labels: value}`` of one metric."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            labels, _, value = line[len(name) :].rpartition(" ")
+            found[labels] = value
+    return found
+
+
+def assert_well_formed(text: str) -> None:
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        assert SAMPLE.match(line), f"not a valid sample line: {line!r}"
+
+
+def test_no_credentials_is_401(tenant):
+    response = Client().get(URL)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_bad_token_is_401_and_audited(tenant):
+    response = Client().get(URL, **bearer("cm_abcdefgh_notthesecret"))
+    assert response.status_code == 401
+    assert AuditEvent.objects.filter(action="auth.token_rejected").exists()
+
+
+def test_token_sees_its_organization_only(tenant, other_tenant, issued):
+    other_ca = CertificateAuthority.objects.create(
+        organization=other_tenant.organization, name="Theirs", kind="acme"
+    )
+    make_cert(other_tenant.organization, ca=other_ca)
+
+    text = scrape(Client(), **bearer(tenant.auditor.token))
+
+    assert_well_formed(text)
+    expiry = samples(text, "certmgr_certificate_expiration_timestamp_seconds")
+    assert expiry == {
+        '{organization="acme",subscriber="web",ca="Issuing"}': repr(issued.not_after.timestamp())
+    }
+    renewal = samples(text, "certmgr_certificate_renewal_timestamp_seconds")
+    assert renewal == {
+        '{organization="acme",subscriber="web",ca="Issuing"}': repr(issued.next_renewal_at.timestamp())
+    }
+    assert samples(text, "certmgr_certificates") == {'{organization="acme",status="active"}': "1"}
+    assert samples(text, "certmgr_ca_certificates") == {'{organization="acme",ca="Issuing"}': "1"}
+    assert "globex" not in text and "Theirs" not in text
+
+
+def test_allow_listed_address_sees_every_organization(settings, tenant, other_tenant, issued):
+    settings.CERTMGR_METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8", "127.0.0.0/8"]
+    make_cert(other_tenant.organization)
+
+    text = scrape(Client(REMOTE_ADDR="127.0.0.1"))
+
+    counts = samples(text, "certmgr_certificates")
+    assert counts == {
+        '{organization="acme",status="active"}': "1",
+        '{organization="globex",status="active"}': "1",
+    }
+    assert scrape(Client(REMOTE_ADDR="::ffff:10.1.2.3"))  # an IPv4-mapped address counts as IPv4
+    assert Client(REMOTE_ADDR="192.168.1.1").get(URL).status_code == 401
+    settings.CERTMGR_METRICS_ALLOWED_NETWORKS = []
+    assert Client(REMOTE_ADDR="127.0.0.1").get(URL).status_code == 401
+
+
+def test_current_certificate_is_the_newest_active(tenant, subscriber, issued):
+    org, ca = tenant.organization, subscriber.ca
+    make_cert(org, ca=ca, subscriber=subscriber, days=90, status="revoked")  # ends last, but revoked
+    newest_active = make_cert(org, ca=ca, subscriber=subscriber, days=60, renew_in=40)
+    make_cert(org, ca=ca, subscriber=subscriber, days=-30, status="expired")
+
+    text = scrape(Client(), **bearer(tenant.auditor.token))
+
+    expiry = samples(text, "certmgr_certificate_expiration_timestamp_seconds")
+    assert list(expiry.values()) == [repr(newest_active.not_after.timestamp())]
+    renewal = samples(text, "certmgr_certificate_renewal_timestamp_seconds")
+    assert list(renewal.values()) == [repr(newest_active.next_renewal_at.timestamp())]
+
+
+def test_subscribers_are_capped(settings, tenant, hierarchy, subscriber, issued):
+    second = services.save_subscriber(
+        tenant.organization, actor=SYSTEM, name="api", ca=hierarchy[1], common_name="api.acme.test"
+    )
+    services.issue(second, actor=SYSTEM)
+    settings.CERTMGR_METRICS_MAX_SUBSCRIBERS = 1
+
+    text = scrape(Client(), **bearer(tenant.auditor.token))
+
+    assert len(samples(text, "certmgr_certificate_expiration_timestamp_seconds")) == 1
+    assert 'subscriber="web"' in text  # lowest id first: the same series at every scrape
+    assert samples(text, "certmgr_metrics_subscriber_limit") == {"": "1"}
+    assert samples(text, "certmgr_metrics_subscribers_truncated") == {"": "1"}
+    assert "# HELP certmgr_metrics_subscriber_limit" in text
+
+    settings.CERTMGR_METRICS_MAX_SUBSCRIBERS = 10
+    text = scrape(Client(), **bearer(tenant.auditor.token))
+    assert len(samples(text, "certmgr_certificate_expiration_timestamp_seconds")) == 2
+    assert samples(text, "certmgr_metrics_subscribers_truncated") == {"": "0"}
+
+
+def test_acme_orders_and_durations(tenant, hierarchy):
+    ca = CertificateAuthority.objects.create(organization=tenant.organization, name="LE", kind="acme")
+    now = timezone.now()
+    for seconds, step in ((3, "done"), (40, "done"), (7200, "failed"), (1, "queued")):
+        AcmeOrder.objects.create(
+            organization=tenant.organization,
+            ca=ca,
+            identifiers=[{"type": "dns", "value": "a.acme.test"}],
+            challenge_type="dns-01",
+            step=step,
+            created_at=now - timedelta(seconds=seconds),
+            finished_at=now if step != "queued" else None,
+        )
+
+    text = scrape(Client(), **bearer(tenant.auditor.token))
+
+    assert_well_formed(text)
+    assert samples(text, "certmgr_acme_orders_total") == {
+        '{organization="acme",ca="LE",outcome="done"}': "2",
+        '{organization="acme",ca="LE",outcome="failed"}': "1",
+    }
+    buckets = samples(text, "certmgr_acme_order_duration_seconds_bucket")
+    assert buckets['{organization="acme",ca="LE",outcome="done",le="1.0"}'] == "0"
+    assert buckets['{organization="acme",ca="LE",outcome="done",le="5.0"}'] == "1"
+    assert buckets['{organization="acme",ca="LE",outcome="done",le="60.0"}'] == "2"
+    assert buckets['{organization="acme",ca="LE",outcome="failed",le="3600.0"}'] == "0"
+    assert buckets['{organization="acme",ca="LE",outcome="failed",le="+Inf"}'] == "1"
+    total = samples(text, "certmgr_acme_order_duration_seconds_sum")[
+        '{organization="acme",ca="LE",outcome="done"}'
+    ]
+    assert float(total) == pytest.approx(43, abs=0.1)
+    assert "# TYPE certmgr_acme_order_duration_seconds histogram" in text
+
+
+def test_renewal_failures_per_subscriber(tenant, subscriber):
+    services.note_issue_failure(subscriber.pk, "dns", "no such zone")
+    services.note_issue_failure(subscriber.pk, "dns", "no such zone")
+    text = scrape(Client(), **bearer(tenant.auditor.token))
+    assert samples(text, "certmgr_renewal_failures") == {'{organization="acme",subscriber="web"}': "2"}
+
+
+@pytest.mark.skipif(not hasattr(pki_models, "AlertDelivery"), reason="alert models not built yet")
+def test_alert_deliveries_by_status(tenant):
+    for status in ("sent", "sent", "failed"):
+        pki_models.AlertDelivery.objects.create(
+            organization=tenant.organization, event="issued", subject="s", status=status
+        )
+    text = scrape(Client(), **bearer(tenant.auditor.token))
+    assert samples(text, "certmgr_alert_deliveries") == {
+        '{organization="acme",status="failed"}': "1",
+        '{organization="acme",status="sent"}': "2",
+    }
+
+
+def test_label_values_and_help_are_escaped():
+    assert metrics.escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    assert metrics.escape_help("x\\y\nz") == "x\\\\y\\nz"
+    out = metrics.Exposition()
+    out.family("m", "gauge", "help")
+    out.sample("m", (("name", 'we"ird\\'),), 1.5)
+    out.sample("m", (), float("inf"))
+    assert out.text() == '# HELP m help\n# TYPE m gauge\nm{name="we\\"ird\\\\"} 1.5\nm +Inf\n'
+    assert_well_formed(out.text())
+
+
+def test_query_count_does_not_grow_with_rows(tenant, hierarchy, subscriber, django_assert_num_queries):
+    org = tenant.organization
+    for days in range(1, 60, 3):
+        make_cert(org, ca=hierarchy[1], subscriber=subscriber, days=days, renew_in=days / 2)
+    # organizations, CAs, subscribers, their certificates, counts by status, by CA, failures, orders
+    # (+ alert deliveries)
+    expected = 8 + hasattr(pki_models, "AlertDelivery")
+    with django_assert_num_queries(expected):
+        metrics.collect({org.pk})
+    for i in range(5):
+        other = services.save_subscriber(
+            org, actor=SYSTEM, name=f"s{i}", ca=hierarchy[1], common_name="x.acme.test"
+        )
+        make_cert(org, ca=hierarchy[1], subscriber=other, days=30, renew_in=10)
+    with django_assert_num_queries(expected):
+        metrics.collect({org.pk})
