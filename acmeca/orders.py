@@ -6,7 +6,10 @@ rows with their audit event, and enqueue the worker once the transaction has com
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -25,8 +28,28 @@ from pki.models import Certificate, CertificateAuthority, Subscriber
 Step = AcmeOrder.Step
 
 
+# Orders started inside ``foreground()`` are not handed to a worker: the caller runs them (acme_order).
+_FOREGROUND: ContextVar[list[int] | None] = ContextVar("acme_foreground", default=None)
+
+
+@contextlib.contextmanager
+def foreground() -> Iterator[list[int]]:
+    """Start orders without a worker; yields the list of their ids. A dead caller's order is still found
+    by the janitor (it holds no lease and has no retry time)."""
+    kept: list[int] = []
+    token = _FOREGROUND.set(kept)
+    try:
+        yield kept
+    finally:
+        _FOREGROUND.reset(token)
+
+
 def enqueue(order_id: int) -> None:
     """Hand the order to a worker once the surrounding transaction has committed."""
+    kept = _FOREGROUND.get()
+    if kept is not None:
+        kept.append(order_id)
+        return
 
     def send() -> None:
         from django_q.tasks import async_task

@@ -239,7 +239,8 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
-    Q_CLUSTER["poll"] = env.float("CERTMGR_ORM_POLL", default=0.5)
+    # How often an idle worker asks the database for tasks: an order waits for at most this long.
+    Q_CLUSTER["poll"] = env.float("CERTMGR_ORM_POLL", default=0.1)
 
 # --- Logging --------------------------------------------------------------------------------------
 LOGGING = {

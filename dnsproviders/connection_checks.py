@@ -34,6 +34,7 @@ from certmgr import outbound
 from certmgr.errors import OutboundRefused
 from dnsproviders.aws import aws_session
 from dnsproviders.credentials import CredentialError, Kind, schema_for
+from dnsproviders.tsig import TSIG_ALGORITHMS
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +44,6 @@ CLOUDFLARE_VERIFY_URL = "https://api.cloudflare.com/client/v4/user/tokens/verify
 ACME_DNS_PLACEHOLDER_TXT = "certmgr-connection-test-" + "x" * 19
 USER_AGENT = "certmgr/0.1"
 
-TSIG_ALGORITHMS: dict[str, dns.name.Name] = {
-    "hmac-md5": dns.tsig.HMAC_MD5,
-    "hmac-md5.sig-alg.reg.int": dns.tsig.HMAC_MD5,
-    "hmac-sha1": dns.tsig.HMAC_SHA1,
-    "hmac-sha224": dns.tsig.HMAC_SHA224,
-    "hmac-sha256": dns.tsig.HMAC_SHA256,
-    "hmac-sha384": dns.tsig.HMAC_SHA384,
-    "hmac-sha512": dns.tsig.HMAC_SHA512,
-}
 
 
 @dataclass(frozen=True)

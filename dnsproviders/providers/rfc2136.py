@@ -21,8 +21,8 @@ import dns.tsig
 import dns.update
 
 from certmgr import outbound
-from dnsproviders.connection_checks import TSIG_ALGORITHMS
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, absolute
+from dnsproviders.tsig import TSIG_ALGORITHMS
 
 #: Rcodes worth retrying; every other non-NOERROR rcode of an update is a permanent refusal.
 TRANSIENT_RCODES = {dns.rcode.SERVFAIL}

@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def no_worker(monkeypatch):
+def no_worker():
     """Orders are driven by the test itself (``flow.run_order``), not by the on-commit worker."""
-    monkeypatch.setattr(orders, "enqueue", lambda order_id: None)
+    with orders.foreground():
+        yield
 
 
 def test_unknown_domain_fails_the_order_with_the_providers_message(tenant, pebble, pebble_ca):
