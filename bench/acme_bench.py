@@ -24,12 +24,8 @@ What it does, all on loopback:
   that write and remove the TXT record with ``nsupdate`` and the TSIG key;
 - prints a Markdown table and, from the audit events, where an order's time goes.
 
-``--patch`` applies a named change inside the worker processes (what-if measurements, nothing is edited):
-``fast-poll`` (authorization/order polls from 10 ms, capped at 100 ms), ``prompt-propagation`` (no 50 ms
-sleep loop around the propagation check), ``preload-providers`` (import the DNS provider modules before
-the cluster forks), ``profile`` (cProfile every order; prints the batch's cumulative profile). Set
-``CERTMGR_ORM_POLL=0.05`` in the environment to try a shorter ORM broker poll. Every run also writes a
-per-phase trace of the worker and prints, per order, where its time went.
+``--patch profile`` cProfiles every order inside the workers and prints the batch's cumulative profile.
+Every run also writes a per-phase trace of the worker and prints, per order, where its time went.
 """
 
 from __future__ import annotations
@@ -64,67 +60,6 @@ STEPS += ["acme.order.challenge_valid", "acme.order.finalize", "acme.order.valid
 
 
 # --- what-if changes to the worker (applied in the qcluster process before it forks) ----------------
-def _patch_fast_poll() -> None:
-    """Authorization/order polling starts at 10 ms and is capped at 100 ms (instead of 50 ms .. 1 s)."""
-    from acmeca import flow
-
-    def delays(timeout: float):
-        end = time.monotonic() + timeout
-        pause = 0.01
-        while time.monotonic() < end:
-            delay = flow._Delay(pause)
-            yield delay
-            time.sleep(max(0.0, min(delay.seconds, end - time.monotonic())))
-            pause = min(0.1, pause * 2)
-
-    flow._poll_delays = delays
-
-
-def _patch_prompt_propagation() -> None:
-    """Wake as soon as the propagation checks are done instead of in 50 ms steps (flow.py's sleep loop)."""
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-
-    from acmeca import flow
-
-    def wait_for_propagation(self, todo) -> None:
-        if not todo:
-            return
-        servers = flow.propagation.servers_from_environ()
-        deadline = time.monotonic() + self.settings.propagation_timeout
-
-        def one(ch):
-            return flow.propagation.wait_for_txt(
-                ch.provider_ref.get("record_name") or ch.record_name,
-                ch.record_value,
-                servers=servers,
-                resolver=None if servers else flow._resolver(),
-                interval=self.settings.propagation_interval,
-                deadline=deadline,
-            )
-
-        self.progress(f"propagation: waiting for {len(todo)} TXT record(s)")
-        with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
-            futures = [pool.submit(one, ch) for ch in todo]
-            while wait(futures, timeout=1.0, return_when=FIRST_EXCEPTION)[1]:
-                if any(f.done() and f.exception() for f in futures):
-                    break
-                self.heartbeat()
-            for f in futures:
-                f.result()
-
-    flow._Runner._wait_for_propagation = wait_for_propagation
-
-
-def _patch_preload_providers() -> None:
-    """Import every DNS provider module before the cluster forks (not in each worker on its first order)."""
-    from importlib import import_module
-
-    from dnsproviders.providers import base
-
-    for module in base._MODULES.values():
-        import_module(module)
-
-
 def _patch_profile() -> None:
     """cProfile each order the worker runs; one .prof file per order next to the trace (CPU, not waits)."""
     import cProfile
@@ -158,12 +93,7 @@ def print_cpu_profile(logdir: Path, order_ids: list[int], top: int = 25) -> None
     stats.sort_stats("cumulative").print_stats(top)
 
 
-PATCHES = {
-    "profile": _patch_profile,
-    "fast-poll": _patch_fast_poll,
-    "prompt-propagation": _patch_prompt_propagation,
-    "preload-providers": _patch_preload_providers,
-}
+PATCHES = {"profile": _patch_profile}
 
 TRACED = [
     "_client",
