@@ -18,6 +18,7 @@ Public API::
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import email.utils
@@ -282,6 +283,7 @@ class AcmeNetwork(acme_client.ClientNetwork):
         self.nonce_attempts = max(1, nonce_attempts)
         self.bad_nonces = 0
         self.posts = 0
+        self.responses: collections.Counter[str] = collections.Counter()  # "2xx", "4xx", ...: for metrics
         self._bundle_file = None
         if tls_ca_bundle.strip():
             # requests' ``verify`` takes a path: keep the file alive as long as this network.
@@ -308,6 +310,7 @@ class AcmeNetwork(acme_client.ClientNetwork):
         self.close()
 
     def _check_response(self, response: requests.Response, content_type: str | None = None):  # type: ignore[override]
+        self.responses[f"{response.status_code // 100}xx"] += 1
         try:
             return super()._check_response(response, content_type=content_type)
         except messages.Error as error:

@@ -28,7 +28,7 @@ from acme import challenges, messages
 from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from acmeca import client as acme
@@ -186,7 +186,18 @@ class _Runner:
             self.handle(exc)
         finally:
             if self.client is not None:
+                self._count_requests(self.client.net)
                 self.client.net.close()
+
+    def _count_requests(self, net: acme.AcmeNetwork) -> None:
+        """Add this run's ACME requests to the order's counters (whoever holds the lease now)."""
+        seen = net.responses
+        AcmeOrder.objects.filter(pk=self.order.pk).update(
+            requests_ok=F("requests_ok") + seen["2xx"],
+            requests_client_error=F("requests_client_error") + seen["4xx"],
+            requests_server_error=F("requests_server_error") + seen["5xx"],
+            bad_nonces=F("bad_nonces") + net.bad_nonces,
+        )
 
     def handle(self, exc: BaseException) -> None:
         if isinstance(exc, ProviderError):

@@ -179,6 +179,11 @@ class AcmeOrder(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Challenge records still to remove (a failed cleanup is retried by the janitor).
     cleanup_pending = models.BooleanField(default=False)
+    # ACME requests this order made, by the CA's answer (for /metrics): 2xx, 4xx, 5xx; badNonce retries.
+    requests_ok = models.PositiveIntegerField(default=0, editable=False)
+    requests_client_error = models.PositiveIntegerField(default=0, editable=False)
+    requests_server_error = models.PositiveIntegerField(default=0, editable=False)
+    bad_nonces = models.PositiveIntegerField(default=0, editable=False)
     requested_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)

@@ -250,6 +250,30 @@ def _acme_orders(out: Exposition, orders, orgs: dict[int, str], ca_label) -> Non
     for row in rows:
         labels = (("organization", orgs.get(row["organization_id"], "")), ("ca", ca_label(row["ca_id"])))
         out.sample("certmgr_acme_orders_total", (*labels, ("outcome", row["step"])), row["n"])
+    requests = (
+        orders.order_by()
+        .values("organization_id", "ca_id")
+        .annotate(
+            ok=Sum("requests_ok"),
+            client=Sum("requests_client_error"),
+            server=Sum("requests_server_error"),
+            nonces=Sum("bad_nonces"),
+        )
+    )
+    out.family(
+        "certmgr_acme_requests_total",
+        "counter",
+        "ACME requests by the CA's answer (2xx, 4xx, 5xx); badNonce retries are also counted as 4xx.",
+    )
+    nonce_rows = []
+    for row in sorted(requests, key=lambda r: (r["organization_id"], r["ca_id"])):
+        labels = (("organization", orgs.get(row["organization_id"], "")), ("ca", ca_label(row["ca_id"])))
+        for status, key in (("2xx", "ok"), ("4xx", "client"), ("5xx", "server")):
+            out.sample("certmgr_acme_requests_total", (*labels, ("status", status)), row[key] or 0)
+        nonce_rows.append((labels, row["nonces"] or 0))
+    out.family("certmgr_acme_bad_nonces_total", "counter", "ACME badNonce answers retried, by CA.")
+    for labels, n in nonce_rows:
+        out.sample("certmgr_acme_bad_nonces_total", labels, n)
     name = "certmgr_acme_order_duration_seconds"
     out.family(name, "histogram", "Time from an ACME order's creation to its end (finished_at - created_at).")
     for row in rows:

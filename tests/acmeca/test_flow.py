@@ -49,6 +49,9 @@ def test_single_name_dns01_through_powerdns(tenant, pebble, pebble_ca, powerdns)
     for ch in order.challenges.all():
         assert ch.status == AcmeChallenge.Status.VALID
         assert powerdns.txt_records(ch.record_name) == []
+    # every request to the CA was counted (directory, nonce, order, authz, challenge, finalize, ...)
+    assert order.requests_ok >= 7 and order.requests_server_error == 0
+    assert order.requests_client_error >= order.bad_nonces  # a rejected nonce is a 400 answer
     actions = set(AuditEvent.objects.filter(target_id=str(order.pk)).values_list("action", flat=True))
     assert {"acme.order.create", "acme.order.submitted", "acme.order.valid"} <= actions
 

@@ -158,6 +158,9 @@ def test_acme_orders_and_durations(tenant, hierarchy):
             step=step,
             created_at=now - timedelta(seconds=seconds),
             finished_at=now if step != "queued" else None,
+            requests_ok=10,
+            requests_client_error=1 if step == "failed" else 0,
+            bad_nonces=1 if step == "failed" else 0,
         )
 
     text = scrape(Client(), **bearer(tenant.auditor.token))
@@ -178,6 +181,12 @@ def test_acme_orders_and_durations(tenant, hierarchy):
     ]
     assert float(total) == pytest.approx(43, abs=0.1)
     assert "# TYPE certmgr_acme_order_duration_seconds histogram" in text
+    assert samples(text, "certmgr_acme_requests_total") == {
+        '{organization="acme",ca="LE",status="2xx"}': "40",
+        '{organization="acme",ca="LE",status="4xx"}': "1",
+        '{organization="acme",ca="LE",status="5xx"}': "0",
+    }
+    assert samples(text, "certmgr_acme_bad_nonces_total") == {'{organization="acme",ca="LE"}': "1"}
 
 
 def test_renewal_failures_per_subscriber(tenant, subscriber):
@@ -215,9 +224,9 @@ def test_query_count_does_not_grow_with_rows(tenant, hierarchy, subscriber, djan
     org = tenant.organization
     for days in range(1, 60, 3):
         make_cert(org, ca=hierarchy[1], subscriber=subscriber, days=days, renew_in=days / 2)
-    # organizations, CAs, subscribers, their certificates, counts by status, by CA, failures, orders
-    # (+ alert deliveries)
-    expected = 8 + hasattr(pki_models, "AlertDelivery")
+    # organizations, CAs, subscribers, their certificates, counts by status, by CA, failures, orders,
+    # ACME requests (+ alert deliveries)
+    expected = 9 + hasattr(pki_models, "AlertDelivery")
     with django_assert_num_queries(expected):
         metrics.collect({org.pk})
     for i in range(5):
