@@ -1039,8 +1039,11 @@ class SubscriberAdmin(PkiAdmin):
         services.delete_object(obj, actor=request)
 
     # --- issuance -----------------------------------------------------------------------------------
-    def _issue(self, request, subscriber, **kwargs) -> Certificate | AcmeOrder | None:
-        certificate = self._call(request, services.issue, subscriber, **kwargs)
+    def _issue(
+        self, request, subscriber, *, service=services.issue, **kwargs
+    ) -> Certificate | AcmeOrder | None:
+        """Issue (or, with ``service=services.retry_now``, renew at once) and say what happened."""
+        certificate = self._call(request, service, subscriber, **kwargs)
         if isinstance(certificate, AcmeOrder):
             self._acme_order_started(request, subscriber, certificate)
         elif certificate is not None:
@@ -1064,34 +1067,20 @@ class SubscriberAdmin(PkiAdmin):
 
     @admin.action(description="Retry renewal now (skip the backoff)", permissions=["manage"])
     def retry_renewal_now(self, request, queryset):
-        subscribers = list(queryset[: ACTION_LIMIT + 1])
-        if len(subscribers) > ACTION_LIMIT:
-            self.message_user(request, f"Select at most {ACTION_LIMIT} subscribers at once.", messages.ERROR)
-            return
-        for subscriber in subscribers:
-            try:
-                result = self._call(request, services.retry_now, subscriber)
-            except PermissionDenied as exc:
-                self.message_user(request, f"{subscriber.name}: {exc}", messages.ERROR)
-                continue
-            if isinstance(result, AcmeOrder):
-                self._acme_order_started(request, subscriber, result)
-            elif result is not None:
-                self.message_user(
-                    request,
-                    format_html("{}: renewed as {}.", subscriber.name, _admin_link(result, result.serial)),
-                    messages.SUCCESS,
-                )
+        self._issue_each(request, queryset, services.retry_now)
 
     @admin.action(description="Issue a certificate now", permissions=["manage"])
     def issue_now(self, request, queryset):
+        self._issue_each(request, queryset, services.issue)
+
+    def _issue_each(self, request, queryset, service) -> None:
         subscribers = list(queryset[: ACTION_LIMIT + 1])
         if len(subscribers) > ACTION_LIMIT:
             self.message_user(request, f"Select at most {ACTION_LIMIT} subscribers at once.", messages.ERROR)
             return
         for subscriber in subscribers:
             try:
-                self._issue(request, subscriber)
+                self._issue(request, subscriber, service=service)
             except PermissionDenied as exc:
                 self.message_user(request, f"{subscriber.name}: {exc}", messages.ERROR)
 

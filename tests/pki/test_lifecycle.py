@@ -220,3 +220,25 @@ def test_api_shows_renewal_state_and_retries_now(tenant, subscriber, issued, set
     assert response.json()["renewed_from"] == issued.pk
     sub = tenant.auditor.client.get(f"/api/v1/subscribers/{subscriber.pk}/").json()
     assert sub["renewal_failures"] == 0 and sub["next_attempt_at"] is None
+
+
+@pytest.mark.django_db
+def test_admin_retry_renewal_now_skips_the_backoff(tenant, subscriber, issued):
+    from django.test import Client
+
+    from tests.conftest import PASSWORD
+
+    services.note_issue_failure(subscriber.pk, "upstream_error", "the CA was down")
+    client = Client()
+    assert client.login(username=tenant.operator.user.username, password=PASSWORD)
+    page = client.get(f"/admin/pki/subscriber/{subscriber.pk}/change/")
+    assert b"upstream_error" in page.content  # the failure, its category and next attempt are shown
+    response = client.post(
+        "/admin/pki/subscriber/",
+        {"action": "retry_renewal_now", "_selected_action": [subscriber.pk], "index": "0"},
+        follow=True,
+    )
+    assert b"issued certificate" in response.content
+    issued.refresh_from_db()
+    assert issued.renewed_by.subscriber_id == subscriber.pk
+    assert Subscriber.objects.get(pk=subscriber.pk).renewal_failures == 0
