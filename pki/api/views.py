@@ -72,19 +72,12 @@ CA_ACME_READ_FIELDS = tuple(
     for field in (
         "id",
         "ca_id",
-        "vendor",
-        "directory_url",
-        "email",
-        "eab_kid",
-        "dns_connection_id",
-        "hosted_zone_id",
-        "challenge_type",
-        "profile",
-        "preferred_chain",
-        "tls_ca_bundle",
-        "direct_issuance",
-        "propagation_timeout",
-        "propagation_interval",
+        # every setting the service takes; the EAB HMAC key stays deferred, foreign keys as ids
+        *(
+            f"{f}_id" if f == "dns_connection" else f
+            for f in acme_services.SETTINGS_FIELDS
+            if f != "eab_hmac_key"
+        ),
         "account_id",
         "account__id",
         "account__account_url",
