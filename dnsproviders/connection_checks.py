@@ -45,7 +45,6 @@ ACME_DNS_PLACEHOLDER_TXT = "certmgr-connection-test-" + "x" * 19
 USER_AGENT = "certmgr/0.1"
 
 
-
 @dataclass(frozen=True)
 class CheckResult:
     ok: bool
