@@ -205,3 +205,24 @@ def test_preferred_chain_is_chosen_among_the_alternates(tenant, pebble, powerdns
     order = issue_and_run(acme_subscriber(tenant, preferred, [name]), tenant.operator.user)
     assert order.step == AcmeOrder.Step.DONE, order.last_error
     assert top_issuer_cn(order.certificate) == root_cn(1)
+
+
+def test_policies_apply_to_acme_subscribers(tenant, pebble, powerdns, pebble_ca):
+    """The policy is checked before any order exists, and again on renewal."""
+    from pki.models import Policy
+    from pki.services import PolicyRefused
+
+    zone = powerdns.zone.rstrip(".")
+    policy = pki_services.save_policy(
+        tenant.organization, actor=tenant.admin.user, name="pdns only", san_patterns=[f"*.{zone}"]
+    )
+    name = unique_name(powerdns.zone, "policy")
+    sub = acme_subscriber(tenant, pebble_ca, [name])
+    pki_services.save_subscriber(None, actor=tenant.admin.user, instance=sub, policy=policy)
+    cert = assert_issued(issue_and_run(sub, tenant.operator.user), pebble, [name])
+    Policy.objects.filter(pk=policy.pk).update(san_patterns=["*.elsewhere.test"])  # tightened since
+    with pytest.raises(PolicyRefused):
+        pki_services.issue(sub, actor=tenant.operator.user, renewal_of=cert)
+    assert AcmeOrder.objects.filter(subscriber=sub).count() == 1  # no second order was started
+    sub.refresh_from_db()
+    assert sub.last_operation_status == "failed" and sub.last_error_category == "policy_violation"
