@@ -22,6 +22,8 @@ from concurrent.futures import wait as futures_wait
 from datetime import timedelta
 from typing import Any
 
+import dns.exception
+import dns.rcode
 import dns.resolver
 import josepy as jose
 from acme import challenges, messages
@@ -165,29 +167,50 @@ class _Runner:
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            self.client = self._client()
+            while (wait := self._attempt()) is not None:
+                self._pause(
+                    wait
+                )  # a short wait is spent here, holding the lease; longer ones go to the janitor
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        finally:
+            if self.client is not None:
+                self._count_requests(self.client.net)
+                self.client.net.close()
+
+    def _attempt(self) -> float | None:
+        """Drive the steps as far as they go. None when the order ended, waits for an operator or was handed
+        to the janitor; else the seconds to wait before trying again in this run."""
+        try:
+            if self.client is None:
+                self.client = self._client()
             while not self.order.finished:
                 if self.order.step == Step.QUEUED:
                     self.new_order()
                 elif self.order.step == Step.AUTHORIZING:
                     if not self.authorize():
-                        return  # waiting for an operator (manual DNS)
+                        return None  # waiting for an operator (manual DNS)
                 elif self.order.step == Step.FINALIZING:
                     self.finalize()
                 else:
-                    return
-        except LeaseLost as exc:
-            log.warning("%s", exc)
+                    return None
+            return None
+        except LeaseLost:
+            raise
         except OrderFailed as exc:
             self.fail(exc.message, exc.error_type, exc.status)
         except RetryLater as exc:
-            self.retry_later(exc.message, exc.error_type, exc.delay)
+            return self.retry_later(exc.message, exc.error_type, exc.delay)
         except Exception as exc:  # classify everything else: a CA problem, a provider, the network
-            self.handle(exc)
-        finally:
-            if self.client is not None:
-                self._count_requests(self.client.net)
-                self.client.net.close()
+            return self.handle(exc)
+        return None
+
+    def _pause(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 1.0))
+            self.heartbeat()
+        self.save(next_attempt_at=None)
 
     def _count_requests(self, net: acme.AcmeNetwork) -> None:
         """Add this run's ACME requests to the order's counters (whoever holds the lease now)."""
@@ -199,7 +222,7 @@ class _Runner:
             bad_nonces=F("bad_nonces") + net.bad_nonces,
         )
 
-    def handle(self, exc: BaseException) -> None:
+    def handle(self, exc: BaseException) -> float | None:
         if isinstance(exc, ProviderError):
             message = f"DNS provider: {exc}"
             if exc.transient:
@@ -219,10 +242,12 @@ class _Runner:
             return self.retry_later(message, problem.kind, problem.retry_after)
         return self.fail(message, problem.kind)
 
-    def retry_later(self, message: str, error_type: str, delay: float | None) -> None:
+    def retry_later(self, message: str, error_type: str, delay: float | None) -> float | None:
+        """Schedule the next attempt; returns the wait when it is short enough to spend in this run."""
         attempts = self.order.attempts + 1
         if attempts >= settings.CERTMGR_ACME_MAX_ATTEMPTS:
-            return self.fail(f"{message} (gave up after {attempts} attempts)", error_type, retry_after=delay)
+            self.fail(f"{message} (gave up after {attempts} attempts)", error_type, retry_after=delay)
+            return None
         wait = max(delay or 0.0, backoff_seconds(attempts))
         self.save(
             attempts=attempts,
@@ -231,6 +256,7 @@ class _Runner:
             next_attempt_at=timezone.now() + timedelta(seconds=wait),
         )
         self.note("retry", attempt=attempts, error=message[:500], wait_seconds=round(wait, 1))
+        return wait if wait <= settings.CERTMGR_ACME_INLINE_RETRY_SECONDS else None
 
     def fail(self, message: str, error_type: str, status: str = "", retry_after: float | None = None) -> None:
         cancelled = status == Step.CANCELLED
@@ -440,7 +466,14 @@ class _Runner:
     def _present(self, ch: AcmeChallenge, provider: DnsProvider | None) -> None:
         if provider is not None:
             resolver = _resolver()
-            target = propagation.resolve_cname_target(ch.authorization.identifier, resolver=resolver)
+            try:
+                target = propagation.resolve_cname_target(ch.authorization.identifier, resolver=resolver)
+            except propagation.CnameLoop:
+                raise
+            except propagation.PropagationError as exc:
+                if _lookup_may_recover(exc.__cause__):  # no answer or SERVFAIL: the servers may be back soon
+                    raise RetryLater(str(exc), error_type="dnsLookup") from exc
+                raise
             # Marked present before the write, so a crash between the two still gets the record removed.
             ref = {
                 "record_name": target,
@@ -631,6 +664,17 @@ def choose_chain(chains: list[str], preferred_issuer: str) -> str:
             if wanted in names:
                 return pem
     return chains[0]
+
+
+def _lookup_may_recover(cause: BaseException | None) -> bool:
+    """A timeout or SERVFAIL is worth retrying; REFUSED everywhere (nobody serves the name) is not."""
+    if isinstance(cause, dns.exception.Timeout):
+        return True
+    if isinstance(cause, dns.resolver.NoNameservers):
+        errors = cause.kwargs.get("errors") or []
+        answers = [e[4] for e in errors if len(e) > 4 and e[4] is not None]
+        return len(answers) < len(errors) or any(a.rcode() == dns.rcode.SERVFAIL for a in answers)
+    return False
 
 
 def _resolver() -> dns.resolver.Resolver:

@@ -164,7 +164,9 @@ CERTMGR_OUTBOUND_TIMEOUT = env.float("CERTMGR_OUTBOUND_TIMEOUT", default=10.0)
 CERTMGR_ACME_LEASE_SECONDS = env.int("CERTMGR_ACME_LEASE_SECONDS", default=120)
 CERTMGR_ACME_POLL_TIMEOUT = env.float("CERTMGR_ACME_POLL_TIMEOUT", default=120.0)
 CERTMGR_ACME_MAX_ATTEMPTS = env.int("CERTMGR_ACME_MAX_ATTEMPTS", default=8)
-CERTMGR_ACME_RETRY_BASE_SECONDS = env.float("CERTMGR_ACME_RETRY_BASE_SECONDS", default=30.0)
+CERTMGR_ACME_RETRY_BASE_SECONDS = env.float("CERTMGR_ACME_RETRY_BASE_SECONDS", default=2.0)
+# Retries due within this many seconds wait in the worker (holding the order); later ones go to the janitor.
+CERTMGR_ACME_INLINE_RETRY_SECONDS = env.float("CERTMGR_ACME_INLINE_RETRY_SECONDS", default=10.0)
 CERTMGR_ACME_RETRY_MAX_SECONDS = env.float("CERTMGR_ACME_RETRY_MAX_SECONDS", default=3600.0)
 CERTMGR_DNS_PROVIDER_TIMEOUT = env.float("CERTMGR_DNS_PROVIDER_TIMEOUT", default=10.0)
 # Lifecycle: the renewal sweep, backoff of failed renewals.

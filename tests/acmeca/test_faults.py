@@ -162,3 +162,31 @@ def test_worker_killed_between_steps_resumes_without_a_second_order(
     assert not AcmeChallenge.objects.filter(order=order, record_present=True).exists()
     for ch in order.challenges.all():
         assert powerdns.txt_records(ch.record_name) == []
+
+
+def test_a_dns_server_down_for_a_moment_is_retried_within_the_order(
+    tenant, pebble, bind, bind_connection, settings
+):
+    """BIND is down when the order starts and back seven seconds later (the first lookups time out after
+    five): the transient failure is retried with backoff inside the same run and the order completes (one
+    order, one certificate, attempts counted)."""
+    import threading
+
+    settings.CERTMGR_DNS_PROVIDER_TIMEOUT = 1.0
+    settings.CERTMGR_ACME_RETRY_BASE_SECONDS = 1.0
+    ca = make_acme_ca(tenant, pebble, name="Pebble via BIND (blip)", connection=bind_connection)
+    name = unique_name(bind.zone, "blip")
+    sub = acme_subscriber(tenant, ca, [name])
+    bind.stop()
+    restart = threading.Timer(7.0, bind.start)
+    restart.start()
+    try:
+        order = pki_services.issue(sub, actor=tenant.operator.user)
+    finally:
+        restart.join()
+        bind.start()
+    order.refresh_from_db()
+    assert order.step == AcmeOrder.Step.DONE, order.last_error
+    assert order.attempts >= 1 and order.error_type == ""
+    assert Certificate.objects.filter(subscriber=sub).count() == 1
+    assert bind.txt_records(f"_acme-challenge.{name}") == []
