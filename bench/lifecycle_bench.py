@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/certmgr_bench_life")
 
-from pki_bench import ensure_database, percentile, timed  # noqa: E402  (sets the other bench defaults)
+from pki_bench import bench_setup, percentile, timed  # noqa: E402  (sets the other bench defaults)
 
 DUE_TARGET = 1000  # certificates the sweep should find due
 
@@ -165,34 +165,17 @@ def main() -> None:
     parser.add_argument("--fill-only", action="store_true")
     args = parser.parse_args()
 
-    ensure_database()
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
+    system, org, user = bench_setup("bench-auditor", "auditor")
     from django.conf import settings
-    from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
     from django.utils import timezone
 
     from certmgr import services as core
     from certmgr.actors import Actor
-    from certmgr.models import Organization
     from pki import lifecycle, services
     from pki.models import Certificate, CertificateAuthority
 
-    system = Actor.system("bench")
-    org = Organization.objects.filter(slug="bench").first() or core.create_organization("Bench", actor=system)
-    user = get_user_model().objects.filter(username="bench-auditor").first()
-    if user is None:
-        user = get_user_model().objects.create_user(
-            "bench-auditor", password="bench-password-123", is_staff=True
-        )
-        core.add_member(org, user, "auditor", actor=system)
     root = CertificateAuthority.objects.filter(organization=org, name="Bench Root").first()
     if root is None:
         root = services.create_internal_ca(

@@ -54,6 +54,30 @@ def timed(fn, n: int) -> list[float]:
     return samples
 
 
+def bench_setup(username: str, role: str):
+    """The bench database migrated, its "Bench" organization and a member ``username`` with ``role``:
+    returns (system actor, organization, user)."""
+    ensure_database()
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from certmgr import services as core
+    from certmgr.actors import Actor
+    from certmgr.models import Organization
+
+    call_command("migrate", verbosity=0)
+    system = Actor.system("bench")
+    org = Organization.objects.filter(slug="bench").first() or core.create_organization("Bench", actor=system)
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        user = get_user_model().objects.create_user(username, password="bench-password-123", is_staff=True)
+        core.add_member(org, user, role, actor=system)
+    return system, org, user
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--certificates", type=int, default=1_000_000)
@@ -64,33 +88,15 @@ def main() -> None:
     parser.add_argument("--issuance-only", action="store_true", help="no fill, no request timings")
     args = parser.parse_args()
 
-    ensure_database()
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-    from django.contrib.auth import get_user_model
+    system, org, user = bench_setup("bench-operator", "operator")
     from django.db import connection
     from django.test import Client
     from django.utils import timezone
 
     from certmgr import services as core
-    from certmgr.actors import Actor
-    from certmgr.models import Organization
     from pki import services, x509
     from pki.models import Certificate, CertificateAuthority, Subscriber
 
-    system = Actor.system("bench")
-    org = Organization.objects.filter(slug="bench").first() or core.create_organization("Bench", actor=system)
-    user = get_user_model().objects.filter(username="bench-operator").first()
-    if user is None:
-        user = get_user_model().objects.create_user(
-            "bench-operator", password="bench-password-123", is_staff=True
-        )
-        core.add_member(org, user, "operator", actor=system)
     ca = CertificateAuthority.objects.filter(organization=org, name="Bench Issuing").first()
     if ca is None:
         root = services.create_internal_ca(
@@ -199,6 +205,9 @@ def main() -> None:
 
     # --- issuance: raw cryptography vs the service, one at a time and in batches ------------------------
     from cryptography import x509 as cx509
+
+    with connection.cursor() as cursor:  # fresh statistics, as autovacuum keeps them on a live system
+        cursor.execute("ANALYZE pki_certificate")
 
     material = services.ca_material(ca)
     issuer_cert, issuer_key = material.certificate, material.key

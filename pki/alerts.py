@@ -514,8 +514,11 @@ def notify(event: str, certificate: Any = None, subscriber: Any = None, message:
     raises: an alert problem must not undo an issuance or a revocation.
     """
     try:
+        subjects, rules = _subjects_and_rules(event, certificate, subscriber)
+        if not rules:  # the common case: no rule for this event; no savepoint, one query
+            return []
         with transaction.atomic():  # a savepoint: a failure here leaves the caller's transaction usable
-            ids = _queue_event(event, certificate, subscriber, message)
+            ids = _queue_event(event, subjects, rules, message)
     except Exception:
         log.exception("alerts: could not queue %s alerts", event)
         return []
@@ -524,7 +527,8 @@ def notify(event: str, certificate: Any = None, subscriber: Any = None, message:
     return ids
 
 
-def _queue_event(event: str, certificate: Any, subscriber: Any, message: str) -> list[int]:
+def _subjects_and_rules(event: str, certificate: Any, subscriber: Any) -> tuple[list, list[AlertRule]]:
+    """The (certificate, subscriber) pairs an event is about, and the enabled rules for it."""
     if event not in Event.values or event == Event.EXPIRING:
         raise ValueError(f"notify() takes issued, revoked or renewal_failed, not {event!r}")
     if isinstance(certificate, list | tuple | set):
@@ -536,15 +540,17 @@ def _queue_event(event: str, certificate: Any, subscriber: Any, message: str) ->
     if not subjects and sub is not None:
         subjects = [(None, sub)]
     if not subjects:
-        return []
+        return [], []
     org_ids = {(c or s).organization_id for c, s in subjects}
     rules = list(
         AlertRule.objects.filter(organization_id__in=org_ids, event=event, enabled=True).prefetch_related(
             _enabled_channels()
         )
     )
-    if not rules:
-        return []
+    return subjects, rules
+
+
+def _queue_event(event: str, subjects: list, rules: list[AlertRule], message: str) -> list[int]:
     now = timezone.now()
     rows = []
     for cert, s in subjects:

@@ -255,6 +255,12 @@ class Certificate(models.Model):
                 name="cert_renewal_due",
                 condition=models.Q(status="active", next_renewal_at__isnull=False),
             ),
+            # A subscriber's certificates still planned for renewal (one, normally): cleared on each issuance.
+            models.Index(
+                fields=["subscriber"],
+                name="cert_subscriber_renewing",
+                condition=models.Q(next_renewal_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

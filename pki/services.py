@@ -453,15 +453,32 @@ def note_issue_failure(
 
 
 def _note_issued(certificate: Certificate) -> None:
-    """A new certificate of a subscriber: its earlier ones are no longer renewed, its failures are over."""
+    """A new certificate of a subscriber: its earlier ones are no longer renewed (index
+    ``cert_subscriber_renewing`` keeps this cheap however many certificates the subscriber had)."""
     if certificate.subscriber_id is None:
         return
     Certificate.objects.filter(
         subscriber_id=certificate.subscriber_id, next_renewal_at__isnull=False
     ).exclude(pk=certificate.pk).update(next_renewal_at=None)
-    Subscriber.objects.filter(pk=certificate.subscriber_id).update(
-        renewal_failures=0, last_error_category="", next_attempt_at=None
-    )
+
+
+# What a successful issuance writes on its (locked) subscriber: the last operation, and the failures are over.
+_ISSUED_FIELDS = [
+    "last_operation_status",
+    "last_operation_message",
+    "last_operation_at",
+    "renewal_failures",
+    "last_error_category",
+    "next_attempt_at",
+]
+
+
+def _mark_issued(sub: Subscriber, message: str) -> None:
+    sub.last_operation_status = Subscriber.OperationStatus.SUCCESS
+    sub.last_operation_message = message
+    sub.last_operation_at = timezone.now()
+    sub.renewal_failures, sub.last_error_category, sub.next_attempt_at = 0, "", None
+    sub.save(update_fields=_ISSUED_FIELDS)
 
 
 def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -> Certificate | AcmeOrder:
@@ -509,10 +526,7 @@ def _issue_locked(subscriber, actor, action, csr_pem, csr_key_pem, renewal_of) -
         subscriber=sub,
         renewed_from=renewal_of,
     )
-    sub.last_operation_status = Subscriber.OperationStatus.SUCCESS
-    sub.last_operation_message = f"issued serial {certificate.serial}"
-    sub.last_operation_at = timezone.now()
-    sub.save(update_fields=["last_operation_status", "last_operation_message", "last_operation_at"])
+    _mark_issued(sub, f"issued serial {certificate.serial}")
     audit.record(
         actor,
         action,
@@ -718,10 +732,7 @@ def store_external(
         renewed_from=renewal_of,
     )
     if sub is not None:
-        sub.last_operation_status = Subscriber.OperationStatus.SUCCESS
-        sub.last_operation_message = f"issued serial {certificate.serial} by {ca.name}"
-        sub.last_operation_at = timezone.now()
-        sub.save(update_fields=["last_operation_status", "last_operation_message", "last_operation_at"])
+        _mark_issued(sub, f"issued serial {certificate.serial} by {ca.name}")
     audit.record(
         actor,
         "certificate.renew" if renewal_of else "certificate.issue",
@@ -849,17 +860,7 @@ def _issue_batch_locked(batch: list[BatchRequest], actor, refusal: _Refusal) -> 
         sub.last_operation_at = now
         sub.renewal_failures, sub.last_error_category, sub.next_attempt_at = 0, "", None
         newest[sub.pk] = certificate.pk
-    Subscriber.objects.bulk_update(
-        subscribers.values(),
-        [
-            "last_operation_status",
-            "last_operation_message",
-            "last_operation_at",
-            "renewal_failures",
-            "last_error_category",
-            "next_attempt_at",
-        ],
-    )
+    Subscriber.objects.bulk_update(subscribers.values(), _ISSUED_FIELDS)
     # Only each subscriber's newest certificate is renewed from now on (as _note_issued does for one).
     Certificate.objects.filter(subscriber_id__in=newest, next_renewal_at__isnull=False).exclude(
         pk__in=newest.values()
