@@ -14,6 +14,7 @@ permanent ones fail the order with the CA's own message.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -167,10 +168,13 @@ class _Runner:
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> None:
         try:
+            # A short wait is spent here, holding the lease; longer ones are resumed by the janitor.
             while (wait := self._attempt()) is not None:
-                self._pause(
-                    wait
-                )  # a short wait is spent here, holding the lease; longer ones go to the janitor
+                try:
+                    self._pause(wait)
+                except OrderFailed as exc:  # cancelled meanwhile
+                    self.fail(exc.message, exc.error_type, exc.status)
+                    return
         except LeaseLost as exc:
             log.warning("%s", exc)
         finally:
@@ -259,22 +263,25 @@ class _Runner:
         return wait if wait <= settings.CERTMGR_ACME_INLINE_RETRY_SECONDS else None
 
     def fail(self, message: str, error_type: str, status: str = "", retry_after: float | None = None) -> None:
-        cancelled = status == Step.CANCELLED
+        if status == Step.CANCELLED:
+            # cancel_order() recorded and audited the cancel; this run only stops and removes its records.
+            cleanup_records(self.order)
+            self.progress("cancelled")
+            return
         if not cleanup_records(self.order):
             message += " (some challenge records could not be removed yet: the janitor retries)"
         from pki.services import note_issue_failure
 
         with transaction.atomic():
-            now = timezone.now()
             self.save(
-                step=Step.CANCELLED if cancelled else Step.FAILED,
-                status=self.order.status if cancelled else (status or self.order.status or Status.INVALID),
+                step=Step.FAILED,
+                status=status or self.order.status or Status.INVALID,
                 error_type=error_type[:100],
                 last_error=message[:4000],
-                finished_at=now,
+                finished_at=timezone.now(),
                 next_attempt_at=None,
             )
-            if self.order.subscriber_id and not cancelled:
+            if self.order.subscriber_id:
                 note_issue_failure(
                     self.order.subscriber_id,
                     error_type or "acme",
@@ -283,13 +290,13 @@ class _Runner:
                 )
             audit.record(
                 WORKER,
-                "acme.order.cancelled" if cancelled else "acme.order.failed",
+                "acme.order.failed",
                 self.order,
-                outcome="success" if cancelled else "failure",
-                error="" if cancelled else message,
+                outcome="failure",
+                error=message,
                 error_type=error_type,
             )
-        self.progress(f"{'cancelled' if cancelled else 'failed'}: {message}")
+        self.progress(f"failed: {message}")
 
     # -- steps -----------------------------------------------------------------------------------
     def _client(self):
@@ -501,6 +508,13 @@ class _Runner:
             return
         servers = propagation.servers_from_environ()
         deadline = time.monotonic() + self.settings.propagation_timeout
+        stop = (
+            threading.Event()
+        )  # set when this run ends early (a cancel): the checks stop at their next pause
+
+        def pause(seconds: float) -> None:
+            if stop.wait(seconds):
+                raise propagation.PropagationError("stopped")
 
         def wait(ch: AcmeChallenge):
             return propagation.wait_for_txt(
@@ -510,14 +524,19 @@ class _Runner:
                 resolver=None if servers else _resolver(),
                 interval=self.settings.propagation_interval,
                 deadline=deadline,
+                sleep=pause,
             )
 
         self.progress(f"propagation: waiting for {len(todo)} TXT record(s)")
         with ThreadPoolExecutor(max_workers=min(8, len(todo))) as pool:
             futures = [pool.submit(wait, ch) for ch in todo]
-            # Back as soon as every check is done; renew the lease while they take longer.
-            while futures_wait(futures, timeout=5.0).not_done:
-                self.heartbeat()
+            try:
+                # Back as soon as every check is done; renew the lease while they take longer.
+                while futures_wait(futures, timeout=2.0).not_done:
+                    self.heartbeat()
+            except BaseException:
+                stop.set()
+                raise
             for f in futures:
                 f.result()  # re-raises PropagationTimeout naming the servers that lacked the value
 

@@ -14,6 +14,7 @@ from django.db import connection
 
 from acmeca import flow, orders, tasks
 from acmeca.models import AcmeChallenge, AcmeOrder
+from certmgr.models import AuditEvent
 from pki import services as pki_services
 from pki.models import Certificate
 from tests import acme_testbed
@@ -190,3 +191,35 @@ def test_a_dns_server_down_for_a_moment_is_retried_within_the_order(
     assert order.attempts >= 1 and order.error_type == ""
     assert Certificate.objects.filter(subscriber=sub).count() == 1
     assert bind.txt_records(f"_acme-challenge.{name}") == []
+
+
+def test_cancel_stops_a_running_worker_and_removes_its_record(
+    tenant, pebble, powerdns, pebble_ca, monkeypatch, no_worker
+):
+    """The worker waits for a record that never propagates; an operator cancels: the worker notices at its
+    next heartbeat, stops, and the record it wrote is gone."""
+    import threading
+
+    pebble_ca.acme.propagation_timeout = 120
+    pebble_ca.acme.save()
+    real_wait = flow.propagation.wait_for_txt
+    present = threading.Event()
+
+    def never_there(record, value, **kwargs):
+        present.set()
+        return real_wait(record, "a-value-nobody-writes", **kwargs)
+
+    monkeypatch.setattr(flow.propagation, "wait_for_txt", never_there)
+    name = unique_name(powerdns.zone, "cancel")
+    order = pki_services.issue(acme_subscriber(tenant, pebble_ca, [name]), actor=tenant.operator.user)
+    worker = threading.Thread(target=lambda: (flow.run_order(order.pk), connection.close()))
+    worker.start()
+    assert present.wait(30)
+    assert len(powerdns.txt_records(f"_acme-challenge.{name}")) == 1
+    orders.cancel_order(order, actor=tenant.operator.user)
+    worker.join(30)
+    assert not worker.is_alive()
+    order.refresh_from_db()
+    assert order.step == AcmeOrder.Step.CANCELLED and not order.lease_owner
+    assert powerdns.txt_records(f"_acme-challenge.{name}") == []
+    assert AuditEvent.objects.filter(action="acme.order.cancel", target_id=str(order.pk)).count() == 1
