@@ -18,7 +18,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from acmeca import orders, services, vendors
-from acmeca.forms import AcmeCaForm, RolloverForm, connection_label, preset_rows
+from acmeca.forms import AcmeCaForm, DirectOrderForm, RolloverForm, connection_label, preset_rows
 from acmeca.models import AcmeAccount, AcmeChallenge, AcmeOrder, AcmeSettings
 from certmgr import errors
 from certmgr.admin_base import IdFilter, OrganizationFilter, apply_service_errors
@@ -32,7 +32,7 @@ from pki.admin import (
     _admin_link,
     _badge,
 )
-from pki.models import CertificateAuthority
+from pki.models import CertificateAuthority, CertificateRequest
 
 ORDER_STEP_COLORS = {
     "queued": "#607d8b",
@@ -759,6 +759,58 @@ class AcmeOrderAdmin(AcmeAdmin):
 
     def remove(self, request, obj):
         orders.delete_order(obj, actor=request)
+
+    # --- "Create ACME order": direct issuance ------------------------------------------------------------
+    def has_add_permission(self, request):
+        return self.managed_organizations(request).exists()
+
+    def add_view(self, request, form_url="", extra_context=None):
+        orgs = self.managed_organizations(request)
+        if not orgs.exists():
+            raise PermissionDenied
+        form = DirectOrderForm(
+            request.POST or None,
+            cas=CertificateAuthority.objects.filter(
+                organization__in=orgs, kind=CertificateAuthority.Kind.ACME, acme__direct_issuance=True
+            ).order_by("name"),
+            csrs=CertificateRequest.objects.filter(organization__in=orgs)
+            .defer("private_key", "csr_pem")
+            .order_by("-created_at"),
+        )
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            csr = None
+            if data.get("csr") is not None:
+                csr = CertificateRequest.objects.get(pk=data["csr"].pk)  # with its PEM and key
+            try:
+                order = orders.start_direct_order(
+                    data["ca"],
+                    data["name_list"],
+                    actor=request,
+                    key_algorithm=data["key_algorithm"],
+                    csr_pem=csr.csr_pem if csr else None,
+                    csr_key_pem=(csr.private_key or None) if csr else None,
+                )
+            except errors.PermissionDenied as exc:
+                raise PermissionDenied(str(exc)) from exc
+            except (errors.ServiceError, ValidationError) as exc:
+                apply_service_errors(form, exc)
+            else:
+                order.refresh_from_db(fields=["step"])
+                self.message_user(
+                    request,
+                    f"ACME order {order.pk} started ({order.get_step_display().lower()}).",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(self._change_url(order))
+        return self.form_page(
+            request,
+            title="Create ACME order",
+            form=form,
+            submit="Create order",
+            description="A certificate by names alone, from an ACME CA that allows direct issuance. The "
+            "order runs on a worker; its page shows the challenge records and, once issued, the certificate.",
+        )
 
     def delete_queryset(self, request, queryset):
         """Each order on its own: a running one is refused with a message, the finished ones go."""

@@ -194,3 +194,51 @@ class RolloverForm(forms.Form):
 def connection_label(connection: AppConnection, *, with_organization: bool) -> str:
     text = f"{connection.name} ({connection.get_kind_display()})"
     return f"{text} — {connection.organization.name}" if with_organization else text
+
+
+class DirectOrderForm(forms.Form):
+    """Order a certificate from an ACME CA that allows direct issuance: by names, or from a stored CSR."""
+
+    ca = forms.ModelChoiceField(
+        label="ACME CA",
+        queryset=None,
+        empty_label=None,
+        help_text="Only ACME CAs with direct issuance on are offered.",
+    )
+    csr = forms.ModelChoiceField(
+        label="CSR",
+        queryset=None,
+        required=False,
+        help_text="A stored CSR (Certificates > CSRs); its names are used when the names below are empty. "
+        "A CSR generated in certmgr passes its key on to the certificate.",
+    )
+    names = forms.CharField(
+        label="Domain names",
+        required=False,
+        widget=_text(4),
+        help_text="One per line (or comma-separated); a wildcard needs dns-01.",
+    )
+    key_algorithm = forms.ChoiceField(
+        label="Key type",
+        choices=[c for c in ACCOUNT_KEY_KINDS],
+        initial="ec-p256",
+        help_text="For a key made here (not used with a CSR).",
+    )
+
+    def __init__(self, *args: Any, cas, csrs, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["ca"].queryset = cas
+        self.fields["csr"].queryset = csrs
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        names = [n.strip() for n in (data.get("names") or "").replace(",", "\n").splitlines() if n.strip()]
+        csr, ca = data.get("csr"), data.get("ca")
+        if csr is not None and ca is not None and csr.organization_id != ca.organization_id:
+            self.add_error("csr", "Choose a CSR of the CA's organization.")
+        if not names and csr is not None:
+            names = [n for n in [csr.common_name, *csr.sans] if n]
+        if not names:
+            self.add_error("names", "Give the names, or choose a CSR.")
+        data["name_list"] = list(dict.fromkeys(names))
+        return data

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -189,8 +190,12 @@ def start_direct_order(
     actor: Any,
     key_algorithm: str = "ec-p256",
     csr_pem: str | None = None,
+    csr_key_pem: str | None = None,
 ) -> AcmeOrder:
-    """Order a certificate from an ACME CA by names alone (the CA must allow direct issuance)."""
+    """Order a certificate from an ACME CA by names alone (the CA must allow direct issuance).
+
+    With ``csr_pem`` the CSR is sent as it is; ``csr_key_pem`` (a CSR generated in certmgr) passes its key on
+    to the certificate, as issuing from a stored CSR does for internal CAs."""
     actor = as_actor(actor)
     with audit.failures(actor, "acme.order.create", ca, names=[str(n)[:255] for n in names[:20]]):
         require(actor, Action.MANAGE, ca.organization_id)
@@ -203,11 +208,21 @@ def start_direct_order(
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ValidationError({"names": ["Give a list of names."]})
         try:
-            key = None if csr_pem else x509.generate_key(x509.KeyAlgorithm(key_algorithm))
-        except ValueError as exc:
+            if csr_pem:
+                key = x509.load_private_key(csr_key_pem) if csr_key_pem else None
+            else:
+                key = x509.generate_key(x509.KeyAlgorithm(key_algorithm))
+        except (ValueError, x509.X509Error) as exc:
             raise ValidationError({"key_algorithm": [str(exc)]}) from exc
+        if key is not None and csr_pem:
+            csr_key = x509.load_csr(csr_pem).public_key()
+            if csr_key.public_bytes(*_SPKI) != key.public_key().public_bytes(*_SPKI):
+                raise ValidationError({"csr": ["The key does not belong to this CSR."]})
         with transaction.atomic():
             return _create(ca=ca, names=names, actor=actor, key=key, csr_pem=csr_pem)
+
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _locked(order: AcmeOrder) -> AcmeOrder:

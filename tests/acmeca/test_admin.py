@@ -595,3 +595,42 @@ def test_order_and_challenge_lists_have_no_query_per_row(tenant):
     assert b"Ready" in client.get(f"{CHALLENGE_URL}?status=ready").content
     assert len(client.get(f"{ORDER_URL}?step=failed").context["cl"].result_list) == 43
     assert re.search(rb"unauthorized", client.get(ORDER_URL).content)
+
+
+# --- "Create ACME order" (direct issuance) -----------------------------------------------------------
+@live
+def test_create_acme_order_from_a_stored_csr_or_names(tenant, pebble, powerdns, pebble_ca):
+    from acmeca.services import update_acme_ca
+    from pki import services as pki_services
+    from pki.models import Certificate
+
+    client = login(tenant.operator)
+    add = f"{ORDER_URL}add/"
+    assert client.get(add).status_code == 200
+    assert not client.get(add).context["form"].fields["ca"].queryset.exists()  # direct issuance is off
+    update_acme_ca(pebble_ca, actor=tenant.admin.user, direct_issuance=True)
+    assert b'href="/admin/acmeca/acmeorder/add/"' in client.get(ORDER_URL).content
+
+    name = unique_name(powerdns.zone, "direct")
+    csr = pki_services.generate_csr(
+        tenant.organization, name="direct csr", common_name=name, sans=[name], actor=tenant.operator.user
+    )
+    response = client.post(add, {"ca": pebble_ca.pk, "csr": csr.pk, "names": "", "key_algorithm": "ec-p256"})
+    assert response.status_code == 302, response.context["form"].errors if response.context else response
+    order = AcmeOrder.objects.latest("id")
+    assert response["Location"] == f"{ORDER_URL}{order.pk}/change/"
+    assert order.step == AcmeOrder.Step.DONE and order.subscriber is None, order.last_error
+    cert = Certificate.objects.get(pk=order.certificate_id)
+    assert cert.sans == [name] and cert.private_key == csr.private_key  # the CSR's key came along
+
+    errors = form_errors(client.post(add, {"ca": pebble_ca.pk, "names": "", "key_algorithm": "ec-p256"}))
+    assert "names" in errors
+    errors = form_errors(
+        client.post(add, {"ca": pebble_ca.pk, "names": "bad_label.pdns.test", "key_algorithm": "ec-p256"})
+    )
+    assert any("bad_label" in e for e in errors.get("names", []) + errors.get("__all__", [])), errors
+    assert AcmeOrder.objects.count() == 1
+
+    auditor = login(tenant.auditor)
+    assert auditor.get(add).status_code == 403
+    assert b'href="/admin/acmeca/acmeorder/add/"' not in auditor.get(ORDER_URL).content
