@@ -28,7 +28,7 @@ from pki import services as pki_services
 from pki.admin import (
     ACTION_LIMIT,
     CappedCountPaginator,
-    PkiAdmin,
+    ReadOnlyPkiAdmin,
     _admin_link,
     _badge,
 )
@@ -252,21 +252,11 @@ def acme_ca_edit_view(ca_admin, request, pk: int):
 
 
 # --- shared base of the ACME screens ------------------------------------------------------------------------
-class AcmeAdmin(PkiAdmin):
+class AcmeAdmin(ReadOnlyPkiAdmin):
+    """Accounts come from CA registration, orders and challenges from issuance: read-only detail pages."""
+
     def _url(self, name: str, *args) -> str:
         return reverse(f"admin:acmeca_{self.opts.model_name}_{name}", args=args)
-
-    def has_add_permission(self, request):
-        return False  # accounts come from CA registration, orders and challenges from issuance
-
-    def has_change_permission(self, request, obj=None):
-        return False  # read-only detail pages; changes are the buttons and actions
-
-    def get_fields(self, request, obj=None):
-        return [name for _, options in self.get_fieldsets(request, obj) for name in options["fields"]]
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.get_fields(request, obj)
 
     def _post_only(self, request, pk):
         """The row for a state-changing button: POST, visible (else 404) and manageable (else 403)."""

@@ -15,6 +15,7 @@ from acmeca import vendors
 from acmeca.models import ACCOUNT_KEY_KINDS, AcmeSettings, ChallengeType
 from acmeca.services import SETTINGS_FIELDS
 from dnsproviders.models import AppConnection
+from pki.forms import pem_textarea
 
 
 def vendor_choices() -> list[tuple[str, str]]:
@@ -37,10 +38,6 @@ def preset_rows() -> list[dict[str, Any]]:
         }
         for p in vendors.PRESETS.values()
     ]
-
-
-def _text(rows: int = 2, **attrs: str) -> forms.Textarea:
-    return forms.Textarea(attrs={"rows": rows, "cols": 70, "spellcheck": "false", **attrs})
 
 
 class AcmeCaForm(forms.Form):
@@ -107,7 +104,7 @@ class AcmeCaForm(forms.Form):
     tls_ca_bundle = forms.CharField(
         label="TLS trust bundle (PEM)",
         required=False,
-        widget=_text(6),
+        widget=pem_textarea(6),
         help_text="The CA certificate(s) of the ACME server's HTTPS certificate, for private ACME servers "
         "whose certificate is not publicly trusted. Empty: the system's trust store.",
     )
@@ -215,7 +212,7 @@ class DirectOrderForm(forms.Form):
     names = forms.CharField(
         label="Domain names",
         required=False,
-        widget=_text(4),
+        widget=pem_textarea(4),
         help_text="One per line (or comma-separated); a wildcard needs dns-01.",
     )
     key_algorithm = forms.ChoiceField(

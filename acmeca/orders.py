@@ -251,14 +251,11 @@ def retry_order(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
             if renewal is not None and Certificate.objects.filter(renewed_from=renewal).exists():
                 renewal = None
             return issue(order.subscriber, actor=actor, renewal_of=renewal)
+        # A direct order starts over with the same CSR and key (nothing was issued for them).
+        key = x509.load_private_key(order.private_key) if order.private_key else None
         with transaction.atomic():
-            key = x509.generate_key(x509.KeyAlgorithm("ec-p256")) if order.private_key else None
             return _create(
-                ca=order.ca,
-                names=order.names,
-                actor=actor,
-                key=key,
-                csr_pem=None if key is not None else order.csr_pem,
+                ca=order.ca, names=order.names, actor=actor, key=key, csr_pem=order.csr_pem or None
             )
 
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/certmgr_bench_life")
 
-from pki_bench import bench_setup, percentile, timed  # noqa: E402  (sets the other bench defaults)
+from pki_bench import bench_setup, certificate_copier, percentile, timed  # noqa: E402  (sets the other bench defaults)
 
 DUE_TARGET = 1000  # certificates the sweep should find due
 
@@ -75,57 +75,22 @@ def fill(org, cas: list, args, *, system) -> None:
     )
     print(f"{len(subscribers)} subscribers in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
-    columns = (
-        "organization_id, ca_id, subscriber_id, source, serial, certificate_pem, chain_pem, private_key, "
-        "fingerprint_sha256, fingerprint_sha1, subject_dn, issuer_dn, common_name, sans, names_text, "
-        "key_algorithm, not_before, not_after, status, revocation_reason, next_renewal_at, created_at"
-    )
-
-    def row(name, ca_id, subscriber_id, source, not_after, status, renew_at):
-        return (
-            org.pk,
-            ca_id,
-            subscriber_id,
-            source,
-            format(rng.getrandbits(120), "x"),
-            pem,
-            chain,
-            "",
-            format(rng.getrandbits(256), "064x"),
-            format(rng.getrandbits(160), "040x"),
-            f"CN={name}",
-            "CN=Bench Issuing",
-            name,
-            f'["{name}"]',
-            name,
-            rng.choice(["ec-p256", "rsa-2048"]),
-            not_after - timedelta(days=90),
-            not_after,
-            status,
-            "superseded" if status == "revoked" else "",
-            renew_at,
-            now,
-        )
-
-    with (
-        connection.cursor() as cursor,
-        cursor.connection.cursor().copy(f"COPY pki_certificate ({columns}) FROM STDIN") as copy,
-    ):
+    with certificate_copier(org.pk, pem, chain, rng, now) as write:
         for sub in subscribers:
             renew_at = now + timedelta(days=rng.uniform(0.01, 60))
             current_end = renew_at + timedelta(days=30)
             source = "acme" if sub.ca_id == cas[2].pk else "issued"
-            copy.write_row(row(sub.common_name, sub.ca_id, sub.pk, source, current_end, "active", renew_at))
+            write(sub.common_name, sub.ca_id, sub.pk, source, current_end, "active", renew_at)
             for generation in range(1, args.generations):
                 status = "revoked" if rng.random() < 0.01 else "expired"
                 end = current_end - timedelta(days=60 * generation)
-                copy.write_row(row(sub.common_name, sub.ca_id, sub.pk, source, end, status, None))
+                write(sub.common_name, sub.ca_id, sub.pk, source, end, status)
         for i in range(args.imported):
             name = f"host{i}.zone{i % 5000}.example.com"
             not_after = now + timedelta(days=rng.uniform(-60, 400))
             status = "revoked" if i % 97 == 0 else ("expired" if not_after < now else "active")
             ca_id = (None, cas[1].pk, cas[2].pk)[i % 3]
-            copy.write_row(row(name, ca_id, None, "imported", not_after, status, None))
+            write(name, ca_id, None, "imported", not_after, status)
     print(f"certificates copied in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
     outcomes = ["done"] * 17 + ["failed", "failed", "cancelled"]

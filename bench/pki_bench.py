@@ -11,6 +11,7 @@ whatever the database holds. Prints Markdown tables for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -52,6 +53,55 @@ def timed(fn, n: int) -> list[float]:
         fn()
         samples.append((time.perf_counter() - start) * 1000)
     return samples
+
+
+CERTIFICATE_COLUMNS = (
+    "organization_id, ca_id, subscriber_id, source, serial, certificate_pem, chain_pem, private_key, "
+    "fingerprint_sha256, fingerprint_sha1, subject_dn, issuer_dn, common_name, sans, names_text, "
+    "key_algorithm, not_before, not_after, status, revocation_reason, next_renewal_at, created_at"
+)
+
+
+@contextlib.contextmanager
+def certificate_copier(organization_id: int, pem: str, chain: str, rng: random.Random, now):
+    """COPY synthetic certificate rows (one real PEM and chain, so rows are as wide as real ones); yields
+    ``write(name, ca_id, subscriber_id, source, not_after, status, renew_at=None)``."""
+    from django.db import connection
+
+    with (
+        connection.cursor() as cursor,
+        cursor.connection.cursor().copy(f"COPY pki_certificate ({CERTIFICATE_COLUMNS}) FROM STDIN") as copy,
+    ):
+
+        def write(name, ca_id, subscriber_id, source, not_after, status, renew_at=None) -> None:
+            copy.write_row(
+                (
+                    organization_id,
+                    ca_id,
+                    subscriber_id,
+                    source,
+                    format(rng.getrandbits(120), "x"),
+                    pem,
+                    chain,
+                    "",
+                    format(rng.getrandbits(256), "064x"),
+                    format(rng.getrandbits(160), "040x"),
+                    f"CN={name}",
+                    "CN=Bench Issuing",
+                    name,
+                    f'["{name}"]',
+                    name,
+                    rng.choice(["ec-p256", "rsa-2048"]),
+                    not_after - timedelta(days=90),
+                    not_after,
+                    status,
+                    "key_compromise" if status == "revoked" else "",
+                    renew_at,
+                    now,
+                )
+            )
+
+        yield write
 
 
 def bench_setup(username: str, role: str):
@@ -122,44 +172,12 @@ def main() -> None:
         now = timezone.now()
         rng = random.Random(42)  # noqa: S311 - synthetic data, not secrets
         start = time.perf_counter()
-        columns = (
-            "organization_id, ca_id, subscriber_id, source, serial, certificate_pem, chain_pem, private_key, "
-            "fingerprint_sha256, fingerprint_sha1, subject_dn, issuer_dn, common_name, sans, names_text, "
-            "key_algorithm, not_before, not_after, status, revocation_reason, created_at"
-        )
-        with (
-            connection.cursor() as cursor,
-            cursor.connection.cursor().copy(f"COPY pki_certificate ({columns}) FROM STDIN") as copy,
-        ):
+        with certificate_copier(org.pk, pem, chain, rng, now) as write:
             for i in range(have, args.certificates):
                 name = f"host{i}.zone{i % 5000}.example.com"
                 not_after = now + timedelta(days=rng.uniform(-60, 400))
                 status = "revoked" if i % 97 == 0 else ("expired" if not_after < now else "active")
-                copy.write_row(
-                    (
-                        org.pk,
-                        ca.pk,
-                        None,
-                        "imported",
-                        format(rng.getrandbits(120), "x"),
-                        pem,
-                        chain,
-                        "",
-                        format(rng.getrandbits(256), "064x"),
-                        format(rng.getrandbits(160), "040x"),
-                        f"CN={name}",
-                        "CN=Bench Issuing",
-                        name,
-                        f'["{name}"]',
-                        name,
-                        rng.choice(["ec-p256", "rsa-2048"]),
-                        not_after - timedelta(days=90),
-                        not_after,
-                        status,
-                        "key_compromise" if status == "revoked" else "",
-                        now,
-                    )
-                )
+                write(name, ca.pk, None, "imported", not_after, status)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE pki_certificate")
         print(

@@ -448,6 +448,29 @@ class PkiAdmin(TenantAdmin):
 
 
 # --- certificate authorities ---------------------------------------------------------------------------
+class ReadOnlyPkiAdmin(PkiAdmin):
+    """Rows no form edits (certificates, CSRs, CRLs, ACME rows): the detail page shows ``detail_fieldsets``
+    (or ``detail_fields``) read-only; changes are the screens' buttons and actions."""
+
+    detail_fields: list[str] = []
+    detail_fieldsets: list | None = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_fieldsets(self, request, obj=None):
+        return self.detail_fieldsets or [(None, {"fields": self.detail_fields})]
+
+    def get_fields(self, request, obj=None):
+        return [name for _, options in self.get_fieldsets(request, obj) for name in options["fields"]]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+
 @admin.register(CertificateAuthority)
 class CertificateAuthorityAdmin(PkiAdmin):
     form = pki_forms.CaCreateForm
@@ -1045,7 +1068,7 @@ class SubscriberAdmin(PkiAdmin):
         """Issue (or, with ``service=services.retry_now``, renew at once) and say what happened."""
         certificate = self._call(request, service, subscriber, **kwargs)
         if isinstance(certificate, AcmeOrder):
-            self._acme_order_started(request, subscriber, certificate)
+            acme_order_started(self, request, subscriber.name, certificate)
         elif certificate is not None:
             self.message_user(
                 request,
@@ -1058,12 +1081,6 @@ class SubscriberAdmin(PkiAdmin):
                 messages.SUCCESS,
             )
         return certificate
-
-    def _acme_order_started(self, request, subscriber, order: AcmeOrder) -> None:
-        acme_order_started(self, request, subscriber.name, order)
-
-    def _issued_redirect(self, result: Certificate | AcmeOrder) -> HttpResponseRedirect:
-        return issued_redirect(result)
 
     @admin.action(description="Retry renewal now (skip the backoff)", permissions=["manage"])
     def retry_renewal_now(self, request, queryset):
@@ -1099,7 +1116,7 @@ class SubscriberAdmin(PkiAdmin):
         self._require_manage(request, subscriber)
         certificate = self._issue(request, subscriber)
         if certificate is not None:
-            return self._issued_redirect(certificate)
+            return issued_redirect(certificate)
         return HttpResponseRedirect(self._change_url(subscriber))
 
     def issue_csr_view(self, request, pk):
@@ -1116,14 +1133,14 @@ class SubscriberAdmin(PkiAdmin):
                 self.message_user(request, f"Not issued: {_error_text(exc)}", messages.ERROR)
             else:
                 if isinstance(certificate, AcmeOrder):
-                    self._acme_order_started(request, subscriber, certificate)
+                    acme_order_started(self, request, subscriber.name, certificate)
                 else:
                     self.message_user(
                         request,
                         f"Issued certificate {certificate.serial} from the CSR (no private key is stored).",
                         messages.SUCCESS,
                     )
-                return self._issued_redirect(certificate)
+                return issued_redirect(certificate)
         return self.form_page(
             request,
             title="Issue from a CSR",
@@ -1166,7 +1183,7 @@ class CertificateChangeList(ChangeList):
 
 
 @admin.register(Certificate)
-class CertificateAdmin(PkiAdmin):
+class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edited
     list_display = [
         "common_name_display",
         "serial_short",
@@ -1275,20 +1292,8 @@ class CertificateAdmin(PkiAdmin):
         names = queryset.matching_name(term)
         return (names | queryset.filter(exact)) if exact else names, False
 
-    def has_add_permission(self, request):
-        return False  # certificates come from issuance and import
-
-    def has_change_permission(self, request, obj=None):
-        return False  # certificates are never edited
-
     def has_delete_permission(self, request, obj=None):
         return False  # the inventory keeps them: revoke instead
-
-    def get_fieldsets(self, request, obj=None):
-        return self.detail_fieldsets
-
-    def get_readonly_fields(self, request, obj=None):
-        return [name for _, options in self.detail_fieldsets for name in options["fields"]]
 
     # --- columns ------------------------------------------------------------------------------------
     @admin.display(description="Common name", ordering="common_name")
@@ -1699,7 +1704,7 @@ class CertificateAdmin(PkiAdmin):
 
 # --- CSRs ----------------------------------------------------------------------------------------------
 @admin.register(CertificateRequest)
-class CertificateRequestAdmin(PkiAdmin):
+class CertificateRequestAdmin(ReadOnlyPkiAdmin):  # added by "Generate CSR" and "Upload CSR"
     list_display = ["name", "common_name", "san_summary", "key_algorithm", "source", "key_held", "created_at"]
     list_filter = ["source", "key_algorithm", OrganizationFilter]
     search_fields = ["name", "common_name"]
@@ -1721,18 +1726,6 @@ class CertificateRequestAdmin(PkiAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("private_key").annotate(has_private_key=_HAS_KEY)
-
-    def has_add_permission(self, request):
-        return False  # "Generate CSR" and "Upload CSR" instead
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def get_fields(self, request, obj=None):
-        return self.detail_fields
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.detail_fields
 
     @admin.display(description="SANs")
     def san_summary(self, obj):
@@ -1871,7 +1864,7 @@ def issued_redirect(result: Certificate | AcmeOrder) -> HttpResponseRedirect:
 
 # --- CRLs ----------------------------------------------------------------------------------------------
 @admin.register(Crl)
-class CrlAdmin(PkiAdmin):
+class CrlAdmin(ReadOnlyPkiAdmin):
     list_display = ["ca", "number", "this_update", "next_update", "current"]
     list_filter = [CaFilter, CrlOrganizationFilter]
     list_select_related = ["ca", "ca__organization"]
@@ -1895,20 +1888,8 @@ class CrlAdmin(PkiAdmin):
             columns.append("organization")
         return columns
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
     def has_delete_permission(self, request, obj=None):
         return False
-
-    def get_fields(self, request, obj=None):
-        return self.detail_fields
-
-    def get_readonly_fields(self, request, obj=None):
-        return self.detail_fields
 
     @admin.display(description="Organization")
     def organization(self, obj):

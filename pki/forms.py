@@ -70,7 +70,7 @@ class ListTextField(forms.CharField):
         self.whole_line_prefix = whole_line_prefix
         self.split_spaces = split_spaces
         kwargs.setdefault("required", False)
-        kwargs.setdefault("widget", forms.Textarea(attrs={"rows": 4, "cols": 60, "spellcheck": "false"}))
+        kwargs.setdefault("widget", pem_textarea(4, cols=60))
         super().__init__(strip=False, **kwargs)
 
     def prepare_value(self, value):
@@ -110,6 +110,14 @@ class SecretTextarea(forms.Textarea):
 
     def format_value(self, value):
         return None
+
+
+def pem_textarea(rows: int, *, secret: bool = False, cols: int = 70) -> forms.Textarea:
+    """A monospace-friendly box for PEM text; ``secret`` for key material (never rendered back)."""
+    attrs = {"rows": rows, "cols": cols, "spellcheck": "false"}
+    if secret:
+        return SecretTextarea(attrs={**attrs, "autocomplete": "off"})
+    return forms.Textarea(attrs=attrs)
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -279,14 +287,14 @@ class CaImportForm(forms.Form):
     certificate = forms.CharField(
         label="CA certificate (PEM)",
         required=False,
-        widget=forms.Textarea(attrs={"rows": 8, "cols": 70, "spellcheck": "false"}),
+        widget=pem_textarea(8),
         help_text="Paste the PEM, or upload it below.",
     )
     certificate_file = forms.FileField(label="…or certificate file", required=False)
     private_key = forms.CharField(
         label="CA private key (PEM, unencrypted)",
         required=False,
-        widget=SecretTextarea(attrs={"rows": 6, "cols": 70, "spellcheck": "false", "autocomplete": "off"}),
+        widget=pem_textarea(6, secret=True),
         help_text="Stored encrypted; it is never shown or exported again.",
     )
     private_key_file = forms.FileField(label="…or key file", required=False)
@@ -497,7 +505,7 @@ class CsrPasteForm(forms.Form):
     csr = forms.CharField(
         label="CSR (PEM)",
         required=False,
-        widget=forms.Textarea(attrs={"rows": 10, "cols": 70, "spellcheck": "false"}),
+        widget=pem_textarea(10),
         help_text="-----BEGIN CERTIFICATE REQUEST----- …",
     )
     csr_file = forms.FileField(label="…or CSR file", required=False)
@@ -621,14 +629,14 @@ class CertificateImportForm(forms.Form):
     pem = forms.CharField(
         label="…or paste PEM",
         required=False,
-        widget=forms.Textarea(attrs={"rows": 8, "cols": 70, "spellcheck": "false"}),
+        widget=pem_textarea(8),
         help_text="A certificate, optionally with its chain.",
     )
     key_file = forms.FileField(label="Private key file (optional)", required=False)
     key = forms.CharField(
         label="…or paste the private key (optional)",
         required=False,
-        widget=SecretTextarea(attrs={"rows": 4, "cols": 70, "spellcheck": "false", "autocomplete": "off"}),
+        widget=pem_textarea(4, secret=True),
         help_text="Goes with the pasted PEM or a single uploaded file; kept encrypted if it matches.",
     )
 

@@ -223,3 +223,18 @@ def test_cancel_stops_a_running_worker_and_removes_its_record(
     assert order.step == AcmeOrder.Step.CANCELLED and not order.lease_owner
     assert powerdns.txt_records(f"_acme-challenge.{name}") == []
     assert AuditEvent.objects.filter(action="acme.order.cancel", target_id=str(order.pk)).count() == 1
+
+
+def test_retrying_a_failed_direct_order_starts_over_with_the_same_key(tenant, pebble, pebble_ca):
+    pebble_ca.acme.direct_issuance = True
+    pebble_ca.acme.save()
+    failed = orders.start_direct_order(
+        pebble_ca, [unique_name("nowhere.test", "direct")], actor=tenant.operator.user
+    )
+    failed.refresh_from_db()
+    assert failed.step == AcmeOrder.Step.FAILED and failed.csr_pem
+    again = orders.retry_order(failed, actor=tenant.operator.user)
+    again.refresh_from_db()
+    assert again.pk != failed.pk and again.names == failed.names
+    assert again.private_key == failed.private_key and again.csr_pem == failed.csr_pem
+    assert again.order_url != failed.order_url  # a new order at the CA

@@ -242,3 +242,34 @@ def test_admin_retry_renewal_now_skips_the_backoff(tenant, subscriber, issued):
     issued.refresh_from_db()
     assert issued.renewed_by.subscriber_id == subscriber.pk
     assert Subscriber.objects.get(pk=subscriber.pk).renewal_failures == 0
+
+
+# --- the other periodic jobs' commands, as an operator runs them -------------------------------------
+@pytest.mark.django_db
+def test_setup_schedules_is_idempotent_and_follows_the_settings(settings, capsys):
+    from django_q.models import Schedule
+
+    settings.CERTMGR_RENEWAL_SWEEP_MINUTES = 5
+    call_command("setup_schedules")
+    first = capsys.readouterr().out
+    assert "updated: pki.run_renewals every 5 min" in first  # the migration created it already
+    names = set(Schedule.objects.values_list("name", flat=True))
+    assert {"pki.run_renewals", "pki.refresh_crls", "pki.send_expiry_alerts", "acmeca.janitor"} <= names
+    count = Schedule.objects.count()
+    call_command("setup_schedules")
+    assert Schedule.objects.count() == count
+    assert Schedule.objects.get(name="pki.run_renewals").minutes == 5
+
+
+@pytest.mark.django_db
+def test_refresh_crls_and_janitor_commands_print_and_record_their_runs(hierarchy, capsys):
+    call_command("refresh_crls")
+    out = capsys.readouterr().out
+    assert "refreshed: Root" in out and "refreshed: Issuing" in out and "CRL refresh: refreshed 2" in out
+    call_command("refresh_crls")
+    assert "CRL refresh: fresh 2" in capsys.readouterr().out
+    call_command("janitor")
+    assert "janitor: nothing to do" in capsys.readouterr().out
+    runs = JobRun.objects.filter(trigger="command")
+    assert sorted(runs.values_list("name", flat=True)) == ["crl_refresh", "crl_refresh", "janitor"]
+    assert {r.status for r in runs} == {JobRun.Status.SUCCESS}
