@@ -33,6 +33,16 @@ def unique_name(zone: str, label: str = "host") -> str:
 
 
 @pytest.fixture
+def no_worker():
+    """Orders started now are driven by the test itself (``flow.run_order``), not by the on-commit worker:
+    as if the broker had lost the task."""
+    from acmeca import orders
+
+    with orders.foreground():
+        yield
+
+
+@pytest.fixture
 def acme_env(settings, monkeypatch, dnsdist):
     """Loopback allowed for the outbound guard; propagation asks dnsdist (Pebble's own resolver)."""
     settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]

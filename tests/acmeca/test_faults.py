@@ -24,13 +24,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def no_worker():
-    """Orders are driven by the test itself (``flow.run_order``), not by the on-commit worker."""
-    with orders.foreground():
-        yield
-
-
 def test_unknown_domain_fails_the_order_with_the_providers_message(tenant, pebble, pebble_ca):
     """No zone of the DNS connection holds the name: the order fails, naming it; nothing was written."""
     name = unique_name("nowhere.test", "lost")
