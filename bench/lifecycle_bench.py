@@ -25,7 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/certmgr_bench_life")
 
-from pki_bench import bench_setup, certificate_copier, percentile, timed  # noqa: E402  (sets the other bench defaults)
+# pki_bench also sets the other bench defaults (environment)
+from pki_bench import (  # noqa: E402
+    bench_hierarchy,
+    bench_setup,
+    certificate_copier,
+    percentile,
+    timed,
+)
 
 DUE_TARGET = 1000  # certificates the sweep should find due
 
@@ -138,29 +145,13 @@ def main() -> None:
 
     from certmgr import services as core
     from certmgr.actors import Actor
-    from pki import lifecycle, services
+    from pki import lifecycle
     from pki.models import Certificate, CertificateAuthority
 
-    root = CertificateAuthority.objects.filter(organization=org, name="Bench Root").first()
-    if root is None:
-        root = services.create_internal_ca(
-            org, name="Bench Root", kind="internal-root", subject={"common_name": "Bench Root"}, actor=system
-        )
-        services.create_internal_ca(
-            org,
-            name="Bench Issuing",
-            kind="internal-intermediate",
-            parent=root,
-            subject={"common_name": "Bench Issuing"},
-            actor=system,
-        )
-        # An external CA row for the labels; no account: nothing here talks to it.
-        CertificateAuthority.objects.create(organization=org, name="Bench ACME", kind="acme")
-    cas = [
-        root,
-        CertificateAuthority.objects.get(organization=org, name="Bench Issuing"),
-        CertificateAuthority.objects.get(organization=org, name="Bench ACME"),
-    ]
+    root, issuing = bench_hierarchy(org, system)
+    # An external CA row for the labels; no account: nothing here talks to it.
+    acme = CertificateAuthority.objects.get_or_create(organization=org, name="Bench ACME", kind="acme")[0]
+    cas = [root, issuing, acme]
 
     wanted = args.subscribers * args.generations + args.imported
     total = Certificate.objects.filter(organization=org).count()

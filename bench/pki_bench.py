@@ -128,6 +128,28 @@ def bench_setup(username: str, role: str):
     return system, org, user
 
 
+def bench_hierarchy(org, system):
+    """The bench's internal CAs, made once: (Bench Root, Bench Issuing)."""
+    from pki import services
+    from pki.models import CertificateAuthority
+
+    existing = {ca.name: ca for ca in CertificateAuthority.objects.filter(organization=org)}
+    if "Bench Issuing" in existing:
+        return existing["Bench Root"], existing["Bench Issuing"]
+    root = services.create_internal_ca(
+        org, name="Bench Root", kind="internal-root", subject={"common_name": "Bench Root"}, actor=system
+    )
+    issuing = services.create_internal_ca(
+        org,
+        name="Bench Issuing",
+        kind="internal-intermediate",
+        parent=root,
+        subject={"common_name": "Bench Issuing"},
+        actor=system,
+    )
+    return root, issuing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--certificates", type=int, default=1_000_000)
@@ -145,21 +167,9 @@ def main() -> None:
 
     from certmgr import services as core
     from pki import services, x509
-    from pki.models import Certificate, CertificateAuthority, Subscriber
+    from pki.models import Certificate, Subscriber
 
-    ca = CertificateAuthority.objects.filter(organization=org, name="Bench Issuing").first()
-    if ca is None:
-        root = services.create_internal_ca(
-            org, name="Bench Root", kind="internal-root", subject={"common_name": "Bench Root"}, actor=system
-        )
-        ca = services.create_internal_ca(
-            org,
-            name="Bench Issuing",
-            kind="internal-intermediate",
-            parent=root,
-            subject={"common_name": "Bench Issuing"},
-            actor=system,
-        )
+    _, ca = bench_hierarchy(org, system)
     sub = Subscriber.objects.filter(organization=org, name="bench").first() or services.save_subscriber(
         org, actor=system, name="bench", ca=ca, common_name="bench.example.com", validity_days=90
     )

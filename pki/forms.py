@@ -351,19 +351,7 @@ class PolicyForm(_UniqueNameMixin, _UsageFieldsMixin, forms.ModelForm):
 
     class Meta:
         model = Policy
-        fields = [
-            "organization",
-            "name",
-            "description",
-            "common_name_patterns",
-            "san_patterns",
-            "allowed_san_types",
-            "allowed_key_algorithms",
-            "max_validity_days",
-            "key_usages",
-            "extended_key_usages",
-            "allow_ca",
-        ]
+        fields = ["organization", *services.POLICY_FIELDS]  # what the service lets a caller set
         help_texts = {
             "max_validity_days": "Longest validity a subscriber of this policy may ask for; empty: no limit."
         }
