@@ -21,17 +21,18 @@ from acmeca import orders, services, vendors
 from acmeca.forms import AcmeCaForm, DirectOrderForm, RolloverForm, connection_label, preset_rows
 from acmeca.models import AcmeAccount, AcmeChallenge, AcmeOrder, AcmeSettings
 from certmgr import errors
-from certmgr.admin_base import IdFilter, OrganizationFilter, apply_service_errors
-from certmgr.permissions import Action
-from dnsproviders.models import AppConnection
-from pki import services as pki_services
-from pki.admin import (
+from certmgr.admin_base import (
     ACTION_LIMIT,
     CappedCountPaginator,
-    ReadOnlyPkiAdmin,
-    _admin_link,
-    _badge,
+    IdFilter,
+    OrganizationFilter,
+    admin_link,
+    apply_service_errors,
+    badge,
 )
+from certmgr.permissions import Action
+from dnsproviders.models import AppConnection
+from pki.admin.base import ReadOnlyPkiAdmin
 from pki.models import CertificateAuthority, CertificateRequest
 
 ORDER_STEP_COLORS = {
@@ -74,18 +75,41 @@ def _rows_table(rows: list[tuple[str, object]]) -> str:
     )
 
 
-# --- ACME CAs: the parts of the CA admin (pki.admin.CertificateAuthorityAdmin calls these) ----------------
-ACME_CA_DETAIL_FIELDS = ["acme_settings_display", "acme_account_display"]
+# --- ACME CAs: what the ACME issuer adds to the CA admin (``pki.issuers.CaAdminExtension``) --------------
+class AcmeCaAdmin:
+    """The ACME CA's page shows its settings and account instead of certificate and key fields; its own
+    add and edit screens register or change the ACME account."""
 
+    change_form_template = "admin/acmeca/ca_change_form.html"
 
-def acme_ca_fieldsets() -> list:
-    """The change page of an ACME CA: its settings and account instead of certificate and key fields."""
-    return [
-        (None, {"fields": ["name", "organization", "kind", "status_badge"]}),
-        ("ACME settings", {"fields": ["acme_settings_display"]}),
-        ("ACME account", {"fields": ["acme_account_display"]}),
-        ("In use", {"fields": ["usage_display"]}),
-    ]
+    def fieldsets(self, ca: CertificateAuthority) -> list:
+        return [
+            (None, {"fields": ["name", "organization", "kind", "status_badge"]}),
+            ("ACME settings", {"fields": [settings_display]}),
+            ("ACME account", {"fields": [account_display]}),
+            ("In use", {"fields": ["usage_display"]}),
+        ]
+
+    def readonly_fields(self) -> list:
+        return [settings_display, account_display]
+
+    def urls(self, ca_admin) -> list:
+        view = ca_admin.admin_site.admin_view
+        return [
+            path(
+                "acme/add/",
+                view(lambda request: acme_ca_add_view(ca_admin, request)),
+                name="pki_certificateauthority_acme_add",
+            ),
+            path(
+                "<int:pk>/acme/",
+                view(lambda request, pk: acme_ca_edit_view(ca_admin, request, pk)),
+                name="pki_certificateauthority_acme_edit",
+            ),
+        ]
+
+    def add_links(self) -> list[tuple[str, str, str]]:
+        return [("Add ACME CA", "admin:pki_certificateauthority_acme_add", "pki-add-acme-ca")]
 
 
 def _settings_of(ca: CertificateAuthority) -> AcmeSettings | None:
@@ -97,6 +121,7 @@ def _settings_of(ca: CertificateAuthority) -> AcmeSettings | None:
     )
 
 
+@admin.display(description="Settings")
 def settings_display(ca: CertificateAuthority) -> str:
     row = _settings_of(ca)
     if row is None:
@@ -146,6 +171,7 @@ def settings_display(ca: CertificateAuthority) -> str:
     )
 
 
+@admin.display(description="Account")
 def account_display(ca: CertificateAuthority) -> str:
     row = _settings_of(ca)
     account = row.account if row is not None else None
@@ -153,9 +179,9 @@ def account_display(ca: CertificateAuthority) -> str:
         return "No account: edit the CA to register one."
     return _rows_table(
         [
-            ("Account", _admin_link(account, f"account {account.pk}")),
+            ("Account", admin_link(account, f"account {account.pk}")),
             ("Account URL", format_html("<code>{}</code>", account.account_url)),
-            ("Status", _badge(account.get_status_display(), ACCOUNT_COLORS.get(account.status, "#555"))),
+            ("Status", badge(account.get_status_display(), ACCOUNT_COLORS.get(account.status, "#555"))),
             ("Key type", account.get_key_kind_display()),
             ("Registered", account.created_at.strftime("%Y-%m-%d %H:%M UTC")),
         ]
@@ -224,7 +250,7 @@ def acme_ca_add_view(ca_admin, request):
 
 
 def acme_ca_edit_view(ca_admin, request, pk: int):
-    """Edit an ACME CA's settings (``update_acme_ca``) and name (``pki.services.rename_ca``)."""
+    """Edit an ACME CA's settings and name in one transaction (``update_acme_ca``)."""
     ca = ca_admin._object(request, pk)
     if ca.kind != CertificateAuthority.Kind.ACME:
         raise Http404("not an ACME CA")
@@ -235,19 +261,13 @@ def acme_ca_edit_view(ca_admin, request, pk: int):
     )
     if request.method == "POST" and form.is_valid():
         name = form.cleaned_data["name"].strip()
-        taken = CertificateAuthority.objects.filter(organization_id=ca.organization_id, name=name)
-        if taken.exclude(pk=ca.pk).exists():
-            form.add_error("name", f"A CA named {name!r} already exists here.")
+        try:
+            services.update_acme_ca(ca, actor=request, name=name, **form.settings_values())
+        except (errors.ServiceError, ValidationError) as exc:
+            _service_failed(form, exc)
         else:
-            try:
-                services.update_acme_ca(ca, actor=request, **form.settings_values())
-                if name != ca.name:
-                    pki_services.rename_ca(ca, name, actor=request)
-            except (errors.ServiceError, ValidationError) as exc:
-                _service_failed(form, exc)
-            else:
-                ca_admin.message_user(request, f"ACME CA {name} saved.", messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:pki_certificateauthority_change", args=[ca.pk]))
+            ca_admin.message_user(request, f"ACME CA {name} saved.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:pki_certificateauthority_change", args=[ca.pk]))
     return _ca_form_page(ca_admin, request, form, title="Edit ACME CA", submit="Save", obj=ca)
 
 
@@ -282,8 +302,10 @@ class AcmeAdmin(ReadOnlyPkiAdmin):
                 obj = self._post_only(request, pk)
             except _NotAllowed:
                 return HttpResponseNotAllowed(["POST"])
-            target = getattr(self, f"do_{name}")(request, obj)
-            return HttpResponseRedirect(self._change_url(target or obj))
+            target = getattr(self, f"do_{name}")(request, obj)  # a row or URL to go to next, or None
+            return HttpResponseRedirect(
+                target if isinstance(target, str) else self._change_url(target or obj)
+            )
 
         return view
 
@@ -338,7 +360,7 @@ class AcmeAccountAdmin(AcmeAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj):
-        return _badge(obj.get_status_display(), ACCOUNT_COLORS.get(obj.status, "#555"))
+        return badge(obj.get_status_display(), ACCOUNT_COLORS.get(obj.status, "#555"))
 
     @admin.display(description="Used by CAs")
     def used_by(self, obj):
@@ -347,7 +369,7 @@ class AcmeAccountAdmin(AcmeAdmin):
         )
         if not cas:
             return "no CA (a CA registered a newer account, or the CA was deleted)"
-        return format_html_join(", ", "{}", ((_admin_link(ca),) for ca in cas))
+        return format_html_join(", ", "{}", ((admin_link(ca),) for ca in cas))
 
     @admin.display(description="Orders")
     def order_link(self, obj):
@@ -561,13 +583,13 @@ class AcmeOrderAdmin(AcmeAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj):
-        return _badge(
+        return badge(
             obj.get_status_display(), ORDER_STATUS_COLORS.get(obj.status, "#555"), "status at the CA"
         )
 
     @admin.display(description="Step", ordering="step")
     def step_badge(self, obj):
-        return _badge(obj.get_step_display(), ORDER_STEP_COLORS.get(obj.step, "#555"), "step in certmgr")
+        return badge(obj.get_step_display(), ORDER_STEP_COLORS.get(obj.step, "#555"), "step in certmgr")
 
     @admin.display(description="Identifiers")
     def identifier_list(self, obj):
@@ -591,15 +613,15 @@ class AcmeOrderAdmin(AcmeAdmin):
 
     @admin.display(description="CA")
     def ca_link(self, obj):
-        return _admin_link(obj.ca)
+        return admin_link(obj.ca)
 
     @admin.display(description="Subscriber")
     def subscriber_link(self, obj):
-        return _admin_link(obj.subscriber) if obj.subscriber_id else "— (direct issuance)"
+        return admin_link(obj.subscriber) if obj.subscriber_id else "— (direct issuance)"
 
     @admin.display(description="Account")
     def account_link(self, obj):
-        return _admin_link(obj.account, f"account {obj.account_id}") if obj.account_id else "—"
+        return admin_link(obj.account, f"account {obj.account_id}") if obj.account_id else "—"
 
     @admin.display(description="Certificate")
     def certificate_display(self, obj):
@@ -609,7 +631,7 @@ class AcmeOrderAdmin(AcmeAdmin):
         download = reverse("admin:pki_certificate_download", args=[cert.pk, "fullchain"])
         return format_html(
             '{} · expires {} · <a href="{}" class="acme-download">download (PEM with chain)</a>',
-            _admin_link(cert, cert.serial),
+            admin_link(cert, cert.serial),
             cert.not_after.strftime("%Y-%m-%d"),
             download,
         )
@@ -653,7 +675,7 @@ class AcmeOrderAdmin(AcmeAdmin):
                     ch.record_name,
                     ch.record_value,
                     ch.ttl,
-                    _badge(ch.get_status_display(), CHALLENGE_COLORS.get(ch.status, "#555")),
+                    badge(ch.get_status_display(), CHALLENGE_COLORS.get(ch.status, "#555")),
                     ch.error or "",
                 )
                 for ch in challenges
@@ -690,27 +712,28 @@ class AcmeOrderAdmin(AcmeAdmin):
             )
 
     def do_retry(self, request, order):
-        result = self._call(request, orders.retry_order, order)
-        if result is None:
+        outcome = self._call(request, orders.retry_order, order)
+        if outcome is None:
             return None
-        if isinstance(result, AcmeOrder) and result.pk != order.pk:
+        if outcome.certificate is not None:  # the subscriber now issues from a CA that signs at once
+            certificate = outcome.certificate
             self.message_user(
                 request,
-                format_html(
-                    "Order {} started again as ACME order {}.", order.pk, _admin_link(result, str(result.pk))
-                ),
+                format_html("Order {}: issued {}.", order.pk, admin_link(certificate, certificate.serial)),
                 messages.SUCCESS,
             )
-            return result
-        if isinstance(result, AcmeOrder):
+            return None
+        if outcome.kind == "acme_order" and outcome.id == order.pk:
             self.message_user(request, f"Order {order.pk} runs again.", messages.SUCCESS)
-            return result
-        self.message_user(  # an internal certificate would mean the subscriber now issues elsewhere
+            return None
+        self.message_user(
             request,
-            format_html("Order {}: issued {}.", order.pk, _admin_link(result, result.serial)),
+            format_html(
+                'Order {} started again as <a href="{}">{}</a>.', order.pk, outcome.admin_url, outcome.label
+            ),
             messages.SUCCESS,
         )
-        return None
+        return outcome.admin_url
 
     def do_cancel(self, request, order):
         if self._call(request, orders.cancel_order, order) is not None:
@@ -840,7 +863,7 @@ class AcmeChallengeAdmin(AcmeAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj):
-        return _badge(obj.get_status_display(), CHALLENGE_COLORS.get(obj.status, "#555"))
+        return badge(obj.get_status_display(), CHALLENGE_COLORS.get(obj.status, "#555"))
 
     @admin.display(description="Order", ordering="order_id")
     def order_link(self, obj):
@@ -859,3 +882,6 @@ def order_link(order: AcmeOrder) -> str:
     return format_html(
         '<a href="{}">ACME order {}</a>', reverse("admin:acmeca_acmeorder_change", args=[order.pk]), order.pk
     )
+
+
+CA_ADMIN = AcmeCaAdmin()

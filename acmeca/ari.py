@@ -9,10 +9,13 @@ from dataclasses import dataclass
 
 from acme import errors as acme_errors
 from cryptography import x509 as cx509
+from django.db.models import Q
 
 from acmeca import client as acme
 from acmeca.models import AcmeSettings
-from pki.models import Certificate
+from certmgr.jobs import JobReport
+from pki import renewal
+from pki.models import Certificate, CertificateAuthority
 
 
 def cert_id(certificate_pem: str) -> str:
@@ -101,3 +104,55 @@ def supports_ari(acme_settings: AcmeSettings) -> bool:
         return ari.supported
     finally:
         ari.close()
+
+
+def refresh_renewal_times(report: JobReport, *, now: dt.datetime, limit: int = 1000) -> None:
+    """Ask each ACME CA's renewalInfo about its certificates whose next check has come (RFC 9773): a random
+    time inside the suggested window becomes ``next_renewal_at``, the CA's Retry-After the next check."""
+    candidates = (
+        Certificate.objects.filter(
+            status=Certificate.Status.ACTIVE,
+            ca__kind=CertificateAuthority.Kind.ACME,
+            next_renewal_at__isnull=False,
+            subscriber__auto_renew=True,
+        )
+        .filter(Q(ari_next_check_at__isnull=True) | Q(ari_next_check_at__lte=now))
+        .select_related("subscriber")
+        .order_by("ca_id", "next_renewal_at")[:limit]
+    )
+    clients: dict[int, AriClient | None] = {}
+    try:
+        for cert in candidates:
+            if cert.ca_id not in clients:
+                try:
+                    settings_row = AcmeSettings.objects.select_related("account").get(ca_id=cert.ca_id)
+                    clients[cert.ca_id] = AriClient(settings_row)
+                except Exception as exc:  # one unreachable CA must not stop the sweep
+                    report.error(f"ARI: CA {cert.ca_id} unreachable: {exc}")
+                    clients[cert.ca_id] = None
+            client = clients[cert.ca_id]
+            if client is None:
+                continue
+            try:
+                info = client.renewal_info(cert)
+            except AriUnavailable as exc:
+                # Keep the fallback time; ask again when the CA said (RFC 9773 §4.3.3), not every sweep.
+                Certificate.objects.filter(pk=cert.pk).update(ari_next_check_at=exc.retry_at)
+                report.error(f"ARI for certificate {cert.pk}: {exc}")
+                continue
+            when = renewal.next_renewal_at(
+                cert.not_before,
+                cert.not_after,
+                renew_before_days=cert.subscriber.renew_before_days if cert.subscriber else None,
+                ari_time=info.renew_at,
+            )
+            Certificate.objects.filter(pk=cert.pk).update(
+                next_renewal_at=when, ari_checked_at=now, ari_next_check_at=info.next_check
+            )
+            report.add("ari_checked")
+            if info.renew_at is not None:
+                report.add("ari_windows")
+    finally:
+        for client in clients.values():
+            if client is not None:
+                client.close()

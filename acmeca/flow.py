@@ -44,6 +44,8 @@ from dnsproviders.locks import record_lock
 from dnsproviders.models import AppConnection
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, provider_for
 from pki import renewal, x509
+from pki import services as pki_services
+from pki.services import operation_state
 
 log = logging.getLogger(__name__)
 WORKER = Actor.system("acme-worker")
@@ -270,8 +272,6 @@ class _Runner:
             return
         if not cleanup_records(self.order):
             message += " (some challenge records could not be removed yet: the janitor retries)"
-        from pki.services import note_issue_failure
-
         with transaction.atomic():
             self.save(
                 step=Step.FAILED,
@@ -282,7 +282,7 @@ class _Runner:
                 next_attempt_at=None,
             )
             if self.order.subscriber_id:
-                note_issue_failure(
+                operation_state.failed(
                     self.order.subscriber_id,
                     error_type or "acme",
                     f"ACME order {self.order.pk} failed: {message}",
@@ -626,14 +626,12 @@ class _Runner:
             if self.settings.preferred_chain and alternates:
                 chains += [self.client._post_as_get(url).text for url in alternates]
         fullchain = choose_chain(chains, self.settings.preferred_chain)
-        from pki.services import store_external
-
         with transaction.atomic():
             locked = AcmeOrder.objects.select_for_update().get(pk=self.order.pk)
             if locked.lease_owner != self.owner:
                 raise LeaseLost(f"order {self.order.pk} was taken over by another worker")
             if locked.certificate_id is None:
-                certificate = store_external(
+                certificate = pki_services.complete_external(
                     organization_id=self.order.organization_id,
                     ca=self.order.ca,
                     fullchain_pem=fullchain,

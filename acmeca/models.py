@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from acmeca import choices
 from acmeca.querysets import (
     AcmeAccountQuerySet,
     AcmeChallengeQuerySet,
@@ -20,27 +21,14 @@ from acmeca.vendors import Vendor
 from certmgr.encryption import EncryptedTextField
 from certmgr.models import Organization
 
-ACCOUNT_KEY_KINDS = [
-    ("ec-p256", "ECDSA P-256"),
-    ("ec-p384", "ECDSA P-384"),
-    ("rsa-2048", "RSA 2048"),
-    ("rsa-3072", "RSA 3072"),
-    ("rsa-4096", "RSA 4096"),
-]
-
-
-class ChallengeType(models.TextChoices):
-    DNS_01 = "dns-01", "DNS-01"
-    HTTP_01 = "http-01", "HTTP-01"
+ACCOUNT_KEY_KINDS = choices.ACCOUNT_KEY_KINDS
+ChallengeType = choices.ChallengeType
 
 
 class AcmeAccount(models.Model):
     """An account at one ACME server; its key is made here and stored encrypted."""
 
-    class Status(models.TextChoices):
-        VALID = "valid", "Valid"
-        DEACTIVATED = "deactivated", "Deactivated"
-        REVOKED = "revoked", "Revoked"
+    Status = choices.AccountStatus
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="acme_accounts")
     vendor = models.CharField(max_length=24, choices=[(v.value, v.value) for v in Vendor])
@@ -122,28 +110,10 @@ class AcmeSettings(models.Model):
 class AcmeOrder(models.Model):
     """One certificate order at an ACME CA (RFC 8555 §7.1.3), run by a worker step by step."""
 
-    class Status(models.TextChoices):
-        """The order's status at the CA; "" before the CA has it."""
+    Status = choices.OrderStatus
+    Step = choices.OrderStep
 
-        NEW = "", "Not sent"
-        PENDING = "pending", "Pending"
-        READY = "ready", "Ready"
-        PROCESSING = "processing", "Processing"
-        VALID = "valid", "Valid"
-        INVALID = "invalid", "Invalid"
-
-    class Step(models.TextChoices):
-        """Where certmgr is in the flow."""
-
-        QUEUED = "queued", "Queued"
-        AUTHORIZING = "authorizing", "Proving control"
-        WAITING_MANUAL = "waiting_manual", "Waiting for the DNS record"
-        FINALIZING = "finalizing", "Finalizing"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    FINISHED_STEPS = (Step.DONE, Step.FAILED, Step.CANCELLED)
+    FINISHED_STEPS = choices.FINISHED_STEPS
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="acme_orders")
     ca = models.ForeignKey("pki.CertificateAuthority", on_delete=models.PROTECT, related_name="acme_orders")
@@ -234,11 +204,7 @@ class AcmeAuthorization(models.Model):
 class AcmeChallenge(models.Model):
     """The challenge certmgr answers for one authorization, and the record it wrote to do so."""
 
-    class Status(models.TextChoices):
-        NOT_READY = "not_ready", "Not ready"  # record not in place (yet)
-        READY = "ready", "Ready"  # record in place, answered or about to be
-        VALID = "valid", "Valid"
-        INVALID = "invalid", "Invalid"
+    Status = choices.ChallengeStatus
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
     order = models.ForeignKey(AcmeOrder, on_delete=models.CASCADE, related_name="challenges")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from django.core.exceptions import ValidationError
@@ -19,12 +19,15 @@ from django.utils import timezone
 
 from acmeca.models import AcmeChallenge, AcmeOrder, AcmeSettings, ChallengeType
 from certmgr import audit
-from certmgr.actors import as_actor
+from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, ServiceError
 from certmgr.permissions import Action
 from certmgr.services import require
+from pki import services as pki_services
 from pki import x509
+from pki.issuers import Outcome
 from pki.models import Certificate, CertificateAuthority, Subscriber
+from pki.services import operation_state
 
 Step = AcmeOrder.Step
 
@@ -51,13 +54,15 @@ def enqueue(order_id: int) -> None:
     if kept is not None:
         kept.append(order_id)
         return
+    transaction.on_commit(lambda: resume(order_id))
 
-    def send() -> None:
-        from django_q.tasks import async_task
 
-        async_task("acmeca.tasks.run_order", order_id, task_name=f"acme-order-{order_id}", group="acme")
+def resume(order_id: int) -> None:
+    """Hand an order that is committed already to a worker now (the janitor resuming it). A second run of
+    one order is harmless: the lease lets only one worker drive it."""
+    from django_q.tasks import async_task
 
-    transaction.on_commit(send)
+    async_task("acmeca.tasks.run_order", order_id, task_name=f"acme-order-{order_id}", group="acme")
 
 
 def identifiers_for(names: list[str], challenge_type: str) -> list[dict]:
@@ -153,7 +158,7 @@ def _create(
 def start_order(
     subscriber: Subscriber,
     *,
-    actor: Any,
+    actor: Actor,
     key=None,
     csr_pem: str | None = None,
     renewal_of: Certificate | None = None,
@@ -176,10 +181,7 @@ def start_order(
         subscriber=subscriber,
         renewal_of=renewal_of,
     )
-    subscriber.last_operation_status = Subscriber.OperationStatus.PENDING
-    subscriber.last_operation_message = f"ACME order {order.pk} started"
-    subscriber.last_operation_at = timezone.now()
-    subscriber.save(update_fields=["last_operation_status", "last_operation_message", "last_operation_at"])
+    operation_state.pending(subscriber.pk, f"ACME order {order.pk} started")
     return order
 
 
@@ -187,7 +189,7 @@ def start_direct_order(
     ca: CertificateAuthority,
     names: list[str],
     *,
-    actor: Any,
+    actor: Actor,
     key_algorithm: str = "ec-p256",
     csr_pem: str | None = None,
     csr_key_pem: str | None = None,
@@ -229,8 +231,11 @@ def _locked(order: AcmeOrder) -> AcmeOrder:
     return AcmeOrder.objects.select_for_update().get(pk=order.pk)
 
 
-def retry_order(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
-    """Run an unfinished order now; a failed or cancelled one starts over as a new order."""
+def retry_order(order: AcmeOrder, *, actor: Actor) -> Outcome:
+    """Run an unfinished order now; a failed or cancelled one starts over (as a new order, or as whatever
+    the subscriber's CA issues now)."""
+    from acmeca.issuer import pending
+
     actor = as_actor(actor)
     with audit.failures(actor, "acme.order.retry", order):
         require(actor, Action.MANAGE, order.organization_id)
@@ -243,23 +248,21 @@ def retry_order(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
                 order.save(update_fields=["next_attempt_at"])
                 audit.record(actor, "acme.order.retry", order)
                 enqueue(order.pk)
-                return order
+                return pending(order)
         if order.subscriber is not None:
-            from pki.services import issue
-
             renewal = order.renewal_of
             if renewal is not None and Certificate.objects.filter(renewed_from=renewal).exists():
                 renewal = None
-            return issue(order.subscriber, actor=actor, renewal_of=renewal)
+            return pki_services.issue(order.subscriber, actor=actor, renewal_of=renewal)
         # A direct order starts over with the same CSR and key (nothing was issued for them).
         key = x509.load_private_key(order.private_key) if order.private_key else None
         with transaction.atomic():
-            return _create(
-                ca=order.ca, names=order.names, actor=actor, key=key, csr_pem=order.csr_pem or None
+            return pending(
+                _create(ca=order.ca, names=order.names, actor=actor, key=key, csr_pem=order.csr_pem or None)
             )
 
 
-def refresh_order(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
+def refresh_order(order: AcmeOrder, *, actor: Actor) -> AcmeOrder:
     """Ask the CA for the order's state now (through the worker) unless a worker holds it."""
     actor = as_actor(actor)
     with audit.failures(actor, "acme.order.refresh", order):
@@ -272,7 +275,7 @@ def refresh_order(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
     return order
 
 
-def cancel_order(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
+def cancel_order(order: AcmeOrder, *, actor: Actor) -> AcmeOrder:
     """Stop the order: its challenge records are removed, its authorizations deactivated at the CA."""
     from acmeca import flow
 
@@ -288,18 +291,14 @@ def cancel_order(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
             order.last_error = f"cancelled by {actor.label}"[:4000]
             order.save(update_fields=["step", "finished_at", "updated_at", "last_error"])
             if order.subscriber_id:
-                Subscriber.objects.filter(pk=order.subscriber_id).update(
-                    last_operation_status=Subscriber.OperationStatus.NONE,
-                    last_operation_message=f"ACME order {order.pk} cancelled",
-                    last_operation_at=order.finished_at,
-                )
+                operation_state.cleared(order.subscriber_id, f"ACME order {order.pk} cancelled")
             audit.record(actor, "acme.order.cancel", order)
         flow.cleanup_records(order)
         flow.deactivate_authorizations(order)
     return order
 
 
-def confirm_manual_records(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
+def confirm_manual_records(order: AcmeOrder, *, actor: Actor) -> AcmeOrder:
     """An operator says the TXT records shown for a manual DNS order now exist: check them and go on."""
     actor = as_actor(actor)
     with audit.failures(actor, "acme.order.confirm", order):
@@ -318,7 +317,7 @@ def confirm_manual_records(order: AcmeOrder, *, actor: Any) -> AcmeOrder:
     return order
 
 
-def delete_order(order: AcmeOrder, *, actor: Any) -> None:
+def delete_order(order: AcmeOrder, *, actor: Actor) -> None:
     """Remove a finished order's record (its certificate stays in the inventory)."""
     actor = as_actor(actor)
     with audit.failures(actor, "acme.order.delete", order):
@@ -329,3 +328,43 @@ def delete_order(order: AcmeOrder, *, actor: Any) -> None:
             target = ("acmeca.acmeorder", order.pk, str(order))
             order.delete()
             audit.record(actor, "acme.order.delete", target, organization=order.organization_id)
+
+
+def drive(
+    order_id: int, *, progress: Callable[[str], None] | None = None, deadline: float | None = None
+) -> AcmeOrder:
+    """Run the order in this process until it ends (sleeping through the retry times the flow sets), or
+    follow it while a worker holds it; returns it as stored at the end, or when ``deadline`` (a
+    ``time.monotonic()`` value) passes."""
+    from acmeca import flow
+
+    say = progress or (lambda message: None)
+    order = AcmeOrder.objects.get(pk=order_id)
+    while not order.finished and (deadline is None or time.monotonic() < deadline):
+        order = flow.run_order(order.pk, progress=progress)
+        if order.finished or order.step == Step.WAITING_MANUAL:
+            return order
+        now = timezone.now()
+        if order.lease_until and order.lease_until > now:
+            # Another worker holds it (the lease keeps this process out): follow it instead.
+            say(f"a worker is running order {order.pk}; following it")
+            order = _follow(order, say, deadline)
+            continue
+        wait = (order.next_attempt_at - now).total_seconds() if order.next_attempt_at else 0.0
+        if wait > 0:
+            say(f"retry in {wait:.1f}s (attempt {order.attempts}): {order.last_error}")
+            time.sleep(wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic())))
+    return order
+
+
+def _follow(order: AcmeOrder, say: Callable[[str], None], deadline: float | None) -> AcmeOrder:
+    step = order.step
+    while deadline is None or time.monotonic() < deadline:
+        time.sleep(0.2)
+        order.refresh_from_db()
+        if order.step != step:
+            step = order.step
+            say(f"step: {order.get_step_display().lower()}")
+        if order.finished or not order.lease_until or order.lease_until <= timezone.now():
+            return order
+    return order

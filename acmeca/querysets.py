@@ -7,6 +7,7 @@ from typing import Self
 
 from django.db import models
 
+from acmeca.choices import FINISHED_STEPS, OrderStep
 from certmgr.querysets import TenantQuerySet
 
 
@@ -20,13 +21,13 @@ class AcmeSettingsQuerySet(TenantQuerySet):
 
 class AcmeOrderQuerySet(TenantQuerySet):
     def unfinished(self) -> Self:
-        return self.exclude(step__in=["done", "failed", "cancelled"])
+        return self.exclude(step__in=FINISHED_STEPS)
 
     def stalled(self, *, now: datetime) -> Self:
         """Unfinished orders no worker holds: their lease ran out (a dead worker) or they were never taken."""
         return (
             self.unfinished()
-            .exclude(step="waiting_manual")
+            .exclude(step=OrderStep.WAITING_MANUAL)
             .filter(models.Q(lease_until__lt=now) | models.Q(lease_until__isnull=True))
             .filter(models.Q(next_attempt_at__isnull=True) | models.Q(next_attempt_at__lte=now))
         )

@@ -15,12 +15,13 @@ from acmeca import client as acme
 from acmeca import vendors
 from acmeca.models import ACCOUNT_KEY_KINDS, AcmeAccount, AcmeSettings, ChallengeType
 from certmgr import audit
-from certmgr.actors import as_actor
+from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, ServiceError
 from certmgr.models import Organization
 from certmgr.permissions import Action
 from certmgr.services import require
 from dnsproviders.models import AppConnection
+from pki import services as pki_services
 from pki import x509
 from pki.models import Certificate, CertificateAuthority
 
@@ -146,13 +147,11 @@ def create_acme_ca(
     organization: Organization,
     *,
     name: str,
-    actor: Any,
+    actor: Actor,
     account_key_kind: str = "ec-p256",
     **settings_values: Any,
 ) -> CertificateAuthority:
     """Register an external ACME CA: check the settings, create the account at the CA, store both."""
-    from pki.services import _name, _unique_ca_name
-
     actor = as_actor(actor)
     with audit.failures(actor, "ca.create", organization, name=name, kind="acme"):
         require(actor, Action.MANAGE, organization.pk)
@@ -160,12 +159,12 @@ def create_acme_ca(
         _set(row, settings_values)
         _clean_settings(row, organization.pk)
         ca = CertificateAuthority(
-            organization=organization, name=_name(name), kind=CertificateAuthority.Kind.ACME
+            organization=organization, name=pki_services.clean_name(name), kind=CertificateAuthority.Kind.ACME
         )
-        _unique_ca_name(ca)
+        pki_services.check_unique_ca_name(ca)
         account = _register(organization.pk, row, account_key_kind)
         with transaction.atomic():
-            _unique_ca_name(ca)
+            pki_services.check_unique_ca_name(ca)
             ca.subject_dn = row.directory_url[:500]
             ca.save()
             account.save()
@@ -178,11 +177,19 @@ def create_acme_ca(
     return ca
 
 
-def update_acme_ca(ca: CertificateAuthority, *, actor: Any, **settings_values: Any) -> CertificateAuthority:
-    """Change an ACME CA's settings; a new directory, EAB or TLS trust registers a new account."""
+def update_acme_ca(
+    ca: CertificateAuthority, *, actor: Actor, name: str | None = None, **settings_values: Any
+) -> CertificateAuthority:
+    """Change an ACME CA's name and settings in one transaction; a new directory, EAB or TLS trust
+    registers a new account first (a name already taken is refused before that)."""
     actor = as_actor(actor)
     with audit.failures(actor, "ca.update", ca):
         require(actor, Action.MANAGE, ca.organization_id)
+        if name is not None:
+            name = pki_services.clean_name(name)
+            taken = CertificateAuthority.objects.filter(organization_id=ca.organization_id, name=name)
+            if taken.exclude(pk=ca.pk).exists():
+                raise Conflict(f"a CA named {name!r} already exists in this organization", field="name")
         row = AcmeSettings.objects.select_related("account").get(ca=ca)
         before = {f: getattr(row, f) for f in SETTINGS_FIELDS}
         _set(row, settings_values)
@@ -214,9 +221,12 @@ def update_acme_ca(ca: CertificateAuthority, *, actor: Any, **settings_values: A
                 account.save(update_fields=["email", "updated_at"])
             row.account = account
             row.save()
+            ca = CertificateAuthority.objects.select_for_update().defer("private_key").get(pk=ca.pk)
+            if name is not None and pki_services.set_name(ca, name):
+                changed = sorted([*changed, "name"])
             ca.subject_dn = row.directory_url[:500]
             ca.updated_at = timezone.now()
-            ca.save(update_fields=["subject_dn", "updated_at"])
+            ca.save(update_fields=["name", "subject_dn", "updated_at"])
             audit.record(actor, "ca.update", ca, changed=changed)
     return ca
 
@@ -235,7 +245,7 @@ def _account_call(account: AcmeAccount, call, **kwargs):
         raise _problem(exc, "account") from exc
 
 
-def deactivate_account(account: AcmeAccount, *, actor: Any) -> AcmeAccount:
+def deactivate_account(account: AcmeAccount, *, actor: Actor) -> AcmeAccount:
     """Deactivate the account at the CA (irreversible there); its CAs need a new one to order again."""
     actor = as_actor(actor)
     with audit.failures(actor, "acme.account.deactivate", account):
@@ -251,7 +261,7 @@ def deactivate_account(account: AcmeAccount, *, actor: Any) -> AcmeAccount:
     return account
 
 
-def rollover_account_key(account: AcmeAccount, *, actor: Any, key_kind: str | None = None) -> AcmeAccount:
+def rollover_account_key(account: AcmeAccount, *, actor: Actor, key_kind: str | None = None) -> AcmeAccount:
     """Replace the account key at the CA (RFC 8555 keyChange) and store the new one."""
     actor = as_actor(actor)
     with audit.failures(actor, "acme.account.rollover", account):
@@ -272,7 +282,7 @@ def rollover_account_key(account: AcmeAccount, *, actor: Any, key_kind: str | No
     return account
 
 
-def delete_account(account: AcmeAccount, *, actor: Any) -> None:
+def delete_account(account: AcmeAccount, *, actor: Actor) -> None:
     """Forget the account here (its certificates stay); refused while a CA still uses it."""
     actor = as_actor(actor)
     with audit.failures(actor, "acme.account.delete", account):

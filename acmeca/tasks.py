@@ -23,12 +23,11 @@ def janitor() -> dict:
 
 def janitor_now(report: JobReport, progress: Callable[[str], None] | None = None) -> None:
     """Resume orders whose worker died or whose retry time came; remove challenge records left behind."""
-    from django_q.tasks import async_task
+    from acmeca import orders
 
     say = progress or (lambda message: None)
     for order_id in flow.stalled_orders(timezone.now()):
-        # A second run of one order is harmless: the lease lets only one worker drive it.
-        async_task("acmeca.tasks.run_order", order_id, task_name=f"acme-order-{order_id}", group="acme")
+        orders.resume(order_id)
         report.add("resumed")
         say(f"resumed: order {order_id}")
     for order in AcmeOrder.objects.filter(cleanup_pending=True)[:200]:

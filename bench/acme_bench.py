@@ -320,7 +320,7 @@ def post_issue(client, token: str, subscriber) -> int:
         from certmgr.actors import Actor
         from pki import services
 
-        return services.issue(subscriber, actor=Actor.system("acme bench")).pk
+        return services.issue(subscriber, actor=Actor.system("acme bench")).id
     response = client.post(
         f"/api/v1/subscribers/{subscriber.pk}/issue/", HTTP_AUTHORIZATION=f"Bearer {token}", format="json"
     )

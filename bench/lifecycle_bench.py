@@ -56,7 +56,7 @@ def fill(org, cas: list, args, *, system) -> None:
             org, actor=system, name="bench-sample", ca=issuing, common_name="sample.example.com"
         ),
         actor=system,
-    )
+    ).certificate
     pem, chain = sample.certificate_pem, sample.chain_pem
 
     subscribers = Subscriber.objects.bulk_create(

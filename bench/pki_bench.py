@@ -177,7 +177,7 @@ def main() -> None:
     # --- fill ---------------------------------------------------------------------------------------------
     have = Certificate.objects.filter(organization=org).count()
     if have < args.certificates and not args.issuance_only:
-        sample = services.issue(sub, actor=system)
+        sample = services.issue(sub, actor=system).certificate
         pem, chain = sample.certificate_pem, sample.chain_pem
         now = timezone.now()
         rng = random.Random(42)  # noqa: S311 - synthetic data, not secrets
@@ -242,7 +242,9 @@ def main() -> None:
     leaf_key = x509.generate_key("ec-p256")
     # Raw: cryptography's CertificateBuilder with the extensions a service-issued certificate carries (AKI,
     # CRL DP and AIA objects made once, as any tight loop would), a new SAN and serial each, key made once.
-    sample = cx509.load_pem_x509_certificate(services.issue(sub, actor=system).certificate_pem.encode())
+    sample = cx509.load_pem_x509_certificate(
+        services.issue(sub, actor=system).certificate.certificate_pem.encode()
+    )
     fixed = [e for e in sample.extensions if not isinstance(e.value, cx509.SubjectAlternativeName)]
     signing_hash = x509.signature_hash(x509.key_algorithm_of(issuer_key))
     now = timezone.now()
@@ -284,7 +286,7 @@ def main() -> None:
         ),
         args.issue * 4,
     )
-    service_rate = rate(lambda i: services.issue(sub, actor=system), args.issue)
+    service_rate = rate(lambda i: services.issue(sub, actor=system).certificate, args.issue)
     services.issue_batch([sub] * args.batch, actor=system)  # warm up
     batch_rate = (
         rate(lambda i: services.issue_batch([sub] * args.batch, actor=system), args.batches) * args.batch

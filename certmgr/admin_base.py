@@ -7,11 +7,23 @@ Saves and deletes go through the services (subclasses implement ``create``/``upd
 
 from __future__ import annotations
 
-from django.contrib import admin, messages
-from django.contrib.admin.options import IncorrectLookupParameters
-from django.core.exceptions import ValidationError
-from django.http import HttpResponseRedirect
+import re
+from functools import cached_property
 
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from certmgr import errors
 from certmgr.actors import as_actor
 from certmgr.errors import ServiceError
 from certmgr.models import Organization
@@ -90,21 +102,21 @@ class TenantAdmin(admin.ModelAdmin):
         try:
             return super()._changeform_view(request, object_id, form_url, extra_context)
         except (ServiceError, ValidationError) as exc:
-            self.message_user(request, _message(exc), messages.ERROR)
+            self.message_user(request, error_text(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
     def _delete_view(self, request, object_id, extra_context):
         try:
             return super()._delete_view(request, object_id, extra_context)
         except (ServiceError, ValidationError) as exc:
-            self.message_user(request, _message(exc), messages.ERROR)
+            self.message_user(request, error_text(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
     def response_action(self, request, queryset):
         try:
             return super().response_action(request, queryset)
         except (ServiceError, ValidationError) as exc:
-            self.message_user(request, _message(exc), messages.ERROR)
+            self.message_user(request, error_text(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
 
@@ -142,7 +154,7 @@ class OrganizationFilter(IdFilter):
         return list(Organization.objects.restrict(request).order_by("name").values_list("pk", "name")[:200])
 
 
-def _message(exc: Exception) -> str:
+def error_text(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(exc.messages)
     return str(exc)
@@ -151,10 +163,260 @@ def _message(exc: Exception) -> str:
 def apply_service_errors(form, exc: ValidationError | ServiceError) -> None:
     """Put a service's field errors on the form (fields it lacks go to the top of the form)."""
     if isinstance(exc, ServiceError):
-        form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        for field, messages in (exc.field_errors() or {None: [exc.message]}).items():
+            form.add_error(field if field in form.fields else None, messages)
         return
     if hasattr(exc, "error_dict"):
         for field, errors in exc.message_dict.items():
             form.add_error(field if field in form.fields else None, errors)
     else:
         form.add_error(None, exc.messages)
+
+
+# --- what the screens of every app share ----------------------------------------------------------------
+COUNT_CAP = 10_000  # a large list counts at most this many rows per page view
+ACTION_LIMIT = 500  # rows one bulk action (revoke, renew, issue) handles at a time
+
+
+class CappedCountPaginator(Paginator):
+    """A paginator whose count stops at ``cap``: ``COUNT(*)`` over a ``LIMIT cap+1`` subquery.
+
+    Django's changelist asks its paginator for the count of the *filtered* queryset on every page view;
+    at a million rows that is a full index scan each time. Capped, the count costs at most ``cap`` index
+    entries, the pages up to the cap are reachable, and the page says "more than N" (filters and search
+    narrow it down). ``capped`` tells the template.
+    """
+
+    cap = COUNT_CAP
+    capped = False
+
+    @cached_property
+    def count(self) -> int:
+        counted = self.object_list.order_by()[: self.cap + 1].count()
+        self.capped = counted > self.cap
+        return min(counted, self.cap)
+
+
+def filename(text: str, fallback: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", (text or "").replace("*", "wildcard")).strip("._")[:60]
+    return name or fallback
+
+
+def download(body: str | bytes, name: str, content_type: str = "application/x-pem-file") -> HttpResponse:
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def badge(text: str, color: str, title: str = "") -> str:
+    return format_html(
+        '<span class="pki-badge" style="background:{};color:#fff;border-radius:8px;padding:1px 7px;'
+        'white-space:nowrap" title="{}">{}</span>',
+        color,
+        title,
+        text,
+    )
+
+
+def admin_link(obj, text: str | None = None) -> str:
+    if obj is None:
+        return "—"
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, text or str(obj))
+
+
+class _Rejected(Exception):
+    """A service refused a form's save; the form carries the errors and is shown again."""
+
+    def __init__(self, form):
+        super().__init__("rejected")
+        self.form = form
+
+
+class ServiceAdmin(TenantAdmin):
+    """A screen whose writes are services' and whose custom pages are forms: a refused save shows the form
+    again with the service's errors on its fields (what was typed is kept), a role refusal is a 403, and
+    the helpers the screens' own views share (``_object``, ``_call``, ``form_page``)."""
+
+    # --- roles -------------------------------------------------------------------------------------------
+    def has_manage_permission(self, request, obj=None) -> bool:
+        return self._allowed(request, Action.MANAGE, obj)
+
+    def can_export_key(self, request, obj) -> bool:
+        return self._allowed(request, Action.EXPORT_KEY, obj)
+
+    def is_multi_org(self, request) -> bool:
+        org_ids = as_actor(request).organization_ids(Action.VIEW)
+        return org_ids is None or len(org_ids) > 1
+
+    def managed_organizations(self, request):
+        return Organization.objects.restrict(request, Action.MANAGE).order_by("name")
+
+    # --- custom views' helpers -------------------------------------------------------------------------
+    def detail_queryset(self, request):
+        """The queryset of one row's pages (change page, downloads, buttons)."""
+        return self.get_queryset(request)
+
+    def get_object(self, request, object_id, from_field=None):
+        queryset = self.detail_queryset(request)
+        field = self.opts.pk if from_field is None else self.opts.get_field(from_field)
+        try:
+            return queryset.get(**{field.name: field.to_python(object_id)})
+        except (queryset.model.DoesNotExist, ValidationError, ValueError):
+            return None
+
+    def _object(self, request, pk):
+        """The row if the viewer may see it: another organization's row is a 404."""
+        obj = get_object_or_404(self.detail_queryset(request), pk=pk)
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        return obj
+
+    def _require_manage(self, request, obj=None) -> None:
+        if not self.has_manage_permission(request, obj):
+            raise PermissionDenied
+
+    def _url(self, name: str, *args) -> str:
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args)
+
+    def _change_url(self, obj) -> str:
+        return self._url("change", obj.pk)
+
+    def _call(self, request, fn, *args, **kwargs):
+        """Run a service; its refusal becomes an error message (a role refusal a 403). None on failure."""
+        try:
+            return fn(*args, actor=request, **kwargs)
+        except errors.PermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except (errors.ServiceError, ValidationError) as exc:
+            self.message_user(request, error_text(exc), messages.ERROR)
+            return None
+
+    def form_page(
+        self, request, *, title, form, obj=None, submit="Save", description="", template=None, **extra
+    ):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": str(obj) if obj is not None else None,
+            "opts": self.opts,
+            "original": obj,
+            "form": form,
+            "submit_label": submit,
+            "description": description,
+            "media": self.media + form.media,
+            **extra,
+        }
+        return TemplateResponse(request, template or "admin/certmgr/form_page.html", context)
+
+    # --- forms whose save a service refuses are shown again with the errors -----------------------------
+    def save_model(self, request, obj, form, change):
+        try:
+            super().save_model(request, obj, form, change)
+        except errors.PermissionDenied:
+            raise
+        except (errors.ServiceError, ValidationError) as exc:
+            apply_service_errors(form, exc)
+            raise _Rejected(form) from exc
+
+    def _changeform_view(self, request, object_id, form_url, extra_context):
+        try:
+            return super()._changeform_view(request, object_id, form_url, extra_context)
+        except _Rejected as rejected:
+            return self._render_rejected(request, rejected.form, object_id, form_url, extra_context)
+
+    def _render_rejected(self, request, form, object_id, form_url, extra_context):
+        add = object_id is None
+        obj = None if add else self.get_object(request, unquote(object_id))
+        fieldsets = self.get_fieldsets(request, obj)
+        admin_form = helpers.AdminForm(
+            form, list(fieldsets), {}, self.get_readonly_fields(request, obj), model_admin=self
+        )
+        verbose = self.opts.verbose_name
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Add {verbose}" if add else f"Change {verbose}",
+            "subtitle": str(obj) if obj is not None else None,
+            "adminform": admin_form,
+            "object_id": object_id,
+            "original": obj,
+            "is_popup": False,
+            "to_field": None,
+            "media": self.media + admin_form.media,
+            "inline_admin_formsets": [],
+            "errors": helpers.AdminErrorList(form, []),
+            "preserved_filters": self.get_preserved_filters(request),
+            **(extra_context or {}),
+        }
+        return self.render_change_form(request, context, add=add, change=not add, obj=obj, form_url=form_url)
+
+    # --- deletion: the service decides; the page never walks millions of related rows -------------------
+    delete_confirmation_template = "admin/certmgr/delete_confirmation.html"
+
+    def get_deleted_objects(self, objs, request):
+        objs = list(objs)
+        to_delete = [format_html("{}: {}", self.opts.verbose_name.capitalize(), admin_link(o)) for o in objs]
+        return to_delete, {self.opts.verbose_name_plural: len(objs)}, set(), []
+
+    def delete_warnings(self, obj) -> list[str]:
+        return []
+
+    def delete_view(self, request, object_id, extra_context=None):
+        extra_context = dict(extra_context or {})
+        if request.method == "GET":
+            obj = self.get_object(request, unquote(object_id))
+            if obj is not None and self.has_delete_permission(request, obj):
+                extra_context["delete_warnings"] = self.delete_warnings(obj)
+        return super().delete_view(request, object_id, extra_context)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(self.change_form_extra(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def change_form_extra(self, request, obj) -> dict:
+        return {"can_manage": self.has_manage_permission(request, obj)}
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {"can_manage": self.has_manage_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, extra_context)
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        widget = getattr(field, "widget", None)
+        if isinstance(widget, RelatedFieldWidgetWrapper):
+            widget.can_delete_related = False  # deleting a CA or policy from a subscriber's form: no
+            if db_field.name == "organization":
+                widget.can_add_related = widget.can_change_related = False
+        return field
+
+    def get_list_display(self, request):
+        columns = list(super().get_list_display(request))
+        if self.is_multi_org(request) and "organization" not in columns:
+            columns.append("organization")
+        return columns
+
+
+class ReadOnlyAdmin(ServiceAdmin):
+    """Rows no form edits (certificates, CSRs, CRLs, ACME orders): the detail page shows
+    ``detail_fieldsets`` (or ``detail_fields``) read-only; changes are the screens' buttons and actions."""
+
+    detail_fields: list[str] = []
+    detail_fieldsets: list | None = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_fieldsets(self, request, obj=None):
+        return self.detail_fieldsets or [(None, {"fields": self.detail_fields})]
+
+    def get_fields(self, request, obj=None):
+        return [name for _, options in self.get_fieldsets(request, obj) for name in options["fields"]]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)

@@ -8,3 +8,18 @@ class CertmgrConfig(AppConfig):
     def ready(self) -> None:
         # Imported for their side effects: system checks; the /admin/dashboard/ URL.
         from certmgr import checks, dashboard_admin  # noqa: F401
+        from certmgr.choices import Choices
+
+        _write_choices_as_values(Choices)
+
+
+def _write_choices_as_values(base: type) -> None:
+    """Migrations store a choice member (a field default) as its plain value, as Django does for its own
+    ``TextChoices``, so they never import our enumerations."""
+    from django.db.migrations.serializer import BaseSerializer, Serializer, serializer_factory
+
+    class ChoicesSerializer(BaseSerializer):
+        def serialize(self):
+            return serializer_factory(self.value.value).serialize()
+
+    Serializer.register(base, ChoicesSerializer)

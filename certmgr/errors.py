@@ -9,10 +9,17 @@ class ServiceError(Exception):
     status = 400
     code = "invalid"
 
-    def __init__(self, message: str, *, field: str | None = None):
+    def __init__(self, message: str, *, field: str | None = None, fields: dict[str, list[str]] | None = None):
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = field if field is not None else next(iter(fields or {}), None)
+        # Several inputs at fault at once (e.g. every policy rule a request breaks), each with its messages.
+        self.fields = fields
+
+    def field_errors(self) -> dict[str, list[str]] | None:
+        if self.fields:
+            return self.fields
+        return {self.field: [self.message]} if self.field else None
 
 
 class PermissionDenied(ServiceError):

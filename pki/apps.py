@@ -6,4 +6,6 @@ class PkiConfig(AppConfig):
     verbose_name = "PKI"
 
     def ready(self) -> None:
-        from pki import alerts_admin  # noqa: F401  registers the alert screens with the admin site
+        from pki.issuers import internal
+
+        internal.register_builtin()

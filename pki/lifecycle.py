@@ -1,8 +1,11 @@
-"""The renewal sweep: find the certificates due, ask ACME CAs for renewal information, renew.
+"""The renewal sweep: let issuers move renewal times (ACME Renewal Information), find the certificates
+due, renew.
 
-Renewal is a new issuance from the same subscriber through ``services.issue`` (policy checked again), linked
-``renewed_from``. Each certificate is handled under its subscriber's row lock, taken with SKIP LOCKED: a
-subscriber someone else is issuing for right now (a manual trigger, another sweep) is left to them.
+Renewal is a new issuance from the same subscriber (policy checked again), linked ``renewed_from``. Each
+certificate is handled under its subscriber's row lock, taken with SKIP LOCKED: a subscriber someone else is
+issuing for right now (a manual trigger, another sweep) is left to them. Certificates of CAs that sign here
+are renewed in batches (``services.issue_batch``: one transaction, one audit lock per batch); a batch that
+is refused falls back to one renewal at a time, so one failing subscriber costs only its own renewal.
 """
 
 from __future__ import annotations
@@ -20,29 +23,35 @@ from django.utils import timezone
 from certmgr.actors import Actor
 from certmgr.errors import ServiceError
 from certmgr.jobs import JobReport
-from pki import renewal, services
-from pki.models import Certificate, CertificateAuthority, Subscriber
+from pki import issuers, services
+from pki.choices import IssuerType
+from pki.models import Certificate, Subscriber
 
 log = logging.getLogger(__name__)
 SWEEP = Actor.system("renewal sweep")
-_UNFINISHED_ORDER_STEPS = ["queued", "authorizing", "waiting_manual", "finalizing"]
+BATCH_SIZE = 200
 
 
 def due_for_renewal(at: datetime, *, retry_at: datetime | None = None) -> QuerySet[Certificate]:
     """Active certificates whose renewal time has come by ``at``, of subscribers with auto-renew on, no
-    running order, and no retry delay pending at ``retry_at`` (default ``at``; the sweep passes the real
-    time, so renewing early never skips a backoff). Served by the partial index ``cert_renewal_due``."""
+    issuance under way at their issuer, and no retry delay pending at ``retry_at`` (default ``at``; the
+    sweep passes the real time, so renewing early never skips a backoff). Served by the partial index
+    ``cert_renewal_due``."""
     retry_at = retry_at or at
-    return (
+    due = (
         Certificate.objects.filter(
             status=Certificate.Status.ACTIVE,
             next_renewal_at__lte=at,
             subscriber__auto_renew=True,
         )
         .filter(Q(subscriber__next_attempt_at__isnull=True) | Q(subscriber__next_attempt_at__lte=retry_at))
-        .exclude(subscriber__acme_orders__step__in=_UNFINISHED_ORDER_STEPS)
         .order_by("next_renewal_at", "id")
     )
+    for backend in issuers.backends():
+        busy = backend.busy_subscribers()
+        if busy is not None:
+            due = due.exclude(subscriber_id__in=busy)
+    return due
 
 
 @dataclass(frozen=True)
@@ -52,71 +61,26 @@ class Planned:
     names: str
     renew_at: datetime
     not_after: datetime
+    issuer_kind: str  # the CA kind (or "self-signed") whose backend renews it
 
 
 def plan(at: datetime, *, limit: int | None = None, retry_at: datetime | None = None) -> list[Planned]:
     rows = due_for_renewal(at, retry_at=retry_at).values_list(
-        "pk", "subscriber_id", "common_name", "names_text", "next_renewal_at", "not_after"
+        "pk",
+        "subscriber_id",
+        "common_name",
+        "names_text",
+        "next_renewal_at",
+        "not_after",
+        "subscriber__issuer_type",
+        "subscriber__ca__kind",
     )
     return [
-        Planned(pk, sub, cn or names, when, not_after)
-        for pk, sub, cn, names, when, not_after in (rows[:limit] if limit else rows)
-    ]
-
-
-def refresh_renewal_info(report: JobReport, *, now: datetime, limit: int = 1000) -> None:
-    """Ask each ACME CA's renewalInfo about its certificates whose next check has come (RFC 9773): a random
-    time inside the suggested window becomes ``next_renewal_at``, the CA's Retry-After the next check."""
-    from acmeca import ari
-    from acmeca.models import AcmeSettings
-
-    candidates = (
-        Certificate.objects.filter(
-            status=Certificate.Status.ACTIVE,
-            ca__kind=CertificateAuthority.Kind.ACME,
-            next_renewal_at__isnull=False,
-            subscriber__auto_renew=True,
+        Planned(
+            pk, sub, cn or names, when, not_after, kind if issuer == IssuerType.CA else issuers.SELF_SIGNED
         )
-        .filter(Q(ari_next_check_at__isnull=True) | Q(ari_next_check_at__lte=now))
-        .select_related("subscriber")
-        .order_by("ca_id", "next_renewal_at")[:limit]
-    )
-    clients: dict[int, ari.AriClient | None] = {}
-    try:
-        for cert in candidates:
-            if cert.ca_id not in clients:
-                try:
-                    settings_row = AcmeSettings.objects.select_related("account").get(ca_id=cert.ca_id)
-                    clients[cert.ca_id] = ari.AriClient(settings_row)
-                except Exception as exc:  # one unreachable CA must not stop the sweep
-                    report.error(f"ARI: CA {cert.ca_id} unreachable: {exc}")
-                    clients[cert.ca_id] = None
-            client = clients[cert.ca_id]
-            if client is None:
-                continue
-            try:
-                info = client.renewal_info(cert)
-            except ari.AriUnavailable as exc:
-                # Keep the fallback time; ask again when the CA said (RFC 9773 §4.3.3), not every sweep.
-                Certificate.objects.filter(pk=cert.pk).update(ari_next_check_at=exc.retry_at)
-                report.error(f"ARI for certificate {cert.pk}: {exc}")
-                continue
-            when = renewal.next_renewal_at(
-                cert.not_before,
-                cert.not_after,
-                renew_before_days=cert.subscriber.renew_before_days if cert.subscriber else None,
-                ari_time=info.renew_at,
-            )
-            Certificate.objects.filter(pk=cert.pk).update(
-                next_renewal_at=when, ari_checked_at=now, ari_next_check_at=info.next_check
-            )
-            report.add("ari_checked")
-            if info.renew_at is not None:
-                report.add("ari_windows")
-    finally:
-        for client in clients.values():
-            if client is not None:
-                client.close()
+        for pk, sub, cn, names, when, not_after, issuer, kind in (rows[:limit] if limit else rows)
+    ]
 
 
 def run_renewals(
@@ -130,25 +94,74 @@ def run_renewals(
     now = timezone.now()
     at = at or now
     say = progress or (lambda message: None)
-    refresh_renewal_info(report, now=now)
-    for item in plan(at, limit=limit, retry_at=now):
-        outcome = renew_one(item.certificate_id, at=at)
-        report.add(outcome)
-        say(
-            f"{outcome}: certificate {item.certificate_id} ({item.names}), due {item.renew_at:%Y-%m-%d %H:%M}"
+    for backend in issuers.backends():
+        backend.refresh_renewal_times(report, now=now)
+    planned = plan(at, limit=limit, retry_at=now)
+    local = [item for item in planned if _signs_locally(item.issuer_kind)]
+    one_by_one = [item for item in planned if not _signs_locally(item.issuer_kind)]
+    for start in range(0, len(local), BATCH_SIZE):
+        chunk = local[start : start + BATCH_SIZE]
+        outcomes = renew_batch(chunk, at=at)
+        if outcomes is None:
+            one_by_one.extend(chunk)  # refused as a batch: each on its own, so failures are its own
+            continue
+        for item in chunk:
+            _report(report, item, outcomes.get(item.certificate_id, "skipped"), say)
+    for item in one_by_one:
+        _report(report, item, renew_one(item.certificate_id, at=at), say)
+
+
+def _signs_locally(kind: str) -> bool:
+    try:
+        return issuers.backend_for_kind(kind).signs_locally
+    except LookupError:
+        return False
+
+
+def _report(report: JobReport, item: Planned, outcome: str, say: Callable[[str], None]) -> None:
+    report.add(outcome)
+    say(f"{outcome}: certificate {item.certificate_id} ({item.names}), due {item.renew_at:%Y-%m-%d %H:%M}")
+    if outcome == "failed":
+        sub = Subscriber.objects.filter(pk=item.subscriber_id).values_list(
+            "last_operation_message", flat=True
         )
-        if outcome == "failed":
-            sub = Subscriber.objects.filter(pk=item.subscriber_id).values_list(
-                "last_operation_message", flat=True
-            )
-            report.error(f"certificate {item.certificate_id}: {sub.first() or 'failed'}")
+        report.error(f"certificate {item.certificate_id}: {sub.first() or 'failed'}")
 
 
-def renew_one(certificate_id: int, *, at: datetime, actor=SWEEP) -> str:
-    """Renew one certificate if it is still due: "renewed" (internal CA), "ordered" (ACME order started),
-    "skipped" (no longer due, or its subscriber is busy), "failed" (shown on the subscriber)."""
-    from acmeca.models import AcmeOrder
+def renew_batch(items: list[Planned], *, at: datetime, actor: Actor = SWEEP) -> dict[int, str] | None:
+    """Renew certificates of CAs that sign here in one transaction: certificate id -> "renewed" or
+    "skipped" (no longer due, or its subscriber is busy). None when the batch as a whole was refused."""
+    with transaction.atomic():
+        due = list(
+            due_for_renewal(at, retry_at=timezone.now())
+            .filter(pk__in=[item.certificate_id for item in items])
+            .select_related("subscriber")
+        )
+        free = set(
+            Subscriber.objects.select_for_update(skip_locked=True)
+            .filter(pk__in={cert.subscriber_id for cert in due})
+            .values_list("pk", flat=True)
+        )
+        batch = [
+            services.BatchRequest(cert.subscriber, renewal_of=cert)
+            for cert in due
+            if cert.subscriber_id in free
+        ]
+        if not batch:
+            return {}
+        try:
+            with transaction.atomic():
+                services.issue_batch(batch, actor=actor)
+        except (ServiceError, ValidationError) as exc:
+            log.info("renewal batch of %d refused (%s): renewing one at a time", len(batch), exc)
+            return None
+        return {request.renewal_of.pk: "renewed" for request in batch if request.renewal_of is not None}
 
+
+def renew_one(certificate_id: int, *, at: datetime, actor: Actor = SWEEP) -> str:
+    """Renew one certificate if it is still due: "renewed" (signed now), "ordered" (its issuer works on it,
+    e.g. an ACME order), "skipped" (no longer due, or its subscriber is busy), "failed" (shown on the
+    subscriber)."""
     with transaction.atomic():
         due = due_for_renewal(at, retry_at=timezone.now())
         cert = due.filter(pk=certificate_id).select_related("subscriber").first()
@@ -158,8 +171,8 @@ def renew_one(certificate_id: int, *, at: datetime, actor=SWEEP) -> str:
         if locked is None:
             return "skipped"  # someone is issuing for this subscriber right now
         try:
-            result = services.issue(locked, actor=actor, renewal_of=cert)
+            outcome = services.issue(locked, actor=actor, renewal_of=cert)
         except (ServiceError, ValidationError) as exc:
             log.info("renewal of certificate %s failed: %s", certificate_id, exc)
             return "failed"
-        return "ordered" if isinstance(result, AcmeOrder) else "renewed"
+        return "renewed" if outcome.certificate is not None else "ordered"

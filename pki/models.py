@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from certmgr.encryption import EncryptedTextField
 from certmgr.models import Organization
+from pki import choices
 from pki.querysets import (
     CertificateAuthorityQuerySet,
     CertificateQuerySet,
@@ -15,39 +16,13 @@ from pki.querysets import (
     SubscriberQuerySet,
 )
 
-KEY_ALGORITHMS = [
-    ("ec-p256", "ECDSA P-256"),
-    ("ec-p384", "ECDSA P-384"),
-    ("rsa-2048", "RSA 2048"),
-    ("rsa-3072", "RSA 3072"),
-    ("rsa-4096", "RSA 4096"),
-    ("ed25519", "Ed25519"),
-]
-
-
-class RevocationReason(models.TextChoices):
-    """RFC 5280 §5.3.1 reason codes, with the RFC's names."""
-
-    UNSPECIFIED = "unspecified", "Unspecified"
-    KEY_COMPROMISE = "key_compromise", "Key compromise"
-    CA_COMPROMISE = "ca_compromise", "CA compromise"
-    AFFILIATION_CHANGED = "affiliation_changed", "Affiliation changed"
-    SUPERSEDED = "superseded", "Superseded"
-    CESSATION_OF_OPERATION = "cessation_of_operation", "Cessation of operation"
-    CERTIFICATE_HOLD = "certificate_hold", "Certificate hold"
-    PRIVILEGE_WITHDRAWN = "privilege_withdrawn", "Privilege withdrawn"
-    AA_COMPROMISE = "aa_compromise", "AA compromise"
+KEY_ALGORITHMS = choices.KeyAlgorithm.choices
+RevocationReason = choices.RevocationReason
 
 
 class CertificateAuthority(models.Model):
-    class Kind(models.TextChoices):
-        INTERNAL_ROOT = "internal-root", "Internal root"
-        INTERNAL_INTERMEDIATE = "internal-intermediate", "Internal intermediate"
-        ACME = "acme", "External (ACME)"
-
-    class Status(models.TextChoices):
-        ACTIVE = "active", "Active"
-        DISABLED = "disabled", "Disabled"
+    Kind = choices.CaKind
+    Status = choices.CaStatus
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="cas")
     name = models.CharField(max_length=100)
@@ -86,7 +61,7 @@ class CertificateAuthority(models.Model):
 
     @property
     def is_internal(self) -> bool:
-        return self.kind in (self.Kind.INTERNAL_ROOT, self.Kind.INTERNAL_INTERMEDIATE)
+        return self.kind in choices.INTERNAL_CA_KINDS
 
 
 class Policy(models.Model):
@@ -126,15 +101,8 @@ class Policy(models.Model):
 class Subscriber(models.Model):
     """The profile certificates are issued from (and renewed from)."""
 
-    class IssuerType(models.TextChoices):
-        CA = "ca", "Certificate authority"
-        SELF_SIGNED = "self-signed", "Self-signed"
-
-    class OperationStatus(models.TextChoices):
-        NONE = "", "—"
-        SUCCESS = "success", "Success"
-        PENDING = "pending", "Pending"
-        FAILED = "failed", "Failed"
+    IssuerType = choices.IssuerType
+    OperationStatus = choices.OperationStatus
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="subscribers")
     name = models.CharField(max_length=100)
@@ -158,6 +126,18 @@ class Subscriber(models.Model):
     renew_before_days = models.PositiveIntegerField(null=True, blank=True)
     reuse_key = models.BooleanField(
         default=False, help_text="renewals keep the current key (default: a new one)"
+    )
+    # A subordinate CA certificate instead of an end-entity one; only under a policy that allows CAs.
+    ca_certificate = models.BooleanField(
+        "CA certificate",
+        default=False,
+        help_text="issue a subordinate CA certificate (basic constraints cA) for this subscriber's key or "
+        "CSR; needs a policy that allows CA certificates",
+    )
+    ca_path_length = models.PositiveSmallIntegerField(
+        "CA path length",
+        default=0,
+        help_text="CA certificates: how many CAs may stand below it (0: end-entity certificates only)",
     )
     # Failed renewals: how many in a row, why (category: the CA's error type, "policy", "dns", ...), and when
     # the next attempt is due (exponential backoff; an operator can retry now).
@@ -185,16 +165,8 @@ class Subscriber(models.Model):
 class Certificate(models.Model):
     """One certificate in the inventory, whoever issued it."""
 
-    class Status(models.TextChoices):
-        ACTIVE = "active", "Active"
-        EXPIRED = "expired", "Expired"
-        REVOKED = "revoked", "Revoked"
-
-    class Source(models.TextChoices):
-        ISSUED = "issued", "Issued by an internal CA"
-        SELF_SIGNED = "self-signed", "Self-signed"
-        ACME = "acme", "Issued through ACME"
-        IMPORTED = "imported", "Imported"
+    Status = choices.CertificateStatus
+    Source = choices.CertificateSource
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="certificates")
     ca = models.ForeignKey(
@@ -270,9 +242,7 @@ class Certificate(models.Model):
 class CertificateRequest(models.Model):
     """A CSR: generated here (its key kept encrypted) or uploaded (no key)."""
 
-    class Source(models.TextChoices):
-        GENERATED = "generated", "Generated in certmgr"
-        UPLOADED = "uploaded", "Uploaded"
+    Source = choices.CsrSource
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="csrs")
     name = models.CharField(max_length=100)

@@ -13,11 +13,21 @@ from dataclasses import dataclass, field
 
 
 class PolicyViolation(ValueError):
-    """A request outside its policy; ``field`` names the offending input."""
+    """A request outside its policy: every rule it breaks, as (field, message) in ``violations``; ``field``
+    names the first offending input."""
 
-    def __init__(self, message: str, field: str | None = None):
+    def __init__(
+        self, message: str, field: str | None = None, violations: list[tuple[str, str]] | None = None
+    ):
         super().__init__(message)
         self.field = field
+        self.violations = violations if violations is not None else [(field or "non_field_errors", message)]
+
+    def by_field(self) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {}
+        for field_name, message in self.violations:
+            result.setdefault(field_name, []).append(message)
+        return result
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class PolicyRules:
     max_validity_days: int | None = None
     key_usages: list[str] = field(default_factory=list)
     extended_key_usages: list[str] = field(default_factory=list)
+    allow_ca: bool = False  # may subscribers of it get CA certificates (subordinate CAs)
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class Request:
     validity_days: int
     key_usages: list[str]
     extended_key_usages: list[str]
+    ca_certificate: bool = False  # a subordinate CA certificate (basic constraints cA) is asked for
 
 
 def validate_pattern(pattern: str) -> str | None:
@@ -80,21 +92,27 @@ def san_type(value: str) -> str:
 
 
 def check(rules: PolicyRules, request: Request) -> None:
-    """Raise PolicyViolation naming the first rule the request breaks."""
+    """Raise PolicyViolation naming every rule the request breaks (so one answer shows all of them)."""
+    found = violations(rules, request)
+    if found:
+        raise PolicyViolation("; ".join(message for _, message in found), found[0][0], found)
+
+
+def violations(rules: PolicyRules, request: Request) -> list[tuple[str, str]]:
+    """Every rule ``request`` breaks, as (field, message), in the order of the request's fields."""
     where = f"policy {rules.name!r}"
+    found: list[tuple[str, str]] = []
     if (
         rules.common_name_patterns
         and request.common_name
         and not any(name_matches(request.common_name, p) for p in rules.common_name_patterns)
     ):
-        raise PolicyViolation(f"common name {request.common_name!r} is not allowed by {where}", "common_name")
+        found.append(("common_name", f"common name {request.common_name!r} is not allowed by {where}"))
     for value in request.sans:
         kind = san_type(value)
         if rules.allowed_san_types and kind not in rules.allowed_san_types:
-            raise PolicyViolation(
-                f"{kind.upper()} names such as {value!r} are not allowed by {where}", "sans"
-            )
-        if (
+            found.append(("sans", f"{kind.upper()} names such as {value!r} are not allowed by {where}"))
+        elif (
             rules.san_patterns
             and kind in ("dns", "email")
             and not any(
@@ -102,27 +120,35 @@ def check(rules: PolicyRules, request: Request) -> None:
                 for p in rules.san_patterns
             )
         ):
-            raise PolicyViolation(f"name {value!r} is not allowed by {where}", "sans")
+            found.append(("sans", f"name {value!r} is not allowed by {where}"))
     if rules.allowed_key_algorithms and request.key_algorithm not in rules.allowed_key_algorithms:
-        raise PolicyViolation(
-            f"key algorithm {request.key_algorithm} is not allowed by {where} "
-            f"(allowed: {', '.join(rules.allowed_key_algorithms)})",
-            "key_algorithm",
+        found.append(
+            (
+                "key_algorithm",
+                f"key algorithm {request.key_algorithm} is not allowed by {where} "
+                f"(allowed: {', '.join(rules.allowed_key_algorithms)})",
+            )
         )
     if rules.max_validity_days and request.validity_days > rules.max_validity_days:
-        raise PolicyViolation(
-            f"validity of {request.validity_days} days exceeds the {rules.max_validity_days} days of {where}",
-            "validity_days",
+        found.append(
+            (
+                "validity_days",
+                f"validity of {request.validity_days} days exceeds the {rules.max_validity_days} days of "
+                f"{where}",
+            )
         )
     extra = sorted(set(request.key_usages) - set(rules.key_usages)) if rules.key_usages else []
     if extra:
-        raise PolicyViolation(f"key usages {', '.join(extra)} are not allowed by {where}", "key_usages")
+        found.append(("key_usages", f"key usages {', '.join(extra)} are not allowed by {where}"))
     extra = (
         sorted(set(request.extended_key_usages) - set(rules.extended_key_usages))
         if rules.extended_key_usages
         else []
     )
     if extra:
-        raise PolicyViolation(
-            f"extended key usages {', '.join(extra)} are not allowed by {where}", "extended_key_usages"
+        found.append(
+            ("extended_key_usages", f"extended key usages {', '.join(extra)} are not allowed by {where}")
         )
+    if request.ca_certificate and not rules.allow_ca:
+        found.append(("ca_certificate", f"CA certificates are not allowed by {where}"))
+    return found

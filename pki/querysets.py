@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Self
 
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from certmgr.querysets import TenantQuerySet
+
+# Whether certmgr holds a row's private key, without reading (or decrypting) the key column.
+HAS_PRIVATE_KEY = ExpressionWrapper(~Q(private_key=""), output_field=BooleanField())
 
 
 class CertificateAuthorityQuerySet(TenantQuerySet):

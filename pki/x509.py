@@ -24,7 +24,6 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from enum import StrEnum
 from typing import NamedTuple, TypeAlias
 from urllib.parse import urlsplit
 
@@ -35,6 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12 as _pkcs12
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+from pki.choices import KeyAlgorithm, RevocationReason
 
 __all__ = [
     "BACKDATE",
@@ -69,6 +70,7 @@ __all__ = [
     "load_private_key",
     "matches_key",
     "order_chain",
+    "parse_revocation_reason",
     "parse_san",
     "parse_sans",
     "pkcs12",
@@ -107,25 +109,11 @@ _ANY_PRIVATE_KEY = (
 )
 
 
-class KeyAlgorithm(StrEnum):
-    EC_P256 = "ec-p256"
-    EC_P384 = "ec-p384"
-    RSA_2048 = "rsa-2048"
-    RSA_3072 = "rsa-3072"
-    RSA_4096 = "rsa-4096"
-    ED25519 = "ed25519"
-
-    @classmethod
-    def parse(cls, value: str) -> KeyAlgorithm:
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            raise X509Error(f"unknown key algorithm {value!r}; choose one of: {', '.join(cls)}") from None
-
-    @property
-    def family(self) -> str:
-        """The family ("rsa", "ec" or "ed25519"), which decides the permitted key usages."""
-        return self.value.split("-")[0]
+def _algorithm(value: KeyAlgorithm | str) -> KeyAlgorithm:
+    try:
+        return KeyAlgorithm.parse(value)
+    except ValueError as exc:
+        raise X509Error(str(exc)) from None
 
 
 _EC_CURVES = {KeyAlgorithm.EC_P256: ec.SECP256R1(), KeyAlgorithm.EC_P384: ec.SECP384R1()}
@@ -138,7 +126,7 @@ _ALGORITHM_BY_DESCRIPTION = {  # describe_key() label -> algorithm
 
 
 def generate_key(algorithm: KeyAlgorithm | str) -> PrivateKey:
-    alg = KeyAlgorithm.parse(algorithm)
+    alg = _algorithm(algorithm)
     if alg in _RSA_SIZES:
         return rsa.generate_private_key(public_exponent=65537, key_size=_RSA_SIZES[alg])
     if alg in _EC_CURVES:
@@ -172,7 +160,7 @@ def key_algorithm_of(key: PublicKey | PrivateKey | object) -> KeyAlgorithm:
 
 def signature_hash(algorithm: KeyAlgorithm | str) -> hashes.HashAlgorithm | None:
     """SHA-384 for P-384 (matching its security level), SHA-256 for P-256 and RSA, None for Ed25519."""
-    alg = KeyAlgorithm.parse(algorithm)
+    alg = _algorithm(algorithm)
     if alg is KeyAlgorithm.ED25519:
         return None  # EdDSA hashes internally; cryptography requires None
     return hashes.SHA384() if alg is KeyAlgorithm.EC_P384 else hashes.SHA256()
@@ -678,7 +666,7 @@ def _check_child_path_length(issuer_cert: x509.Certificate, requested: int | Non
 def build_ca_certificate(
     *,
     subject: Subject,
-    key: PrivateKey,
+    key: PrivateKey | PublicKey,
     issuer_cert: x509.Certificate | None = None,
     issuer_key: PrivateKey | None = None,
     validity_days: int,
@@ -689,9 +677,11 @@ def build_ca_certificate(
 ) -> x509.Certificate:
     """A self-signed root (no issuer) or an intermediate signed by ``issuer_cert``/``issuer_key``.
 
-    ``crl_url``/``aia_url`` point at the *issuer's* CRL and certificate, so they only apply to
-    intermediates; a root cannot be revoked by its own CRL and has no issuer to fetch, so they are ignored.
-    An intermediate that would outlive its issuer is refused rather than silently shortened.
+    ``key`` is the new CA's private key, or only its public key for an intermediate whose key is held
+    elsewhere (a subordinate CA issued from a CSR). ``crl_url``/``aia_url`` point at the *issuer's* CRL and
+    certificate, so they only apply to intermediates; a root cannot be revoked by its own CRL and has no
+    issuer to fetch, so they are ignored. An intermediate that would outlive its issuer is refused rather
+    than silently shortened.
     """
     if (issuer_cert is None) != (issuer_key is None):
         raise X509Error("pass both issuer_cert and issuer_key for an intermediate CA, or neither for a root")
@@ -700,7 +690,9 @@ def build_ca_certificate(
     if max_path_length is not None and (isinstance(max_path_length, bool) or max_path_length < 0):
         raise X509Error(f"max_path_length must be None (unlimited) or >= 0, not {max_path_length!r}")
     key_algorithm_of(key)
-    public_key = key.public_key()
+    public_key = key.public_key() if isinstance(key, _ANY_PRIVATE_KEY) else key
+    if issuer_cert is None and public_key is key:
+        raise X509Error("a root CA signs itself: pass its private key")
     span = _validity_days(validity_days)
 
     if issuer_cert is None:
@@ -1004,59 +996,12 @@ def csr_info(csr: x509.CertificateSigningRequest) -> CsrInfo:
 # --------------------------------------------------------------------------------------------- CRLs
 
 
-class RevocationReason(StrEnum):
-    """CRLReason codes of RFC 5280 §5.3.1 (removeFromCRL is for delta CRLs only and not offered)."""
-
-    UNSPECIFIED = "unspecified"
-    KEY_COMPROMISE = "key_compromise"
-    CA_COMPROMISE = "ca_compromise"
-    AFFILIATION_CHANGED = "affiliation_changed"
-    SUPERSEDED = "superseded"
-    CESSATION_OF_OPERATION = "cessation_of_operation"
-    CERTIFICATE_HOLD = "certificate_hold"
-    PRIVILEGE_WITHDRAWN = "privilege_withdrawn"
-    AA_COMPROMISE = "aa_compromise"
-
-    @classmethod
-    def parse(cls, value: str | int | RevocationReason | x509.ReasonFlags | None) -> RevocationReason:
-        """Accept our names, the seed API's ("KEY_COMPROMISE"), RFC ASN.1 names ("keyCompromise"),
-        ``x509.ReasonFlags`` and numeric codes; None means unspecified."""
-        if value is None:
-            return cls.UNSPECIFIED
-        if isinstance(value, x509.ReasonFlags):
-            value = value.name
-        if isinstance(value, int) and not isinstance(value, bool):
-            for reason in cls:
-                if reason.code == value:
-                    return reason
-        else:
-            for reason in cls:
-                if _squash(reason.value) == _squash(str(value)):
-                    return reason
-        raise X509Error(f"unknown revocation reason {value!r}; choose one of: {', '.join(cls)}")
-
-    @property
-    def code(self) -> int:
-        """The ASN.1 CRLReason enumeration value."""
-        return _REASON_CODES[self]
-
-    @property
-    def flag(self) -> x509.ReasonFlags:
-        return x509.ReasonFlags[self.value]
-
-
-# 7 is unused in RFC 5280 and 8 is removeFromCRL.
-_REASON_CODES = {
-    RevocationReason.UNSPECIFIED: 0,
-    RevocationReason.KEY_COMPROMISE: 1,
-    RevocationReason.CA_COMPROMISE: 2,
-    RevocationReason.AFFILIATION_CHANGED: 3,
-    RevocationReason.SUPERSEDED: 4,
-    RevocationReason.CESSATION_OF_OPERATION: 5,
-    RevocationReason.CERTIFICATE_HOLD: 6,
-    RevocationReason.PRIVILEGE_WITHDRAWN: 9,
-    RevocationReason.AA_COMPROMISE: 10,
-}
+def parse_revocation_reason(value: object) -> RevocationReason:
+    """:meth:`RevocationReason.parse`, refusing with an X509Error."""
+    try:
+        return RevocationReason.parse(value)
+    except ValueError as exc:
+        raise X509Error(str(exc)) from None
 
 
 def _revoked_entry(serial: int, revoked_at: dt.datetime, reason: RevocationReason) -> x509.RevokedCertificate:
@@ -1102,7 +1047,7 @@ def build_crl(
             raise X509Error(f"serial {serial_hex(serial)} is listed twice in the CRL")
         seen.add(serial)
         builder = builder.add_revoked_certificate(
-            _revoked_entry(serial, revoked_at, RevocationReason.parse(reason))
+            _revoked_entry(serial, revoked_at, parse_revocation_reason(reason))
         )
     return builder.sign(issuer_key, _hash_for_key(issuer_key))
 

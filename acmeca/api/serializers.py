@@ -1,24 +1,153 @@
-"""ACME API shapes: accounts, orders, challenges, and the 202 answer of an issuance that runs on a worker.
+"""ACME API shapes: an ACME CA's configuration (nested as ``acme`` in ``/api/v1/cas/``), accounts, orders,
+challenges, and the 202 answer of an issuance that runs on a worker.
 
-No serializer here names an account key, an order's private key or an EAB HMAC key. An ACME CA's own
-configuration is part of the CA's shape (``pki.api.serializers.AcmeCaSettingsSerializer``).
+No serializer here names an account key, an order's private key or an EAB HMAC key.
 """
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from acmeca.models import AcmeAccount, AcmeChallenge, AcmeOrder
-from pki.api.serializers import (
-    LIST_MAX,
-    NAME_MAX,
-    EnumChoiceField,
-    _pem_field,
-    account_key_kind_field,
-    challenge_type_field,
-    key_algorithm_field,
-    vendor_field,
+from acmeca import services as acme_services
+from acmeca.models import (
+    ACCOUNT_KEY_KINDS,
+    AcmeAccount,
+    AcmeChallenge,
+    AcmeOrder,
+    AcmeSettings,
+    ChallengeType,
 )
+from acmeca.vendors import Vendor
+from certmgr.api.fields import EnumChoiceField, TenantPrimaryKeyRelatedField, pem_field
+from certmgr.api.mixins import OrganizationChoiceField
+from dnsproviders.models import AppConnection
+from pki.models import CertificateAuthority
+
+VENDOR_CHOICES = [(v.value, v.value) for v in Vendor]
+
+
+def vendor_field(**kwargs) -> EnumChoiceField:
+    return EnumChoiceField(VENDOR_CHOICES, enum_name="AcmeVendorEnum", **kwargs)
+
+
+def challenge_type_field(**kwargs) -> EnumChoiceField:
+    return EnumChoiceField(ChallengeType.choices, enum_name="AcmeChallengeTypeEnum", **kwargs)
+
+
+def account_key_kind_field(**kwargs) -> EnumChoiceField:
+    return EnumChoiceField(ACCOUNT_KEY_KINDS, enum_name="AcmeAccountKeyKindEnum", **kwargs)
+
+
+class AcmeAccountRefSerializer(serializers.ModelSerializer):
+    status = EnumChoiceField(AcmeAccount.Status.choices, enum_name="AcmeAccountStatusEnum", read_only=True)
+
+    class Meta:
+        model = AcmeAccount
+        fields = ["id", "account_url", "status"]
+        read_only_fields = fields
+
+
+class AcmeCaSettingsSerializer(serializers.ModelSerializer):
+    """An ACME CA's configuration as read back: the EAB HMAC key is never returned, only whether it is set."""
+
+    vendor = vendor_field(read_only=True)
+    challenge_type = challenge_type_field(read_only=True)
+    dns_connection = serializers.IntegerField(source="dns_connection_id", read_only=True, allow_null=True)
+    eab_hmac_key_set = serializers.SerializerMethodField()
+    account = AcmeAccountRefSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = AcmeSettings
+        # Every setting the service takes, except the HMAC key: it is never shown back.
+        fields = [
+            *(f for f in acme_services.SETTINGS_FIELDS if f != "eab_hmac_key"),
+            "eab_hmac_key_set",
+            "account",
+        ]
+        read_only_fields = fields
+
+    def get_eab_hmac_key_set(self, obj) -> bool:
+        # Lists annotate this (the key column stays deferred, nothing is decrypted); a lone row reads it.
+        known = self.context.get("eab_hmac_key_set")
+        return bool(obj.eab_hmac_key) if known is None else bool(known)
+
+
+@extend_schema_field(AcmeCaSettingsSerializer(allow_null=True))
+class AcmeCaSettingsField(serializers.Field):
+    """A CA's ACME configuration in CA reads: null for other kinds of CA."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("source", "*")
+        kwargs.setdefault("read_only", True)
+        kwargs.setdefault("help_text", "The configuration of an ACME CA; null otherwise.")
+        super().__init__(**kwargs)
+
+    def to_representation(self, ca):
+        if ca.kind != CertificateAuthority.Kind.ACME:
+            return None
+        try:
+            row = ca.acme
+        except AcmeSettings.DoesNotExist:
+            return None
+        context = {"eab_hmac_key_set": getattr(ca, "acme_eab_hmac_key_set", None)}
+        return AcmeCaSettingsSerializer(row, context=context).data
+
+
+class AcmeCaSettingsWriteSerializer(serializers.Serializer):
+    """An ACME CA's configuration as given on create and update. Shapes only: ``acmeca.services`` checks
+    the combinations (preset URL, EAB pairs, dns-01 needs a connection) and registers the account."""
+
+    vendor = vendor_field(help_text="A preset fills the directory URL; 'custom' needs directory_url.")
+    directory_url = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, help_text="Required for 'custom'."
+    )
+    email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
+    eab_kid = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="External account binding key id."
+    )
+    eab_hmac_key = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        help_text="External account binding HMAC key (base64url). Stored encrypted, never returned.",
+    )
+    dns_connection = TenantPrimaryKeyRelatedField(
+        AppConnection, required=False, allow_null=True, help_text="App connection writing dns-01 records."
+    )
+    hosted_zone_id = serializers.CharField(
+        max_length=255, required=False, allow_blank=True, help_text="Empty: found from the domain."
+    )
+    challenge_type = challenge_type_field(required=False)
+    profile = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    preferred_chain = serializers.CharField(
+        max_length=255,
+        required=False,
+        allow_blank=True,
+        help_text="Issuer CN of the chain to prefer.",
+    )
+    tls_ca_bundle = pem_field(
+        required=False, allow_blank=True, help_text="PEM: the CA of the ACME server's HTTPS certificate."
+    )
+    direct_issuance = serializers.BooleanField(
+        required=False, help_text="Allow certificates by names alone (POST /cas/{id}/issue/)."
+    )
+    propagation_timeout = serializers.IntegerField(min_value=5, max_value=3600, required=False)
+    propagation_interval = serializers.FloatField(min_value=0.1, max_value=60, required=False)
+
+
+class AcmeCaSettingsCreateSerializer(AcmeCaSettingsWriteSerializer):
+    account_key_kind = account_key_kind_field(default="ec-p256", help_text="Kind of the account key.")
+
+
+class AcmeCertificateAuthorityCreateSerializer(serializers.Serializer):
+    """An external ACME CA: creating it registers the ACME account at the CA."""
+
+    organization = OrganizationChoiceField()
+    name = serializers.CharField(max_length=100)
+    kind = EnumChoiceField([(CertificateAuthority.Kind.ACME, "External (ACME)")], enum_name="AcmeCaKindEnum")
+    acme = AcmeCaSettingsCreateSerializer()
 
 
 # --- accounts ---------------------------------------------------------------------------------------------
@@ -161,18 +290,3 @@ class AcmeOrderAcceptedSerializer(serializers.Serializer):
     status_url = serializers.URLField(help_text="GET it to follow the order.")
     status = EnumChoiceField(AcmeOrder.Status.choices, enum_name="AcmeOrderStatusEnum", allow_blank=True)
     step = EnumChoiceField(AcmeOrder.Step.choices, enum_name="AcmeOrderStepEnum")
-
-
-class DirectIssueSerializer(serializers.Serializer):
-    names = serializers.ListField(
-        child=serializers.CharField(max_length=NAME_MAX),
-        min_length=1,
-        max_length=LIST_MAX,
-        help_text="DNS names (and, with http-01, IP addresses) to certify.",
-    )
-    key_algorithm = key_algorithm_field(default="ec-p256", help_text="Key made here (ignored with a CSR).")
-    csr = _pem_field(
-        required=False,
-        allow_blank=True,
-        help_text="A PKCS#10 request (PEM) asking for exactly these names; then no key is stored.",
-    )

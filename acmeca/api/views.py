@@ -6,102 +6,27 @@ response: the querysets defer them and no serializer names them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
-from django.urls import reverse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import filters, mixins, status, viewsets
+from rest_framework import filters, mixins, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from acmeca import orders, services
 from acmeca.api import serializers as s
 from acmeca.filters import AcmeAccountFilter, AcmeChallengeFilter, AcmeOrderFilter
+from acmeca.issuer import pending
 from acmeca.models import AcmeAccount, AcmeChallenge, AcmeOrder
 from certmgr.api.mixins import TenantViewMixin
-from certmgr.errors import OutboundRefused, ServiceError
+from certmgr.api.validation import valid
+from pki.api.outcomes import outcome_response
 from pki.api.serializers import CertificateDetailSerializer
-from pki.models import Certificate
 
 ACME_SETTINGS_FIELDS = {*services.SETTINGS_FIELDS, "account_key_kind"}
 
 _ACCEPTED = OpenApiResponse(s.AcmeOrderAcceptedSerializer, description="Order queued: poll status_url.")
 _CONFLICT = OpenApiResponse(description="The order's state does not allow this.")
-
-
-# --- helpers shared with pki.api.views ---------------------------------------------------------------------
-def dotted(detail, prefix: str = "") -> dict:
-    """Nested serializer errors as one level with dotted paths: ``{"acme": {"vendor": [..]}}`` ->
-    ``{"acme.vendor": [..]}``, so the error message and ``fields`` name the exact input."""
-    if not isinstance(detail, dict):
-        return {prefix or "non_field_errors": detail}
-    result: dict = {}
-    for key, value in detail.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            result.update(dotted(value, path))
-        else:
-            result[path] = value
-    return result
-
-
-def valid_data(serializer_class, request, **kwargs) -> dict:
-    """Validated input; errors of nested objects named by their dotted path."""
-    serializer = serializer_class(data=request.data, context={"request": request}, **kwargs)
-    if not serializer.is_valid():
-        raise ValidationError(dotted(serializer.errors))
-    return serializer.validated_data
-
-
-def acme_settings_path(field: str) -> str:
-    """Where an ACME setting named by a service sits in the request body of /cas/."""
-    return f"acme.{field}" if field in ACME_SETTINGS_FIELDS else field
-
-
-@contextmanager
-def renamed_errors(path: Callable[[str], str]) -> Iterator[None]:
-    """Service errors with their field renamed to the request's own name for it."""
-    try:
-        yield
-    except DjangoValidationError as exc:
-        if not hasattr(exc, "error_dict"):
-            raise
-        raise DjangoValidationError({path(k): v for k, v in exc.message_dict.items()}) from exc
-    except ServiceError as exc:
-        if exc.field:
-            exc.field = path(exc.field)
-        raise
-
-
-@contextmanager
-def acme_ca_errors() -> Iterator[None]:
-    """Errors of registering / editing an ACME CA, named by their path in the body (``acme.<field>``)."""
-    try:
-        with renamed_errors(acme_settings_path):
-            yield
-    except ServiceError as exc:
-        if isinstance(exc, OutboundRefused) and not exc.field:
-            exc.field = "acme.directory_url"
-        raise
-
-
-def accepted(request, order: AcmeOrder) -> Response:
-    """202 for an order a worker runs; status and step as they are now (a worker may already be done)."""
-    current = AcmeOrder.objects.filter(pk=order.pk).values("status", "step").first() or {
-        "status": order.status,
-        "step": order.step,
-    }
-    body = {
-        "order": order.pk,
-        "status_url": request.build_absolute_uri(reverse("acme-order-detail", args=[order.pk])),
-        **current,
-    }
-    return Response(s.AcmeOrderAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 # --- accounts ---------------------------------------------------------------------------------------------
@@ -139,7 +64,7 @@ class AcmeAccountViewSet(
     def rollover(self, request, pk=None):
         """Replace the account key at the CA (RFC 8555 key change)."""
         account = self.get_object()
-        data = valid_data(s.AcmeAccountRolloverSerializer, request)
+        data = valid(s.AcmeAccountRolloverSerializer, request, dotted_errors=True)
         account = services.rollover_account_key(account, actor=request, key_kind=data.get("key_kind"))
         return Response(s.AcmeAccountSerializer(account).data)
 
@@ -174,7 +99,7 @@ class AcmeOrderViewSet(
     @action(detail=True, methods=["post"])
     def refresh(self, request, pk=None):
         """Have a worker ask the CA for the order's state now."""
-        return accepted(request, orders.refresh_order(self.get_object(), actor=request))
+        return outcome_response(request, pending(orders.refresh_order(self.get_object(), actor=request)))
 
     @extend_schema(
         request=None,
@@ -190,10 +115,7 @@ class AcmeOrderViewSet(
     def retry(self, request, pk=None):
         """Run an unfinished order now. A failed or cancelled one starts over: the answer names the new
         order."""
-        result = orders.retry_order(self.get_object(), actor=request)
-        if isinstance(result, Certificate):
-            return Response(CertificateDetailSerializer(result).data, status=status.HTTP_201_CREATED)
-        return accepted(request, result)
+        return outcome_response(request, orders.retry_order(self.get_object(), actor=request))
 
     @extend_schema(request=None, responses={200: s.AcmeOrderSerializer, 409: _CONFLICT})
     @action(detail=True, methods=["post"])
@@ -206,7 +128,8 @@ class AcmeOrderViewSet(
     @action(detail=True, methods=["post"])
     def confirm(self, request, pk=None):
         """Manual DNS: the TXT records shown in ``challenges`` exist now; check them and go on."""
-        return accepted(request, orders.confirm_manual_records(self.get_object(), actor=request))
+        order = orders.confirm_manual_records(self.get_object(), actor=request)
+        return outcome_response(request, pending(order))
 
     @extend_schema(responses={204: None, 409: OpenApiResponse(description="The order is not finished.")})
     def destroy(self, request, *args, **kwargs):

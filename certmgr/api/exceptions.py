@@ -36,8 +36,7 @@ def _flatten(detail) -> dict | list | str:
 
 def exception_handler(exc, context):
     if isinstance(exc, ServiceError):
-        fields = {exc.field: [exc.message]} if exc.field else None
-        return Response(error_body(exc.status, exc.code, exc.message, fields), status=exc.status)
+        return Response(error_body(exc.status, exc.code, exc.message, exc.field_errors()), status=exc.status)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}

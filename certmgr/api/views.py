@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from certmgr import services
 from certmgr.api import serializers as s
 from certmgr.api.mixins import TenantViewMixin, resolve_organization
+from certmgr.api.validation import valid
 from certmgr.filters import ApiTokenFilter, AuditEventFilter, MembershipFilter
 from certmgr.models import ApiToken, AuditEvent, Membership, Organization
 from certmgr.permissions import Action
@@ -47,7 +48,7 @@ class MembershipViewSet(
 
     @extend_schema(request=s.MembershipCreateSerializer, responses={201: s.MembershipSerializer})
     def create(self, request):
-        data = _valid(s.MembershipCreateSerializer, request)
+        data = valid(s.MembershipCreateSerializer, request)
         org = resolve_organization(request, data.get("organization"), Action.MANAGE_MEMBERS)
         user, _ = services.get_or_create_user(data["username"], email=data.get("email", ""))
         membership = services.add_member(org, user, data["role"], actor=request)
@@ -56,7 +57,7 @@ class MembershipViewSet(
     @extend_schema(request=s.MembershipUpdateSerializer, responses={200: s.MembershipSerializer})
     def partial_update(self, request, pk=None):
         membership = self.get_object()
-        data = _valid(s.MembershipUpdateSerializer, request)
+        data = valid(s.MembershipUpdateSerializer, request)
         membership = services.change_role(membership, data["role"], actor=request)
         return Response(s.MembershipSerializer(membership).data)
 
@@ -85,7 +86,7 @@ class ApiTokenViewSet(
 
     @extend_schema(request=s.ApiTokenCreateSerializer, responses={201: s.ApiTokenCreatedSerializer})
     def create(self, request):
-        data = _valid(s.ApiTokenCreateSerializer, request)
+        data = valid(s.ApiTokenCreateSerializer, request)
         org = resolve_organization(request, data.get("organization"), Action.CREATE_TOKEN)
         owner = request.user
         if data.get("username") and data["username"] != request.user.get_username():
@@ -124,9 +125,3 @@ class AuditEventViewSet(TenantViewMixin, viewsets.ReadOnlyModelViewSet):
     search_fields = ["action", "actor_label", "target_repr", "error"]
     ordering_fields = ["time", "id"]
     ordering = ["-time", "-id"]
-
-
-def _valid(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data

@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from certmgr.api.mixins import TenantViewMixin, resolve_organization
-from certmgr.api.views import _valid
+from certmgr.api.validation import valid
 from dnsproviders import services
 from dnsproviders.api.serializers import (
     AppConnectionSerializer,
@@ -28,7 +28,7 @@ class AppConnectionViewSet(TenantViewMixin, viewsets.ModelViewSet):
     http_method_names = ["get", "post", "patch", "put", "delete", "head", "options"]
 
     def create(self, request):
-        data = _valid(AppConnectionSerializer, request)
+        data = valid(AppConnectionSerializer, request)
         org = resolve_organization(request, data.get("organization_id"))
         conn = services.create_connection(
             org,
@@ -43,7 +43,7 @@ class AppConnectionViewSet(TenantViewMixin, viewsets.ModelViewSet):
     @extend_schema(request=AppConnectionUpdateSerializer, responses={200: AppConnectionSerializer})
     def update(self, request, pk=None, partial=False):
         conn = self.get_object()
-        data = dict(_valid(AppConnectionUpdateSerializer, request))
+        data = dict(valid(AppConnectionUpdateSerializer, request))
         conn = services.update_connection(conn, actor=request, **data)
         return Response(AppConnectionSerializer(conn).data)
 

@@ -15,7 +15,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from certmgr.api.mixins import OrganizationChoiceField, TenantViewMixin, resolve_organization
-from certmgr.api.views import _valid
+from certmgr.api.validation import valid
 from certmgr.permissions import Action
 from pki import alerts
 from pki.filters import IdFilter
@@ -163,7 +163,7 @@ class AlertChannelViewSet(TenantViewMixin, viewsets.ModelViewSet):
 
     @extend_schema(request=AlertChannelWriteSerializer, responses={201: AlertChannelCreatedSerializer})
     def create(self, request):
-        data = dict(_valid(AlertChannelWriteSerializer, request))
+        data = dict(valid(AlertChannelWriteSerializer, request))
         org = resolve_organization(request, data.pop("organization", None))
         saved = alerts.create_channel(org, actor=request, **data)
         return Response(_channel_body(saved), status=status.HTTP_201_CREATED)
@@ -171,7 +171,7 @@ class AlertChannelViewSet(TenantViewMixin, viewsets.ModelViewSet):
     @extend_schema(request=AlertChannelUpdateSerializer, responses={200: AlertChannelCreatedSerializer})
     def partial_update(self, request, pk=None):
         channel = self.get_object()
-        data = dict(_valid(AlertChannelUpdateSerializer, request))
+        data = dict(valid(AlertChannelUpdateSerializer, request))
         saved = alerts.update_channel(channel, actor=request, **data)
         return Response(_channel_body(saved))
 
@@ -218,7 +218,7 @@ class AlertRuleViewSet(TenantViewMixin, viewsets.ModelViewSet):
 
     @extend_schema(request=AlertRuleWriteSerializer, responses={201: AlertRuleSerializer})
     def create(self, request):
-        data = _valid(AlertRuleWriteSerializer, request)
+        data = valid(AlertRuleWriteSerializer, request)
         org = resolve_organization(request, data.get("organization"))
         rule = alerts.create_rule(org, actor=request, **_rule_values(request, org.pk, data))
         return Response(AlertRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
@@ -226,7 +226,7 @@ class AlertRuleViewSet(TenantViewMixin, viewsets.ModelViewSet):
     @extend_schema(request=AlertRuleWriteSerializer, responses={200: AlertRuleSerializer})
     def partial_update(self, request, pk=None):
         rule = self.get_object()
-        data = _valid(AlertRuleWriteSerializer, request)
+        data = valid(AlertRuleWriteSerializer, request)
         rule = alerts.update_rule(rule, actor=request, **_rule_values(request, rule.organization_id, data))
         return Response(
             AlertRuleSerializer(AlertRule.objects.prefetch_related("channels").get(pk=rule.pk)).data

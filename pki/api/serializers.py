@@ -4,19 +4,11 @@ only ever leaves through the export endpoints (``private_key`` of PrivateKeySeri
 from __future__ import annotations
 
 from cryptography import x509 as cx509
-from django.db import models
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.plumbing import ResolvedComponent, build_choice_description_list
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from acmeca import services as acme_services
-from acmeca.models import ACCOUNT_KEY_KINDS, AcmeAccount, AcmeSettings, ChallengeType
-from acmeca.vendors import Vendor
+from certmgr.api.fields import EnumChoiceField, TenantPrimaryKeyRelatedField, pem_field
 from certmgr.api.mixins import OrganizationChoiceField
-from certmgr.permissions import Action
-from dnsproviders.models import AppConnection
-from pki import services, x509
+from pki import issuers, services, x509
 from pki.models import (
     KEY_ALGORITHMS,
     Certificate,
@@ -28,7 +20,6 @@ from pki.models import (
     Subscriber,
 )
 
-PEM_MAX = 200_000  # characters: a certificate with a long chain fits easily
 NAME_MAX = 255
 LIST_MAX = 100
 
@@ -36,70 +27,8 @@ KEY_USAGES = [(name, name.replace("_", " ").capitalize()) for name in x509.KEY_U
 SAN_TYPES = [("dns", "DNS name"), ("ip", "IP address"), ("email", "e-mail address"), ("uri", "URI")]
 
 
-class EnumChoiceField(serializers.ChoiceField):
-    """A choice field whose choice set is one named schema component (``enum_name``) wherever it is used.
-
-    drf-spectacular otherwise names enums after the property, and fields such as ``status`` or ``source``
-    mean different choice sets on different resources (a CA's status is not a certificate's)."""
-
-    def __init__(self, choices, *, enum_name: str, **kwargs):
-        self.enum_name = enum_name
-        super().__init__(choices, **kwargs)
-
-
-class EnumChoiceFieldExtension(OpenApiSerializerFieldExtension):
-    target_class = EnumChoiceField
-    match_subclasses = True
-
-    def map_serializer_field(self, auto_schema, direction):
-        field = self.target
-        choices = [(k, v) for k, v in field.choices.items() if k not in ("", None)]
-        component = ResolvedComponent(
-            name=field.enum_name,
-            type=ResolvedComponent.SCHEMA,
-            schema={
-                "type": "string",
-                "enum": [k for k, _ in choices],
-                "description": build_choice_description_list(choices),
-            },
-            object=EnumChoiceField,
-        )
-        auto_schema.registry.register_on_missing(component)
-        if field.allow_blank:
-            return {"oneOf": [component.ref, {"type": "string", "enum": [""]}]}
-        return component.ref
-
-
 def key_algorithm_field(**kwargs) -> EnumChoiceField:
     return EnumChoiceField(KEY_ALGORITHMS, enum_name="KeyAlgorithmEnum", **kwargs)
-
-
-class TenantPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
-    """A row id the caller may see (restrict VIEW); any other id is "does not exist", like a missing one.
-
-    Same-organization checks are the services'."""
-
-    def __init__(self, model: type[models.Model], **kwargs):
-        self.model = model
-        kwargs.setdefault("queryset", model.objects.none())
-        super().__init__(**kwargs)
-
-    def get_queryset(self):
-        request = self.context.get("request")
-        if request is None:
-            return self.model.objects.none()
-        return self.model.objects.restrict(request, Action.VIEW)
-
-    def to_internal_value(self, data):
-        if isinstance(data, int) and not isinstance(data, bool) and not 1 <= data < 2**63:
-            self.fail("does_not_exist", pk_value=data)
-        return super().to_internal_value(data)
-
-
-def _pem_field(**kwargs) -> serializers.CharField:
-    kwargs.setdefault("max_length", PEM_MAX)
-    kwargs.setdefault("trim_whitespace", False)
-    return serializers.CharField(**kwargs)
 
 
 # --- subjects ---------------------------------------------------------------------------------------------
@@ -125,55 +54,6 @@ class SubscriberSubjectSerializer(serializers.Serializer):
 
 
 # --- certificate authorities ------------------------------------------------------------------------------
-VENDOR_CHOICES = [(v.value, v.value) for v in Vendor]
-
-
-def vendor_field(**kwargs) -> EnumChoiceField:
-    return EnumChoiceField(VENDOR_CHOICES, enum_name="AcmeVendorEnum", **kwargs)
-
-
-def challenge_type_field(**kwargs) -> EnumChoiceField:
-    return EnumChoiceField(ChallengeType.choices, enum_name="AcmeChallengeTypeEnum", **kwargs)
-
-
-def account_key_kind_field(**kwargs) -> EnumChoiceField:
-    return EnumChoiceField(ACCOUNT_KEY_KINDS, enum_name="AcmeAccountKeyKindEnum", **kwargs)
-
-
-class AcmeAccountRefSerializer(serializers.ModelSerializer):
-    status = EnumChoiceField(AcmeAccount.Status.choices, enum_name="AcmeAccountStatusEnum", read_only=True)
-
-    class Meta:
-        model = AcmeAccount
-        fields = ["id", "account_url", "status"]
-        read_only_fields = fields
-
-
-class AcmeCaSettingsSerializer(serializers.ModelSerializer):
-    """An ACME CA's configuration as read back: the EAB HMAC key is never returned, only whether it is set."""
-
-    vendor = vendor_field(read_only=True)
-    challenge_type = challenge_type_field(read_only=True)
-    dns_connection = serializers.IntegerField(source="dns_connection_id", read_only=True, allow_null=True)
-    eab_hmac_key_set = serializers.SerializerMethodField()
-    account = AcmeAccountRefSerializer(read_only=True, allow_null=True)
-
-    class Meta:
-        model = AcmeSettings
-        # Every setting the service takes, except the HMAC key: it is never shown back.
-        fields = [
-            *(f for f in acme_services.SETTINGS_FIELDS if f != "eab_hmac_key"),
-            "eab_hmac_key_set",
-            "account",
-        ]
-        read_only_fields = fields
-
-    def get_eab_hmac_key_set(self, obj) -> bool:
-        # Lists annotate this (the key column stays deferred, nothing is decrypted); a lone row reads it.
-        known = self.context.get("eab_hmac_key_set")
-        return bool(obj.eab_hmac_key) if known is None else bool(known)
-
-
 class CertificateAuthoritySerializer(serializers.ModelSerializer):
     organization = serializers.IntegerField(source="organization_id", read_only=True)
     parent = serializers.IntegerField(source="parent_id", read_only=True, allow_null=True)
@@ -189,7 +69,6 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
         help_text="CRL distribution point of the certificates it issues."
     )
     aia_url = serializers.SerializerMethodField(help_text="AIA caIssuers URL of the certificates it issues.")
-    acme = serializers.SerializerMethodField(help_text="The configuration of an ACME CA; null otherwise.")
 
     class Meta:
         model = CertificateAuthority
@@ -212,28 +91,23 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
             "imported",
             "crl_url",
             "aia_url",
-            "acme",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    def get_fields(self):
+        # Each issuer backend's configuration of its CAs, nested under its key (e.g. "acme"; null for others).
+        fields = super().get_fields()
+        for api in issuer_apis():
+            fields[api.key] = api.read_field()
+        return fields
 
     def get_crl_url(self, obj) -> str | None:
         return services.crl_url(obj) if obj.is_internal else None
 
     def get_aia_url(self, obj) -> str | None:
         return services.aia_url(obj) if obj.is_internal else None
-
-    @extend_schema_field(AcmeCaSettingsSerializer(allow_null=True))
-    def get_acme(self, obj) -> dict | None:
-        if obj.kind != CertificateAuthority.Kind.ACME:
-            return None
-        try:
-            row = obj.acme
-        except AcmeSettings.DoesNotExist:
-            return None
-        context = {"eab_hmac_key_set": getattr(obj, "acme_eab_hmac_key_set", None)}
-        return AcmeCaSettingsSerializer(row, context=context).data
 
 
 class CertificateAuthorityCreateSerializer(serializers.Serializer):
@@ -264,77 +138,28 @@ class CertificateAuthorityCreateSerializer(serializers.Serializer):
 class CertificateAuthorityImportSerializer(serializers.Serializer):
     organization = OrganizationChoiceField()
     name = serializers.CharField(max_length=100)
-    certificate = _pem_field(help_text="The CA certificate (PEM).")
-    private_key = _pem_field(
+    certificate = pem_field(help_text="The CA certificate (PEM).")
+    private_key = pem_field(
         write_only=True, help_text="Its private key (PEM, unencrypted). Stored encrypted, never returned."
     )
 
 
-class AcmeCaSettingsWriteSerializer(serializers.Serializer):
-    """An ACME CA's configuration as given on create and update. Shapes only: ``acmeca.services`` checks
-    the combinations (preset URL, EAB pairs, dns-01 needs a connection) and registers the account."""
-
-    vendor = vendor_field(help_text="A preset fills the directory URL; 'custom' needs directory_url.")
-    directory_url = serializers.CharField(
-        max_length=500, required=False, allow_blank=True, help_text="Required for 'custom'."
-    )
-    email = serializers.EmailField(max_length=254, required=False, allow_blank=True)
-    eab_kid = serializers.CharField(
-        max_length=200, required=False, allow_blank=True, help_text="External account binding key id."
-    )
-    eab_hmac_key = serializers.CharField(
-        max_length=500,
-        required=False,
-        allow_blank=True,
-        write_only=True,
-        help_text="External account binding HMAC key (base64url). Stored encrypted, never returned.",
-    )
-    dns_connection = TenantPrimaryKeyRelatedField(
-        AppConnection, required=False, allow_null=True, help_text="App connection writing dns-01 records."
-    )
-    hosted_zone_id = serializers.CharField(
-        max_length=255, required=False, allow_blank=True, help_text="Empty: found from the domain."
-    )
-    challenge_type = challenge_type_field(required=False)
-    profile = serializers.CharField(max_length=64, required=False, allow_blank=True)
-    preferred_chain = serializers.CharField(
-        max_length=255,
-        required=False,
-        allow_blank=True,
-        help_text="Issuer CN of the chain to prefer.",
-    )
-    tls_ca_bundle = _pem_field(
-        required=False, allow_blank=True, help_text="PEM: the CA of the ACME server's HTTPS certificate."
-    )
-    direct_issuance = serializers.BooleanField(
-        required=False, help_text="Allow certificates by names alone (POST /cas/{id}/issue/)."
-    )
-    propagation_timeout = serializers.IntegerField(min_value=5, max_value=3600, required=False)
-    propagation_interval = serializers.FloatField(min_value=0.1, max_value=60, required=False)
-
-
-class AcmeCaSettingsCreateSerializer(AcmeCaSettingsWriteSerializer):
-    account_key_kind = account_key_kind_field(default="ec-p256", help_text="Kind of the account key.")
-
-
-class AcmeCertificateAuthorityCreateSerializer(serializers.Serializer):
-    """An external ACME CA: creating it registers the ACME account at the CA."""
-
-    organization = OrganizationChoiceField()
-    name = serializers.CharField(max_length=100)
-    kind = EnumChoiceField([(CertificateAuthority.Kind.ACME, "External (ACME)")], enum_name="AcmeCaKindEnum")
-    acme = AcmeCaSettingsCreateSerializer()
-
-
 class CertificateAuthorityUpdateSerializer(serializers.Serializer):
-    """What changes after creation: the name (every CA) and the ACME configuration (ACME CAs, partial)."""
+    """What changes after creation: the name (every CA) and the configuration its issuer backend keeps
+    (e.g. ``acme`` for ACME CAs, partial)."""
 
     name = serializers.CharField(max_length=100, required=False)
-    acme = AcmeCaSettingsWriteSerializer(
-        required=False,
-        help_text="ACME CAs only: the settings to change; omitted ones (and an omitted eab_hmac_key) "
-        "keep their value. A new directory, EAB or TLS trust registers a new account.",
-    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for api in issuer_apis():
+            fields[api.key] = api.update_field()
+        return fields
+
+
+def issuer_apis() -> list:
+    """The API extensions of the registered issuer backends (``pki.issuers.CaApiExtension``)."""
+    return [backend.api for backend in issuers.backends() if backend.api is not None]
 
 
 class CrlSerializer(serializers.ModelSerializer):
@@ -448,8 +273,23 @@ class SubscriberSerializer(serializers.ModelSerializer):
         validators = []
 
 
+class DirectIssueSerializer(serializers.Serializer):
+    names = serializers.ListField(
+        child=serializers.CharField(max_length=NAME_MAX),
+        min_length=1,
+        max_length=LIST_MAX,
+        help_text="Names to certify (what the CA accepts: an ACME CA with http-01 also takes IP addresses).",
+    )
+    key_algorithm = key_algorithm_field(default="ec-p256", help_text="Key made here (ignored with a CSR).")
+    csr = pem_field(
+        required=False,
+        allow_blank=True,
+        help_text="A PKCS#10 request (PEM) asking for exactly these names; then no key is stored.",
+    )
+
+
 class SubscriberIssueSerializer(serializers.Serializer):
-    csr = _pem_field(
+    csr = pem_field(
         required=False,
         allow_blank=True,
         help_text="A PKCS#10 request (PEM). Without it a key is generated here and kept encrypted.",
@@ -501,7 +341,7 @@ class CertificateRequestCreateSerializer(serializers.Serializer):
 
     organization = OrganizationChoiceField()
     name = serializers.CharField(max_length=100)
-    csr = _pem_field(required=False, help_text="Upload this PKCS#10 request (PEM).")
+    csr = pem_field(required=False, help_text="Upload this PKCS#10 request (PEM).")
     common_name = serializers.CharField(max_length=NAME_MAX, required=False, allow_blank=True)
     sans = _string_list()
     subject = SubscriberSubjectSerializer(required=False)
@@ -637,7 +477,7 @@ class Pkcs12Serializer(serializers.Serializer):
 
 def parse_reason(value) -> str:
     try:
-        return x509.RevocationReason.parse(value).value
+        return x509.parse_revocation_reason(value).value
     except x509.X509Error as exc:
         raise serializers.ValidationError(str(exc)) from None
 
@@ -671,8 +511,8 @@ class SeedRevokeResultSerializer(serializers.Serializer):
 
 class CertificateImportSerializer(serializers.Serializer):
     organization = OrganizationChoiceField()
-    certificate = _pem_field(help_text="PEM; may hold the chain after the certificate.")
-    chain = _pem_field(required=False, allow_blank=True, help_text="PEM: intermediates (and root).")
-    private_key = _pem_field(
+    certificate = pem_field(help_text="PEM; may hold the chain after the certificate.")
+    chain = pem_field(required=False, allow_blank=True, help_text="PEM: intermediates (and root).")
+    private_key = pem_field(
         required=False, allow_blank=True, write_only=True, help_text="PEM; kept (encrypted) if it matches."
     )

@@ -7,7 +7,7 @@ A CA's private key is never read into any response: CA querysets defer it, and n
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.db.models import BooleanField, ExpressionWrapper, F, Q
+from django.db.models import F, QuerySet
 from django.http import HttpResponse
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -22,19 +22,16 @@ from rest_framework.decorators import action
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
-from acmeca import orders as acme_orders
-from acmeca import services as acme_services
-from acmeca.api import serializers as acme_s
-from acmeca.api.views import accepted, acme_ca_errors, renamed_errors, valid_data
-from acmeca.models import AcmeOrder
 from certmgr.actors import as_actor
 from certmgr.api.mixins import TenantViewMixin, resolve_organization
 from certmgr.api.pagination import CursorPagination
-from certmgr.api.views import _valid
+from certmgr.api.validation import renamed_errors, valid
 from certmgr.errors import Conflict, NotFound
 from certmgr.permissions import Action
-from pki import services
+from pki import issuers, services
 from pki.api import serializers as s
+from pki.api.outcomes import ISSUED, PENDING, outcome_response
+from pki.choices import INTERNAL_CA_KINDS
 from pki.filters import (
     CertificateAuthorityFilter,
     CertificateFilter,
@@ -44,8 +41,8 @@ from pki.filters import (
     normalize_serial,
 )
 from pki.models import Certificate, CertificateAuthority, CertificateRequest, Crl, Policy, Subscriber
+from pki.querysets import HAS_PRIVATE_KEY
 
-HAS_KEY = ExpressionWrapper(~Q(private_key=""), output_field=BooleanField())
 CA_READ_FIELDS = (
     "id",
     "organization_id",
@@ -66,47 +63,44 @@ CA_READ_FIELDS = (
     "created_at",
     "updated_at",
 )
-# The ACME configuration shown with an ACME CA (one join; the EAB HMAC key stays deferred).
-CA_ACME_READ_FIELDS = tuple(
-    f"acme__{field}"
-    for field in (
-        "id",
-        "ca_id",
-        # every setting the service takes; the EAB HMAC key stays deferred, foreign keys as ids
-        *(
-            f"{f}_id" if f == "dns_connection" else f
-            for f in acme_services.SETTINGS_FIELDS
-            if f != "eab_hmac_key"
-        ),
-        "account_id",
-        "account__id",
-        "account__account_url",
-        "account__status",
-    )
-)
-CA_QUERYSET = (
-    CertificateAuthority.objects.select_related("acme__account")
-    .only(*CA_READ_FIELDS, *CA_ACME_READ_FIELDS)
-    .annotate(acme_eab_hmac_key_set=ExpressionWrapper(Q(acme__eab_hmac_key__gt=""), BooleanField()))
-)
-_ACCEPTED = OpenApiResponse(
-    acme_s.AcmeOrderAcceptedSerializer, description="ACME order queued: poll status_url."
-)
-CA_CREATE_REQUEST = PolymorphicProxySerializer(
-    component_name="CertificateAuthorityCreateByKind",
-    serializers={
+
+
+def ca_queryset() -> QuerySet[CertificateAuthority]:
+    """CAs as the API reads them: the listed columns and what each issuer backend shows with its CAs
+    (never a private key)."""
+    queryset = CertificateAuthority.objects.all()
+    columns = list(CA_READ_FIELDS)
+    for api in s.issuer_apis():
+        queryset = api.prepare(queryset)
+        columns += api.read_columns
+    return queryset.only(*columns)
+
+
+def _backend_of_kind(kind: str) -> issuers.IssuerBackend | None:
+    try:
+        return issuers.backend_for_kind(kind)
+    except LookupError:
+        return None
+
+
+def _ca_create_request() -> dict:
+    """The create body by ``kind``: internal CAs here, other kinds from their issuer backend."""
+    by_kind = {
         CertificateAuthority.Kind.INTERNAL_ROOT.value: s.CertificateAuthorityCreateSerializer,
         CertificateAuthority.Kind.INTERNAL_INTERMEDIATE.value: s.CertificateAuthorityCreateSerializer,
-        CertificateAuthority.Kind.ACME.value: s.AcmeCertificateAuthorityCreateSerializer,
-    },
+    }
+    for backend in issuers.backends():
+        if backend.api is not None:
+            for kind in backend.kinds:
+                by_kind[kind] = backend.api.create_serializer()
+    return by_kind
+
+
+CA_CREATE_REQUEST = PolymorphicProxySerializer(
+    component_name="CertificateAuthorityCreateByKind",
+    serializers=_ca_create_request,
     resource_type_field_name="kind",
 )
-
-
-def _context_valid(serializer_class, request, **kwargs) -> dict:
-    serializer = serializer_class(data=request.data, context={"request": request}, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 # --- certificate authorities ------------------------------------------------------------------------------
@@ -118,31 +112,37 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
     """Certificate authorities. Internal CAs sign with a key generated here (or imported) and kept
     encrypted; no endpoint ever returns a CA's private key."""
 
-    base_queryset = CA_QUERYSET
     serializer_class = s.CertificateAuthoritySerializer
     filterset_class = CertificateAuthorityFilter
     search_fields = ["name", "subject_dn"]
     ordering_fields = ["id", "name", "created_at", "not_after"]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
+    @property
+    def base_queryset(self):
+        return ca_queryset()
+
     def _read(self, ca: CertificateAuthority) -> dict:
-        """The CA as a list shows it (fresh: its ACME configuration may just have changed)."""
-        return s.CertificateAuthoritySerializer(CA_QUERYSET.get(pk=ca.pk)).data
+        """The CA as a list shows it (fresh: its issuer's configuration may just have changed)."""
+        return s.CertificateAuthoritySerializer(ca_queryset().get(pk=ca.pk)).data
 
     @extend_schema(
         request=CA_CREATE_REQUEST,
         responses={
             201: s.CertificateAuthoritySerializer,
-            502: OpenApiResponse(description="ACME: the CA's directory could not be reached."),
+            502: OpenApiResponse(description="External CAs: the CA could not be reached."),
         },
     )
     def create(self, request):
-        """An internal root or intermediate (key made here), or an external ACME CA (``kind`` "acme"):
-        then the ACME account is registered at the CA before anything is stored."""
+        """An internal root or intermediate (key made here), or an external CA of another ``kind`` (e.g.
+        "acme": then the ACME account is registered at the CA before anything is stored)."""
         kind = request.data.get("kind") if hasattr(request.data, "get") else None
-        if kind == CertificateAuthority.Kind.ACME:
-            return self._create_acme(request)
-        data = _context_valid(s.CertificateAuthorityCreateSerializer, request)
+        if isinstance(kind, str) and kind not in INTERNAL_CA_KINDS:
+            backend = _backend_of_kind(kind)
+            if backend is not None and backend.api is not None:
+                data = valid(backend.api.create_serializer(), request, dotted_errors=True)
+                return Response(self._read(backend.api.create(request, data)), status=status.HTTP_201_CREATED)
+        data = valid(s.CertificateAuthorityCreateSerializer, request)
         org = resolve_organization(request, data.get("organization"))
         ca = services.create_internal_ca(
             org,
@@ -153,66 +153,58 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
             validity_days=data.get("validity_days"),
             max_path_length=data.get("max_path_length"),
             parent=data.get("parent"),  # loaded in full: its key signs
-            actor=request,
+            actor=self.actor,
         )
         return Response(s.CertificateAuthoritySerializer(ca).data, status=status.HTTP_201_CREATED)
-
-    def _create_acme(self, request):
-        data = valid_data(s.AcmeCertificateAuthorityCreateSerializer, request)
-        org = resolve_organization(request, data.get("organization"))
-        values = dict(data["acme"])
-        key_kind = values.pop("account_key_kind", "ec-p256")
-        with acme_ca_errors():
-            ca = acme_services.create_acme_ca(
-                org, name=data["name"], actor=request, account_key_kind=key_kind, **values
-            )
-        return Response(self._read(ca), status=status.HTTP_201_CREATED)
 
     @extend_schema(
         request=s.CertificateAuthorityUpdateSerializer,
         responses={
             200: s.CertificateAuthoritySerializer,
-            502: OpenApiResponse(description="ACME: the CA could not be reached to register the account."),
+            502: OpenApiResponse(description="External CAs: the CA could not be reached."),
         },
     )
     def partial_update(self, request, pk=None):
-        """Rename the CA; an ACME CA's configuration changes too (``acme``, partial)."""
+        """Rename the CA; an external CA's configuration changes too (e.g. ``acme``, partial), in one
+        transaction with the rename."""
         ca = self.get_object()
-        data = valid_data(s.CertificateAuthorityUpdateSerializer, request, partial=True)
-        is_acme = ca.kind == CertificateAuthority.Kind.ACME
-        if "acme" in data and not is_acme:
-            raise ValidationError({"acme": ["Only an ACME CA has an ACME configuration."]})
-        if "name" not in data and not is_acme:
+        data = valid(s.CertificateAuthorityUpdateSerializer, request, partial=True, dotted_errors=True)
+        own = issuers.backend_for(ca).api
+        for api in s.issuer_apis():
+            if api.key in data and api is not own:
+                raise ValidationError(
+                    {api.key: [f"Only a CA of that kind has an {api.key!r} configuration."]}
+                )
+        if own is not None:
+            ca = own.update(ca, request, data.get(own.key), data.get("name"))
+        elif "name" not in data:
             raise ValidationError({"name": ["This field is required."]})
-        if "acme" in data:
-            with acme_ca_errors():
-                acme_services.update_acme_ca(ca, actor=request, **dict(data["acme"]))
-        if "name" in data:
-            ca = services.rename_ca(ca, data["name"], actor=request)
+        else:
+            ca = services.rename_ca(ca, data["name"], actor=self.actor)
         return Response(self._read(ca))
 
     @extend_schema(
-        request=acme_s.DirectIssueSerializer,
+        request=s.DirectIssueSerializer,
         responses={
-            202: _ACCEPTED,
-            400: OpenApiResponse(description="Not an ACME CA, or names it cannot certify."),
+            202: PENDING,
+            400: OpenApiResponse(description="This CA does not issue by names, or not these names."),
             409: OpenApiResponse(description="Direct issuance is off for this CA."),
         },
     )
     @action(detail=True, methods=["post"])
     def issue(self, request, pk=None):
-        """ACME CAs with direct issuance on: order a certificate by names alone, without a subscriber."""
+        """Direct issuance (e.g. ACME CAs with it on): a certificate by names alone, without a subscriber."""
         ca = self.get_object()
-        data = valid_data(acme_s.DirectIssueSerializer, request)
+        data = valid(s.DirectIssueSerializer, request, dotted_errors=True)
         with renamed_errors(lambda field: "names" if field == "sans" else field):
-            order = acme_orders.start_direct_order(
+            outcome = issuers.backend_for(ca).issue_by_names(
                 ca,
                 data["names"],
-                actor=request,
+                actor=self.actor,
                 key_algorithm=data["key_algorithm"],
                 csr_pem=data.get("csr") or None,
             )
-        return accepted(request, order)
+        return outcome_response(request, outcome)
 
     def perform_destroy(self, instance):
         services.delete_ca(instance, actor=self.request)
@@ -223,7 +215,7 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
     @action(detail=False, methods=["post"], url_path="import", url_name="import")
     def import_ca(self, request):
         """Bring an existing CA certificate and its private key under certmgr's management."""
-        data = _valid(s.CertificateAuthorityImportSerializer, request)
+        data = valid(s.CertificateAuthorityImportSerializer, request)
         org = resolve_organization(request, data.get("organization"))
         ca = services.import_ca(
             org,
@@ -272,14 +264,14 @@ class _SavedViaServiceMixin:
         return dict(data)
 
     def create(self, request):
-        data = _context_valid(self.serializer_class, request)
+        data = valid(self.serializer_class, request)
         org = resolve_organization(request, data.pop("organization_id", None))
         obj = type(self).save_function(org, actor=request, **self._values(data))
         return Response(self.serializer_class(obj).data, status=status.HTTP_201_CREATED)
 
     def update(self, request, pk=None, partial=False):
         instance = self.get_object()
-        data = _context_valid(self.serializer_class, request, partial=partial)
+        data = valid(self.serializer_class, request, partial=partial)
         org_id = data.pop("organization_id", None)
         if org_id is not None and org_id != instance.organization_id:
             raise ValidationError({"organization": ["A row cannot move to another organization."]})
@@ -321,13 +313,7 @@ class SubscriberViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelVi
             values["subject"] = {k: v for k, v in dict(values["subject"]).items() if v}
         return values
 
-    @extend_schema(
-        request=s.SubscriberIssueSerializer,
-        responses={
-            201: OpenApiResponse(s.CertificateDetailSerializer, description="Issued (internal CA)."),
-            202: _ACCEPTED,
-        },
-    )
+    @extend_schema(request=s.SubscriberIssueSerializer, responses={201: ISSUED, 202: PENDING})
     @action(detail=True, methods=["post"])
     def issue(self, request, pk=None):
         """Issue a certificate: from a key generated here, or from the caller's CSR (no key stored).
@@ -335,26 +321,15 @@ class SubscriberViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelVi
         An internal CA signs at once (201, the certificate). An ACME CA answers later: 202 with the order
         a worker runs (a second call while it runs returns the same order)."""
         subscriber = self.get_object()
-        data = _valid(s.SubscriberIssueSerializer, request)
-        result = services.issue(subscriber, actor=request, csr_pem=data.get("csr") or None)
-        if isinstance(result, AcmeOrder):
-            return accepted(request, result)
-        return Response(s.CertificateDetailSerializer(result).data, status=status.HTTP_201_CREATED)
+        data = valid(s.SubscriberIssueSerializer, request)
+        outcome = services.issue(subscriber, actor=self.actor, csr_pem=data.get("csr") or None)
+        return outcome_response(request, outcome)
 
-    @extend_schema(
-        request=None,
-        responses={
-            201: OpenApiResponse(s.CertificateDetailSerializer, description="Renewed (internal CA)."),
-            202: _ACCEPTED,
-        },
-    )
+    @extend_schema(request=None, responses={201: ISSUED, 202: PENDING})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         """Retry now: skip the backoff of failed renewals and renew the current certificate at once."""
-        result = services.retry_now(self.get_object(), actor=request)
-        if isinstance(result, AcmeOrder):
-            return accepted(request, result)
-        return Response(s.CertificateDetailSerializer(result).data, status=status.HTTP_201_CREATED)
+        return outcome_response(request, services.retry_now(self.get_object(), actor=self.actor))
 
     @extend_schema(
         responses={200: s.LatestBundleSerializer, 404: OpenApiResponse(description="No active certificate.")}
@@ -392,7 +367,7 @@ class CertificateRequestViewSet(
     """Certificate signing requests: generated here (the key stays in certmgr, encrypted, and goes to the
     certificate issued from it) or uploaded. A CSR's private key is never returned."""
 
-    base_queryset = CertificateRequest.objects.defer("private_key").annotate(has_private_key=HAS_KEY)
+    base_queryset = CertificateRequest.objects.defer("private_key").annotate(has_private_key=HAS_PRIVATE_KEY)
     serializer_class = s.CertificateRequestSerializer
     filterset_class = CertificateRequestFilter
     search_fields = ["name", "common_name"]
@@ -402,7 +377,7 @@ class CertificateRequestViewSet(
         request=s.CertificateRequestCreateSerializer, responses={201: s.CertificateRequestSerializer}
     )
     def create(self, request):
-        data = _valid(s.CertificateRequestCreateSerializer, request)
+        data = valid(s.CertificateRequestCreateSerializer, request)
         org = resolve_organization(request, data.get("organization"))
         if data.get("csr"):
             csr = services.upload_csr(org, name=data["name"], csr_pem=data["csr"], actor=request)
@@ -421,15 +396,14 @@ class CertificateRequestViewSet(
     def perform_destroy(self, instance):
         services.delete_object(instance, actor=self.request)
 
-    @extend_schema(request=s.CsrIssueSerializer, responses={201: s.CertificateDetailSerializer})
+    @extend_schema(request=s.CsrIssueSerializer, responses={201: ISSUED, 202: PENDING})
     @action(detail=True, methods=["post"])
     def issue(self, request, pk=None):
         """Issue a certificate for this CSR through a subscriber (its CA, policy and validity apply)."""
         csr = self.get_object()
-        data = _context_valid(s.CsrIssueSerializer, request)
+        data = valid(s.CsrIssueSerializer, request)
         csr = CertificateRequest.objects.get(pk=csr.pk)  # with its key, which goes to the certificate
-        certificate = services.issue_from_csr(csr, data["subscriber"], actor=request)
-        return Response(s.CertificateDetailSerializer(certificate).data, status=status.HTTP_201_CREATED)
+        return outcome_response(request, services.issue_from_csr(csr, data["subscriber"], actor=self.actor))
 
 
 # --- certificates -----------------------------------------------------------------------------------------
@@ -477,7 +451,11 @@ class CertificateViewSet(
     action_permissions = {"private_key": Action.EXPORT_KEY, "pkcs12": Action.EXPORT_KEY}
 
     def get_queryset(self):
-        queryset = super().get_queryset().annotate(has_private_key=HAS_KEY, renewed_by_pk=F("renewed_by__id"))
+        queryset = (
+            super()
+            .get_queryset()
+            .annotate(has_private_key=HAS_PRIVATE_KEY, renewed_by_pk=F("renewed_by__id"))
+        )
         queryset = queryset.select_related("ca", "subscriber")
         if self.action == "list":
             return queryset.only(*CERTIFICATE_LIST_FIELDS)
@@ -528,7 +506,7 @@ class CertificateViewSet(
     def pkcs12(self, request, pk=None):
         """Certificate, chain and key as a password-protected PKCS#12 file (operators; audited)."""
         certificate = self.get_object()
-        data = _valid(s.Pkcs12Serializer, request)
+        data = valid(s.Pkcs12Serializer, request)
         blob = services.export_pkcs12(
             certificate, password=data["password"], alias=data.get("alias", ""), actor=request
         )
@@ -544,7 +522,7 @@ class CertificateViewSet(
     def revoke(self, request, pk=None):
         """Revoke with an RFC 5280 reason; the CA's CRL is rebuilt at once."""
         certificate = self.get_object()
-        data = _valid(s.RevokeSerializer, request)
+        data = valid(s.RevokeSerializer, request)
         services.revoke(certificate, reason=data["reason"], actor=request)
         return Response(s.CertificateDetailSerializer(self.get_object()).data)
 
@@ -559,7 +537,7 @@ class CertificateViewSet(
     @action(detail=False, methods=["post"], url_path="import", url_name="import")
     def import_certificate(self, request):
         """Add an existing certificate (with its chain and, optionally, its key) to the inventory."""
-        data = _valid(s.CertificateImportSerializer, request)
+        data = valid(s.CertificateImportSerializer, request)
         org = resolve_organization(request, data.get("organization"))
         pem = data["certificate"]
         if data.get("chain"):
@@ -604,7 +582,7 @@ class SeedRevokeView(TenantViewMixin, GenericAPIView):
         operation_id="pki_certificates_revoke_by_serial",
     )
     def post(self, request, serial: str):
-        data = _valid(s.SeedRevokeSerializer, request)
+        data = valid(s.SeedRevokeSerializer, request)
         wanted = normalize_serial(serial)
         matches = list(self.get_queryset().filter(serial=wanted)[:2]) if wanted else []
         if not matches:

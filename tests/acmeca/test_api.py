@@ -17,6 +17,7 @@ from pki import services as pki_services
 from pki.models import CertificateAuthority
 from tests.acmeca.conftest import acme_subscriber, make_acme_ca, unique_name
 from tests.conftest import SYSTEM, assert_isolated
+from tests.outcomes import ordered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -349,7 +350,7 @@ def test_accounts_list_rollover_deactivate_delete(tenant, pebble, pebble_ca):
 # --- tenancy ----------------------------------------------------------------------------------------------
 def test_isolation_of_every_acme_endpoint(tenant, other_tenant, pebble, pebble_ca, powerdns):
     sub = acme_subscriber(tenant, pebble_ca, [unique_name(powerdns.zone, "iso")])
-    order = pki_services.issue(sub, actor=SYSTEM)
+    order = ordered(pki_services.issue(sub, actor=SYSTEM))
     order.refresh_from_db()
     account = AcmeSettings.objects.get(ca=pebble_ca).account
     challenge = AcmeChallenge.objects.filter(order=order).first()

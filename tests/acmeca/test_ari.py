@@ -22,6 +22,7 @@ from pki import services as pki_services
 from pki.models import Certificate
 from tests import ari_testbed
 from tests.acmeca.conftest import acme_subscriber, make_acme_ca
+from tests.outcomes import ordered
 
 acme2certifier = ari_testbed.acme2certifier
 
@@ -41,7 +42,7 @@ def ari_ca(tenant, acme2certifier, settings):
 def _issue(tenant, ca) -> Certificate:
     name = f"ari-{next(_counter)}-{uuid.uuid4().hex[:8]}.example.test"
     sub = acme_subscriber(tenant, ca, [name])
-    order = pki_services.issue(sub, actor=tenant.operator.user)  # the worker runs inline in tests
+    order = ordered(pki_services.issue(sub, actor=tenant.operator.user))  # the worker runs inline in tests
     order.refresh_from_db()
     assert order.step == AcmeOrder.Step.DONE, order.last_error
     return order.certificate
@@ -81,7 +82,7 @@ def test_sweep_stores_a_time_inside_the_suggested_window(tenant, acme2certifier,
 
     report = JobReport()
     before = timezone.now()
-    lifecycle.refresh_renewal_info(report, now=before)
+    ari.refresh_renewal_times(report, now=before)
     after = timezone.now()
 
     assert report.counts.get("ari_checked") == 1 and report.counts.get("ari_windows") == 1, report.errors
@@ -99,7 +100,7 @@ def test_sweep_stores_a_time_inside_the_suggested_window(tenant, acme2certifier,
     # Until that time the CA is not asked again.
     stored = cert.next_renewal_at
     again = JobReport()
-    lifecycle.refresh_renewal_info(again, now=timezone.now())
+    ari.refresh_renewal_times(again, now=timezone.now())
     assert "ari_checked" not in again.counts
     cert.refresh_from_db()
     assert cert.next_renewal_at == stored and cert.ari_checked_at == before
@@ -140,7 +141,7 @@ def test_renewal_inside_the_window_replaces_the_old_certificate(tenant, acme2cer
 
     # The new certificate gets its own window from the CA at its next check.
     again = JobReport()
-    lifecycle.refresh_renewal_info(again, now=timezone.now())
+    ari.refresh_renewal_times(again, now=timezone.now())
     new.refresh_from_db()
     start, end, _ = _window(acme2certifier, new)
     assert new.ari_checked_at is not None and start <= new.next_renewal_at <= end
@@ -159,7 +160,7 @@ def test_an_ari_failure_keeps_the_fallback_time(tenant, acme2certifier, ari_ca):
     acme2certifier.forget(cert.certificate_pem)  # renewalInfo now answers 404 for it
 
     report = JobReport()
-    lifecycle.refresh_renewal_info(report, now=timezone.now())
+    ari.refresh_renewal_times(report, now=timezone.now())
 
     assert "ari_checked" not in report.counts
     assert len(report.errors) == 1 and f"certificate {cert.pk}" in report.errors[0]
@@ -170,10 +171,10 @@ def test_an_ari_failure_keeps_the_fallback_time(tenant, acme2certifier, ari_ca):
 def test_an_ari_failure_is_not_asked_again_at_every_sweep(tenant, acme2certifier, ari_ca):
     cert = _issue(tenant, ari_ca)
     acme2certifier.forget(cert.certificate_pem)
-    lifecycle.refresh_renewal_info(JobReport(), now=timezone.now())
+    ari.refresh_renewal_times(JobReport(), now=timezone.now())
     cert.refresh_from_db()
     assert cert.ari_next_check_at is not None and cert.ari_next_check_at > timezone.now() + timedelta(hours=1)
 
     again = JobReport()
-    lifecycle.refresh_renewal_info(again, now=timezone.now() + timedelta(minutes=10))
+    ari.refresh_renewal_times(again, now=timezone.now() + timedelta(minutes=10))
     assert not again.errors

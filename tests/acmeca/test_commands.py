@@ -16,6 +16,7 @@ from pki import services as pki_services
 from pki.models import Certificate
 from tests.acmeca.conftest import acme_subscriber, make_acme_ca, unique_name
 from tests.conftest import SYSTEM
+from tests.outcomes import ordered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -129,7 +130,7 @@ def test_internal_ca_subscriber_is_sent_to_manage_py_issue(tenant):
 
 def test_resume_drives_an_order_no_worker_ran(tenant, pebble, pebble_ca, powerdns, no_worker):
     sub = acme_subscriber(tenant, pebble_ca, [unique_name(powerdns.zone)])
-    order = pki_services.issue(sub, actor=SYSTEM)
+    order = ordered(pki_services.issue(sub, actor=SYSTEM))
     assert AcmeOrder.objects.get(pk=order.pk).step == AcmeOrder.Step.QUEUED
     out = run(resume=order.pk)
     assert "submitted:" in out and "issued:" in out
@@ -139,7 +140,7 @@ def test_resume_drives_an_order_no_worker_ran(tenant, pebble, pebble_ca, powerdn
 def test_a_second_run_of_a_done_order_is_a_no_op(tenant, pebble, pebble_ca, powerdns):
     """django-q in sync mode runs the order at commit; running it again here issues nothing more."""
     sub = acme_subscriber(tenant, pebble_ca, [unique_name(powerdns.zone)])
-    order = pki_services.issue(sub, actor=SYSTEM)
+    order = ordered(pki_services.issue(sub, actor=SYSTEM))
     order.refresh_from_db()
     assert order.step == AcmeOrder.Step.DONE
     out = run(resume=order.pk)
@@ -150,7 +151,7 @@ def test_a_second_run_of_a_done_order_is_a_no_op(tenant, pebble, pebble_ca, powe
 def test_a_leased_order_is_followed_then_taken_over(tenant, pebble, pebble_ca, powerdns, no_worker):
     """While another worker's lease holds, this process only watches; a lapsed lease lets it run the order."""
     sub = acme_subscriber(tenant, pebble_ca, [unique_name(powerdns.zone)])
-    order = pki_services.issue(sub, actor=SYSTEM)
+    order = ordered(pki_services.issue(sub, actor=SYSTEM))
     AcmeOrder.objects.filter(pk=order.pk).update(
         lease_owner="dead-worker", lease_until=timezone.now() + timedelta(seconds=0.6)
     )
@@ -161,7 +162,7 @@ def test_a_leased_order_is_followed_then_taken_over(tenant, pebble, pebble_ca, p
 
 def test_resume_refuses_a_failed_order(tenant, pebble, pebble_ca, powerdns, no_worker):
     sub = acme_subscriber(tenant, pebble_ca, [unique_name(powerdns.zone)])
-    order = pki_services.issue(sub, actor=SYSTEM)
+    order = ordered(pki_services.issue(sub, actor=SYSTEM))
     AcmeOrder.objects.filter(pk=order.pk).update(step=AcmeOrder.Step.FAILED, last_error="gone")
     message, _ = run_failing(resume=order.pk)
     assert message == f"order {order.pk} is already failed: gone"

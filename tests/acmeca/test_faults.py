@@ -19,6 +19,7 @@ from pki import services as pki_services
 from pki.models import Certificate
 from tests import acme_testbed
 from tests.acmeca.conftest import acme_subscriber, make_acme_ca, unique_name
+from tests.outcomes import ordered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ def test_unknown_domain_fails_the_order_with_the_providers_message(tenant, pebbl
     """No zone of the DNS connection holds the name: the order fails, naming it; nothing was written."""
     name = unique_name("nowhere.test", "lost")
     sub = acme_subscriber(tenant, pebble_ca, [name])
-    order = pki_services.issue(sub, actor=tenant.operator.user)
+    order = ordered(pki_services.issue(sub, actor=tenant.operator.user))
     order.refresh_from_db()
     assert order.step == AcmeOrder.Step.FAILED, order.last_error
     assert order.error_type in {"dnsProvider", "dnsPropagation"}, order.last_error
@@ -61,7 +62,7 @@ def test_ca_rejecting_the_proof_fails_the_order_with_the_cas_message(
         return real_wait(record, "not-the-key-authorization", **kwargs)
 
     monkeypatch.setattr(flow.propagation, "wait_for_txt", overwrite_then_wait)
-    order = pki_services.issue(sub, actor=tenant.operator.user)
+    order = ordered(pki_services.issue(sub, actor=tenant.operator.user))
     order.refresh_from_db()
     assert order.step == AcmeOrder.Step.FAILED and order.status == AcmeOrder.Status.INVALID
     assert order.error_type == "unauthorized", order.last_error
@@ -81,7 +82,7 @@ def test_dns_server_stopped_mid_order(tenant, pebble, bind, bind_connection, set
     ca.acme.save()
     name = unique_name(bind.zone, "fault")
     sub = acme_subscriber(tenant, ca, [name])
-    order = pki_services.issue(sub, actor=tenant.operator.user)
+    order = ordered(pki_services.issue(sub, actor=tenant.operator.user))
 
     def on_progress(message: str) -> None:
         if message.startswith("challenge_ready"):
@@ -138,7 +139,7 @@ def test_worker_killed_between_steps_resumes_without_a_second_order(
         pytest.skip("the killed worker runs in another process: needs a server database")
     name = unique_name(powerdns.zone, "kill")
     sub = acme_subscriber(tenant, pebble_ca, [name, f"www.{name}"])
-    order = pki_services.issue(sub, actor=tenant.operator.user)
+    order = ordered(pki_services.issue(sub, actor=tenant.operator.user))
     _kill_worker_after(kill_at, order.pk, monkeypatch)
     order.refresh_from_db()
     assert not order.finished and order.lease_owner  # the dead worker still holds the lease
@@ -175,7 +176,7 @@ def test_a_dns_server_down_for_a_moment_is_retried_within_the_order(
     restart = threading.Timer(7.0, bind.start)
     restart.start()
     try:
-        order = pki_services.issue(sub, actor=tenant.operator.user)
+        order = ordered(pki_services.issue(sub, actor=tenant.operator.user))
     finally:
         restart.join()
         bind.start()
@@ -204,7 +205,9 @@ def test_cancel_stops_a_running_worker_and_removes_its_record(
 
     monkeypatch.setattr(flow.propagation, "wait_for_txt", never_there)
     name = unique_name(powerdns.zone, "cancel")
-    order = pki_services.issue(acme_subscriber(tenant, pebble_ca, [name]), actor=tenant.operator.user)
+    order = ordered(
+        pki_services.issue(acme_subscriber(tenant, pebble_ca, [name]), actor=tenant.operator.user)
+    )
     worker = threading.Thread(target=lambda: (flow.run_order(order.pk), connection.close()))
     worker.start()
     assert present.wait(30)
@@ -226,8 +229,7 @@ def test_retrying_a_failed_direct_order_starts_over_with_the_same_key(tenant, pe
     )
     failed.refresh_from_db()
     assert failed.step == AcmeOrder.Step.FAILED and failed.csr_pem
-    again = orders.retry_order(failed, actor=tenant.operator.user)
-    again.refresh_from_db()
+    again = ordered(orders.retry_order(failed, actor=tenant.operator.user))
     assert again.pk != failed.pk and again.names == failed.names
     assert again.private_key == failed.private_key and again.csr_pem == failed.csr_pem
     assert again.order_url != failed.order_url  # a new order at the CA

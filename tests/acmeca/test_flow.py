@@ -10,13 +10,14 @@ from pki import services as pki_services
 from pki.models import Certificate
 from tests import acme_testbed
 from tests.acmeca.conftest import acme_subscriber, make_acme_ca, unique_name
+from tests.outcomes import ordered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def issue_and_run(subscriber, actor) -> AcmeOrder:
     """The worker runs on commit (django-q in sync mode in the tests)."""
-    order = pki_services.issue(subscriber, actor=actor)
+    order = ordered(pki_services.issue(subscriber, actor=actor))
     assert isinstance(order, AcmeOrder)
     order.refresh_from_db()
     return order
@@ -148,15 +149,14 @@ def test_cancel_removes_records_and_stops_the_order(tenant, pebble, powerdns, ac
     order = issue_and_run(sub, tenant.operator.user)
     assert order.step == AcmeOrder.Step.WAITING_MANUAL
     # one order at a time per subscriber: a second trigger joins the running one
-    assert pki_services.issue(sub, actor=tenant.operator.user).pk == order.pk
+    assert ordered(pki_services.issue(sub, actor=tenant.operator.user)).pk == order.pk
     orders.cancel_order(order, actor=tenant.operator.user)
     order.refresh_from_db()
     assert order.step == AcmeOrder.Step.CANCELLED
     assert order.authorizations.get().status == "deactivated"  # told the CA too
     assert not order.challenges.filter(record_present=True).exists()
     # a cancelled order can be retried: that is a new order
-    again = orders.retry_order(order, actor=tenant.operator.user)
-    again.refresh_from_db()
+    again = ordered(orders.retry_order(order, actor=tenant.operator.user))
     assert again.pk != order.pk and again.step == AcmeOrder.Step.WAITING_MANUAL
 
 
@@ -222,7 +222,7 @@ def test_policies_apply_to_acme_subscribers(tenant, pebble, powerdns, pebble_ca)
     cert = assert_issued(issue_and_run(sub, tenant.operator.user), pebble, [name])
     Policy.objects.filter(pk=policy.pk).update(san_patterns=["*.elsewhere.test"])  # tightened since
     with pytest.raises(PolicyRefused):
-        pki_services.issue(sub, actor=tenant.operator.user, renewal_of=cert)
+        ordered(pki_services.issue(sub, actor=tenant.operator.user, renewal_of=cert))
     assert AcmeOrder.objects.filter(subscriber=sub).count() == 1  # no second order was started
     sub.refresh_from_db()
     assert sub.last_operation_status == "failed" and sub.last_error_category == "policy_violation"

@@ -14,6 +14,7 @@ from pki import lifecycle
 from pki import services as pki_services
 from pki.models import Certificate
 from tests.acmeca.conftest import acme_subscriber, unique_name
+from tests.outcomes import ordered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_sweep_renews_an_acme_certificate_without_ari(tenant, pebble, powerdns, pebble_ca):
     name = unique_name(powerdns.zone, "renew")
     sub = acme_subscriber(tenant, pebble_ca, [name])
-    first = pki_services.issue(sub, actor=tenant.operator.user)
+    first = ordered(pki_services.issue(sub, actor=tenant.operator.user))
     first.refresh_from_db()
     old = first.certificate
     lifetime = old.not_after - old.not_before

@@ -11,6 +11,7 @@ from certmgr.models import AuditEvent
 from pki import services as pki_services
 from tests.acmeca.conftest import acme_subscriber, make_acme_ca, unique_name
 from tests.conftest import PASSWORD
+from tests.outcomes import ordered
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,8 +31,10 @@ def test_acme_secrets_are_never_shown(tenant, pebble_eab, powerdns, pdns_connect
         eab_kid=pebble_eab.eab_kid,
         eab_hmac_key=pebble_eab.eab_hmac_key,
     )
-    order = pki_services.issue(
-        acme_subscriber(tenant, ca, [unique_name(powerdns.zone, "secret")]), actor=tenant.operator.user
+    order = ordered(
+        pki_services.issue(
+            acme_subscriber(tenant, ca, [unique_name(powerdns.zone, "secret")]), actor=tenant.operator.user
+        )
     )
     order = AcmeOrder.objects.get(pk=order.pk)
     assert order.step == AcmeOrder.Step.DONE, order.last_error

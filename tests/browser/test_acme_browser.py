@@ -25,6 +25,7 @@ from tests.acmeca.conftest import (  # noqa: F401  fixtures used by name
 )
 from tests.browser.conftest import login
 from tests.browser.test_admin_browser import open_page, server_error_text, submit
+from tests.outcomes import ordered
 
 pytestmark = pytest.mark.browser
 
@@ -34,7 +35,9 @@ ORDERS = "/admin/acmeca/acmeorder/"
 @pytest.fixture
 def issued_order(tenant, pebble_ca, powerdns) -> AcmeOrder:  # noqa: F811  (fixtures imported above)
     name = unique_name(powerdns.zone, "browser")
-    order = pki_services.issue(acme_subscriber(tenant, pebble_ca, [name]), actor=tenant.operator.user)
+    order = ordered(
+        pki_services.issue(acme_subscriber(tenant, pebble_ca, [name]), actor=tenant.operator.user)
+    )
     order.refresh_from_db()  # the worker ran on commit (django-q in sync mode)
     assert order.step == AcmeOrder.Step.DONE, order.last_error
     return order

@@ -50,4 +50,4 @@ def subscriber(tenant, hierarchy):
 
 @pytest.fixture
 def issued(subscriber):
-    return services.issue(subscriber, actor=SYSTEM)
+    return services.issue(subscriber, actor=SYSTEM).certificate

@@ -485,7 +485,7 @@ def test_single_revoke_page_and_renew(tenant, issued):
 
 
 def test_renew_and_download_actions(tenant, subscriber, issued):
-    other = services.issue(subscriber, actor=SYSTEM)
+    other = services.issue(subscriber, actor=SYSTEM).certificate
     client = login(tenant.operator)
     response = client.post(
         CERT_URL, {"action": "renew_certificates", "_selected_action": [issued.pk, other.pk], "index": "0"}

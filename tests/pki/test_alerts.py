@@ -188,7 +188,7 @@ def shift_due(*deliveries) -> None:
 def test_expiry_alerts_go_out_once_per_threshold_to_mail_and_a_signed_webhook(
     tenant, subscriber, smtp_sink, receiver
 ):
-    certs = [expiring_in(services.issue(subscriber, actor=SYSTEM), d) for d in (20, 10, 3)]
+    certs = [expiring_in(services.issue(subscriber, actor=SYSTEM).certificate, d) for d in (20, 10, 3)]
     hook = webhook(tenant.organization, receiver.url, secret=SECRET).channel
     mail = email(tenant.organization, ["secops@acme.test", "oncall@acme.test"])
     alerts.create_rule(
@@ -225,10 +225,10 @@ def test_a_rule_may_override_the_thresholds_and_renewed_or_revoked_certificates_
     tenant, subscriber, receiver, settings
 ):
     settings.CERTMGR_EXPIRY_ALERT_DAYS = [5]
-    soon = expiring_in(services.issue(subscriber, actor=SYSTEM), 20)
-    renewed = expiring_in(services.issue(subscriber, actor=SYSTEM), 10)
+    soon = expiring_in(services.issue(subscriber, actor=SYSTEM).certificate, 20)
+    renewed = expiring_in(services.issue(subscriber, actor=SYSTEM).certificate, 10)
     services.issue(subscriber, actor=SYSTEM, renewal_of=renewed)
-    revoked = expiring_in(services.issue(subscriber, actor=SYSTEM), 10)
+    revoked = expiring_in(services.issue(subscriber, actor=SYSTEM).certificate, 10)
     services.revoke(revoked, reason="superseded", actor=SYSTEM)
     hook = webhook(tenant.organization, receiver.url).channel
     rule = alerts.create_rule(tenant.organization, name="r", event="expiring", channels=[hook], actor=SYSTEM)
@@ -250,7 +250,7 @@ def _bodies(server):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_runs_queue_each_threshold_once(tenant, subscriber):
     for days in (20, 10, 3):
-        expiring_in(services.issue(subscriber, actor=SYSTEM), days)
+        expiring_in(services.issue(subscriber, actor=SYSTEM).certificate, days)
     hook = alerts.create_channel(
         tenant.organization, name="h", kind="webhook", url="https://hooks.example.com/x", actor=SYSTEM
     ).channel
@@ -355,7 +355,7 @@ def test_events_from_the_services_reach_email(
         with pytest.raises(services.PolicyRefused):
             services.issue(subscriber, actor=SYSTEM, renewal_of=issued)
         Policy.objects.filter(pk=policy.pk).update(max_validity_days=365)
-        renewed = services.issue(subscriber, actor=SYSTEM, renewal_of=issued)
+        renewed = services.issue(subscriber, actor=SYSTEM, renewal_of=issued).certificate
         services.revoke(renewed, reason="superseded", actor=SYSTEM)
     subjects = sorted(
         m["data"].split("Subject: ", 1)[1].split("\n", 1)[0].strip() for m in smtp_sink.messages

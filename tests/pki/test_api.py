@@ -843,7 +843,7 @@ def test_import_with_and_without_key(tenant, pki, tmp_path):
             validity_days=5,
         ),
         actor=SYSTEM,
-    )
+    ).certificate
     leaf_pem, chain_pem = theirs.certificate_pem, theirs.chain_pem
     Certificate.objects.filter(pk=theirs.pk).delete()
     linked = created(
@@ -1188,7 +1188,7 @@ def test_list_query_counts_do_not_grow_with_rows(tenant, pki, django_assert_max_
     def more_certificates():
         previous = None
         for i in range(20):
-            cert = services.issue(sub, actor=SYSTEM, renewal_of=previous if i % 2 else None)
+            cert = services.issue(sub, actor=SYSTEM, renewal_of=previous if i % 2 else None).certificate
             previous = cert
         services.revoke(cert, reason="superseded", actor=SYSTEM)
 

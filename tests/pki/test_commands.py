@@ -74,7 +74,7 @@ def subscriber(tenant, hierarchy):
 
 @pytest.fixture
 def issued(subscriber) -> Certificate:
-    return services.issue(subscriber, actor=SYSTEM)
+    return services.issue(subscriber, actor=SYSTEM).certificate
 
 
 class ExternalPki:
@@ -268,7 +268,7 @@ def test_revoke_by_serial(tenant, issued):
 
 
 def test_revoke_by_id_and_rfc_reason_names(tenant, subscriber):
-    cert = services.issue(subscriber, actor=SYSTEM)
+    cert = services.issue(subscriber, actor=SYSTEM).certificate
     run("revoke", "--id", str(cert.pk), "--org", "acme", "--reason", "cessationOfOperation")
     cert.refresh_from_db()
     assert cert.revocation_reason == "cessation_of_operation"
@@ -543,7 +543,7 @@ def test_export_refusals(tenant, subscriber, issued, tmp_path, monkeypatch):
 
     # A certificate issued from a CSR: certmgr has no key to export.
     csr = x509.build_csr(x509.generate_key("ec-p256"), x509.Subject(common_name="www.acme.test"), [])
-    from_csr = services.issue(subscriber, actor=SYSTEM, csr_pem=x509.to_pem(csr))
+    from_csr = services.issue(subscriber, actor=SYSTEM, csr_pem=x509.to_pem(csr)).certificate
     with pytest.raises(CommandError, match="certmgr holds no private key for this certificate"):
         run("export_certificate", "--id", str(from_csr.pk), "--format", "key")
     with pytest.raises(
@@ -558,7 +558,7 @@ def test_export_refusals(tenant, subscriber, issued, tmp_path, monkeypatch):
         issuer_type="self-signed",
         common_name="self.acme.test",
     )
-    cert = services.issue(self_signed, actor=SYSTEM)
+    cert = services.issue(self_signed, actor=SYSTEM).certificate
     with pytest.raises(CommandError, match="has no chain in certmgr"):
         run("export_certificate", "--id", str(cert.pk), "--format", "chain")
 

@@ -114,7 +114,7 @@ def test_self_signed_in_a_batch(tenant, hierarchy, subscriber):
 
 def test_renewals_link_renewed_from(tenant, hierarchy, subscriber, issued):
     other = make_subscriber(tenant, hierarchy[1], "api")
-    old_other = services.issue(other, actor=SYSTEM)
+    old_other = services.issue(other, actor=SYSTEM).certificate
     renewed, renewed_other, fresh = services.issue_batch(
         [
             services.BatchRequest(subscriber, renewal_of=issued),

@@ -62,7 +62,7 @@ def test_renew_before_not_shorter_than_validity_is_bad_input(subscriber):
 @pytest.mark.django_db
 def test_next_renewal_at_is_stored_and_only_the_newest_certificate_keeps_one(subscriber, issued):
     assert issued.next_renewal_at == issued.not_before + (issued.not_after - issued.not_before) * 2 / 3
-    second = services.issue(subscriber, actor=SYSTEM)
+    second = services.issue(subscriber, actor=SYSTEM).certificate
     issued.refresh_from_db()
     assert issued.next_renewal_at is None and second.next_renewal_at is not None
 
@@ -141,10 +141,10 @@ def test_key_reuse_is_optional_per_subscriber(subscriber, issued):
     def spki(cert):
         return cx509.load_pem_x509_certificate(cert.certificate_pem.encode()).public_key().public_numbers()
 
-    new_key = services.issue(subscriber, actor=SYSTEM, renewal_of=issued)
+    new_key = services.issue(subscriber, actor=SYSTEM, renewal_of=issued).certificate
     assert spki(new_key) != spki(issued)  # the default: a new key
     services.save_subscriber(None, actor=SYSTEM, instance=subscriber, reuse_key=True)
-    same_key = services.issue(subscriber, actor=SYSTEM, renewal_of=new_key)
+    same_key = services.issue(subscriber, actor=SYSTEM, renewal_of=new_key).certificate
     assert spki(same_key) == spki(new_key)
 
 

@@ -92,14 +92,14 @@ def test_ca_certificates_leaves_and_crls_lint_clean(tenant, tmp_path, client, al
     certificates = {
         "root.pem": root.certificate_pem,
         "intermediate.pem": inter.certificate_pem,
-        "server.pem": services.issue(server, actor=SYSTEM).certificate_pem,
-        "mail.pem": services.issue(mail, actor=SYSTEM).certificate_pem,
-        "self.pem": services.issue(selfsigned, actor=SYSTEM).certificate_pem,
+        "server.pem": services.issue(server, actor=SYSTEM).certificate.certificate_pem,
+        "mail.pem": services.issue(mail, actor=SYSTEM).certificate.certificate_pem,
+        "self.pem": services.issue(selfsigned, actor=SYSTEM).certificate.certificate_pem,
     }
     for name, pem in certificates.items():
         assert_clean("lint_pkix_cert", pem, tmp_path, name)
 
-    victim = services.issue(server, actor=SYSTEM)
+    victim = services.issue(server, actor=SYSTEM).certificate
     services.revoke(victim, reason="key_compromise", actor=SYSTEM)
     services.refresh_crl(root, actor=SYSTEM)
     for ca in (inter, root):

@@ -34,7 +34,7 @@ def test_issue_verify_revoke_with_openssl(tenant, hierarchy, tmp_path, client):
         validity_days=30,
         extended_key_usages=["server_auth"],
     )
-    cert = services.issue(sub, actor=SYSTEM)
+    cert = services.issue(sub, actor=SYSTEM).certificate
     assert cert.private_key and cert.status == "active" and cert.ca == inter
     assert cert.sans == ["www.acme.test", "10.0.0.5"]
     (tmp_path / "cert.pem").write_text(cert.certificate_pem)
@@ -148,7 +148,7 @@ def test_issue_from_a_csr_keeps_no_key_and_checks_its_names(tenant, hierarchy):
         tenant.organization, actor=SYSTEM, name="csr", ca=inter, common_name="svc.acme.test", validity_days=10
     )
     csr = x509.to_pem(x509.build_csr(key, x509.Subject(common_name="svc.acme.test"), []))
-    cert = services.issue(sub, actor=SYSTEM, csr_pem=csr)
+    cert = services.issue(sub, actor=SYSTEM, csr_pem=csr).certificate
     assert cert.private_key == "" and cert.common_name == "svc.acme.test"
     other = x509.to_pem(x509.build_csr(key, x509.Subject(common_name="svc.acme.test"), ["evil.test"]))
     with pytest.raises(ValidationError, match=r"evil\.test"):
@@ -164,8 +164,8 @@ def test_a_certificate_is_renewed_once(tenant, hierarchy):
     sub = services.save_subscriber(
         tenant.organization, actor=SYSTEM, name="r", ca=inter, common_name="r.acme.test", validity_days=10
     )
-    first = services.issue(sub, actor=SYSTEM)
-    second = services.issue(sub, actor=SYSTEM, renewal_of=first)
+    first = services.issue(sub, actor=SYSTEM).certificate
+    second = services.issue(sub, actor=SYSTEM, renewal_of=first).certificate
     assert second.renewed_from == first and first.status == "active"
     with pytest.raises(Conflict, match="already renewed"):
         services.issue(sub, actor=SYSTEM, renewal_of=first)
@@ -232,7 +232,7 @@ def test_imported_intermediate_issues_verifiable_chains(tenant, tmp_path, parent
     sub = services.save_subscriber(
         tenant.organization, actor=SYSTEM, name="w", ca=ca, common_name="w.acme.test", validity_days=10
     )
-    cert = services.issue(sub, actor=SYSTEM)
+    cert = services.issue(sub, actor=SYSTEM).certificate
     (tmp_path / "cert.pem").write_text(cert.certificate_pem)
     (tmp_path / "chain.pem").write_text(cert.chain_pem)
     result = openssl("verify", "-CAfile", "chain.pem", "cert.pem", cwd=tmp_path)
@@ -265,7 +265,7 @@ def test_expired_certificates_are_marked(tenant, hierarchy):
     sub = services.save_subscriber(
         tenant.organization, actor=SYSTEM, name="e", ca=inter, common_name="e.acme.test", validity_days=10
     )
-    old, fresh = services.issue(sub, actor=SYSTEM), services.issue(sub, actor=SYSTEM)
+    old, fresh = services.issue(sub, actor=SYSTEM).certificate, services.issue(sub, actor=SYSTEM).certificate
     Certificate.objects.filter(pk=old.pk).update(not_after=timezone.now() - timedelta(seconds=1))
     assert mark_expired() == {"expired": 1}
     assert Certificate.objects.get(pk=old.pk).status == "expired"
@@ -275,7 +275,7 @@ def test_expired_certificates_are_marked(tenant, hierarchy):
 def test_import_refuses_a_chain_that_does_not_link(tenant, hierarchy, subscriber):
     from pki import x509
 
-    cert = services.issue(subscriber, actor=SYSTEM)
+    cert = services.issue(subscriber, actor=SYSTEM).certificate
     (stranger, _), _ = _external_hierarchy()
     bundle = cert.certificate_pem + x509.to_pem(stranger)
     Certificate.objects.filter(pk=cert.pk).delete()

@@ -572,7 +572,7 @@ def test_revocation_reason_codes_and_flags() -> None:
     assert all(r.flag.name == r.value for r in RevocationReason)
     for bogus in ("remove_from_crl", "stolen", 7):
         with pytest.raises(X509Error, match="unknown revocation reason"):
-            RevocationReason.parse(bogus)
+            px.parse_revocation_reason(bogus)
 
 
 # ------------------------------------------------------------------------------------ PKCS#12

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 from django.core.management.base import CommandError
-from django.utils import timezone
 
-from acmeca import flow, orders
+from acmeca import orders
 from acmeca.models import AcmeOrder
 from certmgr.management.commands._base import ServiceCommand, find_organization
 from pki import services
@@ -56,10 +55,10 @@ class Command(ServiceCommand):
                 raise CommandError(
                     f"subscriber {sub.name!r} issues from an internal CA: use manage.py issue {sub.pk}"
                 )
-            result = services.issue(sub, actor=self.actor())
-            if not isinstance(result, AcmeOrder):  # the CA changed kind under us
+            outcome = services.issue(sub, actor=self.actor())
+            if outcome.certificate is not None or outcome.kind != "acme_order":  # the CA changed kind
                 raise CommandError(f"subscriber {sub.name!r} did not start an ACME order")
-            return result
+            return AcmeOrder.objects.get(pk=outcome.id)
         if not ca or not names:
             raise CommandError("a direct order needs both --ca and --names")
         wanted = [n.strip() for n in names.split(",") if n.strip()]
@@ -99,33 +98,8 @@ class Command(ServiceCommand):
 
     # -- running -----------------------------------------------------------------------------------
     def drive(self, order: AcmeOrder) -> AcmeOrder:
-        """Run the order here until it ends; sleep through the retry times the flow sets."""
-        while not order.finished:
-            order = flow.run_order(order.pk, progress=self.say)
-            if order.finished or order.step == AcmeOrder.Step.WAITING_MANUAL:
-                return order
-            now = timezone.now()
-            if order.lease_until and order.lease_until > now:
-                # Another worker holds it (the lease keeps this process out): follow it instead.
-                self.say(f"a worker is running order {order.pk}; following it")
-                order = self.follow(order)
-                continue
-            wait = (order.next_attempt_at - now).total_seconds() if order.next_attempt_at else 0.0
-            if wait > 0:
-                self.say(f"retry in {wait:.1f}s (attempt {order.attempts}): {order.last_error}")
-                time.sleep(wait)
-        return order
-
-    def follow(self, order: AcmeOrder) -> AcmeOrder:
-        step = order.step
-        while True:
-            time.sleep(0.2)
-            order.refresh_from_db()
-            if order.step != step:
-                step = order.step
-                self.say(f"step: {order.get_step_display().lower()}")
-            if order.finished or not order.lease_until or order.lease_until <= timezone.now():
-                return order
+        """Run the order here until it ends (``orders.drive``: sleeps through retries, follows a worker)."""
+        return orders.drive(order.pk, progress=self.say)
 
     # -- output --------------------------------------------------------------------------------------
     def say(self, message: str) -> None:

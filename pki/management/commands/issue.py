@@ -1,11 +1,14 @@
+import time
 from pathlib import Path
 
 from django.core.management.base import CommandError
 
 from certmgr.management.commands._base import ServiceCommand, find_organization
 from pki import services
+from pki.issuers import IssuanceFailed, Pending
 from pki.management import read_input, write_output
-from pki.models import Subscriber
+from pki.models import Certificate, Subscriber
+from pki.services.issuance import issuer_of
 
 
 class Command(ServiceCommand):
@@ -14,7 +17,8 @@ class Command(ServiceCommand):
         "here or from your CSR. With --out-dir, writes cert.pem, chain.pem (the issuing CA up to the root) "
         "and key.pem (mode 0600, only when certmgr generated the key; an audited key export) and prints "
         "serial and not_after. Without --out-dir, prints the certificate PEM on stdout and serial and "
-        "not_after on stderr, so 'manage.py issue web > cert.pem' works."
+        "not_after on stderr, so 'manage.py issue web > cert.pem' works. A CA that issues later (ACME) is "
+        "waited for, with progress on stderr (--no-wait prints what runs and exits)."
     )
 
     def add_arguments(self, parser):
@@ -26,8 +30,16 @@ class Command(ServiceCommand):
         parser.add_argument(
             "--out-dir", metavar="DIR", help="Write cert.pem, chain.pem and key.pem here (created if needed)."
         )
+        parser.add_argument(
+            "--no-wait",
+            action="store_true",
+            help="When the CA issues later (ACME), print what runs and where to follow it, and exit.",
+        )
+        parser.add_argument(
+            "--timeout", type=float, default=600.0, help="Seconds to wait for a CA that issues later."
+        )
 
-    def handle(self, *args, subscriber, org, csr, out_dir, **options):
+    def handle(self, *args, subscriber, org, csr, out_dir, no_wait, timeout, **options):
         organization = find_organization(org) if org else None
         sub = self.find_subscriber(subscriber, organization)
         csr_pem = read_input(csr, "--csr") if csr else None
@@ -39,7 +51,15 @@ class Command(ServiceCommand):
                 out.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise CommandError(f"--out-dir {out}: cannot create it ({exc.strerror or exc})") from None
-        certificate = services.issue(sub, actor=self.actor(), csr_pem=csr_pem)
+        outcome = services.issue(sub, actor=self.actor(), csr_pem=csr_pem)
+        certificate = outcome.certificate
+        if certificate is None:
+            where = f"{outcome.label}: admin {outcome.admin_url}, API {outcome.api_url}"
+            if no_wait:
+                self.stdout.write(f"{where} (step: {outcome.step_label or outcome.step})")
+                return
+            self.stderr.write(f"waiting for {where}", style_func=_plain)
+            certificate = self.wait(sub, outcome, timeout=timeout)
         info = [
             f"serial: {certificate.serial}",
             f"not_after: {certificate.not_after:%Y-%m-%dT%H:%M:%SZ}",
@@ -65,6 +85,18 @@ class Command(ServiceCommand):
             self.stdout.write(f"wrote {path}")
         if not certificate.chain_pem:
             self.stdout.write("no chain.pem: the certificate is self-signed")
+
+    def wait(self, sub: Subscriber, pending: Pending, *, timeout: float) -> Certificate:
+        """Follow issuance that goes on at the CA's issuer (an ACME order) until its certificate exists."""
+        started = time.monotonic()
+
+        def progress(message: str) -> None:
+            self.stderr.write(f"[{time.monotonic() - started:7.2f}s] {message}", style_func=_plain)
+
+        try:
+            return issuer_of(sub).wait(pending, progress=progress, timeout=timeout)
+        except IssuanceFailed as exc:
+            raise CommandError(str(exc)) from None
 
     def find_subscriber(self, name_or_id: str, organization) -> Subscriber:
         rows = Subscriber.objects.select_related("organization")

@@ -3,7 +3,7 @@ from django.core.management.base import CommandError
 from certmgr.management.commands._base import ServiceCommand, find_organization
 from pki import services
 from pki.management import find_certificate
-from pki.x509 import RevocationReason, X509Error
+from pki.x509 import RevocationReason, X509Error, parse_revocation_reason
 
 REASONS = ", ".join(r.value for r in RevocationReason)
 
@@ -30,7 +30,7 @@ class Command(ServiceCommand):
 
     def handle(self, *args, serial, certificate_id, org, reason, **options):
         try:
-            parsed = RevocationReason.parse(reason)
+            parsed = parse_revocation_reason(reason)
         except X509Error:
             raise CommandError(f"unknown revocation reason {reason!r}; choose one of: {REASONS}") from None
         organization = find_organization(org) if org else None

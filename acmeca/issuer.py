@@ -1,0 +1,143 @@
+"""The ACME issuer backend: how ``pki`` issues, renews and revokes through an external ACME CA.
+
+Registered for CA kind ``acme`` from ``AcmeCaConfig.ready()``. Issuance answers ``Pending`` with the order a
+worker runs (``acmeca.flow``); the worker ends it through ``pki.services.complete_external``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from django.db.models import QuerySet
+from django.urls import reverse
+
+from acmeca.choices import OrderStep
+from acmeca.models import AcmeOrder
+from pki.issuers import (
+    CaAdminExtension,
+    CaApiExtension,
+    IssuanceFailed,
+    IssuanceRequest,
+    IssuerBackend,
+    Outcome,
+    Pending,
+)
+from pki.models import CertificateAuthority
+
+if TYPE_CHECKING:
+    from certmgr.actors import Actor
+    from certmgr.jobs import JobReport
+    from pki.models import Certificate, Subscriber
+
+
+def pending(order: AcmeOrder) -> Pending:
+    """The handle doors show for an order: where to watch it in the admin and the API."""
+    current = AcmeOrder.objects.filter(pk=order.pk).values("status", "step").first() or {
+        "status": order.status,
+        "step": order.step,
+    }
+    return Pending(
+        kind="acme_order",
+        id=order.pk,
+        label=f"ACME order {order.pk}",
+        status=current["status"],
+        step=current["step"],
+        step_label=OrderStep.label_of(current["step"]),
+        admin_url=reverse("admin:acmeca_acmeorder_change", args=[order.pk]),
+        api_url=reverse("acme-order-detail", args=[order.pk]),
+        api_fields={"order": order.pk},
+    )
+
+
+class AcmeIssuer(IssuerBackend):
+    kinds = (str(CertificateAuthority.Kind.ACME),)
+    label = "ACME CA"
+
+    @property
+    def admin(self) -> CaAdminExtension:
+        from acmeca.admin import CA_ADMIN
+
+        return CA_ADMIN
+
+    @property
+    def api(self) -> CaApiExtension:
+        from acmeca.api.ca_extension import CA_API
+
+        return CA_API
+
+    def start(self, request: IssuanceRequest) -> Outcome:
+        from acmeca import orders
+
+        order = orders.start_order(
+            request.subscriber,
+            actor=request.actor,
+            key=request.key,
+            csr_pem=request.csr_pem if request.key is None else None,
+            renewal_of=request.renewal_of,
+        )
+        return pending(order)
+
+    def revoke_at_issuer(self, certificate: Certificate, reason: str) -> None:
+        from acmeca.services import revoke_at_ca
+
+        revoke_at_ca(certificate, reason)
+
+    def busy_subscribers(self) -> QuerySet:
+        return AcmeOrder.objects.unfinished().filter(subscriber__isnull=False).values("subscriber_id")
+
+    def delete_blockers(self, ca: CertificateAuthority) -> list[str]:
+        return ["this CA has ACME orders"] if AcmeOrder.objects.filter(ca=ca).exists() else []
+
+    def refresh_renewal_times(self, report: JobReport, *, now: datetime) -> None:
+        from acmeca import ari
+
+        ari.refresh_renewal_times(report, now=now)
+
+    def issue_by_names(
+        self,
+        ca: CertificateAuthority,
+        names: list[str],
+        *,
+        actor: Actor,
+        key_algorithm: str,
+        csr_pem: str | None = None,
+        csr_key_pem: str | None = None,
+    ) -> Outcome:
+        from acmeca import orders
+
+        order = orders.start_direct_order(
+            ca, names, actor=actor, key_algorithm=key_algorithm, csr_pem=csr_pem, csr_key_pem=csr_key_pem
+        )
+        return pending(order)
+
+    def wait(
+        self,
+        pending: Pending,
+        *,
+        progress: Callable[[str], None] | None = None,
+        timeout: float = 600.0,
+    ) -> Certificate:
+        """Drive the order here when no worker holds it, follow it when one does, until it ends."""
+        from acmeca import orders
+
+        order = orders.drive(pending.id, progress=progress, deadline=time.monotonic() + timeout)
+        if order.step == OrderStep.DONE and order.certificate_id:
+            return order.certificate  # type: ignore[return-value]
+        if order.step == OrderStep.WAITING_MANUAL:
+            raise IssuanceFailed(
+                f"order {order.pk} waits for manual DNS records: create them, confirm in the admin or API"
+            )
+        if not order.finished:
+            raise IssuanceFailed(f"order {order.pk} did not finish in {timeout:.0f}s (step: {order.step})")
+        return _failed(order)
+
+    def pending_for(self, subscriber: Subscriber) -> Pending | None:
+        order = AcmeOrder.objects.filter(subscriber=subscriber).unfinished().first()
+        return pending(order) if order is not None else None
+
+
+def _failed(order: AcmeOrder):
+    raise IssuanceFailed(f"order {order.pk} {order.step}: {order.last_error or 'no reason given'}")

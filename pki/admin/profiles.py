@@ -1,0 +1,349 @@
+"""Policies and subscribers: their forms, and issuing from a subscriber."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from certmgr import errors
+from certmgr.admin_base import (
+    ACTION_LIMIT,
+    OrganizationFilter,
+    admin_link,
+    apply_service_errors,
+    badge,
+    error_text,
+)
+from pki import forms as pki_forms
+from pki import services
+from pki.admin.base import PkiAdmin
+from pki.admin.filters import (
+    CaFilter,
+    PolicyFilter,
+)
+from pki.admin.outcomes import outcome_redirect, say_pending
+from pki.admin.rendering import STATUS_COLORS, short_list
+from pki.issuers import Outcome
+from pki.models import (
+    Policy,
+    Subscriber,
+)
+
+
+# --- policies ------------------------------------------------------------------------------------------
+@admin.register(Policy)
+class PolicyAdmin(PkiAdmin):
+    form = pki_forms.PolicyForm
+    list_display = [
+        "name",
+        "cn_patterns",
+        "san_pattern_list",
+        "key_algorithms",
+        "max_validity_days",
+        "subscriber_count",
+    ]
+    list_filter = [OrganizationFilter, "allow_ca"]
+    search_fields = ["name", "description"]
+    list_select_related = ["organization"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(subscriber_total=Count("subscribers"))
+
+    def get_fieldsets(self, request, obj=None):
+        return [
+            (None, {"fields": ["organization", "name", "description"]}),
+            (
+                "Names",
+                {"fields": ["common_name_patterns", "san_patterns", "allowed_san_types"]},
+            ),
+            ("Keys and validity", {"fields": ["allowed_key_algorithms", "max_validity_days"]}),
+            (
+                "Usages",
+                {"fields": ["key_usages", "extended_key_usages", "other_extended_key_usages", "allow_ca"]},
+            ),
+        ]
+
+    @admin.display(description="Common names")
+    def cn_patterns(self, obj):
+        return short_list(obj.common_name_patterns)
+
+    @admin.display(description="SAN names")
+    def san_pattern_list(self, obj):
+        types = f" [{', '.join(obj.allowed_san_types)}]" if obj.allowed_san_types else ""
+        return short_list(obj.san_patterns) + types
+
+    @admin.display(description="Key algorithms")
+    def key_algorithms(self, obj):
+        return short_list(obj.allowed_key_algorithms, limit=6)
+
+    @admin.display(description="Subscribers", ordering="subscriber_total")
+    def subscriber_count(self, obj):
+        return obj.subscriber_total
+
+    def delete_warnings(self, obj):
+        if obj.subscribers.exists():
+            return ["Subscribers use this policy: the deletion will be refused until they use another one."]
+        return []
+
+    def create(self, request, obj, form):
+        return services.save_policy(form.cleaned_data["organization"], actor=request, **form.service_values())
+
+    def update(self, request, obj, form):
+        original = Policy.objects.get(pk=obj.pk)
+        return services.save_policy(None, actor=request, instance=original, **form.service_values())
+
+    def remove(self, request, obj):
+        services.delete_object(obj, actor=request)
+
+
+# --- subscribers ---------------------------------------------------------------------------------------
+@admin.register(Subscriber)
+class SubscriberAdmin(PkiAdmin):
+    form = pki_forms.SubscriberForm
+    list_display = [
+        "name",
+        "issuer",
+        "policy",
+        "common_name",
+        "san_summary",
+        "key_algorithm",
+        "validity_days",
+        "auto_renew",
+        "last_operation",
+    ]
+    list_filter = [
+        "issuer_type",
+        CaFilter,
+        PolicyFilter,
+        "auto_renew",
+        "last_operation_status",
+        OrganizationFilter,
+    ]
+    search_fields = ["name", "common_name"]
+    actions = ["issue_now", "retry_renewal_now"]
+    change_form_template = "admin/pki/subscriber/change_form.html"
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("ca", "policy", "organization")
+            .defer("ca__private_key", "ca__certificate_pem")
+        )
+
+    def get_fieldsets(self, request, obj=None):
+        sets = [
+            (None, {"fields": ["organization", "name", "issuer_type", "ca", "policy"]}),
+            (
+                "Names",
+                {
+                    "fields": [
+                        "common_name",
+                        "sans",
+                        "subject_organization",
+                        "subject_organizational_unit",
+                        "subject_country",
+                        "subject_state",
+                        "subject_locality",
+                    ]
+                },
+            ),
+            (
+                "Key and validity",
+                {
+                    "fields": [
+                        "key_algorithm",
+                        "validity_days",
+                        "auto_renew",
+                        "renew_before_days",
+                        "reuse_key",
+                    ]
+                },
+            ),
+            ("Usages", {"fields": ["key_usages", "extended_key_usages", "other_extended_key_usages"]}),
+        ]
+        if obj is not None:
+            sets.append(("Last operation", {"fields": ["last_operation", "last_operation_at"]}))
+            sets.append(
+                ("Renewal", {"fields": ["renewal_failures", "last_error_category", "next_attempt_at"]})
+            )
+            sets.append(("Certificates", {"fields": ["recent_certificates"]}))
+        return sets
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return [
+            "last_operation",
+            "last_operation_at",
+            "renewal_failures",
+            "last_error_category",
+            "next_attempt_at",
+            "recent_certificates",
+        ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None:  # the CA and policy of the subscriber's own organization only
+            for name in ("ca", "policy"):
+                if name in form.base_fields:
+                    field = form.base_fields[name]
+                    field.queryset = field.queryset.filter(organization_id=obj.organization_id)
+        return form
+
+    @admin.display(description="Issuer")
+    def issuer(self, obj):
+        if obj.issuer_type == Subscriber.IssuerType.SELF_SIGNED:
+            return "self-signed"
+        return obj.ca.name if obj.ca_id else "—"
+
+    @admin.display(description="SANs")
+    def san_summary(self, obj):
+        return short_list(obj.sans) if obj.sans else "—"
+
+    @admin.display(description="Last operation", ordering="last_operation_at")
+    def last_operation(self, obj):
+        if not obj.last_operation_status:
+            return "—"
+        return format_html(
+            "{} {}",
+            badge(
+                obj.get_last_operation_status_display(), STATUS_COLORS.get(obj.last_operation_status, "#555")
+            ),
+            obj.last_operation_message[:200],
+        )
+
+    @admin.display(description="Recent certificates")
+    def recent_certificates(self, obj):
+        recent = list(
+            obj.certificates.order_by("-not_after").only(
+                "id", "serial", "common_name", "status", "not_after"
+            )[:10]
+        )
+        all_url = reverse("admin:pki_certificate_changelist") + f"?subscriber={obj.pk}"
+        if not recent:
+            return "None yet."
+        rows = format_html_join(
+            "",
+            "<li>{} · {} · expires {}</li>",
+            (
+                (
+                    admin_link(c, c.serial),
+                    badge(c.get_status_display(), STATUS_COLORS.get(c.status, "#555")),
+                    c.not_after.strftime("%Y-%m-%d"),
+                )
+                for c in recent
+            ),
+        )
+        return format_html(
+            '<ul class="pki-list">{}</ul><a href="{}">All certificates of {}</a>', rows, all_url, obj.name
+        )
+
+    def create(self, request, obj, form):
+        return services.save_subscriber(
+            form.cleaned_data["organization"], actor=request, **form.service_values()
+        )
+
+    def update(self, request, obj, form):
+        original = Subscriber.objects.get(pk=obj.pk)
+        return services.save_subscriber(None, actor=request, instance=original, **form.service_values())
+
+    def remove(self, request, obj):
+        services.delete_object(obj, actor=request)
+
+    # --- issuance -----------------------------------------------------------------------------------
+    def _issue(self, request, subscriber, *, service=services.issue, **kwargs) -> Outcome | None:
+        """Issue (or, with ``service=services.retry_now``, renew at once) and say what happened."""
+        outcome = self._call(request, service, subscriber, **kwargs)
+        if outcome is None:
+            return None
+        if outcome.certificate is None:
+            say_pending(self, request, subscriber.name, outcome)
+        else:
+            certificate = outcome.certificate
+            self.message_user(
+                request,
+                format_html(
+                    "{}: issued certificate {} (expires {}).",
+                    subscriber.name,
+                    admin_link(certificate, certificate.serial),
+                    certificate.not_after.strftime("%Y-%m-%d"),
+                ),
+                messages.SUCCESS,
+            )
+        return outcome
+
+    @admin.action(description="Retry renewal now (skip the backoff)", permissions=["manage"])
+    def retry_renewal_now(self, request, queryset):
+        self._issue_each(request, queryset, services.retry_now)
+
+    @admin.action(description="Issue a certificate now", permissions=["manage"])
+    def issue_now(self, request, queryset):
+        self._issue_each(request, queryset, services.issue)
+
+    def _issue_each(self, request, queryset, service) -> None:
+        subscribers = list(queryset[: ACTION_LIMIT + 1])
+        if len(subscribers) > ACTION_LIMIT:
+            self.message_user(request, f"Select at most {ACTION_LIMIT} subscribers at once.", messages.ERROR)
+            return
+        for subscriber in subscribers:
+            try:
+                self._issue(request, subscriber, service=service)
+            except PermissionDenied as exc:
+                self.message_user(request, f"{subscriber.name}: {exc}", messages.ERROR)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:pk>/issue/", view(self.issue_view), name="pki_subscriber_issue"),
+            path("<int:pk>/issue-csr/", view(self.issue_csr_view), name="pki_subscriber_issue_csr"),
+            *super().get_urls(),
+        ]
+
+    def issue_view(self, request, pk):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        subscriber = self._object(request, pk)
+        self._require_manage(request, subscriber)
+        outcome = self._issue(request, subscriber)
+        if outcome is not None:
+            return outcome_redirect(outcome)
+        return HttpResponseRedirect(self._change_url(subscriber))
+
+    def issue_csr_view(self, request, pk):
+        subscriber = self._object(request, pk)
+        self._require_manage(request, subscriber)
+        form = pki_forms.IssueFromCsrForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                outcome = services.issue(subscriber, csr_pem=form.cleaned_data["csr_data"], actor=request)
+            except errors.PermissionDenied as exc:
+                raise PermissionDenied(str(exc)) from exc
+            except (errors.ServiceError, ValidationError) as exc:
+                apply_service_errors(form, exc)
+                self.message_user(request, f"Not issued: {error_text(exc)}", messages.ERROR)
+            else:
+                if outcome.certificate is None:
+                    say_pending(self, request, subscriber.name, outcome)
+                else:
+                    self.message_user(
+                        request,
+                        f"Issued certificate {outcome.certificate.serial} from the CSR (no private key is "
+                        "stored).",
+                        messages.SUCCESS,
+                    )
+                return outcome_redirect(outcome)
+        return self.form_page(
+            request,
+            title="Issue from a CSR",
+            form=form,
+            obj=subscriber,
+            submit="Issue certificate",
+            description="The CSR supplies the public key (its signature is checked); the certificate gets "
+            "this subscriber's names, validity and usages, checked against its policy. certmgr stores no "
+            "private key for it.",
+        )

@@ -1,0 +1,179 @@
+"""The inventory's imports and exports: existing certificates in, certificates and keys out (audited)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+
+from cryptography import x509 as cx509
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from certmgr import audit
+from certmgr.actors import Actor, as_actor
+from certmgr.errors import NotFound
+from certmgr.models import Organization
+from certmgr.permissions import Action
+from certmgr.services import require
+from pki import x509
+from pki.models import (
+    Certificate,
+)
+from pki.services import issuance
+from pki.services.cas import managing_ca
+
+
+# --- import and export -----------------------------------------------------------------------------------
+@dataclass
+class ImportResult:
+    imported: list[Certificate] = dataclass_field(default_factory=list)
+    duplicates: list[str] = dataclass_field(default_factory=list)  # fingerprints already in the inventory
+    rejected: list[tuple[str, str]] = dataclass_field(default_factory=list)  # (source, reason)
+
+
+def import_certificates(
+    organization: Organization,
+    pem_text: str,
+    *,
+    key_pem: str | None = None,
+    source_name: str = "upload",
+    actor: Actor,
+) -> ImportResult:
+    """Add existing certificates to the inventory.
+
+    ``pem_text`` holds one or more certificates; the first that is not a CA (or the first) is the leaf and the
+    rest its chain. A ``key_pem`` is kept (encrypted) only if it matches the leaf. Certificates of a CA this
+    organization manages are linked to it.
+    """
+    actor = as_actor(actor)
+    result = ImportResult()
+    with audit.failures(actor, "certificate.import", organization, source=source_name[:200]):
+        require(actor, Action.MANAGE, organization.pk)
+        try:
+            certs = x509.load_pem_certificates(pem_text)
+        except x509.X509Error as exc:
+            return _reject(result, organization, source_name, str(exc), actor)
+        leaf = next((c for c in certs if not x509.cert_summary(c).is_ca), certs[0])
+        others = [c for c in certs if c is not leaf]
+        chain = x509.order_chain(leaf, others)
+        if len(chain) < len(others):
+            stray = [str(x509.cert_summary(c).subject) for c in others if c not in chain]
+            return _reject(
+                result,
+                organization,
+                source_name,
+                f"the chain does not link to the certificate: {'; '.join(stray)[:500]}",
+                actor,
+            )
+        key = None
+        if key_pem:
+            try:
+                key = x509.load_private_key(key_pem)
+            except x509.X509Error as exc:
+                return _reject(result, organization, source_name, f"private key: {exc}", actor)
+            if not x509.matches_key(leaf, key):
+                return _reject(
+                    result,
+                    organization,
+                    source_name,
+                    "the private key does not belong to the certificate",
+                    actor,
+                )
+        summary = x509.cert_summary(leaf)
+        if summary.key_algorithm is None:
+            return _reject(
+                result, organization, source_name, f"unsupported key: {summary.key_description}", actor
+            )
+        sha256 = summary.sha256
+        if Certificate.objects.filter(organization=organization, fingerprint_sha256=sha256).exists():
+            result.duplicates.append(sha256)
+            return result
+        ca = managing_ca(organization, leaf)
+        with transaction.atomic():
+            try:
+                with transaction.atomic():  # a savepoint: the same certificate imported concurrently
+                    certificate = issuance.store_certificate(
+                        organization.pk, leaf, chain, key, source=Certificate.Source.IMPORTED, ca=ca
+                    )
+            except IntegrityError:
+                result.duplicates.append(sha256)
+                return result
+            if certificate.not_after <= timezone.now():
+                Certificate.objects.filter(pk=certificate.pk).update(status=Certificate.Status.EXPIRED)
+                certificate.status = Certificate.Status.EXPIRED
+            audit.record(
+                actor,
+                "certificate.import",
+                certificate,
+                source=source_name[:200],
+                serial=certificate.serial,
+                key_stored=key is not None,
+                ca=ca.pk if ca else None,
+            )
+        result.imported.append(certificate)
+    return result
+
+
+def _reject(result: ImportResult, organization, source_name: str, reason: str, actor) -> ImportResult:
+    """A rejected import is an audited failure too."""
+    result.rejected.append((source_name, reason))
+    with transaction.atomic():
+        audit.record(
+            actor,
+            "certificate.import",
+            organization,
+            outcome="failure",
+            error=reason,
+            source=source_name[:200],
+        )
+    return result
+
+
+def export_private_key(certificate: Certificate, *, actor: Actor) -> str:
+    """The certificate's private key as PEM. Needs the operator role; always audited."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "certificate.export_key", certificate):
+        require(actor, Action.EXPORT_KEY, certificate.organization_id)
+        if not certificate.private_key:
+            raise NotFound("certmgr holds no private key for this certificate (it was issued from a CSR)")
+        with transaction.atomic():
+            audit.record(
+                actor, "certificate.export_key", certificate, serial=certificate.serial, format="pem"
+            )
+        return certificate.private_key
+
+
+def export_pkcs12(certificate: Certificate, *, password: str, alias: str = "", actor: Actor) -> bytes:
+    actor = as_actor(actor)
+    with audit.failures(actor, "certificate.export_key", certificate, format="pkcs12"):
+        require(actor, Action.EXPORT_KEY, certificate.organization_id)
+        if len(password or "") < PKCS12_MIN_PASSWORD:
+            raise ValidationError({"password": [f"Use at least {PKCS12_MIN_PASSWORD} characters."]})
+        if not certificate.private_key:
+            raise NotFound("certmgr holds no private key for this certificate (it was issued from a CSR)")
+        leaf = cx509.load_pem_x509_certificate(certificate.certificate_pem.encode())
+        chain = x509.load_pem_certificates(certificate.chain_pem) if certificate.chain_pem else []
+        data = x509.pkcs12(
+            cert=leaf,
+            key=x509.load_private_key(certificate.private_key),
+            chain=chain,
+            password=password,
+            alias=(alias or certificate.common_name or certificate.serial)[:64],
+        )
+        with transaction.atomic():
+            audit.record(
+                actor, "certificate.export_key", certificate, serial=certificate.serial, format="pkcs12"
+            )
+        return data
+
+
+PKCS12_MIN_PASSWORD = 12
+
+
+def bundle_pem(certificate: Certificate, *, with_key: bool = False, actor: Actor = None) -> str:
+    """Certificate + chain (+ the key, via export_private_key, when asked)."""
+    parts = [certificate.certificate_pem, certificate.chain_pem]
+    if with_key:
+        parts.append(export_private_key(certificate, actor=actor))
+    return "".join(p if p.endswith("\n") else p + "\n" for p in parts if p)
