@@ -9,6 +9,7 @@ test:  ## set up (Debian packages, virtualenv) and run every test against Postgr
 lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
 
 format:
 	.venv/bin/ruff check --fix .

@@ -234,7 +234,7 @@ def _locked(order: AcmeOrder) -> AcmeOrder:
 def retry_order(order: AcmeOrder, *, actor: Actor) -> Outcome:
     """Run an unfinished order now; a failed or cancelled one starts over (as a new order, or as whatever
     the subscriber's CA issues now)."""
-    from acmeca.issuer import pending
+    from acmeca.handles import pending
 
     actor = as_actor(actor)
     with audit.failures(actor, "acme.order.retry", order):

@@ -160,7 +160,7 @@ def main() -> None:
         total = Certificate.objects.filter(organization=org).count()
     if args.fill_only:
         return
-    from certmgr import dashboard
+    from reports import dashboard
 
     # --- the sweep's due query -----------------------------------------------------------------------
     now = timezone.now()

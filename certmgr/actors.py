@@ -57,14 +57,12 @@ class Actor:
     def roles(self) -> dict[int, str]:
         """organization id -> effective role. A token is capped by its owner's current membership."""
         if self._roles is None:
-            from certmgr.models import Membership
-
             if self.user is None or not self.user.is_active:
                 self._roles = {}
             else:
-                memberships = dict(
-                    Membership.objects.filter(user=self.user).values_list("organization_id", "role")
-                )
+                # Through the user's reverse relation: this module stays below the models whose querysets
+                # restrict by actor.
+                memberships = dict(self.user.memberships.values_list("organization_id", "role"))
                 if self.token is not None:
                     own = memberships.get(self.token.organization_id)
                     self._roles = (
@@ -98,9 +96,8 @@ def as_actor(who: Any) -> Actor:
         return actor
     if hasattr(who, "user") and hasattr(who, "META"):  # an HttpRequest or DRF Request
         auth = getattr(who, "auth", None)
-        from certmgr.models import ApiToken
-
-        actor = Actor.for_token(auth) if isinstance(auth, ApiToken) else Actor.for_user(who.user)
+        # An API token (``ApiToken.is_api_token``) acts with its own, capped role, never its owner's.
+        actor = Actor.for_token(auth) if getattr(auth, "is_api_token", False) else Actor.for_user(who.user)
         with contextlib.suppress(AttributeError):
             who.certmgr_actor = actor
         return actor

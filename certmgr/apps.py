@@ -6,8 +6,8 @@ class CertmgrConfig(AppConfig):
     verbose_name = "Organizations & audit"
 
     def ready(self) -> None:
-        # Imported for their side effects: system checks; the /admin/dashboard/ URL.
-        from certmgr import checks, dashboard_admin  # noqa: F401
+        # Imported for its side effect: the system checks.
+        from certmgr import checks  # noqa: F401
         from certmgr.choices import Choices
 
         _write_choices_as_values(Choices)

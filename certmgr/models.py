@@ -50,6 +50,8 @@ class Membership(models.Model):
 class ApiToken(models.Model):
     """A bearer token for scripts: shown once, stored as a SHA-256 digest, bound to one org and a role."""
 
+    is_api_token = True  # how ``as_actor`` tells a token from a session without importing the models
+
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_tokens")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)

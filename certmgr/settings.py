@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "dnsproviders",
     "pki",
     "acmeca",
+    "reports",
 ]
 
 MIDDLEWARE = [

@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from certmgr.api.exceptions import api_not_found
-from certmgr.metrics import metrics_view
+from reports.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -93,24 +93,24 @@ def _scrub(result: CheckResult, secrets: list[str]) -> CheckResult:
 # --- HTTP helpers ----------------------------------------------------------------------------------
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
+def excerpt(text: str, limit: int = 200) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _body_excerpt(response: requests.Response) -> str:
+def body_excerpt(response: requests.Response) -> str:
     try:
         data = response.json()
     except ValueError:
-        return _excerpt(response.text) or "(empty body)"
+        return excerpt(response.text) or "(empty body)"
     if isinstance(data, dict):
         for key in ("error", "message", "errors"):
             if data.get(key):
-                return _excerpt(str(data[key]))
-    return _excerpt(response.text)
+                return excerpt(str(data[key]))
+    return excerpt(response.text)
 
 
-def _network_reason(exc: BaseException) -> str:
+def network_reason(exc: BaseException) -> str:
     """The innermost useful reason of a requests/urllib3 error chain (e.g. 'Connection refused')."""
     reason, seen, cur = "", set(), exc
     while cur is not None and id(cur) not in seen:
@@ -127,10 +127,10 @@ def _network_reason(exc: BaseException) -> str:
         cur = inner or cur.__cause__ or cur.__context__
     if reason:
         return reason
-    return _excerpt(str(exc))
+    return excerpt(str(exc))
 
 
-def _request_error(what: str, url: str, exc: requests.RequestException, timeout: float) -> CheckResult:
+def request_error(what: str, url: str, exc: requests.RequestException, timeout: float) -> CheckResult:
     if isinstance(exc, requests.ConnectTimeout):
         return CheckResult(False, f"Cannot reach {what} at {url}: no connection within {timeout:g}s.")
     if isinstance(exc, requests.ReadTimeout):
@@ -138,10 +138,10 @@ def _request_error(what: str, url: str, exc: requests.RequestException, timeout:
             False, f"{what} at {url} accepted the connection but did not answer within {timeout:g}s."
         )
     if isinstance(exc, requests.exceptions.SSLError):
-        return CheckResult(False, f"TLS handshake with {what} at {url} failed: {_network_reason(exc)}.")
+        return CheckResult(False, f"TLS handshake with {what} at {url} failed: {network_reason(exc)}.")
     if isinstance(exc, requests.ConnectionError):
-        return CheckResult(False, f"Cannot connect to {what} at {url}: {_network_reason(exc)}.")
-    return CheckResult(False, f"Request to {what} at {url} failed: {_network_reason(exc)}.")
+        return CheckResult(False, f"Cannot connect to {what} at {url}: {network_reason(exc)}.")
+    return CheckResult(False, f"Request to {what} at {url} failed: {network_reason(exc)}.")
 
 
 def _redirect(what: str, response: requests.Response) -> CheckResult:
@@ -149,7 +149,7 @@ def _redirect(what: str, response: requests.Response) -> CheckResult:
     location = response.headers.get("Location", "?")
     return CheckResult(
         False,
-        f"{what} answered with a redirect (HTTP {response.status_code}) to {_excerpt(location, 300)}: "
+        f"{what} answered with a redirect (HTTP {response.status_code}) to {excerpt(location, 300)}: "
         "enter the final URL instead.",
     )
 
@@ -157,7 +157,7 @@ def _redirect(what: str, response: requests.Response) -> CheckResult:
 # --- AWS Route53 -----------------------------------------------------------------------------------
 
 
-def _aws_error(step: str, exc: Exception) -> CheckResult:
+def aws_error(step: str, exc: Exception) -> CheckResult:
     if isinstance(exc, botocore.exceptions.ClientError):
         err = exc.response.get("Error") or {}
         if not err.get("Code"):
@@ -189,12 +189,12 @@ def _check_aws(c: dict, timeout: float) -> CheckResult:
     try:
         session, assumed_arn = aws_session(c, config, role_session_name="certmgr-connection-test")
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        return _aws_error(f"assuming role {c.get('role_arn')}", exc)
+        return aws_error(f"assuming role {c.get('role_arn')}", exc)
     via = f" as {assumed_arn}" if assumed_arn else ""
     try:
         answer = session.client("route53", config=config).list_hosted_zones(MaxItems="1")
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        return _aws_error(f"listing Route53 hosted zones{via}", exc)
+        return aws_error(f"listing Route53 hosted zones{via}", exc)
     zones = answer.get("HostedZones") or []
     seen = f"first hosted zone: {zones[0].get('Name')}" if zones else "no hosted zone yet"
     return CheckResult(True, f"AWS Route53 answered{via}: the credentials can list hosted zones ({seen}).")
@@ -214,14 +214,14 @@ def _check_cloudflare(c: dict, timeout: float) -> CheckResult:
                 allow_redirects=False,
             )
         except requests.RequestException as exc:
-            return _request_error("Cloudflare", "api.cloudflare.com", exc, timeout)
+            return request_error("Cloudflare", "api.cloudflare.com", exc, timeout)
     try:
         data = r.json()
     except ValueError:
         data = None
     if not isinstance(data, dict):
         return CheckResult(
-            False, f"Cloudflare answered HTTP {r.status_code}: {_excerpt(r.text) or '(empty body)'}"
+            False, f"Cloudflare answered HTTP {r.status_code}: {excerpt(r.text) or '(empty body)'}"
         )
     result = data.get("result") if isinstance(data.get("result"), dict) else {}
     if data.get("success") is True and result.get("status") == "active":
@@ -236,28 +236,28 @@ def _check_cloudflare(c: dict, timeout: float) -> CheckResult:
         for e in errors
         if isinstance(e, dict) and e.get("message")
     ]
-    detail = "; ".join(texts) or _excerpt(r.text)
+    detail = "; ".join(texts) or excerpt(r.text)
     return CheckResult(False, f"Cloudflare refused the API token (HTTP {r.status_code}): {detail}")
 
 
 # --- PowerDNS --------------------------------------------------------------------------------------
 
 
-def _powerdns_base(api_url: str) -> str:
+def powerdns_base(api_url: str) -> str:
     base = api_url.strip().rstrip("/")
     return re.sub(r"/api(/v1)?$", "", base)
 
 
 def _check_powerdns(c: dict, timeout: float) -> CheckResult:
     server_id = str(c.get("server_id") or "localhost")
-    url = f"{_powerdns_base(c['api_url'])}/api/v1/servers/{quote(server_id, safe='')}"
+    url = f"{powerdns_base(c['api_url'])}/api/v1/servers/{quote(server_id, safe='')}"
     with outbound.session() as s:
         try:
             r = s.get(
                 url, headers={"X-API-Key": c["api_key"]}, timeout=(timeout, timeout), allow_redirects=False
             )
         except requests.RequestException as exc:
-            return _request_error("PowerDNS", url, exc, timeout)
+            return request_error("PowerDNS", url, exc, timeout)
     if r.is_redirect or 300 <= r.status_code < 400:
         return _redirect("PowerDNS", r)
     if r.status_code in (401, 403):
@@ -269,7 +269,7 @@ def _check_powerdns(c: dict, timeout: float) -> CheckResult:
             "'localhost'; also check that the URL is the PowerDNS API (webserver) address.",
         )
     if r.status_code != 200:
-        return CheckResult(False, f"PowerDNS answered HTTP {r.status_code}: {_body_excerpt(r)}")
+        return CheckResult(False, f"PowerDNS answered HTTP {r.status_code}: {body_excerpt(r)}")
     try:
         data = r.json()
     except ValueError:
@@ -424,17 +424,17 @@ def _check_acme_dns(c: dict, timeout: float) -> CheckResult:
         try:
             r = s.post(url, headers=headers, json=body, timeout=(timeout, timeout), allow_redirects=False)
         except requests.RequestException as exc:
-            return _request_error("acme-dns", url, exc, timeout)
+            return request_error("acme-dns", url, exc, timeout)
     if r.is_redirect or 300 <= r.status_code < 400:
         return _redirect("acme-dns", r)
     if r.status_code in (401, 403):
         return CheckResult(
             False,
-            f"acme-dns refused the credentials (HTTP {r.status_code}: {_body_excerpt(r)}): wrong username or "
+            f"acme-dns refused the credentials (HTTP {r.status_code}: {body_excerpt(r)}): wrong username or "
             "password, a subdomain that is not this account's, or an allowfrom list that excludes certmgr.",
         )
     if r.status_code != 200:
-        return CheckResult(False, f"acme-dns answered HTTP {r.status_code}: {_body_excerpt(r)}")
+        return CheckResult(False, f"acme-dns answered HTTP {r.status_code}: {body_excerpt(r)}")
     return CheckResult(
         True, f"acme-dns accepted an update of subdomain {c['subdomain']} (a placeholder TXT value)."
     )

@@ -6,6 +6,7 @@ class PkiConfig(AppConfig):
     verbose_name = "PKI"
 
     def ready(self) -> None:
-        from pki.issuers import internal
+        # pki's own issuers; other apps register theirs from their own ready().
+        from pki import internal_issuer
 
-        internal.register_builtin()
+        internal_issuer.register_builtin()

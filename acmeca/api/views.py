@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from acmeca import orders, services
 from acmeca.api import serializers as s
 from acmeca.filters import AcmeAccountFilter, AcmeChallengeFilter, AcmeOrderFilter
-from acmeca.issuer import pending
+from acmeca.handles import pending
 from acmeca.models import AcmeAccount, AcmeChallenge, AcmeOrder
 from certmgr.api.mixins import TenantViewMixin
 from certmgr.api.validation import valid

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import requests
 
 from certmgr import outbound
-from dnsproviders.connection_checks import _body_excerpt, _network_reason
+from dnsproviders.connection_checks import body_excerpt, network_reason
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, absolute
 
 
@@ -63,7 +63,7 @@ class Provider(DnsProvider):
                 )
             except requests.RequestException as exc:
                 raise ProviderError(
-                    f"acme-dns update at {url} failed: {_network_reason(exc)}", transient=True
+                    f"acme-dns update at {url} failed: {network_reason(exc)}", transient=True
                 ) from exc
         if r.is_redirect or 300 <= r.status_code < 400:
             raise ProviderError(
@@ -72,14 +72,14 @@ class Provider(DnsProvider):
             )
         if r.status_code in (401, 403):
             raise ProviderError(
-                f"acme-dns refused the credentials (HTTP {r.status_code}: {_body_excerpt(r)}): wrong "
+                f"acme-dns refused the credentials (HTTP {r.status_code}: {body_excerpt(r)}): wrong "
                 "username or password, a subdomain that is not this account's, or an allowfrom list that "
                 "excludes certmgr"
             )
         if r.status_code != 200:
             transient = r.status_code == 429 or r.status_code >= 500
             raise ProviderError(
-                f"acme-dns answered HTTP {r.status_code}: {_body_excerpt(r)}", transient=transient
+                f"acme-dns answered HTTP {r.status_code}: {body_excerpt(r)}", transient=transient
             )
         return RecordRef(absolute(record_name), value, "", {"cname_target": cname_target(c)})
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import requests
 
-from dnsproviders.connection_checks import USER_AGENT, _excerpt, _network_reason
+from dnsproviders.connection_checks import USER_AGENT, excerpt, network_reason
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, absolute
 
 API_URL = "https://api.cloudflare.com/client/v4"
@@ -51,7 +51,7 @@ class Provider(DnsProvider):
                 )
             except requests.RequestException as exc:
                 raise CloudflareError(
-                    f"Cloudflare {step} failed: {_network_reason(exc)}", transient=True
+                    f"Cloudflare {step} failed: {network_reason(exc)}", transient=True
                 ) from exc
         transient = r.status_code == 429 or r.status_code >= 500
         try:
@@ -60,7 +60,7 @@ class Provider(DnsProvider):
             data = None
         if not isinstance(data, dict):
             raise CloudflareError(
-                f"Cloudflare {step} failed (HTTP {r.status_code}): {_excerpt(r.text) or '(empty body)'}",
+                f"Cloudflare {step} failed (HTTP {r.status_code}): {excerpt(r.text) or '(empty body)'}",
                 transient=transient,
             )
         if data.get("success") is not True or r.status_code >= 400:
@@ -70,7 +70,7 @@ class Provider(DnsProvider):
                 for e in errors
                 if e.get("message")
             ]
-            detail = "; ".join(texts) or _excerpt(r.text)
+            detail = "; ".join(texts) or excerpt(r.text)
             raise CloudflareError(
                 f"Cloudflare refused {step} (HTTP {r.status_code}): {detail}",
                 transient=transient,

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import requests
 
 from certmgr import outbound
-from dnsproviders.connection_checks import _body_excerpt, _excerpt, _powerdns_base, _request_error
+from dnsproviders.connection_checks import body_excerpt, excerpt, powerdns_base, request_error
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, absolute
 
 #: Read-verify-rewrite rounds before giving up (transient) on a record that keeps being overwritten.
@@ -82,7 +82,7 @@ class Provider(DnsProvider):
     def __init__(self, credentials: dict, *, timeout: float = 10.0):
         super().__init__(credentials, timeout=timeout)
         try:
-            self.base = _powerdns_base(str(credentials["api_url"]))
+            self.base = powerdns_base(str(credentials["api_url"]))
             self.api_key = str(credentials["api_key"])
         except KeyError as exc:
             raise ProviderError(f"PowerDNS credentials lack {exc.args[0]!r}.") from None
@@ -104,18 +104,18 @@ class Provider(DnsProvider):
                     **kwargs,
                 )
             except requests.RequestException as exc:
-                message = _request_error("PowerDNS", url, exc, self.timeout).message
+                message = request_error("PowerDNS", url, exc, self.timeout).message
                 raise ProviderError(self._scrub(message), transient=True) from exc
         if r.status_code < 300:
             return r
         what = f"PowerDNS {method} {url}"
         if 300 <= r.status_code < 400:
-            location = _excerpt(r.headers.get("Location", "?"), 300)
+            location = excerpt(r.headers.get("Location", "?"), 300)
             raise ProviderError(
                 f"{what} answered with a redirect (HTTP {r.status_code}) to {location}: "
                 "set the API URL to the final address."
             )
-        detail = self._scrub(_body_excerpt(r))
+        detail = self._scrub(body_excerpt(r))
         if r.status_code in (401, 403):
             raise ProviderError(f"PowerDNS refused the API key (HTTP {r.status_code}): {detail}")
         if r.status_code == 429 or r.status_code >= 500:
@@ -129,7 +129,7 @@ class Provider(DnsProvider):
             return r.json()
         except ValueError:
             raise ProviderError(
-                f"PowerDNS answered {what} with something that is not JSON: {_excerpt(r.text)}"
+                f"PowerDNS answered {what} with something that is not JSON: {excerpt(r.text)}"
             ) from None
 
     def _scrub(self, message: str) -> str:
@@ -145,7 +145,7 @@ class Provider(DnsProvider):
         name = absolute(record_name)
         zones = self._json(self._call("GET", "/zones"), "the zone list")
         if not isinstance(zones, list):
-            raise ProviderError(f"PowerDNS answered the zone list with {_excerpt(str(zones))}")
+            raise ProviderError(f"PowerDNS answered the zone list with {excerpt(str(zones))}")
         best: dict | None = None
         for z in zones:
             zname = absolute(str(z.get("name") or "")) if isinstance(z, dict) else ""

@@ -22,7 +22,7 @@ import botocore.config
 import botocore.exceptions
 
 from dnsproviders.aws import aws_session
-from dnsproviders.connection_checks import _aws_error
+from dnsproviders.connection_checks import aws_error
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, absolute
 
 PERMANENT_CODES = {
@@ -59,7 +59,7 @@ def _error_code(exc: botocore.exceptions.ClientError) -> str:
 
 def _provider_error(step: str, exc: Exception) -> ProviderError:
     """AWS's own words (via the connection check's formatter), classified as transient or not."""
-    message = _aws_error(step, exc).message
+    message = aws_error(step, exc).message
     if isinstance(exc, botocore.exceptions.ClientError):
         code = _error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0

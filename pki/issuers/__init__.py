@@ -47,7 +47,6 @@ def register(backend: IssuerBackend) -> IssuerBackend:
 
 
 def backend_for_kind(kind: str) -> IssuerBackend:
-    _load_builtin()
     try:
         return _BACKENDS[kind]
     except KeyError:
@@ -61,12 +60,4 @@ def backend_for(ca: CertificateAuthority | None) -> IssuerBackend:
 
 def backends() -> list[IssuerBackend]:
     """Every registered backend, once each."""
-    _load_builtin()
     return list({id(b): b for b in _BACKENDS.values()}.values())
-
-
-def _load_builtin() -> None:
-    if SELF_SIGNED not in _BACKENDS:
-        from pki.issuers import internal
-
-        internal.register_builtin()

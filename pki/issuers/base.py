@@ -4,7 +4,7 @@
 lock, then hands an ``IssuanceRequest`` to the backend of the CA's kind. A backend answers ``Issued`` (the
 certificate is in the inventory now: internal CAs, self-signed) or ``Pending`` (work goes on elsewhere, e.g.
 an ACME order a worker runs; it ends through ``pki.services.complete_external``). Backends are registered by
-CA kind (``pki.issuers.register``); internal and self-signed ones live in ``pki.issuers.internal``, others in
+CA kind (``pki.issuers.register``); internal and self-signed ones live in ``pki.internal_issuer``, others in
 their own app, registered from its ``AppConfig.ready()``. ``pki`` never imports those apps.
 """
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import login
-from tests.certmgr.test_dashboard import make_cert
 from tests.pki import conftest as pki_fixtures
+from tests.reports.test_dashboard import make_cert
 
 # The PKI fixtures, shared with tests/pki/ (a conftest there is not seen from here).
 hierarchy, subscriber, issued = pki_fixtures.hierarchy, pki_fixtures.subscriber, pki_fixtures.issued

@@ -2,7 +2,7 @@
 
 The URL is added by wrapping ``admin.site.get_urls`` (imported from ``CertmgrConfig.ready``), so the page
 lives under the admin's login, templates and navigation without a custom AdminSite class. The numbers come
-from ``certmgr.dashboard``; this module only turns them into a page.
+from ``reports.dashboard``; this module only turns them into a page.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import formats
 
-from certmgr import dashboard
 from certmgr.actors import as_actor
 from certmgr.permissions import Action
+from reports import dashboard
 
 # The chart's drawing area in SVG user units (the SVG scales to the page width).
 BAR_WIDTH = 22

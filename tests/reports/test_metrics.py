@@ -11,14 +11,14 @@ from django.test import Client
 from django.utils import timezone
 
 from acmeca.models import AcmeOrder
-from certmgr import metrics
 from certmgr.models import AuditEvent
 from pki import models as pki_models
 from pki import services
 from pki.models import CertificateAuthority
-from tests.certmgr.test_dashboard import make_cert
+from reports import metrics
 from tests.conftest import SYSTEM
 from tests.pki import conftest as pki_fixtures
+from tests.reports.test_dashboard import make_cert
 
 # The PKI fixtures, shared with tests/pki/ (a conftest there is not seen from here).
 hierarchy, subscriber, issued = pki_fixtures.hierarchy, pki_fixtures.subscriber, pki_fixtures.issued

@@ -12,10 +12,10 @@ from django.test import Client
 from django.utils import timezone
 
 from acmeca.models import AcmeOrder
-from certmgr import dashboard
-from certmgr.dashboard_admin import chart
 from pki import services
 from pki.models import Certificate, CertificateAuthority
+from reports import dashboard
+from reports.dashboard_admin import chart
 from tests.conftest import PASSWORD, SYSTEM
 from tests.pki import conftest as pki_fixtures
 

@@ -1,0 +1,28 @@
+"""The pending handle of an ACME order: what doors show while the CA works (``pki.issuers.Pending``)."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+
+from acmeca.choices import OrderStep
+from acmeca.models import AcmeOrder
+from pki.issuers import Pending
+
+
+def pending(order: AcmeOrder) -> Pending:
+    """The handle doors show for an order: where to watch it in the admin and the API."""
+    current = AcmeOrder.objects.filter(pk=order.pk).values("status", "step").first() or {
+        "status": order.status,
+        "step": order.step,
+    }
+    return Pending(
+        kind="acme_order",
+        id=order.pk,
+        label=f"ACME order {order.pk}",
+        status=current["status"],
+        step=current["step"],
+        step_label=OrderStep.label_of(current["step"]),
+        admin_url=reverse("admin:acmeca_acmeorder_change", args=[order.pk]),
+        api_url=reverse("acme-order-detail", args=[order.pk]),
+        api_fields={"order": order.pk},
+    )

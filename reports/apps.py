@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class ReportsConfig(AppConfig):
+    """What certmgr reports about the apps below it: the admin dashboard and ``/metrics``. It sits above
+    ``pki`` and ``acmeca`` so the core (``certmgr``) knows no certificates or orders."""
+
+    name = "reports"
+    verbose_name = "Reports"
+
+    def ready(self) -> None:
+        # Imported for its side effect: the /admin/dashboard/ URL.
+        from reports import dashboard_admin  # noqa: F401
