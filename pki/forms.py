@@ -381,11 +381,22 @@ class PolicyForm(_UniqueNameMixin, _UsageFieldsMixin, forms.ModelForm):
 
 # --- subscribers ---------------------------------------------------------------------------------------
 class SubscriberForm(_UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, forms.ModelForm):
+    def clean_ca_path_length(self) -> int:
+        return self.cleaned_data.get("ca_path_length") or 0
+
     sans = ListTextField(
         split_spaces=True,
         label="Subject alternative names",
         help_text="One per line or comma-separated: DNS names (<code>www.example.com</code>, "
         "<code>*.example.com</code>), IP addresses, email addresses, URIs (<code>spiffe://…</code>).",
+    )
+    ca_path_length = forms.IntegerField(
+        label="CA path length",
+        min_value=0,
+        max_value=32,
+        required=False,
+        initial=0,
+        help_text="CA certificates only: how many CAs may stand below it (0: end-entity certificates only).",
     )
     subject_organization = forms.CharField(label="Organization (O)", max_length=64, required=False)
     subject_organizational_unit = forms.CharField(
@@ -424,6 +435,8 @@ class SubscriberForm(_UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, fo
             "auto_renew",
             "renew_before_days",
             "reuse_key",
+            "ca_certificate",
+            "ca_path_length",
         ]
         labels = {"ca": "Issuing CA", "validity_days": "Validity (days)", "reuse_key": "Reuse the key"}
         help_texts = {
@@ -579,6 +592,38 @@ class RevokeForm(forms.Form):
         initial=RevocationReason.UNSPECIFIED,
         help_text="RFC 5280 reason code written to the CRL. Revocation cannot be undone.",
     )
+
+
+class ReissueForm(forms.Form):
+    """Re-issue every current certificate of a CA (after a key compromise or a misissuance)."""
+
+    to_ca = forms.ModelChoiceField(
+        queryset=CertificateAuthority.objects.none(),
+        required=False,
+        label="Move subscribers to",
+        empty_label="(stay on this CA)",
+        help_text="After a CA key compromise, move every subscriber to another CA and issue from it.",
+    )
+    revoke_reason = forms.ChoiceField(
+        choices=[("", "(keep them until they expire)"), *RevocationReason.choices],
+        required=False,
+        label="Revoke the replaced certificates",
+        help_text="Each replaced certificate is revoked once its successor exists; the CRL is published.",
+    )
+    confirm = forms.BooleanField(
+        label="Replace every current certificate of this CA",
+        help_text="Runs in a worker; the result is recorded in the audit log (ca.reissue.finished).",
+    )
+
+    def __init__(self, *args, ca: CertificateAuthority, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["to_ca"].queryset = (
+            CertificateAuthority.objects.filter(
+                organization_id=ca.organization_id, status=CertificateAuthority.Status.ACTIVE
+            )
+            .exclude(pk=ca.pk)
+            .order_by("name")
+        )
 
 
 class Pkcs12Form(forms.Form):

@@ -84,3 +84,34 @@ def deliver_alerts(delivery_ids: list[int] | None = None) -> dict:
     if not alerts.due_ids(limit=1):
         return {}
     return run_job("alert_deliveries", alerts.deliver_due).counts
+
+
+def reissue_ca(
+    ca_id: int,
+    *,
+    user_id: int | None = None,
+    token_id: int | None = None,
+    to_ca_id: int | None = None,
+    revoke_reason: str | None = None,
+) -> dict:
+    """A re-issue started from the admin or the API, as the person (or token) who started it: their role
+    is checked again here, so a role removed meanwhile stops it. The result is audited."""
+    from django.contrib.auth import get_user_model
+
+    from certmgr.models import ApiToken
+
+    if token_id is not None:
+        actor = Actor.for_token(ApiToken.objects.select_related("user").get(pk=token_id))
+    elif user_id is not None:
+        actor = Actor.for_user(get_user_model().objects.get(pk=user_id))
+    else:
+        actor = Actor.system("task pki.reissue_ca")
+    ca = CertificateAuthority.objects.get(pk=ca_id)
+    to_ca = CertificateAuthority.objects.get(pk=to_ca_id) if to_ca_id is not None else None
+    report = services.reissue_ca(ca, actor=actor, to_ca=to_ca, revoke_reason=revoke_reason)
+    return {
+        "reissued": report.reissued,
+        "ordered": report.ordered,
+        "revoked": report.revoked,
+        "failed": len(report.failed),
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import serialization
 from django.contrib import admin, messages
@@ -298,6 +300,7 @@ class CertificateAuthorityAdmin(PkiAdmin):
                 view(self.refresh_crl_view),
                 name="pki_certificateauthority_refresh_crl",
             ),
+            path("<int:pk>/reissue/", view(self.reissue_view), name="pki_certificateauthority_reissue"),
             path(
                 "<int:pk>/download/<str:part>/",
                 view(self.download_view),
@@ -323,6 +326,49 @@ class CertificateAuthorityAdmin(PkiAdmin):
         self._require_manage(request, ca)
         self.refresh_crls(request, [ca])
         return HttpResponseRedirect(self._change_url(ca))
+
+    def reissue_view(self, request, pk):
+        """Confirm, then hand the re-issue of every current certificate of this CA to a worker."""
+        ca = self._object(request, pk)
+        self._require_manage(request, ca)
+        form = pki_forms.ReissueForm(request.POST or None, ca=ca)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.start_reissue(
+                    ca, actor=request, to_ca=data["to_ca"], revoke_reason=data["revoke_reason"] or None
+                )
+            except errors.PermissionDenied as exc:
+                raise PermissionDenied(str(exc)) from exc
+            except (errors.ServiceError, ValidationError) as exc:
+                apply_service_errors(form, exc)
+            else:
+                audit_url = (
+                    reverse("admin:certmgr_auditevent_changelist")
+                    + "?"
+                    + urlencode({"action": "ca.reissue.finished"})
+                )
+                self.message_user(
+                    request,
+                    format_html(
+                        "Re-issue of every certificate of {} started in a worker. Its result will be in the "
+                        '<a href="{}">audit log</a> (ca.reissue.finished).',
+                        ca.name,
+                        audit_url,
+                    ),
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(self._change_url(ca))
+        current = services.reissue_candidates(ca).count()
+        return self.form_page(
+            request,
+            title=f"Re-issue every certificate of {ca.name}",
+            form=form,
+            obj=ca,
+            submit="Re-issue",
+            description=f"{current} current subscriber certificates will be replaced by new ones (new keys "
+            "where certmgr holds the key). Use this after a CA key compromise or a misissuance.",
+        )
 
     def download_view(self, request, pk, part):
         """The CA certificate (PEM or DER) or its chain up to the root. Never the key."""

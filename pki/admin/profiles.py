@@ -165,6 +165,15 @@ class SubscriberAdmin(PkiAdmin):
                 },
             ),
             ("Usages", {"fields": ["key_usages", "extended_key_usages", "other_extended_key_usages"]}),
+            (
+                "Subordinate CA",
+                {
+                    "fields": ["ca_certificate", "ca_path_length"],
+                    "classes": ["collapse"],
+                    "description": "A CA certificate for a CA run elsewhere (its key or CSR stays there); "
+                    "the subscriber's policy must allow CA certificates.",
+                },
+            ),
         ]
         if obj is not None:
             sets.append(("Last operation", {"fields": ["last_operation", "last_operation_at"]}))

@@ -494,6 +494,31 @@ class RevokeSerializer(serializers.Serializer):
         return parse_reason(value)
 
 
+class ReissueSerializer(serializers.Serializer):
+    to_ca = TenantPrimaryKeyRelatedField(
+        CertificateAuthority,
+        required=False,
+        allow_null=True,
+        help_text="Move every subscriber to this CA (same organization, active) and issue from it.",
+    )
+    revoke_reason = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Revoke each replaced certificate once its successor exists, with this RFC 5280 reason.",
+    )
+
+    def validate_revoke_reason(self, value: str | None) -> str | None:
+        return parse_reason(value) if value else None
+
+
+class ReissueStartedSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text='"started": a worker re-issues the certificates.')
+    certificates = serializers.IntegerField(help_text="Current subscriber certificates to replace.")
+    result = serializers.CharField(help_text="Where the result is recorded: the audit action.")
+
+
 class SeedRevokeSerializer(serializers.Serializer):
     revocationReason = serializers.CharField(
         max_length=64, default="UNSPECIFIED", help_text="UNSPECIFIED, KEY_COMPROMISE, CA_COMPROMISE, ..."

@@ -239,6 +239,22 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
         ca = services.set_ca_status(self.get_object(), CertificateAuthority.Status.ACTIVE, actor=request)
         return Response(self._read(ca))
 
+    @extend_schema(request=s.ReissueSerializer, responses={202: s.ReissueStartedSerializer})
+    @action(detail=True, methods=["post"])
+    def reissue(self, request, pk=None):
+        """Re-issue every current certificate of this CA in a worker (after a key compromise or a
+        misissuance); the result is the audit event ``ca.reissue.finished``."""
+        ca = self.get_object()
+        data = valid(s.ReissueSerializer, request)
+        services.start_reissue(
+            ca, actor=self.actor, to_ca=data.get("to_ca"), revoke_reason=data.get("revoke_reason")
+        )
+        count = services.reissue_candidates(ca).count()
+        return Response(
+            {"status": "started", "certificates": count, "result": "ca.reissue.finished"},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
     @extend_schema(responses={200: s.CrlSerializer(many=True)}, filters=False)
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=CrlPagination)
     def crls(self, request, pk=None):

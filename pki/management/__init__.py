@@ -10,7 +10,7 @@ from pathlib import Path
 from django.core.management.base import CommandError
 
 from certmgr.models import Organization
-from pki.models import Certificate, CertificateAuthority
+from pki.models import Certificate, CertificateAuthority, Subscriber
 
 MAX_INPUT_BYTES = 1024 * 1024  # certificates, keys and CSRs are a few KB; refuse to slurp anything huge
 
@@ -62,14 +62,35 @@ def find_certificate(
     return matches[0]
 
 
-def find_ca(organization: Organization, name_or_id: str) -> CertificateAuthority:
-    cas = CertificateAuthority.objects.filter(organization=organization)
-    ca = cas.filter(name=name_or_id).first() or cas.filter(name__iexact=name_or_id).first()
-    if ca is None and name_or_id.isdigit():
-        ca = cas.filter(pk=int(name_or_id)).first()
-    if ca is None:
-        raise CommandError(f"no CA named {name_or_id!r} in organization {organization.name!r}")
-    return ca
+def find_ca(name_or_id: str, organization: Organization | None = None) -> CertificateAuthority:
+    """The CA an operator named (exact name, any case, or id), within ``organization`` when given."""
+    return _find_named(CertificateAuthority.objects.all(), "CA", name_or_id, organization)
+
+
+def find_subscriber(name_or_id: str, organization: Organization | None = None) -> Subscriber:
+    """The subscriber an operator named (exact name, any case, or id), within ``organization`` when given."""
+    return _find_named(Subscriber.objects.all(), "subscriber", name_or_id, organization)
+
+
+def _find_named(rows, what: str, name_or_id: str, organization: Organization | None):
+    """A name is unique per organization, not across them: a name found in several is refused with the
+    organizations it exists in."""
+    rows = rows.select_related("organization")
+    if organization is not None:
+        rows = rows.filter(organization=organization)
+    where = f" in organization {organization.name!r}" if organization else ""
+    matches = list(rows.filter(name=name_or_id)[:11]) or list(rows.filter(name__iexact=name_or_id)[:11])
+    if not matches and name_or_id.isdigit():
+        matches = list(rows.filter(pk=int(name_or_id)))
+    if not matches:
+        raise CommandError(f"no {what} named {name_or_id!r}{where}")
+    if len(matches) > 1:
+        orgs = ", ".join(sorted({m.organization.name for m in matches}))
+        raise CommandError(
+            f"{what} name {name_or_id!r} is ambiguous: it exists in {orgs}. "
+            f"Give --org ORG or the {what}'s id."
+        )
+    return matches[0]
 
 
 def read_input(path: str | Path, what: str) -> str:

@@ -14,7 +14,15 @@ ServiceError / ValidationError on refusal. The modules, by subject:
 - ``operation_state``  a subscriber's last operation and renewal backoff (their one writer)
 """
 
-from pki.services.batch import BATCH_MAX, BatchRequest, issue_batch, reissue_ca
+from pki.services.batch import (
+    BATCH_MAX,
+    BatchRequest,
+    check_reissue,
+    issue_batch,
+    reissue_ca,
+    reissue_candidates,
+    start_reissue,
+)
 from pki.services.cas import (
     DEFAULT_INTERMEDIATE_DAYS,
     DEFAULT_ROOT_DAYS,
@@ -84,6 +92,7 @@ __all__ = [
     "bundle_pem",
     "ca_chain",
     "ca_material",
+    "check_reissue",
     "check_unique_ca_name",
     "clean_name",
     "complete_external",
@@ -106,6 +115,7 @@ __all__ = [
     "record",
     "refresh_crl",
     "reissue_ca",
+    "reissue_candidates",
     "rename_ca",
     "retry_now",
     "revoke",
@@ -113,5 +123,6 @@ __all__ = [
     "save_subscriber",
     "set_ca_status",
     "set_name",
+    "start_reissue",
     "upload_csr",
 ]

@@ -10,6 +10,7 @@ from dataclasses import field as dataclass_field
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 
 from certmgr import audit
 from certmgr.actors import Actor, as_actor
@@ -164,21 +165,13 @@ def reissue_ca(
     Internal CAs sign in batches of ``REISSUE_CHUNK`` (one transaction each; a chunk that is refused is
     retried one certificate at a time, so one bad subscriber costs only its own certificate); external CAs
     get one order per subscriber. With ``revoke_reason`` every replaced certificate is revoked once its
-    successor exists, and each internal CA publishes one CRL at the end."""
+    successor exists, and each internal CA publishes one CRL at the end. The result is audited
+    (``ca.reissue.finished``) with its counts and the first failures."""
     actor = as_actor(actor)
     say = progress or (lambda message: None)
     report = ReissueReport()
     with audit.failures(actor, "ca.reissue", ca, to_ca=to_ca.pk if to_ca else None):
-        require(actor, Action.MANAGE, ca.organization_id)
-        if revoke_reason is not None and revoke_reason not in RevocationReason.values:
-            raise ValidationError(
-                {"revoke_reason": [f"Choose one of: {', '.join(RevocationReason.values)}."]}
-            )
-        if to_ca is not None:
-            if to_ca.organization_id != ca.organization_id:
-                raise ValidationError({"to_ca": ["Unknown CA."]})
-            if to_ca.status != CertificateAuthority.Status.ACTIVE:
-                raise CaUnavailable(f"CA {to_ca.name!r} is disabled and issues nothing", field="to_ca")
+        check_reissue(ca, actor=actor, to_ca=to_ca, revoke_reason=revoke_reason)
         with transaction.atomic():
             audit.record(actor, "ca.reissue", ca, to_ca=to_ca.pk if to_ca else None, revoke=revoke_reason)
     if to_ca is not None:
@@ -186,12 +179,7 @@ def reissue_ca(
 
         for sub in Subscriber.objects.filter(ca=ca).order_by("pk"):
             save_subscriber(None, actor=actor, instance=sub, ca=to_ca)
-    current = (
-        Certificate.objects.filter(ca=ca, status=Certificate.Status.ACTIVE, subscriber__isnull=False)
-        .filter(next_renewal_at__isnull=False)  # each subscriber's newest certificate
-        .select_related("subscriber")
-        .order_by("pk")
-    )
+    current = reissue_candidates(ca).select_related("subscriber").order_by("pk")
     replaced: list[Certificate] = []
     ids = list(current.values_list("pk", flat=True))
     for start in range(0, len(ids), REISSUE_CHUNK):
@@ -221,7 +209,82 @@ def reissue_ca(
         from pki.services.revocation import revoke_many
 
         report.revoked = revoke_many(replaced, reason=revoke_reason, actor=actor)
+    with transaction.atomic():
+        audit.record(
+            actor,
+            "ca.reissue.finished",
+            ca,
+            outcome="failure" if report.failed else "success",
+            reissued=report.reissued,
+            ordered=report.ordered,
+            revoked=report.revoked,
+            failed=len(report.failed),
+            failures=[f"certificate {pk}: {why}" for pk, why in report.failed[:20]],
+        )
     return report
+
+
+def reissue_candidates(ca: CertificateAuthority) -> QuerySet[Certificate]:
+    """What a re-issue of ``ca`` replaces: each subscriber's current (newest, still planned) certificate."""
+    return Certificate.objects.filter(
+        ca=ca, status=Certificate.Status.ACTIVE, subscriber__isnull=False, next_renewal_at__isnull=False
+    )
+
+
+def check_reissue(
+    ca: CertificateAuthority,
+    *,
+    actor: Actor,
+    to_ca: CertificateAuthority | None = None,
+    revoke_reason: str | None = None,
+) -> None:
+    """Refuse a re-issue that cannot start (role, reason, target CA): before a worker is asked to run it."""
+    actor = as_actor(actor)
+    require(actor, Action.MANAGE, ca.organization_id)
+    if revoke_reason is not None and revoke_reason not in RevocationReason.values:
+        raise ValidationError({"revoke_reason": [f"Choose one of: {', '.join(RevocationReason.values)}."]})
+    if ca.status != CertificateAuthority.Status.ACTIVE and to_ca is None:
+        raise CaUnavailable(
+            f"CA {ca.name!r} is disabled and issues nothing: choose a CA to move its subscribers to",
+            field="to_ca",
+        )
+    if to_ca is not None:
+        if to_ca.organization_id != ca.organization_id or to_ca.pk == ca.pk:
+            raise ValidationError({"to_ca": ["Choose another CA of the same organization."]})
+        if to_ca.status != CertificateAuthority.Status.ACTIVE:
+            raise CaUnavailable(f"CA {to_ca.name!r} is disabled and issues nothing", field="to_ca")
+
+
+def start_reissue(
+    ca: CertificateAuthority,
+    *,
+    actor: Actor,
+    to_ca: CertificateAuthority | None = None,
+    revoke_reason: str | None = None,
+) -> None:
+    """Check a re-issue now and run it in a worker once this transaction commits (a CA can have many
+    thousands of certificates: no door waits for it). Its result is the ``ca.reissue.finished`` event."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "ca.reissue", ca, to_ca=to_ca.pk if to_ca else None):
+        check_reissue(ca, actor=actor, to_ca=to_ca, revoke_reason=revoke_reason)
+    user_id = actor.user.pk if actor.user is not None else None
+    token_id = actor.token.pk if actor.token is not None else None
+
+    def send() -> None:
+        from django_q.tasks import async_task
+
+        async_task(
+            "pki.tasks.reissue_ca",
+            ca.pk,
+            user_id=user_id,
+            token_id=token_id,
+            to_ca_id=to_ca.pk if to_ca else None,
+            revoke_reason=revoke_reason,
+            task_name=f"ca-reissue-{ca.pk}",
+            group="pki",
+        )
+
+    transaction.on_commit(send)
 
 
 def _signs_locally(sub: Subscriber) -> bool:

@@ -300,16 +300,19 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
         material = ca_material(request.ca)
         crl, aia = ca_urls(request.ca)
         if sub.ca_certificate:
-            cert = x509.build_ca_certificate(
-                subject=subject,
-                key=request.public_key,
-                issuer_cert=material.certificate,
-                issuer_key=material.key,
-                validity_days=sub.validity_days,
-                max_path_length=sub.ca_path_length,
-                crl_url=crl,
-                aia_url=aia,
-            )
+            try:
+                cert = x509.build_ca_certificate(
+                    subject=subject,
+                    key=request.public_key,
+                    issuer_cert=material.certificate,
+                    issuer_key=material.key,
+                    validity_days=sub.validity_days,
+                    max_path_length=sub.ca_path_length,
+                    crl_url=crl,
+                    aia_url=aia,
+                )
+            except x509.X509Error as exc:  # the issuing CA's own path length is the usual reason
+                raise x509_error(exc, "ca_path_length") from exc
             return cert, material.chain_pem
         cert = x509.build_leaf_certificate(
             csr_or_public_key=request.public_key,

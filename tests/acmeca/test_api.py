@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from acmeca.models import AcmeAccount, AcmeChallenge, AcmeOrder, AcmeSettings
 from dnsproviders import services as dns_services
 from pki import services as pki_services
-from pki.models import CertificateAuthority
+from pki.models import Certificate, CertificateAuthority, CertificateRequest
 from tests.acmeca.conftest import acme_subscriber, make_acme_ca, unique_name
 from tests.conftest import SYSTEM, assert_isolated
 from tests.outcomes import ordered
@@ -244,6 +244,26 @@ def test_subscriber_issue_answers_202_and_the_order_completes(tenant, pebble, pe
     assert client.delete(f"{ORDERS}{accepted['order']}/").status_code == 204
     assert not AcmeOrder.objects.filter(pk=accepted["order"]).exists()
     assert client.get(f"/api/v1/certificates/{body['certificate']}/").status_code == 200
+
+
+def test_csr_issue_through_an_acme_subscriber_answers_202_with_the_order(tenant, pebble, pebble_ca, powerdns):
+    """Regression: the CSR door serialized the ACME order as if it were a certificate."""
+    client = tenant.operator.client
+    name = unique_name(powerdns.zone, "csr")
+    sub = acme_subscriber(tenant, pebble_ca, [name])
+    csr = post(client, "/api/v1/csrs/", {"name": "ops", "common_name": name, "sans": [name]})
+    assert csr.status_code == 201, csr.content
+    response = post(client, f"/api/v1/csrs/{csr.json()['id']}/issue/", {"subscriber": sub.pk})
+    assert response.status_code == 202, response.content
+    accepted = response.json()
+    assert set(accepted) == {"order", "status_url", "status", "step"}
+    order = client.get(accepted["status_url"]).json()
+    assert order["step"] == "done", order
+    cert = client.get(f"/api/v1/certificates/{order['certificate']}/").json()
+    assert cert["sans"] == [name] and cert["has_private_key"] is True
+    # the certificate is for the CSR's key, which went with it
+    stored = CertificateRequest.objects.get(pk=csr.json()["id"])
+    assert Certificate.objects.get(pk=cert["id"]).private_key == stored.private_key
 
 
 def test_internal_subscriber_issue_still_answers_201(tenant):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -171,3 +173,54 @@ def test_resume_refuses_a_failed_order(tenant, pebble, pebble_ca, powerdns, no_w
 def test_unknown_order_and_bad_arguments(tenant):
     assert run_failing(resume=999999)[0] == "no ACME order 999999"
     assert "one of them" in run_failing()[0]
+
+
+# --- manage.py issue on an ACME subscriber (regression: it crashed on the order's missing serial) -------
+def run_issue(*args) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("issue", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_manage_issue_waits_for_the_order_and_prints_the_serial(
+    tenant, pebble, pebble_ca, powerdns, no_worker
+):
+    name = unique_name(powerdns.zone, "wait")
+    sub = acme_subscriber(tenant, pebble_ca, [name], name="waited")
+
+    def worker() -> None:  # a worker that takes the order a moment after the command started waiting
+        for _ in range(100):
+            order = AcmeOrder.objects.filter(subscriber=sub).first()
+            if order is not None:
+                flow.run_order(order.pk)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        out, err = run_issue("waited", "--timeout", "60")
+    finally:
+        thread.join()
+    cert = Certificate.objects.get(subscriber=sub)
+    assert out.startswith("-----BEGIN CERTIFICATE-----") and out == cert.certificate_pem
+    assert f"serial: {cert.serial}" in err and "waiting for ACME order" in err
+    assert "s] " in err  # progress lines carry the elapsed time
+
+
+def test_manage_issue_no_wait_prints_the_handle(tenant, pebble, pebble_ca, powerdns, no_worker):
+    sub = acme_subscriber(tenant, pebble_ca, [unique_name(powerdns.zone, "nowait")], name="nowait")
+    out, _ = run_issue("nowait", "--no-wait")
+    order = AcmeOrder.objects.get(subscriber=sub)
+    assert out.strip() == (
+        f"ACME order {order.pk}: admin /admin/acmeca/acmeorder/{order.pk}/change/, "
+        f"API /api/v1/acme-orders/{order.pk}/ (step: Queued)"
+    )
+    assert not Certificate.objects.filter(subscriber=sub).exists()
+
+
+def test_manage_issue_exits_1_with_the_orders_failure(tenant, pebble, pebble_ca):
+    acme_subscriber(tenant, pebble_ca, [unique_name("nowhere.test", "fail")], name="doomed")
+    with pytest.raises(CommandError) as failed:
+        run_issue("doomed", "--timeout", "60")
+    assert "failed" in str(failed.value) and "\n" not in str(failed.value)

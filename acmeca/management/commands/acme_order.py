@@ -10,7 +10,7 @@ from acmeca import orders
 from acmeca.models import AcmeOrder
 from certmgr.management.commands._base import ServiceCommand, find_organization
 from pki import services
-from pki.management.commands.issue import Command as IssueCommand
+from pki.management import find_ca, find_subscriber
 from pki.models import CertificateAuthority
 
 
@@ -50,7 +50,7 @@ class Command(ServiceCommand):
     # -- starting ----------------------------------------------------------------------------------
     def start(self, subscriber: str | None, ca: str | None, names: str | None, organization) -> AcmeOrder:
         if subscriber:
-            sub = IssueCommand.find_subscriber(self, subscriber, organization)
+            sub = find_subscriber(subscriber, organization)
             if sub.ca is None or sub.ca.kind != CertificateAuthority.Kind.ACME:
                 raise CommandError(
                     f"subscriber {sub.name!r} issues from an internal CA: use manage.py issue {sub.pk}"
@@ -62,24 +62,7 @@ class Command(ServiceCommand):
         if not ca or not names:
             raise CommandError("a direct order needs both --ca and --names")
         wanted = [n.strip() for n in names.split(",") if n.strip()]
-        return orders.start_direct_order(self.find_ca(ca, organization), wanted, actor=self.actor())
-
-    def find_ca(self, name_or_id: str, organization) -> CertificateAuthority:
-        rows = CertificateAuthority.objects.select_related("organization")
-        if organization is not None:
-            rows = rows.filter(organization=organization)
-        where = f" in organization {organization.name!r}" if organization else ""
-        matches = list(rows.filter(name__iexact=name_or_id)[:11])
-        if not matches and name_or_id.isdigit():
-            matches = list(rows.filter(pk=int(name_or_id)))
-        if not matches:
-            raise CommandError(f"no CA named {name_or_id!r}{where}")
-        if len(matches) > 1:
-            orgs = ", ".join(sorted({m.organization.name for m in matches}))
-            raise CommandError(
-                f"CA name {name_or_id!r} is ambiguous: it exists in {orgs}. Give --organization or its id."
-            )
-        return matches[0]
+        return orders.start_direct_order(find_ca(ca, organization), wanted, actor=self.actor())
 
     def find_order(self, order_id: int, organization) -> AcmeOrder:
         rows = AcmeOrder.objects.all()

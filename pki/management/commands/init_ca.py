@@ -99,7 +99,7 @@ class Command(ServiceCommand):
             max_path_length = options["max_path_length"]
             if max_path_length is not None and max_path_length < 0:
                 raise CommandError("--max-path-length must be 0 or more")
-            parent = find_ca(org, options["parent"]) if options["parent"] else None
+            parent = find_ca(options["parent"], org) if options["parent"] else None
             ca = services.create_internal_ca(
                 org,
                 name=name,

@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 from certmgr.management.commands._base import ServiceCommand, find_organization
 from pki import services
 from pki.issuers import IssuanceFailed, Pending
-from pki.management import read_input, write_output
+from pki.management import find_subscriber, read_input, write_output
 from pki.models import Certificate, Subscriber
 from pki.services.issuance import issuer_of
 
@@ -41,7 +41,7 @@ class Command(ServiceCommand):
 
     def handle(self, *args, subscriber, org, csr, out_dir, no_wait, timeout, **options):
         organization = find_organization(org) if org else None
-        sub = self.find_subscriber(subscriber, organization)
+        sub = find_subscriber(subscriber, organization)
         csr_pem = read_input(csr, "--csr") if csr else None
         out = Path(out_dir) if out_dir else None
         if out is not None:
@@ -97,24 +97,6 @@ class Command(ServiceCommand):
             return issuer_of(sub).wait(pending, progress=progress, timeout=timeout)
         except IssuanceFailed as exc:
             raise CommandError(str(exc)) from None
-
-    def find_subscriber(self, name_or_id: str, organization) -> Subscriber:
-        rows = Subscriber.objects.select_related("organization")
-        if organization is not None:
-            rows = rows.filter(organization=organization)
-        where = f" in organization {organization.name!r}" if organization else ""
-        matches = list(rows.filter(name=name_or_id)[:11]) or list(rows.filter(name__iexact=name_or_id)[:11])
-        if not matches and name_or_id.isdigit():
-            matches = list(rows.filter(pk=int(name_or_id)))
-        if not matches:
-            raise CommandError(f"no subscriber named {name_or_id!r}{where}")
-        if len(matches) > 1:
-            orgs = ", ".join(sorted({m.organization.name for m in matches}))
-            raise CommandError(
-                f"subscriber name {name_or_id!r} is ambiguous: it exists in {orgs}. "
-                "Give --org ORG or the subscriber's id."
-            )
-        return matches[0]
 
 
 def _plain(text: str) -> str:
