@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
 
 MISSING_KEY_MESSAGE = (
@@ -82,6 +82,11 @@ class RawToken(str):
     """An already-encrypted value, stored as is (used by key rotation)."""
 
 
+# How an encrypted value is written by dumpdata and the serializers: its ciphertext (a fresh Fernet token),
+# marked so that loaddata stores it back as is. A dump never carries plaintext, and loads under the same keys.
+DUMP_PREFIX = "fernet:"
+
+
 class EncryptedMixin:
     """Stores the Fernet token in a text column; the model attribute holds the plaintext."""
 
@@ -103,6 +108,26 @@ class EncryptedMixin:
             return value
         return encrypt(self.to_plaintext(value))
 
+    def value_to_string(self, obj) -> str:
+        value = self.value_from_object(obj)  # type: ignore[attr-defined]
+        if value is None or value == "":
+            return value
+        token = str(value) if isinstance(value, RawToken) else encrypt(self.to_plaintext(value))
+        return DUMP_PREFIX + token
+
+    def to_python(self, value):
+        if isinstance(value, str) and value.startswith(DUMP_PREFIX):
+            token = value[len(DUMP_PREFIX) :]
+            try:
+                decrypt(token)  # a dump made under other keys must not load as garbage
+            except DecryptionError as exc:
+                raise ValidationError(str(exc)) from exc
+            return RawToken(token)
+        return self.parse(value)
+
+    def parse(self, value: Any) -> Any:
+        return value
+
 
 class EncryptedTextField(EncryptedMixin, models.TextField):
     description = "Text encrypted at rest"
@@ -119,14 +144,10 @@ class EncryptedJSONField(EncryptedMixin, models.TextField):
     def from_plaintext(self, text: str) -> Any:
         return json.loads(text)
 
-    def to_python(self, value):
+    def parse(self, value: Any) -> Any:
         if isinstance(value, str) and value:
             return json.loads(value)
         return value
-
-    def value_to_string(self, obj) -> str:
-        # dumpdata must never write plaintext secrets.
-        return "[encrypted]"
 
 
 def encrypted_fields():

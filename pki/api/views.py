@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db.models import F, QuerySet
 from django.http import HttpResponse
+from django.utils.cache import add_never_cache_headers
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -352,8 +353,8 @@ class SubscriberViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelVi
     )
     @action(detail=True, methods=["get"], url_path="latest-bundle", url_name="latest-bundle")
     def latest_bundle(self, request, pk=None):
-        """The subscriber's newest active certificate with its chain; the private key too when the caller
-        may export keys (operators and administrators; the export is audited)."""
+        """The subscriber's newest active certificate with its chain; with ``?include_key=true`` its private
+        key too (operators and administrators; the export is audited)."""
         subscriber = self.get_object()
         certificate = (
             Certificate.objects.filter(subscriber=subscriber).active().order_by("-not_after", "-id").first()
@@ -367,9 +368,11 @@ class SubscriberViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelVi
             "certificate": certificate.certificate_pem,
             "chain": certificate.chain_pem,
         }
-        if certificate.private_key and as_actor(request).can(Action.EXPORT_KEY, certificate.organization_id):
-            body["private_key"] = services.export_private_key(certificate, actor=request)
-        return Response(s.LatestBundleSerializer(body).data)
+        if _wants_key(request):
+            _require_export(request, certificate)
+            if certificate.private_key:
+                body["private_key"] = services.export_private_key(certificate, actor=request)
+        return _key_bearing(Response(s.LatestBundleSerializer(body).data))
 
 
 # --- CSRs -------------------------------------------------------------------------------------------------
@@ -499,11 +502,11 @@ class CertificateViewSet(
             "chain": certificate.chain_pem,
             "bundle": services.bundle_pem(certificate),
         }
-        if request.query_params.get("include_key", "").lower() in ("1", "true", "yes"):
-            self._require_export(certificate)
+        if _wants_key(request):
+            _require_export(request, certificate)
             if certificate.has_private_key:
                 body["private_key"] = services.export_private_key(certificate, actor=request)
-        return Response(s.BundleSerializer(body).data)
+        return _key_bearing(Response(s.BundleSerializer(body).data))
 
     @extend_schema(
         responses={200: s.PrivateKeySerializer, 404: OpenApiResponse(description="certmgr holds no key.")}
@@ -512,7 +515,9 @@ class CertificateViewSet(
     def private_key(self, request, pk=None):
         """The certificate's private key (operators and administrators; audited)."""
         certificate = self.get_object()
-        return Response({"private_key": services.export_private_key(certificate, actor=request)})
+        return _key_bearing(
+            Response({"private_key": services.export_private_key(certificate, actor=request)})
+        )
 
     @extend_schema(
         request=s.Pkcs12Serializer,
@@ -531,7 +536,7 @@ class CertificateViewSet(
         )
         response = HttpResponse(blob, content_type="application/x-pkcs12")
         response["Content-Disposition"] = f'attachment; filename="{name[:64] or "certificate"}.p12"'
-        return response
+        return _key_bearing(response)
 
     @extend_schema(request=s.RevokeSerializer, responses={200: s.CertificateDetailSerializer})
     @action(detail=True, methods=["post"])
@@ -573,11 +578,22 @@ class CertificateViewSet(
         field = "private_key" if "private key" in reason else "certificate"
         raise ValidationError({field: [reason]})
 
-    def _require_export(self, certificate: Certificate) -> None:
-        if not as_actor(self.request).can(Action.EXPORT_KEY, certificate.organization_id):
-            from rest_framework.exceptions import PermissionDenied
 
-            raise PermissionDenied("your role does not allow exporting private keys")
+def _wants_key(request) -> bool:
+    return request.query_params.get("include_key", "").lower() in ("1", "true", "yes")
+
+
+def _require_export(request, certificate: Certificate) -> None:
+    if not as_actor(request).can(Action.EXPORT_KEY, certificate.organization_id):
+        from rest_framework.exceptions import PermissionDenied
+
+        raise PermissionDenied("your role does not allow exporting private keys")
+
+
+def _key_bearing(response: HttpResponse) -> HttpResponse:
+    """An answer that may carry a private key is kept by no cache (browser, proxy, CDN)."""
+    add_never_cache_headers(response)
+    return response
 
 
 # --- the seed API's paths ---------------------------------------------------------------------------------

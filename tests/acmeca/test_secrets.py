@@ -92,3 +92,100 @@ def test_acme_secrets_are_never_shown(tenant, pebble_eab, powerdns, pdns_connect
         text = repr(event.details).encode() + event.error.encode()
         for secret in secrets:
             assert secret not in text, event.action
+
+
+def test_no_dump_carries_a_secret_in_plaintext(tenant, pebble_eab, powerdns, pdns_connection, tmp_path):
+    """Every encrypted field of every model (found by field class, so a field added later is covered) holds
+    a unique marker; dumpdata, the serializers and pg_dump show none of them, and a dump loads back."""
+    import json
+    import os
+    import subprocess
+
+    from django.core import serializers
+    from django.core.management import call_command
+    from django.db import connection
+
+    from certmgr.encryption import DUMP_PREFIX, EncryptedJSONField, RawToken, decrypt, encrypted_fields
+    from pki import alerts
+    from tests.conftest import SYSTEM
+
+    # one row of every model that holds a secret
+    ca = make_acme_ca(
+        tenant,
+        pebble_eab,
+        name="EAB CA",
+        connection=pdns_connection,
+        eab_kid=pebble_eab.eab_kid,
+        eab_hmac_key=pebble_eab.eab_hmac_key,
+    )
+    ordered(
+        pki_services.issue(
+            acme_subscriber(tenant, ca, [unique_name(powerdns.zone, "dump")]), actor=tenant.operator.user
+        )
+    )
+    root = pki_services.create_internal_ca(
+        tenant.organization, name="Root", kind="internal-root", subject={"common_name": "R"}, actor=SYSTEM
+    )
+    pki_services.generate_csr(
+        tenant.organization, name="csr", common_name="c.acme.test", sans=["c.acme.test"], actor=SYSTEM
+    )
+    alerts.create_channel(
+        tenant.organization, name="hook", kind="webhook", url="https://hooks.example.com/x", actor=SYSTEM
+    )
+    assert root.pk
+    markers: dict[tuple[str, str], str] = {}
+    for model, field in encrypted_fields():
+        row = model.objects.order_by("pk").first()
+        assert row is not None, f"no {model._meta.label} row: extend this test to create one"
+        marker = f"planted-{model._meta.model_name}-{field.name}-7f3a9c"
+        value = {"planted": marker} if isinstance(field, EncryptedJSONField) else marker
+        model.objects.filter(pk=row.pk).update(**{field.name: value})
+        markers[(model._meta.label, field.name)] = marker
+
+    def leaks(text: str) -> list[str]:
+        return [m for m in markers.values() if m in text]
+
+    out = tmp_path / "dump.json"
+    call_command(
+        "dumpdata", *{m._meta.app_label for m, _ in encrypted_fields()}, output=str(out), verbosity=0
+    )
+    dumped = out.read_text()
+    assert leaks(dumped) == []
+    for fmt in ("json", "xml", "python"):
+        for model, _ in encrypted_fields():
+            text = str(serializers.serialize(fmt, model.objects.all()))
+            assert leaks(text) == [], (fmt, model._meta.label)
+    # the dump holds the ciphertext, marked, and loads back to the same secrets
+    rows = {(r["model"], r["pk"]): r["fields"] for r in json.loads(dumped)}
+    for model, field in encrypted_fields():
+        label = model._meta.label_lower
+        pk = model.objects.order_by("pk").values_list("pk", flat=True).first()
+        stored = rows[(label, pk)][field.name]
+        assert stored.startswith(DUMP_PREFIX), (label, field.name)
+        assert markers[(model._meta.label, field.name)] in decrypt(stored[len(DUMP_PREFIX) :])
+    for loaded in serializers.deserialize("json", dumped):
+        for model, field in encrypted_fields():
+            if isinstance(loaded.object, model) and getattr(loaded.object, field.name):
+                assert isinstance(getattr(loaded.object, field.name), RawToken)
+    # the database itself holds ciphertext only
+    db = connection.settings_dict
+    dump = subprocess.run(
+        [
+            "pg_dump",
+            "--data-only",
+            "-h",
+            db["HOST"] or "127.0.0.1",
+            "-U",
+            db["USER"] or "postgres",
+            db["NAME"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PGPASSWORD": db.get("PASSWORD") or ""},
+    )
+    assert dump.returncode == 0, dump.stderr
+    assert leaks(dump.stdout) == []
+    # nor do the audit rows
+    for event in AuditEvent.objects.all():
+        assert leaks(repr(event.details) + event.error) == [], event.action

@@ -500,16 +500,22 @@ def test_latest_bundle(tenant, pki, tmp_path):
     assert tenant.operator.client.get(sub_url).status_code == 404
     issue(tenant.operator.client, pki["sub"]["id"])
     newest = issue(tenant.operator.client, pki["sub"]["id"])
-    body = tenant.operator.client.get(sub_url).json()
+    audited = AuditEvent.objects.filter(action="certificate.export_key", target_id=str(newest["id"]))
+    # Without ?include_key=true no key is sent (nor exported), whatever the role.
+    plain = tenant.operator.client.get(sub_url).json()
+    assert "private_key" not in plain and plain["id"] == newest["id"] and audited.count() == 0
+    answer = tenant.operator.client.get(f"{sub_url}?include_key=true")
+    assert "no-store" in answer["Cache-Control"]
+    body = answer.json()
     assert body["id"] == newest["id"] and body["serial"] == newest["serial"]
     assert body["certificate"] == newest["certificate"] and body["chain"] == newest["chain"]
     key = x509.load_private_key(body["private_key"])
     assert x509.matches_key(cx509.load_pem_x509_certificate(body["certificate"].encode()), key)
-    audited = AuditEvent.objects.filter(action="certificate.export_key", target_id=str(newest["id"]))
     assert audited.count() == 1
-    # An auditor gets the bundle without the key, and nothing is exported.
+    # An auditor gets the bundle without the key; asking for it is refused, and nothing is exported.
     as_auditor = tenant.auditor.client.get(sub_url)
     assert as_auditor.status_code == 200 and "private_key" not in as_auditor.json()
+    assert tenant.auditor.client.get(f"{sub_url}?include_key=true").status_code == 403
     assert audited.count() == 1
     # Revoked certificates are not "active": the older one is served after the newest is revoked.
     post(tenant.operator.client, f"/api/v1/certificates/{newest['id']}/revoke/", {"reason": "superseded"})
@@ -640,7 +646,9 @@ def test_bundle_with_key_for_operators_only(tenant, pki):
     cert = issue(tenant.operator.client, pki["sub"]["id"])
     url = f"/api/v1/certificates/{cert['id']}/bundle/?include_key=true"
     assert tenant.auditor.client.get(url).status_code == 403
-    body = tenant.operator.client.get(url).json()
+    answer = tenant.operator.client.get(url)
+    assert "no-store" in answer["Cache-Control"]
+    body = answer.json()
     assert x509.matches_key(
         cx509.load_pem_x509_certificate(body["certificate"].encode()),
         x509.load_private_key(body["private_key"]),
@@ -661,7 +669,7 @@ def test_private_key_export_is_operator_only_and_audited(tenant, pki):
     assert AuditEvent.objects.filter(action="auth.permission_denied").count() >= 2
 
     response = tenant.operator.client.get(url)
-    assert response.status_code == 200
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
     assert response.json()["private_key"] == Certificate.objects.get(pk=cert["id"]).private_key
     event = AuditEvent.objects.get(action="certificate.export_key", outcome="success")
     assert event.target_id == str(cert["id"]) and event.actor_type == "token"
@@ -675,7 +683,7 @@ def test_pkcs12_loads_in_openssl(tenant, pki, tmp_path):
     short = post(tenant.operator.client, url, {"password": "short"})
     assert short.status_code == 400 and "password" in short.json()["error"]["fields"]
     response = post(tenant.operator.client, url, {"password": P12_PASSWORD, "alias": "web-2025"})
-    assert response.status_code == 200
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
     assert response["Content-Type"] == "application/x-pkcs12"
     assert 'filename="web.acme.test.p12"' in response["Content-Disposition"]
     (tmp_path / "cert.p12").write_bytes(response.content)
