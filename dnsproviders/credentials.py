@@ -55,6 +55,9 @@ class CredentialField:
     default: Any = None
     help: str = ""
     max_length: int = 4096
+    # Decides where the secrets are sent (URL, server, port, region): changing it needs the secrets again,
+    # so a write-only secret cannot be redirected to a host of the editor's choosing.
+    routes_secrets: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ SCHEMAS: dict[Kind, KindSchema] = {
         (
             CredentialField("access_key_id", "Access key ID"),
             CredentialField("secret_access_key", "Secret access key", secret=True),
-            CredentialField("region", "Region", required=False, default="us-east-1"),
+            CredentialField("region", "Region", required=False, default="us-east-1", routes_secrets=True),
             CredentialField(
                 "role_arn",
                 "Role ARN to assume",
@@ -106,7 +109,13 @@ SCHEMAS: dict[Kind, KindSchema] = {
     Kind.POWERDNS: KindSchema(
         Kind.POWERDNS,
         (
-            CredentialField("api_url", "API URL", kind="url", help="e.g. https://pdns.example.com:8081"),
+            CredentialField(
+                "api_url",
+                "API URL",
+                kind="url",
+                help="e.g. https://pdns.example.com:8081",
+                routes_secrets=True,
+            ),
             CredentialField("api_key", "API key", secret=True),
             CredentialField("server_id", "Server ID", required=False, default="localhost"),
         ),
@@ -114,8 +123,8 @@ SCHEMAS: dict[Kind, KindSchema] = {
     Kind.RFC2136: KindSchema(
         Kind.RFC2136,
         (
-            CredentialField("server", "Server (host name or IP)"),
-            CredentialField("port", "Port", kind="int", required=False, default=53),
+            CredentialField("server", "Server (host name or IP)", routes_secrets=True),
+            CredentialField("port", "Port", kind="int", required=False, default=53, routes_secrets=True),
             CredentialField("tsig_key_name", "TSIG key name"),
             CredentialField(
                 "tsig_algorithm",
@@ -137,7 +146,7 @@ SCHEMAS: dict[Kind, KindSchema] = {
     Kind.ACME_DNS: KindSchema(
         Kind.ACME_DNS,
         (
-            CredentialField("api_url", "acme-dns URL", kind="url"),
+            CredentialField("api_url", "acme-dns URL", kind="url", routes_secrets=True),
             CredentialField("username", "Username"),
             CredentialField("password", "Password", secret=True),
             CredentialField("subdomain", "Subdomain", help="The UUID acme-dns returned at registration."),
@@ -172,8 +181,9 @@ def _check_url(value: str) -> str | None:
 def validate(kind: str, data: Any, *, existing: dict | None = None) -> dict:
     """Return cleaned credentials for ``kind``.
 
-    Secret fields left empty keep their ``existing`` value (edits never need the secret re-typed);
-    unknown keys are refused so a typo does not silently drop a credential.
+    Secret fields left empty keep their ``existing`` value (edits need no secret re-typed), except when the
+    edit changes where the secrets are sent (``routes_secrets``): then every kept secret must be entered
+    again. Unknown keys are refused so a typo does not silently drop a credential.
     """
     schema = schema_for(kind)
     if data is None:
@@ -189,12 +199,14 @@ def validate(kind: str, data: Any, *, existing: dict | None = None) -> dict:
                 f"not a credential of a {kind} connection (expected: {', '.join(sorted(known)) or 'none'})"
             )
     cleaned: dict[str, Any] = {}
+    kept: list[CredentialField] = []
     for f in schema.fields:
         raw = data.get(f.name)
         if isinstance(raw, str):
             raw = raw.strip()
         if raw in (None, "") and f.secret and existing.get(f.name):
             cleaned[f.name] = existing[f.name]
+            kept.append(f)
             continue
         if raw in (None, ""):
             if f.required:
@@ -236,9 +248,26 @@ def validate(kind: str, data: Any, *, existing: dict | None = None) -> dict:
             continue
         cleaned[f.name] = raw
     errors.update({k: v for k, v in _kind_rules(Kind(kind), cleaned).items() if k not in errors})
+    moved = [
+        f.label
+        for f in schema.fields
+        if f.routes_secrets and existing and cleaned.get(f.name) != existing.get(f.name, f.default)
+    ]
+    if moved and not errors:
+        for f in kept:
+            errors[f.name] = [
+                f"Enter the {_in_sentence(f.label)} again: changing {' and '.join(moved)} changes where it "
+                "is sent."
+            ]
     if errors:
         raise CredentialError(errors)
     return cleaned
+
+
+def _in_sentence(label: str) -> str:
+    """ "Secret access key" -> "secret access key"; "API key" stays."""
+    first = label.split(" ", 1)[0]
+    return label if first.isupper() else label[:1].lower() + label[1:]
 
 
 def _kind_rules(kind: Kind, c: dict) -> dict[str, list[str]]:

@@ -61,6 +61,30 @@ def test_operator_adds_a_connection_through_the_form(tenant):
     assert event.actor_type == "user" and event.actor_label == tenant.operator.user.username
 
 
+def test_moving_a_connection_needs_its_secret_again(tenant, connection):
+    client = login(tenant.operator)
+    url = f"/admin/dnsproviders/appconnection/{connection.pk}/change/"
+    moved = {
+        "name": "pdns",
+        "description": "",
+        "cred_powerdns_api_url": "https://collector.example.org",
+        "cred_powerdns_server_id": "localhost",
+    }
+    refused = client.post(url, moved)
+    assert refused.status_code == 200
+    (message,) = refused.context["adminform"].form.errors["cred_powerdns_api_key"]
+    assert message == "Enter the API key again: changing API URL changes where it is sent."
+    connection.refresh_from_db()
+    assert connection.credentials["api_url"] == "https://pdns.example.net"
+    assert client.post(url, {**moved, "cred_powerdns_api_key": "new-key"}).status_code == 302
+    connection.refresh_from_db()
+    assert connection.credentials == {
+        "api_url": "https://collector.example.org",
+        "api_key": "new-key",
+        "server_id": "localhost",
+    }
+
+
 def test_form_shows_per_field_credential_errors(tenant):
     client = login(tenant.operator)
     response = client.post(

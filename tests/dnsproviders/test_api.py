@@ -115,19 +115,78 @@ def test_update_keeps_secret_when_omitted_and_replaces_when_given(tenant):
     pk = create(tenant.operator.client).json()["id"]
     url = f"/api/v1/app-connections/{pk}/"
     response = tenant.operator.client.patch(
-        url, {"description": "moved", "credentials": {"api_url": "https://pdns2.example.net"}}, format="json"
+        url,
+        {
+            "description": "moved",
+            "credentials": {"api_url": "https://pdns.example.net:8081", "server_id": "other"},
+        },
+        format="json",
     )
     assert response.status_code == 200, response.content
     conn = AppConnection.objects.get(pk=pk)
-    assert conn.credentials["api_key"] == PLANTED
-    assert conn.credentials["api_url"] == "https://pdns2.example.net"
+    assert conn.credentials["api_key"] == PLANTED and conn.credentials["server_id"] == "other"
     tenant.operator.client.patch(
         url, {"credentials": {"api_url": "https://pdns2.example.net", "api_key": "rotated"}}, format="json"
     )
     conn.refresh_from_db()
     assert conn.credentials["api_key"] == "rotated"
+    assert conn.credentials["api_url"] == "https://pdns2.example.net"
     event = AuditEvent.objects.filter(action="app_connection.update").latest("id")
     assert event.details["changed"] == ["credentials"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "credentials", "moved", "secret"),
+    [
+        (
+            "powerdns",
+            {"api_url": "https://pdns.example.net", "api_key": PLANTED},
+            {"api_url": "https://evil.example"},
+            "api_key",
+        ),
+        (
+            "acme-dns",
+            {
+                "api_url": "https://auth.example.net",
+                "username": "u",
+                "password": PLANTED,
+                "subdomain": "8e5700ea-a4bf-4bd2-a9d2-4c3a4b5d6e7f",
+            },
+            {"api_url": "https://evil.example"},
+            "password",
+        ),
+        (
+            "rfc2136",
+            {"server": "ns1.example.net", "tsig_key_name": "k", "tsig_secret": "c2VjcmV0"},
+            {"port": 5353},
+            "tsig_secret",
+        ),
+        (
+            "aws",
+            {"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": PLANTED},
+            {"region": "eu-west-1"},
+            "secret_access_key",
+        ),
+    ],
+)
+def test_a_kept_secret_cannot_be_redirected(tenant, kind, credentials, moved, secret):
+    """Changing where a write-only secret is sent (URL, server, port, region) needs the secret again."""
+    created = tenant.operator.client.post(
+        "/api/v1/app-connections/", {"name": kind, "kind": kind, "credentials": credentials}, format="json"
+    )
+    assert created.status_code == 201, created.content
+    url = f"/api/v1/app-connections/{created.json()['id']}/"
+    public = {k: v for k, v in credentials.items() if k != secret}
+    refused = tenant.operator.client.patch(url, {"credentials": {**public, **moved}}, format="json")
+    assert refused.status_code == 400, refused.content
+    (message,) = refused.json()["error"]["fields"]["credentials"]
+    assert message.startswith(f"{secret}: Enter the") and "again" in message, message
+    conn = AppConnection.objects.get(pk=created.json()["id"])
+    assert {k: conn.credentials[k] for k in credentials} == credentials  # nothing changed
+    again = tenant.operator.client.patch(
+        url, {"credentials": {**public, **moved, secret: "dHlwZWQtYWdhaW4="}}, format="json"
+    )
+    assert again.status_code == 200, again.content
 
 
 def test_kind_cannot_change(tenant):
