@@ -70,8 +70,9 @@ class MembershipForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:  # editing: only the role changes
             for name in ("username", "email", "password"):
-                self.fields.pop(name)
-            self.fields["organization"].disabled = True
+                self.fields.pop(name, None)
+            if "organization" in self.fields:  # absent when the viewer may only read
+                self.fields["organization"].disabled = True
 
     def clean(self):
         data = super().clean()
@@ -105,6 +106,19 @@ class MembershipAdmin(TenantAdmin):
     search_fields = ["user__username", "user__email"]
     list_select_related = ["user", "organization"]
     write_action = Action.MANAGE_MEMBERS
+
+    def get_fields(self, request, obj=None):
+        # The form drops the new-user fields on an edit: list what it renders, or the page fails.
+        if obj is not None:
+            return ["member", "organization", "role"]
+        return ["organization", "username", "email", "password", "role"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["member", *super().get_readonly_fields(request, obj)] if obj is not None else []
+
+    @admin.display(description="User")
+    def member(self, obj):
+        return obj.user.get_username()
 
     def create(self, request, obj, form):
         data = form.cleaned_data

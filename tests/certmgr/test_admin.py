@@ -291,3 +291,18 @@ def test_filters_never_list_other_organizations(tenant, other_tenant, connection
         page = client.get(url)
         assert page.status_code == 200
         assert b"Acme" not in page.content, url
+
+
+def test_membership_change_page_for_every_role(tenant):
+    from certmgr.models import Membership
+
+    membership = Membership.objects.get(organization=tenant.organization, user=tenant.auditor.user)
+    url = f"/admin/certmgr/membership/{membership.pk}/change/"
+    for member in (tenant.admin, tenant.operator, tenant.auditor):
+        page = login(member).get(url)
+        assert page.status_code == 200, (member.role, page.status_code)
+        assert tenant.auditor.user.username.encode() in page.content
+    changed = login(tenant.admin).post(url, {"role": "operator"})
+    assert changed.status_code == 302, changed.content.decode()[:2000]
+    membership.refresh_from_db()
+    assert membership.role == "operator"

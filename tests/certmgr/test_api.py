@@ -282,3 +282,11 @@ def test_writes_to_unknown_api_paths_are_json_404(tenant):
     response = tenant.admin.client.post("/api/v1/nothing/", {}, format="json")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_body_nested_too_deeply_is_a_400(tenant):
+    body = "[" * 100_000 + "]" * 100_000
+    for url in ("/api/v1/policies/", "/api/v1/memberships/", "/api/v1/app-connections/"):
+        response = tenant.admin.client.post(url, body, content_type="application/json")
+        assert response.status_code == 400, (url, response.status_code)
+        assert response.json()["error"]["code"] == "parse_error"
