@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -22,12 +25,56 @@ class RequestContext:
 current: ContextVar[RequestContext] = ContextVar("certmgr_request", default=RequestContext())  # noqa: B039 (frozen)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.cache
+def trusted_proxies(setting: str) -> int | tuple[Network, ...]:
+    """``CERTMGR_TRUST_X_FORWARDED_FOR``: off (empty, false, 0), how many proxies stand in front of certmgr
+    (a number; ``true`` is one), or the proxies' networks (comma-separated CIDRs)."""
+    value = setting.strip().lower()
+    if value in ("", "false", "no", "off", "0"):
+        return 0
+    if value in ("true", "yes", "on"):
+        return 1
+    if value.isdigit():
+        return int(value)
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"CERTMGR_TRUST_X_FORWARDED_FOR: {exc} (give a number of proxies or their CIDRs)"
+        ) from exc
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
 def client_ip(request) -> str | None:
-    if settings.CERTMGR_TRUST_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        if forwarded:
-            return forwarded.split(",")[0].strip() or None
-    return request.META.get("REMOTE_ADDR") or None
+    """The client's address: REMOTE_ADDR, or with trusted proxies the right-most address in
+    X-Forwarded-For that none of them added (anything left of it is the client's to forge). A malformed
+    header gives no address at all (None), so it can never pass an allow-list as the proxy's own address."""
+    remote = request.META.get("REMOTE_ADDR") or None
+    trust = trusted_proxies(str(settings.CERTMGR_TRUST_X_FORWARDED_FOR))
+    header = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if not trust or not header:
+        return remote
+    hops = [_address(part) for part in header.split(",")]
+    if any(hop is None for hop in hops) or len(hops) > 64:
+        return None
+    if isinstance(trust, int):
+        return str(hops[-trust]) if len(hops) >= trust else None
+    chain = [*hops, _address(remote or "")]
+    for hop in reversed(chain):
+        if hop is None or not any(hop in network for network in trust):
+            return str(hop) if hop is not None else None
+    return None  # every hop is a trusted proxy: no client address
 
 
 class RequestContextMiddleware:

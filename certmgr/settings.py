@@ -148,8 +148,9 @@ SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
-# Trust X-Forwarded-For for the audit log's client IP only behind a known proxy.
-CERTMGR_TRUST_X_FORWARDED_FOR = env.bool("CERTMGR_TRUST_X_FORWARDED_FOR", default=False)
+# The proxies in front of certmgr whose X-Forwarded-For is believed (the audit log's client IP, the /metrics
+# allow-list): how many there are, or their CIDRs; off by default.
+CERTMGR_TRUST_X_FORWARDED_FOR = env.str("CERTMGR_TRUST_X_FORWARDED_FOR", default="")
 
 # --- certmgr --------------------------------------------------------------------------------------
 # CRLs are valid this long; the schedule and every revocation rebuild them before they run out.

@@ -118,6 +118,7 @@ def _algorithm(value: KeyAlgorithm | str) -> KeyAlgorithm:
 
 _EC_CURVES = {KeyAlgorithm.EC_P256: ec.SECP256R1(), KeyAlgorithm.EC_P384: ec.SECP384R1()}
 _RSA_SIZES = {KeyAlgorithm.RSA_2048: 2048, KeyAlgorithm.RSA_3072: 3072, KeyAlgorithm.RSA_4096: 4096}
+MAX_RSA_BITS = max(_RSA_SIZES.values())
 _ALGORITHM_BY_DESCRIPTION = {  # describe_key() label -> algorithm
     **{f"rsa-{size}": alg for alg, size in _RSA_SIZES.items()},
     **{f"ec-{curve.name}": alg for alg, curve in _EC_CURVES.items()},
@@ -177,7 +178,16 @@ def load_private_key(pem: str | bytes, password: str | None = None) -> PrivateKe
     data = pem.encode("utf-8") if isinstance(pem, str) else pem
     secret = password.encode("utf-8") if password else None
     try:
-        key = serialization.load_pem_private_key(data, password=secret)
+        # Size first, without the RSA consistency check: that check on a huge key costs tens of seconds of
+        # CPU, and a key certmgr refuses anyway must not cost more than its parsing.
+        key = serialization.load_pem_private_key(data, password=secret, unsafe_skip_rsa_key_validation=True)
+        if isinstance(key, rsa.RSAPrivateKey):
+            if key.key_size > MAX_RSA_BITS:
+                raise X509Error(
+                    f"an RSA key of {key.key_size} bits is larger than the {MAX_RSA_BITS} bits "
+                    "certmgr accepts"
+                )
+            key = serialization.load_pem_private_key(data, password=secret)  # now checked
     except TypeError as exc:  # raised for a missing or superfluous password
         raise X509Error(f"cannot load the private key: {exc}") from None
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -949,7 +959,13 @@ def build_csr(key: PrivateKey, subject: Subject, sans: Sequence[str] = ()) -> x5
 
 
 def _check_csr(csr: x509.CertificateSigningRequest) -> KeyAlgorithm:
-    """Proof of possession first (the signature), then the key policy."""
+    """The key policy first (a key certmgr refuses, e.g. RSA-16384, must cost no signature check), then
+    proof of possession (the signature)."""
+    try:
+        public_key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise X509Error(f"the CSR contains an unsupported public key: {exc}") from None
+    algorithm = key_algorithm_of(public_key)
     try:
         valid = csr.is_signature_valid
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -961,11 +977,7 @@ def _check_csr(csr: x509.CertificateSigningRequest) -> KeyAlgorithm:
             "the CSR signature does not verify: it was altered after signing "
             "or not signed by the key it contains"
         )
-    try:
-        public_key = csr.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise X509Error(f"the CSR contains an unsupported public key: {exc}") from None
-    return key_algorithm_of(public_key)
+    return algorithm
 
 
 def load_csr(data: str | bytes) -> x509.CertificateSigningRequest:
