@@ -67,12 +67,24 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def page(browser, request, tmp_path_factory) -> Iterator[object]:
-    """A fresh browser context (no cookies) per test; a full-page screenshot is saved when the test fails."""
+    """A fresh browser context (no cookies) per test; a full-page screenshot is saved when the test fails.
+    Any Content-Security-Policy violation the browser reports fails the test: every page must work under
+    the policy certmgr sends."""
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(f"{page.url}: {message.text}")
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     try:
         yield page
+        assert not violations, "\n".join(violations)
     finally:
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed:
