@@ -47,7 +47,7 @@ class OrganizationAdmin(TenantAdmin):
         return False  # an organization's audit chain is kept for good
 
     def create(self, request, obj, form):
-        return services.create_organization(form.cleaned_data["name"], actor=request)
+        return services.create_organization(form.cleaned_data["name"], actor=as_actor(request))
 
 
 # --- memberships -------------------------------------------------------------------------------------
@@ -112,13 +112,13 @@ class MembershipAdmin(TenantAdmin):
         if created and data.get("password"):
             user.set_password(data["password"])
             user.save(update_fields=["password"])
-        return services.add_member(data["organization"], user, data["role"], actor=request)
+        return services.add_member(data["organization"], user, data["role"], actor=as_actor(request))
 
     def update(self, request, obj, form):
-        return services.change_role(obj, form.cleaned_data["role"], actor=request)
+        return services.change_role(obj, form.cleaned_data["role"], actor=as_actor(request))
 
     def remove(self, request, obj):
-        services.remove_member(obj, actor=request)
+        services.remove_member(obj, actor=as_actor(request))
 
 
 # --- API tokens ----------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class ApiTokenAdmin(TenantAdmin):
             name=data["name"],
             role=data["role"],
             expires_at=data.get("expires_at"),
-            actor=request,
+            actor=as_actor(request),
         )
         # The one and only time the secret is shown.
         self.message_user(
@@ -203,7 +203,7 @@ class ApiTokenAdmin(TenantAdmin):
         return new.token
 
     def remove(self, request, obj):
-        services.revoke_api_token(obj, actor=request)
+        services.revoke_api_token(obj, actor=as_actor(request))
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -216,7 +216,7 @@ class ApiTokenAdmin(TenantAdmin):
     @admin.action(description="Revoke selected tokens")
     def revoke_tokens(self, request, queryset):
         for token in queryset:
-            services.revoke_api_token(token, actor=request)
+            services.revoke_api_token(token, actor=as_actor(request))
         self.message_user(request, f"Revoked {queryset.count()} token(s).")
 
 

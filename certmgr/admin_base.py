@@ -287,7 +287,7 @@ class ServiceAdmin(TenantAdmin):
     def _call(self, request, fn, *args, **kwargs):
         """Run a service; its refusal becomes an error message (a role refusal a 403). None on failure."""
         try:
-            return fn(*args, actor=request, **kwargs)
+            return fn(*args, actor=as_actor(request), **kwargs)
         except errors.PermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc
         except (errors.ServiceError, ValidationError) as exc:

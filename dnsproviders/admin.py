@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from certmgr.actors import as_actor
 from certmgr.admin_base import OrganizationFilter, TenantAdmin
 from certmgr.errors import ServiceError
 from dnsproviders import credentials as creds
@@ -177,7 +178,7 @@ class AppConnectionAdmin(TenantAdmin):
             kind=data["kind"],
             description=data.get("description", ""),
             credentials=form.credentials,
-            actor=request,
+            actor=as_actor(request),
         )
 
     def update(self, request, obj, form):
@@ -187,11 +188,11 @@ class AppConnectionAdmin(TenantAdmin):
             name=form.cleaned_data["name"],
             description=form.cleaned_data.get("description", ""),
             credentials=form.raw_credentials,
-            actor=request,
+            actor=as_actor(request),
         )
 
     def remove(self, request, obj):
-        services.delete_connection(obj, actor=request)
+        services.delete_connection(obj, actor=as_actor(request))
 
     # --- test connection -----------------------------------------------------------------------------
     def get_urls(self):
@@ -215,7 +216,7 @@ class AppConnectionAdmin(TenantAdmin):
         if not self.has_change_permission(request, conn):
             raise PermissionDenied
         try:
-            self._report(request, conn, services.test_connection(conn, actor=request))
+            self._report(request, conn, services.test_connection(conn, actor=as_actor(request)))
         except ServiceError as exc:
             self.message_user(request, f"{conn.name}: {exc}", messages.ERROR)
         return HttpResponseRedirect(reverse("admin:dnsproviders_appconnection_change", args=[conn.pk]))
@@ -223,4 +224,4 @@ class AppConnectionAdmin(TenantAdmin):
     @admin.action(description="Test selected connections")
     def test_selected(self, request, queryset):
         for conn in queryset:
-            self._report(request, conn, services.test_connection(conn, actor=request))
+            self._report(request, conn, services.test_connection(conn, actor=as_actor(request)))

@@ -220,7 +220,7 @@ class PolicySerializer(serializers.ModelSerializer):
         # What the service lets a caller set, so the API cannot drift from it.
         fields = ["id", "organization", *services.POLICY_FIELDS, "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
-        validators = []  # uniqueness: the service answers 409
+        validators: list[object] = []  # uniqueness: the service answers 409
 
 
 # --- subscribers ------------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ class SubscriberSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
-        validators = []
+        validators: list[object] = []
 
 
 class DirectIssueSerializer(serializers.Serializer):
