@@ -228,7 +228,8 @@ class DirectOrderForm(forms.Form):
         self.fields["csr"].queryset = csrs
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         names = [n.strip() for n in (data.get("names") or "").replace(",", "\n").splitlines() if n.strip()]
         csr, ca = data.get("csr"), data.get("ca")
         if csr is not None and ca is not None and csr.organization_id != ca.organization_id:

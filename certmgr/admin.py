@@ -9,7 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.urls import path
@@ -74,7 +74,8 @@ class MembershipForm(forms.ModelForm):
             self.fields["organization"].disabled = True
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         username = (data.get("username") or "").strip()
         if self.instance.pk or not username:
             return data
@@ -175,10 +176,10 @@ class ApiTokenAdmin(TenantAdmin):
         form = super().get_form(request, obj, change=change, **kwargs)
         if "user" in form.base_fields:
             orgs = Organization.objects.restrict(request, Action.CREATE_TOKEN)
-            form.base_fields["user"].queryset = User.objects.filter(
-                memberships__organization__in=orgs
-            ).distinct()
-            form.base_fields["user"].initial = request.user.pk
+            user_field = form.base_fields["user"]
+            if isinstance(user_field, forms.ModelChoiceField):
+                user_field.queryset = User.objects.filter(memberships__organization__in=orgs).distinct()
+            user_field.initial = request.user.pk
         return form
 
     def create(self, request, obj, form):
@@ -277,9 +278,10 @@ class ActorFilter(admin.SimpleListFilter):
         )
 
     def queryset(self, request, queryset):
-        if not self.value() or ":" not in self.value():
+        value = self.value()
+        if not value or ":" not in value:
             return queryset
-        kind, _, actor_id = self.value().partition(":")
+        kind, _, actor_id = value.partition(":")
         queryset = queryset.filter(actor_type=kind)
         return queryset.filter(actor_id=actor_id) if actor_id else queryset
 
@@ -332,6 +334,29 @@ class DateRangeFilter(admin.FieldListFilter):
         }
 
 
+AUDIT_EVENT_FIELDS = (
+    "time",
+    "organization",
+    "action",
+    "outcome",
+    "error",
+    "actor_type",
+    "actor_label",
+    "actor_id",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "details_pretty",
+    "request_id",
+    "ip",
+    "user_agent",
+    "chain",
+    "sequence",
+    "prev_hash",
+    "hash",
+)
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(TenantAdmin):
     read_action = Action.VIEW_AUDIT
@@ -348,28 +373,8 @@ class AuditEventAdmin(TenantAdmin):
     list_select_related = ["organization"]
     list_per_page = 100
     change_list_template = "admin/certmgr/auditevent/change_list.html"
-    fields = [
-        "time",
-        "organization",
-        "action",
-        "outcome",
-        "error",
-        "actor_type",
-        "actor_label",
-        "actor_id",
-        "target_type",
-        "target_id",
-        "target_repr",
-        "details_pretty",
-        "request_id",
-        "ip",
-        "user_agent",
-        "chain",
-        "sequence",
-        "prev_hash",
-        "hash",
-    ]
-    readonly_fields = fields
+    fields = AUDIT_EVENT_FIELDS
+    readonly_fields = AUDIT_EVENT_FIELDS
 
     @admin.display(description="Outcome", ordering="outcome")
     def outcome_badge(self, obj):
@@ -398,7 +403,7 @@ class AuditEventAdmin(TenantAdmin):
     def export_csv(self, request):
         """The list as filtered and searched on screen, streamed as CSV."""
         if not self.has_view_permission(request):
-            raise admin.options.PermissionDenied
+            raise PermissionDenied
         changelist = self.get_changelist_instance(request)
         queryset = changelist.get_queryset(request)
         org_ids = as_actor(request).organization_ids(Action.VIEW_AUDIT)

@@ -28,6 +28,14 @@ class TenantQuerySet(models.QuerySet):
         return self.filter(**{f"{self.organization_path}__in": org_ids})
 
 
+def tenant_rows(model: type[models.Model]) -> TenantQuerySet:
+    """Every row of a tenant-owned model, as the queryset that ``restrict``s them."""
+    rows = model._default_manager.all()
+    if not isinstance(rows, TenantQuerySet):
+        raise TypeError(f"{model.__name__}'s manager does not return a TenantQuerySet")
+    return rows
+
+
 class OrganizationQuerySet(TenantQuerySet):
     organization_path = "pk"
 

@@ -70,7 +70,8 @@ class _AppConnectionFormBase(forms.ModelForm):
                 field.initial = stored[spec.name]
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         kind = data.get("kind") or self.instance.kind
         if not kind:
             return data

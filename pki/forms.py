@@ -260,7 +260,8 @@ class CaCreateForm(_UniqueNameMixin, SubjectFieldsMixin, forms.ModelForm):
         return _clean_country(self.cleaned_data.get("subject_country"))
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         kind, parent, org = data.get("kind"), data.get("parent"), data.get("organization")
         if kind == CertificateAuthority.Kind.INTERNAL_INTERMEDIATE:
             if parent is None:
@@ -304,7 +305,8 @@ class CaImportForm(forms.Form):
         self.fields["organization"] = _org_field(organizations)
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         cert = data.get("certificate") or read_upload(data.get("certificate_file"), "certificate")
         key = data.get("private_key") or read_upload(data.get("private_key_file"), "private key")
         if not cert.strip():
@@ -464,7 +466,8 @@ class SubscriberForm(_UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, fo
         return _clean_country(self.cleaned_data.get("subject_country"))
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         org = data.get("organization") or (self.instance.organization if self.instance.pk else None)
         for name in ("ca", "policy"):
             value = data.get(name)
@@ -512,7 +515,8 @@ class CsrPasteForm(forms.Form):
     csr_file = forms.FileField(label="…or CSR file", required=False)
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         text = data.get("csr") or ""
         upload = data.get("csr_file")
         if not text.strip() and upload is not None:
@@ -555,7 +559,8 @@ class CsrGenerateForm(SubjectFieldsMixin, forms.Form):
         return _clean_country(self.cleaned_data.get("subject_country"))
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not (data.get("common_name") or "").strip() and not data.get("sans"):
             self.add_error("common_name", "Give a common name or at least one SAN.")
         return data
@@ -645,7 +650,8 @@ class Pkcs12Form(forms.Form):
     )
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("password") and data.get("password") != data.get("password_again"):
             self.add_error("password_again", "The two passwords differ.")
         return data
@@ -678,7 +684,8 @@ class CertificateImportForm(forms.Form):
         self.fields["organization"] = _org_field(organizations)
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         sources: list[tuple[str, str, str | None]] = []  # (name, pem text, key)
         files = data.get("files") or []
         if len(files) > MAX_UPLOAD_FILES:

@@ -205,6 +205,26 @@ class ChannelFilter(IdFilter):
         return list(AlertChannel.objects.restrict(request).order_by("name").values_list("pk", "name")[:200])
 
 
+ALERT_DELIVERY_FIELDS = (
+    "organization",
+    "event",
+    "rule",
+    "channel",
+    "channel_label",
+    "certificate",
+    "subscriber",
+    "threshold_days",
+    "subject",
+    "message",
+    "status",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "created_at",
+    "sent_at",
+)
+
+
 @admin.register(AlertDelivery)
 class AlertDeliveryAdmin(TenantAdmin):
     """The alert history: read-only; operators can send a pending or failed delivery again now."""
@@ -218,12 +238,8 @@ class AlertDeliveryAdmin(TenantAdmin):
     search_fields = ["subject"]
     date_hierarchy = None
     actions = ["retry_now"]
-    fields = [
-        "organization", "event", "rule", "channel", "channel_label", "certificate", "subscriber",
-        "threshold_days", "subject", "message", "status", "attempts", "last_error", "next_attempt_at",
-        "created_at", "sent_at",
-    ]  # fmt: skip
-    readonly_fields = fields
+    fields = ALERT_DELIVERY_FIELDS
+    readonly_fields = ALERT_DELIVERY_FIELDS
 
     def has_add_permission(self, request):
         return False
