@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -24,6 +26,7 @@ def _field_name(kind: creds.Kind, name: str) -> str:
 
 
 def _credential_field(spec: creds.CredentialField) -> forms.Field:
+    field: forms.Field
     if spec.kind == "choice":
         field = forms.ChoiceField(
             choices=[("", "---------")] + [(c, c) for c in spec.choices], required=False
@@ -112,7 +115,9 @@ class AppConnectionAdmin(TenantAdmin):
     change_form_template = "admin/dnsproviders/appconnection/change_form.html"
 
     def get_fieldsets(self, request, obj=None):
-        sets = [(None, {"fields": ["organization", "name", "kind", "description"]})]
+        sets: list[tuple[str | None, dict[str, Any]]] = [
+            (None, {"fields": ["organization", "name", "kind", "description"]})
+        ]
         if obj is not None and not self.has_change_permission(request, obj):
             # Read-only page: the non-secret settings, and which secrets are stored (never their values).
             sets.append(("Credentials", {"fields": ["credential_settings"]}))
