@@ -8,8 +8,11 @@ Saves and deletes go through the services (subclasses implement ``create``/``upd
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import cached_property
+from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -158,6 +161,14 @@ class OrganizationFilter(IdFilter):
         if org_ids is not None and len(org_ids) < 2:
             return []
         return list(Organization.objects.restrict(request).order_by("name").values_list("pk", "name")[:200])
+
+
+def model_choice_field(fields: Mapping[str, forms.Field], name: str) -> forms.ModelChoiceField[Any]:
+    """``fields[name]`` as the ModelChoiceField it is (a form sets its queryset per request)."""
+    field = fields[name]
+    if not isinstance(field, forms.ModelChoiceField):
+        raise TypeError(f"{name} is a {type(field).__name__}, not a ModelChoiceField")
+    return field
 
 
 def error_text(exc: Exception) -> str:

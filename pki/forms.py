@@ -8,10 +8,12 @@ checkboxes. Fields that receive secrets (private keys, PKCS#12 passwords) never 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 
+from certmgr.admin_base import model_choice_field
 from pki import services, x509
 from pki.models import (
     KEY_ALGORITHMS,
@@ -156,7 +158,17 @@ def _checkboxes(choices, **kwargs) -> forms.MultipleChoiceField:
     return forms.MultipleChoiceField(choices=choices, widget=forms.CheckboxSelectMultiple, **kwargs)
 
 
-class SubjectFieldsMixin:
+if TYPE_CHECKING:
+    from certmgr.models import Organization
+
+    # The mixins below go in front of a Django form; the type checker reads them as one.
+    _Form = forms.BaseForm
+    _ModelForm = forms.BaseModelForm[Any]
+else:
+    _Form = _ModelForm = object
+
+
+class SubjectFieldsMixin(_Form):
     """Declares subject_<part> inputs; ``subject_dict()`` gathers the filled ones."""
 
     def subject_dict(self) -> dict[str, str]:
@@ -168,7 +180,7 @@ class SubjectFieldsMixin:
         return subject
 
 
-def _clean_country(value: str) -> str:
+def _clean_country(value: str | None) -> str:
     value = (value or "").strip()
     if value and not (len(value) == 2 and value.isascii() and value.isalpha()):
         raise ValidationError("A two-letter ISO 3166 code, e.g. DE.")
@@ -183,7 +195,7 @@ def _org_field(queryset) -> forms.ModelChoiceField:
     return field
 
 
-class _UsageFieldsMixin:
+class _UsageFieldsMixin(_Form):
     """``extended_key_usages`` checkboxes plus ``other_extended_key_usages`` (dotted OIDs) as one list."""
 
     def _split_ekus(self, values):
@@ -205,7 +217,7 @@ class _UsageFieldsMixin:
         return list(dict.fromkeys([*known, *other]))
 
 
-class _UniqueNameMixin:
+class _UniqueNameMixin(_ModelForm):
     """A name taken in the organization is an error on the name field (not a form-wide one)."""
 
     def clean_name(self):
@@ -283,7 +295,9 @@ class CaCreateForm(_UniqueNameMixin, SubjectFieldsMixin, forms.ModelForm):
 
 
 class CaImportForm(forms.Form):
-    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
+    organization: forms.ModelChoiceField[Organization] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
     name = forms.CharField(max_length=100)
     certificate = forms.CharField(
         label="CA certificate (PEM)",
@@ -536,7 +550,9 @@ class IssueFromCsrForm(CsrPasteForm):
 
 # --- CSRs ----------------------------------------------------------------------------------------------
 class CsrGenerateForm(SubjectFieldsMixin, forms.Form):
-    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
+    organization: forms.ModelChoiceField[Organization] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
     name = forms.CharField(max_length=100, help_text="A label for the list, e.g. the host or service.")
     common_name = forms.CharField(label="Common name (CN)", max_length=64, required=False)
     sans = ListTextField(
@@ -567,7 +583,9 @@ class CsrGenerateForm(SubjectFieldsMixin, forms.Form):
 
 
 class CsrUploadForm(CsrPasteForm):
-    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
+    organization: forms.ModelChoiceField[Organization] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
     name = forms.CharField(max_length=100)
 
     field_order = ["organization", "name", "csr", "csr_file"]
@@ -579,7 +597,7 @@ class CsrUploadForm(CsrPasteForm):
 
 
 class IssueFromStoredCsrForm(forms.Form):
-    subscriber = forms.ModelChoiceField(
+    subscriber: forms.ModelChoiceField[Subscriber] = forms.ModelChoiceField(
         queryset=None,
         help_text="The certificate gets the subscriber's names, validity and usages, checked against its "
         "policy; the CSR supplies the public key.",
@@ -587,7 +605,7 @@ class IssueFromStoredCsrForm(forms.Form):
 
     def __init__(self, *args, subscribers, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["subscriber"].queryset = subscribers
+        model_choice_field(self.fields, "subscriber").queryset = subscribers
 
 
 # --- certificates --------------------------------------------------------------------------------------
@@ -658,8 +676,12 @@ class Pkcs12Form(forms.Form):
 
 
 class CertificateImportForm(forms.Form):
-    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
-    files = MultipleFileField(
+    organization: forms.ModelChoiceField[Organization] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
+    # A declared field: the form metaclass moves it into base_fields, so BaseForm.files (the uploads) is
+    # untouched; django-stubs reads it as a class attribute overriding that.
+    files = MultipleFileField(  # type: ignore[assignment]
         label="PEM files",
         required=False,
         help_text="One certificate per file, optionally followed by its chain and its private key. Up to "

@@ -18,6 +18,7 @@ from certmgr.admin_base import (
     apply_service_errors,
     badge,
     error_text,
+    model_choice_field,
 )
 from pki import forms as pki_forms
 from pki import services
@@ -203,8 +204,9 @@ class SubscriberAdmin(PkiAdmin):
         if obj is not None:  # the CA and policy of the subscriber's own organization only
             for name in ("ca", "policy"):
                 if name in form.base_fields:
-                    field = form.base_fields[name]
-                    field.queryset = field.queryset.filter(organization_id=obj.organization_id)
+                    field = model_choice_field(form.base_fields, name)
+                    if field.queryset is not None:
+                        field.queryset = field.queryset.filter(organization_id=obj.organization_id)
         return form
 
     @admin.display(description="Issuer")
