@@ -81,7 +81,7 @@ class AcmeCaAdmin:
     """The ACME CA's page shows its settings and account instead of certificate and key fields; its own
     add and edit screens register or change the ACME account."""
 
-    change_form_template = "admin/acmeca/ca_change_form.html"
+    change_form_template: str | None = "admin/acmeca/ca_change_form.html"
 
     def fieldsets(self, ca: CertificateAuthority) -> list:
         return [
@@ -148,7 +148,7 @@ def settings_display(ca: CertificateAuthority) -> str:
             row.dns_connection.name,
             row.dns_connection.get_kind_display(),
         )
-        if row.dns_connection_id
+        if row.dns_connection is not None
         else "—"
     )
     return _rows_table(
@@ -215,7 +215,7 @@ def _ca_form_page(ca_admin, request, form, *, title: str, submit: str, obj=None)
     )
 
 
-def _service_failed(form, exc: Exception) -> None:
+def _service_failed(form, exc: errors.ServiceError | ValidationError) -> None:
     if isinstance(exc, errors.PermissionDenied):
         raise PermissionDenied(str(exc)) from exc
     apply_service_errors(form, exc)
