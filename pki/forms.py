@@ -640,7 +640,7 @@ class ReissueForm(forms.Form):
 
     def __init__(self, *args, ca: CertificateAuthority, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["to_ca"].queryset = (
+        model_choice_field(self.fields, "to_ca").queryset = (
             CertificateAuthority.objects.filter(
                 organization_id=ca.organization_id, status=CertificateAuthority.Status.ACTIVE
             )

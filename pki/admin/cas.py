@@ -337,7 +337,10 @@ class CertificateAuthorityAdmin(PkiAdmin):
             data = form.cleaned_data
             try:
                 services.start_reissue(
-                    ca, actor=request, to_ca=data["to_ca"], revoke_reason=data["revoke_reason"] or None
+                    ca,
+                    actor=as_actor(request),
+                    to_ca=data["to_ca"],
+                    revoke_reason=data["revoke_reason"] or None,
                 )
             except errors.PermissionDenied as exc:
                 raise PermissionDenied(str(exc)) from exc
