@@ -21,6 +21,7 @@ from acmeca import orders, services, vendors
 from acmeca.forms import AcmeCaForm, DirectOrderForm, RolloverForm, connection_label, preset_rows
 from acmeca.models import AcmeAccount, AcmeChallenge, AcmeOrder, AcmeSettings
 from certmgr import errors
+from certmgr.actors import as_actor
 from certmgr.admin_base import (
     ACTION_LIMIT,
     CappedCountPaginator,
@@ -80,7 +81,7 @@ class AcmeCaAdmin:
     """The ACME CA's page shows its settings and account instead of certificate and key fields; its own
     add and edit screens register or change the ACME account."""
 
-    change_form_template = "admin/acmeca/ca_change_form.html"
+    change_form_template: str | None = "admin/acmeca/ca_change_form.html"
 
     def fieldsets(self, ca: CertificateAuthority) -> list:
         return [
@@ -147,7 +148,7 @@ def settings_display(ca: CertificateAuthority) -> str:
             row.dns_connection.name,
             row.dns_connection.get_kind_display(),
         )
-        if row.dns_connection_id
+        if row.dns_connection is not None
         else "—"
     )
     return _rows_table(
@@ -214,7 +215,7 @@ def _ca_form_page(ca_admin, request, form, *, title: str, submit: str, obj=None)
     )
 
 
-def _service_failed(form, exc: Exception) -> None:
+def _service_failed(form, exc: errors.ServiceError | ValidationError) -> None:
     if isinstance(exc, errors.PermissionDenied):
         raise PermissionDenied(str(exc)) from exc
     apply_service_errors(form, exc)
@@ -235,7 +236,7 @@ def acme_ca_add_view(ca_admin, request):
             ca = services.create_acme_ca(
                 data["organization"],
                 name=data["name"],
-                actor=request,
+                actor=as_actor(request),
                 account_key_kind=data["account_key_kind"],
                 **form.settings_values(),
             )
@@ -262,7 +263,7 @@ def acme_ca_edit_view(ca_admin, request, pk: int):
     if request.method == "POST" and form.is_valid():
         name = form.cleaned_data["name"].strip()
         try:
-            services.update_acme_ca(ca, actor=request, name=name, **form.settings_values())
+            services.update_acme_ca(ca, actor=as_actor(request), name=name, **form.settings_values())
         except (errors.ServiceError, ValidationError) as exc:
             _service_failed(form, exc)
         else:
@@ -384,7 +385,7 @@ class AcmeAccountAdmin(AcmeAdmin):
         return ["Certificates this account ordered stay in the inventory."]
 
     def remove(self, request, obj):
-        services.delete_account(obj, actor=request)
+        services.delete_account(obj, actor=as_actor(request))
 
     def change_form_extra(self, request, obj):
         return {**super().change_form_extra(request, obj), "is_valid": obj.status == AcmeAccount.Status.VALID}
@@ -771,7 +772,7 @@ class AcmeOrderAdmin(AcmeAdmin):
         self._each(request, queryset, self.do_confirm)
 
     def remove(self, request, obj):
-        orders.delete_order(obj, actor=request)
+        orders.delete_order(obj, actor=as_actor(request))
 
     # --- "Create ACME order": direct issuance ------------------------------------------------------------
     def has_add_permission(self, request):
@@ -799,7 +800,7 @@ class AcmeOrderAdmin(AcmeAdmin):
                 order = orders.start_direct_order(
                     data["ca"],
                     data["name_list"],
-                    actor=request,
+                    actor=as_actor(request),
                     key_algorithm=data["key_algorithm"],
                     csr_pem=csr.csr_pem if csr else None,
                     csr_key_pem=(csr.private_key or None) if csr else None,

@@ -120,7 +120,7 @@ def refresh_renewal_times(report: JobReport, *, now: dt.datetime, limit: int = 1
         .select_related("subscriber")
         .order_by("ca_id", "next_renewal_at")[:limit]
     )
-    clients: dict[int, AriClient | None] = {}
+    clients: dict[int | None, AriClient | None] = {}
     try:
         for cert in candidates:
             if cert.ca_id not in clients:

@@ -7,15 +7,20 @@ on these fields. The EAB HMAC key is write-only: never rendered back, and left e
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 
 from acmeca import vendors
 from acmeca.models import ACCOUNT_KEY_KINDS, AcmeSettings, ChallengeType
 from acmeca.services import SETTINGS_FIELDS
+from certmgr.admin_base import model_choice_field
 from dnsproviders.models import AppConnection
 from pki.forms import pem_textarea
+
+if TYPE_CHECKING:
+    from certmgr.models import Organization
+    from pki.models import CertificateAuthority, CertificateRequest
 
 
 def vendor_choices() -> list[tuple[str, str]]:
@@ -43,7 +48,9 @@ def preset_rows() -> list[dict[str, Any]]:
 class AcmeCaForm(forms.Form):
     """Register (``instance`` None) or edit an ACME CA. ``organizations`` only on register."""
 
-    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
+    organization: forms.ModelChoiceField[Organization] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
     name = forms.CharField(max_length=100)
     vendor = forms.ChoiceField(
         label="Vendor",
@@ -77,7 +84,7 @@ class AcmeCaForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Stored encrypted and never shown again.",
     )
-    dns_connection = forms.ModelChoiceField(
+    dns_connection: forms.ModelChoiceField[AppConnection] = forms.ModelChoiceField(
         label="DNS app connection",
         queryset=None,
         required=False,
@@ -138,9 +145,9 @@ class AcmeCaForm(forms.Form):
         if instance is not None:
             kwargs.setdefault("initial", self.initial_from(instance))
         super().__init__(*args, **kwargs)
-        self.fields["dns_connection"].queryset = connections
+        model_choice_field(self.fields, "dns_connection").queryset = connections
         if instance is None:
-            self.fields["organization"].queryset = organizations
+            model_choice_field(self.fields, "organization").queryset = organizations
             orgs = list(organizations[:2])
             if len(orgs) == 1:
                 self.fields["organization"].initial = orgs[0].pk
@@ -196,13 +203,13 @@ def connection_label(connection: AppConnection, *, with_organization: bool) -> s
 class DirectOrderForm(forms.Form):
     """Order a certificate from an ACME CA that allows direct issuance: by names, or from a stored CSR."""
 
-    ca = forms.ModelChoiceField(
+    ca: forms.ModelChoiceField[CertificateAuthority] = forms.ModelChoiceField(
         label="ACME CA",
         queryset=None,
         empty_label=None,
         help_text="Only ACME CAs with direct issuance on are offered.",
     )
-    csr = forms.ModelChoiceField(
+    csr: forms.ModelChoiceField[CertificateRequest] = forms.ModelChoiceField(
         label="CSR",
         queryset=None,
         required=False,
@@ -224,11 +231,12 @@ class DirectOrderForm(forms.Form):
 
     def __init__(self, *args: Any, cas, csrs, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["ca"].queryset = cas
-        self.fields["csr"].queryset = csrs
+        model_choice_field(self.fields, "ca").queryset = cas
+        model_choice_field(self.fields, "csr").queryset = csrs
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         names = [n.strip() for n in (data.get("names") or "").replace(",", "\n").splitlines() if n.strip()]
         csr, ca = data.get("csr"), data.get("ca")
         if csr is not None and ca is not None and csr.organization_id != ca.organization_id:

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from certmgr.permissions import Action, lower_role, role_allows
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from typing import TypeAlias
+
+    from django.contrib.auth.models import AnonymousUser, User
+    from django.http import HttpRequest
+    from rest_framework.request import Request
+    from typing_extensions import TypeIs
 
     from certmgr.models import ApiToken
 
@@ -22,13 +27,13 @@ if TYPE_CHECKING:
 class Actor:
     kind: str  # "user" | "token" | "system"
     label: str
-    user: AbstractBaseUser | None = None
+    user: User | AnonymousUser | None = None
     token: ApiToken | None = None
     _roles: dict[int, str] | None = field(default=None, repr=False)
 
     # --- constructors ---------------------------------------------------------------------------
     @classmethod
-    def for_user(cls, user: AbstractBaseUser) -> Actor:
+    def for_user(cls, user: User | AnonymousUser) -> Actor:
         return cls(kind="user", label=user.get_username(), user=user)
 
     @classmethod
@@ -87,18 +92,31 @@ class Actor:
         return {org for org, role in self.roles().items() if role_allows(role, action)}
 
 
-def as_actor(who: Any) -> Actor:
+if TYPE_CHECKING:
+    #: What a door has in hand: an actor already, a request (admin or API) or a user.
+    ActorSource: TypeAlias = Actor | HttpRequest | Request | User | AnonymousUser
+
+
+def _is_request(who: ActorSource) -> TypeIs[HttpRequest | Request]:
+    return hasattr(who, "user") and hasattr(who, "META")  # an HttpRequest or DRF Request
+
+
+def as_actor(who: ActorSource) -> Actor:
     """Accept an Actor, a user or a request (admin and API doors hand over what they have)."""
     if isinstance(who, Actor):
         return who
     actor = getattr(who, "certmgr_actor", None)
     if isinstance(actor, Actor):
         return actor
-    if hasattr(who, "user") and hasattr(who, "META"):  # an HttpRequest or DRF Request
+    if _is_request(who):
         auth = getattr(who, "auth", None)
         # An API token (``ApiToken.is_api_token``) acts with its own, capped role, never its owner's.
-        actor = Actor.for_token(auth) if getattr(auth, "is_api_token", False) else Actor.for_user(who.user)
+        if auth is not None and getattr(auth, "is_api_token", False):
+            actor = Actor.for_token(auth)
+        else:
+            actor = Actor.for_user(who.user)
         with contextlib.suppress(AttributeError):
-            who.certmgr_actor = actor
+            # A per-request cache that neither request class declares.
+            setattr(who, "certmgr_actor", actor)  # noqa: B010
         return actor
     return Actor.for_user(who)

@@ -9,7 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from django.urls import path
@@ -47,7 +47,7 @@ class OrganizationAdmin(TenantAdmin):
         return False  # an organization's audit chain is kept for good
 
     def create(self, request, obj, form):
-        return services.create_organization(form.cleaned_data["name"], actor=request)
+        return services.create_organization(form.cleaned_data["name"], actor=as_actor(request))
 
 
 # --- memberships -------------------------------------------------------------------------------------
@@ -75,7 +75,8 @@ class MembershipForm(forms.ModelForm):
                 self.fields["organization"].disabled = True
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         username = (data.get("username") or "").strip()
         if self.instance.pk or not username:
             return data
@@ -126,13 +127,13 @@ class MembershipAdmin(TenantAdmin):
         if created and data.get("password"):
             user.set_password(data["password"])
             user.save(update_fields=["password"])
-        return services.add_member(data["organization"], user, data["role"], actor=request)
+        return services.add_member(data["organization"], user, data["role"], actor=as_actor(request))
 
     def update(self, request, obj, form):
-        return services.change_role(obj, form.cleaned_data["role"], actor=request)
+        return services.change_role(obj, form.cleaned_data["role"], actor=as_actor(request))
 
     def remove(self, request, obj):
-        services.remove_member(obj, actor=request)
+        services.remove_member(obj, actor=as_actor(request))
 
 
 # --- API tokens ----------------------------------------------------------------------------------------
@@ -189,10 +190,10 @@ class ApiTokenAdmin(TenantAdmin):
         form = super().get_form(request, obj, change=change, **kwargs)
         if "user" in form.base_fields:
             orgs = Organization.objects.restrict(request, Action.CREATE_TOKEN)
-            form.base_fields["user"].queryset = User.objects.filter(
-                memberships__organization__in=orgs
-            ).distinct()
-            form.base_fields["user"].initial = request.user.pk
+            user_field = form.base_fields["user"]
+            if isinstance(user_field, forms.ModelChoiceField):
+                user_field.queryset = User.objects.filter(memberships__organization__in=orgs).distinct()
+            user_field.initial = request.user.pk
         return form
 
     def create(self, request, obj, form):
@@ -203,7 +204,7 @@ class ApiTokenAdmin(TenantAdmin):
             name=data["name"],
             role=data["role"],
             expires_at=data.get("expires_at"),
-            actor=request,
+            actor=as_actor(request),
         )
         # The one and only time the secret is shown.
         self.message_user(
@@ -217,7 +218,7 @@ class ApiTokenAdmin(TenantAdmin):
         return new.token
 
     def remove(self, request, obj):
-        services.revoke_api_token(obj, actor=request)
+        services.revoke_api_token(obj, actor=as_actor(request))
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -230,7 +231,7 @@ class ApiTokenAdmin(TenantAdmin):
     @admin.action(description="Revoke selected tokens")
     def revoke_tokens(self, request, queryset):
         for token in queryset:
-            services.revoke_api_token(token, actor=request)
+            services.revoke_api_token(token, actor=as_actor(request))
         self.message_user(request, f"Revoked {queryset.count()} token(s).")
 
 
@@ -291,9 +292,10 @@ class ActorFilter(admin.SimpleListFilter):
         )
 
     def queryset(self, request, queryset):
-        if not self.value() or ":" not in self.value():
+        value = self.value()
+        if not value or ":" not in value:
             return queryset
-        kind, _, actor_id = self.value().partition(":")
+        kind, _, actor_id = value.partition(":")
         queryset = queryset.filter(actor_type=kind)
         return queryset.filter(actor_id=actor_id) if actor_id else queryset
 
@@ -346,6 +348,29 @@ class DateRangeFilter(admin.FieldListFilter):
         }
 
 
+AUDIT_EVENT_FIELDS = (
+    "time",
+    "organization",
+    "action",
+    "outcome",
+    "error",
+    "actor_type",
+    "actor_label",
+    "actor_id",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "details_pretty",
+    "request_id",
+    "ip",
+    "user_agent",
+    "chain",
+    "sequence",
+    "prev_hash",
+    "hash",
+)
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(TenantAdmin):
     read_action = Action.VIEW_AUDIT
@@ -362,28 +387,8 @@ class AuditEventAdmin(TenantAdmin):
     list_select_related = ["organization"]
     list_per_page = 100
     change_list_template = "admin/certmgr/auditevent/change_list.html"
-    fields = [
-        "time",
-        "organization",
-        "action",
-        "outcome",
-        "error",
-        "actor_type",
-        "actor_label",
-        "actor_id",
-        "target_type",
-        "target_id",
-        "target_repr",
-        "details_pretty",
-        "request_id",
-        "ip",
-        "user_agent",
-        "chain",
-        "sequence",
-        "prev_hash",
-        "hash",
-    ]
-    readonly_fields = fields
+    fields = AUDIT_EVENT_FIELDS
+    readonly_fields = AUDIT_EVENT_FIELDS
 
     @admin.display(description="Outcome", ordering="outcome")
     def outcome_badge(self, obj):
@@ -412,7 +417,7 @@ class AuditEventAdmin(TenantAdmin):
     def export_csv(self, request):
         """The list as filtered and searched on screen, streamed as CSV."""
         if not self.has_view_permission(request):
-            raise admin.options.PermissionDenied
+            raise PermissionDenied
         changelist = self.get_changelist_instance(request)
         queryset = changelist.get_queryset(request)
         org_ids = as_actor(request).organization_ids(Action.VIEW_AUDIT)

@@ -8,8 +8,11 @@ Saves and deletes go through the services (subclasses implement ``create``/``upd
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import cached_property
+from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -17,6 +20,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Field, QuerySet
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -28,6 +32,7 @@ from certmgr.actors import as_actor
 from certmgr.errors import ServiceError
 from certmgr.models import Organization
 from certmgr.permissions import Action
+from certmgr.querysets import TenantQuerySet
 
 
 class TenantAdmin(admin.ModelAdmin):
@@ -37,7 +42,10 @@ class TenantAdmin(admin.ModelAdmin):
 
     # --- tenancy -----------------------------------------------------------------------------------
     def get_queryset(self, request):
-        return super().get_queryset(request).restrict(request, self.read_action)
+        queryset = super().get_queryset(request)
+        if not isinstance(queryset, TenantQuerySet):
+            raise TypeError(f"{self.model.__name__}'s manager does not return a TenantQuerySet")
+        return queryset.restrict(request, self.read_action)
 
     @staticmethod
     def organization_id_of(obj) -> int | None:
@@ -100,21 +108,22 @@ class TenantAdmin(admin.ModelAdmin):
     # failure's audit event commits with the admin's transaction.
     def _changeform_view(self, request, object_id, form_url, extra_context):
         try:
-            return super()._changeform_view(request, object_id, form_url, extra_context)
+            # django-stubs leaves out ModelAdmin's private views (Django has them since 1.x).
+            return super()._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
         except (ServiceError, ValidationError) as exc:
             self.message_user(request, error_text(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
     def _delete_view(self, request, object_id, extra_context):
         try:
-            return super()._delete_view(request, object_id, extra_context)
+            return super()._delete_view(request, object_id, extra_context)  # type: ignore[misc]  # as above
         except (ServiceError, ValidationError) as exc:
             self.message_user(request, error_text(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
-    def response_action(self, request, queryset):
+    def response_action(self, request, queryset, *args, **kwargs):
         try:
-            return super().response_action(request, queryset)
+            return super().response_action(request, queryset, *args, **kwargs)
         except (ServiceError, ValidationError) as exc:
             self.message_user(request, error_text(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
@@ -154,6 +163,14 @@ class OrganizationFilter(IdFilter):
         return list(Organization.objects.restrict(request).order_by("name").values_list("pk", "name")[:200])
 
 
+def model_choice_field(fields: Mapping[str, forms.Field], name: str) -> forms.ModelChoiceField[Any]:
+    """``fields[name]`` as the ModelChoiceField it is (a form sets its queryset per request)."""
+    field = fields[name]
+    if not isinstance(field, forms.ModelChoiceField):
+        raise TypeError(f"{name} is a {type(field).__name__}, not a ModelChoiceField")
+    return field
+
+
 def error_text(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(exc.messages)
@@ -163,7 +180,11 @@ def error_text(exc: Exception) -> str:
 def apply_service_errors(form, exc: ValidationError | ServiceError) -> None:
     """Put a service's field errors on the form (fields it lacks go to the top of the form)."""
     if isinstance(exc, ServiceError):
-        for field, messages in (exc.field_errors() or {None: [exc.message]}).items():
+        field_errors = exc.field_errors()
+        if not field_errors:
+            form.add_error(None, [exc.message])
+            return
+        for field, messages in field_errors.items():
             form.add_error(field if field in form.fields else None, messages)
         return
     if hasattr(exc, "error_dict"):
@@ -192,7 +213,10 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        counted = self.object_list.order_by()[: self.cap + 1].count()
+        rows = self.object_list
+        if not isinstance(rows, QuerySet):  # a list: nothing to cap
+            return len(rows)
+        counted = rows.order_by()[: self.cap + 1].count()
         self.capped = counted > self.cap
         return min(counted, self.cap)
 
@@ -262,6 +286,8 @@ class ServiceAdmin(TenantAdmin):
     def get_object(self, request, object_id, from_field=None):
         queryset = self.detail_queryset(request)
         field = self.opts.pk if from_field is None else self.opts.get_field(from_field)
+        if not isinstance(field, Field):  # a reverse relation: no column to look up by
+            return None
         try:
             return queryset.get(**{field.name: field.to_python(object_id)})
         except (queryset.model.DoesNotExist, ValidationError, ValueError):
@@ -287,7 +313,7 @@ class ServiceAdmin(TenantAdmin):
     def _call(self, request, fn, *args, **kwargs):
         """Run a service; its refusal becomes an error message (a role refusal a 403). None on failure."""
         try:
-            return fn(*args, actor=request, **kwargs)
+            return fn(*args, actor=as_actor(request), **kwargs)
         except errors.PermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc
         except (errors.ServiceError, ValidationError) as exc:
@@ -332,7 +358,13 @@ class ServiceAdmin(TenantAdmin):
         obj = None if add else self.get_object(request, unquote(object_id))
         fieldsets = self.get_fieldsets(request, obj)
         admin_form = helpers.AdminForm(
-            form, list(fieldsets), {}, self.get_readonly_fields(request, obj), model_admin=self
+            # django-stubs types AdminForm's fieldsets narrower than get_fieldsets' (Django passes one to
+            # the other in changeform_view).
+            form,
+            list(fieldsets),  # type: ignore[arg-type]
+            {},
+            self.get_readonly_fields(request, obj),
+            model_admin=self,
         )
         verbose = self.opts.verbose_name
         context = {
@@ -357,7 +389,9 @@ class ServiceAdmin(TenantAdmin):
 
     def get_deleted_objects(self, objs, request):
         objs = list(objs)
-        to_delete = [format_html("{}: {}", self.opts.verbose_name.capitalize(), admin_link(o)) for o in objs]
+        to_delete = [
+            format_html("{}: {}", str(self.opts.verbose_name).capitalize(), admin_link(o)) for o in objs
+        ]
         return to_delete, {self.opts.verbose_name_plural: len(objs)}, set(), []
 
     def delete_warnings(self, obj) -> list[str]:

@@ -8,21 +8,24 @@ takes ``choices=KeyAlgorithm.choices`` and code compares members with plain stri
 from __future__ import annotations
 
 from enum import EnumType, StrEnum
-from typing import Any
+from typing import Self
 
 
 class _ChoicesType(EnumType):
+    def _members(cls) -> list[Choices]:
+        return list(cls)
+
     @property
     def choices(cls) -> list[tuple[str, str]]:
-        return [(member.value, member.label) for member in cls]  # type: ignore[attr-defined]
+        return [(member.value, member.label) for member in cls._members()]
 
     @property
     def values(cls) -> list[str]:
-        return [member.value for member in cls]  # type: ignore[attr-defined]
+        return [member.value for member in cls._members()]
 
     @property
     def labels(cls) -> list[str]:
-        return [member.label for member in cls]  # type: ignore[attr-defined]
+        return [member.label for member in cls._members()]
 
 
 class Choices(StrEnum, metaclass=_ChoicesType):
@@ -30,7 +33,7 @@ class Choices(StrEnum, metaclass=_ChoicesType):
 
     _label: str
 
-    def __new__(cls, value: str, label: str | None = None) -> Any:
+    def __new__(cls, value: str, label: str | None = None) -> Self:
         member = str.__new__(cls, value)
         member._value_ = value
         member._label = label if label is not None else value.replace("_", " ").replace("-", " ").capitalize()

@@ -13,6 +13,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3.connection
@@ -64,11 +65,15 @@ def vetted_addresses(host: str, port: int, *, allowed: Iterable | None = None) -
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise OutboundRefused(f"cannot resolve host {host!r}: {exc.strerror or exc}") from exc
-    usable, refused = [], []
+    usable: list[tuple[Any, ...]] = []
+    refused: list[str] = []
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         reason = refusal_reason(ip, allowed)
-        (refused if reason else usable).append(info if not reason else f"{ip} is {reason}")
+        if reason:
+            refused.append(f"{ip} is {reason}")
+        else:
+            usable.append(info)
     if not usable:
         raise OutboundRefused(
             f"refusing to connect to {host!r}: {'; '.join(dict.fromkeys(refused))}. "
@@ -90,7 +95,8 @@ def create_connection(host: str, port: int, timeout=None, source_address=None, s
         try:
             for opt in socket_options or ():
                 sock.setsockopt(*opt)
-            if timeout is not None and timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+            # typeshed leaves out the (private, real) sentinel that urllib3 passes for "no timeout".
+            if timeout is not None and timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
                 sock.settimeout(timeout)
             if source_address:
                 sock.bind(source_address)
@@ -102,7 +108,15 @@ def create_connection(host: str, port: int, timeout=None, source_address=None, s
     raise last_error or OSError(f"cannot connect to {host}:{port}")
 
 
-class _GuardedConnectionMixin:
+if TYPE_CHECKING:
+    from requests import PreparedRequest, Response
+
+    _Connection = urllib3.connection.HTTPConnection  # the mixin goes in front of one
+else:
+    _Connection = object
+
+
+class _GuardedConnectionMixin(_Connection):
     def _new_conn(self):
         try:
             return create_connection(
@@ -141,9 +155,9 @@ class GuardedAdapter(HTTPAdapter):
         self.poolmanager = PoolManager(num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
 
-    def send(self, request, **kwargs):
+    def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
         try:
-            return super().send(request, **kwargs)
+            return super().send(request, *args, **kwargs)
         except requests.ConnectionError as exc:
             # urllib3 wraps our refusal; hand the clear one back to the caller.
             cause = exc.__context__

@@ -32,7 +32,7 @@ ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     Role.ADMIN: frozenset(_ADMIN),
 }
 
-ROLE_RANK = {Role.AUDITOR: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+ROLE_RANK: dict[str, int] = {Role.AUDITOR: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
 
 
 def role_allows(role: str | None, action: Action | str) -> bool:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Self
 
 from django.db import models
 
 from certmgr.actors import as_actor
 from certmgr.permissions import Action
+
+if TYPE_CHECKING:
+    from certmgr.actors import ActorSource
 
 
 class TenantQuerySet(models.QuerySet):
@@ -16,13 +19,21 @@ class TenantQuerySet(models.QuerySet):
 
     organization_path = "organization"
 
-    def restrict(self, who: Any, action: Action | str = Action.VIEW) -> Self:
+    def restrict(self, who: ActorSource, action: Action | str = Action.VIEW) -> Self:
         org_ids = as_actor(who).organization_ids(action)
         if org_ids is None:
             return self
         if not org_ids:
             return self.none()
         return self.filter(**{f"{self.organization_path}__in": org_ids})
+
+
+def tenant_rows(model: type[models.Model]) -> TenantQuerySet:
+    """Every row of a tenant-owned model, as the queryset that ``restrict``s them."""
+    rows = model._default_manager.all()
+    if not isinstance(rows, TenantQuerySet):
+        raise TypeError(f"{model.__name__}'s manager does not return a TenantQuerySet")
+    return rows
 
 
 class OrganizationQuerySet(TenantQuerySet):
@@ -34,7 +45,7 @@ class MembershipQuerySet(TenantQuerySet):
 
 
 class ApiTokenQuerySet(TenantQuerySet):
-    def restrict(self, who: Any, action: Action | str = Action.VIEW) -> Self:
+    def restrict(self, who: ActorSource, action: Action | str = Action.VIEW) -> Self:
         """Admins see every token of their organizations; everyone else sees their own."""
         actor = as_actor(who)
         if actor.is_superuser:
@@ -54,5 +65,5 @@ class ApiTokenQuerySet(TenantQuerySet):
 
 
 class AuditEventQuerySet(TenantQuerySet):
-    def restrict(self, who: Any, action: Action | str = Action.VIEW_AUDIT) -> Self:
+    def restrict(self, who: ActorSource, action: Action | str = Action.VIEW_AUDIT) -> Self:
         return super().restrict(who, action)

@@ -52,7 +52,9 @@ def jobs() -> list[Job]:
 def ensure_schedules(schedule_model=None) -> list[tuple[str, bool]]:
     """Create or update every schedule; returns (name, created) pairs. Safe to run any number of times."""
     if schedule_model is None:
-        from django_q.models import Schedule as schedule_model
+        from django_q.models import Schedule
+
+        schedule_model = Schedule
     result = []
     for job in jobs():
         _, created = schedule_model.objects.update_or_create(

@@ -37,7 +37,7 @@ def require(actor: Actor, action: Action | str, organization_id: int | None) -> 
 
 
 # --- organizations ---------------------------------------------------------------------------------
-def create_organization(name: str, *, actor: Any) -> Organization:
+def create_organization(name: str, *, actor: Actor) -> Organization:
     actor = as_actor(actor)
     if not actor.is_superuser:
         raise PermissionDenied("only a superuser can create organizations")
@@ -62,7 +62,7 @@ def create_organization(name: str, *, actor: Any) -> Organization:
 
 
 # --- memberships -----------------------------------------------------------------------------------
-def add_member(organization: Organization, user, role: str, *, actor: Any) -> Membership:
+def add_member(organization: Organization, user, role: str, *, actor: Actor) -> Membership:
     actor = as_actor(actor)
     _check_role(role)
     with audit.failures(actor, "membership.create", organization, user=user.get_username(), role=role):
@@ -78,7 +78,7 @@ def add_member(organization: Organization, user, role: str, *, actor: Any) -> Me
     return membership
 
 
-def change_role(membership: Membership, role: str, *, actor: Any) -> Membership:
+def change_role(membership: Membership, role: str, *, actor: Actor) -> Membership:
     actor = as_actor(actor)
     _check_role(role)
     with audit.failures(actor, "membership.update", membership, role=role):
@@ -94,7 +94,7 @@ def change_role(membership: Membership, role: str, *, actor: Any) -> Membership:
     return membership
 
 
-def remove_member(membership: Membership, *, actor: Any) -> None:
+def remove_member(membership: Membership, *, actor: Actor) -> None:
     actor = as_actor(actor)
     with audit.failures(actor, "membership.delete", membership):
         require(actor, Action.MANAGE_MEMBERS, membership.organization_id)
@@ -161,7 +161,7 @@ def create_api_token(
     name: str,
     role: str,
     expires_at: datetime | None = None,
-    actor: Any,
+    actor: Actor,
 ) -> NewToken:
     """Create a token for ``user`` in ``organization``; the secret is returned once."""
     actor = as_actor(actor)
@@ -210,7 +210,7 @@ def create_api_token(
     return NewToken(token=token, secret=secret)
 
 
-def revoke_api_token(token: ApiToken, *, actor: Any) -> ApiToken:
+def revoke_api_token(token: ApiToken, *, actor: Actor) -> ApiToken:
     actor = as_actor(actor)
     with audit.failures(actor, "api_token.revoke", token):
         own = actor.user is not None and token.user_id == actor.user.pk
@@ -252,7 +252,7 @@ def authenticate_token(secret: str) -> ApiToken:
 
 
 # --- encryption at rest --------------------------------------------------------------------------------
-def rotate_encryption_keys(*, actor: Any, batch_size: int = 500) -> dict[str, int]:
+def rotate_encryption_keys(*, actor: Actor, batch_size: int = 500) -> dict[str, int]:
     """Re-encrypt every stored secret under the first configured key. Safe to re-run."""
     actor = as_actor(actor)
     if not actor.is_superuser:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -11,6 +13,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from certmgr.actors import as_actor
 from certmgr.admin_base import OrganizationFilter, TenantAdmin
 from certmgr.errors import ServiceError
 from dnsproviders import credentials as creds
@@ -23,6 +26,7 @@ def _field_name(kind: creds.Kind, name: str) -> str:
 
 
 def _credential_field(spec: creds.CredentialField) -> forms.Field:
+    field: forms.Field
     if spec.kind == "choice":
         field = forms.ChoiceField(
             choices=[("", "---------")] + [(c, c) for c in spec.choices], required=False
@@ -69,7 +73,8 @@ class _AppConnectionFormBase(forms.ModelForm):
                 field.initial = stored[spec.name]
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         kind = data.get("kind") or self.instance.kind
         if not kind:
             return data
@@ -110,7 +115,9 @@ class AppConnectionAdmin(TenantAdmin):
     change_form_template = "admin/dnsproviders/appconnection/change_form.html"
 
     def get_fieldsets(self, request, obj=None):
-        sets = [(None, {"fields": ["organization", "name", "kind", "description"]})]
+        sets: list[tuple[str | None, dict[str, Any]]] = [
+            (None, {"fields": ["organization", "name", "kind", "description"]})
+        ]
         if obj is not None and not self.has_change_permission(request, obj):
             # Read-only page: the non-secret settings, and which secrets are stored (never their values).
             sets.append(("Credentials", {"fields": ["credential_settings"]}))
@@ -177,7 +184,7 @@ class AppConnectionAdmin(TenantAdmin):
             kind=data["kind"],
             description=data.get("description", ""),
             credentials=form.credentials,
-            actor=request,
+            actor=as_actor(request),
         )
 
     def update(self, request, obj, form):
@@ -187,11 +194,11 @@ class AppConnectionAdmin(TenantAdmin):
             name=form.cleaned_data["name"],
             description=form.cleaned_data.get("description", ""),
             credentials=form.raw_credentials,
-            actor=request,
+            actor=as_actor(request),
         )
 
     def remove(self, request, obj):
-        services.delete_connection(obj, actor=request)
+        services.delete_connection(obj, actor=as_actor(request))
 
     # --- test connection -----------------------------------------------------------------------------
     def get_urls(self):
@@ -215,7 +222,7 @@ class AppConnectionAdmin(TenantAdmin):
         if not self.has_change_permission(request, conn):
             raise PermissionDenied
         try:
-            self._report(request, conn, services.test_connection(conn, actor=request))
+            self._report(request, conn, services.test_connection(conn, actor=as_actor(request)))
         except ServiceError as exc:
             self.message_user(request, f"{conn.name}: {exc}", messages.ERROR)
         return HttpResponseRedirect(reverse("admin:dnsproviders_appconnection_change", args=[conn.pk]))
@@ -223,4 +230,4 @@ class AppConnectionAdmin(TenantAdmin):
     @admin.action(description="Test selected connections")
     def test_selected(self, request, queryset):
         for conn in queryset:
-            self._report(request, conn, services.test_connection(conn, actor=request))
+            self._report(request, conn, services.test_connection(conn, actor=as_actor(request)))

@@ -112,7 +112,8 @@ def body_excerpt(response: requests.Response) -> str:
 
 def network_reason(exc: BaseException) -> str:
     """The innermost useful reason of a requests/urllib3 error chain (e.g. 'Connection refused')."""
-    reason, seen, cur = "", set(), exc
+    reason, seen = "", set()
+    cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if isinstance(cur, ssl.SSLCertVerificationError):
@@ -223,7 +224,7 @@ def _check_cloudflare(c: dict, timeout: float) -> CheckResult:
         return CheckResult(
             False, f"Cloudflare answered HTTP {r.status_code}: {excerpt(r.text) or '(empty body)'}"
         )
-    result = data.get("result") if isinstance(data.get("result"), dict) else {}
+    result = data["result"] if isinstance(data.get("result"), dict) else {}
     if data.get("success") is True and result.get("status") == "active":
         return CheckResult(True, "Cloudflare answered: the API token is valid and active.")
     if data.get("success") is True:

@@ -12,7 +12,8 @@ from dnsproviders.querysets import AppConnectionQuerySet
 
 
 class AppConnection(models.Model):
-    Kind = models.TextChoices("Kind", [(k.name, (k.value, KIND_LABELS[k])) for k in Kind])
+    # Enum's functional API, which django-stubs' TextChoices overloads leave out.
+    Kind = models.TextChoices("Kind", [(k.name, (k.value, KIND_LABELS[k])) for k in Kind])  # type: ignore[call-overload]
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="app_connections")
     name = models.CharField(max_length=100)

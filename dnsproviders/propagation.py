@@ -68,8 +68,8 @@ class PropagationTimeout(PropagationError):
     """The deadline passed before every server returned the value."""
 
     def __init__(
-        self, record_name: str, value: str, missing: Mapping[str, str], found: Iterable[str], waited
-    ):
+        self, record_name: str, value: str, missing: Mapping[str, str], found: Iterable[str], waited: float
+    ) -> None:
         self.record_name = record_name
         self.value = value
         self.missing = dict(missing)  # server label -> last reason
@@ -166,13 +166,16 @@ def find_zone(
     return _text(zone), nameservers(_text(zone), resolver=resolver, lifetime=limit)
 
 
-def _soa_owner(candidate: dns.name.Name, resolver, lifetime: float) -> dns.name.Name | None:
+def _soa_owner(
+    candidate: dns.name.Name, resolver: dns.resolver.Resolver, lifetime: float
+) -> dns.name.Name | None:
     try:
         answer = resolver.resolve(
             candidate, dns.rdatatype.SOA, raise_on_no_answer=False, lifetime=lifetime, search=False
         )
     except dns.resolver.NXDOMAIN as exc:
-        responses = [r for r in exc.responses().values() if r is not None]
+        # dnspython leaves NXDOMAIN.responses() unannotated (it returns dict[Name, Message]).
+        responses = [r for r in exc.responses().values() if r is not None]  # type: ignore[no-untyped-call]
         return _authority_soa(candidate, responses)
     except dns.resolver.NoNameservers:
         return None  # REFUSED / SERVFAIL for this name: try the parent
@@ -186,7 +189,9 @@ def _soa_owner(candidate: dns.name.Name, resolver, lifetime: float) -> dns.name.
     return _authority_soa(candidate, [answer.response])
 
 
-def _authority_soa(candidate: dns.name.Name, responses) -> dns.name.Name | None:
+def _authority_soa(
+    candidate: dns.name.Name, responses: Iterable[dns.message.Message]
+) -> dns.name.Name | None:
     """The owner of an SOA in an authority section, when it is the candidate or one of its parents.
 
     (A CNAME at the candidate makes the resolver answer for the target, whose zone is not ours.)
@@ -390,7 +395,7 @@ def _addresses(host: str, port: int, entry: str) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise _bad(entry, f"cannot resolve {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
-    return list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
 
 
 # --- the check -------------------------------------------------------------------------------------

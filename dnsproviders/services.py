@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from certmgr import audit
-from certmgr.actors import as_actor
+from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict
 from certmgr.models import Organization
 from certmgr.permissions import Action
@@ -45,7 +45,13 @@ def _duplicate(name: str) -> Conflict:
 
 
 def create_connection(
-    organization: Organization, *, name: str, kind: str, credentials: dict, description: str = "", actor: Any
+    organization: Organization,
+    *,
+    name: str,
+    kind: str,
+    credentials: dict,
+    description: str = "",
+    actor: Actor,
 ) -> AppConnection:
     actor = as_actor(actor)
     with audit.failures(actor, "app_connection.create", organization, name=name, kind=kind):
@@ -77,7 +83,7 @@ def create_connection(
 
 
 def update_connection(
-    connection: AppConnection, *, actor: Any, credentials: dict | None = None, **changes: Any
+    connection: AppConnection, *, actor: Actor, credentials: dict | None = None, **changes: Any
 ) -> AppConnection:
     """Change name/description and, when given, credentials (empty secret fields keep their value)."""
     actor = as_actor(actor)
@@ -123,7 +129,7 @@ def update_connection(
     return conn
 
 
-def delete_connection(connection: AppConnection, *, actor: Any) -> None:
+def delete_connection(connection: AppConnection, *, actor: Actor) -> None:
     actor = as_actor(actor)
     with audit.failures(actor, "app_connection.delete", connection):
         require(actor, Action.MANAGE, connection.organization_id)
@@ -140,7 +146,7 @@ def delete_connection(connection: AppConnection, *, actor: Any) -> None:
             )
 
 
-def test_connection(connection: AppConnection, *, actor: Any):
+def test_connection(connection: AppConnection, *, actor: Actor):
     """Make one cheap authenticated call to the provider; record and return the result."""
     from dnsproviders.connection_checks import check_connection
 

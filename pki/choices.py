@@ -5,7 +5,12 @@ Values are the standards' words where a standard has them (RFC 5280 revocation r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from certmgr.choices import Choices
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 class KeyAlgorithm(Choices):
@@ -65,7 +70,7 @@ class RevocationReason(Choices):
         return _REASON_CODES[self.value]
 
     @property
-    def flag(self):  # -> cryptography.x509.ReasonFlags
+    def flag(self) -> x509.ReasonFlags:
         from cryptography import x509
 
         return x509.ReasonFlags[self.value]

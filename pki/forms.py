@@ -8,10 +8,12 @@ checkboxes. Fields that receive secrets (private keys, PKCS#12 passwords) never 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 
+from certmgr.admin_base import model_choice_field
 from pki import services, x509
 from pki.models import (
     KEY_ALGORITHMS,
@@ -156,7 +158,17 @@ def _checkboxes(choices, **kwargs) -> forms.MultipleChoiceField:
     return forms.MultipleChoiceField(choices=choices, widget=forms.CheckboxSelectMultiple, **kwargs)
 
 
-class SubjectFieldsMixin:
+if TYPE_CHECKING:
+    from certmgr.models import Organization
+
+    # The mixins below go in front of a Django form; the type checker reads them as one.
+    _Form = forms.BaseForm
+    _ModelForm = forms.BaseModelForm[Any]
+else:
+    _Form = _ModelForm = object
+
+
+class SubjectFieldsMixin(_Form):
     """Declares subject_<part> inputs; ``subject_dict()`` gathers the filled ones."""
 
     def subject_dict(self) -> dict[str, str]:
@@ -168,7 +180,7 @@ class SubjectFieldsMixin:
         return subject
 
 
-def _clean_country(value: str) -> str:
+def _clean_country(value: str | None) -> str:
     value = (value or "").strip()
     if value and not (len(value) == 2 and value.isascii() and value.isalpha()):
         raise ValidationError("A two-letter ISO 3166 code, e.g. DE.")
@@ -183,7 +195,7 @@ def _org_field(queryset) -> forms.ModelChoiceField:
     return field
 
 
-class _UsageFieldsMixin:
+class _UsageFieldsMixin(_Form):
     """``extended_key_usages`` checkboxes plus ``other_extended_key_usages`` (dotted OIDs) as one list."""
 
     def _split_ekus(self, values):
@@ -205,7 +217,7 @@ class _UsageFieldsMixin:
         return list(dict.fromkeys([*known, *other]))
 
 
-class _UniqueNameMixin:
+class _UniqueNameMixin(_ModelForm):
     """A name taken in the organization is an error on the name field (not a form-wide one)."""
 
     def clean_name(self):
@@ -260,7 +272,8 @@ class CaCreateForm(_UniqueNameMixin, SubjectFieldsMixin, forms.ModelForm):
         return _clean_country(self.cleaned_data.get("subject_country"))
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         kind, parent, org = data.get("kind"), data.get("parent"), data.get("organization")
         if kind == CertificateAuthority.Kind.INTERNAL_INTERMEDIATE:
             if parent is None:
@@ -282,7 +295,9 @@ class CaCreateForm(_UniqueNameMixin, SubjectFieldsMixin, forms.ModelForm):
 
 
 class CaImportForm(forms.Form):
-    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
+    organization: forms.ModelChoiceField[Organization] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
     name = forms.CharField(max_length=100)
     certificate = forms.CharField(
         label="CA certificate (PEM)",
@@ -304,7 +319,8 @@ class CaImportForm(forms.Form):
         self.fields["organization"] = _org_field(organizations)
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         cert = data.get("certificate") or read_upload(data.get("certificate_file"), "certificate")
         key = data.get("private_key") or read_upload(data.get("private_key_file"), "private key")
         if not cert.strip():
@@ -464,7 +480,8 @@ class SubscriberForm(_UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, fo
         return _clean_country(self.cleaned_data.get("subject_country"))
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         org = data.get("organization") or (self.instance.organization if self.instance.pk else None)
         for name in ("ca", "policy"):
             value = data.get(name)
@@ -512,7 +529,8 @@ class CsrPasteForm(forms.Form):
     csr_file = forms.FileField(label="…or CSR file", required=False)
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         text = data.get("csr") or ""
         upload = data.get("csr_file")
         if not text.strip() and upload is not None:
@@ -532,7 +550,9 @@ class IssueFromCsrForm(CsrPasteForm):
 
 # --- CSRs ----------------------------------------------------------------------------------------------
 class CsrGenerateForm(SubjectFieldsMixin, forms.Form):
-    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
+    organization: forms.ModelChoiceField[Organization] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
     name = forms.CharField(max_length=100, help_text="A label for the list, e.g. the host or service.")
     common_name = forms.CharField(label="Common name (CN)", max_length=64, required=False)
     sans = ListTextField(
@@ -555,14 +575,17 @@ class CsrGenerateForm(SubjectFieldsMixin, forms.Form):
         return _clean_country(self.cleaned_data.get("subject_country"))
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if not (data.get("common_name") or "").strip() and not data.get("sans"):
             self.add_error("common_name", "Give a common name or at least one SAN.")
         return data
 
 
 class CsrUploadForm(CsrPasteForm):
-    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
+    organization: forms.ModelChoiceField[Organization] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
     name = forms.CharField(max_length=100)
 
     field_order = ["organization", "name", "csr", "csr_file"]
@@ -574,7 +597,7 @@ class CsrUploadForm(CsrPasteForm):
 
 
 class IssueFromStoredCsrForm(forms.Form):
-    subscriber = forms.ModelChoiceField(
+    subscriber: forms.ModelChoiceField[Subscriber] = forms.ModelChoiceField(
         queryset=None,
         help_text="The certificate gets the subscriber's names, validity and usages, checked against its "
         "policy; the CSR supplies the public key.",
@@ -582,7 +605,7 @@ class IssueFromStoredCsrForm(forms.Form):
 
     def __init__(self, *args, subscribers, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["subscriber"].queryset = subscribers
+        model_choice_field(self.fields, "subscriber").queryset = subscribers
 
 
 # --- certificates --------------------------------------------------------------------------------------
@@ -617,7 +640,7 @@ class ReissueForm(forms.Form):
 
     def __init__(self, *args, ca: CertificateAuthority, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["to_ca"].queryset = (
+        model_choice_field(self.fields, "to_ca").queryset = (
             CertificateAuthority.objects.filter(
                 organization_id=ca.organization_id, status=CertificateAuthority.Status.ACTIVE
             )
@@ -645,15 +668,20 @@ class Pkcs12Form(forms.Form):
     )
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("password") and data.get("password") != data.get("password_again"):
             self.add_error("password_again", "The two passwords differ.")
         return data
 
 
 class CertificateImportForm(forms.Form):
-    organization = forms.ModelChoiceField(queryset=None, empty_label=None)
-    files = MultipleFileField(
+    organization: forms.ModelChoiceField[Organization] = forms.ModelChoiceField(
+        queryset=None, empty_label=None
+    )
+    # A declared field: the form metaclass moves it into base_fields, so BaseForm.files (the uploads) is
+    # untouched; django-stubs reads it as a class attribute overriding that.
+    files = MultipleFileField(  # type: ignore[assignment]
         label="PEM files",
         required=False,
         help_text="One certificate per file, optionally followed by its chain and its private key. Up to "
@@ -678,7 +706,8 @@ class CertificateImportForm(forms.Form):
         self.fields["organization"] = _org_field(organizations)
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         sources: list[tuple[str, str, str | None]] = []  # (name, pem text, key)
         files = data.get("files") or []
         if len(files) > MAX_UPLOAD_FILES:

@@ -42,7 +42,8 @@ class InternalIssuer(IssuerBackend):
     def after_revoke(self, certificate: Certificate, actor: Actor) -> None:
         from pki.services import revocation
 
-        revocation.build_crl(certificate.ca, actor)
+        if certificate.ca is not None:  # always: this backend is chosen by the certificate's CA
+            revocation.build_crl(certificate.ca, actor)
 
 
 class SelfSignedIssuer(InternalIssuer):

@@ -80,6 +80,7 @@ def plan(at: datetime, *, limit: int | None = None, retry_at: datetime | None = 
             pk, sub, cn or names, when, not_after, kind if issuer == IssuerType.CA else issuers.SELF_SIGNED
         )
         for pk, sub, cn, names, when, not_after, issuer, kind in (rows[:limit] if limit else rows)
+        if when is not None  # always: due means next_renewal_at <= at
     ]
 
 
@@ -145,7 +146,7 @@ def renew_batch(items: list[Planned], *, at: datetime, actor: Actor = SWEEP) -> 
         batch = [
             services.BatchRequest(cert.subscriber, renewal_of=cert)
             for cert in due
-            if cert.subscriber_id in free
+            if cert.subscriber is not None and cert.subscriber_id in free
         ]
         if not batch:
             return {}
@@ -165,7 +166,7 @@ def renew_one(certificate_id: int, *, at: datetime, actor: Actor = SWEEP) -> str
     with transaction.atomic():
         due = due_for_renewal(at, retry_at=timezone.now())
         cert = due.filter(pk=certificate_id).select_related("subscriber").first()
-        if cert is None:
+        if cert is None or cert.subscriber_id is None:
             return "skipped"
         locked = Subscriber.objects.select_for_update(skip_locked=True).filter(pk=cert.subscriber_id).first()
         if locked is None:

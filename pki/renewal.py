@@ -63,5 +63,5 @@ def next_renewal_at(
 def retry_delay(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Seconds before attempt ``attempt + 1`` after ``attempt`` failures: exponential, capped, jittered
     (the upper half is random so a fleet that failed together does not retry together)."""
-    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    delay: float = min(cap, base * 2 ** max(0, attempt - 1))
     return delay / 2 + (rng or random).uniform(0, delay / 2)

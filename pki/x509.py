@@ -24,7 +24,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import NamedTuple, TypeAlias
+from typing import NamedTuple, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 import idna  # IDNA 2008 + UTS #46; the stdlib "idna" codec only implements IDNA 2003
@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12 as _pkcs12
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
@@ -100,6 +101,8 @@ class X509Error(ValueError):
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
+_PRIVATE_KEY_TYPES = (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)
+_PUBLIC_KEY_TYPES = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)
 _ANY_PRIVATE_KEY = (
     rsa.RSAPrivateKey,
     ec.EllipticCurvePrivateKey,
@@ -159,7 +162,23 @@ def key_algorithm_of(key: PublicKey | PrivateKey | object) -> KeyAlgorithm:
     return _ALGORITHM_BY_DESCRIPTION[description]
 
 
-def signature_hash(algorithm: KeyAlgorithm | str) -> hashes.HashAlgorithm | None:
+def _supported_private_key(key: object) -> PrivateKey:
+    """``key`` as a :data:`PrivateKey`; X509Error for an unsupported type or a public key."""
+    key_algorithm_of(key)
+    if not isinstance(key, _PRIVATE_KEY_TYPES):
+        raise X509Error(f"expected a private key, not the public key {describe_key(key)}")
+    return key
+
+
+def _supported_public_key(key: object) -> PublicKey:
+    """``key`` (a certificate's or a CSR's) as a :data:`PublicKey`; X509Error for an unsupported type."""
+    key_algorithm_of(key)
+    if not isinstance(key, _PUBLIC_KEY_TYPES):
+        raise X509Error(f"expected a public key, not the private key {describe_key(key)}")
+    return key
+
+
+def signature_hash(algorithm: KeyAlgorithm | str) -> hashes.SHA256 | hashes.SHA384 | None:
     """SHA-384 for P-384 (matching its security level), SHA-256 for P-256 and RSA, None for Ed25519."""
     alg = _algorithm(algorithm)
     if alg is KeyAlgorithm.ED25519:
@@ -194,15 +213,14 @@ def load_private_key(pem: str | bytes, password: str | None = None) -> PrivateKe
         raise X509Error(
             f"not a readable PEM private key (wrong password, corrupt data or unsupported format): {exc}"
         ) from None
-    key_algorithm_of(key)
-    return key
+    return _supported_private_key(key)
 
 
-def _hash_for_key(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def _hash_for_key(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
     return signature_hash(key_algorithm_of(key))
 
 
-def _spki(key: PublicKey | PrivateKey) -> bytes:
+def _spki(key: CertificatePublicKeyTypes | PrivateKey) -> bytes:
     public = key.public_key() if isinstance(key, _ANY_PRIVATE_KEY) else key
     return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -400,21 +418,25 @@ def _general_name_to_string(name: x509.GeneralName) -> str:
 
 
 def sans_to_strings(
-    source: x509.Certificate | x509.CertificateSigningRequest | x509.Extension | x509.SubjectAlternativeName,
+    source: x509.Certificate
+    | x509.CertificateSigningRequest
+    | x509.Extension[x509.ExtensionType]
+    | x509.SubjectAlternativeName,
 ) -> list[str]:
     """SANs as strings that :func:`parse_sans` accepts back (IDNs stay in punycode); [] when absent.
 
     Names this project never issues are prefixed: ``dirname:``, ``rid:``, ``othername:<oid>``.
     """
+    value: object = source
     if isinstance(source, x509.Certificate | x509.CertificateSigningRequest):
-        source = _extension(source, x509.SubjectAlternativeName)
-        if source is None:
+        value = _extension(source, x509.SubjectAlternativeName)
+        if value is None:
             return []
-    if isinstance(source, x509.Extension):
-        source = source.value
-    if not isinstance(source, x509.SubjectAlternativeName):
-        raise X509Error(f"expected a certificate, CSR or SubjectAlternativeName, not {type(source).__name__}")
-    return [_general_name_to_string(name) for name in source]
+    if isinstance(value, x509.Extension):
+        value = value.value
+    if not isinstance(value, x509.SubjectAlternativeName):
+        raise X509Error(f"expected a certificate, CSR or SubjectAlternativeName, not {type(value).__name__}")
+    return [_general_name_to_string(name) for name in value]
 
 
 # ------------------------------------------------------------------------------ key usages and EKUs
@@ -508,7 +530,10 @@ def build_extended_key_usage(values: Iterable[str | x509.ObjectIdentifier]) -> x
 # ------------------------------------------------------------------------------ extension helpers
 
 
-def _extension(obj: x509.Certificate | x509.CertificateSigningRequest, cls: type) -> object | None:
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+
+def _extension(obj: x509.Certificate | x509.CertificateSigningRequest, cls: type[_E]) -> _E | None:
     """The value of extension ``cls`` or None; X509Error for a malformed extension list."""
     try:
         return obj.extensions.get_extension_for_class(cls).value
@@ -557,7 +582,8 @@ def _authority_key_identifier(issuer_cert: x509.Certificate) -> x509.AuthorityKe
     ski = _extension(issuer_cert, x509.SubjectKeyIdentifier)
     if ski is not None:
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
-    return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key())
+    # _check_issuer came first: the issuer's key is one this module signs with.
+    return x509.AuthorityKeyIdentifier.from_issuer_public_key(_supported_public_key(issuer_cert.public_key()))
 
 
 # ------------------------------------------------------------------------------ validity and serials
@@ -657,7 +683,10 @@ def _sign(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.Certificate
 
 def _check_child_path_length(issuer_cert: x509.Certificate, requested: int | None) -> None:
     """RFC 5280 §4.2.1.9/§6.1.4: each CA below the issuer consumes one step of its pathLenConstraint."""
-    limit = _extension(issuer_cert, x509.BasicConstraints).path_length
+    constraints = _extension(issuer_cert, x509.BasicConstraints)
+    if constraints is None:  # _check_issuer came first and refuses this
+        raise X509Error(f"{_display(issuer_cert)} is not a CA certificate (BasicConstraints cA is not set)")
+    limit = constraints.path_length
     if limit is None:
         return
     if limit == 0:
@@ -707,9 +736,15 @@ def build_ca_certificate(
 
     if issuer_cert is None:
         not_before = _now() - BACKDATE
-        not_after, issuer_name, signing_key = not_before + span, subject.to_name(), key
+        not_after, issuer_name = not_before + span, subject.to_name()
+        signing_key = _supported_private_key(key)  # a root's own key (a public one was refused above)
     else:
+        if issuer_key is None:  # unreachable: both or neither, checked above
+            raise X509Error(
+                "pass both issuer_cert and issuer_key for an intermediate CA, or neither for a root"
+            )
         _check_issuer(issuer_cert, issuer_key, usage="key_cert_sign")
+        signing_key = issuer_key
         _check_child_path_length(issuer_cert, max_path_length)
         not_before, not_after = _issuance_window(issuer_cert, None, validity_days)
         if not_after > issuer_cert.not_valid_after_utc:
@@ -719,7 +754,7 @@ def build_ca_certificate(
                 f"{not_after:%Y-%m-%d}, after {_display(issuer_cert)} expires "
                 f"({issuer_cert.not_valid_after_utc:%Y-%m-%d}); request at most {room} days"
             )
-        issuer_name, signing_key = issuer_cert.subject, issuer_key
+        issuer_name = issuer_cert.subject
 
     builder = _certificate_builder(
         subject=subject.to_name(),
@@ -760,7 +795,7 @@ class IssuedCertificate:
 def _subject_public_key(csr_or_public_key: x509.CertificateSigningRequest | PublicKey) -> PublicKey:
     if isinstance(csr_or_public_key, x509.CertificateSigningRequest):
         _check_csr(csr_or_public_key)
-        return csr_or_public_key.public_key()
+        return _supported_public_key(csr_or_public_key.public_key())
     if isinstance(csr_or_public_key, _ANY_PRIVATE_KEY):
         raise X509Error("pass the subject's public key or CSR, never its private key")
     key_algorithm_of(csr_or_public_key)
@@ -812,7 +847,7 @@ class _LeafIssuer:
     certificate: x509.Certificate
     key: PrivateKey
     name: x509.Name
-    hash_algorithm: hashes.HashAlgorithm | None
+    hash_algorithm: hashes.SHA256 | hashes.SHA384 | None
     extensions: tuple[x509.ExtensionType, ...]  # all non-critical: AKI, then CRL DP and AIA if given
 
 

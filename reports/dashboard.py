@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.db.models import Count, Q
 from django.db.models.functions import TruncWeek
@@ -20,6 +20,9 @@ from django.utils import timezone
 
 from certmgr.actors import as_actor
 from certmgr.permissions import Action
+
+if TYPE_CHECKING:
+    from certmgr.actors import ActorSource
 
 CHART_WEEKS = 26
 EXPIRY_WINDOWS = (7, 30, 90)
@@ -256,7 +259,7 @@ def renewal_queue(certificates, *, limit: int = QUEUE_LIMIT) -> list[QueuedRenew
     ]
 
 
-def build(who: Any, *, now: datetime | None = None) -> Dashboard:
+def build(who: ActorSource, *, now: datetime | None = None) -> Dashboard:
     """Everything the dashboard shows, for the organizations ``who`` may view."""
     from acmeca.models import AcmeOrder
     from pki.models import Certificate, CertificateAuthority, Subscriber

@@ -248,7 +248,10 @@ def _acme_orders(out: Exposition, orders, orgs: dict[int, str], ca_label) -> Non
         "certmgr_acme_orders_total", "counter", "Finished ACME orders by outcome (done, failed, cancelled)."
     )
     for row in rows:
-        labels = (("organization", orgs.get(row["organization_id"], "")), ("ca", ca_label(row["ca_id"])))
+        labels: tuple[tuple[str, object], ...] = (
+            ("organization", orgs.get(row["organization_id"], "")),
+            ("ca", ca_label(row["ca_id"])),
+        )
         out.sample("certmgr_acme_orders_total", (*labels, ("outcome", row["step"])), row["n"])
     requests = (
         orders.order_by()

@@ -4,7 +4,7 @@ with a partial ``acme`` object, in one transaction with a rename)."""
 
 from __future__ import annotations
 
-from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from rest_framework import serializers
 
 from acmeca import services
@@ -13,6 +13,7 @@ from acmeca.api.errors import acme_ca_errors
 from certmgr.actors import as_actor
 from certmgr.api.mixins import resolve_organization
 from pki.models import CertificateAuthority
+from pki.querysets import CertificateAuthorityQuerySet
 
 # The ACME configuration shown with an ACME CA (one join; the EAB HMAC key stays deferred).
 READ_COLUMNS = tuple(
@@ -63,7 +64,7 @@ class AcmeCaApi:
 
     read_columns = READ_COLUMNS
 
-    def prepare(self, queryset: QuerySet) -> QuerySet:
+    def prepare(self, queryset: CertificateAuthorityQuerySet) -> CertificateAuthorityQuerySet:
         return queryset.select_related("acme__account").annotate(
             acme_eab_hmac_key_set=ExpressionWrapper(Q(acme__eab_hmac_key__gt=""), BooleanField())
         )

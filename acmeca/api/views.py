@@ -53,7 +53,7 @@ class AcmeAccountViewSet(
     @action(detail=True, methods=["post"])
     def deactivate(self, request, pk=None):
         """Deactivate the account at the CA (irreversible there); its CA registers a new one when edited."""
-        account = services.deactivate_account(self.get_object(), actor=request)
+        account = services.deactivate_account(self.get_object(), actor=self.actor)
         return Response(s.AcmeAccountSerializer(account).data)
 
     @extend_schema(
@@ -65,7 +65,7 @@ class AcmeAccountViewSet(
         """Replace the account key at the CA (RFC 8555 key change)."""
         account = self.get_object()
         data = valid(s.AcmeAccountRolloverSerializer, request, dotted_errors=True)
-        account = services.rollover_account_key(account, actor=request, key_kind=data.get("key_kind"))
+        account = services.rollover_account_key(account, actor=self.actor, key_kind=data.get("key_kind"))
         return Response(s.AcmeAccountSerializer(account).data)
 
     @extend_schema(responses={204: None, 409: OpenApiResponse(description="An ACME CA still uses it.")})
@@ -73,7 +73,7 @@ class AcmeAccountViewSet(
         return super().destroy(request, *args, **kwargs)
 
     def perform_destroy(self, instance):
-        services.delete_account(instance, actor=self.request)
+        services.delete_account(instance, actor=self.actor)
 
 
 # --- orders -----------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class AcmeOrderViewSet(
     @action(detail=True, methods=["post"])
     def refresh(self, request, pk=None):
         """Have a worker ask the CA for the order's state now."""
-        return outcome_response(request, pending(orders.refresh_order(self.get_object(), actor=request)))
+        return outcome_response(request, pending(orders.refresh_order(self.get_object(), actor=self.actor)))
 
     @extend_schema(
         request=None,
@@ -115,20 +115,20 @@ class AcmeOrderViewSet(
     def retry(self, request, pk=None):
         """Run an unfinished order now. A failed or cancelled one starts over: the answer names the new
         order."""
-        return outcome_response(request, orders.retry_order(self.get_object(), actor=request))
+        return outcome_response(request, orders.retry_order(self.get_object(), actor=self.actor))
 
     @extend_schema(request=None, responses={200: s.AcmeOrderSerializer, 409: _CONFLICT})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Stop the order; its challenge records are removed."""
-        order = orders.cancel_order(self.get_object(), actor=request)
+        order = orders.cancel_order(self.get_object(), actor=self.actor)
         return Response(s.AcmeOrderSerializer(self.get_queryset().get(pk=order.pk)).data)
 
     @extend_schema(request=None, responses={202: _ACCEPTED, 409: _CONFLICT})
     @action(detail=True, methods=["post"])
     def confirm(self, request, pk=None):
         """Manual DNS: the TXT records shown in ``challenges`` exist now; check them and go on."""
-        order = orders.confirm_manual_records(self.get_object(), actor=request)
+        order = orders.confirm_manual_records(self.get_object(), actor=self.actor)
         return outcome_response(request, pending(order))
 
     @extend_schema(responses={204: None, 409: OpenApiResponse(description="The order is not finished.")})
@@ -136,7 +136,7 @@ class AcmeOrderViewSet(
         return super().destroy(request, *args, **kwargs)
 
     def perform_destroy(self, instance):
-        orders.delete_order(instance, actor=self.request)
+        orders.delete_order(instance, actor=self.actor)
 
 
 # --- challenges -------------------------------------------------------------------------------------------

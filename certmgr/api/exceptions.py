@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -26,9 +28,13 @@ def error_body(status_code: int, code: str, message: str, fields: dict | None = 
     return {"error": error, "request_id": current_request.get().request_id}
 
 
+def _flatten_dict(detail: dict) -> dict[str, Any]:
+    return {str(k): _flatten(v) for k, v in detail.items()}
+
+
 def _flatten(detail) -> dict | list | str:
     if isinstance(detail, dict):
-        return {str(k): _flatten(v) for k, v in detail.items()}
+        return _flatten_dict(detail)
     if isinstance(detail, list):
         return [_flatten(v) for v in detail]
     return str(detail)
@@ -59,7 +65,7 @@ def exception_handler(exc, context):
         return None  # a real server error: Django's 500 handling and logging take over
     detail = getattr(exc, "detail", None)
     if isinstance(exc, exceptions.ValidationError):
-        fields = _flatten(detail) if isinstance(detail, dict) else {"non_field_errors": _flatten(detail)}
+        fields = _flatten_dict(detail) if isinstance(detail, dict) else {"non_field_errors": _flatten(detail)}
         non_field = fields.get("non_field_errors") if isinstance(fields, dict) else None
         message = non_field[0] if isinstance(non_field, list) and non_field else "Invalid input."
         if message == "Invalid input." and isinstance(fields, dict) and fields:
@@ -95,7 +101,8 @@ def _audit_denied(request, view) -> None:
     actor = as_actor(request)
     orgs = sorted(actor.roles()) if actor.token is None else [actor.token.organization_id]
     with transaction.atomic():
-        for org_id in orgs or [None]:
+        targets: list[int | None] = list(orgs) if orgs else [None]
+        for org_id in targets:
             audit.record(
                 actor,
                 "auth.permission_denied",

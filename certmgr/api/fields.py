@@ -8,6 +8,7 @@ from drf_spectacular.plumbing import ResolvedComponent, build_choice_description
 from rest_framework import serializers
 
 from certmgr.permissions import Action
+from certmgr.querysets import tenant_rows
 
 PEM_MAX = 200_000  # characters: a certificate with a long chain fits easily
 
@@ -53,14 +54,14 @@ class TenantPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
 
     def __init__(self, model: type[models.Model], **kwargs):
         self.model = model
-        kwargs.setdefault("queryset", model.objects.none())
+        kwargs.setdefault("queryset", tenant_rows(model).none())
         super().__init__(**kwargs)
 
     def get_queryset(self):
         request = self.context.get("request")
         if request is None:
-            return self.model.objects.none()
-        return self.model.objects.restrict(request, Action.VIEW)
+            return tenant_rows(self.model).none()
+        return tenant_rows(self.model).restrict(request, Action.VIEW)
 
     def to_internal_value(self, data):
         if isinstance(data, int) and not isinstance(data, bool) and not 1 <= data < 2**63:

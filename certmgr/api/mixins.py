@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.core.exceptions import ValidationError
 from rest_framework import serializers
 
-from certmgr.actors import as_actor
+from certmgr.actors import Actor, as_actor
 from certmgr.models import Organization
 from certmgr.permissions import Action
 
+if TYPE_CHECKING:
+    from rest_framework.generics import GenericAPIView
 
-class TenantViewMixin:
+    from certmgr.querysets import TenantQuerySet
+
+    # The mixins below go in front of a DRF generic view; the type checker reads them as one.
+    _GenericView = GenericAPIView[Any]
+else:
+    _GenericView = object
+
+
+class TenantViewMixin(_GenericView):
     """``get_queryset`` goes through ``restrict(actor, read_action)``: other tenants' rows are 404."""
 
-    read_action = Action.VIEW
-    write_action = Action.MANAGE
-    base_queryset = None
+    read_action: Action | str = Action.VIEW
+    write_action: Action | str = Action.MANAGE
+    base_queryset: TenantQuerySet[Any, Any]  # the rows before tenancy (or override ``get_base_queryset``)
 
-    def get_queryset(self):
+    def get_base_queryset(self) -> TenantQuerySet[Any, Any]:
+        return self.base_queryset
+
+    def get_queryset(self) -> TenantQuerySet[Any, Any]:
         if getattr(self, "swagger_fake_view", False):  # schema generation: no caller
-            return self.base_queryset.none()
-        return self.base_queryset.all().restrict(self.request, self.read_action)
+            return self.get_base_queryset().none()
+        return self.get_base_queryset().all().restrict(self.request, self.read_action)
 
     @property
-    def actor(self):
+    def actor(self) -> Actor:
         return as_actor(self.request)
 
 

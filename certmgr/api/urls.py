@@ -1,6 +1,6 @@
 """Every /api/v1/ route. Resource paths are kebab-case plurals."""
 
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from rest_framework.routers import DefaultRouter
 
 from acmeca.api import views as acme_views
@@ -25,7 +25,7 @@ router.register("acme-orders", acme_views.AcmeOrderViewSet, basename="acme-order
 router.register("acme-challenges", acme_views.AcmeChallengeViewSet, basename="acme-challenge")
 register_alerts(router)  # alert-channels, alert-rules, alert-deliveries
 
-urlpatterns = [path("", include(router.urls))]
+urlpatterns: list[URLPattern | URLResolver] = [path("", include(router.urls))]
 # The seed API's paths, exactly as its scripts call them (no trailing slash).
 urlpatterns += [
     path("pki/certificates/<str:serial>/revoke", pki_views.SeedRevokeView.as_view(), name="pki-seed-revoke"),

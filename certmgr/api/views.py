@@ -51,18 +51,18 @@ class MembershipViewSet(
         data = valid(s.MembershipCreateSerializer, request)
         org = resolve_organization(request, data.get("organization"), Action.MANAGE_MEMBERS)
         user, _ = services.get_or_create_user(data["username"], email=data.get("email", ""))
-        membership = services.add_member(org, user, data["role"], actor=request)
+        membership = services.add_member(org, user, data["role"], actor=self.actor)
         return Response(s.MembershipSerializer(membership).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=s.MembershipUpdateSerializer, responses={200: s.MembershipSerializer})
     def partial_update(self, request, pk=None):
         membership = self.get_object()
         data = valid(s.MembershipUpdateSerializer, request)
-        membership = services.change_role(membership, data["role"], actor=request)
+        membership = services.change_role(membership, data["role"], actor=self.actor)
         return Response(s.MembershipSerializer(membership).data)
 
     def perform_destroy(self, instance):
-        services.remove_member(instance, actor=self.request)
+        services.remove_member(instance, actor=self.actor)
 
 
 class ApiTokenViewSet(
@@ -94,18 +94,23 @@ class ApiTokenViewSet(
             if owner is None:
                 raise ValidationError({"username": ["Unknown user."]})
         new = services.create_api_token(
-            org, owner, name=data["name"], role=data["role"], expires_at=data.get("expires_at"), actor=request
+            org,
+            owner,
+            name=data["name"],
+            role=data["role"],
+            expires_at=data.get("expires_at"),
+            actor=self.actor,
         )
         body = s.ApiTokenSerializer(new.token).data | {"token": new.secret}
         return Response(body, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance):
-        services.revoke_api_token(instance, actor=self.request)
+        services.revoke_api_token(instance, actor=self.actor)
 
     @extend_schema(request=None, responses={200: s.ApiTokenSerializer})
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
-        token = services.revoke_api_token(self.get_object(), actor=request)
+        token = services.revoke_api_token(self.get_object(), actor=self.actor)
         return Response(s.ApiTokenSerializer(token).data)
 
     def check_object_permissions(self, request, obj):

@@ -47,7 +47,7 @@ class AppConnectionSerializer(serializers.ModelSerializer):
             "last_test_message",
         ]
         # Uniqueness is the service's to check (it answers 409), not the serializer's.
-        validators = []
+        validators: list[object] = []
 
     def get_settings(self, obj) -> dict:
         return creds.public_summary(obj.kind, obj.credentials)

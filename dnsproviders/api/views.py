@@ -36,7 +36,7 @@ class AppConnectionViewSet(TenantViewMixin, viewsets.ModelViewSet):
             kind=data["kind"],
             description=data.get("description", ""),
             credentials=data.get("credentials", {}),
-            actor=request,
+            actor=self.actor,
         )
         return Response(AppConnectionSerializer(conn).data, status=status.HTTP_201_CREATED)
 
@@ -44,7 +44,7 @@ class AppConnectionViewSet(TenantViewMixin, viewsets.ModelViewSet):
     def update(self, request, pk=None, partial=False):
         conn = self.get_object()
         data = dict(valid(AppConnectionUpdateSerializer, request))
-        conn = services.update_connection(conn, actor=request, **data)
+        conn = services.update_connection(conn, actor=self.actor, **data)
         return Response(AppConnectionSerializer(conn).data)
 
     @extend_schema(request=AppConnectionUpdateSerializer, responses={200: AppConnectionSerializer})
@@ -52,12 +52,12 @@ class AppConnectionViewSet(TenantViewMixin, viewsets.ModelViewSet):
         return self.update(request, pk=pk, partial=True)
 
     def perform_destroy(self, instance):
-        services.delete_connection(instance, actor=self.request)
+        services.delete_connection(instance, actor=self.actor)
 
     @extend_schema(request=None, responses={200: ConnectionTestResultSerializer})
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):
         """Make one cheap authenticated call to the provider and report the result."""
         conn = self.get_object()
-        result = services.test_connection(conn, actor=request)
+        result = services.test_connection(conn, actor=self.actor)
         return Response({"ok": result.ok, "message": result.message, "tested_at": conn.last_tested_at})

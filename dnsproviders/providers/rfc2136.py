@@ -49,12 +49,13 @@ class Provider(DnsProvider):
         except (TypeError, ValueError):
             raise ProviderError(f"Invalid port {c.get('port')!r}.") from None
         algorithm_text = str(c.get("tsig_algorithm") or "hmac-sha256").lower().rstrip(".")
-        self.algorithm = TSIG_ALGORITHMS.get(algorithm_text)
-        if self.algorithm is None:
+        algorithm = TSIG_ALGORITHMS.get(algorithm_text)
+        if algorithm is None:
             raise ProviderError(
                 f"Unsupported TSIG algorithm {algorithm_text!r} "
                 f"(one of: {', '.join(sorted(TSIG_ALGORITHMS))})."
             )
+        self.algorithm = algorithm
         self.algorithm_text = algorithm_text
         self.key_name = key_name
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 
+from certmgr.actors import as_actor
 from certmgr.admin_base import IdFilter, OrganizationFilter, TenantAdmin
 from certmgr.errors import Conflict
 from certmgr.permissions import Action
@@ -93,7 +94,7 @@ class AlertChannelAdmin(TenantAdmin):
             url=data.get("url", ""),
             slack=data.get("slack", False),
             secret=data.get("new_secret") or None,
-            actor=request,
+            actor=as_actor(request),
         )
         self._show_secret(request, saved)
         return saved.channel
@@ -102,7 +103,7 @@ class AlertChannelAdmin(TenantAdmin):
         data = form.cleaned_data
         saved = alerts.update_channel(
             obj,
-            actor=request,
+            actor=as_actor(request),
             name=data["name"],
             enabled=data.get("enabled", True),
             recipients=data.get("recipients_text", ""),
@@ -115,7 +116,7 @@ class AlertChannelAdmin(TenantAdmin):
         return saved.channel
 
     def remove(self, request, obj):
-        alerts.delete_channel(obj, actor=request)
+        alerts.delete_channel(obj, actor=as_actor(request))
 
 
 class AlertRuleForm(forms.ModelForm):
@@ -184,13 +185,15 @@ class AlertRuleAdmin(TenantAdmin):
         }
 
     def create(self, request, obj, form):
-        return alerts.create_rule(form.cleaned_data["organization"], actor=request, **self._values(form))
+        return alerts.create_rule(
+            form.cleaned_data["organization"], actor=as_actor(request), **self._values(form)
+        )
 
     def update(self, request, obj, form):
-        return alerts.update_rule(obj, actor=request, **self._values(form))
+        return alerts.update_rule(obj, actor=as_actor(request), **self._values(form))
 
     def remove(self, request, obj):
-        alerts.delete_rule(obj, actor=request)
+        alerts.delete_rule(obj, actor=as_actor(request))
 
 
 class ChannelFilter(IdFilter):
@@ -200,6 +203,26 @@ class ChannelFilter(IdFilter):
 
     def choice_rows(self, request):
         return list(AlertChannel.objects.restrict(request).order_by("name").values_list("pk", "name")[:200])
+
+
+ALERT_DELIVERY_FIELDS = (
+    "organization",
+    "event",
+    "rule",
+    "channel",
+    "channel_label",
+    "certificate",
+    "subscriber",
+    "threshold_days",
+    "subject",
+    "message",
+    "status",
+    "attempts",
+    "last_error",
+    "next_attempt_at",
+    "created_at",
+    "sent_at",
+)
 
 
 @admin.register(AlertDelivery)
@@ -215,12 +238,8 @@ class AlertDeliveryAdmin(TenantAdmin):
     search_fields = ["subject"]
     date_hierarchy = None
     actions = ["retry_now"]
-    fields = [
-        "organization", "event", "rule", "channel", "channel_label", "certificate", "subscriber",
-        "threshold_days", "subject", "message", "status", "attempts", "last_error", "next_attempt_at",
-        "created_at", "sent_at",
-    ]  # fmt: skip
-    readonly_fields = fields
+    fields = ALERT_DELIVERY_FIELDS
+    readonly_fields = ALERT_DELIVERY_FIELDS
 
     def has_add_permission(self, request):
         return False
@@ -239,7 +258,7 @@ class AlertDeliveryAdmin(TenantAdmin):
         done = 0
         for delivery in queryset[:500]:
             try:
-                alerts.retry_delivery(delivery, actor=request)
+                alerts.retry_delivery(delivery, actor=as_actor(request))
                 done += 1
             except Conflict as exc:
                 self.message_user(request, f"{delivery.subject}: {exc}", messages.WARNING)

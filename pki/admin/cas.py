@@ -13,6 +13,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from certmgr import errors
+from certmgr.actors import as_actor
 from certmgr.admin_base import (
     OrganizationFilter,
     admin_link,
@@ -248,11 +249,11 @@ class CertificateAuthorityAdmin(PkiAdmin):
             parent=data.get("parent")
             if data["kind"] == CertificateAuthority.Kind.INTERNAL_INTERMEDIATE
             else None,
-            actor=request,
+            actor=as_actor(request),
         )
 
     def remove(self, request, obj):
-        services.delete_ca(obj, actor=request)
+        services.delete_ca(obj, actor=as_actor(request))
 
     # --- actions -------------------------------------------------------------------------------------
     def _set_status(self, request, cas, status):
@@ -336,7 +337,10 @@ class CertificateAuthorityAdmin(PkiAdmin):
             data = form.cleaned_data
             try:
                 services.start_reissue(
-                    ca, actor=request, to_ca=data["to_ca"], revoke_reason=data["revoke_reason"] or None
+                    ca,
+                    actor=as_actor(request),
+                    to_ca=data["to_ca"],
+                    revoke_reason=data["revoke_reason"] or None,
                 )
             except errors.PermissionDenied as exc:
                 raise PermissionDenied(str(exc)) from exc
@@ -403,7 +407,7 @@ class CertificateAuthorityAdmin(PkiAdmin):
                     name=data["name"],
                     certificate_pem=data["certificate_pem"],
                     private_key_pem=data["private_key_pem"],
-                    actor=request,
+                    actor=as_actor(request),
                 )
             except errors.PermissionDenied as exc:
                 raise PermissionDenied(str(exc)) from exc

@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from certmgr import errors
+from certmgr.actors import as_actor
 from certmgr.admin_base import (
     ACTION_LIMIT,
     CappedCountPaginator,
@@ -501,7 +502,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
                     cert,
                     password=form.cleaned_data["password"],
                     alias=form.cleaned_data["alias"],
-                    actor=request,
+                    actor=as_actor(request),
                 )
             except errors.PermissionDenied as exc:
                 raise PermissionDenied(str(exc)) from exc
@@ -561,7 +562,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             for name, text, key in form.cleaned_data["sources"]:
                 try:
                     result = services.import_certificates(
-                        organization, text, key_pem=key, source_name=name, actor=request
+                        organization, text, key_pem=key, source_name=name, actor=as_actor(request)
                     )
                 except errors.PermissionDenied as exc:
                     raise PermissionDenied(str(exc)) from exc

@@ -8,6 +8,7 @@ from django.http import HttpResponseRedirect
 from django.urls import path
 
 from certmgr import errors
+from certmgr.actors import as_actor
 from certmgr.admin_base import (
     OrganizationFilter,
     apply_service_errors,
@@ -66,7 +67,7 @@ class CertificateRequestAdmin(ReadOnlyPkiAdmin):  # added by "Generate CSR" and 
         return pem_block(obj.csr_pem)
 
     def remove(self, request, obj):
-        services.delete_object(obj, actor=request)
+        services.delete_object(obj, actor=as_actor(request))
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -81,7 +82,10 @@ class CertificateRequestAdmin(ReadOnlyPkiAdmin):  # added by "Generate CSR" and 
     def _store(self, request, form, fn, **kwargs):
         try:
             csr = fn(
-                form.cleaned_data["organization"], name=form.cleaned_data["name"], actor=request, **kwargs
+                form.cleaned_data["organization"],
+                name=form.cleaned_data["name"],
+                actor=as_actor(request),
+                **kwargs,
             )
         except errors.PermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc
@@ -146,7 +150,9 @@ class CertificateRequestAdmin(ReadOnlyPkiAdmin):  # added by "Generate CSR" and 
         )
         if request.method == "POST" and form.is_valid():
             try:
-                outcome = services.issue_from_csr(csr, form.cleaned_data["subscriber"], actor=request)
+                outcome = services.issue_from_csr(
+                    csr, form.cleaned_data["subscriber"], actor=as_actor(request)
+                )
             except errors.PermissionDenied as exc:
                 raise PermissionDenied(str(exc)) from exc
             except (errors.ServiceError, ValidationError) as exc:

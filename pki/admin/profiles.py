@@ -10,6 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from certmgr import errors
+from certmgr.actors import as_actor
 from certmgr.admin_base import (
     ACTION_LIMIT,
     OrganizationFilter,
@@ -17,6 +18,7 @@ from certmgr.admin_base import (
     apply_service_errors,
     badge,
     error_text,
+    model_choice_field,
 )
 from pki import forms as pki_forms
 from pki import services
@@ -90,14 +92,16 @@ class PolicyAdmin(PkiAdmin):
         return []
 
     def create(self, request, obj, form):
-        return services.save_policy(form.cleaned_data["organization"], actor=request, **form.service_values())
+        return services.save_policy(
+            form.cleaned_data["organization"], actor=as_actor(request), **form.service_values()
+        )
 
     def update(self, request, obj, form):
         original = Policy.objects.get(pk=obj.pk)
-        return services.save_policy(None, actor=request, instance=original, **form.service_values())
+        return services.save_policy(None, actor=as_actor(request), instance=original, **form.service_values())
 
     def remove(self, request, obj):
-        services.delete_object(obj, actor=request)
+        services.delete_object(obj, actor=as_actor(request))
 
 
 # --- subscribers ---------------------------------------------------------------------------------------
@@ -200,8 +204,9 @@ class SubscriberAdmin(PkiAdmin):
         if obj is not None:  # the CA and policy of the subscriber's own organization only
             for name in ("ca", "policy"):
                 if name in form.base_fields:
-                    field = form.base_fields[name]
-                    field.queryset = field.queryset.filter(organization_id=obj.organization_id)
+                    field = model_choice_field(form.base_fields, name)
+                    if field.queryset is not None:
+                        field.queryset = field.queryset.filter(organization_id=obj.organization_id)
         return form
 
     @admin.display(description="Issuer")
@@ -254,15 +259,17 @@ class SubscriberAdmin(PkiAdmin):
 
     def create(self, request, obj, form):
         return services.save_subscriber(
-            form.cleaned_data["organization"], actor=request, **form.service_values()
+            form.cleaned_data["organization"], actor=as_actor(request), **form.service_values()
         )
 
     def update(self, request, obj, form):
         original = Subscriber.objects.get(pk=obj.pk)
-        return services.save_subscriber(None, actor=request, instance=original, **form.service_values())
+        return services.save_subscriber(
+            None, actor=as_actor(request), instance=original, **form.service_values()
+        )
 
     def remove(self, request, obj):
-        services.delete_object(obj, actor=request)
+        services.delete_object(obj, actor=as_actor(request))
 
     # --- issuance -----------------------------------------------------------------------------------
     def _issue(self, request, subscriber, *, service=services.issue, **kwargs) -> Outcome | None:
@@ -329,7 +336,9 @@ class SubscriberAdmin(PkiAdmin):
         form = pki_forms.IssueFromCsrForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                outcome = services.issue(subscriber, csr_pem=form.cleaned_data["csr_data"], actor=request)
+                outcome = services.issue(
+                    subscriber, csr_pem=form.cleaned_data["csr_data"], actor=as_actor(request)
+                )
             except errors.PermissionDenied as exc:
                 raise PermissionDenied(str(exc)) from exc
             except (errors.ServiceError, ValidationError) as exc:

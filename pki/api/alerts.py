@@ -36,7 +36,7 @@ class AlertChannelSerializer(serializers.ModelSerializer):
             "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["id", "has_secret", "created_at", "updated_at"]
-        validators = []  # uniqueness is the service's (409)
+        validators: list[object] = []  # uniqueness is the service's (409)
 
     def get_has_secret(self, obj) -> bool:
         return bool(obj.secret)
@@ -165,18 +165,18 @@ class AlertChannelViewSet(TenantViewMixin, viewsets.ModelViewSet):
     def create(self, request):
         data = dict(valid(AlertChannelWriteSerializer, request))
         org = resolve_organization(request, data.pop("organization", None))
-        saved = alerts.create_channel(org, actor=request, **data)
+        saved = alerts.create_channel(org, actor=self.actor, **data)
         return Response(_channel_body(saved), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=AlertChannelUpdateSerializer, responses={200: AlertChannelCreatedSerializer})
     def partial_update(self, request, pk=None):
         channel = self.get_object()
         data = dict(valid(AlertChannelUpdateSerializer, request))
-        saved = alerts.update_channel(channel, actor=request, **data)
+        saved = alerts.update_channel(channel, actor=self.actor, **data)
         return Response(_channel_body(saved))
 
     def perform_destroy(self, instance):
-        alerts.delete_channel(instance, actor=self.request)
+        alerts.delete_channel(instance, actor=self.actor)
 
 
 def _channel_body(saved: alerts.SavedChannel) -> dict:
@@ -220,20 +220,20 @@ class AlertRuleViewSet(TenantViewMixin, viewsets.ModelViewSet):
     def create(self, request):
         data = valid(AlertRuleWriteSerializer, request)
         org = resolve_organization(request, data.get("organization"))
-        rule = alerts.create_rule(org, actor=request, **_rule_values(request, org.pk, data))
+        rule = alerts.create_rule(org, actor=self.actor, **_rule_values(request, org.pk, data))
         return Response(AlertRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=AlertRuleWriteSerializer, responses={200: AlertRuleSerializer})
     def partial_update(self, request, pk=None):
         rule = self.get_object()
         data = valid(AlertRuleWriteSerializer, request)
-        rule = alerts.update_rule(rule, actor=request, **_rule_values(request, rule.organization_id, data))
+        rule = alerts.update_rule(rule, actor=self.actor, **_rule_values(request, rule.organization_id, data))
         return Response(
             AlertRuleSerializer(AlertRule.objects.prefetch_related("channels").get(pk=rule.pk)).data
         )
 
     def perform_destroy(self, instance):
-        alerts.delete_rule(instance, actor=self.request)
+        alerts.delete_rule(instance, actor=self.actor)
 
 
 class AlertDeliveryViewSet(
@@ -252,7 +252,7 @@ class AlertDeliveryViewSet(
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         """Send it again now (a failed delivery gets a new round of attempts)."""
-        delivery = alerts.retry_delivery(self.get_object(), actor=request)
+        delivery = alerts.retry_delivery(self.get_object(), actor=self.actor)
         delivery.refresh_from_db()
         return Response(AlertDeliverySerializer(delivery).data)
 

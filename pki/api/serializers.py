@@ -56,7 +56,9 @@ class SubscriberSubjectSerializer(serializers.Serializer):
 # --- certificate authorities ------------------------------------------------------------------------------
 class CertificateAuthoritySerializer(serializers.ModelSerializer):
     organization = serializers.IntegerField(source="organization_id", read_only=True)
-    parent = serializers.IntegerField(source="parent_id", read_only=True, allow_null=True)
+    # A declared field (the serializer metaclass moves it into _declared_fields); django-stubs reads it
+    # as overriding Field.parent. The same holds for the fields named parent and source below.
+    parent = serializers.IntegerField(source="parent_id", read_only=True, allow_null=True)  # type: ignore[assignment]
     subject = SubjectSerializer(read_only=True)
     kind = EnumChoiceField(CertificateAuthority.Kind.choices, enum_name="CaKindEnum", read_only=True)
     status = EnumChoiceField(CertificateAuthority.Status.choices, enum_name="CaStatusEnum", read_only=True)
@@ -121,7 +123,7 @@ class CertificateAuthorityCreateSerializer(serializers.Serializer):
         ],
         enum_name="InternalCaKindEnum",
     )
-    parent = TenantPrimaryKeyRelatedField(
+    parent = TenantPrimaryKeyRelatedField(  # type: ignore[assignment]  # a declared field, see above
         CertificateAuthority, required=False, allow_null=True, help_text="The issuing CA of an intermediate."
     )
     subject = SubjectSerializer(help_text="common_name is required.")
@@ -220,7 +222,7 @@ class PolicySerializer(serializers.ModelSerializer):
         # What the service lets a caller set, so the API cannot drift from it.
         fields = ["id", "organization", *services.POLICY_FIELDS, "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
-        validators = []  # uniqueness: the service answers 409
+        validators: list[object] = []  # uniqueness: the service answers 409
 
 
 # --- subscribers ------------------------------------------------------------------------------------------
@@ -270,7 +272,7 @@ class SubscriberSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
-        validators = []
+        validators: list[object] = []
 
 
 class DirectIssueSerializer(serializers.Serializer):
@@ -310,7 +312,7 @@ class LatestBundleSerializer(serializers.Serializer):
 # --- CSRs -------------------------------------------------------------------------------------------------
 class CertificateRequestSerializer(serializers.ModelSerializer):
     organization = serializers.IntegerField(source="organization_id", read_only=True)
-    source = EnumChoiceField(CertificateRequest.Source.choices, enum_name="CsrSourceEnum", read_only=True)
+    source = EnumChoiceField(CertificateRequest.Source.choices, enum_name="CsrSourceEnum", read_only=True)  # type: ignore[assignment]
     csr = serializers.CharField(source="csr_pem", read_only=True, help_text="PEM")
     key_algorithm = key_algorithm_field(read_only=True)
     has_private_key = serializers.SerializerMethodField()
@@ -387,7 +389,7 @@ class CertificateSerializer(serializers.ModelSerializer):
 
     organization = serializers.IntegerField(source="organization_id", read_only=True)
     status = EnumChoiceField(Certificate.Status.choices, enum_name="CertificateStatusEnum", read_only=True)
-    source = EnumChoiceField(Certificate.Source.choices, enum_name="CertificateSourceEnum", read_only=True)
+    source = EnumChoiceField(Certificate.Source.choices, enum_name="CertificateSourceEnum", read_only=True)  # type: ignore[assignment]
     key_algorithm = key_algorithm_field(read_only=True)
     revocation_reason = EnumChoiceField(
         RevocationReason.choices, enum_name="RevocationReasonEnum", read_only=True, allow_blank=True

@@ -6,8 +6,11 @@ A CA's private key is never read into any response: CA querysets defer it, and n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.core.exceptions import ValidationError
-from django.db.models import F, QuerySet
+from django.db.models import F, Model
 from django.http import HttpResponse
 from django.utils.cache import add_never_cache_headers
 from django_filters.rest_framework import DjangoFilterBackend
@@ -22,6 +25,7 @@ from rest_framework import filters, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
+from rest_framework.serializers import Serializer
 
 from certmgr.actors import as_actor
 from certmgr.api.mixins import TenantViewMixin, resolve_organization
@@ -42,7 +46,7 @@ from pki.filters import (
     normalize_serial,
 )
 from pki.models import Certificate, CertificateAuthority, CertificateRequest, Crl, Policy, Subscriber
-from pki.querysets import HAS_PRIVATE_KEY
+from pki.querysets import HAS_PRIVATE_KEY, CertificateAuthorityQuerySet
 
 CA_READ_FIELDS = (
     "id",
@@ -66,7 +70,7 @@ CA_READ_FIELDS = (
 )
 
 
-def ca_queryset() -> QuerySet[CertificateAuthority]:
+def ca_queryset() -> CertificateAuthorityQuerySet:
     """CAs as the API reads them: the listed columns and what each issuer backend shows with its CAs
     (never a private key)."""
     queryset = CertificateAuthority.objects.all()
@@ -84,9 +88,9 @@ def _backend_of_kind(kind: str) -> issuers.IssuerBackend | None:
         return None
 
 
-def _ca_create_request() -> dict:
+def _ca_create_request() -> dict[str, Serializer[Any] | type[Serializer[Any]]]:
     """The create body by ``kind``: internal CAs here, other kinds from their issuer backend."""
-    by_kind = {
+    by_kind: dict[str, Serializer[Any] | type[Serializer[Any]]] = {
         CertificateAuthority.Kind.INTERNAL_ROOT.value: s.CertificateAuthorityCreateSerializer,
         CertificateAuthority.Kind.INTERNAL_INTERMEDIATE.value: s.CertificateAuthorityCreateSerializer,
     }
@@ -119,8 +123,7 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
     ordering_fields = ["id", "name", "created_at", "not_after"]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
-    @property
-    def base_queryset(self):
+    def get_base_queryset(self) -> CertificateAuthorityQuerySet:
         return ca_queryset()
 
     def _read(self, ca: CertificateAuthority) -> dict:
@@ -208,7 +211,7 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
         return outcome_response(request, outcome)
 
     def perform_destroy(self, instance):
-        services.delete_ca(instance, actor=self.request)
+        services.delete_ca(instance, actor=self.actor)
 
     @extend_schema(
         request=s.CertificateAuthorityImportSerializer, responses={201: s.CertificateAuthoritySerializer}
@@ -223,7 +226,7 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
             name=data["name"],
             certificate_pem=data["certificate"],
             private_key_pem=data["private_key"],
-            actor=request,
+            actor=self.actor,
         )
         return Response(s.CertificateAuthoritySerializer(ca).data, status=status.HTTP_201_CREATED)
 
@@ -231,13 +234,13 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def disable(self, request, pk=None):
         """A disabled CA issues nothing (its CRL is still served)."""
-        ca = services.set_ca_status(self.get_object(), CertificateAuthority.Status.DISABLED, actor=request)
+        ca = services.set_ca_status(self.get_object(), CertificateAuthority.Status.DISABLED, actor=self.actor)
         return Response(self._read(ca))
 
     @extend_schema(request=None, responses={200: s.CertificateAuthoritySerializer})
     @action(detail=True, methods=["post"])
     def enable(self, request, pk=None):
-        ca = services.set_ca_status(self.get_object(), CertificateAuthority.Status.ACTIVE, actor=request)
+        ca = services.set_ca_status(self.get_object(), CertificateAuthority.Status.ACTIVE, actor=self.actor)
         return Response(self._read(ca))
 
     @extend_schema(request=s.ReissueSerializer, responses={202: s.ReissueStartedSerializer})
@@ -272,37 +275,39 @@ def _refresh_crl(ca: CertificateAuthority) -> None:
 
 
 # --- policies and subscribers -----------------------------------------------------------------------------
-class _SavedViaServiceMixin:
+class _SavedViaServiceMixin(TenantViewMixin):
     """Create and update through ``save_function(organization, actor=, instance=, **values)``."""
 
-    save_function = None
+    save_function: Callable[..., Model]
 
     def _values(self, data: dict) -> dict:
         return dict(data)
 
     def create(self, request):
-        data = valid(self.serializer_class, request)
+        serializer_class = self.get_serializer_class()
+        data = valid(serializer_class, request)
         org = resolve_organization(request, data.pop("organization_id", None))
-        obj = type(self).save_function(org, actor=request, **self._values(data))
-        return Response(self.serializer_class(obj).data, status=status.HTTP_201_CREATED)
+        obj = type(self).save_function(org, actor=self.actor, **self._values(data))
+        return Response(serializer_class(obj).data, status=status.HTTP_201_CREATED)
 
     def update(self, request, pk=None, partial=False):
         instance = self.get_object()
-        data = valid(self.serializer_class, request, partial=partial)
+        serializer_class = self.get_serializer_class()
+        data = valid(serializer_class, request, partial=partial)
         org_id = data.pop("organization_id", None)
         if org_id is not None and org_id != instance.organization_id:
             raise ValidationError({"organization": ["A row cannot move to another organization."]})
-        obj = type(self).save_function(None, actor=request, instance=instance, **self._values(data))
-        return Response(self.serializer_class(obj).data)
+        obj = type(self).save_function(None, actor=self.actor, instance=instance, **self._values(data))
+        return Response(serializer_class(obj).data)
 
     def partial_update(self, request, pk=None):
         return self.update(request, pk=pk, partial=True)
 
     def perform_destroy(self, instance):
-        services.delete_object(instance, actor=self.request)
+        services.delete_object(instance, actor=self.actor)
 
 
-class PolicyViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelViewSet):
+class PolicyViewSet(_SavedViaServiceMixin, viewsets.ModelViewSet):
     """Certificate templates: the names, key algorithms, validity and usages subscribers may ask for.
     Checked on every issuance and renewal."""
 
@@ -314,7 +319,7 @@ class PolicyViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelViewSe
     ordering_fields = ["id", "name", "created_at"]
 
 
-class SubscriberViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelViewSet):
+class SubscriberViewSet(_SavedViaServiceMixin, viewsets.ModelViewSet):
     """The profiles certificates are issued (and renewed) from."""
 
     base_queryset = Subscriber.objects.all()
@@ -371,7 +376,7 @@ class SubscriberViewSet(TenantViewMixin, _SavedViaServiceMixin, viewsets.ModelVi
         if _wants_key(request):
             _require_export(request, certificate)
             if certificate.private_key:
-                body["private_key"] = services.export_private_key(certificate, actor=request)
+                body["private_key"] = services.export_private_key(certificate, actor=self.actor)
         return _key_bearing(Response(s.LatestBundleSerializer(body).data))
 
 
@@ -399,7 +404,7 @@ class CertificateRequestViewSet(
         data = valid(s.CertificateRequestCreateSerializer, request)
         org = resolve_organization(request, data.get("organization"))
         if data.get("csr"):
-            csr = services.upload_csr(org, name=data["name"], csr_pem=data["csr"], actor=request)
+            csr = services.upload_csr(org, name=data["name"], csr_pem=data["csr"], actor=self.actor)
         else:
             csr = services.generate_csr(
                 org,
@@ -408,12 +413,12 @@ class CertificateRequestViewSet(
                 sans=data.get("sans", []),
                 subject={k: v for k, v in dict(data.get("subject") or {}).items() if v},
                 key_algorithm=data["key_algorithm"],
-                actor=request,
+                actor=self.actor,
             )
         return Response(s.CertificateRequestSerializer(csr).data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance):
-        services.delete_object(instance, actor=self.request)
+        services.delete_object(instance, actor=self.actor)
 
     @extend_schema(request=s.CsrIssueSerializer, responses={201: ISSUED, 202: PENDING})
     @action(detail=True, methods=["post"])
@@ -505,7 +510,7 @@ class CertificateViewSet(
         if _wants_key(request):
             _require_export(request, certificate)
             if certificate.has_private_key:
-                body["private_key"] = services.export_private_key(certificate, actor=request)
+                body["private_key"] = services.export_private_key(certificate, actor=self.actor)
         return _key_bearing(Response(s.BundleSerializer(body).data))
 
     @extend_schema(
@@ -516,7 +521,7 @@ class CertificateViewSet(
         """The certificate's private key (operators and administrators; audited)."""
         certificate = self.get_object()
         return _key_bearing(
-            Response({"private_key": services.export_private_key(certificate, actor=request)})
+            Response({"private_key": services.export_private_key(certificate, actor=self.actor)})
         )
 
     @extend_schema(
@@ -529,7 +534,7 @@ class CertificateViewSet(
         certificate = self.get_object()
         data = valid(s.Pkcs12Serializer, request)
         blob = services.export_pkcs12(
-            certificate, password=data["password"], alias=data.get("alias", ""), actor=request
+            certificate, password=data["password"], alias=data.get("alias", ""), actor=self.actor
         )
         name = "".join(
             c for c in (certificate.common_name or certificate.serial) if c.isalnum() or c in "-._"
@@ -544,7 +549,7 @@ class CertificateViewSet(
         """Revoke with an RFC 5280 reason; the CA's CRL is rebuilt at once."""
         certificate = self.get_object()
         data = valid(s.RevokeSerializer, request)
-        services.revoke(certificate, reason=data["reason"], actor=request)
+        services.revoke(certificate, reason=data["reason"], actor=self.actor)
         return Response(s.CertificateDetailSerializer(self.get_object()).data)
 
     @extend_schema(
@@ -564,7 +569,7 @@ class CertificateViewSet(
         if data.get("chain"):
             pem = pem.rstrip("\n") + "\n" + data["chain"]
         result = services.import_certificates(
-            org, pem, key_pem=data.get("private_key") or None, source_name="api", actor=request
+            org, pem, key_pem=data.get("private_key") or None, source_name="api", actor=self.actor
         )
         if result.imported:
             certificate = self.get_queryset().get(pk=result.imported[0].pk)
@@ -625,7 +630,7 @@ class SeedRevokeView(TenantViewMixin, GenericAPIView):
                 "revoke by id with POST /api/v1/certificates/<id>/revoke/"
             )
         self.check_object_permissions(request, matches[0])
-        certificate = services.revoke(matches[0], reason=data["revocationReason"], actor=request)
+        certificate = services.revoke(matches[0], reason=data["revocationReason"], actor=self.actor)
         return Response(
             s.SeedRevokeResultSerializer(
                 {

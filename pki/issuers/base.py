@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from certmgr.actors import Actor
     from certmgr.jobs import JobReport
     from pki.models import Certificate, CertificateAuthority, Subscriber
+    from pki.querysets import CertificateAuthorityQuerySet
     from pki.x509 import PrivateKey, PublicKey
 
 
@@ -111,7 +112,7 @@ class CaApiExtension(Protocol):
 
     def update_field(self) -> serializers.Field: ...
 
-    def prepare(self, queryset: QuerySet) -> QuerySet: ...
+    def prepare(self, queryset: CertificateAuthorityQuerySet) -> CertificateAuthorityQuerySet: ...
 
 
 class IssuerBackend:

@@ -45,6 +45,8 @@ def find_certificate(
         if certificate is None:
             raise CommandError(f"no certificate with id {certificate_id}{where}")
         return certificate
+    if serial is None:  # unreachable: one of the two was checked above
+        raise CommandError("give either a SERIAL or --id ID (not both)")
     canonical = normalize_serial(serial)
     matches = list(rows.filter(serial=canonical).order_by("id")[:11])
     if not matches:

@@ -57,6 +57,7 @@ class Command(ServiceCommand):
         )
         actor = self.actor()
         secret = format in ("key", "pkcs12") or (format == "bundle" and options["include_key"])
+        data: str | bytes
         if format == "pem":
             data = certificate.certificate_pem
         elif format == "chain":
@@ -71,6 +72,7 @@ class Command(ServiceCommand):
         elif format == "key":
             data = services.export_private_key(certificate, actor=actor)
         else:
+            assert password is not None  # read above for pkcs12
             data = services.export_pkcs12(certificate, password=password, alias=alias, actor=actor)
         if out:
             path = write_output(out, data, secret=secret)
@@ -79,6 +81,7 @@ class Command(ServiceCommand):
                 + (" (mode 0600)" if secret else "")
             )
         else:
+            assert isinstance(data, str)  # pkcs12 (bytes) always goes to --out
             self.stdout.write(data, ending="" if data.endswith("\n") else "\n")
 
     def password(self, password_file: str | None) -> str:

@@ -120,7 +120,7 @@ class Command(ServiceCommand):
         self.stdout.write(f"id: {ca.pk}")
         self.stdout.write(f"serial: {ca.serial}")
         self.stdout.write(f"subject: {ca.subject_dn}")
-        if ca.parent_id:
+        if ca.parent is not None:
             self.stdout.write(f"parent: {ca.parent.name} (id {ca.parent_id})")
         self.stdout.write(f"key algorithm: {ca.key_algorithm}")
         self.stdout.write(f"not after: {ca.not_after:%Y-%m-%d %H:%M:%S}Z")

@@ -52,14 +52,15 @@ class Command(ServiceCommand):
             except OSError as exc:
                 raise CommandError(f"--out-dir {out}: cannot create it ({exc.strerror or exc})") from None
         outcome = services.issue(sub, actor=self.actor(), csr_pem=csr_pem)
-        certificate = outcome.certificate
-        if certificate is None:
+        if isinstance(outcome, Pending):
             where = f"{outcome.label}: admin {outcome.admin_url}, API {outcome.api_url}"
             if no_wait:
                 self.stdout.write(f"{where} (step: {outcome.step_label or outcome.step})")
                 return
             self.stderr.write(f"waiting for {where}", style_func=_plain)
             certificate = self.wait(sub, outcome, timeout=timeout)
+        else:
+            certificate = outcome.certificate
         info = [
             f"serial: {certificate.serial}",
             f"not_after: {certificate.not_after:%Y-%m-%dT%H:%M:%SZ}",

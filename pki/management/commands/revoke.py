@@ -38,12 +38,13 @@ class Command(ServiceCommand):
             serial=serial, certificate_id=certificate_id, organization=organization
         )
         certificate = services.revoke(certificate, reason=parsed.value, actor=self.actor())
-        crl = certificate.ca.crls.order_by("-number").first()
+        ca = certificate.ca
+        crl = ca.crls.order_by("-number").first() if ca is not None else None
         label = certificate.common_name or "no CN"
         self.stdout.write(
             self.style.SUCCESS(f"Revoked serial {certificate.serial} ({label}, id {certificate.pk}).")
         )
         self.stdout.write(f"reason: {certificate.revocation_reason}")
         self.stdout.write(f"revoked_at: {certificate.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
-        if crl is not None:
-            self.stdout.write(f"CRL #{crl.number} of CA {certificate.ca.name!r} published.")
+        if ca is not None and crl is not None:
+            self.stdout.write(f"CRL #{crl.number} of CA {ca.name!r} published.")
