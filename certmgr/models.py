@@ -62,6 +62,15 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The token that created this one (through the API), if any: revoking it revokes this one too.
+    created_by_token = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.SET_NULL,
+        related_name="created_tokens",
+    )
 
     objects = ApiTokenQuerySet.as_manager()
 

@@ -180,8 +180,24 @@ def create_api_token(
             raise ValidationError(
                 {"role": [f"A token cannot have more rights than its owner ({member_role})."]}
             )
-        if actor.token is not None and ROLE_RANK[role] > ROLE_RANK[actor.token.role]:
-            raise ValidationError({"role": ["A token cannot create a token with more rights than itself."]})
+        parent = actor.token
+        if parent is not None:
+            if ROLE_RANK[role] > ROLE_RANK[parent.role]:
+                raise ValidationError(
+                    {"role": ["A token cannot create a token with more rights than itself."]}
+                )
+            if parent.expires_at is not None:
+                if expires_at is None:
+                    expires_at = parent.expires_at  # a token cannot outlive the token that made it
+                elif expires_at > parent.expires_at:
+                    raise ValidationError(
+                        {
+                            "expires_at": [
+                                "A token cannot create a token that expires after itself "
+                                f"({parent.expires_at:%Y-%m-%dT%H:%M:%SZ})."
+                            ]
+                        }
+                    )
         if expires_at is not None and expires_at <= timezone.now():
             raise ValidationError({"expires_at": ["The expiry must be in the future."]})
         name = (name or "").strip()
@@ -198,6 +214,7 @@ def create_api_token(
                 prefix=prefix,
                 digest=_digest(secret),
                 expires_at=expires_at,
+                created_by_token=parent,
             )
             audit.record(
                 actor,
@@ -217,10 +234,21 @@ def revoke_api_token(token: ApiToken, *, actor: Actor) -> ApiToken:
         require(actor, Action.CREATE_TOKEN if own else Action.MANAGE_MEMBERS, token.organization_id)
         with transaction.atomic():
             token = ApiToken.objects.select_for_update().get(pk=token.pk)
+            now = timezone.now()
             if token.revoked_at is None:
-                token.revoked_at = timezone.now()
+                token.revoked_at = now
                 token.save(update_fields=["revoked_at"])
             audit.record(actor, "api_token.revoke", token)
+            # Tokens created with this one go with it, however deep (a stolen token's offspring too).
+            children = list(ApiToken.objects.filter(created_by_token=token, revoked_at__isnull=True))
+            while children:
+                for child in children:
+                    child.revoked_at = now
+                    audit.record(actor, "api_token.revoke", child, because_of=token.pk)
+                ApiToken.objects.bulk_update(children, ["revoked_at"])
+                children = list(
+                    ApiToken.objects.filter(created_by_token__in=children, revoked_at__isnull=True)
+                )
     return token
 
 

@@ -117,6 +117,56 @@ def test_token_cannot_exceed_its_owners_role(tenant):
     assert "role" in response.json()["error"]["fields"]
 
 
+def test_a_token_makes_no_token_that_outlives_or_outranks_it(tenant):
+    expiry = timezone.now() + timedelta(days=7)
+    parent = services.create_api_token(
+        tenant.organization,
+        tenant.operator.user,
+        name="short-lived",
+        role="operator",
+        expires_at=expiry,
+        actor=SYSTEM,
+    )
+    client = bearer(parent.secret)
+    later = (expiry + timedelta(days=1)).isoformat()
+    refused = client.post(
+        "/api/v1/tokens/", {"name": "longer", "role": "auditor", "expires_at": later}, format="json"
+    )
+    assert refused.status_code == 400 and "expires_at" in refused.json()["error"]["fields"]
+    outranks = client.post("/api/v1/tokens/", {"name": "admin", "role": "admin"}, format="json")
+    assert outranks.status_code == 400 and "role" in outranks.json()["error"]["fields"]
+    child = client.post("/api/v1/tokens/", {"name": "child", "role": "auditor"}, format="json")
+    assert child.status_code == 201, child.content
+    made = ApiToken.objects.get(pk=child.json()["id"])
+    assert made.expires_at == parent.token.expires_at  # no expiry asked: the parent's
+    assert made.created_by_token_id == parent.token.pk
+
+
+def test_tokens_made_with_a_token_are_revoked_with_it(tenant):
+    parent = services.create_api_token(
+        tenant.organization, tenant.operator.user, name="ci", role="operator", actor=SYSTEM
+    )
+    child = bearer(parent.secret).post(
+        "/api/v1/tokens/", {"name": "child", "role": "operator"}, format="json"
+    )
+    grandchild = bearer(child.json()["token"]).post(
+        "/api/v1/tokens/", {"name": "grandchild", "role": "auditor"}, format="json"
+    )
+    assert grandchild.status_code == 201, grandchild.content
+    unrelated = services.create_api_token(
+        tenant.organization, tenant.operator.user, name="other", role="auditor", actor=SYSTEM
+    )
+    assert tenant.operator.client.post(f"/api/v1/tokens/{parent.token.pk}/revoke/").status_code == 200
+    for secret in (parent.secret, child.json()["token"], grandchild.json()["token"]):
+        assert bearer(secret).get("/api/v1/organizations/").status_code == 401
+    assert bearer(unrelated.secret).get("/api/v1/organizations/").status_code == 200
+    revoked = AuditEvent.objects.filter(action="api_token.revoke", details__because_of=parent.token.pk)
+    assert set(revoked.values_list("target_id", flat=True)) == {
+        str(child.json()["id"]),
+        str(grandchild.json()["id"]),
+    }
+
+
 def test_only_admins_create_tokens_for_others(tenant):
     body = {"name": "for bob", "role": "auditor", "username": tenant.auditor.user.username}
     assert tenant.operator.client.post("/api/v1/tokens/", body, format="json").status_code == 403
