@@ -92,25 +92,6 @@ api_not_found = csrf_exempt(json_error_view(status.HTTP_404_NOT_FOUND, "not_foun
 
 
 def _audit_denied(request, view) -> None:
-    """A refused request is an access attempt: it goes into the log of the caller's organization."""
-    from django.db import transaction
+    from certmgr.denials import record_denied
 
-    from certmgr import audit
-    from certmgr.actors import as_actor
-
-    actor = as_actor(request)
-    orgs = sorted(actor.roles()) if actor.token is None else [actor.token.organization_id]
-    with transaction.atomic():
-        targets: list[int | None] = list(orgs) if orgs else [None]
-        for org_id in targets:
-            audit.record(
-                actor,
-                "auth.permission_denied",
-                None,
-                organization=org_id,
-                outcome="failure",
-                error="your role does not allow this",
-                method=request.method,
-                path=request.path[:200],
-                view=type(view).__name__ if view is not None else "",
-            )
+    record_denied(request, view=type(view).__name__ if view is not None else "")

@@ -190,3 +190,19 @@ def test_reissue_command(tenant, hierarchy, fleet):
         call_command("reissue_ca", "Issuing", "--revoke-reason", "oops", stdout=io.StringIO())
     with pytest.raises(CommandError, match="no CA named 'nope'"):
         call_command("reissue_ca", "nope", stdout=io.StringIO())
+
+
+def test_refused_admin_pages_are_audited_like_refused_api_calls(tenant, hierarchy):
+    _, inter = hierarchy
+    auditor = Client()
+    assert auditor.login(username=tenant.auditor.user.username, password=PASSWORD)
+    before = AuditEvent.objects.filter(action="auth.permission_denied").count()
+    assert auditor.get(f"/admin/pki/certificateauthority/{inter.pk}/reissue/").status_code == 403
+    assert auditor.post(f"/admin/pki/certificateauthority/{inter.pk}/status/disabled/").status_code == 403
+    events = AuditEvent.objects.filter(action="auth.permission_denied").order_by("id")[before:]
+    assert [(e.details["method"], e.details["path"]) for e in events] == [
+        ("GET", f"/admin/pki/certificateauthority/{inter.pk}/reissue/"),
+        ("POST", f"/admin/pki/certificateauthority/{inter.pk}/status/disabled/"),
+    ]
+    assert all(e.outcome == "failure" and e.organization_id == tenant.organization.pk for e in events)
+    assert events[0].actor_label == tenant.auditor.user.username
