@@ -1,7 +1,8 @@
 """Soak: ACME orders under faults. A script, not a CI test.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/certmgr_soak .venv/bin/python bench/soak_acme.py \
-        [--orders 200] [--workers 4] [--kill-every 3] [--broker redis|orm] [--settle 300] [--keep]
+        [--orders 200] [--workers 4] [--kill cluster|worker] [--kill-every 3] [--broker redis|orm] \
+        [--settle 300] [--keep]
 
 What it does, all on loopback:
 
@@ -12,16 +13,21 @@ What it does, all on loopback:
 - drops and creates the database of ``DATABASE_URL`` (its name must start with ``certmgr_soak``),
   migrates (which also schedules the janitor every minute), and makes an organization, an RFC 2136
   connection to ``named``, an ACME CA at Pebble and ``--orders`` subscribers, one fresh name each;
-- starts ``manage.py qcluster`` (this script with ``--worker``) with ``--workers`` worker processes; each
-  worker writes its pid when it spawns, so the script knows exactly which processes are workers;
+- starts ``--workers`` django-q2 workers (``manage.py qcluster``, i.e. this script with ``--worker``):
+  ``--kill cluster`` (default) as that many one-worker clusters, ``--kill worker`` as one cluster of that
+  many workers; each worker writes its pid when it spawns (and a marker while it runs an order), so the
+  script knows exactly which processes are workers and what they were doing when killed;
 - starts one order per subscriber through ``pki.services.issue`` (what every door calls), all at once;
-- while orders are unfinished (at most ``--fault-seconds``): SIGKILLs a random worker every
-  ``--kill-every`` seconds (django-q2's sentinel spawns the replacement; the script checks that it does),
-  and restarts ``named`` twice (SIGTERM, ``--bind-down`` seconds down, start), when a third and when two
-  thirds of the orders have finished;
+- while orders are unfinished (at most ``--fault-seconds``): every ``--kill-every`` seconds SIGKILLs a
+  random worker's whole cluster and starts another (``--kill worker``: SIGKILLs the worker alone and
+  django-q2's sentinel spawns the replacement; that can wedge django-q2, see docs/benchmarks.md), checking
+  that a replacement is up; and restarts ``named`` twice (SIGTERM, ``--bind-down`` seconds down, start),
+  when a third and when two thirds of the orders have finished;
+- runs django-q2's scheduler every 30 s, as each cluster's sentinel does, so the janitor runs on its
+  schedule (every minute) even when no cluster lives 30 s; ``CERTMGR_ACME_LEASE_SECONDS`` (30 here) is
+  how long a dead worker's order waits before the janitor may resume it;
 - then, with no more faults, waits at most ``--settle`` seconds for quiescence (every order finished, no
-  lease held, no challenge record left to remove); the janitor runs as scheduled by the cluster's
-  scheduler (``CERTMGR_ACME_LEASE_SECONDS``, 30 here, is how long a dead worker's order waits for it);
+  lease held, no challenge record left to remove);
 - reports, and exits 1 unless the bar (issued = orders, the other four 0) is met:
 
   issued       subscribers with a certificate;
@@ -203,7 +209,7 @@ def run_worker(pid_dir: str) -> None:
 
     def marked(order_id: int) -> str:
         marker = busy / str(os.getpid())
-        marker.write_text(str(os.getpgid(0)))
+        marker.write_text(f"{os.getpgid(0)} {order_id}")
         try:
             return run_order(order_id)
         finally:
@@ -275,29 +281,41 @@ class Workers:
             time.sleep(0.05)
         return time.monotonic() - start
 
-    def kill_one(self, rng: random.Random) -> tuple[bool, float | None]:
-        """SIGKILL a random worker (or its whole cluster); True when it was running an order, and how long
+    def busy_orders(self, group: int | None = None, pid: int | None = None) -> list[int]:
+        """Orders the workers of cluster ``group`` (or worker ``pid``) are running now."""
+        found = []
+        for f in self.busy_dir.iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                marker_group, order_id = f.read_text().split()
+                if (group is not None and int(marker_group) == group) or (
+                    pid is not None and f.name == str(pid)
+                ):
+                    found.append(int(order_id))
+        return found
+
+    def kill_one(self, rng: random.Random) -> tuple[list[int], float | None]:
+        """SIGKILL a random worker (or its whole cluster); returns the orders it was running and how long
         until the replacement worker was up (None: not within 15 s)."""
         live = self.live()
         if not live:
-            return False, self.wait_full(15)
+            return [], self.wait_full(15)
         victim = rng.choice(sorted(live))
         group = live[victim]
         if self.mode == "cluster":
-            busy = any(f.read_text() == str(group) for f in self.busy_dir.iterdir() if f.exists())
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
+            busy = self.busy_orders(group=group)
             for proc in [c for c in self.clusters if c.pid == group]:
                 proc.wait(timeout=10)
                 self.clusters.remove(proc)
             for f in [*self.busy_dir.iterdir(), *self.pid_dir.iterdir()]:
                 with contextlib.suppress(OSError):
-                    if f.read_text() == str(group):
+                    if f.read_text().split()[0] == str(group):
                         f.unlink()
             self._start_cluster(1)
         else:
-            busy = (self.busy_dir / str(victim)).exists()
             os.kill(victim, signal.SIGKILL)
+            busy = self.busy_orders(pid=victim)
             (self.busy_dir / str(victim)).unlink(missing_ok=True)
             time.sleep(0.05)
         return busy, self.wait_full(15)
@@ -492,7 +510,13 @@ def main() -> int:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    stats = {"kills": 0, "killed busy": 0, "bind restarts": 0, "replacement waits": []}
+    stats = {
+        "kills": 0,
+        "killed busy": 0,
+        "killed before the order URL": 0,
+        "bind restarts": 0,
+        "replacement waits": [],
+    }
     result: dict = {}
     try:
         with servers(base, args.nonce_reject) as (bind, pebble):
@@ -541,7 +565,8 @@ def main() -> int:
         f"Pebble badNonce {args.nonce_reject}%, lease {os.environ['CERTMGR_ACME_LEASE_SECONDS']}s"
     )
     print(
-        f"faults: {stats['kills']} SIGKILLs ({stats['killed busy']} of a worker mid-order), "
+        f"faults: {stats['kills']} SIGKILLs ({stats['killed busy']} of a worker mid-order, "
+        f"{stats['killed before the order URL']} of them before the order URL was stored), "
         f"{stats['bind restarts']} named restarts; replacement worker up after "
         + (f"max {max(stats['replacement waits']):.1f}s" if stats["replacement waits"] else "—")
     )
@@ -593,7 +618,11 @@ def faults(
             next_kill = now + args.kill_every
             busy, replaced = workers.kill_one(rng)
             stats["kills"] += 1
-            stats["killed busy"] += int(busy)
+            stats["killed busy"] += int(bool(busy))
+            # Killed before the CA's answer to newOrder was stored: that CA order may be lost for good.
+            stats["killed before the order URL"] += AcmeOrder.objects.filter(
+                pk__in=busy, order_url=""
+            ).count()
             if replaced is None:
                 say("no replacement worker within 15s")
             else:
