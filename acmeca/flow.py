@@ -320,14 +320,20 @@ class _Runner:
             subject = x509.Subject(common_name=dns_names[0] if dns_names else None)
             csr = x509.build_csr(key, subject, names)
             self.save(csr_pem=x509.to_pem(csr))
-        replaces = self._replaces()
-        try:
-            orderr = self._submit(replaces)
-        except acme.AcmeProblem as exc:
-            if not replaces or exc.kind != "alreadyReplaced":
-                raise
-            replaces = ""  # another order already replaced it (RFC 9773 §5): order without the link
-            orderr = self._submit(replaces)
+        replaces = ""
+        if order.order_url:
+            # An earlier run's newOrder was answered (its URL stored at once) but the run ended before
+            # the authorizations were: continue that order at the CA rather than make a second one.
+            orderr = self._resume_submitted()
+        else:
+            replaces = self._replaces()
+            try:
+                orderr = self._submit(replaces)
+            except acme.AcmeProblem as exc:
+                if not replaces or exc.kind != "alreadyReplaced":
+                    raise
+                replaces = ""  # another order already replaced it (RFC 9773 §5): order without the link
+                orderr = self._submit(replaces)
         with transaction.atomic():
             self.save(
                 order_url=orderr.uri or "",
@@ -364,13 +370,22 @@ class _Runner:
         with acme.acme_errors_as_problems():
             response = self.client._post(self.client.directory["newOrder"], request)
             body = messages.Order.from_json(response.json())
+        # Stored before the next request: a retry or a resumed run continues this order (no second one).
+        self.save(order_url=response.headers.get("Location") or "", finalize_url=body.finalize or "")
+        return self._with_authorizations(body)
+
+    def _resume_submitted(self) -> messages.OrderResource:
+        with acme.acme_errors_as_problems():
+            body = messages.Order.from_json(self.client._post_as_get(self.order.order_url).json())
+        return self._with_authorizations(body)
+
+    def _with_authorizations(self, body: messages.Order) -> messages.OrderResource:
+        with acme.acme_errors_as_problems():
             authorizations = [
                 self.client._authzr_from_response(self.client._post_as_get(url), uri=url)
                 for url in body.authorizations
             ]
-        return messages.OrderResource(
-            body=body, uri=response.headers.get("Location"), authorizations=authorizations
-        )
+        return messages.OrderResource(body=body, uri=self.order.order_url, authorizations=authorizations)
 
     def _store_authorization(self, authzr: messages.AuthorizationResource) -> None:
         body = authzr.body

@@ -303,7 +303,10 @@ def _tls_material(workdir: Path) -> tuple[Path, Path, Path]:
 
 
 @contextlib.contextmanager
-def _start_pebble(workdir: Path, dns_server: str, *, eab_required: bool) -> Iterator[PebbleServer]:
+def _start_pebble(
+    workdir: Path, dns_server: str, *, eab_required: bool, nonce_reject: int | None = None
+) -> Iterator[PebbleServer]:
+    """Pebble on free ports; ``nonce_reject`` (percent, ``PEBBLE_WFE_NONCEREJECT``) overrides its 5%."""
     binary = require_executable(PEBBLE, "pebble")
     ca_path, cert_path, key_path = _tls_material(workdir)
     listen, management = free_port(), free_port()
@@ -339,6 +342,8 @@ def _start_pebble(workdir: Path, dns_server: str, *, eab_required: bool) -> Iter
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
     env["PEBBLE_VA_NOSLEEP"] = "1"  # nonce rejection (PEBBLE_WFE_NONCEREJECT) stays at its default, 5%
+    if nonce_reject is not None:
+        env["PEBBLE_WFE_NONCEREJECT"] = str(nonce_reject)  # the soak's 50%
     env["PEBBLE_ALTERNATE_ROOTS"] = "1"  # a second chain behind Link rel="alternate" (preferred chain)
     cmd = [binary, "-config", str(config_path), "-dnsserver", dns_server]
     with _running_env(cmd, server.log, workdir, env) as proc:

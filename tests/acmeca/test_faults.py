@@ -159,6 +159,37 @@ def test_worker_killed_between_steps_resumes_without_a_second_order(
         assert powerdns.txt_records(ch.record_name) == []
 
 
+def test_a_failure_right_after_new_order_continues_that_order_at_the_ca(
+    tenant, pebble, powerdns, pebble_ca, monkeypatch
+):
+    """newOrder is answered, then the network fails while its authorizations are fetched (a worker killed
+    there is the same case): the retry continues the CA's order instead of creating a second one. Found by
+    bench/soak_acme.py (2 extra orders at Pebble in 200, at 50% badNonce and with workers SIGKILLed)."""
+    import requests
+
+    from acmeca import client as acme_client
+
+    real_post = acme_client.AcmeNetwork.post
+    failed: list[str] = []
+
+    def reset_once(self, *args, **kwargs):
+        if "/authZ/" in str(args[0]) and not failed:
+            failed.append(str(args[0]))
+            raise requests.exceptions.ConnectionError("connection reset by peer (injected)")
+        return real_post(self, *args, **kwargs)
+
+    monkeypatch.setattr(acme_client.AcmeNetwork, "post", reset_once)
+    created_before = pebble.log.read_text().count("Added order")
+    sub = acme_subscriber(tenant, pebble_ca, [unique_name(powerdns.zone, "resub")])
+    order = ordered(pki_services.issue(sub, actor=tenant.operator.user))
+    order.refresh_from_db()
+    assert failed, "the fault was not injected"
+    assert order.step == AcmeOrder.Step.DONE, order.last_error
+    assert order.attempts == 1  # the network error was retried once ...
+    assert pebble.log.read_text().count("Added order") - created_before == 1  # ... within one CA order
+    assert Certificate.objects.filter(subscriber=sub).count() == 1
+
+
 def test_a_dns_server_down_for_a_moment_is_retried_within_the_order(
     tenant, pebble, bind, bind_connection, settings
 ):
