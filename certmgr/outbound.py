@@ -38,12 +38,42 @@ def allowed_networks() -> tuple:
     return _allowed_networks(tuple(settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS))
 
 
+# Special-purpose ranges Python's ``is_global`` still calls global (3.11), and the IPv6 forms that carry an
+# IPv4 address inside them (6to4, Teredo, NAT64): the embedded address decides.
+_NOT_PUBLIC = tuple(
+    ipaddress.ip_network(net)
+    for net in ("192.0.0.0/24", "192.88.99.0/24", "100.64.0.0/10", "198.18.0.0/15", "2001:db8::/32")
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # (server, client): the client is where packets go
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def refusal_reason(ip: IPAddress, allowed: Iterable = ()) -> str | None:
     """Why ``ip`` may not be reached, or None when it may."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    allowed = tuple(allowed)
     if any(ip in net for net in allowed):
         return None
+    inner = _embedded_ipv4(ip)
+    if inner is not None:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return refusal_reason(inner, allowed)
+        reason = refusal_reason(inner, allowed)
+        return f"an IPv6 address carrying {reason}" if reason else None
+    if any(ip in net for net in _NOT_PUBLIC):
+        return "not a public address"
     if ip.is_loopback:
         return "a loopback address"
     if ip.is_link_local:
@@ -71,12 +101,13 @@ def vetted_addresses(host: str, port: int, *, allowed: Iterable | None = None) -
         ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         reason = refusal_reason(ip, allowed)
         if reason:
-            refused.append(f"{ip} is {reason}")
+            refused.append(reason)
         else:
             usable.append(info)
     if not usable:
+        # The reason, not the address: a refusal must not tell the caller what a name resolves to inside.
         raise OutboundRefused(
-            f"refusing to connect to {host!r}: {'; '.join(dict.fromkeys(refused))}. "
+            f"refusing to connect to {host!r}: it resolves to {' and '.join(dict.fromkeys(refused))}. "
             f"Add the network to {SETTING} to allow it."
         )
     return usable

@@ -29,13 +29,21 @@ from certmgr.errors import OutboundRefused
         "::ffff:127.0.0.1",
         "::ffff:169.254.169.254",
         "224.0.0.1",
+        "192.0.0.8",  # IETF protocol assignments (Python calls some of them global)
+        "192.88.99.1",  # the deprecated 6to4 relay anycast
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo of 10.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
     ],
 )
 def test_non_public_addresses_are_refused(address):
     assert outbound.refusal_reason(ipaddress.ip_address(address)) is not None
 
 
-@pytest.mark.parametrize("address", ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111"])
+@pytest.mark.parametrize(
+    "address", ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "2002:808:808::1", "64:ff9b::808:808"]
+)
 def test_public_addresses_pass(address):
     assert outbound.refusal_reason(ipaddress.ip_address(address)) is None
 
@@ -65,8 +73,10 @@ def http_server():
 
 def test_http_to_loopback_is_refused_with_the_setting_named(http_server, settings):
     settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS = []
-    with pytest.raises(OutboundRefused, match="CERTMGR_OUTBOUND_ALLOWED_NETWORKS"):
-        outbound.session().get(http_server, timeout=5)
+    with pytest.raises(OutboundRefused, match="CERTMGR_OUTBOUND_ALLOWED_NETWORKS") as refused:
+        outbound.session().get(http_server.replace("127.0.0.1", "localhost"), timeout=5)
+    # the kind of address, never the address a name resolved to
+    assert "resolves to a loopback address" in str(refused.value) and "127.0.0.1" not in str(refused.value)
 
 
 def test_http_to_loopback_passes_when_allowed(http_server, settings):

@@ -76,7 +76,7 @@ def test_powerdns_unknown_server_id(powerdns, loopback_allowed):
 def test_powerdns_loopback_refused_without_the_setting(powerdns, loopback_refused):
     with pytest.raises(OutboundRefused, match="CERTMGR_OUTBOUND_ALLOWED_NETWORKS") as exc:
         check_connection("powerdns", powerdns.credentials())
-    assert "127.0.0.1 is a loopback address" in exc.value.message
+    assert "resolves to a loopback address" in exc.value.message
 
 
 def test_powerdns_dead_port(loopback_allowed):
