@@ -186,3 +186,21 @@ class JobRun(models.Model):
     @property
     def duration(self):
         return (self.finished_at - self.started_at) if self.finished_at else None
+
+
+class AnonymousAuthFailure(models.Model):
+    """Bad bearer tokens that name no token, counted per client address and minute. A flood of them
+    writes one audit event per address and minute (with the count), not one permanent row each."""
+
+    address = models.CharField(max_length=45, blank=True)  # "" when the client's address is unknown
+    minute = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    reason = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["address", "minute"], name="anonymous_auth_failure_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.count} bad tokens from {self.address or 'an unknown address'} at {self.minute:%H:%M}"

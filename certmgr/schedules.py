@@ -46,6 +46,12 @@ def jobs() -> list[Job]:
             settings.CERTMGR_JANITOR_MINUTES,
             "resume stalled ACME orders, remove left-over challenge records",
         ),
+        Job(
+            "certmgr.auth_failures",
+            "certmgr.auth_failures.flush",
+            1,
+            "audit bad API tokens, one event per address and minute",
+        ),
     ]
 
 

@@ -178,6 +178,8 @@ CERTMGR_RENEWAL_SWEEP_MINUTES = env.int("CERTMGR_RENEWAL_SWEEP_MINUTES", default
 CERTMGR_CRL_REFRESH_MINUTES = env.int("CERTMGR_CRL_REFRESH_MINUTES", default=60)
 CERTMGR_EXPIRY_ALERT_MINUTES = env.int("CERTMGR_EXPIRY_ALERT_MINUTES", default=24 * 60)
 CERTMGR_JANITOR_MINUTES = env.int("CERTMGR_JANITOR_MINUTES", default=1)
+# Requests with bearer tokens that name no token, per client address and minute, before 429 answers.
+CERTMGR_ANONYMOUS_AUTH_FAILURES_PER_MINUTE = env.int("CERTMGR_ANONYMOUS_AUTH_FAILURES_PER_MINUTE", default=30)
 # Alerts: expiry thresholds (days before notAfter, each sent once per certificate), delivery retries.
 CERTMGR_EXPIRY_ALERT_DAYS = env.list("CERTMGR_EXPIRY_ALERT_DAYS", cast=int, default=[30, 14, 7, 1])
 CERTMGR_ALERT_MAX_ATTEMPTS = env.int("CERTMGR_ALERT_MAX_ATTEMPTS", default=8)

@@ -6,8 +6,9 @@ from django.db import transaction
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from certmgr import audit, services
+from certmgr import audit, auth_failures, services
 from certmgr.actors import Actor
+from certmgr.middleware import client_ip
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -28,12 +29,18 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         try:
             token = services.authenticate_token(secret)
         except services.TokenRejected as exc:
+            if exc.token is None:  # names no token: counted per address and minute, not one row each
+                if auth_failures.throttled(auth_failures.note(client_ip(request), str(exc))):
+                    raise exceptions.Throttled(
+                        wait=60, detail="Too many requests with bad API tokens from this address."
+                    ) from exc
+                raise exceptions.AuthenticationFailed(f"{exc}.") from exc
             with transaction.atomic():
                 audit.record(
-                    Actor.for_token(exc.token) if exc.token else Actor.system("anonymous"),
+                    Actor.for_token(exc.token),
                     "auth.token_rejected",
                     exc.token,
-                    organization=exc.token.organization_id if exc.token else None,
+                    organization=exc.token.organization_id,
                     outcome="failure",
                     error=str(exc),
                     path=request.path[:200],

@@ -340,3 +340,35 @@ def test_a_body_nested_too_deeply_is_a_400(tenant):
         response = tenant.admin.client.post(url, body, content_type="application/json")
         assert response.status_code == 400, (url, response.status_code)
         assert response.json()["error"]["code"] == "parse_error"
+
+
+def test_a_flood_of_bad_tokens_is_one_audit_event_per_address_and_minute(tenant, settings):
+    from certmgr import auth_failures
+    from certmgr.jobs import JobReport
+    from certmgr.models import AnonymousAuthFailure
+
+    settings.CERTMGR_ANONYMOUS_AUTH_FAILURES_PER_MINUTE = 5
+    before = AuditEvent.objects.count()
+    answers = []
+    for n in range(8):
+        client = bearer(f"cm_deadbeef_guess{n}" if n % 2 else "garbage")
+        answers.append(client.get("/api/v1/organizations/", REMOTE_ADDR="203.0.113.7").status_code)
+    assert answers == [401] * 5 + [429] * 3  # throttled past the limit
+    other = bearer("cm_deadbeef_x").get("/api/v1/organizations/", REMOTE_ADDR="198.51.100.1")
+    assert other.status_code == 401  # another address has its own count
+    assert AuditEvent.objects.count() == before  # nothing permanent per request
+    assert sorted(AnonymousAuthFailure.objects.values_list("address", "count")) == [
+        ("198.51.100.1", 1),
+        ("203.0.113.7", 8),
+    ]
+    report = JobReport()
+    auth_failures.flush_now(report, now=timezone.now() + timedelta(minutes=1))
+    events = AuditEvent.objects.filter(action="auth.token_rejected").order_by("id")[:]
+    assert sorted((e.details["address"], e.details["count"]) for e in events) == [
+        ("198.51.100.1", 1),
+        ("203.0.113.7", 8),
+    ]
+    assert all(e.outcome == "failure" and e.actor_label == "anonymous" for e in events)
+    assert not AnonymousAuthFailure.objects.exists() and report.counts == {"addresses": 2}
+    # a valid token from a throttled address still works: only the guesses are counted
+    assert tenant.operator.client.get("/api/v1/organizations/", REMOTE_ADDR="203.0.113.7").status_code == 200

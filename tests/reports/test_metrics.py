@@ -67,8 +67,17 @@ def test_no_credentials_is_401(tenant):
 
 
 def test_a_bad_token_is_401_and_audited(tenant):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from certmgr import auth_failures
+    from certmgr.jobs import JobReport
+
     response = Client().get(URL, **bearer("cm_abcdefgh_notthesecret"))
     assert response.status_code == 401
+    # counted per address and minute, audited by the minute's flush
+    auth_failures.flush_now(JobReport(), now=timezone.now() + timedelta(minutes=1))
     assert AuditEvent.objects.filter(action="auth.token_rejected").exists()
 
 
