@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from certmgr import sql
 from certmgr.actors import Actor, as_actor
 from certmgr.middleware import current as current_request
 from certmgr.models import AuditChainHead, AuditEvent, Organization
@@ -91,6 +92,31 @@ def _lock_head(chain: int) -> AuditChainHead:
         return AuditChainHead.objects.select_for_update().get(pk=chain)
 
 
+_CLAIM = (
+    f"UPDATE {AuditChainHead._meta.db_table} SET sequence = sequence + 1 WHERE chain = %s "  # noqa: S608
+    "RETURNING sequence, last_hash"
+)  # a table name from the model, no input
+
+
+def _claim_next(chain: int) -> AuditChainHead:
+    """Lock the chain head and take its next sequence number in one statement (``UPDATE ... RETURNING``):
+    the head as it was, which the new event follows; ``_append`` stores the event and its hash there."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, [chain])
+        row = cursor.fetchone()
+        if row is None:
+            AuditChainHead.objects.bulk_create([AuditChainHead(chain=chain)], ignore_conflicts=True)
+            cursor.execute(_CLAIM, [chain])
+            row = cursor.fetchone()
+    return AuditChainHead(chain=chain, sequence=row[0] - 1, last_hash=row[1])
+
+
+def _append(event: AuditEvent) -> None:
+    """Insert the event claimed by ``_claim_next`` and make its hash the head's (one round trip)."""
+    link = sql.update_row(AuditChainHead(chain=event.chain, last_hash=event.hash), ["last_hash"])
+    sql.saved(event, sql.execute(sql.insert(event), link))
+
+
 def record(
     who: Any,
     action: str,
@@ -109,10 +135,9 @@ def record(
     chain = org_id or 0
     # No savepoint: the event lives or dies with the change around it.
     with transaction.atomic(savepoint=False):
-        head = _lock_head(chain)
+        head = _claim_next(chain)
         event = _next_event(head, actor, org_id, action, target, outcome, error, details)
-        event.save(force_insert=True)
-        _advance(head, event)
+        _append(event)
     return event
 
 
