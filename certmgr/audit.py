@@ -84,37 +84,34 @@ def _organization_of(target: Any) -> int | None:
     return getattr(target, "organization_id", None)
 
 
-def _lock_head(chain: int) -> AuditChainHead:
-    try:
-        return AuditChainHead.objects.select_for_update().get(pk=chain)
-    except AuditChainHead.DoesNotExist:
-        AuditChainHead.objects.bulk_create([AuditChainHead(chain=chain)], ignore_conflicts=True)
-        return AuditChainHead.objects.select_for_update().get(pk=chain)
-
-
 _CLAIM = (
-    f"UPDATE {AuditChainHead._meta.db_table} SET sequence = sequence + 1 WHERE chain = %s "  # noqa: S608
+    f"UPDATE {AuditChainHead._meta.db_table} SET sequence = sequence + %s WHERE chain = %s "  # noqa: S608
     "RETURNING sequence, last_hash"
 )  # a table name from the model, no input
 
 
-def _claim_next(chain: int) -> AuditChainHead:
-    """Lock the chain head and take its next sequence number in one statement (``UPDATE ... RETURNING``):
-    the head as it was, which the new event follows; ``_append`` stores the event and its hash there."""
+def _claim(chain: int, count: int = 1) -> AuditChainHead:
+    """Lock the chain head and take its next ``count`` sequence numbers in one statement (``UPDATE ...
+    RETURNING``): answers the head as it was, which the new events follow; ``_append`` or ``_link`` then
+    make the last new event's hash the head's, in the same transaction."""
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, [chain])
+        cursor.execute(_CLAIM, [count, chain])
         row = cursor.fetchone()
         if row is None:
             AuditChainHead.objects.bulk_create([AuditChainHead(chain=chain)], ignore_conflicts=True)
-            cursor.execute(_CLAIM, [chain])
+            cursor.execute(_CLAIM, [count, chain])
             row = cursor.fetchone()
-    return AuditChainHead(chain=chain, sequence=row[0] - 1, last_hash=row[1])
+    return AuditChainHead(chain=chain, sequence=row[0] - count, last_hash=row[1])
+
+
+def _link(last: AuditEvent) -> sql.Statement:
+    """The head's new last hash (its sequence was taken by ``_claim``)."""
+    return sql.update_row(AuditChainHead(chain=last.chain, last_hash=last.hash), ["last_hash"])
 
 
 def _append(event: AuditEvent) -> None:
-    """Insert the event claimed by ``_claim_next`` and make its hash the head's (one round trip)."""
-    link = sql.update_row(AuditChainHead(chain=event.chain, last_hash=event.hash), ["last_hash"])
-    sql.saved(event, sql.execute(sql.insert(event), link))
+    """Insert the event claimed by ``_claim`` and link the head to it (one round trip)."""
+    sql.saved(event, sql.execute(sql.insert(event), _link(event)))
 
 
 def record(
@@ -135,7 +132,7 @@ def record(
     chain = org_id or 0
     # No savepoint: the event lives or dies with the change around it.
     with transaction.atomic(savepoint=False):
-        head = _claim_next(chain)
+        head = _claim(chain)
         event = _next_event(head, actor, org_id, action, target, outcome, error, details)
         _append(event)
     return event
@@ -155,16 +152,18 @@ def record_many(
     """
     actor: Actor = as_actor(who)
     org_id = organization.pk if isinstance(organization, Organization) else organization
+    targets = list(targets)
     events: list[AuditEvent] = []
+    if not targets:
+        return events
     with transaction.atomic(savepoint=False):
-        head = _lock_head(org_id or 0)
+        head = _claim(org_id or 0, len(targets))
         for target, details in targets:
             event = _next_event(head, actor, org_id, action, target, AuditEvent.Outcome.SUCCESS, "", details)
             head.sequence, head.last_hash = event.sequence, event.hash
             events.append(event)
-        if events:
-            AuditEvent.objects.bulk_create(events)
-            _advance(head, events[-1])
+        sql.bulk_insert(events)
+        sql.execute(_link(events[-1]))
     return events
 
 
@@ -202,12 +201,6 @@ def _next_event(
     event.details = json.loads(json.dumps(event.details))
     event.hash = compute_hash(event)
     return event
-
-
-def _advance(head: AuditChainHead, last: AuditEvent) -> None:
-    head.sequence = last.sequence
-    head.last_hash = last.hash
-    head.save(update_fields=["sequence", "last_hash"])
 
 
 @contextmanager

@@ -408,7 +408,7 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
             side.append(supersede_statement(rows[0].subscriber_id))
         sql.saved(rows[0], sql.execute(sql.insert(rows[0]), *side))
     else:
-        Certificate.objects.bulk_create(rows)
+        sql.bulk_insert(rows)
         operation_state.succeeded(subscribers.values())
         supersede(rows)
     events: dict[tuple[int, str], list[tuple[Certificate, dict[str, Any]]]] = {}
