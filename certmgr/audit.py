@@ -86,22 +86,30 @@ def _organization_of(target: Any) -> int | None:
 
 _CLAIM = (
     f"UPDATE {AuditChainHead._meta.db_table} SET sequence = sequence + %s WHERE chain = %s "  # noqa: S608
-    "RETURNING sequence, last_hash"
+    "RETURNING chain, sequence, last_hash"
 )  # a table name from the model, no input
 
 
-def _claim(chain: int, count: int = 1) -> AuditChainHead:
-    """Lock the chain head and take its next ``count`` sequence numbers in one statement (``UPDATE ...
-    RETURNING``): answers the head as it was, which the new events follow; ``_append`` or ``_link`` then
-    make the last new event's hash the head's, in the same transaction."""
-    with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, [count, chain])
-        row = cursor.fetchone()
-        if row is None:
-            AuditChainHead.objects.bulk_create([AuditChainHead(chain=chain)], ignore_conflicts=True)
+def claim(chain: int, count: int = 1) -> sql.Statement:
+    """The statement that locks the chain head and takes its next ``count`` sequence numbers
+    (``UPDATE ... RETURNING``), for a service to send along its own writes: hand its row to ``record``
+    (``claimed=``). ``record`` then makes the last new event's hash the head's, in the same transaction."""
+    return sql.Statement(_CLAIM, (count, chain))
+
+
+def _claim(chain: int, count: int = 1, claimed: tuple[Any, ...] | None = None) -> AuditChainHead:
+    """The chain head as it was before the ``count`` sequence numbers taken by ``claim`` (sent here, or
+    by the caller: ``claimed`` is its row), which the new events follow."""
+    row = claimed if claimed is not None and claimed[0] == chain else None  # (None, ...): no head yet
+    if row is None:
+        with connection.cursor() as cursor:
             cursor.execute(_CLAIM, [count, chain])
             row = cursor.fetchone()
-    return AuditChainHead(chain=chain, sequence=row[0] - count, last_hash=row[1])
+            if row is None:
+                AuditChainHead.objects.bulk_create([AuditChainHead(chain=chain)], ignore_conflicts=True)
+                cursor.execute(_CLAIM, [count, chain])
+                row = cursor.fetchone()
+    return AuditChainHead(chain=chain, sequence=row[1] - count, last_hash=row[2])
 
 
 def _link(last: AuditEvent) -> sql.Statement:
@@ -122,9 +130,11 @@ def record(
     organization: Organization | int | None = None,
     outcome: str = AuditEvent.Outcome.SUCCESS,
     error: str = "",
+    claimed: tuple[Any, ...] | None = None,
     **details: Any,
 ) -> AuditEvent:
-    """Append one event. ``organization`` defaults to the target's organization."""
+    """Append one event. ``organization`` defaults to the target's organization. ``claimed`` is the row
+    that ``claim(chain)`` answered, when the caller sent it with its own writes in this transaction."""
     actor: Actor = as_actor(who)
     if isinstance(organization, Organization):
         organization = organization.pk
@@ -132,7 +142,7 @@ def record(
     chain = org_id or 0
     # No savepoint: the event lives or dies with the change around it.
     with transaction.atomic(savepoint=False):
-        head = _claim(chain)
+        head = _claim(chain, claimed=claimed)
         event = _next_event(head, actor, org_id, action, target, outcome, error, details)
         _append(event)
     return event

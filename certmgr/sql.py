@@ -74,18 +74,29 @@ def update(queryset: models.QuerySet, **values: Any) -> Statement:
     return Statement(text, tuple(params))
 
 
-def execute(main: Statement, *before: Statement) -> list[tuple[Any, ...]]:
-    """Run ``before`` and then ``main`` (one round trip on PostgreSQL); answers ``main``'s rows."""
+def execute(main: Statement, *before: Statement, also: Statement | None = None) -> list[tuple[Any, ...]]:
+    """Run ``before``, then ``also`` (a statement answering at most one row), then ``main``: one round trip
+    on PostgreSQL. Answers ``main``'s rows, each followed by ``also``'s columns (``None`` without its row)."""
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql" and before:
-            clauses = ", ".join(f"side{i} AS ({s.sql})" for i, s in enumerate(before))
-            params = tuple(p for s in before for p in s.params) + main.params
-            cursor.execute(f"WITH {clauses} {main.sql}", params)
-        else:
-            for statement in before:
-                cursor.execute(statement.sql, statement.params)
-            cursor.execute(main.sql, main.params)
-        return cursor.fetchall() if cursor.description else []
+        if connection.vendor == "postgresql" and (before or also):
+            clauses = [f"side{i} AS ({s.sql})" for i, s in enumerate(before)]
+            params = [p for s in before for p in s.params]
+            if also is None:
+                cursor.execute(f"WITH {', '.join(clauses)} {main.sql}", (*params, *main.params))
+            else:
+                clauses += [f"also AS ({also.sql})", f"main AS ({main.sql})"]
+                final = "SELECT main.*, also.* FROM main LEFT JOIN also ON TRUE"
+                cursor.execute(f"WITH {', '.join(clauses)} {final}", (*params, *also.params, *main.params))
+            return cursor.fetchall() if cursor.description else []
+        for statement in before:
+            cursor.execute(statement.sql, statement.params)
+        extra: tuple[Any, ...] = ()
+        if also is not None:
+            cursor.execute(also.sql, also.params)
+            width = len(cursor.description)
+            extra = cursor.fetchone() or (None,) * width
+        cursor.execute(main.sql, main.params)
+        return [(*row, *extra) for row in cursor.fetchall()] if cursor.description else []
 
 
 def saved(row: models.Model, returned: Sequence[tuple[Any, ...]]) -> None:

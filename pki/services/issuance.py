@@ -400,13 +400,16 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
         if item.subscriber is not None:
             operation_state.set_succeeded(item.subscriber, item.message or f"issued serial {row.serial}")
             subscribers[item.subscriber.pk] = item.subscriber
+    claimed = None
     if len(rows) == 1:
-        # One round trip: the row, its subscriber's last operation and the supersede (PostgreSQL runs the
-        # side writes on the statement's snapshot, so the new row is never taken off the plan).
+        # One round trip: the row, its subscriber's last operation, the supersede (PostgreSQL runs the side
+        # writes on the statement's snapshot, so the new row is never taken off the plan) and the claim of
+        # the audit chain's next link.
         side = [operation_state.succeeded_statement(sub) for sub in subscribers.values()]
         if rows[0].subscriber_id is not None:
             side.append(supersede_statement(rows[0].subscriber_id))
-        sql.saved(rows[0], sql.execute(sql.insert(rows[0]), *side))
+        [(pk, *claimed)] = sql.execute(sql.insert(rows[0]), *side, also=audit.claim(rows[0].organization_id))
+        sql.saved(rows[0], [(pk,)])
     else:
         sql.bulk_insert(rows)
         operation_state.succeeded(subscribers.values())
@@ -428,7 +431,7 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
         )
     for (org_id, action), targets in sorted(events.items()):
         if len(targets) == 1:
-            audit.record(actor, action, targets[0][0], **targets[0][1])
+            audit.record(actor, action, targets[0][0], claimed=claimed, **targets[0][1])
         else:
             audit.record_many(actor, action, targets, organization=org_id)
     if not all(getattr(s.subscriber, "has_issued_alerts", None) is False for s in signed):
