@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models.sql import InsertQuery, UpdateQuery
 from django.db.transaction import TransactionManagementError
 
@@ -26,13 +26,20 @@ class Statement:
     params: tuple[Any, ...]
 
 
+def _db():
+    """The default database's connection of this thread (not the ``connection`` proxy, which looks it up
+    on every attribute: thousands of times a batch)."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
 def _cache() -> dict[Any, Any]:
     """Compiled statements of this connection (per thread and alias, as Django's connections are)."""
-    return connection.__dict__.setdefault("_certmgr_sql", {})
+    return _db().__dict__.setdefault("_certmgr_sql", {})
 
 
 def insert(row: models.Model) -> Statement:
     """``INSERT`` of one unsaved row, ``RETURNING`` its primary key."""
+    db = _db()
     model = type(row)
     opts = model._meta
     fields = [f for f in opts.concrete_fields if not (f.primary_key and getattr(row, f.attname) is None)]
@@ -42,43 +49,66 @@ def insert(row: models.Model) -> Statement:
     if text is None:
         query = InsertQuery(model)
         query.insert_values(fields, [row])
-        compiler = query.get_compiler(connection=connection)
+        compiler = query.get_compiler(connection=db)
         compiler.returning_fields = [opts.pk]
         [(text, params)] = compiler.as_sql()
         _cache()[key] = text
         return Statement(text, tuple(params))
-    return Statement(text, tuple(f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields))
+    return Statement(text, tuple(f.get_db_prep_save(f.pre_save(row, True), db) for f in fields))
 
 
 def update_row(row: models.Model, fields: Sequence[str]) -> Statement:
     """``UPDATE`` of ``fields`` of one saved row (what ``row.save(update_fields=fields)`` writes)."""
+    db = _db()
     model = type(row)
     opts = model._meta
     concrete = [opts.get_field(name) for name in fields]
     key = ("update", model, tuple(fields))
     text = _cache().get(key)
     if text is None:
-        qn = connection.ops.quote_name
+        qn = db.ops.quote_name
         assignments = ", ".join(f"{qn(f.column)} = %s" for f in concrete)
         text = f"UPDATE {qn(opts.db_table)} SET {assignments} WHERE {qn(opts.pk.column)} = %s"  # noqa: S608
         _cache()[key] = text
-    params = tuple(f.get_db_prep_save(getattr(row, f.attname), connection) for f in concrete)
+    params = tuple(f.get_db_prep_save(getattr(row, f.attname), db) for f in concrete)
     return Statement(text, (*params, row.pk))
 
 
 def update(queryset: models.QuerySet, **values: Any) -> Statement:
     """``UPDATE`` of the rows of ``queryset`` (the SQL ``queryset.update(**values)`` would send)."""
+    db = _db()
     query = queryset.query.chain(UpdateQuery)
     query.add_update_values(values)
-    text, params = query.get_compiler(connection=connection).as_sql()
+    text, params = query.get_compiler(connection=db).as_sql()
     return Statement(text, tuple(params))
+
+
+class PreparedUpdate:
+    """An ``UPDATE`` whose SQL never changes but for one value of its filter: ``PreparedUpdate(lambda v:
+    Model.objects.filter(parent_id=v), flag=None)``, then ``statement(parent_id)``. Compiled once per
+    connection; the values set are fixed."""
+
+    def __init__(self, build: Callable[[Any], models.QuerySet], **values: Any) -> None:
+        self.build, self.values = build, values
+
+    def __call__(self, value: Any) -> Statement:
+        entry = _cache().get(self)
+        if entry is None:
+            compiled = update(self.build(Prepared.MARKER), **self.values)
+            at = [i for i, p in enumerate(compiled.params) if type(p) is int and p == Prepared.MARKER]
+            if len(at) != 1:
+                raise ValueError("a prepared update takes its value exactly once")
+            entry = _cache()[self] = (compiled, at[0])
+        compiled, at = entry
+        return Statement(compiled.sql, (*compiled.params[:at], value, *compiled.params[at + 1 :]))
 
 
 def execute(main: Statement, *before: Statement, also: Statement | None = None) -> list[tuple[Any, ...]]:
     """Run ``before``, then ``also`` (a statement answering at most one row), then ``main``: one round trip
     on PostgreSQL. Answers ``main``'s rows, each followed by ``also``'s columns (``None`` without its row)."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql" and (before or also):
+    db = _db()
+    with db.cursor() as cursor:
+        if db.vendor == "postgresql" and (before or also):
             clauses = [f"side{i} AS ({s.sql})" for i, s in enumerate(before)]
             params = [p for s in before for p in s.params]
             if also is None:
@@ -101,25 +131,27 @@ def execute(main: Statement, *before: Statement, also: Statement | None = None) 
 
 def saved(row: models.Model, returned: Sequence[tuple[Any, ...]]) -> None:
     """Mark a row inserted by ``insert`` as saved, with the primary key it returned."""
+    db = _db()
     [(row.pk, *_)] = returned
     row._state.adding = False
-    row._state.db = connection.alias
+    row._state.db = db.alias
 
 
 def bulk_insert(rows: Sequence[models.Model]) -> None:
     """Insert new rows of one model and give them their primary keys, as ``bulk_create`` does. On
     PostgreSQL by ``COPY`` (the keys drawn from the table's sequence first, in one statement): preparing
     thousands of values for a multi-row ``INSERT`` costs more than signing the certificates they describe."""
+    db = _db()
     if not rows:
         return
     model = type(rows[0])
-    if connection.vendor != "postgresql":
+    if db.vendor != "postgresql":
         model.objects.bulk_create(rows)
         return
-    opts, qn = model._meta, connection.ops.quote_name
+    opts, qn = model._meta, db.ops.quote_name
     for row in rows:
         row._prepare_related_fields_for_save(operation_name="bulk_create")
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
             [opts.db_table, opts.pk.column, len(rows)],
@@ -130,10 +162,28 @@ def bulk_insert(rows: Sequence[models.Model]) -> None:
         columns = ", ".join(qn(f.column) for f in fields)
         with cursor.cursor.copy(f"COPY {qn(opts.db_table)} ({columns}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row([f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields])
+                copy.write_row([f.get_db_prep_save(f.pre_save(row, True), db) for f in fields])
     for row in rows:
         row._state.adding = False
-        row._state.db = connection.alias
+        row._state.db = db.alias
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """What ``Prepared`` keeps of a compiled queryset: its SQL, and how its rows become instances."""
+
+    locks: bool
+    sql: str
+    params: tuple[Any, ...]
+    at: int
+    compiler: Any
+    converters: dict[int, Any]
+    model: type[models.Model]
+    start: int
+    end: int
+    init_list: list[str]
+    populators: list[Any]
+    annotations: dict[str, int]
 
 
 class Prepared:
@@ -146,37 +196,51 @@ class Prepared:
     def __init__(self, build: Callable[[Any], models.QuerySet]) -> None:
         self.build = build
 
-    def _compiled(self):
+    def _compiled(self) -> _Compiled:
         entry = _cache().get(self)
         if entry is None:
+            from django.db.models.query import get_related_populators
+
+            db = _db()
             queryset = self.build(self.MARKER)
-            compiler = queryset.query.get_compiler(connection=connection)
+            compiler = queryset.query.get_compiler(connection=db)
             text, params = compiler.as_sql()
             at = [i for i, p in enumerate(params) if type(p) is int and p == self.MARKER]
             if len(at) != 1:
                 raise ValueError("a prepared query takes its value exactly once")
-            entry = _cache()[self] = (queryset, compiler, text, tuple(params), at[0])
+            select, klass_info = compiler.select, compiler.klass_info
+            start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+            entry = _cache()[self] = _Compiled(
+                locks=bool(queryset.query.select_for_update),
+                sql=text,
+                params=tuple(params),
+                at=at[0],
+                compiler=compiler,
+                converters=compiler.get_converters([s[0] for s in select[0 : compiler.col_count]]),
+                model=klass_info["model"],
+                start=start,
+                end=end,
+                init_list=[f[0].target.attname for f in select[start:end]],
+                populators=get_related_populators(klass_info, select, db.alias),
+                annotations=dict(compiler.annotation_col_map or {}),
+            )
         return entry
 
     def all(self, value: Any) -> list[models.Model]:
-        from django.db.models.query import get_related_populators
-
-        queryset, compiler, text, params, at = self._compiled()
-        if queryset.query.select_for_update and not connection.in_atomic_block:
+        db, c = _db(), self._compiled()
+        if c.locks and not db.in_atomic_block:
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
-        with connection.cursor() as cursor:
-            cursor.execute(text, (*params[:at], value, *params[at + 1 :]))
+        with db.cursor() as cursor:
+            cursor.execute(c.sql, (*c.params[: c.at], value, *c.params[c.at + 1 :]))
             rows = cursor.fetchall()
-        select, klass_info, annotations = compiler.select, compiler.klass_info, compiler.annotation_col_map
-        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-        init_list = [f[0].target.attname for f in select[start:end]]
-        populators = get_related_populators(klass_info, select, connection.alias)
+        if c.converters:
+            rows = list(c.compiler.apply_converters(rows, c.converters))
         found = []
-        for row in compiler.results_iter([rows]):
-            obj = klass_info["model"].from_db(connection.alias, init_list, row[start:end])
-            for populator in populators:
+        for row in rows:
+            obj = c.model.from_db(db.alias, c.init_list, row[c.start : c.end])
+            for populator in c.populators:
                 populator.populate(row, obj)
-            for name, position in (annotations or {}).items():
+            for name, position in c.annotations.items():
                 setattr(obj, name, row[position])
             found.append(obj)
         return found

@@ -1128,10 +1128,12 @@ class Fingerprints(NamedTuple):
 
 def fingerprints(cert: x509.Certificate) -> Fingerprints:
     """(sha256, sha1) of the DER encoding, lowercase hex without colons."""
-    return Fingerprints(
-        cert.fingerprint(hashes.SHA256()).hex(),
-        cert.fingerprint(hashes.SHA1()).hex(),  # noqa: S303 - an identifier for legacy tools, not a signature
-    )
+    return Fingerprints(cert.fingerprint(hashes.SHA256()).hex(), sha1_fingerprint(cert))
+
+
+def sha1_fingerprint(cert: x509.Certificate) -> str:
+    """The SHA-1 of the DER encoding, lowercase hex: an identifier for legacy tools, not a signature."""
+    return cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303
 
 
 def serial_hex(cert_or_serial: x509.Certificate | int) -> str:

@@ -439,13 +439,14 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
     return rows
 
 
-def supersede_statement(subscriber_id: int) -> sql.Statement:
-    """Take the subscriber's certificates off the renewal plan (sent with the new one's insert, which it
-    cannot see: see ``certmgr.sql.execute``)."""
-    return sql.update(
-        Certificate.objects.filter(subscriber_id=subscriber_id, next_renewal_at__isnull=False),
-        next_renewal_at=None,
-    )
+# Take the subscriber's certificates off the renewal plan: sent with the new one's insert, which it cannot
+# see (``certmgr.sql.execute``).
+supersede_statement = sql.PreparedUpdate(
+    lambda subscriber_id: Certificate.objects.filter(
+        subscriber_id=subscriber_id, next_renewal_at__isnull=False
+    ),
+    next_renewal_at=None,
+)
 
 
 def supersede(rows: Sequence[Certificate]) -> None:
@@ -492,7 +493,7 @@ def certificate_row(
 ) -> Certificate:
     """The inventory row of ``cert`` (unsaved): its PEM, chain, key, fingerprints and summary fields."""
     summary = x509.cert_summary(cert)
-    sha256, sha1 = summary.sha256, x509.fingerprints(cert).sha1
+    sha256, sha1 = summary.sha256, x509.sha1_fingerprint(cert)
     return Certificate(
         organization_id=organization_id,
         ca=ca,
