@@ -348,9 +348,10 @@ def issuance_rounds(args) -> None:
         if r % 2:
             steps.reverse()  # alternate who goes first
         for who, step in steps:
-            rates.update(step())
+            step_rates = step()
+            rates.update(step_rates)
             print(
-                f"round {r + 1} {who}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items()),
+                f"round {r + 1} {who}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in step_rates.items()),
                 file=sys.stderr,
             )
         rounds.append(rates)
