@@ -492,8 +492,8 @@ def certificate_row(
     renewed_from: Certificate | None = None,
 ) -> Certificate:
     """The inventory row of ``cert`` (unsaved): its PEM, chain, key, fingerprints and summary fields."""
-    summary = x509.cert_summary(cert)
-    sha256, sha1 = summary.sha256, x509.sha1_fingerprint(cert)
+    summary = x509.inventory_fields(cert)
+    sha256, sha1 = summary.sha256, summary.sha1
     return Certificate(
         organization_id=organization_id,
         ca=ca,
