@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models.sql import InsertQuery, UpdateQuery
@@ -103,7 +103,7 @@ def insert(row: models.Model) -> Statement:
     model = type(row)
     opts = model._meta
     fields = [f for f in opts.concrete_fields if not (f.primary_key and getattr(row, f.attname) is None)]
-    row._prepare_related_fields_for_save(operation_name="insert")
+    row._prepare_related_fields_for_save(operation_name="insert")  # type: ignore[attr-defined]
     key = ("insert", model, tuple(f.attname for f in fields))
     text = _cache().get(key)
     if text is None:
@@ -122,7 +122,7 @@ def update_row(row: models.Model, fields: Sequence[str]) -> Statement:
     db = _db()
     model = type(row)
     opts = model._meta
-    concrete = [opts.get_field(name) for name in fields]
+    concrete = [cast(models.Field, opts.get_field(name)) for name in fields]
     key = ("update", model, tuple(fields))
     text = _cache().get(key)
     if text is None:
@@ -137,7 +137,7 @@ def update_row(row: models.Model, fields: Sequence[str]) -> Statement:
 def update(queryset: models.QuerySet, **values: Any) -> Statement:
     """``UPDATE`` of the rows of ``queryset`` (the SQL ``queryset.update(**values)`` would send)."""
     db = _db()
-    query = queryset.query.chain(UpdateQuery)
+    query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
     query.add_update_values(values)
     text, params = query.get_compiler(connection=db).as_sql()
     return Statement(text, tuple(params))
@@ -155,10 +155,10 @@ class PreparedUpdate:
         entry = _cache().get(self)
         if entry is None:
             compiled = update(self.build(Prepared.MARKER), **self.values)
-            at = [i for i, p in enumerate(compiled.params) if type(p) is int and p == Prepared.MARKER]
-            if len(at) != 1:
+            found = [i for i, p in enumerate(compiled.params) if type(p) is int and p == Prepared.MARKER]
+            if len(found) != 1:
                 raise ValueError("a prepared update takes its value exactly once")
-            entry = _cache()[self] = (compiled, at[0])
+            entry = _cache()[self] = (compiled, found[0])
         compiled, at = entry
         return Statement(compiled.sql, (*compiled.params[:at], value, *compiled.params[at + 1 :]))
 
@@ -206,11 +206,11 @@ def bulk_insert(rows: Sequence[models.Model]) -> None:
         return
     model = type(rows[0])
     if db.vendor != "postgresql":
-        model.objects.bulk_create(rows)
+        model._default_manager.bulk_create(rows)
         return
     opts, qn = model._meta, db.ops.quote_name
     for row in rows:
-        row._prepare_related_fields_for_save(operation_name="bulk_create")
+        row._prepare_related_fields_for_save(operation_name="bulk_create")  # type: ignore[attr-defined]
     with db.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
@@ -282,7 +282,7 @@ class Prepared:
                 start=start,
                 end=end,
                 init_list=[f[0].target.attname for f in select[start:end]],
-                populators=get_related_populators(klass_info, select, db.alias),
+                populators=get_related_populators(klass_info, select, db.alias),  # type: ignore[call-arg]
                 annotations=dict(compiler.annotation_col_map or {}),
             )
         return entry

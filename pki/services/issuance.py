@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509 as cx509
 from django.conf import settings
@@ -107,7 +107,7 @@ def error_text(exc: Exception) -> str:
 def lock_subscriber(subscriber_id: int) -> Subscriber:
     """The subscriber row, locked for this transaction (one issuance at a time per subscriber), with its CA
     and policy; the CA's key stays out (``ca_material`` decrypts it once per worker)."""
-    return _LOCK_SUBSCRIBER.get(subscriber_id)
+    return cast(Subscriber, _LOCK_SUBSCRIBER.get(subscriber_id))
 
 
 def locking_subscribers():
@@ -400,7 +400,7 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
         if item.subscriber is not None:
             operation_state.set_succeeded(item.subscriber, item.message or f"issued serial {row.serial}")
             subscribers[item.subscriber.pk] = item.subscriber
-    claimed = None
+    claimed: tuple[Any, ...] | None = None
     if len(rows) == 1:
         # One round trip: the row, its subscriber's last operation, the supersede (PostgreSQL runs the side
         # writes on the statement's snapshot, so the new row is never taken off the plan) and the claim of
@@ -408,7 +408,8 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
         side = [operation_state.succeeded_statement(sub) for sub in subscribers.values()]
         if rows[0].subscriber_id is not None:
             side.append(supersede_statement(rows[0].subscriber_id))
-        [(pk, *claimed)] = sql.execute(sql.insert(rows[0]), *side, also=audit.claim(rows[0].organization_id))
+        [(pk, *claim)] = sql.execute(sql.insert(rows[0]), *side, also=audit.claim(rows[0].organization_id))
+        claimed = tuple(claim)
         sql.saved(rows[0], [(pk,)])
     else:
         sql.bulk_insert(rows)
