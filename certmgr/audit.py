@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from certmgr import sql
 from certmgr.actors import Actor, as_actor
 from certmgr.middleware import current as current_request
 from certmgr.models import AuditChainHead, AuditEvent, Organization
@@ -83,12 +84,42 @@ def _organization_of(target: Any) -> int | None:
     return getattr(target, "organization_id", None)
 
 
-def _lock_head(chain: int) -> AuditChainHead:
-    try:
-        return AuditChainHead.objects.select_for_update().get(pk=chain)
-    except AuditChainHead.DoesNotExist:
-        AuditChainHead.objects.bulk_create([AuditChainHead(chain=chain)], ignore_conflicts=True)
-        return AuditChainHead.objects.select_for_update().get(pk=chain)
+_CLAIM = (
+    f"UPDATE {AuditChainHead._meta.db_table} SET sequence = sequence + %s WHERE chain = %s "  # noqa: S608
+    "RETURNING chain, sequence, last_hash"
+)  # a table name from the model, no input
+
+
+def claim(chain: int, count: int = 1) -> sql.Statement:
+    """The statement that locks the chain head and takes its next ``count`` sequence numbers
+    (``UPDATE ... RETURNING``), for a service to send along its own writes: hand its row to ``record``
+    (``claimed=``). ``record`` then makes the last new event's hash the head's, in the same transaction."""
+    return sql.Statement(_CLAIM, (count, chain))
+
+
+def _claim(chain: int, count: int = 1, claimed: tuple[Any, ...] | None = None) -> AuditChainHead:
+    """The chain head as it was before the ``count`` sequence numbers taken by ``claim`` (sent here, or
+    by the caller: ``claimed`` is its row), which the new events follow."""
+    row = claimed if claimed is not None and claimed[0] == chain else None  # (None, ...): no head yet
+    if row is None:
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM, [count, chain])
+            row = cursor.fetchone()
+            if row is None:
+                AuditChainHead.objects.bulk_create([AuditChainHead(chain=chain)], ignore_conflicts=True)
+                cursor.execute(_CLAIM, [count, chain])
+                row = cursor.fetchone()
+    return AuditChainHead(chain=chain, sequence=row[1] - count, last_hash=row[2])
+
+
+def _link(last: AuditEvent) -> sql.Statement:
+    """The head's new last hash (its sequence was taken by ``_claim``)."""
+    return sql.update_row(AuditChainHead(chain=last.chain, last_hash=last.hash), ["last_hash"])
+
+
+def _append(event: AuditEvent) -> None:
+    """Insert the event claimed by ``_claim`` and link the head to it (one round trip)."""
+    sql.saved(event, sql.execute(sql.insert(event), _link(event)))
 
 
 def record(
@@ -99,9 +130,11 @@ def record(
     organization: Organization | int | None = None,
     outcome: str = AuditEvent.Outcome.SUCCESS,
     error: str = "",
+    claimed: tuple[Any, ...] | None = None,
     **details: Any,
 ) -> AuditEvent:
-    """Append one event. ``organization`` defaults to the target's organization."""
+    """Append one event. ``organization`` defaults to the target's organization. ``claimed`` is the row
+    that ``claim(chain)`` answered, when the caller sent it with its own writes in this transaction."""
     actor: Actor = as_actor(who)
     if isinstance(organization, Organization):
         organization = organization.pk
@@ -109,10 +142,9 @@ def record(
     chain = org_id or 0
     # No savepoint: the event lives or dies with the change around it.
     with transaction.atomic(savepoint=False):
-        head = _lock_head(chain)
+        head = _claim(chain, claimed=claimed)
         event = _next_event(head, actor, org_id, action, target, outcome, error, details)
-        event.save(force_insert=True)
-        _advance(head, event)
+        _append(event)
     return event
 
 
@@ -130,16 +162,18 @@ def record_many(
     """
     actor: Actor = as_actor(who)
     org_id = organization.pk if isinstance(organization, Organization) else organization
+    targets = list(targets)
     events: list[AuditEvent] = []
+    if not targets:
+        return events
     with transaction.atomic(savepoint=False):
-        head = _lock_head(org_id or 0)
+        head = _claim(org_id or 0, len(targets))
         for target, details in targets:
             event = _next_event(head, actor, org_id, action, target, AuditEvent.Outcome.SUCCESS, "", details)
             head.sequence, head.last_hash = event.sequence, event.hash
             events.append(event)
-        if events:
-            AuditEvent.objects.bulk_create(events)
-            _advance(head, events[-1])
+        sql.bulk_insert(events)
+        sql.execute(_link(events[-1]))
     return events
 
 
@@ -177,12 +211,6 @@ def _next_event(
     event.details = json.loads(json.dumps(event.details))
     event.hash = compute_hash(event)
     return event
-
-
-def _advance(head: AuditChainHead, last: AuditEvent) -> None:
-    head.sequence = last.sequence
-    head.last_hash = last.hash
-    head.save(update_fields=["sequence", "last_hash"])
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -1128,10 +1129,12 @@ class Fingerprints(NamedTuple):
 
 def fingerprints(cert: x509.Certificate) -> Fingerprints:
     """(sha256, sha1) of the DER encoding, lowercase hex without colons."""
-    return Fingerprints(
-        cert.fingerprint(hashes.SHA256()).hex(),
-        cert.fingerprint(hashes.SHA1()).hex(),  # noqa: S303 - an identifier for legacy tools, not a signature
-    )
+    return Fingerprints(cert.fingerprint(hashes.SHA256()).hex(), sha1_fingerprint(cert))
+
+
+def sha1_fingerprint(cert: x509.Certificate) -> str:
+    """The SHA-1 of the DER encoding, lowercase hex: an identifier for legacy tools, not a signature."""
+    return cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303
 
 
 def serial_hex(cert_or_serial: x509.Certificate | int) -> str:
@@ -1157,6 +1160,45 @@ class CertificateSummary:
     authority_key_identifier: str | None  # lowercase hex (keyIdentifier field)
     sha256: str
     self_signed: bool
+
+
+@dataclass(frozen=True)
+class InventoryFields:
+    """What the inventory stores of a certificate: ``cert_summary``'s fields without the CA, key-identifier
+    and self-signed details it does not store, and with the SHA-1 it does."""
+
+    subject: str  # RFC 4514
+    common_name: str | None
+    issuer: str  # RFC 4514
+    sans: tuple[str, ...]
+    key_algorithm: KeyAlgorithm | None
+    not_before: dt.datetime  # aware UTC
+    not_after: dt.datetime  # aware UTC
+    serial: str  # serial_hex()
+    sha256: str
+    sha1: str
+
+
+def inventory_fields(cert: x509.Certificate) -> InventoryFields:
+    """The inventory row's view of ``cert`` (every stored certificate: it costs half of ``cert_summary``)."""
+    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    der = cert.public_bytes(serialization.Encoding.DER)  # hashed here: one encoding for both fingerprints
+    try:
+        algorithm: KeyAlgorithm | None = key_algorithm_of(cert.public_key())
+    except (ValueError, UnsupportedAlgorithm, X509Error):
+        algorithm = None
+    return InventoryFields(
+        subject=cert.subject.rfc4514_string(),
+        common_name=str(common_names[0].value) if common_names else None,
+        issuer=cert.issuer.rfc4514_string(),
+        sans=tuple(sans_to_strings(cert)),
+        key_algorithm=algorithm,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        serial=serial_hex(cert),
+        sha256=hashlib.sha256(der).hexdigest(),
+        sha1=hashlib.sha1(der, usedforsecurity=False).hexdigest(),  # an identifier, not a signature
+    )
 
 
 def _safe_key_info(cert: x509.Certificate) -> tuple[KeyAlgorithm | None, str]:

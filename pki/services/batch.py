@@ -91,9 +91,7 @@ def issue_batch(requests: Iterable[BatchRequest | Subscriber], *, actor: Actor) 
 def _issue_batch_locked(batch: list[BatchRequest], actor: Actor, refusal: _Refusal) -> list[Certificate]:
     subscribers = {
         sub.pk: sub
-        for sub in Subscriber.objects.select_for_update(of=("self",))
-        .select_related("ca", "policy")
-        .defer("ca__private_key")  # the signing key comes from ca_material()
+        for sub in issuance.locking_subscribers()
         .filter(pk__in={r.subscriber.pk for r in batch})
         .order_by("pk")  # rows are locked in this order: concurrent batches cannot deadlock on them
     }

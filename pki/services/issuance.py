@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509 as cx509
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.urls import get_script_prefix
 
-from certmgr import audit
+from certmgr import audit, sql
 from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, PermissionDenied, ServiceError
 from certmgr.permissions import Action
@@ -27,7 +28,7 @@ from certmgr.services import require
 from pki import alerts, issuers, renewal, x509
 from pki import policy as policy_rules
 from pki.issuers import IssuanceRequest, Issued, Outcome
-from pki.models import Certificate, CertificateAuthority, Policy, Subscriber
+from pki.models import AlertRule, Certificate, CertificateAuthority, Policy, Subscriber
 from pki.services import operation_state
 from pki.services.cas import aia_url, ca_material, crl_url
 from pki.services.common import CaUnavailable, PolicyRefused, x509_error
@@ -106,12 +107,29 @@ def error_text(exc: Exception) -> str:
 def lock_subscriber(subscriber_id: int) -> Subscriber:
     """The subscriber row, locked for this transaction (one issuance at a time per subscriber), with its CA
     and policy; the CA's key stays out (``ca_material`` decrypts it once per worker)."""
+    return cast(Subscriber, _LOCK_SUBSCRIBER.get(subscriber_id))
+
+
+def locking_subscribers():
+    """Subscribers locked for issuance, with their CA and policy, and ``has_issued_alerts``: whether their
+    organization has an enabled ``issued`` alert rule now (read with the lock, so ``record`` asks for the
+    rules only when there are some)."""
     return (
         Subscriber.objects.select_for_update(of=("self",))
         .select_related("ca", "policy")
         .defer("ca__private_key")
-        .get(pk=subscriber_id)
+        .annotate(
+            has_issued_alerts=Exists(
+                AlertRule.objects.filter(
+                    organization_id=OuterRef("organization_id"), event=AlertRule.Event.ISSUED, enabled=True
+                )
+            )
+        )
+        .order_by()
     )
+
+
+_LOCK_SUBSCRIBER = sql.Prepared(lambda subscriber_id: locking_subscribers().filter(pk=subscriber_id))
 
 
 def authorize(
@@ -377,17 +395,26 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
         )
         for s in signed
     ]
-    if len(rows) == 1:
-        rows[0].save(force_insert=True)
-    else:
-        Certificate.objects.bulk_create(rows)
     subscribers: dict[int, Subscriber] = {}
     for item, row in zip(signed, rows, strict=True):
         if item.subscriber is not None:
             operation_state.set_succeeded(item.subscriber, item.message or f"issued serial {row.serial}")
             subscribers[item.subscriber.pk] = item.subscriber
-    operation_state.succeeded(subscribers.values())
-    supersede(rows)
+    claimed: tuple[Any, ...] | None = None
+    if len(rows) == 1:
+        # One round trip: the row, its subscriber's last operation, the supersede (PostgreSQL runs the side
+        # writes on the statement's snapshot, so the new row is never taken off the plan) and the claim of
+        # the audit chain's next link.
+        side = [operation_state.succeeded_statement(sub) for sub in subscribers.values()]
+        if rows[0].subscriber_id is not None:
+            side.append(supersede_statement(rows[0].subscriber_id))
+        [(pk, *claim)] = sql.execute(sql.insert(rows[0]), *side, also=audit.claim(rows[0].organization_id))
+        claimed = tuple(claim)
+        sql.saved(rows[0], [(pk,)])
+    else:
+        sql.bulk_insert(rows)
+        operation_state.succeeded(subscribers.values())
+        supersede(rows)
     events: dict[tuple[int, str], list[tuple[Certificate, dict[str, Any]]]] = {}
     for row in rows:
         action = RENEW if row.renewed_from_id else ISSUE
@@ -405,11 +432,22 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
         )
     for (org_id, action), targets in sorted(events.items()):
         if len(targets) == 1:
-            audit.record(actor, action, targets[0][0], **targets[0][1])
+            audit.record(actor, action, targets[0][0], claimed=claimed, **targets[0][1])
         else:
             audit.record_many(actor, action, targets, organization=org_id)
-    alerts.notify("issued", certificate=rows if len(rows) > 1 else rows[0])
+    if not all(getattr(s.subscriber, "has_issued_alerts", None) is False for s in signed):
+        alerts.notify("issued", certificate=rows if len(rows) > 1 else rows[0])
     return rows
+
+
+# Take the subscriber's certificates off the renewal plan: sent with the new one's insert, which it cannot
+# see (``certmgr.sql.execute``).
+supersede_statement = sql.PreparedUpdate(
+    lambda subscriber_id: Certificate.objects.filter(
+        subscriber_id=subscriber_id, next_renewal_at__isnull=False
+    ),
+    next_renewal_at=None,
+)
 
 
 def supersede(rows: Sequence[Certificate]) -> None:
@@ -455,8 +493,8 @@ def certificate_row(
     renewed_from: Certificate | None = None,
 ) -> Certificate:
     """The inventory row of ``cert`` (unsaved): its PEM, chain, key, fingerprints and summary fields."""
-    summary = x509.cert_summary(cert)
-    sha256, sha1 = summary.sha256, x509.fingerprints(cert).sha1
+    summary = x509.inventory_fields(cert)
+    sha256, sha1 = summary.sha256, summary.sha1
     return Certificate(
         organization_id=organization_id,
         ca=ca,

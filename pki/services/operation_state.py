@@ -12,6 +12,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from certmgr import sql
 from pki import alerts, renewal
 from pki.models import Subscriber
 
@@ -52,6 +53,11 @@ def succeeded(subscribers: Iterable[Subscriber]) -> None:
         rows[0].save(update_fields=SUCCEEDED_FIELDS)
     elif rows:
         Subscriber.objects.bulk_update(rows, SUCCEEDED_FIELDS)
+
+
+def succeeded_statement(subscriber: Subscriber) -> sql.Statement:
+    """The write of ``succeeded`` for one row, to send together with other writes (``certmgr.sql``)."""
+    return sql.update_row(subscriber, SUCCEEDED_FIELDS)
 
 
 def failed(subscriber_id: int, category: str, message: str, *, retry_after: float | None = None) -> None:

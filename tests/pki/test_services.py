@@ -286,3 +286,75 @@ def test_import_refuses_a_chain_that_does_not_link(tenant, hierarchy, subscriber
         tenant.organization, cert.certificate_pem + cert.chain_pem, actor=SYSTEM
     )
     assert len(result.imported) == 1 and result.imported[0].ca == hierarchy[1]
+
+
+def test_issue_is_five_statements_and_keeps_every_guarantee(tenant, subscriber, django_assert_num_queries):
+    """The savepoint (BEGIN outside tests), the subscriber lock, one write of certificate + subscriber +
+    supersede + audit claim, the event with the head's hash, the release (COMMIT)."""
+    from certmgr import audit
+
+    first = services.issue(subscriber, actor=SYSTEM).certificate  # the CA's material is cached from here
+    with django_assert_num_queries(5):
+        second = services.issue(subscriber, actor=SYSTEM).certificate
+    planned = Certificate.objects.filter(subscriber=subscriber, next_renewal_at__isnull=False)
+    assert list(planned.values_list("pk", flat=True)) == [second.pk]  # the new one only, never itself
+    assert Certificate.objects.get(pk=second.pk).private_key == second.private_key
+    subscriber.refresh_from_db()
+    assert (
+        subscriber.last_operation_status == "success" and second.serial in subscriber.last_operation_message
+    )
+    events = AuditEvent.objects.filter(action="certificate.issue", target_id__in=[first.pk, second.pk])
+    assert events.count() == 2
+    assert audit.verify() == (AuditEvent.objects.count(), None)
+
+
+def test_issue_reads_alert_rules_only_when_the_organization_has_some(
+    tenant, subscriber, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    from pki import alerts
+    from pki.models import AlertDelivery
+
+    services.issue(subscriber, actor=SYSTEM)
+    channel = alerts.create_channel(
+        tenant.organization, actor=SYSTEM, name="ops", kind="email", recipients=["ops@acme.test"]
+    ).channel
+    rule = alerts.create_rule(tenant.organization, actor=SYSTEM, name="i", event="issued", channels=[channel])
+    with django_capture_on_commit_callbacks():
+        cert = services.issue(subscriber, actor=SYSTEM).certificate
+    assert AlertDelivery.objects.filter(certificate=cert, event="issued").count() == 1
+    alerts.update_rule(rule, enabled=False, actor=SYSTEM)  # disabled: back to no lookup at all
+    with django_assert_num_queries(5):
+        cert = services.issue(subscriber, actor=SYSTEM).certificate
+    assert not AlertDelivery.objects.filter(certificate=cert).exists()
+
+
+def test_hot_path_writes_store_what_save_stores(issued):
+    """certmgr.sql prepares values without the field calls where they change nothing: the rows it writes
+    read back exactly as rows saved by the ORM (encrypted key, JSON, time zones, foreign keys)."""
+    from certmgr import sql
+
+    def copy(n: int) -> Certificate:
+        row = Certificate.objects.get(pk=issued.pk)
+        row.pk, row.fingerprint_sha256, row.renewed_from_id = None, f"{n:064x}", None
+        return row
+
+    one = copy(1)
+    sql.saved(one, sql.execute(sql.insert(one)))
+    many = [copy(2), copy(3)]
+    sql.bulk_insert(many)
+    fields = [
+        f.attname for f in Certificate._meta.concrete_fields if f.attname not in ("id", "fingerprint_sha256")
+    ]
+    for row in (one, *many):
+        stored = Certificate.objects.get(pk=row.pk)
+        assert {f: getattr(stored, f) for f in fields} == {f: getattr(issued, f) for f in fields} | {
+            "renewed_from_id": None
+        }
+    assert "PRIVATE KEY" in issued.private_key
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT private_key FROM pki_certificate WHERE id = ANY(%s)", [[r.pk for r in (one, *many)]]
+        )
+        assert all("PRIVATE KEY" not in stored for (stored,) in cursor.fetchall())  # encrypted at rest
