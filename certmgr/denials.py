@@ -13,7 +13,9 @@ from certmgr.errors import PermissionDenied as ServicePermissionDenied
 
 def record_denied(request, *, view: str, error: str = "your role does not allow this") -> None:
     actor = as_actor(request)
-    orgs = sorted(actor.roles()) if actor.token is None else [actor.token.organization_id]
+    orgs: list[int | None] = (
+        list(sorted(actor.roles())) if actor.token is None else [actor.token.organization_id]
+    )
     with transaction.atomic():
         for org_id in orgs or [None]:
             audit.record(

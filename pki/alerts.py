@@ -205,7 +205,7 @@ def create_channel(
         if ch.kind == AlertChannel.Kind.WEBHOOK:
             given = _text("secret", secret, 500)
             shown = None if given else secrets.token_urlsafe(32)
-            ch.secret = given or shown
+            ch.secret = given or shown or ""
         try:
             with transaction.atomic():
                 if AlertChannel.objects.filter(organization=organization, name=ch.name).exists():
@@ -266,7 +266,7 @@ def update_channel(
                     if regenerate_secret:
                         shown = secrets.token_urlsafe(32)
                     if given or shown:
-                        ch.secret = given or shown
+                        ch.secret = given or shown or ""
                         changed.append("secret")
                 ch.updated_at = timezone.now()
                 ch.save()
@@ -423,8 +423,11 @@ def rule_matches(
     subject = certificate if certificate is not None else subscriber
     if subject is None or subject.organization_id != rule.organization_id:
         return False
-    ca_id = certificate.ca_id if certificate is not None else subscriber.ca_id
-    sub_id = certificate.subscriber_id if certificate is not None else subscriber.pk
+    if certificate is not None:
+        ca_id, sub_id = certificate.ca_id, certificate.subscriber_id
+    else:
+        assert subscriber is not None  # subject is one of the two
+        ca_id, sub_id = subscriber.ca_id, subscriber.pk
     if rule.ca_id is not None and ca_id != rule.ca_id:
         return False
     if rule.subscriber_id is not None and sub_id != rule.subscriber_id:
@@ -462,7 +465,7 @@ def build_alert(
         label = subscriber.common_name or subscriber.name
     payload: dict[str, Any] = {
         "event": event,
-        "organization": (certificate or subscriber).organization_id if (certificate or subscriber) else None,
+        "organization": owner.organization_id if (owner := certificate or subscriber) is not None else None,
         "message": message,
         "url": _admin_url(certificate, subscriber),
     }
@@ -536,12 +539,15 @@ def _subjects_and_rules(event: str, certificate: Any, subscriber: Any) -> tuple[
     else:
         certs = [_load(Certificate, certificate)]
     sub = _load(Subscriber, subscriber)
-    subjects = [(c, sub or (c.subscriber if c.subscriber_id else None)) for c in certs if c is not None]
+    subjects: list[tuple[Certificate | None, Subscriber | None]] = [
+        (c, sub or (c.subscriber if c.subscriber_id else None)) for c in certs if c is not None
+    ]
     if not subjects and sub is not None:
         subjects = [(None, sub)]
     if not subjects:
         return [], []
-    org_ids = {(c or s).organization_id for c, s in subjects}
+    owners = [c if c is not None else s for c, s in subjects]
+    org_ids = {owner.organization_id for owner in owners if owner is not None}
     rules = list(
         AlertRule.objects.filter(organization_id__in=org_ids, event=event, enabled=True).prefetch_related(
             _enabled_channels()
@@ -558,7 +564,7 @@ def _queue_event(event: str, subjects: list, rules: list[AlertRule], message: st
         for rule in rules:
             if not rule_matches(rule, cert, s):
                 continue
-            for ch in rule.live_channels:
+            for ch in _live(rule):
                 if ch.pk in seen:
                     continue
                 seen.add(ch.pk)
@@ -568,6 +574,11 @@ def _queue_event(event: str, subjects: list, rules: list[AlertRule], message: st
                 rows.append(_delivery(rule, ch, event, cert, s, None, subject, text, payload, now))
     created = AlertDelivery.objects.bulk_create(rows, batch_size=BATCH)
     return [d.pk for d in created]
+
+
+def _live(rule: AlertRule) -> list[AlertChannel]:
+    """The rule's enabled channels, prefetched by ``_enabled_channels()``."""
+    return getattr(rule, "live_channels")  # noqa: B009 - set by Prefetch(to_attr=...), unknown to the stubs
 
 
 def _enabled_channels():
@@ -624,7 +635,7 @@ def queue_expiry_alerts(
         .order_by("organization_id", "pk")
     )
     for rule in rules:
-        if not rule.live_channels:
+        if not _live(rule):
             continue
         thresholds = sorted(rule.thresholds or default_thresholds())
         certs = Certificate.objects.filter(
@@ -649,7 +660,7 @@ def queue_expiry_alerts(
             subject, text, payload = build_alert(
                 Event.EXPIRING, certificate=cert, subscriber=sub, threshold=threshold, now=now
             )
-            for ch in rule.live_channels:
+            for ch in _live(rule):
                 batch.append(
                     _delivery(rule, ch, Event.EXPIRING, cert, sub, threshold, subject, text, payload, now)
                 )

@@ -182,9 +182,9 @@ def reissue_ca(
     ids = list(current.values_list("pk", flat=True))
     for start in range(0, len(ids), REISSUE_CHUNK):
         chunk = list(current.filter(pk__in=ids[start : start + REISSUE_CHUNK]))
-        local = [c for c in chunk if _signs_locally(c.subscriber)]
+        local = [c for c in chunk if _signs_locally(_subscriber(c))]
         try:
-            issue_batch([BatchRequest(c.subscriber, renewal_of=c) for c in local], actor=actor)
+            issue_batch([BatchRequest(_subscriber(c), renewal_of=c) for c in local], actor=actor)
             report.reissued += len(local)
             replaced.extend(local)
         except (ServiceError, ValidationError) as exc:
@@ -193,7 +193,7 @@ def reissue_ca(
             local = []
         for cert in (c for c in chunk if c not in local):
             try:
-                outcome = issuance.issue(cert.subscriber, actor=actor, renewal_of=cert)
+                outcome = issuance.issue(_subscriber(cert), actor=actor, renewal_of=cert)
             except (ServiceError, ValidationError) as exc:
                 report.failed.append((cert.pk, issuance.error_text(exc)))
                 continue
@@ -283,6 +283,12 @@ def start_reissue(
         )
 
     transaction.on_commit(send)
+
+
+def _subscriber(cert: Certificate) -> Subscriber:
+    """A re-issue candidate's subscriber (``reissue_candidates`` has only certificates that have one)."""
+    assert cert.subscriber is not None
+    return cert.subscriber
 
 
 def _signs_locally(sub: Subscriber) -> bool:

@@ -12,8 +12,8 @@ from certmgr.models import Organization
 from certmgr.permissions import Action
 from certmgr.services import require
 from pki import x509
+from pki.issuers import Outcome
 from pki.models import (
-    Certificate,
     CertificateRequest,
     Subscriber,
 )
@@ -94,7 +94,7 @@ def _store_csr(organization, name, csr, key, source, actor, action) -> Certifica
     return request
 
 
-def issue_from_csr(request: CertificateRequest, subscriber: Subscriber, *, actor: Actor) -> Certificate:
+def issue_from_csr(request: CertificateRequest, subscriber: Subscriber, *, actor: Actor) -> Outcome:
     """Issue from a stored CSR; a CSR generated here passes its key on to the certificate."""
     if request.organization_id != subscriber.organization_id:
         raise ValidationError({"subscriber": ["Unknown subscriber."]})

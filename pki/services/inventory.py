@@ -171,9 +171,11 @@ def export_pkcs12(certificate: Certificate, *, password: str, alias: str = "", a
 PKCS12_MIN_PASSWORD = 12
 
 
-def bundle_pem(certificate: Certificate, *, with_key: bool = False, actor: Actor = None) -> str:
+def bundle_pem(certificate: Certificate, *, with_key: bool = False, actor: Actor | None = None) -> str:
     """Certificate + chain (+ the key, via export_private_key, when asked)."""
     parts = [certificate.certificate_pem, certificate.chain_pem]
     if with_key:
+        if actor is None:
+            raise TypeError("exporting the key needs the actor (the export is audited)")
         parts.append(export_private_key(certificate, actor=actor))
     return "".join(p if p.endswith("\n") else p + "\n" for p in parts if p)

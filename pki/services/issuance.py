@@ -250,7 +250,7 @@ def _csr_key(sub: Subscriber, csr_pem: str) -> tuple[x509.PublicKey, str]:
     if asked - allowed:
         extra = ", ".join(sorted(asked - allowed))
         raise ValidationError({"csr": [f"the CSR asks for names this subscriber does not cover: {extra}"]})
-    return csr.public_key(), str(info.key_algorithm)
+    return cast(x509.PublicKey, csr.public_key()), str(info.key_algorithm)  # csr_info refused the others
 
 
 def policy_of(p: Policy) -> policy_rules.PolicyRules:
@@ -299,7 +299,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
     """The certificate of a request an internal CA (or the key itself) signs, and its chain's PEM."""
     sub = request.subscriber
     subject = x509.Subject(common_name=sub.common_name or None, **{k: v for k, v in sub.subject.items() if v})
-    usages = {
+    usages: dict[str, Any] = {
         "key_usages": list(sub.key_usages) or None,
         "extended_key_usages": list(sub.extended_key_usages),
     }

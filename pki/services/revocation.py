@@ -100,7 +100,8 @@ def build_crl(ca: CertificateAuthority, actor: Actor) -> Crl:
     der = x509.build_crl(
         issuer_cert=material.certificate,
         issuer_key=material.key,
-        revoked=[(int(serial, 16), at, reason) for serial, at, reason in revoked],
+        # revoked_at is set on every revoked row (revoke() writes both together)
+        revoked=[(int(serial, 16), at or now, reason) for serial, at, reason in revoked],
         this_update=now,
         next_update=now + _crl_validity(),
         crl_number=ca.crl_number,
