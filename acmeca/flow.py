@@ -182,7 +182,7 @@ class _Runner:
         finally:
             if self.client is not None:
                 self._count_requests(self.client.net)
-                self.client.net.close()
+                self.client.close()
 
     def _attempt(self) -> float | None:
         """Drive the steps as far as they go. None when the order ended, waits for an operator or was handed
@@ -299,12 +299,12 @@ class _Runner:
         self.progress(f"failed: {message}")
 
     # -- steps -----------------------------------------------------------------------------------
-    def _client(self):
+    def _client(self) -> acme.AcmeSession:
         account = self.order.account
         if account is None or account.status != account.Status.VALID:
             raise OrderFailed("the ACME account of this CA is missing or deactivated", error_type="account")
         self.account_key = acme.account_key_from_pem(account.private_key)
-        return acme.client_for(
+        return acme.open_session(
             directory_url=account.directory_url,
             account_key=self.account_key,
             account_uri=account.account_url,
@@ -348,9 +348,9 @@ class _Runner:
     def _replaces(self) -> str:
         """The ARI id of the certificate this order renews, when the same CA speaks ARI (RFC 9773 §5)."""
         old = self.order.renewal_of
-        from acmeca.ari import cert_id, has_ari
+        from acmeca.ari import cert_id
 
-        if old is None or old.ca_id != self.order.ca_id or not has_ari(self.client.directory):
+        if old is None or old.ca_id != self.order.ca_id or not self.client.offers("renewalInfo"):
             return ""
 
         return cert_id(old.certificate_pem)
@@ -364,27 +364,16 @@ class _Runner:
             )
             for i in self.order.identifiers
         ]
-        request = _NewOrder(
-            identifiers=identifiers, profile=self.settings.profile or None, replaces=replaces or None
-        )
-        with acme.acme_errors_as_problems():
-            response = self.client._post(self.client.directory["newOrder"], request)
-            body = messages.Order.from_json(response.json())
+        orderr = self.client.new_order(identifiers, profile=self.settings.profile, replaces=replaces)
         # Stored before the next request: a retry or a resumed run continues this order (no second one).
-        self.save(order_url=response.headers.get("Location") or "", finalize_url=body.finalize or "")
-        return self._with_authorizations(body)
+        self.save(order_url=orderr.uri or "", finalize_url=orderr.body.finalize or "")
+        return self._with_authorizations(orderr.body)
 
     def _resume_submitted(self) -> messages.OrderResource:
-        with acme.acme_errors_as_problems():
-            body = messages.Order.from_json(self.client._post_as_get(self.order.order_url).json())
-        return self._with_authorizations(body)
+        return self._with_authorizations(self.client.order(self.order.order_url).body)
 
     def _with_authorizations(self, body: messages.Order) -> messages.OrderResource:
-        with acme.acme_errors_as_problems():
-            authorizations = [
-                self.client._authzr_from_response(self.client._post_as_get(url), uri=url)
-                for url in body.authorizations
-            ]
+        authorizations = [self.client.authorization(url)[0] for url in body.authorizations]
         return messages.OrderResource(body=body, uri=self.order.order_url, authorizations=authorizations)
 
     def _store_authorization(self, authzr: messages.AuthorizationResource) -> None:
@@ -430,9 +419,7 @@ class _Runner:
         )
 
     def _fetch_order(self) -> messages.Order:
-        with acme.acme_errors_as_problems():
-            response = self.client._post_as_get(self.order.order_url)
-        body = messages.Order.from_json(response.json())
+        body = self.client.order(self.order.order_url).body
         if body.status.name != self.order.status:
             self.save(status=body.status.name)
         if body.status == messages.STATUS_INVALID:
@@ -442,8 +429,7 @@ class _Runner:
     def _order_error(self, body: messages.Order) -> str:
         """The CA's reason: the order's error, else the first invalid challenge's."""
         for authz in self.order.authorizations.all():
-            with acme.acme_errors_as_problems():
-                abody = messages.Authorization.from_json(self.client._post_as_get(authz.url).json())
+            abody = self.client.authorization(authz.url)[0].body
             for challb in abody.challenges:
                 if challb.error is not None:
                     return f"{abody.identifier.value}: {challb.error.detail or challb.error.typ}"
@@ -562,8 +548,7 @@ class _Runner:
             if ch.type == ChallengeType.DNS_01
             else challenges.HTTP01(token=token)
         )
-        with acme.acme_errors_as_problems():
-            self.client._post(ch.url, chall.response(self.account_key))
+        self.client.answer(ch.url, chall)
         ch.answered_at = timezone.now()
         ch.save(update_fields=["answered_at"])
 
@@ -571,12 +556,11 @@ class _Runner:
         pending = {ch.authorization.url: ch for ch in todo}
         for delay in _poll_delays(settings.CERTMGR_ACME_POLL_TIMEOUT):
             for url, ch in list(pending.items()):
-                with acme.acme_errors_as_problems():
-                    response = self.client._post_as_get(url)
-                body = messages.Authorization.from_json(response.json())
+                authzr, retry_after = self.client.authorization(url)
+                body = authzr.body
                 status = body.status.name
                 if status == "pending" or status == "processing":
-                    delay.honour(response)
+                    delay.honour(retry_after)
                     continue
                 AcmeAuthorization.objects.filter(url=url, order=self.order).update(status=status)
                 challb = next((c for c in body.challenges if c.uri == ch.url), None)
@@ -612,10 +596,7 @@ class _Runner:
             self.save(step=Step.AUTHORIZING)
             return
         if body.status == messages.STATUS_READY:
-            csr = x509.load_csr(self.order.csr_pem)
-            with acme.acme_errors_as_problems():
-                response = self.client._post(self.order.finalize_url, messages.CertificateRequest(csr=csr))
-            body = messages.Order.from_json(response.json())
+            body = self.client.finalize(self.order.finalize_url, self.order.csr_pem)
             self.save(status=body.status.name)
             self.note("finalize", status=self.order.status)
         for delay in _poll_delays(settings.CERTMGR_ACME_POLL_TIMEOUT):
@@ -623,10 +604,9 @@ class _Runner:
                 break
             if body.status == messages.STATUS_INVALID:
                 raise OrderFailed(self._order_error(body), error_type="orderInvalid", status=Status.INVALID)
-            with acme.acme_errors_as_problems():
-                response = self.client._post_as_get(self.order.order_url)
-            body = messages.Order.from_json(response.json())
-            delay.honour(response)
+            fetched = self.client.order(self.order.order_url)
+            body = fetched.body
+            delay.honour(fetched.retry_after)
             self.heartbeat()
         else:
             raise RetryLater("the CA did not issue the certificate in time", error_type="timeout")
@@ -634,12 +614,9 @@ class _Runner:
         self._download()
 
     def _download(self) -> None:
-        with acme.acme_errors_as_problems():
-            response = self.client._post_as_get(self.order.certificate_url)
-            chains = [response.text]
-            alternates = self.client._get_links(response, "alternate")
-            if self.settings.preferred_chain and alternates:
-                chains += [self.client._post_as_get(url).text for url in alternates]
+        chains = self.client.download(
+            self.order.certificate_url, alternates=bool(self.settings.preferred_chain)
+        )
         fullchain = choose_chain(chains, self.settings.preferred_chain)
         with transaction.atomic():
             locked = AcmeOrder.objects.select_for_update().get(pk=self.order.pk)
@@ -672,12 +649,6 @@ class _Runner:
         self.progress(f"issued: certificate {self.order.certificate_id}")
         if not cleanup_records(self.order):
             self.note("cleanup_pending")
-
-
-class _NewOrder(messages.NewOrder):
-    """newOrder with RFC 9773's ``replaces`` (the acme library has no field for it)."""
-
-    replaces: str | None = jose.field("replaces", omitempty=True)
 
 
 def choose_chain(chains: list[str], preferred_issuer: str) -> str:
@@ -725,9 +696,8 @@ class _Delay:
     def __init__(self, seconds: float):
         self.seconds = seconds
 
-    def honour(self, response) -> None:
-        """A Retry-After longer than our own pause wins."""
-        asked = acme.parse_retry_after(response.headers.get("Retry-After"))
+    def honour(self, asked: float | None) -> None:
+        """A Retry-After (seconds) longer than our own pause wins."""
         if asked is not None:
             self.seconds = max(self.seconds, min(asked, 60.0))
 
@@ -758,7 +728,7 @@ def deactivate_authorizations(order: AcmeOrder) -> None:
         return
     acme_settings = AcmeSettings.objects.filter(ca_id=order.ca_id).first()
     try:
-        client = acme.client_for(
+        session = acme.open_session(
             directory_url=account.directory_url,
             account_key=acme.account_key_from_pem(account.private_key),
             account_uri=account.account_url,
@@ -770,10 +740,10 @@ def deactivate_authorizations(order: AcmeOrder) -> None:
     try:
         for authz in pending:
             try:
-                client._post(authz.url, messages.UpdateAuthorization(status=messages.STATUS_DEACTIVATED))
+                session.deactivate_authorization(authz.url)
                 authz.status = "deactivated"
                 authz.save(update_fields=["status"])
             except Exception as exc:
                 log.warning("order %s: authorization %s not deactivated: %s", order.pk, authz.url, exc)
     finally:
-        client.net.close()
+        session.close()
