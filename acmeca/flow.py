@@ -31,7 +31,7 @@ from acme import challenges, messages
 from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.utils import timezone
 
 from acmeca import client as acme
@@ -89,23 +89,32 @@ def run_order(order_id: int, *, progress: Callable[[str], None] | None = None) -
         .update(lease_owner=owner, lease_until=now + _lease(), heartbeat_at=now, next_attempt_at=None)
     )
     if claimed:
-        runner = _Runner(AcmeOrder.objects.select_related("ca", "account").get(pk=order_id), owner, progress)
+        runner = None
         try:
-            runner.run()
+            order = AcmeOrder.objects.select_related("ca", "account").get(pk=order_id)
+            runner = _Runner(order, owner, progress)
+            runner.run()  # gives the lease back itself, with the request counters
         finally:
-            AcmeOrder.objects.filter(pk=order_id, lease_owner=owner).update(lease_owner="", lease_until=None)
+            if runner is None or not runner.released:
+                mine = AcmeOrder.objects.filter(pk=order_id, lease_owner=owner)
+                mine.update(lease_owner="", lease_until=None)
     return AcmeOrder.objects.get(pk=order_id)
 
 
-def cleanup_records(order: AcmeOrder) -> bool:
-    """Remove every challenge record the order still has; True when none is left. Idempotent."""
+def cleanup_records(order: AcmeOrder, providers: dict[int, DnsProvider] | None = None) -> bool:
+    """Remove every challenge record the order still has; True when none is left. Idempotent.
+
+    ``providers``: DNS providers already built in this run, by connection id (else read from the database)."""
     left = False
+    providers = {} if providers is None else providers
     for ch in order.challenges.filter(record_present=True):
         if ch.type == ChallengeType.DNS_01 and ch.provider_ref:
             try:
                 connection_id = ch.provider_ref.get("connection")
                 with record_lock(connection_id, ch.provider_ref.get("record_name", ch.record_name)):
-                    _provider(connection_id).cleanup(RecordRef.from_dict(ch.provider_ref))
+                    if connection_id not in providers:
+                        providers[connection_id] = _provider(connection_id)
+                    providers[connection_id].cleanup(RecordRef.from_dict(ch.provider_ref))
             except (ProviderError, OutboundRefused, AppConnection.DoesNotExist) as exc:
                 left = True
                 ch.error = f"could not remove the record: {exc}"[:2000]
@@ -119,8 +128,9 @@ def cleanup_records(order: AcmeOrder) -> bool:
     return not left
 
 
-def _provider(connection_id: int | None) -> DnsProvider:
-    connection = AppConnection.objects.get(pk=connection_id)
+def _provider(connection: AppConnection | int | None) -> DnsProvider:
+    if not isinstance(connection, AppConnection):
+        connection = AppConnection.objects.get(pk=connection)
     return provider_for(
         connection.kind, connection.credentials, timeout=settings.CERTMGR_DNS_PROVIDER_TIMEOUT
     )
@@ -140,8 +150,11 @@ class _Runner:
         self.owner = owner
         self.progress = progress or (lambda message: None)
         self.settings: AcmeSettings = AcmeSettings.objects.select_related("dns_connection").get(ca=order.ca)
-        self.client = None
+        self.client: acme.AcmeSession | None = None
         self.account_key: jose.JWK | None = None
+        self.providers: dict[int, DnsProvider] = {}  # built once a run, by connection id
+        self.authorized = False  # every authorization turned valid in this run: the order is ready
+        self.released = False
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, **fields: Any) -> None:
@@ -162,8 +175,13 @@ class _Runner:
         if cancelled:
             raise OrderFailed("cancelled", error_type="cancelled", status=Step.CANCELLED)
 
-    def note(self, event: str, **details: Any) -> None:
+    def say(self, event: str, **details: Any) -> None:
+        """Progress only (``manage.py issue`` shows it): steps the order's and challenges' rows record."""
         self.progress(f"{event}: " + ", ".join(f"{k}={v}" for k, v in details.items()))
+
+    def note(self, event: str, **details: Any) -> None:
+        """Progress and an audit event: what an operator reads in the trail (submitted, retry, waiting)."""
+        self.say(event, **details)
         with transaction.atomic():
             audit.record(WORKER, f"acme.order.{event}", self.order, **details)
 
@@ -180,8 +198,8 @@ class _Runner:
         except LeaseLost as exc:
             log.warning("%s", exc)
         finally:
+            self._release()
             if self.client is not None:
-                self._count_requests(self.client.net)
                 self.client.close()
 
     def _attempt(self) -> float | None:
@@ -218,15 +236,26 @@ class _Runner:
             self.heartbeat()
         self.save(next_attempt_at=None)
 
-    def _count_requests(self, net: acme.AcmeNetwork) -> None:
-        """Add this run's ACME requests to the order's counters (whoever holds the lease now)."""
-        seen = net.responses
-        AcmeOrder.objects.filter(pk=self.order.pk).update(
-            requests_ok=F("requests_ok") + seen["2xx"],
-            requests_client_error=F("requests_client_error") + seen["4xx"],
-            requests_server_error=F("requests_server_error") + seen["5xx"],
-            bad_nonces=F("bad_nonces") + net.bad_nonces,
-        )
+    def _release(self) -> None:
+        """Give the lease back (if it is still this worker's) and add this run's ACME requests to the order's
+        counters (whoever holds the lease now): one UPDATE."""
+        mine = Q(lease_owner=self.owner)
+        fields: dict[str, Any] = {
+            "lease_owner": Case(When(mine, then=Value("")), default=F("lease_owner")),
+            "lease_until": Case(
+                When(mine, then=Value(None, output_field=DateTimeField())), default=F("lease_until")
+            ),
+        }
+        if self.client is not None:
+            net = self.client.net
+            fields.update(
+                requests_ok=F("requests_ok") + net.responses["2xx"],
+                requests_client_error=F("requests_client_error") + net.responses["4xx"],
+                requests_server_error=F("requests_server_error") + net.responses["5xx"],
+                bad_nonces=F("bad_nonces") + net.bad_nonces,
+            )
+        AcmeOrder.objects.filter(pk=self.order.pk).update(**fields)
+        self.released = True
 
     def handle(self, exc: BaseException) -> float | None:
         if isinstance(exc, ProviderError):
@@ -267,10 +296,10 @@ class _Runner:
     def fail(self, message: str, error_type: str, status: str = "", retry_after: float | None = None) -> None:
         if status == Step.CANCELLED:
             # cancel_order() recorded and audited the cancel; this run only stops and removes its records.
-            cleanup_records(self.order)
+            cleanup_records(self.order, self.providers)
             self.progress("cancelled")
             return
-        if not cleanup_records(self.order):
+        if not cleanup_records(self.order, self.providers):
             message += " (some challenge records could not be removed yet: the janitor retries)"
         with transaction.atomic():
             self.save(
@@ -453,7 +482,9 @@ class _Runner:
             connection = self.settings.dns_connection
             if connection is None:
                 raise OrderFailed("this CA has no DNS connection for dns-01", error_type="configuration")
-            provider = _provider(connection.pk)
+            if connection.pk not in self.providers:
+                self.providers[connection.pk] = _provider(connection)
+            provider = self.providers[connection.pk]
         for ch in todo:
             if ch.status == AcmeChallenge.Status.NOT_READY and not ch.answered_at:
                 self._present(ch, provider)
@@ -469,6 +500,7 @@ class _Runner:
                 self._answer(ch)
         self._poll_authorizations(todo)
         self.save(step=Step.FINALIZING)
+        self.authorized = bool(todo)
         return True
 
     def _present(self, ch: AcmeChallenge, provider: DnsProvider | None) -> None:
@@ -502,7 +534,7 @@ class _Runner:
         ch.status = AcmeChallenge.Status.READY
         ch.error = ""
         ch.save(update_fields=["provider_ref", "record_present", "status", "error"])
-        self.note("challenge_ready", type=ch.type, record=ch.record_name)
+        self.say("challenge_ready", type=ch.type, record=ch.record_name)
 
     def _wait_for_propagation(self, todo: list[AcmeChallenge]) -> None:
         if not todo:
@@ -568,7 +600,7 @@ class _Runner:
                 if status == "valid":
                     ch.status, ch.validated_at = AcmeChallenge.Status.VALID, timezone.now()
                     ch.save(update_fields=["status", "validated_at"])
-                    self.note("challenge_valid", identifier=body.identifier.value)
+                    self.say("challenge_valid", identifier=body.identifier.value)
                     continue
                 reason = (
                     (challb.error.detail or str(challb.error.typ))
@@ -591,14 +623,16 @@ class _Runner:
         raise RetryLater("the CA did not finish validating in time", error_type="timeout")
 
     def finalize(self) -> None:
-        body = self._fetch_order()
-        if body.status == messages.STATUS_PENDING:
-            self.save(step=Step.AUTHORIZING)
-            return
-        if body.status == messages.STATUS_READY:
-            body = self.client.finalize(self.order.finalize_url, self.order.csr_pem)
-            self.save(status=body.status.name)
-            self.note("finalize", status=self.order.status)
+        body = self._finalize_now() if self.authorized else None
+        if body is None:
+            body = self._fetch_order()
+            if body.status == messages.STATUS_PENDING:
+                self.save(step=Step.AUTHORIZING)
+                return
+            if body.status == messages.STATUS_READY:
+                body = self.client.finalize(self.order.finalize_url, self.order.csr_pem)
+                self.save(status=body.status.name)
+                self.say("finalize", status=self.order.status)
         for delay in _poll_delays(settings.CERTMGR_ACME_POLL_TIMEOUT):
             if body.status == messages.STATUS_VALID and body.certificate:
                 break
@@ -612,6 +646,20 @@ class _Runner:
             raise RetryLater("the CA did not issue the certificate in time", error_type="timeout")
         self.save(status=Status.VALID, certificate_url=body.certificate)
         self._download()
+
+    def _finalize_now(self) -> messages.Order | None:
+        """Finalize without asking for the order first: this run saw its last authorization turn valid, which
+        makes the order ready (RFC 8555 §7.1.6). None when the CA says it is not (orderNotReady)."""
+        self.authorized = False
+        try:
+            body = self.client.finalize(self.order.finalize_url, self.order.csr_pem)
+        except acme.AcmeProblem as exc:
+            if exc.kind != "orderNotReady":
+                raise
+            return None
+        self.save(status=body.status.name)
+        self.say("finalize", status=self.order.status)
+        return body
 
     def _download(self) -> None:
         chains = self.client.download(
@@ -647,7 +695,7 @@ class _Runner:
                     serial=certificate.serial,
                 )
         self.progress(f"issued: certificate {self.order.certificate_id}")
-        if not cleanup_records(self.order):
+        if not cleanup_records(self.order, self.providers):
             self.note("cleanup_pending")
 
 

@@ -9,12 +9,14 @@ from acmeca.models import AcmeOrder
 from pki.issuers import Pending
 
 
-def pending(order: AcmeOrder) -> Pending:
-    """The handle doors show for an order: where to watch it in the admin and the API."""
-    current = AcmeOrder.objects.filter(pk=order.pk).values("status", "step").first() or {
-        "status": order.status,
-        "step": order.step,
-    }
+def pending(order: AcmeOrder, *, reread: bool = True) -> Pending:
+    """The handle doors show for an order: where to watch it in the admin and the API.
+
+    ``reread``: ask the database for its step (a worker may have moved it); False when the row was written
+    or read in this transaction a moment ago."""
+    current = {"status": order.status, "step": order.step}
+    if reread:
+        current = AcmeOrder.objects.filter(pk=order.pk).values("status", "step").first() or current
     return Pending(
         kind="acme_order",
         id=order.pk,
