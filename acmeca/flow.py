@@ -13,6 +13,7 @@ permanent ones fail the order with the CA's own message.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -154,6 +155,7 @@ class _Runner:
         self.account_key: jose.JWK | None = None
         self.providers: dict[int, DnsProvider] = {}  # built once a run, by connection id
         self.authorized = False  # every authorization turned valid in this run: the order is ready
+        self.client_reusable = True  # False after a failure: the next order starts a new session
         self.released = False
 
     # -- persistence -----------------------------------------------------------------------------
@@ -200,7 +202,7 @@ class _Runner:
         finally:
             self._release()
             if self.client is not None:
-                self.client.close()
+                _SESSIONS.give_back(self.client, reusable=self.client_reusable)
 
     def _attempt(self) -> float | None:
         """Drive the steps as far as they go. None when the order ended, waits for an operator or was handed
@@ -258,6 +260,7 @@ class _Runner:
         self.released = True
 
     def handle(self, exc: BaseException) -> float | None:
+        self.client_reusable = False
         if isinstance(exc, ProviderError):
             message = f"DNS provider: {exc}"
             if exc.transient:
@@ -332,13 +335,9 @@ class _Runner:
         account = self.order.account
         if account is None or account.status != account.Status.VALID:
             raise OrderFailed("the ACME account of this CA is missing or deactivated", error_type="account")
-        self.account_key = acme.account_key_from_pem(account.private_key)
-        return acme.open_session(
-            directory_url=account.directory_url,
-            account_key=self.account_key,
-            account_uri=account.account_url,
-            tls_ca_bundle=self.settings.tls_ca_bundle,
-        )
+        session = _SESSIONS.take(account, self.settings.tls_ca_bundle)
+        self.account_key = session.account_key
+        return session
 
     def new_order(self) -> None:
         order = self.order
@@ -762,6 +761,73 @@ def _poll_delays(timeout: float):
         yield delay
         time.sleep(max(0.0, min(delay.seconds, end - time.monotonic())))
         pause = min(1.0, pause * 2)
+
+
+class _SessionPool:
+    """ACME sessions kept for the next order of this thread (a worker process runs one order after another):
+    the directory, the TLS connection and the last nonce carry over, saving a directory GET, a newNonce and
+    a TLS handshake an order. One session per account key, CA bundle and outbound guard setting; a session
+    is dropped after ``MAX_AGE`` seconds (the directory is read again) and after any failed run."""
+
+    MAX_AGE = 300.0
+    SIZE = 8
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def _idle(self) -> dict[tuple, tuple[acme.AcmeSession, float]]:
+        if not hasattr(self.local, "idle"):
+            self.local.idle, self.local.out = {}, {}
+        return self.local.idle
+
+    @staticmethod
+    def _key(account, tls_ca_bundle: str) -> tuple:
+        return (
+            account.directory_url,
+            account.account_url,
+            hashlib.sha256(account.private_key.encode()).hexdigest(),  # a rollover starts a new session
+            tls_ca_bundle,
+            tuple(settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS),  # connections were vetted under this list
+        )
+
+    def take(self, account, tls_ca_bundle: str) -> acme.AcmeSession:
+        key, idle = self._key(account, tls_ca_bundle), self._idle()
+        session, opened = idle.pop(key, (None, 0.0))
+        if session is not None and time.monotonic() - opened >= self.MAX_AGE:
+            session.close()
+            session = None
+        if session is None:
+            session = acme.open_session(
+                directory_url=account.directory_url,
+                account_key=acme.account_key_from_pem(account.private_key),
+                account_uri=account.account_url,
+                tls_ca_bundle=tls_ca_bundle,
+            )
+            opened = time.monotonic()
+        else:
+            session.net.responses.clear()  # the order's counters are this run's requests
+            session.net.bad_nonces = session.net.posts = 0
+        self.local.out[id(session)] = (key, opened)
+        return session
+
+    def give_back(self, session: acme.AcmeSession, *, reusable: bool) -> None:
+        idle = self._idle()
+        key, opened = self.local.out.pop(id(session), (None, 0.0))
+        if not reusable or key is None or key in idle:
+            session.close()
+            return
+        while len(idle) >= self.SIZE:
+            idle.pop(next(iter(idle)))[0].close()
+        idle[key] = (session, opened)
+
+    def clear(self) -> None:
+        """Close this thread's idle sessions."""
+        idle = self._idle()
+        while idle:
+            idle.popitem()[1][0].close()
+
+
+_SESSIONS = _SessionPool()
 
 
 def stalled_orders(now=None) -> list[int]:
