@@ -341,13 +341,13 @@ class _Runner:
 
     def new_order(self) -> None:
         order = self.order
-        if not order.csr_pem:
+        csr_pem = order.csr_pem  # made here, stored with the order URL (the CA has not seen it before)
+        if not csr_pem:
             key = x509.load_private_key(order.private_key)
             names = [i["value"] for i in order.identifiers]
             dns_names = [n for n in names if not n.startswith("*.") and len(n) <= 64]
             subject = x509.Subject(common_name=dns_names[0] if dns_names else None)
-            csr = x509.build_csr(key, subject, names)
-            self.save(csr_pem=x509.to_pem(csr))
+            csr_pem = x509.to_pem(x509.build_csr(key, subject, names))
         replaces = ""
         if order.order_url:
             # An earlier run's newOrder was answered (its URL stored at once) but the run ended before
@@ -356,12 +356,12 @@ class _Runner:
         else:
             replaces = self._replaces()
             try:
-                orderr = self._submit(replaces)
+                orderr = self._submit(replaces, csr_pem)
             except acme.AcmeProblem as exc:
                 if not replaces or exc.kind != "alreadyReplaced":
                     raise
                 replaces = ""  # another order already replaced it (RFC 9773 §5): order without the link
-                orderr = self._submit(replaces)
+                orderr = self._submit(replaces, csr_pem)
         with transaction.atomic():
             self.save(
                 order_url=orderr.uri or "",
@@ -371,7 +371,9 @@ class _Runner:
             )
             for authzr in orderr.authorizations:
                 self._store_authorization(authzr)
-        self.note("submitted", order_url=order.order_url, status=order.status, replaces=replaces or None)
+            details = {"order_url": order.order_url, "status": order.status, "replaces": replaces or None}
+            audit.record(WORKER, "acme.order.submitted", order, **details)
+        self.say("submitted", **details)
 
     def _replaces(self) -> str:
         """The ARI id of the certificate this order renews, when the same CA speaks ARI (RFC 9773 §5)."""
@@ -383,7 +385,7 @@ class _Runner:
 
         return cert_id(old.certificate_pem)
 
-    def _submit(self, replaces: str) -> messages.OrderResource:
+    def _submit(self, replaces: str, csr_pem: str) -> messages.OrderResource:
         """newOrder with the stored identifiers (+ profile, + replaces), then its authorizations."""
         identifiers = [
             messages.Identifier(
@@ -394,7 +396,7 @@ class _Runner:
         ]
         orderr = self.client.new_order(identifiers, profile=self.settings.profile, replaces=replaces)
         # Stored before the next request: a retry or a resumed run continues this order (no second one).
-        self.save(order_url=orderr.uri or "", finalize_url=orderr.body.finalize or "")
+        self.save(csr_pem=csr_pem, order_url=orderr.uri or "", finalize_url=orderr.body.finalize or "")
         return self._with_authorizations(orderr.body)
 
     def _resume_submitted(self) -> messages.OrderResource:
