@@ -155,6 +155,7 @@ class _Runner:
         self.account_key: jose.JWK | None = None
         self.providers: dict[int, DnsProvider] = {}  # built once a run, by connection id
         self.authorized = False  # every authorization turned valid in this run: the order is ready
+        self.submitted: messages.Order | None = None  # the CA's answer to this run's newOrder
         self.client_reusable = True  # False after a failure: the next order starts a new session
         self.released = False
 
@@ -373,6 +374,7 @@ class _Runner:
                 self._store_authorization(authzr)
             details = {"order_url": order.order_url, "status": order.status, "replaces": replaces or None}
             audit.record(WORKER, "acme.order.submitted", order, **details)
+        self.submitted = orderr.body
         self.say("submitted", **details)
 
     def _replaces(self) -> str:
@@ -469,7 +471,7 @@ class _Runner:
 
     def authorize(self) -> bool:
         """Prove control of every name. False when the order now waits for an operator."""
-        body = self._fetch_order()
+        body, self.submitted = self.submitted or self._fetch_order(), None  # newOrder's answer is fresh
         if body.status != messages.STATUS_PENDING:
             self.save(step=Step.FINALIZING)
             return True
