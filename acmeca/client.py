@@ -461,7 +461,10 @@ class AcmeSession:
 
     @property
     def account_key(self) -> jose.JWK:
-        return self.client.net.key
+        key = self.client.net.key
+        if key is None:
+            raise ValueError("this session has no account key")
+        return key
 
     def offers(self, resource: str) -> bool:
         """Whether the directory names ``resource`` (``renewalInfo``, ``keyChange``, ...)."""
@@ -765,7 +768,7 @@ def register_account(
                 raise
         return _account(regr, _tos(directory))
     finally:
-        client.net.close()
+        AcmeSession(client).close()
 
 
 @contextlib.contextmanager

@@ -129,7 +129,7 @@ def cleanup_records(order: AcmeOrder, providers: dict[int, DnsProvider] | None =
     return not left
 
 
-def _provider(connection: AppConnection | int | None) -> DnsProvider:
+def _provider(connection: AppConnection | int) -> DnsProvider:
     if not isinstance(connection, AppConnection):
         connection = AppConnection.objects.get(pk=connection)
     return provider_for(
@@ -151,8 +151,7 @@ class _Runner:
         self.owner = owner
         self.progress = progress or (lambda message: None)
         self.settings: AcmeSettings = AcmeSettings.objects.select_related("dns_connection").get(ca=order.ca)
-        self.client: acme.AcmeSession | None = None
-        self.account_key: jose.JWK | None = None
+        self._session: acme.AcmeSession | None = None  # opened by the first attempt of this run
         self.providers: dict[int, DnsProvider] = {}  # built once a run, by connection id
         self.authorized = False  # every authorization turned valid in this run: the order is ready
         self.submitted: messages.Order | None = None  # the CA's answer to this run's newOrder
@@ -202,15 +201,15 @@ class _Runner:
             log.warning("%s", exc)
         finally:
             self._release()
-            if self.client is not None:
-                _SESSIONS.give_back(self.client, reusable=self.client_reusable)
+            if self._session is not None:
+                _SESSIONS.give_back(self._session, reusable=self.client_reusable)
 
     def _attempt(self) -> float | None:
         """Drive the steps as far as they go. None when the order ended, waits for an operator or was handed
         to the janitor; else the seconds to wait before trying again in this run."""
         try:
-            if self.client is None:
-                self.client = self._client()
+            if self._session is None:
+                self._session = self._client()
             while not self.order.finished:
                 if self.order.step == Step.QUEUED:
                     self.new_order()
@@ -249,8 +248,8 @@ class _Runner:
                 When(mine, then=Value(None, output_field=DateTimeField())), default=F("lease_until")
             ),
         }
-        if self.client is not None:
-            net = self.client.net
+        if self._session is not None:
+            net = self._session.net
             fields.update(
                 requests_ok=F("requests_ok") + net.responses["2xx"],
                 requests_client_error=F("requests_client_error") + net.responses["4xx"],
@@ -266,11 +265,14 @@ class _Runner:
             message = f"DNS provider: {exc}"
             if exc.transient:
                 return self.retry_later(message, "dnsProvider", None)
-            return self.fail(message, "dnsProvider")
+            self.fail(message, "dnsProvider")
+            return None
         if isinstance(exc, propagation.PropagationError):
-            return self.fail(str(exc), "dnsPropagation")
+            self.fail(str(exc), "dnsPropagation")
+            return None
         if isinstance(exc, OutboundRefused):
-            return self.fail(str(exc), "outboundRefused")
+            self.fail(str(exc), "outboundRefused")
+            return None
         problem = acme.classify(exc)
         if problem.kind in {"protocol", "unexpected"} and not problem.is_acme_error:
             log.exception("ACME order %s: unexpected error", self.order.pk)
@@ -279,7 +281,8 @@ class _Runner:
             message = f"{problem.identifier}: {message}"
         if problem.transient:
             return self.retry_later(message, problem.kind, problem.retry_after)
-        return self.fail(message, problem.kind)
+        self.fail(message, problem.kind)
+        return None
 
     def retry_later(self, message: str, error_type: str, delay: float | None) -> float | None:
         """Schedule the next attempt; returns the wait when it is short enough to spend in this run."""
@@ -336,9 +339,18 @@ class _Runner:
         account = self.order.account
         if account is None or account.status != account.Status.VALID:
             raise OrderFailed("the ACME account of this CA is missing or deactivated", error_type="account")
-        session = _SESSIONS.take(account, self.settings.tls_ca_bundle)
-        self.account_key = session.account_key
-        return session
+        return _SESSIONS.take(account, self.settings.tls_ca_bundle)
+
+    @property
+    def client(self) -> acme.AcmeSession:
+        """This run's session with the CA (``_attempt`` opens it before any step)."""
+        if self._session is None:
+            raise RuntimeError("no ACME session yet")
+        return self._session
+
+    @property
+    def account_key(self) -> jose.JWK:
+        return self.client.account_key
 
     def new_order(self) -> None:
         order = self.order
@@ -372,10 +384,16 @@ class _Runner:
             )
             for authzr in orderr.authorizations:
                 self._store_authorization(authzr)
-            details = {"order_url": order.order_url, "status": order.status, "replaces": replaces or None}
-            audit.record(WORKER, "acme.order.submitted", order, **details)
+            audit.record(
+                WORKER,
+                "acme.order.submitted",
+                order,
+                order_url=order.order_url,
+                status=order.status,
+                replaces=replaces or None,
+            )
         self.submitted = orderr.body
-        self.say("submitted", **details)
+        self.say("submitted", order_url=order.order_url, status=order.status, replaces=replaces or None)
 
     def _replaces(self) -> str:
         """The ARI id of the certificate this order renews, when the same CA speaks ARI (RFC 9773 §5)."""
@@ -518,7 +536,7 @@ class _Runner:
                     raise RetryLater(str(exc), error_type="dnsLookup") from exc
                 raise
             # Marked present before the write, so a crash between the two still gets the record removed.
-            ref = {
+            ref: dict[str, Any] = {
                 "record_name": target,
                 "value": ch.record_value,
                 "zone": self.settings.hosted_zone_id,
