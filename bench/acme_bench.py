@@ -1,7 +1,9 @@
-"""ACME issuance: certmgr's workers against Pebble (DNS-01 through BIND, RFC 2136 + TSIG), next to certbot.
+"""ACME issuance: certmgr's workers against Pebble (DNS-01 through BIND, RFC 2136 + TSIG), next to the raw
+``acme`` library (the ceiling), certbot and lego.
 
     .venv/bin/python bench/acme_bench.py [--count 50] [--workers 8] [--broker orm,redis] \
-        [--door service|api] [--certbot /tmp/certbot-venv/bin/certbot] [--patch NAME ...] [--keep]
+        [--door service|api] [--certbot /tmp/certbot-venv/bin/certbot] [--lego /usr/bin/lego] \
+        [--peer-count N] [--ceiling-threads 4] [--patch NAME ...] [--keep]
 
 What it does, all on loopback:
 
@@ -19,10 +21,17 @@ What it does, all on loopback:
   Django test client with a bearer token instead), the order enqueued on commit, a worker runs it, until
   the order is done in the database (polled every 10 ms); (b) ``--count`` certificates: all started, then
   until every order is done;
-- then certbot (its own venv: ``python3 -m venv /tmp/certbot-venv && /tmp/certbot-venv/bin/pip install
-  certbot``) issues ``--count`` fresh names in sequence against the same Pebble: ``--manual`` with hooks
-  that write and remove the TXT record with ``nsupdate`` and the TSIG key;
-- prints a Markdown table and, from the audit events, where an order's time goes.
+- first the ceiling: the raw ``acme`` library in this process, ``--ceiling-threads`` threads with a ClientV2
+  each, issues one certificate three times and then ``--count`` (10 ms polls, the TXT record through RFC 2136,
+  no database);
+- per order the worker writes its ``run_order`` CPU time and SQL statements to the trace; the bench prints
+  their medians, the audit events an order wrote, and the POST's wall time, CPU and statements;
+- then the peers, one name after another, against a second Pebble with ``PEBBLE_WFE_NONCEREJECT=0`` (certbot
+  retries a badNonce only once): certbot (its own venv: ``python3 -m venv /tmp/certbot-venv &&
+  /tmp/certbot-venv/bin/pip install certbot``; ``--manual`` with hooks that write and remove the TXT record
+  with ``nsupdate`` and the TSIG key) and Debian's lego (``apt-get install -y lego``; ``--dns rfc2136``);
+- prints a Markdown table (ratios to the ceiling of the same run), which of issue 10's targets are met, and,
+  from the trace and the audit events, where an order's time goes.
 
 ``--patch profile`` cProfiles every order inside the workers and prints the batch's cumulative profile.
 Every run also writes a per-phase trace of the worker and prints, per order, where its time went.
