@@ -31,15 +31,6 @@ def cert_id(certificate_pem: str) -> str:
     return f"{b64(aki or b'')}.{b64(serial_der)}"
 
 
-def has_ari(directory) -> bool:
-    """Whether the directory offers renewalInfo (``acme.messages.Directory`` has no ``in``)."""
-    try:
-        directory["renewalInfo"]
-    except KeyError:
-        return False
-    return True
-
-
 DEFAULT_RETRY = dt.timedelta(hours=6)  # RFC 9773 §4.3.3, when the CA gave no Retry-After
 
 
@@ -69,7 +60,7 @@ class AriClient:
         account = acme_settings.account
         if account is None:
             raise acme.AcmeProblem("no ACME account", typ=acme.LOCAL_PREFIX + "account")
-        self.client = acme.client_for(
+        self.session = acme.open_session(
             directory_url=account.directory_url,
             account_key=acme.account_key_from_pem(account.private_key),
             account_uri=account.account_url,
@@ -78,13 +69,12 @@ class AriClient:
 
     @property
     def supported(self) -> bool:
-        return has_ari(self.client.directory)
+        return self.session.offers("renewalInfo")
 
     def renewal_info(self, certificate: Certificate) -> RenewalInfo:
         """Raises AriUnavailable (with when to ask again) when the CA has no answer for the certificate."""
         try:
-            with acme.acme_errors_as_problems():
-                renew_at, next_check = self.client.renewal_time(certificate.certificate_pem.encode())
+            renew_at, next_check = self.session.renewal_time(certificate.certificate_pem)
         except acme.AcmeProblem as exc:
             cause = exc.__cause__
             if isinstance(cause, acme_errors.ARIError):
@@ -95,7 +85,7 @@ class AriClient:
         return RenewalInfo(renew_at=_aware(renew_at) if renew_at else None, next_check=_aware(next_check))
 
     def close(self) -> None:
-        self.client.net.close()
+        self.session.close()
 
 
 def supports_ari(acme_settings: AcmeSettings) -> bool:

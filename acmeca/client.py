@@ -10,6 +10,8 @@ Public API::
     build_network(account_key=..., tls_ca_bundle="", user_agent="certmgr", timeout=30) -> AcmeNetwork
     fetch_directory(directory_url, tls_ca_bundle="") -> acme.messages.Directory
     client_for(directory_url=..., account_key=..., account_uri="", tls_ca_bundle="") -> acme ClientV2
+    open_session(same arguments) -> AcmeSession: new_order, order, authorization, answer, finalize,
+        download (with alternate chains), deactivate_authorization, renewal_time, revoke
     generate_account_key(kind="ec-p256") -> josepy.JWK; account_key_to_pem(); account_key_from_pem()
     register_account(...) / query_account(...) / update_account(...) -> RegisteredAccount
     deactivate_account(...) -> RegisteredAccount; rollover_account_key(...) -> RegisteredAccount
@@ -31,10 +33,10 @@ from typing import Any
 
 import josepy as jose
 import requests
+from acme import challenges, messages
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import jws as acme_jws
-from acme import messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -418,6 +420,181 @@ def client_for(
     return acme_client.ClientV2(directory, net)
 
 
+# --- the session: the protocol steps of an order ---------------------------------------------------
+
+
+class _NewOrder(messages.NewOrder):
+    """newOrder with RFC 9773's ``replaces`` (the acme library has no field for it)."""
+
+    replaces: str | None = jose.field("replaces", omitempty=True)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A resource as the CA answered a POST-as-GET, and the seconds it asked to wait (Retry-After)."""
+
+    body: Any  # messages.Order or messages.Authorization
+    retry_after: float | None
+
+
+class AcmeSession:
+    """One account's conversation with an ACME CA: every protocol step certmgr takes, in one place.
+
+    Built on ``acme.client.ClientV2``'s public methods where the library has one (authorizations, finalize,
+    deactivation, revocation, renewal information). The library has no public call for three steps certmgr
+    needs (fetching an order by its URL, a newOrder with RFC 9773's ``replaces``, downloading a certificate
+    with its alternate chains outside ``poll_finalization``'s loop), so ``_post`` / ``_post_as_get`` /
+    ``_get_links`` of ``ClientV2`` are used here and nowhere else. Every method raises ``AcmeProblem`` (or
+    ``OutboundRefused``) on failure. ``net`` is the AcmeNetwork (``bad_nonces``, ``responses``).
+    """
+
+    def __init__(self, client: acme_client.ClientV2):
+        self.client = client
+
+    @property
+    def net(self) -> AcmeNetwork:
+        return self.client.net  # type: ignore[return-value]
+
+    @property
+    def directory(self) -> messages.Directory:
+        return self.client.directory
+
+    @property
+    def account_key(self) -> jose.JWK:
+        key = self.client.net.key
+        if key is None:
+            raise ValueError("this session has no account key")
+        return key
+
+    def offers(self, resource: str) -> bool:
+        """Whether the directory names ``resource`` (``renewalInfo``, ``keyChange``, ...)."""
+        try:
+            self.client.directory[resource]
+        except KeyError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.net.close()
+
+    def __enter__(self) -> AcmeSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the only uses of ClientV2's private methods ------------------------------------------------
+    def post(self, url: str, body: jose.JSONDeSerializable) -> requests.Response:
+        """A signed POST (RFC 8555 §6.2). Private in the library (``ClientV2._post``: it adds the newNonce
+        URL for badNonce retries); needed for what the library has no call for: newOrder with ``replaces``,
+        keyChange, account updates by URL, and answering a challenge (``answer_challenge`` refuses an
+        answer without a Link rel="up", which RFC 8555 §7.5.1 does not require of a CA)."""
+        with acme_errors_as_problems():
+            return self.client._post(url, body)
+
+    def post_as_get(self, url: str) -> requests.Response:
+        """POST-as-GET (RFC 8555 §6.3). Private in the library (``ClientV2._post_as_get``); the library's
+        public polls (``poll_finalization``) fetch orders only inside their own sleep loop."""
+        with acme_errors_as_problems():
+            return self.client._post_as_get(url)
+
+    def _links(self, response: requests.Response, rel: str) -> list[str]:
+        # Private in the library (``ClientV2._get_links``); requests' ``response.links`` keeps only one link
+        # per relation, and a certificate may have several rel="alternate" chains (RFC 8555 §7.4.2).
+        return self.client._get_links(response, rel)
+
+    # -- the steps of an order ------------------------------------------------------------------------
+    def new_order(
+        self, identifiers: list[messages.Identifier], *, profile: str = "", replaces: str = ""
+    ) -> messages.OrderResource:
+        """newOrder (RFC 8555 §7.4, + profile, + RFC 9773 ``replaces``): the order and its URL; its
+        authorizations are the caller's next requests (``authorization``), so it can store the URL first.
+
+        ``ClientV2.new_order`` takes a CSR, knows no ``replaces`` and fetches the authorizations before it
+        returns the order's URL: the identifiers are sent as stored."""
+        request = _NewOrder(identifiers=identifiers, profile=profile or None, replaces=replaces or None)
+        response = self.post(self.client.directory["newOrder"], request)
+        with acme_errors_as_problems():
+            body = messages.Order.from_json(response.json())
+        return messages.OrderResource(body=body, uri=response.headers.get("Location"))
+
+    def order(self, url: str) -> Fetched:
+        """The order as the CA sees it now (POST-as-GET)."""
+        response = self.post_as_get(url)
+        with acme_errors_as_problems():
+            body = messages.Order.from_json(response.json())
+        return Fetched(body, parse_retry_after(response.headers.get("Retry-After")))
+
+    def authorization(self, url: str) -> tuple[messages.AuthorizationResource, float | None]:
+        """The authorization at ``url`` and the Retry-After the CA sent (``ClientV2.poll``)."""
+        with acme_errors_as_problems():
+            authzr, response = self.client.poll(_authz_at(url))
+        return authzr, parse_retry_after(response.headers.get("Retry-After"))
+
+    def answer(self, url: str, chall: challenges.KeyAuthorizationChallenge) -> None:
+        """Tell the CA the challenge at ``url`` is ready (RFC 8555 §7.5.1)."""
+        self.post(url, chall.response(self.account_key))
+
+    def finalize(self, url: str, csr_pem: str) -> messages.Order:
+        """POST the CSR to the finalize URL; the order as answered (``ClientV2.begin_finalization``)."""
+        orderr = messages.OrderResource(body=messages.Order(finalize=url), csr_pem=csr_pem.encode("ascii"))
+        with acme_errors_as_problems():
+            return self.client.begin_finalization(orderr).body
+
+    def download(self, url: str, *, alternates: bool = False) -> list[str]:
+        """The certificate chain at ``url`` (PEM), then, with ``alternates``, each rel="alternate" chain."""
+        response = self.post_as_get(url)
+        chains = [response.text]
+        if alternates:
+            chains += [self.post_as_get(link).text for link in self._links(response, "alternate")]
+        return chains
+
+    def deactivate_authorization(self, url: str) -> messages.AuthorizationResource:
+        """Abandon the authorization at ``url`` (RFC 8555 §7.5.2; ``ClientV2.deactivate_authorization``)."""
+        with acme_errors_as_problems():
+            return self.client.deactivate_authorization(_authz_at(url))
+
+    # -- certificates -------------------------------------------------------------------------------
+    def renewal_time(self, certificate_pem: str) -> tuple[datetime.datetime | None, datetime.datetime]:
+        """RFC 9773 renewalInfo (``ClientV2.renewal_time``): when to renew, when to ask again."""
+        with acme_errors_as_problems():
+            return self.client.renewal_time(certificate_pem.encode("ascii"))
+
+    def revoke(self, certificate: Any, reason_code: int) -> None:
+        """revokeCert signed by the account (``ClientV2.revoke``)."""
+        with acme_errors_as_problems():
+            self.client.revoke(certificate, reason_code)
+
+
+def _authz_at(url: str) -> messages.AuthorizationResource:
+    # No identifier: ClientV2 checks the answer's identifier against it only when one is given.
+    return messages.AuthorizationResource(body=messages.Authorization(), uri=url)
+
+
+def open_session(
+    *,
+    directory_url: str,
+    account_key: jose.JWK,
+    account_uri: str = "",
+    tls_ca_bundle: str = "",
+    user_agent: str = "certmgr",
+    timeout: float = DEFAULT_TIMEOUT,
+    nonce_attempts: int = DEFAULT_NONCE_ATTEMPTS,
+) -> AcmeSession:
+    """An ``AcmeSession`` for the account (the directory fetched once). Close it (or use ``with``)."""
+    return AcmeSession(
+        client_for(
+            directory_url=directory_url,
+            account_key=account_key,
+            account_uri=account_uri,
+            tls_ca_bundle=tls_ca_bundle,
+            user_agent=user_agent,
+            timeout=timeout,
+            nonce_attempts=nonce_attempts,
+        )
+    )
+
+
 # --- account keys ----------------------------------------------------------------------------------
 
 KEY_KINDS = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
@@ -591,19 +768,13 @@ def register_account(
                 raise
         return _account(regr, _tos(directory))
     finally:
-        client.net.close()
-
-
-def _existing(client: acme_client.ClientV2, account_uri: str) -> messages.RegistrationResource:
-    regr = messages.RegistrationResource(body=messages.Registration(), uri=account_uri)
-    client.net.account = regr
-    return regr
+        AcmeSession(client).close()
 
 
 @contextlib.contextmanager
 def _account_client(directory_url: str, account_uri: str, account_key: jose.JWK, tls_ca_bundle: str):
-    """A client bound to the account, closed afterwards; CA errors surface as AcmeProblem."""
-    client = client_for(
+    """A session bound to the account, closed afterwards; CA errors surface as AcmeProblem."""
+    session = open_session(
         directory_url=directory_url,
         account_key=account_key,
         account_uri=account_uri,
@@ -611,26 +782,26 @@ def _account_client(directory_url: str, account_uri: str, account_key: jose.JWK,
     )
     try:
         with acme_errors_as_problems():
-            yield client
+            yield session
     finally:
-        client.net.close()
+        session.close()
 
 
-def _post_to_account(client: acme_client.ClientV2, account_uri: str, body=None) -> RegisteredAccount:
+def _post_to_account(session: AcmeSession, account_uri: str, body=None) -> RegisteredAccount:
     """POST ``body`` (or POST-as-GET) to the account URL and return the account as the CA answered."""
-    response = client._post_as_get(account_uri) if body is None else client._post(account_uri, body)
+    response = session.post_as_get(account_uri) if body is None else session.post(account_uri, body)
     regr = messages.RegistrationResource(
         body=messages.Registration.from_json(response.json()), uri=account_uri
     )
-    return _account(regr, _tos(client.directory))
+    return _account(regr, _tos(session.directory))
 
 
 def query_account(
     *, directory_url: str, account_uri: str, account_key: jose.JWK, tls_ca_bundle: str = ""
 ) -> RegisteredAccount:
     """The account as the CA sees it now (POST-as-GET to the account URL)."""
-    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as client:
-        return _post_to_account(client, account_uri)
+    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as session:
+        return _post_to_account(session, account_uri)
 
 
 def update_account(
@@ -645,17 +816,17 @@ def update_account(
     update: dict[str, Any] = {}
     if email is not None:
         update["contact"] = (f"mailto:{email}",) if email else ()
-    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as client:
-        return _post_to_account(client, account_uri, messages.UpdateRegistration(**update))
+    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as session:
+        return _post_to_account(session, account_uri, messages.UpdateRegistration(**update))
 
 
 def deactivate_account(
     *, directory_url: str, account_uri: str, account_key: jose.JWK, tls_ca_bundle: str = ""
 ) -> RegisteredAccount:
     """Deactivate the account (RFC 8555 §7.3.6); irreversible. Returns it with status ``deactivated``."""
-    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as client:
+    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as session:
         return _post_to_account(
-            client, account_uri, messages.UpdateRegistration(status=messages.STATUS_DEACTIVATED)
+            session, account_uri, messages.UpdateRegistration(status=messages.STATUS_DEACTIVATED)
         )
 
 
@@ -673,9 +844,9 @@ def rollover_account_key(
     nonce, url). Afterwards only ``new_key`` is accepted for the account. Returns the account.
     """
     key_algorithm(new_key)
-    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as client:
+    with _account_client(directory_url, account_uri, account_key, tls_ca_bundle) as session:
         try:
-            url = client.directory["keyChange"]
+            url = session.directory["keyChange"]
         except KeyError:
             raise _local(
                 "protocol", "this ACME CA does not support account key rollover (no keyChange)"
@@ -684,7 +855,7 @@ def rollover_account_key(
         inner = acme_jws.JWS.sign(
             payload.encode(), key=new_key, alg=key_algorithm(new_key), nonce=None, url=url
         )
-        client._post(url, inner)
+        session.post(url, inner)
     return query_account(
         directory_url=directory_url, account_uri=account_uri, account_key=new_key, tls_ca_bundle=tls_ca_bundle
     )

@@ -13,6 +13,7 @@ permanent ones fail the order with the CA's own message.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -31,7 +32,7 @@ from acme import challenges, messages
 from cryptography.x509.oid import NameOID
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.utils import timezone
 
 from acmeca import client as acme
@@ -89,23 +90,32 @@ def run_order(order_id: int, *, progress: Callable[[str], None] | None = None) -
         .update(lease_owner=owner, lease_until=now + _lease(), heartbeat_at=now, next_attempt_at=None)
     )
     if claimed:
-        runner = _Runner(AcmeOrder.objects.select_related("ca", "account").get(pk=order_id), owner, progress)
+        runner = None
         try:
-            runner.run()
+            order = AcmeOrder.objects.select_related("ca", "account").get(pk=order_id)
+            runner = _Runner(order, owner, progress)
+            runner.run()  # gives the lease back itself, with the request counters
         finally:
-            AcmeOrder.objects.filter(pk=order_id, lease_owner=owner).update(lease_owner="", lease_until=None)
+            if runner is None or not runner.released:
+                mine = AcmeOrder.objects.filter(pk=order_id, lease_owner=owner)
+                mine.update(lease_owner="", lease_until=None)
     return AcmeOrder.objects.get(pk=order_id)
 
 
-def cleanup_records(order: AcmeOrder) -> bool:
-    """Remove every challenge record the order still has; True when none is left. Idempotent."""
+def cleanup_records(order: AcmeOrder, providers: dict[int, DnsProvider] | None = None) -> bool:
+    """Remove every challenge record the order still has; True when none is left. Idempotent.
+
+    ``providers``: DNS providers already built in this run, by connection id (else read from the database)."""
     left = False
+    providers = {} if providers is None else providers
     for ch in order.challenges.filter(record_present=True):
         if ch.type == ChallengeType.DNS_01 and ch.provider_ref:
             try:
                 connection_id = ch.provider_ref.get("connection")
                 with record_lock(connection_id, ch.provider_ref.get("record_name", ch.record_name)):
-                    _provider(connection_id).cleanup(RecordRef.from_dict(ch.provider_ref))
+                    if connection_id not in providers:
+                        providers[connection_id] = _provider(connection_id)
+                    providers[connection_id].cleanup(RecordRef.from_dict(ch.provider_ref))
             except (ProviderError, OutboundRefused, AppConnection.DoesNotExist) as exc:
                 left = True
                 ch.error = f"could not remove the record: {exc}"[:2000]
@@ -119,8 +129,9 @@ def cleanup_records(order: AcmeOrder) -> bool:
     return not left
 
 
-def _provider(connection_id: int | None) -> DnsProvider:
-    connection = AppConnection.objects.get(pk=connection_id)
+def _provider(connection: AppConnection | int) -> DnsProvider:
+    if not isinstance(connection, AppConnection):
+        connection = AppConnection.objects.get(pk=connection)
     return provider_for(
         connection.kind, connection.credentials, timeout=settings.CERTMGR_DNS_PROVIDER_TIMEOUT
     )
@@ -140,8 +151,12 @@ class _Runner:
         self.owner = owner
         self.progress = progress or (lambda message: None)
         self.settings: AcmeSettings = AcmeSettings.objects.select_related("dns_connection").get(ca=order.ca)
-        self.client = None
-        self.account_key: jose.JWK | None = None
+        self._session: acme.AcmeSession | None = None  # opened by the first attempt of this run
+        self.providers: dict[int, DnsProvider] = {}  # built once a run, by connection id
+        self.authorized = False  # every authorization turned valid in this run: the order is ready
+        self.submitted: messages.Order | None = None  # the CA's answer to this run's newOrder
+        self.client_reusable = True  # False after a failure: the next order starts a new session
+        self.released = False
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, **fields: Any) -> None:
@@ -162,8 +177,13 @@ class _Runner:
         if cancelled:
             raise OrderFailed("cancelled", error_type="cancelled", status=Step.CANCELLED)
 
-    def note(self, event: str, **details: Any) -> None:
+    def say(self, event: str, **details: Any) -> None:
+        """Progress only (``manage.py issue`` shows it): steps the order's and challenges' rows record."""
         self.progress(f"{event}: " + ", ".join(f"{k}={v}" for k, v in details.items()))
+
+    def note(self, event: str, **details: Any) -> None:
+        """Progress and an audit event: what an operator reads in the trail (submitted, retry, waiting)."""
+        self.say(event, **details)
         with transaction.atomic():
             audit.record(WORKER, f"acme.order.{event}", self.order, **details)
 
@@ -180,16 +200,16 @@ class _Runner:
         except LeaseLost as exc:
             log.warning("%s", exc)
         finally:
-            if self.client is not None:
-                self._count_requests(self.client.net)
-                self.client.net.close()
+            self._release()
+            if self._session is not None:
+                _SESSIONS.give_back(self._session, reusable=self.client_reusable)
 
     def _attempt(self) -> float | None:
         """Drive the steps as far as they go. None when the order ended, waits for an operator or was handed
         to the janitor; else the seconds to wait before trying again in this run."""
         try:
-            if self.client is None:
-                self.client = self._client()
+            if self._session is None:
+                self._session = self._client()
             while not self.order.finished:
                 if self.order.step == Step.QUEUED:
                     self.new_order()
@@ -218,26 +238,41 @@ class _Runner:
             self.heartbeat()
         self.save(next_attempt_at=None)
 
-    def _count_requests(self, net: acme.AcmeNetwork) -> None:
-        """Add this run's ACME requests to the order's counters (whoever holds the lease now)."""
-        seen = net.responses
-        AcmeOrder.objects.filter(pk=self.order.pk).update(
-            requests_ok=F("requests_ok") + seen["2xx"],
-            requests_client_error=F("requests_client_error") + seen["4xx"],
-            requests_server_error=F("requests_server_error") + seen["5xx"],
-            bad_nonces=F("bad_nonces") + net.bad_nonces,
-        )
+    def _release(self) -> None:
+        """Give the lease back (if it is still this worker's) and add this run's ACME requests to the order's
+        counters (whoever holds the lease now): one UPDATE."""
+        mine = Q(lease_owner=self.owner)
+        fields: dict[str, Any] = {
+            "lease_owner": Case(When(mine, then=Value("")), default=F("lease_owner")),
+            "lease_until": Case(
+                When(mine, then=Value(None, output_field=DateTimeField())), default=F("lease_until")
+            ),
+        }
+        if self._session is not None:
+            net = self._session.net
+            fields.update(
+                requests_ok=F("requests_ok") + net.responses["2xx"],
+                requests_client_error=F("requests_client_error") + net.responses["4xx"],
+                requests_server_error=F("requests_server_error") + net.responses["5xx"],
+                bad_nonces=F("bad_nonces") + net.bad_nonces,
+            )
+        AcmeOrder.objects.filter(pk=self.order.pk).update(**fields)
+        self.released = True
 
     def handle(self, exc: BaseException) -> float | None:
+        self.client_reusable = False
         if isinstance(exc, ProviderError):
             message = f"DNS provider: {exc}"
             if exc.transient:
                 return self.retry_later(message, "dnsProvider", None)
-            return self.fail(message, "dnsProvider")
+            self.fail(message, "dnsProvider")
+            return None
         if isinstance(exc, propagation.PropagationError):
-            return self.fail(str(exc), "dnsPropagation")
+            self.fail(str(exc), "dnsPropagation")
+            return None
         if isinstance(exc, OutboundRefused):
-            return self.fail(str(exc), "outboundRefused")
+            self.fail(str(exc), "outboundRefused")
+            return None
         problem = acme.classify(exc)
         if problem.kind in {"protocol", "unexpected"} and not problem.is_acme_error:
             log.exception("ACME order %s: unexpected error", self.order.pk)
@@ -246,7 +281,8 @@ class _Runner:
             message = f"{problem.identifier}: {message}"
         if problem.transient:
             return self.retry_later(message, problem.kind, problem.retry_after)
-        return self.fail(message, problem.kind)
+        self.fail(message, problem.kind)
+        return None
 
     def retry_later(self, message: str, error_type: str, delay: float | None) -> float | None:
         """Schedule the next attempt; returns the wait when it is short enough to spend in this run."""
@@ -267,10 +303,10 @@ class _Runner:
     def fail(self, message: str, error_type: str, status: str = "", retry_after: float | None = None) -> None:
         if status == Step.CANCELLED:
             # cancel_order() recorded and audited the cancel; this run only stops and removes its records.
-            cleanup_records(self.order)
+            cleanup_records(self.order, self.providers)
             self.progress("cancelled")
             return
-        if not cleanup_records(self.order):
+        if not cleanup_records(self.order, self.providers):
             message += " (some challenge records could not be removed yet: the janitor retries)"
         with transaction.atomic():
             self.save(
@@ -299,27 +335,32 @@ class _Runner:
         self.progress(f"failed: {message}")
 
     # -- steps -----------------------------------------------------------------------------------
-    def _client(self):
+    def _client(self) -> acme.AcmeSession:
         account = self.order.account
         if account is None or account.status != account.Status.VALID:
             raise OrderFailed("the ACME account of this CA is missing or deactivated", error_type="account")
-        self.account_key = acme.account_key_from_pem(account.private_key)
-        return acme.client_for(
-            directory_url=account.directory_url,
-            account_key=self.account_key,
-            account_uri=account.account_url,
-            tls_ca_bundle=self.settings.tls_ca_bundle,
-        )
+        return _SESSIONS.take(account, self.settings.tls_ca_bundle)
+
+    @property
+    def client(self) -> acme.AcmeSession:
+        """This run's session with the CA (``_attempt`` opens it before any step)."""
+        if self._session is None:
+            raise RuntimeError("no ACME session yet")
+        return self._session
+
+    @property
+    def account_key(self) -> jose.JWK:
+        return self.client.account_key
 
     def new_order(self) -> None:
         order = self.order
-        if not order.csr_pem:
+        csr_pem = order.csr_pem  # made here, stored with the order URL (the CA has not seen it before)
+        if not csr_pem:
             key = x509.load_private_key(order.private_key)
             names = [i["value"] for i in order.identifiers]
             dns_names = [n for n in names if not n.startswith("*.") and len(n) <= 64]
             subject = x509.Subject(common_name=dns_names[0] if dns_names else None)
-            csr = x509.build_csr(key, subject, names)
-            self.save(csr_pem=x509.to_pem(csr))
+            csr_pem = x509.to_pem(x509.build_csr(key, subject, names))
         replaces = ""
         if order.order_url:
             # An earlier run's newOrder was answered (its URL stored at once) but the run ended before
@@ -328,12 +369,12 @@ class _Runner:
         else:
             replaces = self._replaces()
             try:
-                orderr = self._submit(replaces)
+                orderr = self._submit(replaces, csr_pem)
             except acme.AcmeProblem as exc:
                 if not replaces or exc.kind != "alreadyReplaced":
                     raise
                 replaces = ""  # another order already replaced it (RFC 9773 §5): order without the link
-                orderr = self._submit(replaces)
+                orderr = self._submit(replaces, csr_pem)
         with transaction.atomic():
             self.save(
                 order_url=orderr.uri or "",
@@ -343,19 +384,28 @@ class _Runner:
             )
             for authzr in orderr.authorizations:
                 self._store_authorization(authzr)
-        self.note("submitted", order_url=order.order_url, status=order.status, replaces=replaces or None)
+            audit.record(
+                WORKER,
+                "acme.order.submitted",
+                order,
+                order_url=order.order_url,
+                status=order.status,
+                replaces=replaces or None,
+            )
+        self.submitted = orderr.body
+        self.say("submitted", order_url=order.order_url, status=order.status, replaces=replaces or None)
 
     def _replaces(self) -> str:
         """The ARI id of the certificate this order renews, when the same CA speaks ARI (RFC 9773 §5)."""
         old = self.order.renewal_of
-        from acmeca.ari import cert_id, has_ari
+        from acmeca.ari import cert_id
 
-        if old is None or old.ca_id != self.order.ca_id or not has_ari(self.client.directory):
+        if old is None or old.ca_id != self.order.ca_id or not self.client.offers("renewalInfo"):
             return ""
 
         return cert_id(old.certificate_pem)
 
-    def _submit(self, replaces: str) -> messages.OrderResource:
+    def _submit(self, replaces: str, csr_pem: str) -> messages.OrderResource:
         """newOrder with the stored identifiers (+ profile, + replaces), then its authorizations."""
         identifiers = [
             messages.Identifier(
@@ -364,27 +414,16 @@ class _Runner:
             )
             for i in self.order.identifiers
         ]
-        request = _NewOrder(
-            identifiers=identifiers, profile=self.settings.profile or None, replaces=replaces or None
-        )
-        with acme.acme_errors_as_problems():
-            response = self.client._post(self.client.directory["newOrder"], request)
-            body = messages.Order.from_json(response.json())
+        orderr = self.client.new_order(identifiers, profile=self.settings.profile, replaces=replaces)
         # Stored before the next request: a retry or a resumed run continues this order (no second one).
-        self.save(order_url=response.headers.get("Location") or "", finalize_url=body.finalize or "")
-        return self._with_authorizations(body)
+        self.save(csr_pem=csr_pem, order_url=orderr.uri or "", finalize_url=orderr.body.finalize or "")
+        return self._with_authorizations(orderr.body)
 
     def _resume_submitted(self) -> messages.OrderResource:
-        with acme.acme_errors_as_problems():
-            body = messages.Order.from_json(self.client._post_as_get(self.order.order_url).json())
-        return self._with_authorizations(body)
+        return self._with_authorizations(self.client.order(self.order.order_url).body)
 
     def _with_authorizations(self, body: messages.Order) -> messages.OrderResource:
-        with acme.acme_errors_as_problems():
-            authorizations = [
-                self.client._authzr_from_response(self.client._post_as_get(url), uri=url)
-                for url in body.authorizations
-            ]
+        authorizations = [self.client.authorization(url)[0] for url in body.authorizations]
         return messages.OrderResource(body=body, uri=self.order.order_url, authorizations=authorizations)
 
     def _store_authorization(self, authzr: messages.AuthorizationResource) -> None:
@@ -430,9 +469,7 @@ class _Runner:
         )
 
     def _fetch_order(self) -> messages.Order:
-        with acme.acme_errors_as_problems():
-            response = self.client._post_as_get(self.order.order_url)
-        body = messages.Order.from_json(response.json())
+        body = self.client.order(self.order.order_url).body
         if body.status.name != self.order.status:
             self.save(status=body.status.name)
         if body.status == messages.STATUS_INVALID:
@@ -442,8 +479,7 @@ class _Runner:
     def _order_error(self, body: messages.Order) -> str:
         """The CA's reason: the order's error, else the first invalid challenge's."""
         for authz in self.order.authorizations.all():
-            with acme.acme_errors_as_problems():
-                abody = messages.Authorization.from_json(self.client._post_as_get(authz.url).json())
+            abody = self.client.authorization(authz.url)[0].body
             for challb in abody.challenges:
                 if challb.error is not None:
                     return f"{abody.identifier.value}: {challb.error.detail or challb.error.typ}"
@@ -453,7 +489,7 @@ class _Runner:
 
     def authorize(self) -> bool:
         """Prove control of every name. False when the order now waits for an operator."""
-        body = self._fetch_order()
+        body, self.submitted = self.submitted or self._fetch_order(), None  # newOrder's answer is fresh
         if body.status != messages.STATUS_PENDING:
             self.save(step=Step.FINALIZING)
             return True
@@ -467,7 +503,9 @@ class _Runner:
             connection = self.settings.dns_connection
             if connection is None:
                 raise OrderFailed("this CA has no DNS connection for dns-01", error_type="configuration")
-            provider = _provider(connection.pk)
+            if connection.pk not in self.providers:
+                self.providers[connection.pk] = _provider(connection)
+            provider = self.providers[connection.pk]
         for ch in todo:
             if ch.status == AcmeChallenge.Status.NOT_READY and not ch.answered_at:
                 self._present(ch, provider)
@@ -483,6 +521,7 @@ class _Runner:
                 self._answer(ch)
         self._poll_authorizations(todo)
         self.save(step=Step.FINALIZING)
+        self.authorized = bool(todo)
         return True
 
     def _present(self, ch: AcmeChallenge, provider: DnsProvider | None) -> None:
@@ -497,7 +536,7 @@ class _Runner:
                     raise RetryLater(str(exc), error_type="dnsLookup") from exc
                 raise
             # Marked present before the write, so a crash between the two still gets the record removed.
-            ref = {
+            ref: dict[str, Any] = {
                 "record_name": target,
                 "value": ch.record_value,
                 "zone": self.settings.hosted_zone_id,
@@ -516,7 +555,7 @@ class _Runner:
         ch.status = AcmeChallenge.Status.READY
         ch.error = ""
         ch.save(update_fields=["provider_ref", "record_present", "status", "error"])
-        self.note("challenge_ready", type=ch.type, record=ch.record_name)
+        self.say("challenge_ready", type=ch.type, record=ch.record_name)
 
     def _wait_for_propagation(self, todo: list[AcmeChallenge]) -> None:
         if not todo:
@@ -562,8 +601,7 @@ class _Runner:
             if ch.type == ChallengeType.DNS_01
             else challenges.HTTP01(token=token)
         )
-        with acme.acme_errors_as_problems():
-            self.client._post(ch.url, chall.response(self.account_key))
+        self.client.answer(ch.url, chall)
         ch.answered_at = timezone.now()
         ch.save(update_fields=["answered_at"])
 
@@ -571,12 +609,11 @@ class _Runner:
         pending = {ch.authorization.url: ch for ch in todo}
         for delay in _poll_delays(settings.CERTMGR_ACME_POLL_TIMEOUT):
             for url, ch in list(pending.items()):
-                with acme.acme_errors_as_problems():
-                    response = self.client._post_as_get(url)
-                body = messages.Authorization.from_json(response.json())
+                authzr, retry_after = self.client.authorization(url)
+                body = authzr.body
                 status = body.status.name
                 if status == "pending" or status == "processing":
-                    delay.honour(response)
+                    delay.honour(retry_after)
                     continue
                 AcmeAuthorization.objects.filter(url=url, order=self.order).update(status=status)
                 challb = next((c for c in body.challenges if c.uri == ch.url), None)
@@ -584,7 +621,7 @@ class _Runner:
                 if status == "valid":
                     ch.status, ch.validated_at = AcmeChallenge.Status.VALID, timezone.now()
                     ch.save(update_fields=["status", "validated_at"])
-                    self.note("challenge_valid", identifier=body.identifier.value)
+                    self.say("challenge_valid", identifier=body.identifier.value)
                     continue
                 reason = (
                     (challb.error.detail or str(challb.error.typ))
@@ -607,39 +644,48 @@ class _Runner:
         raise RetryLater("the CA did not finish validating in time", error_type="timeout")
 
     def finalize(self) -> None:
-        body = self._fetch_order()
-        if body.status == messages.STATUS_PENDING:
-            self.save(step=Step.AUTHORIZING)
-            return
-        if body.status == messages.STATUS_READY:
-            csr = x509.load_csr(self.order.csr_pem)
-            with acme.acme_errors_as_problems():
-                response = self.client._post(self.order.finalize_url, messages.CertificateRequest(csr=csr))
-            body = messages.Order.from_json(response.json())
-            self.save(status=body.status.name)
-            self.note("finalize", status=self.order.status)
+        body = self._finalize_now() if self.authorized else None
+        if body is None:
+            body = self._fetch_order()
+            if body.status == messages.STATUS_PENDING:
+                self.save(step=Step.AUTHORIZING)
+                return
+            if body.status == messages.STATUS_READY:
+                body = self.client.finalize(self.order.finalize_url, self.order.csr_pem)
+                self.save(status=body.status.name)
+                self.say("finalize", status=self.order.status)
         for delay in _poll_delays(settings.CERTMGR_ACME_POLL_TIMEOUT):
             if body.status == messages.STATUS_VALID and body.certificate:
                 break
             if body.status == messages.STATUS_INVALID:
                 raise OrderFailed(self._order_error(body), error_type="orderInvalid", status=Status.INVALID)
-            with acme.acme_errors_as_problems():
-                response = self.client._post_as_get(self.order.order_url)
-            body = messages.Order.from_json(response.json())
-            delay.honour(response)
+            fetched = self.client.order(self.order.order_url)
+            body = fetched.body
+            delay.honour(fetched.retry_after)
             self.heartbeat()
         else:
             raise RetryLater("the CA did not issue the certificate in time", error_type="timeout")
         self.save(status=Status.VALID, certificate_url=body.certificate)
         self._download()
 
+    def _finalize_now(self) -> messages.Order | None:
+        """Finalize without asking for the order first: this run saw its last authorization turn valid, which
+        makes the order ready (RFC 8555 §7.1.6). None when the CA says it is not (orderNotReady)."""
+        self.authorized = False
+        try:
+            body = self.client.finalize(self.order.finalize_url, self.order.csr_pem)
+        except acme.AcmeProblem as exc:
+            if exc.kind != "orderNotReady":
+                raise
+            return None
+        self.save(status=body.status.name)
+        self.say("finalize", status=self.order.status)
+        return body
+
     def _download(self) -> None:
-        with acme.acme_errors_as_problems():
-            response = self.client._post_as_get(self.order.certificate_url)
-            chains = [response.text]
-            alternates = self.client._get_links(response, "alternate")
-            if self.settings.preferred_chain and alternates:
-                chains += [self.client._post_as_get(url).text for url in alternates]
+        chains = self.client.download(
+            self.order.certificate_url, alternates=bool(self.settings.preferred_chain)
+        )
         fullchain = choose_chain(chains, self.settings.preferred_chain)
         with transaction.atomic():
             locked = AcmeOrder.objects.select_for_update().get(pk=self.order.pk)
@@ -670,14 +716,8 @@ class _Runner:
                     serial=certificate.serial,
                 )
         self.progress(f"issued: certificate {self.order.certificate_id}")
-        if not cleanup_records(self.order):
+        if not cleanup_records(self.order, self.providers):
             self.note("cleanup_pending")
-
-
-class _NewOrder(messages.NewOrder):
-    """newOrder with RFC 9773's ``replaces`` (the acme library has no field for it)."""
-
-    replaces: str | None = jose.field("replaces", omitempty=True)
 
 
 def choose_chain(chains: list[str], preferred_issuer: str) -> str:
@@ -725,9 +765,8 @@ class _Delay:
     def __init__(self, seconds: float):
         self.seconds = seconds
 
-    def honour(self, response) -> None:
-        """A Retry-After longer than our own pause wins."""
-        asked = acme.parse_retry_after(response.headers.get("Retry-After"))
+    def honour(self, asked: float | None) -> None:
+        """A Retry-After (seconds) longer than our own pause wins."""
         if asked is not None:
             self.seconds = max(self.seconds, min(asked, 60.0))
 
@@ -746,6 +785,73 @@ def _poll_delays(timeout: float):
         pause = min(1.0, pause * 2)
 
 
+class _SessionPool:
+    """ACME sessions kept for the next order of this thread (a worker process runs one order after another):
+    the directory, the TLS connection and the last nonce carry over, saving a directory GET, a newNonce and
+    a TLS handshake an order. One session per account key, CA bundle and outbound guard setting; a session
+    is dropped after ``MAX_AGE`` seconds (the directory is read again) and after any failed run."""
+
+    MAX_AGE = 300.0
+    SIZE = 8
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def _idle(self) -> dict[tuple, tuple[acme.AcmeSession, float]]:
+        if not hasattr(self.local, "idle"):
+            self.local.idle, self.local.out = {}, {}
+        return self.local.idle
+
+    @staticmethod
+    def _key(account, tls_ca_bundle: str) -> tuple:
+        return (
+            account.directory_url,
+            account.account_url,
+            hashlib.sha256(account.private_key.encode()).hexdigest(),  # a rollover starts a new session
+            tls_ca_bundle,
+            tuple(settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS),  # connections were vetted under this list
+        )
+
+    def take(self, account, tls_ca_bundle: str) -> acme.AcmeSession:
+        key, idle = self._key(account, tls_ca_bundle), self._idle()
+        session, opened = idle.pop(key, (None, 0.0))
+        if session is not None and time.monotonic() - opened >= self.MAX_AGE:
+            session.close()
+            session = None
+        if session is None:
+            session = acme.open_session(
+                directory_url=account.directory_url,
+                account_key=acme.account_key_from_pem(account.private_key),
+                account_uri=account.account_url,
+                tls_ca_bundle=tls_ca_bundle,
+            )
+            opened = time.monotonic()
+        else:
+            session.net.responses.clear()  # the order's counters are this run's requests
+            session.net.bad_nonces = session.net.posts = 0
+        self.local.out[id(session)] = (key, opened)
+        return session
+
+    def give_back(self, session: acme.AcmeSession, *, reusable: bool) -> None:
+        idle = self._idle()
+        key, opened = self.local.out.pop(id(session), (None, 0.0))
+        if not reusable or key is None or key in idle:
+            session.close()
+            return
+        while len(idle) >= self.SIZE:
+            idle.pop(next(iter(idle)))[0].close()
+        idle[key] = (session, opened)
+
+    def clear(self) -> None:
+        """Close this thread's idle sessions."""
+        idle = self._idle()
+        while idle:
+            idle.popitem()[1][0].close()
+
+
+_SESSIONS = _SessionPool()
+
+
 def stalled_orders(now=None) -> list[int]:
     return list(AcmeOrder.objects.stalled(now=now or timezone.now()).values_list("pk", flat=True)[:500])
 
@@ -758,7 +864,7 @@ def deactivate_authorizations(order: AcmeOrder) -> None:
         return
     acme_settings = AcmeSettings.objects.filter(ca_id=order.ca_id).first()
     try:
-        client = acme.client_for(
+        session = acme.open_session(
             directory_url=account.directory_url,
             account_key=acme.account_key_from_pem(account.private_key),
             account_uri=account.account_url,
@@ -770,10 +876,10 @@ def deactivate_authorizations(order: AcmeOrder) -> None:
     try:
         for authz in pending:
             try:
-                client._post(authz.url, messages.UpdateAuthorization(status=messages.STATUS_DEACTIVATED))
+                session.deactivate_authorization(authz.url)
                 authz.status = "deactivated"
                 authz.save(update_fields=["status"])
             except Exception as exc:
                 log.warning("order %s: authorization %s not deactivated: %s", order.pk, authz.url, exc)
     finally:
-        client.net.close()
+        session.close()

@@ -9,19 +9,21 @@ from acmeca.models import AcmeOrder
 from pki.issuers import Pending
 
 
-def pending(order: AcmeOrder) -> Pending:
-    """The handle doors show for an order: where to watch it in the admin and the API."""
-    current = AcmeOrder.objects.filter(pk=order.pk).values("status", "step").first() or {
-        "status": order.status,
-        "step": order.step,
-    }
+def pending(order: AcmeOrder, *, reread: bool = True) -> Pending:
+    """The handle doors show for an order: where to watch it in the admin and the API.
+
+    ``reread``: ask the database for its step (a worker may have moved it); False when the row was written
+    or read in this transaction a moment ago."""
+    status, step = order.status, order.step
+    if reread and (row := AcmeOrder.objects.filter(pk=order.pk).values("status", "step").first()):
+        status, step = row["status"], row["step"]
     return Pending(
         kind="acme_order",
         id=order.pk,
         label=f"ACME order {order.pk}",
-        status=current["status"],
-        step=current["step"],
-        step_label=OrderStep.label_of(current["step"]),
+        status=status,
+        step=step,
+        step_label=OrderStep.label_of(step),
         admin_url=reverse("admin:acmeca_acmeorder_change", args=[order.pk]),
         api_url=reverse("acme-order-detail", args=[order.pk]),
         api_fields={"order": order.pk},

@@ -59,7 +59,7 @@ class AcmeIssuer(IssuerBackend):
             csr_pem=request.csr_pem if request.key is None else None,
             renewal_of=request.renewal_of,
         )
-        return pending(order)
+        return pending(order, reread=False)  # created (or found) in the caller's transaction just now
 
     def revoke_at_issuer(self, certificate: Certificate, reason: str) -> None:
         from acmeca.services import revoke_at_ca

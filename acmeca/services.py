@@ -310,16 +310,12 @@ def revoke_at_ca(certificate: Certificate, reason: str) -> None:
     leaf = x509.load_pem_certificates(certificate.certificate_pem)[0]
 
     def call(*, directory_url, account_uri, account_key, tls_ca_bundle):
-        client = acme.client_for(
+        with acme.open_session(
             directory_url=directory_url,
             account_key=account_key,
             account_uri=account_uri,
             tls_ca_bundle=tls_ca_bundle,
-        )
-        try:
-            with acme.acme_errors_as_problems():
-                client.revoke(leaf, code)
-        finally:
-            client.net.close()
+        ) as session:
+            session.revoke(leaf, code)
 
     _account_call(account, call)

@@ -1,7 +1,9 @@
-"""ACME issuance: certmgr's workers against Pebble (DNS-01 through BIND, RFC 2136 + TSIG), next to certbot.
+"""ACME issuance: certmgr's workers against Pebble (DNS-01 through BIND, RFC 2136 + TSIG), next to the raw
+``acme`` library (the ceiling), certbot and lego.
 
     .venv/bin/python bench/acme_bench.py [--count 50] [--workers 8] [--broker orm,redis] \
-        [--door service|api] [--certbot /tmp/certbot-venv/bin/certbot] [--patch NAME ...] [--keep]
+        [--door service|api] [--certbot /tmp/certbot-venv/bin/certbot] [--lego /usr/bin/lego] \
+        [--peer-count N] [--ceiling-threads 4] [--patch NAME ...] [--keep]
 
 What it does, all on loopback:
 
@@ -19,10 +21,17 @@ What it does, all on loopback:
   Django test client with a bearer token instead), the order enqueued on commit, a worker runs it, until
   the order is done in the database (polled every 10 ms); (b) ``--count`` certificates: all started, then
   until every order is done;
-- then certbot (its own venv: ``python3 -m venv /tmp/certbot-venv && /tmp/certbot-venv/bin/pip install
-  certbot``) issues ``--count`` fresh names in sequence against the same Pebble: ``--manual`` with hooks
-  that write and remove the TXT record with ``nsupdate`` and the TSIG key;
-- prints a Markdown table and, from the audit events, where an order's time goes.
+- first the ceiling: the raw ``acme`` library in this process, ``--ceiling-threads`` threads with a ClientV2
+  each, issues one certificate three times and then ``--count`` (10 ms polls, the TXT record through RFC 2136,
+  no database);
+- per order the worker writes its ``run_order`` CPU time and SQL statements to the trace; the bench prints
+  their medians, the audit events an order wrote, and the POST's wall time, CPU and statements;
+- then the peers, one name after another, against a second Pebble with ``PEBBLE_WFE_NONCEREJECT=0`` (certbot
+  retries a badNonce only once): certbot (its own venv: ``python3 -m venv /tmp/certbot-venv &&
+  /tmp/certbot-venv/bin/pip install certbot``; ``--manual`` with hooks that write and remove the TXT record
+  with ``nsupdate`` and the TSIG key) and Debian's lego (``apt-get install -y lego``; ``--dns rfc2136``);
+- prints a Markdown table (ratios to the ceiling of the same run), which of issue 10's targets are met, and,
+  from the trace and the audit events, where an order's time goes.
 
 ``--patch profile`` cProfiles every order inside the workers and prints the batch's cumulative profile.
 Every run also writes a per-phase trace of the worker and prints, per order, where its time went.
@@ -55,8 +64,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/certmg
 os.environ.setdefault("CERTMGR_OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
-STEPS = ["acme.order.create", "acme.order.submitted", "acme.order.challenge_ready"]
-STEPS += ["acme.order.challenge_valid", "acme.order.finalize", "acme.order.valid"]
+STEPS = ["acme.order.create", "acme.order.submitted", "acme.order.valid"]
 
 
 # --- what-if changes to the worker (applied in the qcluster process before it forks) ----------------
@@ -145,6 +153,51 @@ def _install_trace(path: str) -> None:
             record(order_id, "run_order", start)
 
     flow.run_order = traced_run
+
+
+def _install_counters(path: str) -> None:
+    """Append "order _cpu <seconds> <statements>" per run_order: the worker's CPU (this process, all its
+    threads) and the SQL statements it sent, around ``flow.run_order`` only (not django-q's own work)."""
+    import functools
+
+    from django.db import connection
+
+    from acmeca import flow
+
+    run_order = flow.run_order
+
+    @functools.wraps(run_order)
+    def counted(order_id, **kwargs):
+        statements = [0]
+
+        def count(execute, sql, params, many, context):
+            statements[0] += 1
+            return execute(sql, params, many, context)
+
+        cpu = time.process_time()
+        try:
+            with connection.execute_wrapper(count):
+                return run_order(order_id, **kwargs)
+        finally:
+            with open(path, "a") as out:
+                out.write(f"{order_id} _cpu {time.process_time() - cpu:.6f} {statements[0]}\n")
+
+    flow.run_order = counted
+
+
+@contextlib.contextmanager
+def counting_statements() -> Iterator[list[int]]:
+    """The SQL statements this process sends inside the block (``[count]``)."""
+    from django.db import connection
+
+    statements = [0]
+
+    def count(execute, sql, params, many, context):
+        statements[0] += 1
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(count):
+        yield statements
 
 
 # --- servers ---------------------------------------------------------------------------------------
@@ -307,6 +360,7 @@ def run_worker(patches: list[str]) -> None:
     for name in patches:
         PATCHES[name]()
     if os.environ.get("ACME_BENCH_TRACE"):
+        _install_counters(os.environ["ACME_BENCH_TRACE"])
         _install_trace(os.environ["ACME_BENCH_TRACE"])
     from django.core.management import call_command
 
@@ -392,7 +446,7 @@ def read_trace(path: Path, order_ids: list[int]) -> dict[str, list[float]]:
         for line in path.read_text().splitlines():
             order_id, phase, start, end = line.split()
             pk = int(order_id)
-            if pk not in created:
+            if pk not in created or phase == "_cpu":
                 continue
             if phase == "run_order":
                 first_start[pk] = min(first_start.get(pk, float(start)), float(start))
@@ -402,6 +456,41 @@ def read_trace(path: Path, order_ids: list[int]) -> dict[str, list[float]]:
     for (_pk, phase), seconds in totals.items():
         phases.setdefault(phase, []).append(seconds)
     return phases
+
+
+def worker_costs(path: Path, order_ids: list[int]) -> tuple[float, float]:
+    """Median worker CPU seconds and SQL statements per order (summed over an order's runs)."""
+    wanted = set(order_ids)
+    cpu: dict[int, float] = {}
+    statements: dict[int, int] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            order_id, phase, seconds, count = line.split()
+            if phase == "_cpu" and int(order_id) in wanted:
+                cpu[int(order_id)] = cpu.get(int(order_id), 0.0) + float(seconds)
+                statements[int(order_id)] = statements.get(int(order_id), 0) + int(count)
+    if not cpu:
+        return float("nan"), float("nan")
+    return statistics.median(cpu.values()), statistics.median(statements.values())
+
+
+def audit_events_per_order(order_ids: list[int]) -> float:
+    """Median audit events an order wrote (its own acme.order.* events and its certificate's)."""
+    from django.db.models import Count, Q
+
+    from acmeca.models import AcmeOrder
+    from certmgr.models import AuditEvent
+
+    orders = dict(AcmeOrder.objects.filter(pk__in=order_ids).values_list("pk", "certificate_id"))
+    mine = Q(target_type="acmeca.acmeorder", target_id__in=[str(pk) for pk in orders])
+    mine |= Q(target_type="pki.certificate", target_id__in=[str(c) for c in orders.values() if c])
+    rows = AuditEvent.objects.filter(mine).values("target_type", "target_id").annotate(n=Count("id"))
+    counts = {(r["target_type"], r["target_id"]): r["n"] for r in rows}
+    per_order = [
+        counts.get(("acmeca.acmeorder", str(pk)), 0) + counts.get(("pki.certificate", str(c)), 0)
+        for pk, c in orders.items()
+    ]
+    return statistics.median(per_order) if per_order else float("nan")
 
 
 def print_profile(label: str, path: Path, order_ids: list[int]) -> None:
@@ -460,8 +549,10 @@ def bench_certmgr(
         )
         here = time.process_time()
         start = time.monotonic()
-        ids = [post_issue(client, token, s) for s in subs]
+        with counting_statements() as post_statements:
+            ids = [post_issue(client, token, s) for s in subs]
         posted = time.monotonic() - start
+        post_cpu = time.process_time() - here
         batch = wait_done(ids, 600) - start
         workers_cpu = cpu_seconds(session=session) - cpu[0]
         pebble_cpu = cpu_seconds(pid=pebble_pid) - cpu[1]
@@ -476,6 +567,22 @@ def bench_certmgr(
             f"whole machine {busy:.1f} of {batch * (os.cpu_count() or 1):.1f} available"
         )
         check_done(ids)
+        order_cpu, order_statements = worker_costs(trace, ids)
+        events = audit_events_per_order(ids)
+        print(
+            f"  per order: worker run_order CPU {order_cpu * 1000:.0f} ms (median), "
+            f"{order_statements:.0f} SQL statements, {events:.0f} audit events; per {via_name(args)}: "
+            f"{posted / args.count * 1000:.1f} ms wall, {post_cpu / args.count * 1000:.1f} ms CPU, "
+            f"{post_statements[0] / args.count:.1f} SQL statements"
+        )
+        result.update(
+            order_cpu=order_cpu,
+            order_statements=order_statements,
+            events=events,
+            post_ms=posted / args.count * 1000,
+            post_cpu_ms=post_cpu / args.count * 1000,
+            post_statements=post_statements[0] / args.count,
+        )
         print_timeline("batch", ids)
         print_profile("batch", trace, ids)
         if "profile" in args.patch:
@@ -487,6 +594,164 @@ def bench_certmgr(
         + f"); {args.count} certificates {batch:.2f}s ({args.count / batch:.1f}/s; POSTs took {posted:.2f}s)"
     )
     return result
+
+
+def via_name(args) -> str:
+    return "API POST" if args.door == "api" else "issue() call"
+
+
+def bench_ceiling(bind, pebble, count: int, threads: int, singles: int) -> dict:
+    """The raw ``acme`` library in this process: ``threads`` threads, each with its own ClientV2 (one
+    account), issue ``count`` certificates (new P-256 key and CSR each, DNS-01 written to BIND with RFC 2136,
+    authorization and order polled every 10 ms, chain downloaded, record removed). No database, no
+    propagation check, no retries beyond badNonce: what the protocol costs against this Pebble."""
+    import queue
+    import threading
+
+    import josepy as jose
+    from acme import challenges, crypto_util, messages
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.acme_testbed import acme_client_for
+
+    key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    first = acme_client_for(pebble, key, attempts=8)
+    regr = first.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))
+    clients = [first]
+    for _ in range(threads - 1):
+        client = acme_client_for(pebble, key, attempts=8)
+        client.net.account = regr
+        clients.append(client)
+    zone = bind.zone.rstrip(".")
+    run_id = uuid.uuid4().hex[:6]
+
+    def post_as_get(client, url: str):
+        return client._post_as_get(url)  # the library's own POST-as-GET (no public call outside its loops)
+
+    def issue(client, name: str) -> str:
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        orderr = client.new_order(crypto_util.make_csr(pem, [name]))
+        records = []
+        for authzr in orderr.authorizations:
+            challb = next(c for c in authzr.body.challenges if isinstance(c.chall, challenges.DNS01))
+            record = challb.chall.validation_domain_name(authzr.body.identifier.value)
+            bind.update_txt(record, [challb.chall.validation(client.net.key)])
+            records.append(record)
+            client.answer_challenge(challb, challb.chall.response(client.net.key))
+        try:
+            for authzr in orderr.authorizations:
+                while True:
+                    time.sleep(0.01)
+                    authzr, _ = client.poll(authzr)
+                    if authzr.body.status not in (messages.STATUS_PENDING, messages.STATUS_PROCESSING):
+                        break
+                assert authzr.body.status == messages.STATUS_VALID, authzr.body
+            body = client.begin_finalization(orderr).body
+            while not (body.status == messages.STATUS_VALID and body.certificate):
+                assert body.status != messages.STATUS_INVALID, body
+                time.sleep(0.01)
+                body = messages.Order.from_json(post_as_get(client, orderr.uri).json())
+            return post_as_get(client, body.certificate).text
+        finally:
+            for record in records:
+                bind.update_txt(record, [])
+
+    def batch(names: list[str]) -> float:
+        todo: queue.Queue[str] = queue.Queue()
+        for name in names:
+            todo.put(name)
+        failures: list[BaseException] = []
+
+        def work(client) -> None:
+            while True:
+                try:
+                    name = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    issue(client, name)
+                except BaseException as exc:  # reported after the run
+                    failures.append(exc)
+
+        start = time.monotonic()
+        pool = [threading.Thread(target=work, args=(c,)) for c in clients]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        wall = time.monotonic() - start
+        assert not failures, failures[:3]
+        return wall
+
+    issue(first, f"cwarm-{run_id}.{zone}")  # connections, the first authorization: not measured
+    one = []
+    for i in range(singles):
+        start = time.monotonic()
+        issue(first, f"cone{i}-{run_id}.{zone}")
+        one.append(time.monotonic() - start)
+    cpu = time.process_time()
+    wall = batch([f"c{i}-{run_id}.{zone}" for i in range(count)])
+    cpu = time.process_time() - cpu
+    bad_nonces = sum(c.net.bad_nonces for c in clients)
+    for c in clients:
+        c.net.session.close()
+    print(
+        f"  ceiling (raw acme library, {threads} threads, 10 ms polls): one certificate "
+        f"{statistics.median(one):.3f}s; {count} certificates {wall:.2f}s ({count / wall:.1f}/s), "
+        f"{cpu / count * 1000:.0f} ms CPU each in this process, {bad_nonces} badNonce retried"
+    )
+    return {"single": statistics.median(one), "batch": wall, "cpu_ms": cpu / count * 1000}
+
+
+def bench_lego(lego: str, bind, pebble, count: int, base: Path) -> float:
+    """Debian's lego with its rfc2136 provider (TSIG), one ``lego run`` per name, in sequence."""
+    work = Path(tempfile.mkdtemp(prefix="lego", dir=base))
+    env = {
+        **os.environ,
+        "LEGO_CA_CERTIFICATES": str(pebble.tls_ca_bundle_path),
+        "RFC2136_NAMESERVER": f"{bind.server}:{bind.port}",
+        "RFC2136_TSIG_KEY": bind.key_name,
+        "RFC2136_TSIG_SECRET": bind.secret,
+        "RFC2136_TSIG_ALGORITHM": bind.algorithm.rstrip(".") + ".",
+        "RFC2136_PROPAGATION_TIMEOUT": "60",
+        "RFC2136_POLLING_INTERVAL": "1",  # whole seconds; its smallest
+        "RFC2136_TTL": "60",
+    }
+    run_id = uuid.uuid4().hex[:6]
+    zone = bind.zone.rstrip(".")
+    common = [
+        "--accept-tos",
+        "--email",
+        "bench@bind.test",
+        "--server",
+        pebble.directory_url,
+        "--path",
+        str(work),
+        "--dns",
+        "rfc2136",
+        "--dns.resolvers",
+        f"{bind.server}:{bind.port}",
+        "--dns.disable-cp",  # Pebble asks this named directly: no other authoritative server to wait for
+        "--key-type",
+        "ec256",
+    ]
+    start = time.monotonic()
+    for i in range(count):
+        done = subprocess.run(  # noqa: S603 - the lego the operator named
+            [lego, *common, "--domains", f"lg{i}-{run_id}.{zone}", "run"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"lego failed for name {i}:\n{done.stdout}{done.stderr}")
+    wall = time.monotonic() - start
+    print(f"  lego: {count} certificates {wall:.2f}s ({wall / count:.2f}s each)")
+    return wall
 
 
 def bench_certbot(certbot: str, bind, pebble, count: int, base: Path) -> float:
@@ -575,6 +840,9 @@ def main() -> None:
         default="/tmp/certbot-venv/bin/certbot",  # noqa: S108 - a throwaway venv
         help="'' skips certbot",
     )
+    parser.add_argument("--lego", default=shutil.which("lego") or "", help="'' skips lego")
+    parser.add_argument("--peer-count", type=int, default=None, help="names for certbot and lego (--count)")
+    parser.add_argument("--ceiling-threads", type=int, default=4, help="threads of the raw acme loop")
     parser.add_argument("--patch", action="append", default=[], choices=sorted(PATCHES))
     parser.add_argument("--keep", action="store_true", help="keep the database and the server logs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -591,10 +859,15 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     results = []
-    certbot_wall = None
+    ceiling = None
+    peers: dict[str, float] = {}
+    peer_count = args.count if args.peer_count is None else args.peer_count
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     try:
         with servers(base) as (bind, pebble):
             os.environ["CERTMGR_DNS_RESOLVERS"] = f"{bind.server}:{bind.port}"  # inherited by qcluster
+            if args.ceiling_threads:
+                ceiling = bench_ceiling(bind, pebble, args.count, args.ceiling_threads, args.singles)
             token, subscriber = setup_certmgr(bind, pebble, args.count, uuid.uuid4().hex[:6])
             for broker in [b.strip() for b in args.broker.split(",") if b.strip()]:
                 redis_url = args.redis_url if broker == "redis" else ""
@@ -603,8 +876,21 @@ def main() -> None:
                         token, subscriber, args, broker, redis_url, base, pebble.proc.pid, bind.proc.pid
                     )
                 )
-            if args.certbot:
-                certbot_wall = bench_certbot(args.certbot, bind, pebble, args.count, base)
+            if peer_count and (args.certbot or args.lego):
+                # certbot retries a badNonce once (two in a row fail the run): its own Pebble, no rejection.
+                from tests import acme_testbed
+
+                with acme_testbed._start_pebble(
+                    _TmpFactory(base).mktemp("pebble-peers"),
+                    f"{bind.server}:{bind.port}",
+                    eab_required=False,
+                    nonce_reject=0,
+                ) as quiet:
+                    print("  peers run against a second Pebble with PEBBLE_WFE_NONCEREJECT=0 (no badNonce)")
+                    if args.certbot:
+                        peers["certbot"] = bench_certbot(args.certbot, bind, quiet, peer_count, base)
+                    if args.lego:
+                        peers["lego"] = bench_lego(args.lego, bind, quiet, peer_count, base)
     finally:
         if not args.keep:
             drop_database()
@@ -613,19 +899,48 @@ def main() -> None:
             print(f"kept: database {os.environ['DATABASE_URL']}, logs under {base}")
 
     print()
-    via = "API POST" if args.door == "api" else "issue()"
-    print(f"| what ({args.count} names, DNS-01 via RFC 2136) | wall s | certs/s | vs certbot |")
+    print(f"Run of {started}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end")
+    print()
+    via = via_name(args)
+    print("| what (DNS-01 via RFC 2136 to BIND, Pebble) | wall s | certs/s | vs ceiling |")
     print("|---|---|---|---|")
+    if ceiling:
+        name = f"ceiling: raw acme library, {args.ceiling_threads} threads, 10 ms polls"
+        print(f"| {name}: one certificate (median of {args.singles}) | {ceiling['single']:.3f} | — | 1 |")
+        rate = args.count / ceiling["batch"]
+        print(f"| {name}: {args.count} certificates | {ceiling['batch']:.2f} | {rate:.1f} | 1 |")
     for r in results:
         name = f"certmgr, {args.workers} workers, {r['broker']} broker"
         runs = len(r["singles"])
-        print(f"| {name}: one certificate, {via} to done (median of {runs}) | {r['single']:.3f} | — | — |")
-        ratio = f"{certbot_wall / r['batch']:.1f}x faster" if certbot_wall else "—"
+        ratio = f"{r['single'] / ceiling['single']:.1f}x" if ceiling else "—"
+        print(
+            f"| {name}: one certificate, {via} to done (median of {runs}) | {r['single']:.3f} | — | {ratio} |"
+        )
+        ratio = f"{r['batch'] / ceiling['batch']:.1f}x" if ceiling else "—"
         rate = args.count / r["batch"]
         print(f"| {name}: {args.count} certificates | {r['batch']:.2f} | {rate:.1f} | {ratio} |")
-    if certbot_wall:
-        rate = args.count / certbot_wall
-        print(f"| certbot --manual + nsupdate, in sequence | {certbot_wall:.2f} | {rate:.2f} | 1 |")
+    labels = {
+        "certbot": "certbot --manual + nsupdate hooks, in sequence",
+        "lego": "lego --dns rfc2136, in sequence",
+    }
+    for peer, wall in peers.items():
+        ratio = f"{wall / peer_count * args.count / ceiling['batch']:.0f}x" if ceiling else "—"
+        print(
+            f"| {labels[peer]}, {peer_count} certificates (no nonce rejection) | {wall:.2f} | "
+            f"{peer_count / wall:.2f} | {ratio} |"
+        )
+    print()
+    for r in results:
+        checks = [
+            (f"{args.count} within 2x the ceiling", ceiling and r["batch"] <= 2 * ceiling["batch"]),
+            (f"{via} under 10 ms ({r['post_ms']:.1f})", r["post_ms"] < 10),
+            (f"worker CPU an order under 30 ms ({r['order_cpu'] * 1000:.0f})", r["order_cpu"] < 0.030),
+            (f"one certificate under 0.2 s ({r['single']:.3f})", r["single"] < 0.2),
+        ]
+        print(
+            f"targets, {r['broker']} broker: "
+            + "; ".join(f"{t}: {'met' if ok else 'NOT met'}" for t, ok in checks)
+        )
 
 
 if __name__ == "__main__":

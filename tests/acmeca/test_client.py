@@ -272,3 +272,29 @@ def test_classify_connection_error_to_a_dead_port():
             acme.fetch_directory(f"https://127.0.0.1:{port}/dir")
     assert failed.value.kind == "connection" and failed.value.transient, repr(failed.value)
     assert "cannot reach the ACME server" in str(failed.value)
+
+
+@pytest.mark.servers
+def test_session_deactivates_an_abandoned_authorization(pebble):
+    """The steps the order flow does not reach on its happy path: an order and its authorization fetched
+    by URL, then the authorization abandoned at the CA (RFC 8555 §7.5.2), as a cancel does."""
+    key = acme.generate_account_key()
+    account = acme.register_account(
+        directory_url=pebble.directory_url, account_key=key, tls_ca_bundle=pebble.tls_ca_bundle
+    )
+    with acme.open_session(
+        directory_url=pebble.directory_url,
+        account_key=key,
+        account_uri=account.uri,
+        tls_ca_bundle=pebble.tls_ca_bundle,
+    ) as session:
+        name = messages.Identifier(typ=messages.IDENTIFIER_FQDN, value="abandoned.session.test")
+        orderr = session.new_order([name])
+        assert orderr.body.status == messages.STATUS_PENDING and orderr.uri
+        assert session.order(orderr.uri).body.authorizations == orderr.body.authorizations
+        url = orderr.body.authorizations[0]
+        authzr, _ = session.authorization(url)
+        assert authzr.body.identifier == name and authzr.body.status == messages.STATUS_PENDING
+        assert session.deactivate_authorization(url).body.status == messages.STATUS_DEACTIVATED
+        assert session.authorization(url)[0].body.status == messages.STATUS_DEACTIVATED
+        assert session.order(orderr.uri).body.status == messages.STATUS_DEACTIVATED
