@@ -10,6 +10,7 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports
+	DEBUG=1 .venv/bin/mypy
 
 format:
 	.venv/bin/ruff check --fix .

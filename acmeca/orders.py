@@ -172,6 +172,7 @@ def start_order(
     if running is not None:
         return running
     names = [n for n in [subscriber.common_name, *subscriber.sans] if n]
+    assert subscriber.ca is not None  # the ACME issuer serves subscribers of an ACME CA only
     order = _create(
         ca=subscriber.ca,
         names=names,
