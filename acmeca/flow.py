@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from acmeca import client as acme
 from acmeca.models import AcmeAuthorization, AcmeChallenge, AcmeOrder, AcmeSettings, ChallengeType
-from certmgr import audit
+from certmgr import audit, outbound
 from certmgr.actors import Actor
 from certmgr.errors import OutboundRefused
 from dnsproviders import propagation
@@ -576,6 +576,9 @@ class _Runner:
                 ch.record_value,
                 servers=servers,
                 resolver=None if servers else _resolver(),
+                # Servers learned from a zone's NS records are the zone owner's to choose: vetted like any
+                # outbound address (the configured CERTMGR_DNS_RESOLVERS are the operator's own).
+                address_check=None if servers else outbound.check_host,
                 interval=self.settings.propagation_interval,
                 deadline=deadline,
                 sleep=pause,
