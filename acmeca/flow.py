@@ -555,7 +555,8 @@ class _Runner:
         ch.status = AcmeChallenge.Status.READY
         ch.error = ""
         ch.save(update_fields=["provider_ref", "record_present", "status", "error"])
-        self.say("challenge_ready", type=ch.type, record=ch.record_name)
+        # Audited: a record written at a DNS provider with the organization's credentials is a change.
+        self.note("challenge_ready", type=ch.type, record=ch.record_name)
 
     def _wait_for_propagation(self, todo: list[AcmeChallenge]) -> None:
         if not todo:
