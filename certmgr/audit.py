@@ -14,13 +14,16 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from certmgr import sql
 from certmgr.actors import Actor, as_actor
+
+if TYPE_CHECKING:
+    from certmgr.actors import ActorSource
 from certmgr.middleware import current as current_request
 from certmgr.models import AuditChainHead, AuditEvent, Organization
 
@@ -123,7 +126,7 @@ def _append(event: AuditEvent) -> None:
 
 
 def record(
-    who: Any,
+    who: ActorSource,
     action: str,
     target: Any = None,
     *,
@@ -149,7 +152,7 @@ def record(
 
 
 def record_many(
-    who: Any,
+    who: ActorSource,
     action: str,
     targets: Iterable[tuple[Any, dict[str, Any]]],
     *,
@@ -215,7 +218,7 @@ def _next_event(
 
 @contextmanager
 def failures(
-    who: Any, action: str, target: Any = None, *, organization=None, **details: Any
+    who: ActorSource, action: str, target: Any = None, *, organization=None, **details: Any
 ) -> Iterator[None]:
     """Record a failure event if the block raises a user-facing error, then re-raise it.
 

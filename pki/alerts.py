@@ -180,7 +180,7 @@ def create_channel(
     *,
     name: str,
     kind: str,
-    actor: Any,
+    actor: Actor,
     recipients: Any = (),
     url: str = "",
     slack: bool = False,
@@ -223,7 +223,7 @@ CHANNEL_FIELDS = ("name", "recipients", "url", "slack", "enabled")
 def update_channel(
     channel: AlertChannel,
     *,
-    actor: Any,
+    actor: Actor,
     secret: str | None = None,
     regenerate_secret: bool = False,
     **changes: Any,
@@ -276,7 +276,7 @@ def update_channel(
     return SavedChannel(ch, shown)
 
 
-def delete_channel(channel: AlertChannel, *, actor: Any) -> None:
+def delete_channel(channel: AlertChannel, *, actor: Actor) -> None:
     """Remove a channel; its deliveries stay in the history (unlinked, with the channel's name)."""
     actor = as_actor(actor)
     with audit.failures(actor, "alert_channel.delete", channel):
@@ -339,7 +339,7 @@ def _rule_summary(rule: AlertRule, channels: Iterable[AlertChannel]) -> dict[str
     }
 
 
-def create_rule(organization: Organization, *, actor: Any, **values: Any) -> AlertRule:
+def create_rule(organization: Organization, *, actor: Actor, **values: Any) -> AlertRule:
     actor = as_actor(actor)
     with audit.failures(actor, "alert_rule.create", organization, name=values.get("name", "")):
         require(actor, Action.MANAGE, organization.pk)
@@ -360,7 +360,7 @@ def create_rule(organization: Organization, *, actor: Any, **values: Any) -> Ale
     return rule
 
 
-def update_rule(rule: AlertRule, *, actor: Any, **values: Any) -> AlertRule:
+def update_rule(rule: AlertRule, *, actor: Actor, **values: Any) -> AlertRule:
     actor = as_actor(actor)
     with audit.failures(actor, "alert_rule.update", rule):
         require(actor, Action.MANAGE, rule.organization_id)
@@ -395,7 +395,7 @@ def update_rule(rule: AlertRule, *, actor: Any, **values: Any) -> AlertRule:
     return locked
 
 
-def delete_rule(rule: AlertRule, *, actor: Any) -> None:
+def delete_rule(rule: AlertRule, *, actor: Actor) -> None:
     actor = as_actor(actor)
     with audit.failures(actor, "alert_rule.delete", rule):
         require(actor, Action.MANAGE, rule.organization_id)
@@ -818,7 +818,7 @@ def deliver_due(report: JobReport, *, progress: Callable | None = None) -> None:
     deliver_many(due_ids(), report, progress)
 
 
-def retry_delivery(delivery: AlertDelivery, *, actor: Any) -> AlertDelivery:
+def retry_delivery(delivery: AlertDelivery, *, actor: Actor) -> AlertDelivery:
     """An operator's "retry now": a pending or failed delivery is due at once (failed ones get one more
     round of attempts); sent on commit."""
     actor = as_actor(actor)
