@@ -17,7 +17,7 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from certmgr.actors import Actor
@@ -110,6 +110,54 @@ def run_renewals(
             _report(report, item, outcomes.get(item.certificate_id, "skipped"), say)
     for item in one_by_one:
         _report(report, item, renew_one(item.certificate_id, at=at), say)
+    for subscriber_id in first_issues_due(now)[:FIRST_ISSUE_RETRIES]:
+        outcome = retry_first_issue(subscriber_id, now=now)
+        report.add(f"first_issue_{outcome}")
+        say(f"first issuance {outcome}: subscriber {subscriber_id}")
+
+
+# First issuances retried a sweep at most (a failed first issuance has no certificate to renew, so the due
+# query does not see it: without this it would wait for an operator for ever).
+FIRST_ISSUE_RETRIES = 200
+
+
+def first_issues_due(now: datetime) -> QuerySet[Subscriber, int]:
+    """Ids of subscribers (auto-renew on) whose first issuance failed and whose retry time has come: no
+    current certificate, nothing under way at their issuer."""
+    current = Certificate.objects.filter(
+        subscriber=OuterRef("pk"), status=Certificate.Status.ACTIVE, next_renewal_at__isnull=False
+    )
+    due = (
+        Subscriber.objects.filter(
+            auto_renew=True,
+            last_operation_status=Subscriber.OperationStatus.FAILED,
+            next_attempt_at__lte=now,
+        )
+        .exclude(Exists(current))
+        .order_by("next_attempt_at", "pk")
+    )
+    for backend in issuers.backends():
+        busy = backend.busy_subscribers()
+        if busy is not None:
+            due = due.exclude(pk__in=busy)
+    return due.values_list("pk", flat=True)
+
+
+def retry_first_issue(subscriber_id: int, *, now: datetime, actor: Actor = SWEEP) -> str:
+    """Try a failed first issuance again: "issued", "ordered", "skipped" (no longer due, or busy) or
+    "failed" (shown on the subscriber, with the next retry time)."""
+    with transaction.atomic():
+        if not first_issues_due(now).filter(pk=subscriber_id).exists():
+            return "skipped"
+        locked = Subscriber.objects.select_for_update(skip_locked=True).filter(pk=subscriber_id).first()
+        if locked is None:
+            return "skipped"
+        try:
+            outcome = services.issue(locked, actor=actor)
+        except (ServiceError, ValidationError) as exc:
+            log.info("first issuance of subscriber %s failed again: %s", subscriber_id, exc)
+            return "failed"
+        return "issued" if outcome.certificate is not None else "ordered"
 
 
 def _signs_locally(kind: str) -> bool:

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.db import connection, connections
 from django.utils import timezone
 
+from certmgr.errors import ServiceError
 from certmgr.models import JobRun
 from pki import lifecycle, renewal, services
 from pki.models import Certificate, Policy, Subscriber
@@ -124,6 +125,35 @@ def test_failed_renewal_backs_off_then_succeeds(tenant, subscriber, issued, sett
     assert _sweep(at=due).counts == {"renewed": 1}
     sub = Subscriber.objects.get(pk=subscriber.pk)
     assert (sub.renewal_failures, sub.next_attempt_at, sub.last_operation_status) == (0, None, "success")
+
+
+@pytest.mark.django_db
+def test_a_failed_first_issuance_is_retried_by_the_sweep_when_its_time_comes(tenant, subscriber, settings):
+    """Nothing to renew yet, so the due query cannot see it: the sweep retries it at next_attempt_at."""
+    settings.CERTMGR_RENEWAL_RETRY_BASE_SECONDS = 600
+    policy = services.save_policy(tenant.organization, actor=SYSTEM, name="strict", max_validity_days=365)
+    services.save_subscriber(None, actor=SYSTEM, instance=subscriber, policy=policy)
+    Policy.objects.filter(pk=policy.pk).update(max_validity_days=10)
+    with pytest.raises(ServiceError):
+        services.issue(subscriber, actor=SYSTEM)
+    sub = Subscriber.objects.get(pk=subscriber.pk)
+    assert sub.last_operation_status == "failed" and sub.next_attempt_at > timezone.now()
+    assert _sweep(at=timezone.now()).counts == {}  # not before its retry time
+    Subscriber.objects.filter(pk=sub.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    assert _sweep(at=timezone.now()).counts == {"first_issue_failed": 1}  # still refused: backs off again
+    assert Subscriber.objects.get(pk=sub.pk).renewal_failures == 2
+    Subscriber.objects.filter(pk=sub.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    Policy.objects.filter(pk=policy.pk).update(max_validity_days=365)
+    assert _sweep(at=timezone.now()).counts == {"first_issue_issued": 1}
+    assert Certificate.objects.filter(subscriber=sub).count() == 1
+    assert _sweep(at=timezone.now()).counts == {}  # done: it has a certificate now
+    # a subscriber nobody ever issued for is not issued by the sweep
+    other = services.save_subscriber(
+        tenant.organization, actor=SYSTEM, name="idle", ca=subscriber.ca, common_name="idle.acme.test"
+    )
+    assert (
+        _sweep(at=timezone.now()).counts == {} and not Certificate.objects.filter(subscriber=other).exists()
+    )
 
 
 def _sweep(at):
