@@ -65,9 +65,10 @@ def resume(order_id: int) -> None:
     async_task("acmeca.tasks.run_order", order_id, task_name=f"acme-order-{order_id}", group="acme")
 
 
-def identifiers_for(names: list[str], challenge_type: str) -> list[dict]:
+def identifiers_for(names: list[str], challenge_type: str) -> list[dict[str, str]]:
     """ACME identifiers for ``names`` (lower-cased, de-duplicated); refuses what the challenge can't prove."""
-    result, seen = [], set()
+    result: list[dict[str, str]] = []
+    seen: set[str] = set()
     for raw in names:
         name = str(raw).strip().lower().rstrip(".")
         if not name or name in seen:
@@ -114,8 +115,8 @@ def _create(
     *,
     ca: CertificateAuthority,
     names: list[str],
-    actor,
-    key=None,
+    actor: Actor,
+    key: x509.PrivateKey | None = None,
     csr_pem: str | None = None,
     subscriber: Subscriber | None = None,
     renewal_of: Certificate | None = None,
@@ -159,7 +160,7 @@ def start_order(
     subscriber: Subscriber,
     *,
     actor: Actor,
-    key=None,
+    key: x509.PrivateKey | None = None,
     csr_pem: str | None = None,
     renewal_of: Certificate | None = None,
 ) -> AcmeOrder:

@@ -4,7 +4,8 @@ revocation through the CA. Every CA call happens before the transaction that rec
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -24,6 +25,11 @@ from dnsproviders.models import AppConnection
 from pki import services as pki_services
 from pki import x509
 from pki.models import Certificate, CertificateAuthority
+
+if TYPE_CHECKING:
+    import josepy as jose
+
+_T = TypeVar("_T")
 
 # What an ACME CA's settings may be given as (create and update alike).
 SETTINGS_FIELDS = (
@@ -95,7 +101,7 @@ def _clean_settings(row: AcmeSettings, organization_id: int) -> None:
         raise ValidationError(errors)
 
 
-def _set(row: AcmeSettings, values: dict) -> None:
+def _set(row: AcmeSettings, values: dict[str, Any]) -> None:
     for field, value in values.items():
         if field not in SETTINGS_FIELDS:
             raise ValidationError({field: ["This field cannot be set."]})
@@ -231,7 +237,7 @@ def update_acme_ca(
     return ca
 
 
-def _account_call(account: AcmeAccount, call, **kwargs):
+def _account_call(account: AcmeAccount, call: Callable[..., _T], **kwargs: Any) -> _T:
     acme_settings = AcmeSettings.objects.filter(account=account).first()
     try:
         return call(
@@ -309,7 +315,7 @@ def revoke_at_ca(certificate: Certificate, reason: str) -> None:
     code = x509.RevocationReason.parse(reason).code
     leaf = x509.load_pem_certificates(certificate.certificate_pem)[0]
 
-    def call(*, directory_url, account_uri, account_key, tls_ca_bundle):
+    def call(*, directory_url: str, account_uri: str, account_key: jose.JWK, tls_ca_bundle: str) -> None:
         with acme.open_session(
             directory_url=directory_url,
             account_key=account_key,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -158,7 +159,7 @@ class EncryptedJSONField(EncryptedMixin, models.TextField):
         return value
 
 
-def encrypted_fields():
+def encrypted_fields() -> Iterator[tuple[type[models.Model], models.Field[Any, Any]]]:
     """Every (model, field) pair holding an encrypted value, across all installed apps."""
     from django.apps import apps
 

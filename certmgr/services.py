@@ -11,7 +11,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -25,6 +25,10 @@ from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, PermissionDenied
 from certmgr.models import ApiToken, Membership, Organization
 from certmgr.permissions import ROLE_RANK, Action, Role
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User as UserModel
+    from django.db import models
 
 User = get_user_model()
 
@@ -62,7 +66,7 @@ def create_organization(name: str, *, actor: Actor) -> Organization:
 
 
 # --- memberships -----------------------------------------------------------------------------------
-def add_member(organization: Organization, user, role: str, *, actor: Actor) -> Membership:
+def add_member(organization: Organization, user: UserModel, role: str, *, actor: Actor) -> Membership:
     actor = as_actor(actor)
     _check_role(role)
     with audit.failures(actor, "membership.create", organization, user=user.get_username(), role=role):
@@ -156,7 +160,7 @@ def _digest(secret: str) -> str:
 
 def create_api_token(
     organization: Organization,
-    user,
+    user: UserModel,
     *,
     name: str,
     role: str,
@@ -308,10 +312,14 @@ def rotate_encryption_keys(*, actor: Actor, batch_size: int = 500) -> dict[str, 
     return counts
 
 
-def _raw_batch(model, field, *, after, limit: int) -> list[tuple[Any, str]]:
+def _raw_batch(
+    model: type[models.Model], field: models.Field[Any, Any], *, after: Any, limit: int
+) -> list[tuple[Any, str]]:
     """(pk, stored token) pairs, read past the field's decryption."""
     from django.db import connection
 
+    # a concrete field has its column (encrypted_fields yields only those, and a primary key is one)
+    assert field.column is not None and model._meta.pk.column is not None
     q = connection.ops.quote_name
     table, column, pk_column = q(model._meta.db_table), q(field.column), q(model._meta.pk.column)
     where, params = f"{column} IS NOT NULL AND {column} <> ''", []
@@ -323,4 +331,5 @@ def _raw_batch(model, field, *, after, limit: int) -> list[tuple[Any, str]]:
             f"SELECT {pk_column}, {column} FROM {table} WHERE {where} ORDER BY {pk_column} LIMIT %s",  # noqa: S608
             [*params, limit],
         )
-        return cursor.fetchall()
+        rows: list[tuple[Any, str]] = cursor.fetchall()  # the two columns selected: pk, token
+        return rows

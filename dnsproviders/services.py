@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -17,6 +17,9 @@ from certmgr.services import require
 from dnsproviders import credentials as creds
 from dnsproviders.models import AppConnection
 
+if TYPE_CHECKING:
+    from dnsproviders.connection_checks import CheckResult
+
 _EDITABLE = ("name", "description")
 
 
@@ -29,7 +32,7 @@ def _clean_text(field: str, value: str, max_length: int, *, required: bool = Fal
     return value
 
 
-def _validated(kind: str, data: Any, existing: dict | None = None) -> dict:
+def _validated(kind: str, data: Any, existing: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
         return creds.validate(kind, data, existing=existing)
     except creds.CredentialError as exc:
@@ -49,7 +52,7 @@ def create_connection(
     *,
     name: str,
     kind: str,
-    credentials: dict,
+    credentials: dict[str, Any],
     description: str = "",
     actor: Actor,
 ) -> AppConnection:
@@ -83,7 +86,7 @@ def create_connection(
 
 
 def update_connection(
-    connection: AppConnection, *, actor: Actor, credentials: dict | None = None, **changes: Any
+    connection: AppConnection, *, actor: Actor, credentials: dict[str, Any] | None = None, **changes: Any
 ) -> AppConnection:
     """Change name/description and, when given, credentials (empty secret fields keep their value)."""
     actor = as_actor(actor)
@@ -146,7 +149,7 @@ def delete_connection(connection: AppConnection, *, actor: Actor) -> None:
             )
 
 
-def test_connection(connection: AppConnection, *, actor: Actor):
+def test_connection(connection: AppConnection, *, actor: Actor) -> CheckResult:
     """Make one cheap authenticated call to the provider; record and return the result."""
     from dnsproviders.connection_checks import check_connection
 

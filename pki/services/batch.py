@@ -103,11 +103,11 @@ def _issue_batch_locked(batch: list[BatchRequest], actor: Actor, refusal: _Refus
         if sub is None or sub.organization_id != request.subscriber.organization_id:
             raise ValidationError({"subscriber": ["Unknown subscriber."]})
         issuance.check_issuer(sub)
-        if not issuers.backend_for(
-            sub.ca if sub.issuer_type == Subscriber.IssuerType.CA else None
-        ).signs_locally:
+        ca = sub.ca if sub.issuer_type == Subscriber.IssuerType.CA else None
+        if not issuers.backend_for(ca).signs_locally:
+            assert ca is not None  # a self-signed subscriber signs locally; check_issuer gave this one a CA
             raise CaUnavailable(
-                f"CA {sub.ca.name!r} is an external CA: its certificates are ordered one at a time",
+                f"CA {ca.name!r} is an external CA: its certificates are ordered one at a time",
                 field="ca",
             )
         if request.renewal_of is not None:

@@ -4,6 +4,7 @@ rename, delete; and each CA's signing material, parsed and decrypted once per wo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from cryptography import x509 as cx509
@@ -33,11 +34,13 @@ from pki.services.common import (
 
 
 def crl_url(ca: CertificateAuthority) -> str:
-    return settings.CERTMGR_BASE_URL + reverse("pki-crl", args=[ca.pk, "crl"])
+    base: str = settings.CERTMGR_BASE_URL
+    return base + reverse("pki-crl", args=[ca.pk, "crl"])
 
 
 def aia_url(ca: CertificateAuthority) -> str:
-    return settings.CERTMGR_BASE_URL + reverse("pki-ca-cert", args=[ca.pk, "crt"])
+    base: str = settings.CERTMGR_BASE_URL
+    return base + reverse("pki-ca-cert", args=[ca.pk, "crt"])
 
 
 # --- certificate authorities ----------------------------------------------------------------------------
@@ -46,7 +49,7 @@ def create_internal_ca(
     *,
     name: str,
     kind: str,
-    subject: dict,
+    subject: Mapping[str, str | None],
     key_algorithm: str = "ec-p256",
     validity_days: int | None = None,
     max_path_length: int | None = None,
@@ -266,7 +269,7 @@ def delete_ca(ca: CertificateAuthority, *, actor: Actor) -> None:
             audit.record(actor, "ca.delete", target, organization=ca.organization_id)
 
 
-def _store_ca_certificate(ca: CertificateAuthority, cert: cx509.Certificate, key) -> None:
+def _store_ca_certificate(ca: CertificateAuthority, cert: cx509.Certificate, key: x509.PrivateKey) -> None:
     summary = x509.cert_summary(cert)
     ca.certificate_pem = x509.to_pem(cert)
     ca.private_key = x509.private_key_to_pem(key)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from django.core.exceptions import ValidationError
 
 from certmgr.errors import Conflict, ServiceError
 from pki import policy as policy_rules
 from pki import x509
-from pki.models import CertificateAuthority
+from pki.models import CertificateAuthority, Policy, Subscriber
 
 DOTTED_OID = re.compile(r"^[0-2](\.\d+)+$")
 
@@ -38,7 +39,7 @@ def x509_error(exc: x509.X509Error, field: str | None = None) -> ValidationError
     return ValidationError({field or "non_field_errors": [str(exc)]})
 
 
-def subject_args(subject: dict) -> dict:
+def subject_args(subject: Mapping[str, str | None]) -> dict[str, str]:
     allowed = {"common_name", "organization", "organizational_unit", "country", "state", "locality"}
     unknown = set(subject or {}) - allowed
     if unknown:
@@ -60,7 +61,7 @@ def check_unique_ca_name(ca: CertificateAuthority) -> None:
         raise Conflict(f"a CA named {ca.name!r} already exists in this organization", field="name")
 
 
-def check_usages(obj, errors: dict[str, list[str]]) -> None:
+def check_usages(obj: Policy | Subscriber, errors: dict[str, list[str]]) -> None:
     for usage in obj.key_usages:
         if usage not in x509.KEY_USAGE_NAMES:
             errors.setdefault("key_usages", []).append(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from cryptography import x509 as cx509
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
@@ -12,6 +15,7 @@ from certmgr.models import Organization
 from certmgr.permissions import Action
 from certmgr.services import require
 from pki import x509
+from pki.choices import CsrSource
 from pki.issuers import Outcome
 from pki.models import (
     CertificateRequest,
@@ -31,7 +35,7 @@ def generate_csr(
     name: str,
     common_name: str,
     sans: list[str],
-    subject: dict | None = None,
+    subject: Mapping[str, str | None] | None = None,
     key_algorithm: str = "ec-p256",
     actor: Actor,
 ) -> CertificateRequest:
@@ -69,7 +73,15 @@ def upload_csr(organization: Organization, *, name: str, csr_pem: str, actor: Ac
         )
 
 
-def _store_csr(organization, name, csr, key, source, actor, action) -> CertificateRequest:
+def _store_csr(
+    organization: Organization,
+    name: str,
+    csr: cx509.CertificateSigningRequest,
+    key: x509.PrivateKey | None,
+    source: CsrSource,
+    actor: Actor,
+    action: str,
+) -> CertificateRequest:
     try:
         info = x509.csr_info(csr)
     except x509.X509Error as exc:

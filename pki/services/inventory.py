@@ -115,7 +115,9 @@ def import_certificates(
     return result
 
 
-def _reject(result: ImportResult, organization, source_name: str, reason: str, actor) -> ImportResult:
+def _reject(
+    result: ImportResult, organization: Organization, source_name: str, reason: str, actor: Actor
+) -> ImportResult:
     """A rejected import is an audited failure too."""
     result.rejected.append((source_name, reason))
     with transaction.atomic():

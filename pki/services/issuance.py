@@ -29,6 +29,7 @@ from pki import alerts, issuers, renewal, x509
 from pki import policy as policy_rules
 from pki.issuers import IssuanceRequest, Issued, Outcome
 from pki.models import AlertRule, Certificate, CertificateAuthority, Policy, Subscriber
+from pki.querysets import SubscriberQuerySet
 from pki.services import operation_state
 from pki.services.cas import aia_url, ca_material, crl_url
 from pki.services.common import CaUnavailable, PolicyRefused, x509_error
@@ -110,7 +111,7 @@ def lock_subscriber(subscriber_id: int) -> Subscriber:
     return cast(Subscriber, _LOCK_SUBSCRIBER.get(subscriber_id))
 
 
-def locking_subscribers():
+def locking_subscribers() -> SubscriberQuerySet[Subscriber]:
     """Subscribers locked for issuance, with their CA and policy, and ``has_issued_alerts``: whether their
     organization has an enabled ``issued`` alert rule now (read with the lock, so ``record`` asks for the
     rules only when there are some)."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -85,12 +86,27 @@ def save_policy(
     return _save_row(Policy, POLICY_FIELDS, _check_policy, organization, instance, values, actor)
 
 
-def _save_row(model, allowed: tuple[str, ...], check, organization, instance, values: dict, actor):
+_Row = TypeVar("_Row", Policy, Subscriber)
+
+
+def _save_row(
+    model: type[_Row],
+    allowed: tuple[str, ...],
+    check: Callable[[_Row], None],
+    organization: Organization | None,
+    instance: _Row | None,
+    values: dict[str, Any],
+    actor: Actor,
+) -> _Row:
     """Create or change a policy or subscriber: set the allowed fields, check, save, audit."""
     actor = as_actor(actor)
     label = model._meta.model_name
     action = f"{label}.update" if instance else f"{label}.create"
-    org_id = instance.organization_id if instance else organization.pk
+    if instance:
+        org_id = instance.organization_id
+    else:
+        assert organization is not None  # a new row is made in an organization
+        org_id = organization.pk
     with audit.failures(actor, action, instance or organization):
         require(actor, Action.MANAGE, org_id)
         row = instance or model(organization_id=org_id)
