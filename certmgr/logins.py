@@ -1,0 +1,88 @@
+"""Admin logins: throttled per user name and per client address (django-axes), and every login, logout,
+failure and lockout in the audit log, in the logs of the organizations the user belongs to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from axes.backends import AxesStandaloneBackend
+from axes.signals import user_locked_out
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.db import transaction
+from django.dispatch import receiver
+
+from certmgr import audit
+from certmgr.actors import Actor
+
+
+class ThrottledLoginBackend(AxesStandaloneBackend):
+    """django-axes' lockout check. A call without a request (code, tests' ``Client.login``) comes from no
+    one who could guess passwords over HTTP, so it is not throttled; every web login has its request."""
+
+    def authenticate(
+        self, request: Any = None, username: str | None = None, password: str | None = None, **kw
+    ):
+        if request is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kw)
+
+
+def _organizations(user: Any) -> list[int | None]:
+    if user is None or not getattr(user, "pk", None):
+        return [None]
+    return list(user.memberships.values_list("organization_id", flat=True)) or [None]
+
+
+def _record(action: str, user: Any, *, outcome: str = "success", error: str = "", **details: Any) -> None:
+    actor = (
+        Actor.for_user(user) if user is not None and getattr(user, "pk", None) else Actor.system("anonymous")
+    )
+    with transaction.atomic():
+        for org_id in _organizations(user):
+            audit.record(actor, action, None, organization=org_id, outcome=outcome, error=error, **details)
+
+
+def _user_named(username: str | None) -> Any:
+    if not username:
+        return None
+    return get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
+
+
+@receiver(user_logged_in)
+def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    _record("auth.login", user)
+
+
+@receiver(user_logged_out)
+def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if user is not None:
+        _record("auth.logout", user)
+
+
+@receiver(user_login_failed)
+def _login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
+    if request is None or getattr(request, "axes_locked_out", False):
+        return  # not a web login, or already locked out (the lockout itself is one event)
+    username = str(credentials.get("username") or "")[:150]
+    _record(
+        "auth.login_failed",
+        _user_named(username),
+        outcome="failure",
+        error="wrong user name or password",
+        username=username,
+    )
+
+
+@receiver(user_locked_out)
+def _locked_out(
+    sender: Any, request: Any, username: str | None = None, ip_address: str | None = None, **kwargs: Any
+) -> None:
+    _record(
+        "auth.locked_out",
+        _user_named(username),
+        outcome="failure",
+        error="too many failed logins: locked out",
+        username=(username or "")[:150],
+        address=ip_address,
+    )
