@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core import mail
@@ -113,13 +114,21 @@ def _check_channel(ch: AlertChannel) -> None:
     if ch.kind == AlertChannel.Kind.EMAIL:
         if not ch.recipients:
             raise ValidationError({"recipients": ["An e-mail channel needs at least one recipient."]})
-        ch.url, ch.slack = "", False
+        ch.url, ch.url_hint, ch.slack = "", "", False
     else:
         ch.recipients = []
         try:
             URLValidator(schemes=["http", "https"])(ch.url)
         except ValidationError as exc:
             raise ValidationError({"url": ["Enter an http:// or https:// URL."]}) from exc
+        ch.url_hint = url_hint(ch.url)
+
+
+def url_hint(url: str) -> str:
+    """What may be shown of a webhook URL: scheme, host and its last 4 characters (the rest may be a key)."""
+    parts = urlsplit(url)
+    tail = url[-4:] if len(url) > len(f"{parts.scheme}://{parts.netloc}") + 8 else ""
+    return f"{parts.scheme}://{parts.hostname or ''}/…{tail}"[:300]
 
 
 def _patterns(value: Any) -> list[str]:
@@ -170,7 +179,7 @@ def _channel_summary(ch: AlertChannel) -> dict[str, Any]:
         "kind": ch.kind,
         "enabled": ch.enabled,
         "recipients": ch.recipients,
-        "url": ch.url,
+        "url": ch.url_hint,
         "slack": ch.slack,
     }
 
@@ -254,6 +263,8 @@ def update_channel(
                         value = _recipients(value)
                     elif field == "url":
                         value = _text("url", value, 2000)
+                        if not value and ch.kind == AlertChannel.Kind.WEBHOOK:
+                            continue  # write-only: an empty URL keeps the stored one
                     else:
                         value = bool(value)
                     if getattr(ch, field) != value:

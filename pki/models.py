@@ -305,7 +305,10 @@ class AlertChannel(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     enabled = models.BooleanField(default=True)
     recipients = models.JSONField(default=list, blank=True, help_text="e-mail addresses (e-mail channels)")
-    url = models.URLField(max_length=2000, blank=True, help_text="webhook URL (webhook channels)")
+    # A webhook URL often carries its credential (Slack, Teams, Discord): encrypted, never shown back; the
+    # hint (scheme, host, last characters) is what screens and the audit log show.
+    url = EncryptedTextField(blank=True, help_text="webhook URL (webhook channels)")
+    url_hint = models.CharField(max_length=300, blank=True, editable=False)
     slack = models.BooleanField(default=False, help_text='Slack-compatible payload: {"text": "..."}')
     # HMAC key of the X-Certmgr-Signature header: shown once when made, never rendered back.
     secret = EncryptedTextField(blank=True, editable=False)

@@ -51,6 +51,13 @@ class AlertChannelForm(forms.ModelForm):
                     self.fields[name].disabled = True
             if self.instance.secret and "new_secret" in self.fields:
                 self.fields["new_secret"].help_text = "Stored; leave empty to keep it."
+            if "url" in self.fields:  # write-only: the URL may carry the webhook's credential
+                self.initial["url"] = ""
+                hint = self.instance.url_hint
+                if hint:
+                    self.fields[
+                        "url"
+                    ].help_text = f"Stored: {hint}; leave empty to keep it, or enter a new URL."
 
 
 @admin.register(AlertChannel)
@@ -67,11 +74,11 @@ class AlertChannelAdmin(TenantAdmin):
 
     @admin.display(description="sends to")
     def target(self, obj) -> str:
-        return ", ".join(obj.recipients) if obj.kind == AlertChannel.Kind.EMAIL else obj.url
+        return ", ".join(obj.recipients) if obj.kind == AlertChannel.Kind.EMAIL else obj.url_hint
 
     def get_fields(self, request, obj=None):
         if obj is not None and not self.has_change_permission(request, obj):
-            return ["organization", "name", "kind", "enabled", "recipients_text", "url", "slack"]
+            return ["organization", "name", "kind", "enabled", "recipients_text", "url_hint", "slack"]
         return self.fields
 
     def _show_secret(self, request, saved: alerts.SavedChannel) -> None:

@@ -32,10 +32,10 @@ class AlertChannelSerializer(serializers.ModelSerializer):
     class Meta:
         model = AlertChannel
         fields = [
-            "id", "organization", "name", "kind", "enabled", "recipients", "url", "slack", "has_secret",
+            "id", "organization", "name", "kind", "enabled", "recipients", "url_hint", "slack", "has_secret",
             "created_at", "updated_at",
         ]  # fmt: skip
-        read_only_fields = ["id", "has_secret", "created_at", "updated_at"]
+        read_only_fields = ["id", "url_hint", "has_secret", "created_at", "updated_at"]
         validators: list[object] = []  # uniqueness is the service's (409)
 
     def get_has_secret(self, obj) -> bool:
@@ -48,7 +48,14 @@ class AlertChannelWriteSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=AlertChannel.Kind.choices)
     enabled = serializers.BooleanField(required=False, default=True)
     recipients = serializers.ListField(child=serializers.CharField(max_length=254), required=False)
-    url = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    url = serializers.CharField(
+        max_length=2000,
+        required=False,
+        allow_blank=True,
+        write_only=True,
+        help_text="Webhook URL; never shown back (url_hint shows its host and last characters). On a change, "
+        "leave it out or empty to keep the stored one.",
+    )
     slack = serializers.BooleanField(required=False, default=False)
     secret = serializers.CharField(
         max_length=500,

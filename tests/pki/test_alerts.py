@@ -575,3 +575,46 @@ def test_admin_creates_through_the_services_and_retries_deliveries(
     delivery.refresh_from_db()
     assert delivery.status == "sent" and verify(receiver.requests[-1])["threshold_days"] == 7
     assert browser.get(f"/admin/pki/alertdelivery/{delivery.pk}/change/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_webhook_url_is_a_secret_shown_only_as_a_hint(tenant, api):
+    """Slack-style URLs carry their credential: encrypted at rest, never shown back, not in the audit log."""
+    token = "T000/B000/planted7f3aXyZ9"
+    url = f"https://hooks.example.com/services/{token}"
+    client = tenant.admin.client
+    created = client.post(
+        CHANNELS, {"name": "slack", "kind": "webhook", "url": url, "slack": True}, format="json"
+    )
+    assert created.status_code == 201, created.content
+    pk = created.json()["id"]
+    assert created.json()["url_hint"] == "https://hooks.example.com/…XyZ9" and "url" not in created.json()
+    # a change without the URL keeps it
+    assert client.patch(f"{CHANNELS}{pk}/", {"name": "slack2"}, format="json").status_code == 200
+    assert AlertChannel.objects.get(pk=pk).url == url
+    browser = Client()
+    assert browser.login(username=tenant.admin.user.username, password=PASSWORD)
+    answers = [
+        created,
+        client.get(CHANNELS),
+        client.get(f"{CHANNELS}{pk}/"),
+        client.get("/api/v1/audit-events/"),
+        browser.get("/admin/pki/alertchannel/"),
+        browser.get(f"/admin/pki/alertchannel/{pk}/change/"),
+    ]
+    for answer in answers:
+        assert answer.status_code in (200, 201)
+        assert token.encode() not in answer.content, answer.request["PATH_INFO"]
+    assert b"hooks.example.com/\xe2\x80\xa6XyZ9" in answers[-1].content  # the hint is what the admin shows
+    for event in AuditEvent.objects.filter(action__startswith="alert_channel"):
+        assert token not in json.dumps(event.details)
+    with connection.cursor() as cursor:  # encrypted at rest
+        cursor.execute("SELECT url FROM pki_alertchannel WHERE id = %s", [pk])
+        assert token not in cursor.fetchone()[0]
+    # the admin form keeps the stored URL when left empty
+    form = browser.post(
+        f"/admin/pki/alertchannel/{pk}/change/",
+        {"name": "slack3", "enabled": "on", "url": "", "slack": "on", "recipients_text": ""},
+    )
+    assert form.status_code == 302, form.content[:1500]
+    assert AlertChannel.objects.get(pk=pk).url == url
