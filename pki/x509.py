@@ -23,6 +23,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import NamedTuple, TypeAlias, TypeVar
@@ -312,6 +313,37 @@ _URI_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _EMAIL_LOCAL_FORBIDDEN = set(' \t\r\n<>()[]\\,;:"@')
 
 
+# Scripts whose letters pass for Latin ones (a Cyrillic small a in "paypal"): a label uses one of them only.
+_LOOKALIKE_SCRIPTS = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC"})
+
+
+def _refuse_invisible(value: str, name: str) -> None:
+    """Format characters (zero-width, direction overrides) change what a name looks like, not what it is."""
+    for ch in name:
+        if unicodedata.category(ch) == "Cf":
+            raise X509Error(
+                f"{value!r} contains an invisible or direction-changing character (U+{ord(ch):04X}): "
+                "type the name without it"
+            )
+
+
+def _refuse_mixed_scripts(value: str, label: str) -> None:
+    """A label mixing look-alike scripts (Latin with Cyrillic or Greek...) spoofs another name."""
+    if not label.startswith("xn--"):
+        return
+    try:
+        text = idna.decode(label)
+    except (idna.IDNAError, UnicodeError):
+        return  # refused as a malformed label below
+    scripts = {unicodedata.name(ch, "").split(" ", 1)[0] for ch in text if ch.isalpha()} & _LOOKALIKE_SCRIPTS
+    if len(scripts) > 1:
+        mixed = " and ".join(sorted(script.title() for script in scripts))
+        raise X509Error(
+            f"{value!r} is refused: its label {text!r} mixes {mixed} letters, which makes it look like "
+            "another name"
+        )
+
+
 def _dns_name(value: str, *, allow_wildcard: bool = True) -> str:
     """Validate a host name and return its canonical A-label form (lower case, punycode, no final dot)."""
     name = value.strip()
@@ -322,6 +354,7 @@ def _dns_name(value: str, *, allow_wildcard: bool = True) -> str:
     if not name:
         raise X509Error(f"{value!r} is not a valid DNS name: it is empty")
     if not name.isascii():
+        _refuse_invisible(value, name)
         try:
             name = idna.encode(name, uts46=True).decode("ascii")
         except (idna.IDNAError, UnicodeError) as exc:
@@ -329,6 +362,7 @@ def _dns_name(value: str, *, allow_wildcard: bool = True) -> str:
     name = name.lower()
     labels = name.split(".")
     for label in labels:
+        _refuse_mixed_scripts(value, label)
         if "*" in label:
             raise X509Error(
                 f"{value!r} is not a valid DNS name: a wildcard is only allowed as the whole left-most "

@@ -737,6 +737,27 @@ def test_parse_sans_refuses(value: str) -> None:
     assert repr(value.strip()) in str(raised.value) or value.strip() in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("www.exa\u202emple.com", "direction-changing character (U+202E)"),  # right-to-left override
+        ("a\u200b.example.com", "invisible or direction-changing character (U+200B)"),  # zero-width space
+        ("www.p\u0430ypal.com", "mixes Cyrillic and Latin letters"),  # Cyrillic a among Latin letters
+        ("xn--pypal-4ve.com", "mixes Cyrillic and Latin letters"),  # the same, as its A-label
+        ("user@p\u0430ypal.com", "mixes Cyrillic and Latin letters"),
+        ("\u03bfpenai.example", "mixes Greek and Latin letters"),  # Greek omicron
+    ],
+)
+def test_spoofing_names_are_refused_with_the_reason(value: str, reason: str) -> None:
+    with pytest.raises(X509Error, match=re.escape(reason)):
+        px.parse_sans([value])
+
+
+@pytest.mark.parametrize("value", ["bücher.de", "例え.jp", "ελλάδα.gr", "москва.рф", "xn--bcher-kva.de"])
+def test_single_script_international_names_pass(value: str) -> None:
+    assert px.parse_sans([value])
+
+
 def test_wildcard_errors_explain_the_rule() -> None:
     for value in ("*.*.x.com", "foo.*.example.com", "f*o.example.com"):
         with pytest.raises(X509Error, match="only allowed as the whole left-most label"):
