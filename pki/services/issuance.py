@@ -268,6 +268,15 @@ def policy_of(p: Policy) -> policy_rules.PolicyRules:
     )
 
 
+def certified_names(sub: Subscriber) -> list[str]:
+    """The SANs an end-entity certificate carries: the subscriber's, and its common name if they lack it
+    (clients match names against the SANs only; a CN outside them would be a name nobody checks)."""
+    names = list(sub.sans)
+    if sub.common_name and not sub.ca_certificate:
+        names.append(sub.common_name)  # parse_sans drops it again when a SAN already says the same
+    return names
+
+
 def policy_request(sub: Subscriber, key_algorithm: str) -> policy_rules.Request:
     return policy_rules.Request(
         common_name=sub.common_name,
@@ -311,7 +320,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
             cert = x509.build_self_signed_certificate(
                 key=request.key,
                 subject=subject,
-                sans=list(sub.sans),
+                sans=certified_names(sub),
                 validity_days=sub.validity_days,
                 **usages,
             )
@@ -336,7 +345,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
         cert = x509.build_leaf_certificate(
             csr_or_public_key=request.public_key,
             subject=subject,
-            sans=list(sub.sans),
+            sans=certified_names(sub),
             issuer_cert=material.certificate,
             issuer_key=material.key,
             validity_days=sub.validity_days,

@@ -140,6 +140,14 @@ def _check_subscriber(s: Subscriber) -> None:
         x509.parse_sans(list(s.sans))
     except x509.X509Error as exc:
         errors["sans"] = [str(exc)]
+    if s.common_name and not s.ca_certificate:
+        try:  # the certificate carries it as a SAN too (certified_names)
+            x509.parse_san(s.common_name)
+        except x509.X509Error as exc:
+            errors["common_name"] = [
+                "The common name must also be a valid SAN (DNS name, IP address, e-mail address or URI), "
+                f"as the certificate carries it among its SANs: {exc}"
+            ]
     try:
         subject_args({**s.subject, "common_name": s.common_name or "x"})
         x509.Subject(**{k: v for k, v in s.subject.items() if v}, common_name=s.common_name or None)

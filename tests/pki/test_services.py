@@ -358,3 +358,28 @@ def test_hot_path_writes_store_what_save_stores(issued):
             "SELECT private_key FROM pki_certificate WHERE id = ANY(%s)", [[r.pk for r in (one, *many)]]
         )
         assert all("PRIVATE KEY" not in stored for (stored,) in cursor.fetchall())  # encrypted at rest
+
+
+@pytest.mark.django_db
+def test_the_common_name_is_always_among_the_sans(tenant, hierarchy):
+    from cryptography import x509 as cx509
+
+    _, inter = hierarchy
+    sub = services.save_subscriber(
+        tenant.organization,
+        actor=SYSTEM,
+        name="cn-only",
+        ca=inter,
+        common_name="api.acme.test",
+        sans=["www.acme.test"],
+        validity_days=30,
+    )
+    cert = services.issue(sub, actor=SYSTEM).certificate
+    parsed = cx509.load_pem_x509_certificate(cert.certificate_pem.encode())
+    sans = parsed.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(cx509.DNSName) == ["www.acme.test", "api.acme.test"]
+    # a common name no certificate could carry as a SAN is refused when the subscriber is saved
+    for bad in ("My Service", "p\u0430ypal.acme.test"):
+        with pytest.raises(ValidationError) as refused:
+            services.save_subscriber(None, actor=SYSTEM, instance=sub, common_name=bad)
+        assert "common_name" in refused.value.message_dict
