@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -284,32 +284,46 @@ def authenticate_token(secret: str) -> ApiToken:
 
 
 # --- encryption at rest --------------------------------------------------------------------------------
-def rotate_encryption_keys(*, actor: Actor, batch_size: int = 500) -> dict[str, int]:
-    """Re-encrypt every stored secret under the first configured key. Safe to re-run."""
+@dataclass
+class Rotation:
+    counts: dict[str, int] = field(default_factory=dict)  # "app.Model.field" -> secrets re-encrypted
+    failed: list[tuple[str, Any]] = field(default_factory=list)  # ("app.Model.field", pk) not decryptable
+
+
+def rotate_encryption_keys(*, actor: Actor, batch_size: int = 500) -> Rotation:
+    """Re-encrypt every stored secret under the first configured key. Safe to re-run. A secret no configured
+    key decrypts (tampered, or its key removed) is left as it is and named; the rest are rotated."""
     actor = as_actor(actor)
     if not actor.is_superuser:
         raise PermissionDenied("only a superuser or the system can rotate encryption keys")
-    counts: dict[str, int] = {}
-    for model, field in encryption.encrypted_fields():
-        label = f"{model._meta.label}.{field.name}"
-        counts[label] = 0
+    result = Rotation()
+    for model, model_field in encryption.encrypted_fields():
+        label = f"{model._meta.label}.{model_field.name}"
+        result.counts[label] = 0
         last_pk = None
-        while rows := _raw_batch(model, field, after=last_pk, limit=batch_size):
+        while rows := _raw_batch(model, model_field, after=last_pk, limit=batch_size):
             with transaction.atomic():
                 for pk, token in rows:
+                    try:
+                        rotated = encryption.rotate(token)
+                    except encryption.DecryptionError:
+                        result.failed.append((label, pk))
+                        continue
                     model._base_manager.filter(pk=pk).update(
-                        **{field.attname: encryption.RawToken(encryption.rotate(token))}
+                        **{model_field.attname: encryption.RawToken(rotated)}
                     )
-            counts[label] += len(rows)
+                    result.counts[label] += 1
             last_pk = rows[-1][0]
     with transaction.atomic():
         audit.record(
             actor,
             "encryption.rotate",
             ("encryption.keys", "", "encryption keys"),
-            rotated=[{"field": label, "count": n} for label, n in counts.items()],
+            outcome="failure" if result.failed else "success",
+            rotated=[{"field": label, "count": n} for label, n in result.counts.items()],
+            not_decryptable=[f"{label} id {pk}" for label, pk in result.failed[:100]],
         )
-    return counts
+    return result
 
 
 def _raw_batch(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
@@ -73,3 +75,30 @@ def test_invalid_key_gives_a_clear_error(settings):
 def test_generate_encryption_key_prints_a_usable_key(capsys):
     call_command("generate_encryption_key")
     Fernet(capsys.readouterr().out.strip().encode())
+
+
+def test_rotation_names_what_it_cannot_decrypt_and_rotates_the_rest(tenant, settings):
+    from django.core.management.base import CommandError
+    from django.db import connection
+
+    old, new, lost = (Fernet.generate_key().decode() for _ in range(3))
+    settings.CERTMGR_ENCRYPTION_KEYS = [old]
+    good = create_connection(
+        tenant.organization, name="ok", kind="cloudflare", credentials={"api_token": "t1"}, actor=SYSTEM
+    )
+    settings.CERTMGR_ENCRYPTION_KEYS = [lost]
+    orphan = create_connection(
+        tenant.organization, name="orphan", kind="cloudflare", credentials={"api_token": "t2"}, actor=SYSTEM
+    )
+    settings.CERTMGR_ENCRYPTION_KEYS = [new, old]  # the key of "orphan" is gone
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="1 secrets could not be re-encrypted"):
+        call_command("rotate_encryption_keys", stdout=io.StringIO(), stderr=err)
+    assert f"dnsproviders.AppConnection.credentials id {orphan.pk}: cannot be decrypted" in err.getvalue()
+    assert Fernet(new.encode()).decrypt(stored_token(good.pk).encode())  # the rest was rotated
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT credentials FROM dnsproviders_appconnection WHERE id = %s", [orphan.pk])
+        assert Fernet(lost.encode()).decrypt(cursor.fetchone()[0].encode())  # left as it was
+    event = AuditEvent.objects.filter(action="encryption.rotate").latest("id")
+    assert event.outcome == "failure"
+    assert event.details["not_decryptable"] == [f"dnsproviders.AppConnection.credentials id {orphan.pk}"]
