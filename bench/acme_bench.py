@@ -52,6 +52,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from acme_common import drop_database, pebble_ca, recreate_database  # bench/ is the script's path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "certmgr.settings")
@@ -228,34 +230,13 @@ def servers(base: Path) -> Iterator[tuple]:
 
 
 # --- database and fixtures -----------------------------------------------------------------------
-def recreate_database() -> None:
-    import psycopg
-
-    url = os.environ["DATABASE_URL"]
-    name = url.rsplit("/", 1)[1]
-    assert name.startswith("certmgr_bench_acme"), f"refusing to drop {name!r}"
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database() -> None:
-    import psycopg
-    from django.db import connections
-
-    connections.close_all()
-    url = os.environ["DATABASE_URL"]
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 def setup_certmgr(bind, pebble, count: int, run_id: str):
     from django.contrib.auth import get_user_model
 
-    from acmeca import services as acme_services
     from certmgr import services
     from certmgr.actors import Actor
-    from dnsproviders import services as dns_services
     from pki import services as pki_services
 
     system = Actor.system("acme bench")
@@ -263,20 +244,7 @@ def setup_certmgr(bind, pebble, count: int, run_id: str):
     user = get_user_model().objects.create_user("bench-operator", password=uuid.uuid4().hex)
     services.add_member(org, user, "operator", actor=system)
     token = services.create_api_token(org, user, name="bench", role="operator", actor=system).secret
-    connection = dns_services.create_connection(
-        org, name="bind", kind="rfc2136", credentials=bind.credentials(), actor=system
-    )
-    ca = acme_services.create_acme_ca(
-        org,
-        name="Pebble",
-        vendor="custom",
-        directory_url=pebble.directory_url,
-        tls_ca_bundle=pebble.tls_ca_bundle,
-        email="bench@bind.test",
-        dns_connection=connection,
-        challenge_type="dns-01",
-        actor=system,
-    )
+    ca = pebble_ca(org, bind, pebble, actor=system, email="bench@bind.test")
     zone = bind.zone.rstrip(".")
 
     def subscriber(label: str):
@@ -851,7 +819,7 @@ def main() -> None:
         return run_worker(args.patch)
 
     base = Path(tempfile.mkdtemp(prefix="acme-bench-"))
-    recreate_database()
+    recreate_database("certmgr_bench_acme")
     import django
 
     django.setup()
@@ -893,7 +861,7 @@ def main() -> None:
                         peers["lego"] = bench_lego(args.lego, bind, quiet, peer_count, base)
     finally:
         if not args.keep:
-            drop_database()
+            drop_database("certmgr_bench_acme")
             shutil.rmtree(base, ignore_errors=True)
         else:
             print(f"kept: database {os.environ['DATABASE_URL']}, logs under {base}")

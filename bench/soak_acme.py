@@ -55,6 +55,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from acme_common import drop_database, pebble_ca, recreate_database  # bench/ is the script's path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "certmgr.settings")
@@ -104,58 +106,17 @@ def servers(base: Path, nonce_reject: int) -> Iterator[tuple]:
 
 
 # --- database and rows ---------------------------------------------------------------------------
-def _admin_url() -> tuple[str, str]:
-    url = os.environ["DATABASE_URL"]
-    name = url.rsplit("/", 1)[1]
-    assert name.startswith("certmgr_soak"), (
-        f"refusing to drop {name!r}: the name must start with certmgr_soak"
-    )
-    return url.rsplit("/", 1)[0] + "/postgres", name
-
-
-def recreate_database() -> None:
-    import psycopg
-
-    admin, name = _admin_url()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database() -> None:
-    import psycopg
-    from django.db import connections
-
-    connections.close_all()
-    admin, name = _admin_url()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def setup_certmgr(bind, pebble, count: int) -> list:
     """An organization, an RFC 2136 connection, an ACME CA at Pebble and ``count`` subscribers."""
-    from acmeca import services as acme_services
     from certmgr import services
     from certmgr.actors import Actor
-    from dnsproviders import services as dns_services
     from pki import services as pki_services
 
     system = Actor.system("acme soak")
     org = services.create_organization("Soak", actor=system)
-    connection = dns_services.create_connection(
-        org, name="bind", kind="rfc2136", credentials=bind.credentials(), actor=system
-    )
-    ca = acme_services.create_acme_ca(
-        org,
-        name="Pebble",
-        vendor="custom",
-        directory_url=pebble.directory_url,
-        tls_ca_bundle=pebble.tls_ca_bundle,
-        email="soak@bind.test",
-        dns_connection=connection,
-        challenge_type="dns-01",
-        actor=system,
-    )
+    ca = pebble_ca(org, bind, pebble, actor=system, email="soak@bind.test")
     run_id, zone = uuid.uuid4().hex[:6], bind.zone.rstrip(".")
     subscribers = []
     for i in range(count):
@@ -503,7 +464,7 @@ def main() -> int:
     redis_url = args.redis_url if args.broker == "redis" else ""
     if redis_url:
         clear_redis_queue(redis_url)
-    recreate_database()
+    recreate_database("certmgr_soak")
     import django
 
     django.setup()
@@ -551,7 +512,7 @@ def main() -> int:
                 result.update(report(subscribers, order_ids, bind, pebble))
     finally:
         if not args.keep:
-            drop_database()
+            drop_database("certmgr_soak")
             shutil.rmtree(base, ignore_errors=True)
         else:
             print(f"kept: database {os.environ['DATABASE_URL']}, logs under {base}")

@@ -436,24 +436,8 @@ class SubscriberForm(_UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, fo
 
     class Meta:
         model = Subscriber
-        fields = [
-            "organization",
-            "name",
-            "issuer_type",
-            "ca",
-            "policy",
-            "common_name",
-            "sans",
-            "key_algorithm",
-            "validity_days",
-            "key_usages",
-            "extended_key_usages",
-            "auto_renew",
-            "renew_before_days",
-            "reuse_key",
-            "ca_certificate",
-            "ca_path_length",
-        ]
+        # what the service lets a caller set; the subject is edited as the subject_* fields
+        fields = ["organization", *(f for f in services.SUBSCRIBER_FIELDS if f != "subject")]
         labels = {"ca": "Issuing CA", "validity_days": "Validity (days)", "reuse_key": "Reuse the key"}
         help_texts = {
             "policy": "The certificate template every issuance and renewal is checked against.",

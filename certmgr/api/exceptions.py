@@ -17,6 +17,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
+from certmgr.denials import record_denied
 from certmgr.errors import ServiceError
 from certmgr.middleware import current as current_request
 
@@ -60,7 +61,8 @@ def exception_handler(exc, context):
 
     response = drf_handler(exc, context)
     if isinstance(exc, exceptions.PermissionDenied) and context.get("request") is not None:
-        _audit_denied(context["request"], context.get("view"))
+        view = context.get("view")
+        record_denied(context["request"], view=type(view).__name__ if view is not None else "")
     if response is None:
         return None  # a real server error: Django's 500 handling and logging take over
     detail = getattr(exc, "detail", None)
@@ -89,9 +91,3 @@ def json_error_view(status_code: int, code: str, message: str):
 
 # Unknown /api/ paths answer JSON 404 for every method (no CSRF page for a POST).
 api_not_found = csrf_exempt(json_error_view(status.HTTP_404_NOT_FOUND, "not_found", "Not found."))
-
-
-def _audit_denied(request, view) -> None:
-    from certmgr.denials import record_denied
-
-    record_denied(request, view=type(view).__name__ if view is not None else "")

@@ -8,6 +8,20 @@ from pki import services
 from tests.conftest import SYSTEM
 
 
+def make_subscriber(tenant, ca, name: str, **values):
+    """A subscriber of ``ca`` for ``<name>.acme.test`` (30 days): the plain one many tests need several of."""
+    return services.save_subscriber(
+        tenant.organization,
+        actor=SYSTEM,
+        name=name,
+        ca=ca,
+        common_name=f"{name}.acme.test",
+        sans=[f"{name}.acme.test"],
+        validity_days=30,
+        **values,
+    )
+
+
 @pytest.fixture
 def hierarchy(tenant):
     root = services.create_internal_ca(

@@ -17,21 +17,9 @@ from certmgr.models import AuditEvent
 from pki import services
 from pki.models import Certificate, CertificateAuthority, Subscriber
 from tests.conftest import PASSWORD, SYSTEM
+from tests.pki.conftest import make_subscriber
 
 pytestmark = pytest.mark.django_db
-
-
-def make_subscriber(tenant, ca, name: str, **values) -> Subscriber:
-    return services.save_subscriber(
-        tenant.organization,
-        actor=SYSTEM,
-        name=name,
-        ca=ca,
-        common_name=f"{name}.acme.test",
-        sans=[f"{name}.acme.test"],
-        validity_days=30,
-        **values,
-    )
 
 
 @pytest.fixture
