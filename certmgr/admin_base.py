@@ -110,7 +110,12 @@ class TenantAdmin(admin.ModelAdmin):
         try:
             # django-stubs leaves out ModelAdmin's private views (Django has them since 1.x).
             return super()._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
-        except (ServiceError, ValidationError) as exc:
+        except ServiceError as exc:
+            if request.method == "GET":
+                raise  # an error page with its status (AdminServiceErrorMiddleware); a redirect would loop
+            self.message_user(request, error_text(exc), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+        except ValidationError as exc:
             self.message_user(request, error_text(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 

@@ -18,6 +18,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
+from django.db.models.query_utils import DeferredAttribute
+
+from certmgr.errors import ServiceError
 
 if TYPE_CHECKING:
     from django.db.models.expressions import Combinable
@@ -86,6 +89,54 @@ class RawToken(str):
     """An already-encrypted value, stored as is (used by key rotation)."""
 
 
+class Unreadable(RawToken):
+    """A stored token no configured key decrypts, as loaded. Saving the row keeps it as it is (it may become
+    readable again when its key is configured); reading the attribute raises ``SecretUnreadable``."""
+
+
+class SecretUnreadable(ServiceError, DecryptionError):
+    """One object's secret cannot be decrypted: that object's pages and actions refuse, its lists render."""
+
+    status = 409
+    code = "secret_undecryptable"
+
+
+def has_secret(obj: models.Model, name: str) -> bool:
+    """Whether ``obj.<name>`` holds a secret, readable or not, without decrypting it."""
+    value = obj.__dict__[name] if name in obj.__dict__ else getattr(obj, name)
+    return value not in (None, "")
+
+
+def unreadable_secret(obj: models.Model, name: str) -> SecretUnreadable | None:
+    """The error reading ``obj.<name>`` would raise, without raising it: for pages that show what they can."""
+    try:
+        getattr(obj, name)
+    except SecretUnreadable as exc:
+        return exc
+    return None
+
+
+class _SecretAttribute(DeferredAttribute):
+    """The model attribute of an encrypted field: names the object whose secret cannot be decrypted. A data
+    descriptor (it has ``__set__``), so that reading the attribute always passes through it."""
+
+    def __set__(self, instance, value):
+        instance.__dict__[self.field.attname] = value
+
+    def __get__(self, instance, cls=None):
+        if instance is None:
+            return self
+        value = super().__get__(instance, cls)
+        if isinstance(value, Unreadable):
+            meta = instance._meta
+            raise SecretUnreadable(
+                f"the {self.field.verbose_name} of {meta.verbose_name} {instance.pk} cannot be decrypted "
+                "with the configured keys (CERTMGR_ENCRYPTION_KEYS): restore the key it was encrypted with, "
+                "or replace the secret"
+            )
+        return value
+
+
 # How an encrypted value is written by dumpdata and the serializers: its ciphertext (a fresh Fernet token),
 # marked so that loaddata stores it back as is. A dump never carries plaintext, and loads under the same keys.
 DUMP_PREFIX = "fernet:"
@@ -93,6 +144,8 @@ DUMP_PREFIX = "fernet:"
 
 class EncryptedMixin:
     """Stores the Fernet token in a text column; the model attribute holds the plaintext."""
+
+    descriptor_class: type[DeferredAttribute] = _SecretAttribute
 
     def to_plaintext(self, value: Any) -> str:
         return value
@@ -103,7 +156,16 @@ class EncryptedMixin:
     def from_db_value(self, value, expression, connection):
         if value is None or value == "":
             return value
-        return self.from_plaintext(decrypt(value))
+        try:
+            return self.from_plaintext(decrypt(value))
+        except DecryptionError:
+            return Unreadable(value)
+
+    def pre_save(self, model_instance, add):
+        # the stored value, not the attribute: saving a row must not fail on a secret nobody touched
+        if self.attname in model_instance.__dict__:  # type: ignore[attr-defined]
+            return model_instance.__dict__[self.attname]  # type: ignore[attr-defined]
+        return super().pre_save(model_instance, add)  # type: ignore[misc]
 
     def get_prep_value(self, value):
         if isinstance(value, RawToken):
@@ -113,7 +175,9 @@ class EncryptedMixin:
         return encrypt(self.to_plaintext(value))
 
     def value_to_string(self, obj) -> str:
-        value = self.value_from_object(obj)  # type: ignore[attr-defined]
+        attname = self.attname  # type: ignore[attr-defined]
+        # the stored value: a dump carries an unreadable secret's token as it is (loaddata refuses it)
+        value = obj.__dict__[attname] if attname in obj.__dict__ else self.value_from_object(obj)  # type: ignore[attr-defined]
         if value is None or value == "":
             return value
         token = str(value) if isinstance(value, RawToken) else encrypt(self.to_plaintext(value))

@@ -98,3 +98,38 @@ class RequestContextMiddleware:
             current.reset(token)
         response["X-Request-ID"] = request_id
         return response
+
+
+class AdminServiceErrorMiddleware:
+    """A service refusal that escapes an admin page (a GET that cannot be shown, e.g. an object whose secret
+    no configured key decrypts) answers with its status and message in the admin's frame, never a 500; the API
+    answers the same through its exception handler."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        from django.contrib import admin
+        from django.template.response import TemplateResponse
+
+        from certmgr.encryption import SecretUnreadable
+        from certmgr.errors import ServiceError
+
+        if not isinstance(exception, ServiceError) or not request.path.startswith("/admin/"):
+            return None
+        unreadable = isinstance(exception, SecretUnreadable)
+        response = TemplateResponse(
+            request,
+            "admin/certmgr/service_error.html",
+            {
+                **admin.site.each_context(request),
+                "title": "Secret cannot be decrypted" if unreadable else "Refused",
+                "message": exception.message,
+                "unreadable_secret": unreadable,
+            },
+            status=exception.status,
+        )
+        return response.render()

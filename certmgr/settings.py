@@ -80,6 +80,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "certmgr.denials.DeniedPageAuditMiddleware",
+    "certmgr.middleware.AdminServiceErrorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last: answers a locked-out login with the lockout page
@@ -179,7 +180,6 @@ CERTMGR_BASE_URL = env.str("CERTMGR_BASE_URL", default="http://localhost:8000").
 # CIDRs that user-typed endpoints may reach although private/loopback (e.g. 127.0.0.0/8 in tests).
 CERTMGR_OUTBOUND_ALLOWED_NETWORKS = env.list("CERTMGR_OUTBOUND_ALLOWED_NETWORKS", default=[])
 CERTMGR_OUTBOUND_TIMEOUT = env.float("CERTMGR_OUTBOUND_TIMEOUT", default=10.0)
-# API tokens: last_used_at is written at most this often (seconds), not on every request.
 # ACME orders: a worker's lease on an order (renewed while it runs), polling, retries of transient failures.
 CERTMGR_ACME_LEASE_SECONDS = env.int("CERTMGR_ACME_LEASE_SECONDS", default=120)
 CERTMGR_ACME_POLL_TIMEOUT = env.float("CERTMGR_ACME_POLL_TIMEOUT", default=120.0)
@@ -204,7 +204,10 @@ CERTMGR_ALERT_RETRY_MAX_SECONDS = env.float("CERTMGR_ALERT_RETRY_MAX_SECONDS", d
 CERTMGR_ALERT_DELIVERY_MINUTES = env.int("CERTMGR_ALERT_DELIVERY_MINUTES", default=5)
 CERTMGR_RENEWAL_RETRY_BASE_SECONDS = env.float("CERTMGR_RENEWAL_RETRY_BASE_SECONDS", default=300.0)
 CERTMGR_RENEWAL_RETRY_MAX_SECONDS = env.float("CERTMGR_RENEWAL_RETRY_MAX_SECONDS", default=6 * 3600.0)
+# API tokens: last_used_at is written at most this often (seconds), not on every request.
 CERTMGR_TOKEN_LAST_USED_INTERVAL = env.int("CERTMGR_TOKEN_LAST_USED_INTERVAL", default=60)
+# Member invitations: how long the one-time link stays valid.
+CERTMGR_INVITATION_DAYS = env.int("CERTMGR_INVITATION_DAYS", default=7)
 # /metrics: CIDRs (comma-separated) that may scrape without an API token; per-subscriber series cap.
 CERTMGR_METRICS_ALLOWED_NETWORKS = env.list("CERTMGR_METRICS_ALLOWED_NETWORKS", default=[])
 CERTMGR_METRICS_MAX_SUBSCRIBERS = env.int("CERTMGR_METRICS_MAX_SUBSCRIBERS", default=10_000)

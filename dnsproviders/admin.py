@@ -15,6 +15,7 @@ from django.utils.safestring import mark_safe
 
 from certmgr.actors import as_actor
 from certmgr.admin_base import OrganizationFilter, TenantAdmin
+from certmgr.encryption import unreadable_secret
 from certmgr.errors import ServiceError
 from dnsproviders import credentials as creds
 from dnsproviders import services
@@ -62,12 +63,17 @@ class _AppConnectionFormBase(forms.ModelForm):
             if name in self.fields:  # absent on read-only pages
                 self.fields[name].disabled = True
         kind = creds.Kind(self.instance.kind)
-        stored = self.instance.credentials
+        self.credentials_unreadable = unreadable_secret(self.instance, "credentials") is not None
+        stored = {} if self.credentials_unreadable else self.instance.credentials
         for spec in creds.SCHEMAS[kind].fields:
             field = self.fields.get(_field_name(kind, spec.name))
             if field is None:
                 continue
-            if spec.secret and stored.get(spec.name):
+            if self.credentials_unreadable:
+                field.help_text = (
+                    "The stored credentials cannot be decrypted with the configured keys: enter them again."
+                )
+            elif spec.secret and stored.get(spec.name):
                 field.help_text = "Stored; leave empty to keep it."
             elif not spec.secret and spec.name in stored:
                 field.initial = stored[spec.name]
@@ -81,7 +87,8 @@ class _AppConnectionFormBase(forms.ModelForm):
         schema = creds.schema_for(kind)
         raw = {f.name: data.get(_field_name(schema.kind, f.name)) for f in schema.fields}
         raw = {k: v for k, v in raw.items() if v not in (None, "")}
-        existing = self.instance.credentials if self.instance.pk else None
+        readable = self.instance.pk and unreadable_secret(self.instance, "credentials") is None
+        existing = self.instance.credentials if readable else None
         try:
             self.credentials = creds.validate(kind, raw, existing=existing)
         except creds.CredentialError as exc:
@@ -148,6 +155,8 @@ class AppConnectionAdmin(TenantAdmin):
 
     @admin.display(description="Settings")
     def credential_settings(self, obj):
+        if (error := unreadable_secret(obj, "credentials")) is not None:
+            return str(error)
         summary = creds.public_summary(obj.kind, obj.credentials)
         rows = [
             (spec.label, summary.get(spec.name, "—"))
@@ -165,7 +174,9 @@ class AppConnectionAdmin(TenantAdmin):
 
     @admin.display(description="Endpoint")
     def endpoint(self, obj):
-        summary = creds.public_summary(obj.kind, obj.credentials)
+        summary = obj.public_settings()
+        if summary is None:
+            return "credentials cannot be decrypted"
         return summary.get("api_url") or summary.get("server") or summary.get("region") or "—"
 
     @admin.display(description="Last test")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-from certmgr.encryption import EncryptedJSONField
+from certmgr.encryption import EncryptedJSONField, unreadable_secret
 from certmgr.models import Organization
-from dnsproviders.credentials import KIND_LABELS, Kind
+from dnsproviders.credentials import KIND_LABELS, Kind, public_summary
 from dnsproviders.querysets import AppConnectionQuerySet
 
 
@@ -36,3 +36,10 @@ class AppConnection(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def public_settings(self) -> dict | None:
+        """The non-secret settings (URLs, servers), or None when the credentials cannot be decrypted: they
+        are stored together, so a list shows the connection and says so instead of failing."""
+        if unreadable_secret(self, "credentials"):
+            return None
+        return public_summary(self.kind, self.credentials)

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from certmgr import audit
 from certmgr.actors import Actor, as_actor
+from certmgr.encryption import unreadable_secret
 from certmgr.errors import Conflict
 from certmgr.models import Organization
 from certmgr.permissions import Action
@@ -114,8 +115,11 @@ def update_connection(
                         conn.description = description
                         changed.append("description")
                 if credentials is not None:
-                    cleaned = _validated(conn.kind, credentials, existing=conn.credentials)
-                    if cleaned != conn.credentials:
+                    # credentials no configured key decrypts are replaced whole: every field is required
+                    readable = unreadable_secret(conn, "credentials") is None
+                    existing = conn.credentials if readable else None
+                    cleaned = _validated(conn.kind, credentials, existing=existing)
+                    if not readable or cleaned != conn.credentials:
                         conn.credentials = cleaned
                         changed.append("credentials")
                 conn.updated_at = timezone.now()
@@ -125,7 +129,7 @@ def update_connection(
                     "app_connection.update",
                     conn,
                     changed=changed,
-                    settings=creds.public_summary(conn.kind, conn.credentials),
+                    settings=conn.public_settings(),
                 )
         except IntegrityError as exc:
             raise _duplicate(changes.get("name", "")) from exc

@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from certmgr.api.mixins import OrganizationChoiceField
-from dnsproviders import credentials as creds
+from certmgr.encryption import unreadable_secret
 from dnsproviders.models import AppConnection
 
 
@@ -21,6 +21,9 @@ class AppConnectionSerializer(serializers.ModelSerializer):
         "On update, omitted secret fields keep their stored value.",
     )
     settings = serializers.SerializerMethodField()
+    credentials_error = serializers.SerializerMethodField(
+        help_text="Why the stored credentials cannot be used (they cannot be decrypted), or null"
+    )
 
     class Meta:
         model = AppConnection
@@ -32,6 +35,7 @@ class AppConnectionSerializer(serializers.ModelSerializer):
             "description",
             "credentials",
             "settings",
+            "credentials_error",
             "created_at",
             "updated_at",
             "last_tested_at",
@@ -49,8 +53,12 @@ class AppConnectionSerializer(serializers.ModelSerializer):
         # Uniqueness is the service's to check (it answers 409), not the serializer's.
         validators: list[object] = []
 
-    def get_settings(self, obj) -> dict:
-        return creds.public_summary(obj.kind, obj.credentials)
+    def get_settings(self, obj) -> dict | None:
+        return obj.public_settings()
+
+    def get_credentials_error(self, obj) -> str | None:
+        error = unreadable_secret(obj, "credentials")
+        return str(error) if error else None
 
 
 class AppConnectionUpdateSerializer(serializers.Serializer):

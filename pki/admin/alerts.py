@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 
 from certmgr.actors import as_actor
 from certmgr.admin_base import IdFilter, OrganizationFilter, TenantAdmin
+from certmgr.encryption import has_secret
 from certmgr.errors import Conflict
 from certmgr.permissions import Action
 from pki import alerts
@@ -49,7 +50,7 @@ class AlertChannelForm(forms.ModelForm):
             for name in ("kind", "organization"):
                 if name in self.fields:
                     self.fields[name].disabled = True
-            if self.instance.secret and "new_secret" in self.fields:
+            if has_secret(self.instance, "secret") and "new_secret" in self.fields:
                 self.fields["new_secret"].help_text = "Stored; leave empty to keep it."
             if "url" in self.fields:  # write-only: the URL may carry the webhook's credential
                 self.initial["url"] = ""

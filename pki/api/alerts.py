@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from certmgr.api.mixins import OrganizationChoiceField, TenantViewMixin, resolve_organization
 from certmgr.api.validation import valid
+from certmgr.encryption import has_secret
 from certmgr.permissions import Action
 from pki import alerts
 from pki.filters import IdFilter
@@ -39,7 +40,7 @@ class AlertChannelSerializer(serializers.ModelSerializer):
         validators: list[object] = []  # uniqueness is the service's (409)
 
     def get_has_secret(self, obj) -> bool:
-        return bool(obj.secret)
+        return has_secret(obj, "secret")
 
 
 class AlertChannelWriteSerializer(serializers.Serializer):

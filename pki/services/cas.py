@@ -295,7 +295,8 @@ _MATERIAL: dict[tuple[int, str], CaMaterial] = {}
 def ca_material(ca: CertificateAuthority) -> CaMaterial:
     cached = _MATERIAL.get((ca.pk, ca.serial))
     if cached is None:
-        key_pem = CertificateAuthority.objects.filter(pk=ca.pk).values_list("private_key", flat=True).get()
+        # only the key column: the caller's instance may have it deferred
+        key_pem = CertificateAuthority.objects.only("private_key").get(pk=ca.pk).private_key
         chain = tuple(ca_chain(ca))
         cached = CaMaterial(
             certificate=cx509.load_pem_x509_certificate(ca.certificate_pem.encode()),

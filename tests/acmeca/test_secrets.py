@@ -22,6 +22,37 @@ def _key_lines(pem: str) -> list[bytes]:
     return [line.encode() for line in body[1:-1] or body]
 
 
+def one_row_with_every_secret(tenant, pebble_eab, powerdns, pdns_connection) -> None:
+    """A row of every model that holds a secret: an EAB ACME CA with an order, a private root, a CSR made by
+    certmgr, a webhook channel (and the DNS connection the fixture made)."""
+    from pki import alerts
+    from tests.conftest import SYSTEM
+
+    ca = make_acme_ca(
+        tenant,
+        pebble_eab,
+        name="EAB CA",
+        connection=pdns_connection,
+        eab_kid=pebble_eab.eab_kid,
+        eab_hmac_key=pebble_eab.eab_hmac_key,
+    )
+    ordered(
+        pki_services.issue(
+            acme_subscriber(tenant, ca, [unique_name(powerdns.zone, "dump")]), actor=tenant.operator.user
+        )
+    )
+    root = pki_services.create_internal_ca(
+        tenant.organization, name="Root", kind="internal-root", subject={"common_name": "R"}, actor=SYSTEM
+    )
+    pki_services.generate_csr(
+        tenant.organization, name="csr", common_name="c.acme.test", sans=["c.acme.test"], actor=SYSTEM
+    )
+    alerts.create_channel(
+        tenant.organization, name="hook", kind="webhook", url="https://hooks.example.com/x", actor=SYSTEM
+    )
+    assert root.pk
+
+
 def test_acme_secrets_are_never_shown(tenant, pebble_eab, powerdns, pdns_connection):
     ca = make_acme_ca(
         tenant,
@@ -106,33 +137,8 @@ def test_no_dump_carries_a_secret_in_plaintext(tenant, pebble_eab, powerdns, pdn
     from django.db import connection
 
     from certmgr.encryption import DUMP_PREFIX, EncryptedJSONField, RawToken, decrypt, encrypted_fields
-    from pki import alerts
-    from tests.conftest import SYSTEM
 
-    # one row of every model that holds a secret
-    ca = make_acme_ca(
-        tenant,
-        pebble_eab,
-        name="EAB CA",
-        connection=pdns_connection,
-        eab_kid=pebble_eab.eab_kid,
-        eab_hmac_key=pebble_eab.eab_hmac_key,
-    )
-    ordered(
-        pki_services.issue(
-            acme_subscriber(tenant, ca, [unique_name(powerdns.zone, "dump")]), actor=tenant.operator.user
-        )
-    )
-    root = pki_services.create_internal_ca(
-        tenant.organization, name="Root", kind="internal-root", subject={"common_name": "R"}, actor=SYSTEM
-    )
-    pki_services.generate_csr(
-        tenant.organization, name="csr", common_name="c.acme.test", sans=["c.acme.test"], actor=SYSTEM
-    )
-    alerts.create_channel(
-        tenant.organization, name="hook", kind="webhook", url="https://hooks.example.com/x", actor=SYSTEM
-    )
-    assert root.pk
+    one_row_with_every_secret(tenant, pebble_eab, powerdns, pdns_connection)
     markers: dict[tuple[str, str], str] = {}
     for model, field in encrypted_fields():
         row = model.objects.order_by("pk").first()
@@ -189,3 +195,79 @@ def test_no_dump_carries_a_secret_in_plaintext(tenant, pebble_eab, powerdns, pdn
     # nor do the audit rows
     for event in AuditEvent.objects.all():
         assert leaks(repr(event.details) + event.error) == [], event.action
+
+
+API_LISTS = {
+    "acmeca.AcmeAccount": "acme-accounts",
+    "acmeca.AcmeSettings": "cas",
+    "acmeca.AcmeOrder": "acme-orders",
+    "pki.CertificateAuthority": "cas",
+    "pki.Certificate": "certificates",
+    "pki.CertificateRequest": "csrs",
+    "pki.AlertChannel": "alert-channels",
+    "dnsproviders.AppConnection": "app-connections",
+}
+
+
+def test_a_secret_no_key_decrypts_refuses_its_own_object_only(tenant, pebble_eab, powerdns, pdns_connection):
+    """Every secret-bearing row (found by field class) gets a token made under a key that is not configured:
+    every list still renders, each object's pages and API answers are 200 or a 409 naming that object, and
+    the operations that need the secret answer 409 with the object named, never 500."""
+    from cryptography.fernet import Fernet
+
+    from certmgr.encryption import EncryptedJSONField, RawToken, encrypted_fields
+    from pki.models import Certificate, CertificateAuthority
+    from pki.services import cas
+    from tests.pki.conftest import make_subscriber
+
+    one_row_with_every_secret(tenant, pebble_eab, powerdns, pdns_connection)
+    foreign = Fernet(Fernet.generate_key())
+    tampered: dict[str, list[tuple[str, int]]] = {}
+    for model, field in encrypted_fields():
+        rows = model._base_manager.exclude(**{field.attname: ""}).order_by("pk")
+        row = rows.first() or model._base_manager.order_by("pk").first()
+        assert row is not None, model._meta.label
+        token = foreign.encrypt(b'{"a": 1}' if isinstance(field, EncryptedJSONField) else b"secret").decode()
+        model._base_manager.filter(pk=row.pk).update(**{field.attname: RawToken(token)})
+        tampered.setdefault(model._meta.label, []).append((str(field.verbose_name), row.pk))
+    assert set(tampered) == set(API_LISTS), "a new secret-bearing model: add its API list here"
+
+    def named(body: bytes, label: str, pk: int) -> bool:
+        return b"cannot be decrypted with the configured keys" in body and f" {pk} ".encode() in body
+
+    admin = Client()
+    assert admin.login(username=tenant.admin.user.username, password=PASSWORD)
+    for label, fields in tampered.items():
+        model_name = label.split(".")[1].lower()
+        app = label.split(".")[0]
+        if label != "acmeca.AcmeSettings":
+            response = admin.get(f"/admin/{app}/{model_name}/")
+            assert response.status_code == 200, (label, response.status_code)
+            for _, pk in fields:
+                response = admin.get(f"/admin/{app}/{model_name}/{pk}/change/")
+                assert response.status_code in (200, 409), (label, response.status_code)
+                if response.status_code == 409:
+                    assert named(response.content, label, pk), response.content[:500]
+        response = tenant.admin.client.get(f"/api/v1/{API_LISTS[label]}/")
+        assert response.status_code == 200, (label, response.status_code, response.content[:300])
+    for url in ("/admin/", "/admin/dashboard/", "/admin/pki/certificateauthority/"):
+        assert admin.get(url).status_code == 200, url
+
+    # the operations that need a secret name the object whose secret is unreadable
+    cert = Certificate.objects.exclude(private_key="").order_by("pk").first()
+    assert cert is not None
+    response = tenant.operator.client.get(f"/api/v1/certificates/{cert.pk}/private-key/")
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["message"].startswith(
+        f"the private key of certificate {cert.pk} cannot be decrypted"
+    )
+    root = CertificateAuthority.objects.get(name="Root")
+    subscriber = make_subscriber(tenant, root, "unreadable")
+    cas._MATERIAL.clear()  # a worker started after the key was removed
+    response = tenant.operator.client.post(f"/api/v1/subscribers/{subscriber.pk}/issue/")
+    assert response.status_code == 409, response.content
+    assert f"certificate authority {root.pk} cannot be" in response.json()["error"]["message"]
+    connection = pdns_connection
+    response = tenant.admin.client.post(f"/api/v1/app-connections/{connection.pk}/test/")
+    assert response.status_code == 409, response.content
+    assert f"app connection {connection.pk} cannot be decrypted" in response.json()["error"]["message"]
