@@ -16,10 +16,10 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 
-from certmgr import audit, services
+from certmgr import audit, invitations, services
 from certmgr.actors import as_actor
 from certmgr.admin_base import OrganizationFilter, TenantAdmin
-from certmgr.models import ApiToken, AuditEvent, JobRun, Membership, Organization
+from certmgr.models import ApiToken, AuditEvent, Invitation, JobRun, Membership, Organization
 from certmgr.permissions import Action
 
 User = get_user_model()
@@ -108,6 +108,14 @@ class MembershipAdmin(TenantAdmin):
     list_select_related = ["user", "organization"]
     write_action = Action.MANAGE_MEMBERS
 
+    def has_add_permission(self, request):
+        # Attaching an existing account by user name is for superusers; administrators invite (below).
+        return as_actor(request).is_superuser
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "title": "Members (invite new members under Invitations)"}
+        return super().changelist_view(request, extra_context)
+
     def get_fields(self, request, obj=None):
         # The form drops the new-user fields on an edit: list what it renders, or the page fails.
         if obj is not None:
@@ -134,6 +142,78 @@ class MembershipAdmin(TenantAdmin):
 
     def remove(self, request, obj):
         services.remove_member(obj, actor=as_actor(request))
+
+
+# --- invitations ---------------------------------------------------------------------------------------
+class InvitationForm(forms.ModelForm):
+    class Meta:
+        model = Invitation
+        fields = ["organization", "email", "role"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(TenantAdmin):
+    """Administrators bring members in by inviting an e-mail address; the invitee signs in or creates an
+    account and accepts, so nobody is attached without agreeing and no user name is revealed."""
+
+    form = InvitationForm
+    list_display = [
+        "email",
+        "organization",
+        "role",
+        "state_display",
+        "invited_by",
+        "created_at",
+        "expires_at",
+    ]
+    list_filter = ["role", OrganizationFilter]
+    search_fields = ["email"]
+    list_select_related = ["organization", "invited_by"]
+    write_action = Action.MANAGE_MEMBERS
+    actions = ["revoke_selected"]
+
+    def has_change_permission(self, request, obj=None):
+        return False  # an invitation is sent as it is; withdraw it and send another
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # withdrawn, not deleted: the row stays for the audit trail
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return ["organization", "email", "role", "state_display", "invited_by", "created_at", "expires_at",
+                "accepted_at", "accepted_by", "revoked_at"]  # fmt: skip
+
+    def get_fields(self, request, obj=None):
+        return (
+            self.get_readonly_fields(request, obj) if obj is not None else ["organization", "email", "role"]
+        )
+
+    @admin.display(description="State")
+    def state_display(self, obj):
+        return obj.state()
+
+    def create(self, request, obj, form):
+        data = form.cleaned_data
+        sent = invitations.invite(data["organization"], data["email"], data["role"], actor=as_actor(request))
+        if sent.emailed:
+            self.message_user(request, f"Invitation sent to {sent.invitation.email}.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request,
+                f"Invitation created, but {sent.email_error}: {sent.link} (shown once)",
+                messages.WARNING,
+            )
+        return sent.invitation
+
+    @admin.action(description="Withdraw the selected pending invitations")
+    def revoke_selected(self, request, queryset):
+        done = 0
+        for invitation in queryset.restrict(request, Action.MANAGE_MEMBERS):
+            if invitation.state() == "pending":
+                invitations.revoke(invitation, actor=as_actor(request))
+                done += 1
+        self.message_user(request, f"{done} invitation(s) withdrawn.", messages.SUCCESS)
 
 
 # --- API tokens ----------------------------------------------------------------------------------------

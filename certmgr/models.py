@@ -10,6 +10,7 @@ from certmgr.permissions import Role
 from certmgr.querysets import (
     ApiTokenQuerySet,
     AuditEventQuerySet,
+    InvitationQuerySet,
     MembershipQuerySet,
     OrganizationQuerySet,
 )
@@ -204,3 +205,41 @@ class AnonymousAuthFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.count} bad tokens from {self.address or 'an unknown address'} at {self.minute:%H:%M}"
+
+
+class Invitation(models.Model):
+    """An offer to join an organization, sent as a one-time link. Only its SHA-256 digest is stored; whoever
+    opens the link signs in (or creates an account) and accepts, so no one is attached to an organization
+    without saying yes, and inviting reveals nothing about which user names exist."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(help_text="Where the link is sent.")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.organization} ({self.get_role_display()})"
+
+    def state(self, now=None) -> str:
+        if self.accepted_at:
+            return "accepted"
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at <= (now or timezone.now()):
+            return "expired"
+        return "pending"

@@ -44,6 +44,15 @@ class MembershipQuerySet(TenantQuerySet):
     pass
 
 
+class InvitationQuerySet(TenantQuerySet):
+    def restrict(self, who: ActorSource, action: Action | str = Action.VIEW) -> Self:
+        """Invitations carry e-mail addresses: only those who manage the members see them."""
+        return super().restrict(who, Action.MANAGE_MEMBERS)
+
+    def pending(self, now: datetime) -> Self:
+        return self.filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now)
+
+
 class ApiTokenQuerySet(TenantQuerySet):
     def restrict(self, who: ActorSource, action: Action | str = Action.VIEW) -> Self:
         """Admins see every token of their organizations; everyone else sees their own."""

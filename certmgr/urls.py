@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from certmgr.api.exceptions import api_not_found
+from certmgr.invitation_views import invitation_page
 from reports.metrics import metrics_view
 
 urlpatterns = [
@@ -12,6 +13,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("certmgr.api.urls")),
     path("api/<path:rest>", api_not_found),
+    path("invite/<str:token>/", invitation_page, name="invitation"),
     path("", include("pki.urls")),
     path("", include("acmeca.urls")),
     path("metrics", metrics_view, name="metrics"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from certmgr.api.mixins import OrganizationChoiceField
-from certmgr.models import ApiToken, AuditEvent, Membership, Organization
+from certmgr.models import ApiToken, AuditEvent, Invitation, Membership, Organization
 from certmgr.permissions import Role
 
 
@@ -29,6 +29,39 @@ class MembershipCreateSerializer(serializers.Serializer):
     )
     email = serializers.EmailField(required=False, allow_blank=True)
     role = serializers.ChoiceField(choices=Role.choices)
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    invited_by = serializers.CharField(source="invited_by.username", read_only=True, default=None)
+    accepted_by = serializers.CharField(source="accepted_by.username", read_only=True, default=None)
+    state = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Invitation
+        fields = [
+            "id", "organization", "email", "role", "state", "invited_by", "created_at", "expires_at",
+            "accepted_at", "accepted_by", "revoked_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_state(self, obj) -> str:
+        return obj.state()
+
+
+class InvitationCreateSerializer(serializers.Serializer):
+    organization = OrganizationChoiceField()
+    email = serializers.EmailField(max_length=254)
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class InvitationCreatedSerializer(InvitationSerializer):
+    link = serializers.CharField(help_text="The one-time link, shown once (it is also e-mailed).")
+    emailed = serializers.BooleanField()
+    email_error = serializers.CharField()
+
+    class Meta(InvitationSerializer.Meta):
+        fields = [*InvitationSerializer.Meta.fields, "link", "emailed", "email_error"]
+        read_only_fields = fields
 
 
 class MembershipUpdateSerializer(serializers.Serializer):

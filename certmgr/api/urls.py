@@ -12,6 +12,7 @@ from pki.api.alerts import register as register_alerts
 router = DefaultRouter(trailing_slash=True)
 router.register("organizations", views.OrganizationViewSet, basename="organization")
 router.register("memberships", views.MembershipViewSet, basename="membership")
+router.register("invitations", views.InvitationViewSet, basename="invitation")
 router.register("tokens", views.ApiTokenViewSet, basename="token")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
 router.register("app-connections", AppConnectionViewSet, basename="app-connection")

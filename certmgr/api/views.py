@@ -9,12 +9,13 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from certmgr import services
+from certmgr import invitations, services
 from certmgr.api import serializers as s
 from certmgr.api.mixins import TenantViewMixin, resolve_organization
 from certmgr.api.validation import valid
+from certmgr.errors import PermissionDenied
 from certmgr.filters import ApiTokenFilter, AuditEventFilter, MembershipFilter
-from certmgr.models import ApiToken, AuditEvent, Membership, Organization
+from certmgr.models import ApiToken, AuditEvent, Invitation, Membership, Organization
 from certmgr.permissions import Action
 
 User = get_user_model()
@@ -48,6 +49,11 @@ class MembershipViewSet(
 
     @extend_schema(request=s.MembershipCreateSerializer, responses={201: s.MembershipSerializer})
     def create(self, request):
+        """Superusers only: attach an account by user name. Administrators invite (``/invitations/``)."""
+        if not self.actor.is_superuser:
+            raise PermissionDenied(
+                "members join by invitation: POST /api/v1/invitations/ with their e-mail address and role"
+            )
         data = valid(s.MembershipCreateSerializer, request)
         org = resolve_organization(request, data.get("organization"), Action.MANAGE_MEMBERS)
         user, _ = services.get_or_create_user(data["username"], email=data.get("email", ""))
@@ -63,6 +69,37 @@ class MembershipViewSet(
 
     def perform_destroy(self, instance):
         services.remove_member(instance, actor=self.actor)
+
+
+class InvitationViewSet(
+    TenantViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Invitations to join an organization, for its administrators. The create call returns the one-time
+    link once (it is also e-mailed); DELETE withdraws a pending invitation (the row stays)."""
+
+    base_queryset = Invitation.objects.select_related("organization", "invited_by", "accepted_by")
+    serializer_class = s.InvitationSerializer
+    read_action = Action.MANAGE_MEMBERS
+    write_action = Action.MANAGE_MEMBERS
+    search_fields = ["email"]
+    ordering_fields = ["id", "created_at", "expires_at"]
+
+    @extend_schema(request=s.InvitationCreateSerializer, responses={201: s.InvitationCreatedSerializer})
+    def create(self, request):
+        data = valid(s.InvitationCreateSerializer, request)
+        org = resolve_organization(request, data.get("organization"), Action.MANAGE_MEMBERS)
+        sent = invitations.invite(org, data["email"], data["role"], actor=self.actor)
+        body = s.InvitationSerializer(sent.invitation).data
+        body.update(link=sent.link, emailed=sent.emailed, email_error=sent.email_error)
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, pk=None):
+        invitations.revoke(self.get_object(), actor=self.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ApiTokenViewSet(

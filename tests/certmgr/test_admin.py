@@ -263,8 +263,11 @@ def test_admin_creates_token_and_sees_it_once(tenant):
     assert secret.encode() not in again.content
 
 
-def test_admin_manages_members(tenant):
-    client = login(tenant.admin)
+def test_a_superuser_attaches_accounts_administrators_invite(tenant, django_user_model):
+    assert login(tenant.admin).get("/admin/certmgr/membership/add/").status_code == 403
+    django_user_model.objects.create_superuser("root", password=PASSWORD)
+    client = Client()
+    assert client.login(username="root", password=PASSWORD)
     response = client.post(
         "/admin/certmgr/membership/add/",
         {

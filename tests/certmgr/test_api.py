@@ -181,19 +181,46 @@ def test_non_admin_sees_only_own_tokens(tenant):
 
 
 # --- memberships ------------------------------------------------------------------------------------------
-def test_admin_adds_member_creating_the_user(tenant):
-    response = tenant.admin.client.post(
-        "/api/v1/memberships/", {"username": "newbie", "role": "auditor"}, format="json"
+def superuser_client(django_user_model) -> APIClient:
+    root = django_user_model.objects.create_superuser("root", password="pw-long-enough-123")
+    client = APIClient()
+    client.force_authenticate(root)
+    return client
+
+
+def test_only_a_superuser_attaches_an_account_by_user_name(tenant, other_tenant, django_user_model):
+    """An administrator cannot pull in another organization's user by typing the name, and the refusal is the
+    same whether the name exists or not; a superuser can (creating the user when the name is free)."""
+    answers = []
+    for username in (other_tenant.admin.user.username, "nobody-by-this-name"):
+        response = tenant.admin.client.post(
+            "/api/v1/memberships/", {"username": username, "role": "auditor"}, format="json"
+        )
+        assert response.status_code == 403, response.content
+        answers.append(response.json()["error"]["message"])
+    assert answers[0] == answers[1] and "invitations" in answers[0]
+    assert not Membership.objects.filter(
+        organization=tenant.organization, user=other_tenant.admin.user
+    ).exists()
+    assert not django_user_model.objects.filter(username="nobody-by-this-name").exists()
+
+    root = superuser_client(django_user_model)
+    response = root.post(
+        "/api/v1/memberships/",
+        {"organization": tenant.organization.pk, "username": "newbie", "role": "auditor"},
+        format="json",
     )
     assert response.status_code == 201, response.content
     assert response.json()["username"] == "newbie"
     event = AuditEvent.objects.filter(action="membership.create").latest("id")
-    assert event.actor_type == "token" and event.details["role"] == "auditor"
+    assert event.actor_type == "user" and event.details["role"] == "auditor"
 
 
-def test_duplicate_membership_is_409_with_field(tenant):
-    response = tenant.admin.client.post(
-        "/api/v1/memberships/", {"username": tenant.auditor.user.username, "role": "auditor"}, format="json"
+def test_duplicate_membership_is_409_with_field(tenant, django_user_model):
+    response = superuser_client(django_user_model).post(
+        "/api/v1/memberships/",
+        {"organization": tenant.organization.pk, "username": tenant.auditor.user.username, "role": "auditor"},
+        format="json",
     )
     assert response.status_code == 409
     assert response.json()["error"]["fields"] == {"user": [response.json()["error"]["message"]]}
@@ -262,11 +289,11 @@ def test_cursor_pagination(tenant):
 
 # --- error shape and limits ---------------------------------------------------------------------
 def test_validation_error_shape(tenant):
-    response = tenant.admin.client.post("/api/v1/memberships/", {"role": "emperor"}, format="json")
+    response = tenant.admin.client.post("/api/v1/invitations/", {"role": "emperor"}, format="json")
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid"
-    assert set(error["fields"]) == {"username", "role"}
+    assert set(error["fields"]) == {"email", "role"}
 
 
 def test_unknown_api_path_is_json_404(tenant):
@@ -278,7 +305,7 @@ def test_unknown_api_path_is_json_404(tenant):
 def test_oversized_body_is_413(tenant, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     response = tenant.admin.client.post(
-        "/api/v1/memberships/", {"username": "x" * 5000, "role": "auditor"}, format="json"
+        "/api/v1/invitations/", {"email": "x" * 5000, "role": "auditor"}, format="json"
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
@@ -336,7 +363,7 @@ def test_writes_to_unknown_api_paths_are_json_404(tenant):
 
 def test_a_body_nested_too_deeply_is_a_400(tenant):
     body = "[" * 100_000 + "]" * 100_000
-    for url in ("/api/v1/policies/", "/api/v1/memberships/", "/api/v1/app-connections/"):
+    for url in ("/api/v1/policies/", "/api/v1/invitations/", "/api/v1/app-connections/"):
         response = tenant.admin.client.post(url, body, content_type="application/json")
         assert response.status_code == 400, (url, response.status_code)
         assert response.json()["error"]["code"] == "parse_error"

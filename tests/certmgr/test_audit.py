@@ -20,16 +20,17 @@ pytestmark = pytest.mark.django_db
 
 def test_event_fields_and_request_context(tenant):
     tenant.admin.client.post(
-        "/api/v1/memberships/",
-        {"username": "eve", "role": "auditor"},
+        "/api/v1/invitations/",
+        {"email": "eve@example.com", "role": "auditor"},
         format="json",
         HTTP_USER_AGENT="pipeline/1.0",
         HTTP_X_REQUEST_ID="req-12345678",
     )
-    event = AuditEvent.objects.filter(action="membership.create").latest("id")
+    event = AuditEvent.objects.filter(action="invitation.create").latest("id")
     assert event.organization_id == tenant.organization.pk
     assert event.actor_type == "token" and "admin token" in event.actor_label
-    assert event.target_type == "certmgr.membership" and event.target_repr.startswith("eve in Acme")
+    assert event.target_type == "certmgr.invitation"
+    assert event.target_repr.startswith("eve@example.com to Acme")
     assert (event.request_id, event.user_agent, event.ip) == ("req-12345678", "pipeline/1.0", "127.0.0.1")
     assert event.outcome == "success"
 
