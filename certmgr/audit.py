@@ -13,13 +13,13 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
-from certmgr import sql
+from certmgr import audit_keys, sql
 from certmgr.actors import Actor, as_actor
 
 if TYPE_CHECKING:
@@ -31,11 +31,18 @@ from certmgr.models import AuditChainHead, AuditEvent, Organization
 _SECRET_KEY = re.compile(r"(secret|password|passphrase|private|token|api_key|hmac|credential)", re.I)
 REDACTED = "[redacted]"
 
+# What an event's link covers. Keyed links (HMAC-SHA256 under an audit key) also cover which algorithm and
+# key made them; legacy links (unkeyed SHA-256, written before keys existed) cover the first list only.
 HASHED_FIELDS = (
     "time", "organization_id", "chain", "sequence", "actor_type", "actor_id", "actor_label", "action",
     "target_type", "target_id", "target_repr", "outcome", "error", "details", "request_id", "ip",
     "user_agent", "prev_hash",
 )  # fmt: skip
+KEYED_FIELDS = (*HASHED_FIELDS, "algorithm", "key_id")
+LEGACY = AuditEvent.Algorithm.LEGACY_SHA256
+KEYED = AuditEvent.Algorithm.HMAC_SHA256
+KEY_ROTATED = "audit.key_rotated"
+KEYS_ACTOR = Actor.system("audit keys")
 
 
 def scrub(value: Any) -> Any:
@@ -55,15 +62,30 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "\\0")
 
 
-def compute_hash(event: AuditEvent) -> str:
+def _canonical(event: AuditEvent, fields: tuple[str, ...]) -> bytes:
     content = {}
-    for name in HASHED_FIELDS:
+    for name in fields:
         value = getattr(event, name)
         if name == "time":
             value = value.astimezone(datetime.UTC).isoformat(timespec="microseconds")
         content[name] = value
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class UnknownAuditKey(Exception):
+    """An event names an audit key that is not (or no longer) in CERTMGR_AUDIT_KEYS."""
+
+
+def compute_hash(event: AuditEvent, key: audit_keys.AuditKey | None = None) -> str:
+    """The link of ``event``: its HMAC under the key it names (or ``key``), or the legacy SHA-256."""
+    if event.algorithm == LEGACY:
+        return hashlib.sha256(_canonical(event, HASHED_FIELDS)).hexdigest()
+    if event.algorithm != KEYED:
+        raise ValueError(f"unknown audit link algorithm {event.algorithm!r}")
+    key = key or audit_keys.find(event.key_id)
+    if key is None:
+        raise UnknownAuditKey(f"audit key {event.key_id!r} is not in CERTMGR_AUDIT_KEYS")
+    return key.mac(_canonical(event, KEYED_FIELDS))
 
 
 def _target_fields(target: Any) -> dict[str, str]:
@@ -89,7 +111,7 @@ def _organization_of(target: Any) -> int | None:
 
 _CLAIM = (
     f"UPDATE {AuditChainHead._meta.db_table} SET sequence = sequence + %s WHERE chain = %s "  # noqa: S608
-    "RETURNING chain, sequence, last_hash"
+    "RETURNING chain, sequence, last_hash, key_id"
 )  # a table name from the model, no input
 
 
@@ -112,12 +134,30 @@ def _claim(chain: int, count: int = 1, claimed: tuple[Any, ...] | None = None) -
                 AuditChainHead.objects.bulk_create([AuditChainHead(chain=chain)], ignore_conflicts=True)
                 cursor.execute(_CLAIM, [count, chain])
                 row = cursor.fetchone()
-    return AuditChainHead(chain=chain, sequence=row[1] - count, last_hash=row[2])
+    return AuditChainHead(chain=chain, sequence=row[1] - count, last_hash=row[2], key_id=row[3])
+
+
+def _rotation(head: AuditChainHead, key: audit_keys.AuditKey, org_id: int | None) -> AuditEvent | None:
+    """When the chain's last event was linked by another key (or unkeyed, before keys), the event that
+    records the change of key, linked by the new one; it takes one more sequence number (the head is
+    locked by ``_claim`` already). ``head`` then stands after it."""
+    if head.sequence == 0 or head.key_id == key.key_id:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, [1, head.chain])
+    previous = {"from_key": head.key_id} if head.key_id else {"from_algorithm": LEGACY.value}
+    event = _next_event(
+        head, key, KEYS_ACTOR, org_id, KEY_ROTATED, None, AuditEvent.Outcome.SUCCESS, "",
+        {**previous, "to_key": key.key_id},
+    )  # fmt: skip
+    head.sequence, head.last_hash, head.key_id = event.sequence, event.hash, key.key_id
+    return event
 
 
 def _link(last: AuditEvent) -> sql.Statement:
-    """The head's new last hash (its sequence was taken by ``_claim``)."""
-    return sql.update_row(AuditChainHead(chain=last.chain, last_hash=last.hash), ["last_hash"])
+    """The head's new last hash and key (its sequence was taken by ``_claim``)."""
+    row = AuditChainHead(chain=last.chain, last_hash=last.hash, key_id=last.key_id)
+    return sql.update_row(row, ["last_hash", "key_id"])
 
 
 def _append(event: AuditEvent) -> None:
@@ -143,10 +183,14 @@ def record(
         organization = organization.pk
     org_id = organization if organization is not None else _organization_of(target)
     chain = org_id or 0
+    key = audit_keys.signing_key()
     # No savepoint: the event lives or dies with the change around it.
     with transaction.atomic(savepoint=False):
         head = _claim(chain, claimed=claimed)
-        event = _next_event(head, actor, org_id, action, target, outcome, error, details)
+        rotated = _rotation(head, key, org_id)
+        if rotated is not None:
+            sql.saved(rotated, sql.execute(sql.insert(rotated)))
+        event = _next_event(head, key, actor, org_id, action, target, outcome, error, details)
         _append(event)
     return event
 
@@ -169,19 +213,24 @@ def record_many(
     events: list[AuditEvent] = []
     if not targets:
         return events
+    key = audit_keys.signing_key()
     with transaction.atomic(savepoint=False):
         head = _claim(org_id or 0, len(targets))
+        rotated = _rotation(head, key, org_id)
         for target, details in targets:
-            event = _next_event(head, actor, org_id, action, target, AuditEvent.Outcome.SUCCESS, "", details)
+            event = _next_event(
+                head, key, actor, org_id, action, target, AuditEvent.Outcome.SUCCESS, "", details
+            )
             head.sequence, head.last_hash = event.sequence, event.hash
             events.append(event)
-        sql.bulk_insert(events)
+        sql.bulk_insert([rotated, *events] if rotated is not None else events)
         sql.execute(_link(events[-1]))
     return events
 
 
 def _next_event(
     head: AuditChainHead,
+    key: audit_keys.AuditKey,
     actor: Actor,
     org_id: int | None,
     action: str,
@@ -190,7 +239,7 @@ def _next_event(
     error: str,
     details: dict[str, Any],
 ) -> AuditEvent:
-    """The event that follows ``head`` (unsaved), with its hash."""
+    """The event that follows ``head`` (unsaved), linked by ``key``."""
     ctx = current_request.get()
     event = AuditEvent(
         time=timezone.now(),
@@ -208,11 +257,13 @@ def _next_event(
         ip=ctx.ip,
         user_agent=ctx.user_agent,
         prev_hash=head.last_hash,
+        algorithm=KEYED,
+        key_id=key.key_id,
         **_target_fields(target),
     )
-    # Round-trip details through JSON now, so the hash covers exactly what the database returns.
+    # Round-trip details through JSON now, so the link covers exactly what the database returns.
     event.details = json.loads(json.dumps(event.details))
-    event.hash = compute_hash(event)
+    event.hash = compute_hash(event, key)
     return event
 
 
@@ -260,46 +311,92 @@ class BrokenLink:
         return f"{where}, sequence {self.sequence}, {event}: {self.problem}"
 
 
+@dataclass
+class ChainState:
+    """One chain as the database holds it, walked from sequence 1 to its first broken link."""
+
+    chain: int
+    head: AuditChainHead | None
+    checked: int = 0
+    legacy: int = 0  # unkeyed links accepted (all before the chain's first keyed link)
+    last_sequence: int = 0  # the last event walked (all before it link up)
+    broken: BrokenLink | None = None
+    hashes: dict[int, str] = field(default_factory=dict)  # the links at the sequences asked for (checkpoints)
+
+    def fail(self, event_id: int | None, sequence: int, problem: str) -> None:
+        """Keep the earliest broken sequence of the chain."""
+        if self.broken is None or sequence < self.broken.sequence:
+            self.broken = BrokenLink(self.chain, event_id, sequence, problem)
+
+
+def _problem(event: AuditEvent, keyed_before: bool, previous_key: str) -> str | None:
+    """What is wrong with ``event``'s own link (its position in the chain checked by the caller)."""
+    if event.algorithm == LEGACY:
+        if keyed_before:
+            return "unkeyed link after keyed ones (relinked without the audit key)"
+        return None if compute_hash(event) == event.hash else "content does not match its hash (altered)"
+    try:
+        if compute_hash(event) != event.hash:
+            return "content does not match its HMAC (altered, or relinked without the audit key)"
+    except UnknownAuditKey:
+        return f"linked by audit key {event.key_id!r}, which is not in CERTMGR_AUDIT_KEYS"
+    except ValueError as exc:
+        return str(exc)
+    if event.sequence > 1 and event.key_id != previous_key:
+        expected = {"from_key": previous_key} if previous_key else {"from_algorithm": LEGACY.value}
+        if event.action != KEY_ROTATED or event.details != {**expected, "to_key": event.key_id}:
+            before = previous_key or "(unkeyed)"
+            return f"linked by audit key {event.key_id} after key {before} without a key rotation event"
+    return None
+
+
+def walk(chain: int, head: AuditChainHead | None, wanted: Iterable[int] = ()) -> ChainState:
+    state = ChainState(chain, head)
+    wanted = set(wanted)
+    prev_hash, previous_key, keyed = "", "", False
+    for event in AuditEvent.objects.filter(chain=chain).order_by("sequence").iterator(chunk_size=2000):
+        state.checked += 1
+        expected = state.last_sequence + 1
+        if head is None:
+            state.fail(event.pk, event.sequence, "belongs to a chain with no head")
+        elif event.sequence != expected:
+            state.fail(None, expected, f"events {expected}..{event.sequence - 1} are missing (deleted)")
+        elif event.prev_hash != prev_hash:
+            state.fail(event.pk, event.sequence, "does not link to the previous event's hash")
+        elif (problem := _problem(event, keyed, previous_key)) is not None:
+            state.fail(event.pk, event.sequence, problem)
+        if state.broken is not None:
+            return state
+        if event.sequence in wanted:
+            state.hashes[event.sequence] = event.hash
+        state.legacy += event.algorithm == LEGACY
+        keyed = keyed or event.algorithm != LEGACY
+        prev_hash, previous_key, state.last_sequence = event.hash, event.key_id, event.sequence
+    if head is not None and (head.sequence != state.last_sequence or head.last_hash != prev_hash):
+        state.fail(
+            None,
+            state.last_sequence + 1,
+            f"chain head expects {head.sequence} events; the last ones are missing",
+        )
+    return state
+
+
+def verify_chains(
+    chains: Iterable[int] | None = None, anchored: dict[int, set[int]] | None = None
+) -> list[ChainState]:
+    """Walk every chain the database knows (heads, events), and those in ``anchored`` (chain: sequences
+    whose links to collect, from checkpoints), in chain order."""
+    anchored = anchored or {}
+    heads = {h.chain: h for h in AuditChainHead.objects.all()}
+    known = set(heads) | set(anchored)
+    known |= set(AuditEvent.objects.exclude(chain__in=heads).values_list("chain", flat=True).distinct())
+    if chains is not None:
+        known &= set(chains)
+    return [walk(chain, heads.get(chain), anchored.get(chain, ())) for chain in sorted(known)]
+
+
 def verify(chains: list[int] | None = None) -> tuple[int, BrokenLink | None]:
     """Walk each chain in order; return (events checked, first broken link or None)."""
-    checked = 0
-    heads = AuditChainHead.objects.order_by("chain")
-    if chains is not None:
-        heads = heads.filter(chain__in=chains)
-    seen_chains = set()
-    for head in heads:
-        seen_chains.add(head.chain)
-        prev_hash, expected_seq = "", 1
-        events = AuditEvent.objects.filter(chain=head.chain).order_by("sequence")
-        for event in events.iterator(chunk_size=2000):
-            checked += 1
-            if event.sequence != expected_seq:
-                return checked, BrokenLink(
-                    head.chain,
-                    None,
-                    expected_seq,
-                    f"events {expected_seq}..{event.sequence - 1} are missing (deleted)",
-                )
-            if event.prev_hash != prev_hash:
-                return checked, BrokenLink(
-                    head.chain, event.pk, event.sequence, "does not link to the previous event's hash"
-                )
-            if compute_hash(event) != event.hash:
-                return checked, BrokenLink(
-                    head.chain, event.pk, event.sequence, "content does not match its hash (altered)"
-                )
-            prev_hash, expected_seq = event.hash, event.sequence + 1
-        if head.sequence != expected_seq - 1 or head.last_hash != prev_hash:
-            return checked, BrokenLink(
-                head.chain,
-                None,
-                expected_seq,
-                f"chain head expects {head.sequence} events; the last ones are missing",
-            )
-    orphan = AuditEvent.objects.exclude(chain__in=seen_chains)
-    if chains is not None:
-        orphan = orphan.filter(chain__in=chains)
-    stray = orphan.order_by("chain", "sequence").first()
-    if stray is not None:
-        return checked, BrokenLink(stray.chain, stray.pk, stray.sequence, "belongs to a chain with no head")
-    return checked, None
+    states = verify_chains(chains)
+    broken = [s.broken for s in states if s.broken is not None]
+    return sum(s.checked for s in states), (broken[0] if broken else None)

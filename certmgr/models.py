@@ -95,19 +95,26 @@ class AuditChainHead(models.Model):
     """The last link of one hash chain (one per organization; 0 for events outside any).
 
     Writers lock this row, so two concurrent events of one organization cannot both link to the
-    same predecessor.
+    same predecessor. Database triggers refuse deleting it and moving it back (certmgr/0008).
     """
 
     chain = models.BigIntegerField(primary_key=True)
     sequence = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default="")
+    # The audit key that linked the last event: a different signing key makes the next event a rotation.
+    key_id = models.CharField(max_length=16, default="", blank=True)
 
     def __str__(self) -> str:
         return f"chain {self.chain} at {self.sequence}"
 
 
 class AuditEvent(models.Model):
-    """One recorded action. Append-only: database triggers reject UPDATE and DELETE."""
+    """One recorded action. Append-only: database triggers reject UPDATE, DELETE and TRUNCATE."""
+
+    class Algorithm(models.TextChoices):
+        # Events written before the chain was keyed: an unkeyed SHA-256 link, verified as such.
+        LEGACY_SHA256 = "sha256", "SHA-256 (unkeyed, before keyed links)"
+        HMAC_SHA256 = "hmac-sha256", "HMAC-SHA256 under an audit key"
 
     class Outcome(models.TextChoices):
         SUCCESS = "success", "Success"
@@ -140,6 +147,8 @@ class AuditEvent(models.Model):
     user_agent = models.CharField(max_length=512, blank=True)
     prev_hash = models.CharField(max_length=64, blank=True)
     hash = models.CharField(max_length=64)
+    algorithm = models.CharField(max_length=16, choices=Algorithm.choices, default=Algorithm.HMAC_SHA256)
+    key_id = models.CharField(max_length=16, blank=True)  # the audit key's id (certmgr.audit_keys)
 
     objects = AuditEventQuerySet.as_manager()
 

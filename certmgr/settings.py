@@ -176,6 +176,19 @@ CERTMGR_TRUST_X_FORWARDED_FOR = env.str("CERTMGR_TRUST_X_FORWARDED_FOR", default
 CERTMGR_CRL_VALIDITY_HOURS = env.int("CERTMGR_CRL_VALIDITY_HOURS", default=24)
 # Fernet keys, comma-separated: the first encrypts, all decrypt (rotation by key list).
 CERTMGR_ENCRYPTION_KEYS = env.list("CERTMGR_ENCRYPTION_KEYS", default=[])
+# Audit-log HMAC keys, comma-separated (certmgr.audit_keys): the first links new events and signs checkpoints,
+# all verify. Keep them out of the database: the keys are what a database role cannot forge links without.
+CERTMGR_AUDIT_KEYS = env.list("CERTMGR_AUDIT_KEYS", default=[])
+# Signed checkpoints of every audit chain's head, outside the database (certmgr.audit_checkpoints): a
+# directory (files created once, never rewritten) and optionally an S3 bucket (boto3's usual AWS_* settings).
+CERTMGR_AUDIT_CHECKPOINT_DIR = env.str(
+    "CERTMGR_AUDIT_CHECKPOINT_DIR", default=str(VAR_DIR / "audit-checkpoints")
+)
+CERTMGR_AUDIT_CHECKPOINT_S3_BUCKET = env.str("CERTMGR_AUDIT_CHECKPOINT_S3_BUCKET", default="")
+CERTMGR_AUDIT_CHECKPOINT_S3_PREFIX = env.str(
+    "CERTMGR_AUDIT_CHECKPOINT_S3_PREFIX", default="audit-checkpoints/"
+)
+CERTMGR_AUDIT_CHECKPOINT_MINUTES = env.int("CERTMGR_AUDIT_CHECKPOINT_MINUTES", default=60)
 CERTMGR_BASE_URL = env.str("CERTMGR_BASE_URL", default="http://localhost:8000").rstrip("/")
 # CIDRs that user-typed endpoints may reach although private/loopback (e.g. 127.0.0.0/8 in tests).
 CERTMGR_OUTBOUND_ALLOWED_NETWORKS = env.list("CERTMGR_OUTBOUND_ALLOWED_NETWORKS", default=[])
