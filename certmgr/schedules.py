@@ -1,4 +1,4 @@
-"""The periodic jobs and their intervals, created idempotently (migration certmgr/0004 and
+"""The periodic jobs and their intervals, created idempotently (migrations certmgr/0004, 0009 and
 ``manage.py setup_schedules``). Intervals come from settings, read when the schedules are written."""
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ def jobs() -> list[Job]:
             "certmgr.auth_failures.flush",
             1,
             "audit bad API tokens, one event per address and minute",
+        ),
+        Job(
+            "certmgr.audit_checkpoints",
+            "certmgr.audit_checkpoints.run",
+            settings.CERTMGR_AUDIT_CHECKPOINT_MINUTES,
+            "sign each audit chain's head outside the database",
         ),
     ]
 

@@ -625,6 +625,44 @@ def _enqueue(ids: list[int]) -> None:
         log.exception("alerts: could not enqueue delivery of %d alerts", len(ids))
 
 
+# --- audit checkpoints ---------------------------------------------------------------------------------
+def queue_audit_checkpoint(sender: Any, checkpoint: Any, **kwargs: Any) -> list[int]:
+    """Send a signed audit checkpoint (certmgr.audit_checkpoints) to the channels of the organization's
+    ``audit_checkpoint`` rules: one more copy outside the database. Never raises into the checkpoint job."""
+    if checkpoint.organization is None:
+        return []
+    try:
+        rules = list(
+            AlertRule.objects.filter(
+                organization_id=checkpoint.organization, event=Event.AUDIT_CHECKPOINT, enabled=True
+            ).prefetch_related(_enabled_channels())
+        )
+        now = timezone.now()
+        signed = json.loads(checkpoint.to_json())
+        subject = f"[certmgr] audit checkpoint: chain {checkpoint.chain} at sequence {checkpoint.sequence}"
+        text = "\n".join([subject, json.dumps(signed, sort_keys=True)])
+        event = Event.AUDIT_CHECKPOINT
+        payload = {"event": event.value, "organization": checkpoint.organization}
+        payload |= {"checkpoint": signed, "text": text}
+        rows, seen = [], set()
+        for rule in rules:
+            for ch in _live(rule):
+                if ch.pk not in seen:
+                    seen.add(ch.pk)
+                    rows.append(
+                        _delivery(
+                            rule, ch, Event.AUDIT_CHECKPOINT, None, None, None, subject, text, payload, now
+                        )
+                    )
+        ids = [d.pk for d in AlertDelivery.objects.bulk_create(rows)]
+    except Exception:
+        log.exception("alerts: could not queue the audit checkpoint of chain %s", checkpoint.chain)
+        return []
+    if ids:
+        transaction.on_commit(lambda: _enqueue(ids))
+    return ids
+
+
 # --- expiry --------------------------------------------------------------------------------------------
 _EXPIRY_FIELDS = (
     "id", "organization_id", "ca_id", "subscriber_id", "serial", "common_name", "sans", "not_after", "status",

@@ -10,3 +10,9 @@ class PkiConfig(AppConfig):
         from pki import internal_issuer
 
         internal_issuer.register_builtin()
+
+        # Audit checkpoints go to the alert channels too; certmgr signals, it does not know pki.
+        from certmgr.audit_checkpoints import checkpoint_written
+        from pki import alerts
+
+        checkpoint_written.connect(alerts.queue_audit_checkpoint, dispatch_uid="pki.alerts.audit_checkpoint")

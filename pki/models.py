@@ -335,6 +335,8 @@ class AlertRule(models.Model):
         RENEWAL_FAILED = "renewal_failed", "Renewal failed"
         ISSUED = "issued", "Issued"
         REVOKED = "revoked", "Revoked"
+        # A signed checkpoint of the organization's audit chain (certmgr.audit_checkpoints): keep a copy.
+        AUDIT_CHECKPOINT = "audit_checkpoint", "Audit checkpoint"
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alert_rules")
     name = models.CharField(max_length=100)

@@ -618,3 +618,24 @@ def test_a_webhook_url_is_a_secret_shown_only_as_a_hint(tenant, api):
     )
     assert form.status_code == 302, form.content[:1500]
     assert AlertChannel.objects.get(pk=pk).url == url
+
+
+# --- audit checkpoints ----------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_audit_checkpoints_go_to_the_channels_of_audit_checkpoint_rules(
+    tenant, other_tenant, receiver, tmp_path, django_capture_on_commit_callbacks
+):
+    from certmgr import audit_checkpoints
+
+    hook = webhook(tenant.organization, receiver.url, secret=SECRET).channel
+    alerts.create_rule(
+        tenant.organization, name="anchor", event="audit_checkpoint", channels=[hook], actor=SYSTEM
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        written = audit_checkpoints.write_checkpoints(stores=[audit_checkpoints.DirectoryStore(tmp_path)])
+    mine = next(c for c in written if c.chain == tenant.organization.pk)
+    [request] = receiver.requests  # the other organization has no such rule: nothing for it
+    body = verify(request)
+    assert body["event"] == "audit_checkpoint" and body["organization"] == tenant.organization.pk
+    assert body["checkpoint"] == json.loads((tmp_path / mine.name).read_bytes())
+    assert body["checkpoint"]["sequence"] == mine.sequence and body["checkpoint"]["signature"]

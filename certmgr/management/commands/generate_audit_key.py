@@ -4,7 +4,7 @@ from certmgr.audit_keys import generate_key
 
 
 class Command(BaseCommand):
-    help = "Print a new key for CERTMGR_AUDIT_KEYS (put it first to rotate; keep old keys so old links verify)."
+    help = "Print a new key for CERTMGR_AUDIT_KEYS (put it first to rotate; keep old keys: old links verify)."
     requires_system_checks = []
     requires_migrations_checks = False
 
