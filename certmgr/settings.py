@@ -23,7 +23,7 @@ env = environ.Env()
 DEBUG = env.bool("DEBUG", default=False)
 
 # Commands that must work before the deployment is configured.
-_KEYLESS_COMMANDS = {"generate_encryption_key"}
+_KEYLESS_COMMANDS = {"generate_encryption_key", "generate_audit_key"}
 
 
 def _secret_key() -> str:

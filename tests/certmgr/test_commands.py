@@ -71,13 +71,19 @@ def test_generate_encryption_key_works_before_any_configuration():
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
     key = manage("generate_encryption_key", env={}).stdout.strip()
+    audit_key = manage("generate_audit_key", env={}).stdout.strip()
     env = {
         "SECRET_KEY": "prod-" + "k3y" * 20,
         "ALLOWED_HOSTS": "certs.example.com",
         "CERTMGR_ENCRYPTION_KEYS": key,
+        "CERTMGR_AUDIT_KEYS": audit_key,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
     }
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     missing_key = manage("check", "--deploy", env={**env, "CERTMGR_ENCRYPTION_KEYS": ""})
     assert missing_key.returncode != 0 and "certmgr.E001" in missing_key.stderr
+    missing_audit_key = manage("check", "--deploy", env={**env, "CERTMGR_AUDIT_KEYS": ""})
+    assert missing_audit_key.returncode != 0 and "certmgr.E003" in missing_audit_key.stderr
+    short = manage("check", env={**env, "CERTMGR_AUDIT_KEYS": "too-short"})
+    assert short.returncode != 0 and "certmgr.E004" in short.stderr and "shorter than 32" in short.stderr
