@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('certmgr', '0006_anonymous_auth_failures'),
+        ('certmgr', '0009_audit_checkpoint_schedule'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
