@@ -704,6 +704,7 @@ class _Runner:
                     subscriber_id=self.order.subscriber_id,
                     renewal_of_id=self.order.renewal_of_id,
                     actor=WORKER,
+                    csr_pem=self.order.csr_pem,
                 )
                 self.save(
                     certificate=certificate,

@@ -392,6 +392,7 @@ class PolicyForm(_UniqueNameMixin, _UsageFieldsMixin, forms.ModelForm):
             "key_usages": data.get("key_usages") or [],
             "extended_key_usages": self._merged_ekus(),
             "allow_ca": bool(data.get("allow_ca")),
+            "new_key_at_renewal": bool(data.get("new_key_at_renewal")),
         }
 
 

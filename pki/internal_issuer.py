@@ -25,16 +25,7 @@ class InternalIssuer(IssuerBackend):
         from pki.services import issuance
 
         cert, chain_pem = issuance.sign(request)
-        signed = issuance.Signed(
-            request.subscriber.organization_id,
-            cert,
-            chain_pem,
-            request.key,
-            source=self.source,
-            ca=request.ca,
-            subscriber=request.subscriber,
-            renewal_of=request.renewal_of,
-        )
+        signed = issuance.signed_request(request, cert, chain_pem, source=self.source)
         return Issued(issuance.record([signed], actor=request.actor)[0])
 
     source = "issued"

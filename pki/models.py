@@ -84,6 +84,12 @@ class Policy(models.Model):
     key_usages = models.JSONField(default=list, blank=True, help_text="allowed key usages; empty = any")
     extended_key_usages = models.JSONField(default=list, blank=True, help_text="allowed EKUs; empty = any")
     allow_ca = models.BooleanField(default=False, help_text="basic constraints: may issue CA certificates")
+    new_key_at_renewal = models.BooleanField(
+        "require a new key at renewal",
+        default=False,
+        help_text="a renewal must use a key the certificate it renews did not have: certmgr makes one, "
+        "or a subscriber renewing from its own CSR needs a new CSR",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -180,6 +186,8 @@ class Certificate(models.Model):
     certificate_pem = models.TextField()
     chain_pem = models.TextField(blank=True, help_text="intermediates and root, issuer first")
     private_key = EncryptedTextField(blank=True, editable=False)
+    # The caller's CSR when certmgr holds no key for it: a renewal sends it again (same public key).
+    csr_pem = models.TextField("CSR", blank=True, editable=False)
     fingerprint_sha256 = models.CharField(max_length=64)
     fingerprint_sha1 = models.CharField(max_length=40)
     subject_dn = models.CharField(max_length=1000, blank=True)

@@ -43,6 +43,7 @@ class PolicyRules:
     key_usages: list[str] = field(default_factory=list)
     extended_key_usages: list[str] = field(default_factory=list)
     allow_ca: bool = False  # may subscribers of it get CA certificates (subordinate CAs)
+    new_key_at_renewal: bool = False  # a renewal must not keep the key of the certificate it renews
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Request:
     key_usages: list[str]
     extended_key_usages: list[str]
     ca_certificate: bool = False  # a subordinate CA certificate (basic constraints cA) is asked for
+    keeps_renewed_key: bool = False  # a renewal whose key is the key of the certificate it renews
 
 
 # ~regex patterns run on RE2: linear time in the name, so no pattern an operator types can stall a worker
@@ -112,6 +114,14 @@ def san_type(value: str) -> str:
     if "@" in value:
         return "email"
     return "dns"
+
+
+def new_csr_needed(policy_name: str) -> str:
+    """Why a renewal from the caller's CSR is refused under a policy that requires a new key."""
+    return (
+        f"a new CSR is needed: policy {policy_name!r} requires a new key at renewal, and the CSR has the key "
+        "of the certificate it renews"
+    )
 
 
 def check(rules: PolicyRules, request: Request) -> None:
@@ -174,4 +184,6 @@ def violations(rules: PolicyRules, request: Request) -> list[tuple[str, str]]:
         )
     if request.ca_certificate and not rules.allow_ca:
         found.append(("ca_certificate", f"CA certificates are not allowed by {where}"))
+    if request.keeps_renewed_key and rules.new_key_at_renewal:
+        found.append(("csr", new_csr_needed(rules.name)))
     return found

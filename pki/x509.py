@@ -232,6 +232,11 @@ def matches_key(cert: x509.Certificate, private_key: PrivateKey) -> bool:
     return _spki(cert.public_key()) == _spki(private_key)
 
 
+def has_public_key(cert: x509.Certificate, public_key: CertificatePublicKeyTypes) -> bool:
+    """True when the certificate carries ``public_key`` (e.g. a CSR's)."""
+    return _spki(cert.public_key()) == _spki(public_key)
+
+
 # ------------------------------------------------------------------------------------------ subject
 
 # Most significant first, the conventional DER order (RFC 4514 strings print it reversed).

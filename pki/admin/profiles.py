@@ -62,7 +62,10 @@ class PolicyAdmin(PkiAdmin):
                 "Names",
                 {"fields": ["common_name_patterns", "san_patterns", "allowed_san_types"]},
             ),
-            ("Keys and validity", {"fields": ["allowed_key_algorithms", "max_validity_days"]}),
+            (
+                "Keys and validity",
+                {"fields": ["allowed_key_algorithms", "max_validity_days", "new_key_at_renewal"]},
+            ),
             (
                 "Usages",
                 {"fields": ["key_usages", "extended_key_usages", "other_extended_key_usages", "allow_ca"]},
@@ -182,7 +185,17 @@ class SubscriberAdmin(PkiAdmin):
         if obj is not None:
             sets.append(("Last operation", {"fields": ["last_operation", "last_operation_at"]}))
             sets.append(
-                ("Renewal", {"fields": ["renewal_failures", "last_error_category", "next_attempt_at"]})
+                (
+                    "Renewal",
+                    {
+                        "fields": [
+                            "key_at_renewal",
+                            "renewal_failures",
+                            "last_error_category",
+                            "next_attempt_at",
+                        ]
+                    },
+                )
             )
             sets.append(("Certificates", {"fields": ["recent_certificates"]}))
         return sets
@@ -193,6 +206,7 @@ class SubscriberAdmin(PkiAdmin):
         return [
             "last_operation",
             "last_operation_at",
+            "key_at_renewal",
             "renewal_failures",
             "last_error_category",
             "next_attempt_at",
@@ -230,6 +244,10 @@ class SubscriberAdmin(PkiAdmin):
             ),
             obj.last_operation_message[:200],
         )
+
+    @admin.display(description="Key at renewal")
+    def key_at_renewal(self, obj):
+        return services.renewal_plan(obj)
 
     @admin.display(description="Recent certificates")
     def recent_certificates(self, obj):

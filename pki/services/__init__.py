@@ -55,12 +55,14 @@ from pki.services.inventory import (
     import_certificates,
 )
 from pki.services.issuance import (
+    NewCsrNeeded,
     authorize,
     complete_external,
     current_certificate,
     issue,
     policy_of,
     record,
+    renewal_plan,
     retry_now,
 )
 from pki.services.operation_state import failed as note_issue_failure
@@ -85,6 +87,7 @@ __all__ = [
     "CaMaterial",
     "CaUnavailable",
     "ImportResult",
+    "NewCsrNeeded",
     "PolicyRefused",
     "aia_url",
     "authorize",
@@ -117,6 +120,7 @@ __all__ = [
     "reissue_ca",
     "reissue_candidates",
     "rename_ca",
+    "renewal_plan",
     "retry_now",
     "revoke",
     "save_policy",

@@ -122,18 +122,8 @@ def _issue_batch_locked(batch: list[BatchRequest], actor: Actor, refusal: _Refus
         action = issuance.RENEW if request.renewal_of else issuance.ISSUE
         checked = ok.request(actor=actor, action=action)
         cert, chain_pem = issuance.sign(checked)
-        signed.append(
-            issuance.Signed(
-                checked.subscriber.organization_id,
-                cert,
-                chain_pem,
-                checked.key,
-                source=Certificate.Source.SELF_SIGNED if checked.ca is None else Certificate.Source.ISSUED,
-                ca=checked.ca,
-                subscriber=checked.subscriber,
-                renewal_of=request.renewal_of,
-            )
-        )
+        source = Certificate.Source.SELF_SIGNED if checked.ca is None else Certificate.Source.ISSUED
+        signed.append(issuance.signed_request(checked, cert, chain_pem, source=source))
     return issuance.record(signed, actor=actor)
 
 

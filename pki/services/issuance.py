@@ -9,6 +9,7 @@ issuance (``pki.services.batch``) authorizes each request like this and records 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -192,18 +193,72 @@ def check(
     check_issuer(sub)
     if renewal_of is not None:
         check_renewable(renewal_of, sub)
+        if not csr_pem and not renewal_of.private_key:
+            # Issued from the caller's CSR: certmgr has no key to renew with, and a key of its own would be
+            # useless to the server holding the original one. The stored CSR is sent again.
+            csr_pem = renewal_csr(sub, renewal_of)
     if csr_pem:
         public_key, key_algorithm = _csr_key(sub, csr_pem)
         key = x509.load_private_key(csr_key_pem) if csr_key_pem else None
-        check_policy(sub, key_algorithm)
+        check_policy(sub, key_algorithm, keeps_renewed_key=_same_key(public_key, renewal_of))
         return Approved(sub, key_algorithm, key, public_key, csr_pem, renewal_of)
-    if renewal_of is not None and sub.reuse_key and renewal_of.private_key:
+    if renewal_of is not None and sub.reuse_key and renewal_of.private_key and not _new_key_required(sub):
         key = x509.load_private_key(renewal_of.private_key)  # the subscriber keeps its key across renewals
         key_algorithm = str(x509.key_algorithm_of(key))
         check_policy(sub, key_algorithm)
         return Approved(sub, key_algorithm, key, key.public_key(), None, renewal_of)
     check_policy(sub, sub.key_algorithm)
     return Approved(sub, sub.key_algorithm, renewal_of=renewal_of)
+
+
+class NewCsrNeeded(ServiceError):
+    """A renewal of a certificate issued from the caller's CSR cannot go on without a new CSR."""
+
+    status = 409
+    code = "new_csr_needed"
+
+
+def _new_key_required(sub: Subscriber) -> bool:
+    return sub.policy is not None and sub.policy.new_key_at_renewal
+
+
+def renewal_csr(sub: Subscriber, old: Certificate) -> str:
+    """The CSR a renewal of ``old`` (issued from the caller's CSR) sends again; NewCsrNeeded when the policy
+    demands a new key or certmgr kept no CSR (certificates issued before it did)."""
+    if _new_key_required(sub):
+        assert sub.policy is not None
+        raise NewCsrNeeded(policy_rules.new_csr_needed(sub.policy.name), field="csr")
+    if not old.csr_pem:
+        raise NewCsrNeeded(
+            f"a new CSR is needed: certificate {old.serial} was issued from a CSR certmgr did not keep",
+            field="csr",
+        )
+    return old.csr_pem
+
+
+def renewal_plan(sub: Subscriber) -> str:
+    """What the next renewal of the subscriber's current certificate does with its key, for people."""
+    current = current_certificate(sub)
+    if current is None:
+        return "No certificate to renew yet."
+    if not current.private_key:
+        try:
+            renewal_csr(sub, current)
+        except NewCsrNeeded as exc:
+            return f"Needs a new CSR: {exc.message.removeprefix('a new CSR is needed: ')}."
+        return "Renews with the key of the CSR you supplied."
+    if sub.reuse_key and not _new_key_required(sub):
+        return "Renews with the current key."
+    return "Renews with a new key made by certmgr."
+
+
+def _same_key(public_key: x509.PublicKey, old: Certificate | None) -> bool:
+    if old is None:
+        return False
+    try:
+        return x509.has_public_key(x509.load_pem_certificates(old.certificate_pem)[0], public_key)
+    except x509.X509Error:
+        return False
 
 
 def issuer_of(sub: Subscriber) -> issuers.IssuerBackend:
@@ -265,6 +320,7 @@ def policy_of(p: Policy) -> policy_rules.PolicyRules:
         key_usages=p.key_usages,
         extended_key_usages=p.extended_key_usages,
         allow_ca=p.allow_ca,
+        new_key_at_renewal=p.new_key_at_renewal,
     )
 
 
@@ -289,7 +345,7 @@ def policy_request(sub: Subscriber, key_algorithm: str) -> policy_rules.Request:
     )
 
 
-def check_policy(sub: Subscriber, key_algorithm: str) -> None:
+def check_policy(sub: Subscriber, key_algorithm: str, *, keeps_renewed_key: bool = False) -> None:
     """Refuse with every rule of the subscriber's policy the request breaks, each under its field."""
     if sub.policy is None:
         if sub.ca_certificate:
@@ -299,7 +355,10 @@ def check_policy(sub: Subscriber, key_algorithm: str) -> None:
             )
         return
     try:
-        policy_rules.check(policy_of(sub.policy), policy_request(sub, key_algorithm))
+        request = policy_request(sub, key_algorithm)
+        if keeps_renewed_key:
+            request = dataclasses.replace(request, keeps_renewed_key=True)
+        policy_rules.check(policy_of(sub.policy), request)
     except policy_rules.PolicyViolation as exc:
         raise PolicyRefused.of(exc) from exc
 
@@ -386,6 +445,24 @@ class Signed:
     subscriber: Subscriber | None = None  # locked by the caller
     renewal_of: Certificate | None = None
     message: str = ""  # the subscriber's last operation, e.g. "issued serial 1a2b"
+    csr_pem: str = ""  # the caller's CSR when ``key`` is None: kept for renewals
+
+
+def signed_request(
+    request: IssuanceRequest, cert: cx509.Certificate, chain_pem: str, *, source: str
+) -> Signed:
+    """What an issuer signed for ``request``, to record (the caller's CSR kept when certmgr has no key)."""
+    return Signed(
+        request.subscriber.organization_id,
+        cert,
+        chain_pem,
+        request.key,
+        source=source,
+        ca=request.ca,
+        subscriber=request.subscriber,
+        renewal_of=request.renewal_of,
+        csr_pem=(request.csr_pem or "") if request.key is None else "",
+    )
 
 
 def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
@@ -402,6 +479,7 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
             ca=s.ca,
             subscriber=s.subscriber,
             renewed_from=s.renewal_of,
+            csr_pem=s.csr_pem,
         )
         for s in signed
     ]
@@ -501,8 +579,10 @@ def certificate_row(
     ca: CertificateAuthority | None = None,
     subscriber: Subscriber | None = None,
     renewed_from: Certificate | None = None,
+    csr_pem: str = "",
 ) -> Certificate:
-    """The inventory row of ``cert`` (unsaved): its PEM, chain, key, fingerprints and summary fields."""
+    """The inventory row of ``cert`` (unsaved): its PEM, chain, key (or the caller's CSR), fingerprints and
+    summary fields."""
     summary = x509.inventory_fields(cert)
     sha256, sha1 = summary.sha256, summary.sha1
     return Certificate(
@@ -514,6 +594,7 @@ def certificate_row(
         certificate_pem=x509.to_pem(cert),
         chain_pem=chain_pem,
         private_key=x509.private_key_to_pem(key) if key is not None else "",
+        csr_pem=csr_pem if key is None else "",
         fingerprint_sha256=sha256,
         fingerprint_sha1=sha1,
         subject_dn=summary.subject[:1000],
@@ -543,8 +624,10 @@ def complete_external(
     subscriber_id: int | None,
     renewal_of_id: int | None,
     actor: Actor,
+    csr_pem: str = "",
 ) -> Certificate:
     """Record a certificate an external CA issued (leaf first, then its chain) for a ``Pending`` issuance.
+    ``csr_pem``: the caller's CSR (when ``key_pem`` is None), kept so a renewal sends it again.
 
     Its issuer calls this inside its own transaction, together with its last step, so the work never ends
     without its certificate or stores it twice. Recorded like any issuance (or renewal).
@@ -570,6 +653,7 @@ def complete_external(
         ca=ca,
         subscriber=sub,
         renewal_of=renewal_of,
+        csr_pem=csr_pem if key is None else "",
     )
     signed.message = f"issued serial {x509.serial_hex(leaf.serial_number)} by {ca.name}"
     return record([signed], actor=actor)[0]

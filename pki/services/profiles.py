@@ -41,6 +41,7 @@ POLICY_FIELDS = (
     "key_usages",
     "extended_key_usages",
     "allow_ca",
+    "new_key_at_renewal",
 )
 SUBSCRIBER_FIELDS = (
     "name",

@@ -64,3 +64,30 @@ def test_ari_certificate_id_is_aki_dot_serial():
     from cryptography.hazmat.primitives.serialization import Encoding
 
     assert ari.cert_id(cert.public_bytes(Encoding.PEM).decode()) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+
+
+def test_a_certificate_ordered_from_a_csr_renews_with_the_csr_key(tenant, pebble, powerdns, pebble_ca):
+    from cryptography.hazmat.primitives import serialization
+
+    from pki import x509
+
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    name = unique_name(powerdns.zone, "csr")
+    sub = acme_subscriber(tenant, pebble_ca, [name])
+    key = x509.generate_key("ec-p256")
+    csr_pem = x509.to_pem(x509.build_csr(key, x509.Subject(common_name=name), [name]))
+    first = ordered(pki_services.issue(sub, actor=tenant.operator.user, csr_pem=csr_pem))
+    first.refresh_from_db()
+    assert first.step == AcmeOrder.Step.DONE, first.last_error
+    old = first.certificate
+    assert old.private_key == "" and old.csr_pem == csr_pem
+    assert pki_services.renewal_plan(sub) == "Renews with the key of the CSR you supplied."
+
+    report = JobReport()
+    lifecycle.run_renewals(report, at=old.next_renewal_at + timedelta(minutes=1))
+    assert report.counts.get("ordered") == 1, report.errors
+    order = AcmeOrder.objects.get(renewal_of=old)
+    assert order.step == AcmeOrder.Step.DONE, order.last_error
+    leaf = x509.load_pem_certificates(order.certificate.certificate_pem)[0]
+    assert leaf.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
+    assert order.certificate.private_key == ""
