@@ -496,7 +496,14 @@ class AcmeOrderAdmin(AcmeAdmin):
     paginator = CappedCountPaginator
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
-    actions = ["refresh_orders", "retry_orders", "cancel_orders", "confirm_orders", "delete_selected"]
+    actions = [
+        "refresh_orders",
+        "retry_orders",
+        "cancel_orders",
+        "confirm_orders",
+        "clear_cleanups",
+        "delete_selected",
+    ]
     change_form_template = "admin/acmeca/acmeorder/change_form.html"
 
     def get_queryset(self, request):
@@ -565,7 +572,7 @@ class AcmeOrderAdmin(AcmeAdmin):
                         "attempts",
                         "error_display",
                         "next_attempt_at",
-                        "cleanup_pending",
+                        "cleanup_display",
                         "order_url",
                         "account_link",
                         "requested_by",
@@ -644,6 +651,18 @@ class AcmeOrderAdmin(AcmeAdmin):
         kind = format_html("<code>{}</code>: ", obj.error_type) if obj.error_type else ""
         return format_html("{}{}", kind, obj.last_error)
 
+    @admin.display(description="Record cleanup")
+    def cleanup_display(self, obj):
+        if not obj.cleanup_pending:
+            return "Done: no challenge record left to remove."
+        if obj.cleanup_stopped_at is not None:
+            return format_html(
+                "Stopped on {}: {}. Remove the records by hand, then press “Clear cleanup”.",
+                obj.cleanup_stopped_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                obj.cleanup_error or "no reason given",
+            )
+        return f"Pending (the janitor retries): {obj.cleanup_error or 'not tried yet'}"
+
     @admin.display(description="Challenge records")
     def challenges_display(self, obj):
         challenges = list(obj.challenges.select_related("authorization").order_by("id"))
@@ -697,6 +716,7 @@ class AcmeOrderAdmin(AcmeAdmin):
             "finished": obj.finished,
             "waiting_manual": obj.step == AcmeOrder.Step.WAITING_MANUAL,
             "retryable": obj.step != AcmeOrder.Step.DONE,
+            "cleanup_pending": obj.cleanup_pending,
         }
 
     def delete_warnings(self, obj):
@@ -751,6 +771,14 @@ class AcmeOrderAdmin(AcmeAdmin):
                 messages.SUCCESS,
             )
 
+    def do_clear_cleanup(self, request, order):
+        if self._call(request, orders.clear_cleanup, order) is not None:
+            self.message_user(
+                request,
+                f"Order {order.pk}: its challenge records are left to you; the janitor stops trying.",
+                messages.SUCCESS,
+            )
+
     def _each(self, request, queryset, fn) -> None:
         for order in queryset.order_by("id")[:ACTION_LIMIT]:
             fn(request, order)
@@ -770,6 +798,13 @@ class AcmeOrderAdmin(AcmeAdmin):
     @admin.action(description="Confirm the manual DNS records of selected orders", permissions=["manage"])
     def confirm_orders(self, request, queryset):
         self._each(request, queryset, self.do_confirm)
+
+    @admin.action(
+        description="Clear the record cleanup of selected orders (records removed by hand)",
+        permissions=["manage"],
+    )
+    def clear_cleanups(self, request, queryset):
+        self._each(request, queryset.filter(cleanup_pending=True), self.do_clear_cleanup)
 
     def remove(self, request, obj):
         orders.delete_order(obj, actor=as_actor(request))
@@ -832,7 +867,10 @@ class AcmeOrderAdmin(AcmeAdmin):
             self._call(request, orders.delete_order, order)
 
     def get_urls(self):
-        return [*self._button_urls(["refresh", "retry", "cancel", "confirm"]), *super().get_urls()]
+        return [
+            *self._button_urls(["refresh", "retry", "cancel", "confirm", "clear_cleanup"]),
+            *super().get_urls(),
+        ]
 
 
 # --- challenge records -----------------------------------------------------------------------------------

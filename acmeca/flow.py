@@ -44,7 +44,7 @@ from dnsproviders import propagation
 from dnsproviders.locks import record_lock
 from dnsproviders.models import AppConnection
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, provider_for
-from pki import renewal, x509
+from pki import alerts, renewal, x509
 from pki import services as pki_services
 from pki.services import operation_state
 
@@ -105,8 +105,14 @@ def run_order(order_id: int, *, progress: Callable[[str], None] | None = None) -
 def cleanup_records(order: AcmeOrder, providers: dict[int, DnsProvider] | None = None) -> bool:
     """Remove every challenge record the order still has; True when none is left. Idempotent.
 
+    A removal the provider refuses for a permanent reason (4xx: a revoked key, a deleted zone or connection)
+    counts against ``CERTMGR_ACME_CLEANUP_MAX_ATTEMPTS``; at the limit cleanup stops (the reason shown on the
+    order, one ``cleanup_failed`` alert) until an operator clears it. Network failures are retried always.
+
     ``providers``: DNS providers already built in this run, by connection id (else read from the database)."""
     left = False
+    reasons: list[str] = []
+    exhausted = False
     providers = {} if providers is None else providers
     for ch in order.challenges.filter(record_present=True):
         if ch.type == ChallengeType.DNS_01 and ch.provider_ref:
@@ -118,15 +124,51 @@ def cleanup_records(order: AcmeOrder, providers: dict[int, DnsProvider] | None =
                     providers[connection_id].cleanup(RecordRef.from_dict(ch.provider_ref))
             except (ProviderError, OutboundRefused, AppConnection.DoesNotExist) as exc:
                 left = True
-                ch.error = f"could not remove the record: {exc}"[:2000]
-                ch.save(update_fields=["error"])
+                reason = (
+                    "the DNS connection was deleted"
+                    if isinstance(exc, AppConnection.DoesNotExist)
+                    else str(exc)
+                )
+                ch.error = f"could not remove the record: {reason}"[:2000]
+                fields = ["error"]
+                if not (isinstance(exc, ProviderError) and exc.transient):
+                    ch.cleanup_attempts += 1
+                    fields.append("cleanup_attempts")
+                    exhausted |= ch.cleanup_attempts >= settings.CERTMGR_ACME_CLEANUP_MAX_ATTEMPTS
+                ch.save(update_fields=fields)
+                reasons.append(f"{ch.record_name}: {reason}")
                 continue
         ch.record_present = False
         ch.save(update_fields=["record_present"])
+    changes: dict[str, Any] = {}
     if order.cleanup_pending != left:
-        AcmeOrder.objects.filter(pk=order.pk).update(cleanup_pending=left)
-        order.cleanup_pending = left
+        changes["cleanup_pending"] = left
+    error = "; ".join(reasons)[:4000]
+    if order.cleanup_error != error:
+        changes["cleanup_error"] = error
+    if exhausted and order.cleanup_stopped_at is None:
+        changes["cleanup_stopped_at"] = timezone.now()
+    if changes:
+        with transaction.atomic():
+            AcmeOrder.objects.filter(pk=order.pk).update(**changes)
+            for name, value in changes.items():
+                setattr(order, name, value)
+            if "cleanup_stopped_at" in changes:
+                _cleanup_stopped(order)
     return not left
+
+
+def _cleanup_stopped(order: AcmeOrder) -> None:
+    """Audit and alert once: the janitor gives up on the order's records."""
+    message = (
+        f"ACME order {order.pk}: challenge records could not be removed after "
+        f"{settings.CERTMGR_ACME_CLEANUP_MAX_ATTEMPTS} attempts and are left for an operator to remove "
+        f"and clear: {order.cleanup_error}"
+    )
+    audit.record(WORKER, "acme.order.cleanup_stopped", order, outcome="failure", error=order.cleanup_error)
+    alerts.notify(
+        "cleanup_failed", certificate=order.certificate_id, subscriber=order.subscriber_id, message=message
+    )
 
 
 def _provider(connection: AppConnection | int) -> DnsProvider:
@@ -545,10 +587,18 @@ class _Runner:
             }
             ch.record_name, ch.provider_ref, ch.record_present = target.rstrip("."), ref, True
             ch.save(update_fields=["record_name", "provider_ref", "record_present"])
-            with record_lock(self.settings.dns_connection_id, target):
-                written = provider.present(
-                    target, ch.record_value, zone=self.settings.hosted_zone_id, ttl=ch.ttl
-                )
+            try:
+                with record_lock(self.settings.dns_connection_id, target):
+                    written = provider.present(
+                        target, ch.record_value, zone=self.settings.hosted_zone_id, ttl=ch.ttl
+                    )
+            except (ProviderError, OutboundRefused) as exc:
+                if not getattr(exc, "transient", False):
+                    # Refused (no zone holds the name, the key is refused): nothing was written, nothing
+                    # to remove. A timeout may have written it: that one stays marked for cleanup.
+                    ch.record_present, ch.error = False, f"could not write the record: {exc}"[:2000]
+                    ch.save(update_fields=["record_present", "error"])
+                raise
             ch.provider_ref = {**written.as_dict(), "connection": self.settings.dns_connection_id}
         else:
             ch.record_present = True  # served by certmgr's own /.well-known/acme-challenge/ view

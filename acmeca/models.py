@@ -147,8 +147,12 @@ class AcmeOrder(models.Model):
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    # Challenge records still to remove (a failed cleanup is retried by the janitor).
+    # Challenge records still to remove (a failed cleanup is retried by the janitor) ...
     cleanup_pending = models.BooleanField(default=False)
+    # ... until a removal failed for a permanent reason CERTMGR_ACME_CLEANUP_MAX_ATTEMPTS times: then the
+    # janitor stops, the reason stays here and an operator clears it (``orders.clear_cleanup``).
+    cleanup_stopped_at = models.DateTimeField("cleanup stopped at", null=True, blank=True)
+    cleanup_error = models.TextField("cleanup error", blank=True)
     # ACME requests this order made, by the CA's answer (for /metrics): 2xx, 4xx, 5xx; badNonce retries.
     requests_ok = models.PositiveIntegerField(default=0, editable=False)
     requests_client_error = models.PositiveIntegerField(default=0, editable=False)
@@ -220,8 +224,11 @@ class AcmeChallenge(models.Model):
     ttl = models.PositiveIntegerField(default=60)
     # What the provider needs to remove the record again (dnsproviders RecordRef.as_dict()).
     provider_ref = models.JSONField(default=dict, blank=True)
-    # True from just before the record is written until it is removed: cleanup never misses one.
+    # True from just before the record is written until it is removed: cleanup never misses one. False again
+    # when the provider refused the write (no zone for the name, a refused key): nothing to remove.
     record_present = models.BooleanField(default=False)
+    # Removals of the record that failed for a permanent reason (the provider refused).
+    cleanup_attempts = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.NOT_READY)
     answered_at = models.DateTimeField(null=True, blank=True)
     validated_at = models.DateTimeField(null=True, blank=True)

@@ -319,6 +319,26 @@ def confirm_manual_records(order: AcmeOrder, *, actor: Actor) -> AcmeOrder:
     return order
 
 
+def clear_cleanup(order: AcmeOrder, *, actor: Actor) -> AcmeOrder:
+    """An operator takes over the challenge records certmgr could not remove (removed them by hand, or they
+    are harmless): the order has none left to remove, the janitor stops trying. Audited with the records."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme.order.cleanup_clear", order):
+        require(actor, Action.MANAGE, order.organization_id)
+        with transaction.atomic():
+            order = _locked(order)
+            if not order.cleanup_pending:
+                raise Conflict("this order has no challenge record left to remove")
+            left = order.challenges.filter(record_present=True)
+            records = sorted(left.values_list("record_name", flat=True))
+            left.update(record_present=False)
+            order.cleanup_pending, order.cleanup_stopped_at, order.cleanup_error = False, None, ""
+            order.updated_at = timezone.now()
+            order.save(update_fields=["cleanup_pending", "cleanup_stopped_at", "cleanup_error", "updated_at"])
+            audit.record(actor, "acme.order.cleanup_clear", order, records=records)
+    return order
+
+
 def delete_order(order: AcmeOrder, *, actor: Actor) -> None:
     """Remove a finished order's record (its certificate stays in the inventory)."""
     actor = as_actor(actor)

@@ -30,9 +30,13 @@ def janitor_now(report: JobReport, progress: Callable[[str], None] | None = None
         orders.resume(order_id)
         report.add("resumed")
         say(f"resumed: order {order_id}")
-    for order in AcmeOrder.objects.filter(cleanup_pending=True)[:200]:
+    for order in AcmeOrder.objects.filter(cleanup_pending=True, cleanup_stopped_at__isnull=True)[:200]:
         if flow.cleanup_records(order):
             report.add("cleaned")
             say(f"cleaned: order {order.pk}")
+        elif order.cleanup_stopped_at is not None:
+            # Reported once, on the run that gives up; later runs skip the order until an operator clears it.
+            report.error(f"order {order.pk}: challenge records left for an operator: {order.cleanup_error}")
         else:
-            report.error(f"order {order.pk}: challenge records still cannot be removed")
+            report.add("cleanup_retrying")
+            say(f"cleanup retried later: order {order.pk}: {order.cleanup_error}")

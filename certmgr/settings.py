@@ -201,6 +201,9 @@ CERTMGR_ACME_RETRY_BASE_SECONDS = env.float("CERTMGR_ACME_RETRY_BASE_SECONDS", d
 # Retries due within this many seconds wait in the worker (holding the order); later ones go to the janitor.
 CERTMGR_ACME_INLINE_RETRY_SECONDS = env.float("CERTMGR_ACME_INLINE_RETRY_SECONDS", default=10.0)
 CERTMGR_ACME_RETRY_MAX_SECONDS = env.float("CERTMGR_ACME_RETRY_MAX_SECONDS", default=3600.0)
+# Removals of a challenge record that fail for a permanent reason (the provider refuses: 4xx, no zone) stop
+# after this many tries, shown on the order and alerted once; network failures are retried without limit.
+CERTMGR_ACME_CLEANUP_MAX_ATTEMPTS = env.int("CERTMGR_ACME_CLEANUP_MAX_ATTEMPTS", default=5)
 CERTMGR_DNS_PROVIDER_TIMEOUT = env.float("CERTMGR_DNS_PROVIDER_TIMEOUT", default=10.0)
 # Lifecycle: the renewal sweep, backoff of failed renewals.
 CERTMGR_RENEWAL_SWEEP_MINUTES = env.int("CERTMGR_RENEWAL_SWEEP_MINUTES", default=10)

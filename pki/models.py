@@ -345,6 +345,7 @@ class AlertRule(models.Model):
         REVOKED = "revoked", "Revoked"
         # A signed checkpoint of the organization's audit chain (certmgr.audit_checkpoints): keep a copy.
         AUDIT_CHECKPOINT = "audit_checkpoint", "Audit checkpoint"
+        CLEANUP_FAILED = "cleanup_failed", "Challenge record left behind"
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alert_rules")
     name = models.CharField(max_length=100)

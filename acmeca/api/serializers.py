@@ -217,6 +217,8 @@ class AcmeChallengeSerializer(serializers.ModelSerializer):
             "status",
             "error",
             "instructions",
+            "record_present",
+            "cleanup_attempts",
             "answered_at",
             "validated_at",
             "confirmed_at",
@@ -255,6 +257,15 @@ class AcmeOrderSerializer(serializers.ModelSerializer):
     step = EnumChoiceField(AcmeOrder.Step.choices, enum_name="AcmeOrderStepEnum", read_only=True)
     error = serializers.CharField(source="last_error", read_only=True, help_text="The last error (the CA's).")
     challenges = AcmeChallengeSerializer(many=True, read_only=True)
+    cleanup_pending = serializers.BooleanField(
+        read_only=True, help_text="Challenge records are still to be removed."
+    )
+    cleanup_stopped_at = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="Set when removal stopped, failing for a permanent reason: clear it with clear-cleanup.",
+    )
+    cleanup_error = serializers.CharField(read_only=True, help_text="Why the records could not be removed.")
 
     class Meta:
         model = AcmeOrder
@@ -274,6 +285,9 @@ class AcmeOrderSerializer(serializers.ModelSerializer):
             "attempts",
             "next_attempt_at",
             "order_url",
+            "cleanup_pending",
+            "cleanup_stopped_at",
+            "cleanup_error",
             "requested_by",
             "created_at",
             "updated_at",

@@ -131,6 +131,14 @@ class AcmeOrderViewSet(
         order = orders.confirm_manual_records(self.get_object(), actor=self.actor)
         return outcome_response(request, pending(order))
 
+    @extend_schema(request=None, responses={200: s.AcmeOrderSerializer, 409: _CONFLICT})
+    @action(detail=True, methods=["post"], url_path="clear-cleanup")
+    def clear_cleanup(self, request, pk=None):
+        """The challenge records certmgr could not remove are the operator's now (removed by hand): the
+        janitor stops trying."""
+        order = orders.clear_cleanup(self.get_object(), actor=self.actor)
+        return Response(s.AcmeOrderSerializer(self.get_queryset().get(pk=order.pk)).data)
+
     @extend_schema(responses={204: None, 409: OpenApiResponse(description="The order is not finished.")})
     def destroy(self, request, *args, **kwargs):
         return super().destroy(request, *args, **kwargs)

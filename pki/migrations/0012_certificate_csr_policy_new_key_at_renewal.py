@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pki', '0010_alert_channel_url_encrypted'),
+        ('pki', '0011_alert_event_audit_checkpoint'),
     ]
 
     operations = [
