@@ -55,7 +55,7 @@ ORDER_STATUS_COLORS = {
 }
 _VENDORS = {v.value for v in vendors.Vendor}
 CHALLENGE_COLORS = {"not_ready": "#9e9e9e", "ready": "#1565c0", "valid": "#2e7d32", "invalid": "#c62828"}
-ACCOUNT_COLORS = {"valid": "#2e7d32", "deactivated": "#757575", "revoked": "#c62828"}
+ACCOUNT_COLORS = {"valid": "#2e7d32", "deactivated": "#757575", "revoked": "#c62828", "invalid": "#c62828"}
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -164,6 +164,10 @@ def settings_display(ca: CertificateAuthority) -> str:
             ("Preferred chain", row.preferred_chain or "— (the CA's default)"),
             ("TLS trust", bundle),
             ("Direct issuance", "enabled" if row.direct_issuance else "off (subscribers only)"),
+            (
+                "Account lost at the CA",
+                "registered again automatically" if row.reregister_automatically else "left to you",
+            ),
             (
                 "Propagation",
                 f"timeout {row.propagation_timeout} s, checked every {row.propagation_interval:g} s",
@@ -322,7 +326,7 @@ class AcmeAccountAdmin(AcmeAdmin):
     list_filter = ["status", "vendor", OrganizationFilter]
     search_fields = ["email", "account_url", "directory_url"]
     list_select_related = ["organization"]
-    actions = ["deactivate_accounts", "rollover_keys"]
+    actions = ["deactivate_accounts", "rollover_keys", "reregister_accounts"]
     change_form_template = "admin/acmeca/acmeaccount/change_form.html"
 
     def get_queryset(self, request):
@@ -388,7 +392,12 @@ class AcmeAccountAdmin(AcmeAdmin):
         services.delete_account(obj, actor=as_actor(request))
 
     def change_form_extra(self, request, obj):
-        return {**super().change_form_extra(request, obj), "is_valid": obj.status == AcmeAccount.Status.VALID}
+        return {
+            **super().change_form_extra(request, obj),
+            "is_valid": obj.status == AcmeAccount.Status.VALID,
+            "is_lost": obj.status == AcmeAccount.Status.INVALID,
+            "in_use": obj.settings.exists(),
+        }
 
     # --- actions and buttons -------------------------------------------------------------------------
     def do_deactivate(self, request, account):
@@ -400,6 +409,28 @@ class AcmeAccountAdmin(AcmeAdmin):
     def _rollover(self, request, account, key_kind=None) -> None:
         if self._call(request, services.rollover_account_key, account, key_kind=key_kind) is not None:
             self.message_user(request, f"Account {account.pk}: new {account.key_kind} key.", messages.SUCCESS)
+
+    def do_reregister(self, request, account, *, new_key: bool = False):
+        fresh = self._call(request, services.reregister_account, account, new_key=new_key)
+        if fresh is None:
+            return None
+        key = "a new key" if new_key else "the same key"
+        self.message_user(
+            request,
+            format_html(
+                "Registered {} at the CA with {}; the CA uses it from now on.", admin_link(fresh), key
+            ),
+            messages.SUCCESS,
+        )
+        return fresh
+
+    def do_reregister_new_key(self, request, account):
+        return self.do_reregister(request, account, new_key=True)
+
+    @admin.action(description="Register selected lost accounts again (same key)", permissions=["manage"])
+    def reregister_accounts(self, request, queryset):
+        for account in queryset.exclude(status=AcmeAccount.Status.VALID)[:ACTION_LIMIT]:
+            self.do_reregister(request, account)
 
     @admin.action(description="Deactivate selected accounts at the CA (irreversible)", permissions=["manage"])
     def deactivate_accounts(self, request, queryset):
@@ -413,7 +444,7 @@ class AcmeAccountAdmin(AcmeAdmin):
 
     def get_urls(self):
         return [
-            *self._button_urls(["deactivate"]),
+            *self._button_urls(["deactivate", "reregister", "reregister_new_key"]),
             path(
                 "<int:pk>/rollover/",
                 self.admin_site.admin_view(self.rollover_view),

@@ -30,6 +30,8 @@ class AccountStatus(Choices):
     VALID = "valid", "Valid"
     DEACTIVATED = "deactivated", "Deactivated"
     REVOKED = "revoked", "Revoked"
+    # Not RFC 8555's: the CA answered accountDoesNotExist (a CA reset, a staging wipe). Register again.
+    INVALID = "invalid", "Invalid (unknown to the CA)"
 
 
 class OrderStatus(Choices):

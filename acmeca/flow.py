@@ -36,6 +36,7 @@ from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.utils import timezone
 
 from acmeca import client as acme
+from acmeca import services as acme_services
 from acmeca.models import AcmeAuthorization, AcmeChallenge, AcmeOrder, AcmeSettings, ChallengeType
 from certmgr import audit, outbound
 from certmgr.actors import Actor
@@ -99,6 +100,11 @@ def run_order(order_id: int, *, progress: Callable[[str], None] | None = None) -
             if runner is None or not runner.released:
                 mine = AcmeOrder.objects.filter(pk=order_id, lease_owner=owner)
                 mine.update(lease_owner="", lease_until=None)
+        if runner is not None and runner.account_lost and runner.settings.reregister_automatically:
+            from django_q.tasks import async_task
+
+            # A worker registers the new account and retries (``tasks.recover_lost_account``).
+            async_task("acmeca.tasks.recover_lost_account", order_id, task_name=f"acme-recover-{order_id}")
     return AcmeOrder.objects.get(pk=order_id)
 
 
@@ -199,6 +205,7 @@ class _Runner:
         self.submitted: messages.Order | None = None  # the CA's answer to this run's newOrder
         self.client_reusable = True  # False after a failure: the next order starts a new session
         self.released = False
+        self.account_lost = False  # the CA answered accountDoesNotExist
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, **fields: Any) -> None:
@@ -316,6 +323,17 @@ class _Runner:
             self.fail(str(exc), "outboundRefused")
             return None
         problem = acme.classify(exc)
+        if problem.kind == acme_services.LOST and self.order.account is not None:
+            self.account_lost = True
+            acme_services.mark_account_lost(self.order.account, detail=problem.detail, actor=WORKER)
+            again = self.settings.reregister_automatically
+            reason = problem.detail or problem.kind
+            self.fail(
+                f"the CA no longer knows the ACME account {self.order.account_id} ({reason})"
+                + (": certmgr registers a new account and retries" if again else ": register it again"),
+                problem.kind,
+            )
+            return None
         if problem.kind in {"protocol", "unexpected"} and not problem.is_acme_error:
             log.exception("ACME order %s: unexpected error", self.order.pk)
         message = problem.detail or str(problem)

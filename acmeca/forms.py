@@ -120,6 +120,14 @@ class AcmeCaForm(forms.Form):
         required=False,
         help_text="Allow certificates by names alone, without a subscriber.",
     )
+    reregister_automatically = forms.BooleanField(
+        label="Re-register automatically when the CA forgets the account",
+        required=False,
+        initial=True,
+        help_text="When the CA answers accountDoesNotExist (a CA reset, a staging wipe), register a new "
+        "account with the same key and retry the failed order on it. Off: the account is marked invalid "
+        "and waits for you to register it again.",
+    )
     propagation_timeout = forms.IntegerField(
         initial=180, help_text="Seconds to wait for the TXT records to reach every name server (5 to 3600)."
     )

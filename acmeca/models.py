@@ -88,6 +88,12 @@ class AcmeSettings(models.Model):
     direct_issuance = models.BooleanField(
         default=False, help_text="allow certificates by names alone, without a subscriber"
     )
+    reregister_automatically = models.BooleanField(
+        "re-register automatically when the CA forgets the account",
+        default=True,
+        help_text="when the CA answers accountDoesNotExist, register a new account with the same key and "
+        "retry the failed order on it",
+    )
     propagation_timeout = models.PositiveIntegerField(
         default=180, help_text="seconds to wait for the TXT records to reach every name server"
     )

@@ -29,6 +29,8 @@ from pki.models import Certificate, CertificateAuthority
 if TYPE_CHECKING:
     import josepy as jose
 
+LOST = "accountDoesNotExist"  # the CA's answer for an account it no longer knows (RFC 8555 §7.3.1)
+
 _T = TypeVar("_T")
 
 # What an ACME CA's settings may be given as (create and update alike).
@@ -45,6 +47,7 @@ SETTINGS_FIELDS = (
     "preferred_chain",
     "tls_ca_bundle",
     "direct_issuance",
+    "reregister_automatically",
     "propagation_timeout",
     "propagation_interval",
 )
@@ -114,11 +117,13 @@ def _set(row: AcmeSettings, values: dict[str, Any]) -> None:
         setattr(row, field, value)
 
 
-def _register(organization_id: int, row: AcmeSettings, key_kind: str) -> AcmeAccount:
-    """Create the account at the CA (the network call) and return it unsaved."""
+def _register(
+    organization_id: int, row: AcmeSettings, key_kind: str, key: jose.JWK | None = None
+) -> AcmeAccount:
+    """Create the account at the CA (the network call) and return it unsaved; ``key``: an existing key."""
     if key_kind not in dict(ACCOUNT_KEY_KINDS):
         raise ValidationError({"account_key_kind": [f"Choose one of: {', '.join(dict(ACCOUNT_KEY_KINDS))}."]})
-    key = acme.generate_account_key(key_kind)
+    key = key or acme.generate_account_key(key_kind)
     try:
         registered = acme.register_account(
             directory_url=row.directory_url,
@@ -248,7 +253,55 @@ def _account_call(account: AcmeAccount, call: Callable[..., _T], **kwargs: Any) 
             **kwargs,
         )
     except acme.AcmeProblem as exc:
+        if exc.kind == LOST:
+            mark_account_lost(account, detail=exc.detail)
         raise _problem(exc, "account") from exc
+
+
+def mark_account_lost(account: AcmeAccount, *, detail: str = "", actor: Actor | None = None) -> bool:
+    """The CA answered accountDoesNotExist: the account is invalid here too (audited). True when this call
+    changed it (a second report of the same loss changes nothing)."""
+    actor = as_actor(actor or Actor.system("acme-worker"))
+    with transaction.atomic():
+        changed = AcmeAccount.objects.filter(pk=account.pk, status=AcmeAccount.Status.VALID).update(
+            status=AcmeAccount.Status.INVALID, updated_at=timezone.now()
+        )
+        account.status = AcmeAccount.Status.INVALID
+        if changed:
+            audit.record(actor, "acme.account.lost", account, outcome="failure", error=detail[:2000])
+    return bool(changed)
+
+
+def reregister_account(
+    account: AcmeAccount, *, actor: Actor, new_key: bool = False, key_kind: str | None = None
+) -> AcmeAccount:
+    """Register a new account at the CA for the ACME CA that used ``account`` (invalid, deactivated or
+    revoked): with the same key, or a new one (``key_kind``, default the old kind). The CA uses it from now
+    on; the old one stays, marked, for its orders' history."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme.account.reregister", account):
+        require(actor, Action.MANAGE, account.organization_id)
+        if account.status == AcmeAccount.Status.VALID:
+            raise Conflict("this account is valid at the CA: nothing to register again")
+        row = AcmeSettings.objects.select_related("ca").filter(account=account).first()
+        if row is None:
+            raise Conflict("no ACME CA uses this account: edit the CA to register a new one")
+        kind = key_kind or account.key_kind
+        key = None if new_key else acme.account_key_from_pem(account.private_key)
+        fresh = _register(account.organization_id, row, kind, key)
+        with transaction.atomic():
+            fresh.save()
+            AcmeSettings.objects.filter(pk=row.pk).update(account=fresh)
+            audit.record(
+                actor,
+                "acme.account.register",
+                fresh,
+                ca=row.ca_id,
+                account_url=fresh.account_url,
+                replaces=account.pk,
+                same_key=not new_key,
+            )
+    return fresh
 
 
 def deactivate_account(account: AcmeAccount, *, actor: Actor) -> AcmeAccount:
@@ -256,14 +309,23 @@ def deactivate_account(account: AcmeAccount, *, actor: Actor) -> AcmeAccount:
     actor = as_actor(actor)
     with audit.failures(actor, "acme.account.deactivate", account):
         require(actor, Action.MANAGE, account.organization_id)
-        if account.status != AcmeAccount.Status.VALID:
+        if account.status not in (AcmeAccount.Status.VALID, AcmeAccount.Status.INVALID):
             raise Conflict(f"this account is already {account.status}")
-        result = _account_call(account, acme.deactivate_account)
+        status: str = AcmeAccount.Status.DEACTIVATED
+        at_ca = False
+        if account.status == AcmeAccount.Status.VALID:
+            try:
+                status = _account_call(account, acme.deactivate_account).status or status
+                at_ca = True
+            except ServiceError:
+                if account.status != AcmeAccount.Status.INVALID:  # not lost meanwhile: a real refusal
+                    raise
+        # An account the CA does not know is deactivated here only: nothing to tell the CA.
         with transaction.atomic():
-            account.status = result.status or AcmeAccount.Status.DEACTIVATED
+            account.status = status
             account.updated_at = timezone.now()
             account.save(update_fields=["status", "updated_at"])
-            audit.record(actor, "acme.account.deactivate", account)
+            audit.record(actor, "acme.account.deactivate", account, at_ca=at_ca)
     return account
 
 
@@ -289,13 +351,15 @@ def rollover_account_key(account: AcmeAccount, *, actor: Actor, key_kind: str | 
 
 
 def delete_account(account: AcmeAccount, *, actor: Actor) -> None:
-    """Forget the account here (its certificates stay); refused while a CA still uses it."""
+    """Forget the account here (its certificates stay); refused while a CA still uses it, unless the CA no
+    longer knows it (invalid): then that CA has no account until one is registered again."""
     actor = as_actor(actor)
     with audit.failures(actor, "acme.account.delete", account):
         require(actor, Action.MANAGE, account.organization_id)
-        if account.settings.exists():
+        if account.status != AcmeAccount.Status.INVALID and account.settings.exists():
             raise Conflict("an ACME CA still uses this account: deactivate it or change the CA first")
         with transaction.atomic():
+            AcmeSettings.objects.filter(account=account).update(account=None)
             target = ("acmeca.acmeaccount", account.pk, str(account))
             account.delete()
             audit.record(actor, "acme.account.delete", target, organization=account.organization_id)

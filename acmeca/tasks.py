@@ -9,11 +9,33 @@ from django.utils import timezone
 from acmeca import flow
 from acmeca.models import AcmeOrder
 from certmgr.jobs import JobReport, run_job
+from pki.issuers import Pending
 
 
 def run_order(order_id: int) -> str:
     order = flow.run_order(order_id)
     return f"order {order.pk}: {order.step}"
+
+
+def recover_lost_account(order_id: int) -> str:
+    """After the CA forgot the account of a failed order (accountDoesNotExist): register a new account with
+    the same key for its CA, then retry the order on it (the CA's setting allows this)."""
+    from acmeca import orders, services
+    from acmeca.models import AcmeAccount, AcmeSettings
+
+    order = AcmeOrder.objects.select_related("account").get(pk=order_id)
+    row = AcmeSettings.objects.select_related("account").get(ca_id=order.ca_id)
+    if not row.reregister_automatically:
+        return f"order {order_id}: re-registration is off for this CA"
+    account = row.account
+    if account is not None and account.status == AcmeAccount.Status.INVALID:
+        account = services.reregister_account(account, actor=flow.WORKER)
+    if account is None or account.status != AcmeAccount.Status.VALID:
+        return f"order {order_id}: the CA has no valid account"
+    outcome = orders.retry_order(order, actor=flow.WORKER)
+    if isinstance(outcome, Pending):
+        return f"order {order_id} retried as {outcome.label} on account {account.pk}"
+    return f"order {order_id} retried: certificate {outcome.certificate.pk}"
 
 
 def janitor() -> dict:

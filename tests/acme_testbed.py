@@ -227,6 +227,8 @@ class PebbleServer:
     eab_hmac_key: str  # base64url without padding, as ACME clients take it
     workdir: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
+    command: list[str] = field(default_factory=list, repr=False)
+    environment: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def log(self) -> Path:
@@ -247,6 +249,27 @@ class PebbleServer:
 
     def tail_log(self, lines: int = 80) -> str:
         return tail(self.log, lines)
+
+    def restart(self) -> None:
+        """Stop Pebble and start it again on the same ports: it forgets every account, order and its own
+        roots (Pebble keeps nothing on disk), as a CA reset or a staging wipe does. Only for a Pebble of one
+        test (``own_pebble``): the session's Pebble serves every other test's accounts."""
+        assert self.proc is not None
+        stop(self.proc)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.command,
+                cwd=self.workdir,
+                env=self.environment,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(self._directory_ready, self.proc, self.log, "pebble (restarted)")
+
+    def _directory_ready(self) -> bool:
+        r = requests.get(self.directory_url, verify=str(self.tls_ca_bundle_path), timeout=1)
+        return r.status_code == 200 and "newOrder" in r.json()
 
 
 def _tls_material(workdir: Path) -> tuple[Path, Path, Path]:
@@ -346,15 +369,15 @@ def _start_pebble(
         env["PEBBLE_WFE_NONCEREJECT"] = str(nonce_reject)  # the soak's 50%
     env["PEBBLE_ALTERNATE_ROOTS"] = "1"  # a second chain behind Link rel="alternate" (preferred chain)
     cmd = [binary, "-config", str(config_path), "-dnsserver", dns_server]
+    server.command, server.environment = cmd, env
     with _running_env(cmd, server.log, workdir, env) as proc:
         server.proc = proc
-
-        def directory_ready() -> bool:
-            r = requests.get(server.directory_url, verify=str(ca_path), timeout=1)
-            return r.status_code == 200 and "newOrder" in r.json()
-
-        wait_for(directory_ready, proc, server.log, "pebble")
-        yield server
+        wait_for(server._directory_ready, proc, server.log, "pebble")
+        try:
+            yield server
+        finally:
+            if server.proc is not proc:  # restarted: stop the running one
+                stop(server.proc)
 
 
 @contextlib.contextmanager
@@ -374,6 +397,13 @@ def _running_env(cmd: list[str], log: Path, cwd: Path, env: dict[str, str]) -> I
 def pebble(tmp_path_factory, dnsdist: DnsdistRouter) -> Iterator[PebbleServer]:
     """Pebble without EAB, validating through dnsdist (PowerDNS + BIND zones)."""
     with _start_pebble(tmp_path_factory.mktemp("pebble"), dnsdist.address, eab_required=False) as server:
+        yield server
+
+
+@pytest.fixture
+def own_pebble(tmp_path, dnsdist: DnsdistRouter) -> Iterator[PebbleServer]:
+    """A Pebble for one test, free to ``restart()`` (the session's Pebble is shared by every test)."""
+    with _start_pebble(tmp_path, dnsdist.address, eab_required=False) as server:
         yield server
 
 

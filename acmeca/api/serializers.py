@@ -133,6 +133,11 @@ class AcmeCaSettingsWriteSerializer(serializers.Serializer):
     direct_issuance = serializers.BooleanField(
         required=False, help_text="Allow certificates by names alone (POST /cas/{id}/issue/)."
     )
+    reregister_automatically = serializers.BooleanField(
+        required=False,
+        help_text="When the CA forgets the account (accountDoesNotExist): register a new one and retry the "
+        "failed order (default on).",
+    )
     propagation_timeout = serializers.IntegerField(min_value=5, max_value=3600, required=False)
     propagation_interval = serializers.FloatField(min_value=0.1, max_value=60, required=False)
 
@@ -176,6 +181,15 @@ class AcmeAccountSerializer(serializers.ModelSerializer):
             "key_rolled_at",
         ]
         read_only_fields = fields
+
+
+class AcmeAccountReregisterSerializer(serializers.Serializer):
+    new_key = serializers.BooleanField(
+        required=False, default=False, help_text="Register with a new key (default: the same key)."
+    )
+    key_kind = account_key_kind_field(
+        required=False, help_text="The new key's type (default: the old one's)."
+    )
 
 
 class AcmeAccountRolloverSerializer(serializers.Serializer):

@@ -68,6 +68,24 @@ class AcmeAccountViewSet(
         account = services.rollover_account_key(account, actor=self.actor, key_kind=data.get("key_kind"))
         return Response(s.AcmeAccountSerializer(account).data)
 
+    @extend_schema(
+        request=s.AcmeAccountReregisterSerializer,
+        responses={
+            201: s.AcmeAccountSerializer,
+            409: OpenApiResponse(description="The account is valid, or no CA uses it."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def reregister(self, request, pk=None):
+        """Register a new account at the CA for the ACME CA of this lost (invalid) account, with the same key
+        or a new one; the CA uses the new account from now on. Answers the new account."""
+        account = self.get_object()
+        data = valid(s.AcmeAccountReregisterSerializer, request, dotted_errors=True)
+        fresh = services.reregister_account(
+            account, actor=self.actor, new_key=data.get("new_key", False), key_kind=data.get("key_kind")
+        )
+        return Response(s.AcmeAccountSerializer(fresh).data, status=201)
+
     @extend_schema(responses={204: None, 409: OpenApiResponse(description="An ACME CA still uses it.")})
     def destroy(self, request, *args, **kwargs):
         return super().destroy(request, *args, **kwargs)

@@ -18,6 +18,7 @@ from tests import acme_testbed, dnsservers
 
 pebble = acme_testbed.pebble
 pebble_eab = acme_testbed.pebble_eab
+own_pebble = acme_testbed.own_pebble
 dnsdist = acme_testbed.dnsdist
 powerdns = dnsservers.powerdns
 bind = dnsservers.bind
