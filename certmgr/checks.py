@@ -2,7 +2,7 @@
 ``manage.py check --deploy`` (and refuses to store secrets, or to write audit events, at run time)."""
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from certmgr import audit_keys, encryption
@@ -42,3 +42,36 @@ def audit_keys_valid(app_configs, **kwargs):
     except ImproperlyConfigured as exc:
         return [Error(str(exc), id="certmgr.E004")]
     return []
+
+
+@register(Tags.security)
+def single_sign_on_configured(app_configs, **kwargs):
+    """SSO is configured whole or not at all, with a role map that reads."""
+    from certmgr.sso_mapping import RoleMapError, parse_role_map
+
+    names = ("CERTMGR_OIDC_ISSUER", "CERTMGR_OIDC_CLIENT_ID", "CERTMGR_OIDC_CLIENT_SECRET")
+    given = [name for name in names if getattr(settings, name)]
+    if not given:
+        return []
+    problems: list[CheckMessage] = []
+    missing = [name for name in names if name not in given]
+    if missing:
+        problems.append(
+            Error(
+                f"single sign-on is half configured: {', '.join(given)} set, {', '.join(missing)} missing",
+                id="certmgr.E005",
+            )
+        )
+    try:
+        role_map = parse_role_map(settings.CERTMGR_OIDC_ROLE_MAP)
+    except RoleMapError as exc:
+        problems.append(Error(str(exc), id="certmgr.E006"))
+    else:
+        if not role_map:
+            problems.append(
+                Warning(
+                    "CERTMGR_OIDC_ROLE_MAP is empty: single sign-on lets no one in (only superusers)",
+                    id="certmgr.W001",
+                )
+            )
+    return problems

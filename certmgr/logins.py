@@ -49,9 +49,22 @@ def _user_named(username: str | None) -> Any:
     return get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: username}).first()
 
 
+def record_failure(user: Any, error: str, **details: Any) -> None:
+    """A sign-in refused or failed outside the password form (single sign-on), in the same events."""
+    _record("auth.login_failed", user, outcome="failure", error=error, **details)
+
+
+SSO_BACKEND = "certmgr.sso_login.SingleSignOnBackend"
+
+
+def _method(user: Any) -> str:
+    # ``authenticate`` marks the user with the backend that let them in.
+    return "sso" if getattr(user, "backend", "") == SSO_BACKEND else "password"
+
+
 @receiver(user_logged_in)
 def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    _record("auth.login", user)
+    _record("auth.login", user, method=_method(user))
 
 
 @receiver(user_logged_out)
@@ -62,8 +75,10 @@ def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 
 @receiver(user_login_failed)
 def _login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
-    if request is None or getattr(request, "axes_locked_out", False):
-        return  # not a web login, or already locked out (the lockout itself is one event)
+    if request is None or getattr(request, "axes_locked_out", False) or "username" not in credentials:
+        # Not a web login, already locked out (the lockout itself is one event), or not the password form
+        # (single sign-on records its own failures).
+        return
     username = str(credentials.get("username") or "")[:150]
     _record(
         "auth.login_failed",
@@ -71,6 +86,7 @@ def _login_failed(sender: Any, credentials: dict[str, Any], request: Any = None,
         outcome="failure",
         error="wrong user name or password",
         username=username,
+        method="password",
     )
 
 

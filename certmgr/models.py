@@ -48,6 +48,30 @@ class Membership(models.Model):
         return f"{self.user} in {self.organization} ({self.get_role_display()})"
 
 
+class SingleSignOnIdentity(models.Model):
+    """The identity provider's account behind a user who signs in with single sign-on: the issuer and the
+    provider's never-reassigned subject identifier (``sub``). Sign-ins find their user by these, never by a
+    user name or e-mail address that the provider could hand out again."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identity"
+    )
+    issuer = models.CharField(max_length=300)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_login_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "single sign-on identity"
+        verbose_name_plural = "single sign-on identities"
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="sso_identity_unique_subject"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.subject} at {self.issuer})"
+
+
 class ApiToken(models.Model):
     """A bearer token for scripts: shown once, stored as a SHA-256 digest, bound to one org and a role."""
 

@@ -82,7 +82,10 @@ def add_member(organization: Organization, user: UserModel, role: str, *, actor:
     return membership
 
 
-def change_role(membership: Membership, role: str, *, actor: Actor) -> Membership:
+def change_role(
+    membership: Membership, role: str, *, actor: Actor, keep_one_admin: bool = True
+) -> Membership:
+    """``keep_one_admin=False`` is for single sign-on, where the identity provider decides who is admin."""
     actor = as_actor(actor)
     _check_role(role)
     with audit.failures(actor, "membership.update", membership, role=role):
@@ -90,7 +93,7 @@ def change_role(membership: Membership, role: str, *, actor: Actor) -> Membershi
         with transaction.atomic():
             membership = Membership.objects.select_for_update().get(pk=membership.pk)
             old = membership.role
-            if old == Role.ADMIN and role != Role.ADMIN:
+            if keep_one_admin and old == Role.ADMIN and role != Role.ADMIN:
                 _keep_one_admin(membership)
             membership.role = role
             membership.save(update_fields=["role"])
@@ -98,13 +101,13 @@ def change_role(membership: Membership, role: str, *, actor: Actor) -> Membershi
     return membership
 
 
-def remove_member(membership: Membership, *, actor: Actor) -> None:
+def remove_member(membership: Membership, *, actor: Actor, keep_one_admin: bool = True) -> None:
     actor = as_actor(actor)
     with audit.failures(actor, "membership.delete", membership):
         require(actor, Action.MANAGE_MEMBERS, membership.organization_id)
         with transaction.atomic():
             membership = Membership.objects.select_for_update().get(pk=membership.pk)
-            if membership.role == Role.ADMIN:
+            if keep_one_admin and membership.role == Role.ADMIN:
                 _keep_one_admin(membership)
             target = ("certmgr.membership", membership.pk, str(membership))
             # The member's tokens for this organization die with the membership.

@@ -139,6 +139,19 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/certmgr/locked_out.html"
 AXES_VERBOSE = False  # lockouts are audit events (certmgr.logins); no banner in every command's output
 
+# Single sign-on to the admin through OpenID Connect (mozilla-django-oidc), off unless the issuer and the
+# client id are set. The provider's groups claim grants organization roles through the role map, JSON
+# {"<group claim value>": "<org-slug>:<role>"}; see docs/guide/security.md.
+CERTMGR_OIDC_ISSUER = env.str("CERTMGR_OIDC_ISSUER", default="").rstrip("/")
+CERTMGR_OIDC_CLIENT_ID = env.str("CERTMGR_OIDC_CLIENT_ID", default="")
+CERTMGR_OIDC_CLIENT_SECRET = env.str("CERTMGR_OIDC_CLIENT_SECRET", default="")
+CERTMGR_OIDC_SCOPES = env.str("CERTMGR_OIDC_SCOPES", default="openid email profile")
+CERTMGR_OIDC_SIGN_ALGO = env.str("CERTMGR_OIDC_SIGN_ALGO", default="RS256")
+CERTMGR_OIDC_GROUPS_CLAIM = env.str("CERTMGR_OIDC_GROUPS_CLAIM", default="groups")
+CERTMGR_OIDC_USERNAME_CLAIM = env.str("CERTMGR_OIDC_USERNAME_CLAIM", default="preferred_username")
+CERTMGR_OIDC_ROLE_MAP = env.str("CERTMGR_OIDC_ROLE_MAP", default="")
+AUTHENTICATION_BACKENDS.append("certmgr.sso_login.SingleSignOnBackend")  # answers only SSO callbacks
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True

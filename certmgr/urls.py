@@ -9,6 +9,7 @@ from reports.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("", include("certmgr.sso_login")),  # /sso/login/ and /sso/callback/: 404 unless SSO is configured
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("certmgr.api.urls")),
