@@ -15,6 +15,7 @@ import requests
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
@@ -55,6 +56,10 @@ class SingleSignOnBackend(OIDCAuthenticationBackend):
         # Django builds a backend for every request of a signed-in user (``get_user``); the provider's
         # endpoints are looked up at sign-in only, so a provider outage never breaks existing sessions.
         self.UserModel = get_user_model()
+
+    def get_user(self, user_id: Any) -> Any:
+        # Django's check (mozilla-django-oidc's skips it): a deactivated user's session ends.
+        return ModelBackend.get_user(self, user_id)
 
     def authenticate(self, request: HttpRequest | None, **kwargs: Any) -> Any:
         if request is None or "nonce" not in kwargs or not sso.enabled():

@@ -254,3 +254,13 @@ def test_a_callback_no_sign_in_started_is_refused(db, settings):
     answer = Client().get("/sso/callback/?code=stolen&state=guessed", follow=True)
     assert b"sign in again" in answer.content
     assert "_auth_user_id" not in answer.wsgi_request.session
+
+
+def test_a_deactivated_sso_users_session_ends(db, role_map):
+    from certmgr.sso_login import SingleSignOnBackend
+
+    user = sso.sign_in(claims(["pki-ops"]), issuer=ISSUER)
+    assert SingleSignOnBackend().get_user(user.pk) == user
+    user.is_active = False
+    user.save()
+    assert SingleSignOnBackend().get_user(user.pk) is None
