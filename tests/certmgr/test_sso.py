@@ -211,7 +211,7 @@ def test_checks_report_half_a_configuration_and_a_bad_map(settings):
     assert isinstance(problem, Error) and "CERTMGR_OIDC_CLIENT_SECRET missing" in problem.msg
     configure(settings, CERTMGR_OIDC_ROLE_MAP='{"ops": "acme:boss"}')
     [problem] = single_sign_on_configured(None)
-    assert problem.id == "certmgr.E004" and "'boss'" in problem.msg
+    assert problem.id == "certmgr.E006" and "'boss'" in problem.msg
     configure(settings, CERTMGR_OIDC_ROLE_MAP="")
     [problem] = single_sign_on_configured(None)
     assert isinstance(problem, Warning) and "lets no one in" in problem.msg

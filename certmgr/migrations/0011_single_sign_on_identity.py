@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('certmgr', '0006_anonymous_auth_failures'),
+        ('certmgr', '0010_invitations'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
