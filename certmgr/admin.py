@@ -11,15 +11,16 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.http import StreamingHttpResponse
 from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 
-from certmgr import audit, invitations, services
+from certmgr import audit, invitations, services, two_factor
 from certmgr.actors import as_actor
-from certmgr.admin_base import OrganizationFilter, TenantAdmin
-from certmgr.models import ApiToken, AuditEvent, Invitation, JobRun, Membership, Organization
+from certmgr.admin_base import ACTION_LIMIT, OrganizationFilter, TenantAdmin
+from certmgr.models import ApiToken, AuditEvent, Invitation, JobRun, Membership, Organization, TOTPDevice
 from certmgr.permissions import Action
 
 User = get_user_model()
@@ -32,16 +33,24 @@ admin.site.index_title = "Certificates, CAs and DNS providers"
 # --- organizations -----------------------------------------------------------------------------------
 @admin.register(Organization)
 class OrganizationAdmin(TenantAdmin):
-    list_display = ["name", "slug", "created_at"]
+    list_display = ["name", "slug", "two_factor_required", "created_at"]
     search_fields = ["name", "slug"]
-    fields = ["name"]
     write_action = Action.MANAGE_MEMBERS
+
+    def get_fields(self, request, obj=None):
+        return ["name"] if obj is None else ["name", "slug", "two_factor_required"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # names are fixed (the slug is in URLs and audit details); the rules of the organization change
+        return ["name", "slug"] if obj is not None else []
 
     def has_add_permission(self, request):
         return as_actor(request).is_superuser
 
-    def has_change_permission(self, request, obj=None):
-        return False  # names are fixed; the slug is in URLs and audit details
+    def update(self, request, obj, form):
+        return two_factor.set_requirement(
+            obj, form.cleaned_data["two_factor_required"], actor=as_actor(request)
+        )
 
     def has_delete_permission(self, request, obj=None):
         return False  # an organization's audit chain is kept for good
@@ -102,11 +111,31 @@ class MembershipForm(forms.ModelForm):
 @admin.register(Membership)
 class MembershipAdmin(TenantAdmin):
     form = MembershipForm
-    list_display = ["user", "organization", "role", "created_at"]
+    list_display = ["user", "organization", "role", "two_factor", "created_at"]
     list_filter = ["role", OrganizationFilter]
     search_fields = ["user__username", "user__email"]
     list_select_related = ["user", "organization"]
     write_action = Action.MANAGE_MEMBERS
+    actions = ["reset_two_factor"]
+
+    def get_queryset(self, request):
+        enrolled = TOTPDevice.objects.filter(user=OuterRef("user"), confirmed=True)
+        return super().get_queryset(request).annotate(has_two_factor=Exists(enrolled))
+
+    @admin.display(description="Two-factor", boolean=True, ordering="has_two_factor")
+    def two_factor(self, obj):
+        return obj.has_two_factor
+
+    @admin.action(description="Reset two-factor authentication of selected members")
+    def reset_two_factor(self, request, queryset):
+        removed = 0
+        for membership in queryset.select_related("user")[:ACTION_LIMIT]:
+            removed += two_factor.reset_two_factor(membership.user, actor=as_actor(request))
+        self.message_user(
+            request,
+            f"Removed {removed} authenticator app(s): those members set up a new one at their next sign-in "
+            "if their organization requires it.",
+        )
 
     def has_add_permission(self, request):
         # Attaching an existing account by user name is for superusers; administrators invite (below).

@@ -1,5 +1,9 @@
 """Admin logins: throttled per user name and per client address (django-axes), and every login, logout,
-failure and lockout in the audit log, in the logs of the organizations the user belongs to."""
+failure and lockout in the audit log, in the logs of the organizations the user belongs to.
+
+A wrong one-time code at the second step (``certmgr.two_factor``) is a failed login too: it is sent as
+``user_login_failed`` with ``second_factor`` in the credentials, so django-axes counts it toward the same
+lockout and it is audited as ``auth.two_factor_failed``."""
 
 from __future__ import annotations
 
@@ -34,13 +38,27 @@ def _organizations(user: Any) -> list[int | None]:
     return list(user.memberships.values_list("organization_id", flat=True)) or [None]
 
 
-def _record(action: str, user: Any, *, outcome: str = "success", error: str = "", **details: Any) -> None:
-    actor = (
-        Actor.for_user(user) if user is not None and getattr(user, "pk", None) else Actor.system("anonymous")
-    )
+def record_for_user(
+    action: str,
+    user: Any,
+    *,
+    actor: Actor | None = None,
+    target: Any = None,
+    outcome: str = "success",
+    error: str = "",
+    **details: Any,
+) -> None:
+    """One event in the chain of every organization ``user`` belongs to (chain 0 if none). The actor is the
+    user themself unless given."""
+    if actor is None:
+        actor = (
+            Actor.for_user(user)
+            if user is not None and getattr(user, "pk", None)
+            else Actor.system("anonymous")
+        )
     with transaction.atomic():
         for org_id in _organizations(user):
-            audit.record(actor, action, None, organization=org_id, outcome=outcome, error=error, **details)
+            audit.record(actor, action, target, organization=org_id, outcome=outcome, error=error, **details)
 
 
 def _user_named(username: str | None) -> Any:
@@ -51,7 +69,7 @@ def _user_named(username: str | None) -> Any:
 
 def record_failure(user: Any, error: str, **details: Any) -> None:
     """A sign-in refused or failed outside the password form (single sign-on), in the same events."""
-    _record("auth.login_failed", user, outcome="failure", error=error, **details)
+    record_for_user("auth.login_failed", user, outcome="failure", error=error, **details)
 
 
 SSO_BACKEND = "certmgr.sso_login.SingleSignOnBackend"
@@ -64,13 +82,13 @@ def _method(user: Any) -> str:
 
 @receiver(user_logged_in)
 def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    _record("auth.login", user, method=_method(user))
+    record_for_user("auth.login", user, method=_method(user))
 
 
 @receiver(user_logged_out)
 def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     if user is not None:
-        _record("auth.logout", user)
+        record_for_user("auth.logout", user)
 
 
 @receiver(user_login_failed)
@@ -80,7 +98,17 @@ def _login_failed(sender: Any, credentials: dict[str, Any], request: Any = None,
         # (single sign-on records its own failures).
         return
     username = str(credentials.get("username") or "")[:150]
-    _record(
+    if credentials.get("second_factor"):
+        record_for_user(
+            "auth.two_factor_failed",
+            _user_named(username),
+            outcome="failure",
+            error=str(credentials.get("reason") or "wrong one-time code"),
+            username=username,
+            method=credentials["second_factor"],
+        )
+        return
+    record_for_user(
         "auth.login_failed",
         _user_named(username),
         outcome="failure",
@@ -94,7 +122,7 @@ def _login_failed(sender: Any, credentials: dict[str, Any], request: Any = None,
 def _locked_out(
     sender: Any, request: Any, username: str | None = None, ip_address: str | None = None, **kwargs: Any
 ) -> None:
-    _record(
+    record_for_user(
         "auth.locked_out",
         _user_named(username),
         outcome="failure",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from base64 import b32encode
+from binascii import unhexlify
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+from django_otp.oath import TOTP
+from django_otp.util import random_hex
 
-from certmgr.permissions import Role
+from certmgr.encryption import EncryptedTextField
+from certmgr.permissions import Role, TwoFactorRequirement
 from certmgr.querysets import (
     ApiTokenQuerySet,
     AuditEventQuerySet,
@@ -20,6 +28,14 @@ class Organization(models.Model):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The lowest role whose members must sign in to the admin with a second factor ("" : nobody must).
+    two_factor_required = models.CharField(
+        "two-factor authentication required for",
+        max_length=16,
+        blank=True,
+        default=TwoFactorRequirement.NOBODY,
+        choices=TwoFactorRequirement.choices,
+    )
 
     objects = OrganizationQuerySet.as_manager()
 
@@ -276,3 +292,66 @@ class Invitation(models.Model):
         if self.expires_at <= (now or timezone.now()):
             return "expired"
         return "pending"
+
+
+def new_totp_key() -> str:
+    return random_hex(20)  # 160 bits, as RFC 4226 recommends
+
+
+class TOTPDevice(TimestampMixin, ThrottlingMixin, Device):
+    """A user's authenticator app (RFC 6238 TOTP), a django-otp device whose key is encrypted at rest.
+
+    django-otp's own TOTP model keeps the key in plain hex; this one keeps it in an ``EncryptedTextField``
+    so no dump, page or backup shows it. A device is ``confirmed`` once its owner entered a code from it;
+    failures back off exponentially (django-otp's throttling) until a correct code.
+    """
+
+    key = EncryptedTextField(default=new_totp_key, editable=False)  # hex
+    step = models.PositiveSmallIntegerField(default=30)
+    digits = models.PositiveSmallIntegerField(default=6)
+    tolerance = models.PositiveSmallIntegerField(default=1)  # steps before and after now that still match
+    drift = models.SmallIntegerField(default=0)
+    last_t = models.BigIntegerField(default=-1)  # the step of the last accepted code: no code is used twice
+
+    class Meta(Device.Meta):
+        verbose_name = "TOTP device"
+        constraints = [models.UniqueConstraint(fields=["user"], name="totpdevice_one_per_user")]
+
+    @property
+    def bin_key(self) -> bytes:
+        return unhexlify(self.key.encode())
+
+    @property
+    def base32_key(self) -> str:
+        """The key as authenticator apps take it when typed in."""
+        return b32encode(self.bin_key).decode().rstrip("=")
+
+    def totp(self) -> TOTP:
+        totp = TOTP(self.bin_key, self.step, 0, self.digits, self.drift)
+        totp.time = time.time()
+        return totp
+
+    def verify_token(self, token) -> bool:
+        """django-otp's contract: True if ``token`` is the current code and newer than the last one
+        accepted. A wrong code doubles the wait before the next try; while waiting, every code is refused."""
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        token = str(token).strip().replace(" ", "")
+        totp = self.totp()
+        if (
+            token.isdigit()
+            and len(token) == self.digits
+            and totp.verify(int(token), self.tolerance, self.last_t + 1)
+        ):
+            self.last_t = totp.t()
+            self.drift = totp.drift
+            self.throttle_reset(commit=False)
+            self.set_last_used_timestamp(commit=False)
+            self.save()
+            return True
+        self.throttle_increment(commit=True)
+        return False
+
+    def get_throttle_factor(self) -> int:
+        return settings.CERTMGR_TWO_FACTOR_THROTTLE_SECONDS

@@ -13,6 +13,15 @@ class Role(models.TextChoices):
     ADMIN = "admin", "Administrator"
 
 
+class TwoFactorRequirement(models.TextChoices):
+    """Which members of an organization must use a second factor: a role and every role above it."""
+
+    NOBODY = "", "Nobody (optional for everyone)"
+    ADMIN = "admin", "Administrators"
+    OPERATOR = "operator", "Operators and administrators"
+    EVERYONE = "auditor", "Every member"
+
+
 class Action(StrEnum):
     VIEW = "view"  # read the inventory, connections' metadata, CAs, subscribers, orders
     VIEW_AUDIT = "audit.view"  # read the audit log
@@ -41,3 +50,8 @@ def role_allows(role: str | None, action: Action | str) -> bool:
 
 def lower_role(a: str, b: str) -> str:
     return a if ROLE_RANK[a] <= ROLE_RANK[b] else b
+
+
+def two_factor_required(requirement: str, role: str) -> bool:
+    """Whether a member with ``role`` must use a second factor under an organization's ``requirement``."""
+    return bool(requirement) and ROLE_RANK[role] >= ROLE_RANK[requirement]

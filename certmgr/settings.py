@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "axes",
+    "django_otp",
     "certmgr",
     "dnsproviders",
     "pki",
@@ -79,6 +80,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # tells whether the session passed the second factor
+    "certmgr.two_factor_middleware.TwoFactorMiddleware",  # until it has, only the second step is open
     "certmgr.denials.DeniedPageAuditMiddleware",
     "certmgr.middleware.AdminServiceErrorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -151,6 +154,14 @@ CERTMGR_OIDC_GROUPS_CLAIM = env.str("CERTMGR_OIDC_GROUPS_CLAIM", default="groups
 CERTMGR_OIDC_USERNAME_CLAIM = env.str("CERTMGR_OIDC_USERNAME_CLAIM", default="preferred_username")
 CERTMGR_OIDC_ROLE_MAP = env.str("CERTMGR_OIDC_ROLE_MAP", default="")
 AUTHENTICATION_BACKENDS.append("certmgr.sso_login.SingleSignOnBackend")  # answers only SSO callbacks
+
+# Two-factor authentication (TOTP authenticator apps, django-otp): which members must use it is each
+# organization's rule; superusers must too when CERTMGR_TWO_FACTOR_SUPERUSERS is on. After a wrong code the
+# next one is accepted only after THROTTLE_SECONDS * 2^(failures - 1) seconds; wrong codes also count toward
+# the login lockout above. ISSUER names certmgr in the authenticator app.
+CERTMGR_TWO_FACTOR_SUPERUSERS = env.bool("CERTMGR_TWO_FACTOR_SUPERUSERS", default=False)
+CERTMGR_TWO_FACTOR_THROTTLE_SECONDS = env.int("CERTMGR_TWO_FACTOR_THROTTLE_SECONDS", default=1)
+CERTMGR_TWO_FACTOR_ISSUER = env.str("CERTMGR_TWO_FACTOR_ISSUER", default="certmgr")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")

@@ -3,11 +3,15 @@ from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from certmgr import two_factor_views
 from certmgr.api.exceptions import api_not_found
 from certmgr.invitation_views import invitation_page
 from reports.metrics import metrics_view
 
 urlpatterns = [
+    path("admin/two-factor/", two_factor_views.manage_view, name="two-factor"),
+    path("admin/two-factor/verify/", two_factor_views.verify_view, name="two-factor-verify"),
+    path("admin/two-factor/set-up/", two_factor_views.enroll_view, name="two-factor-enroll"),
     path("admin/", admin.site.urls),
     path("", include("certmgr.sso_login")),  # /sso/login/ and /sso/callback/: 404 unless SSO is configured
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
