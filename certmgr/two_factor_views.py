@@ -46,7 +46,7 @@ def _page(request: HttpRequest, template: str, title: str, *, step: bool, **cont
     return TemplateResponse(
         request,
         f"admin/certmgr/two_factor/{template}",
-        {**base, "title": title, "next": _next(request), **context},
+        {**base, "title": title, "next": _next(request), "step": step, **context},
     )
 
 

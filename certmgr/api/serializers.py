@@ -10,7 +10,8 @@ from certmgr.permissions import Role
 class OrganizationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Organization
-        fields = ["id", "name", "slug", "created_at"]
+        fields = ["id", "name", "slug", "two_factor_required", "created_at"]
+        read_only_fields = fields  # the rule is changed in the admin (two_factor.set_requirement)
 
 
 class MembershipSerializer(serializers.ModelSerializer):

@@ -24,7 +24,8 @@ def _key_lines(pem: str) -> list[bytes]:
 
 def one_row_with_every_secret(tenant, pebble_eab, powerdns, pdns_connection) -> None:
     """A row of every model that holds a secret: an EAB ACME CA with an order, a private root, a CSR made by
-    certmgr, a webhook channel (and the DNS connection the fixture made)."""
+    certmgr, a webhook channel, an authenticator app's TOTP key (and the DNS connection the fixture made)."""
+    from certmgr import two_factor
     from pki import alerts
     from tests.conftest import SYSTEM
 
@@ -50,6 +51,7 @@ def one_row_with_every_secret(tenant, pebble_eab, powerdns, pdns_connection) -> 
     alerts.create_channel(
         tenant.organization, name="hook", kind="webhook", url="https://hooks.example.com/x", actor=SYSTEM
     )
+    two_factor.start_enrollment(tenant.admin.user)
     assert root.pk
 
 

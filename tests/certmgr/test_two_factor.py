@@ -325,6 +325,8 @@ def test_an_administrator_sets_the_rule_in_the_admin_and_others_cannot(tenant):
 def test_api_tokens_are_not_asked_for_a_second_factor(tenant):
     require(tenant.organization, TwoFactorRequirement.EVERYONE)
     assert tenant.admin.client.get("/api/v1/certificates/").status_code == 200
+    (org,) = tenant.auditor.client.get("/api/v1/organizations/").json()["results"]
+    assert org["two_factor_required"] == "auditor"  # the rule, readable by every member
 
 
 def test_tenancy_other_organizations_rules_do_not_apply(db):
