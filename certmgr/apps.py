@@ -6,8 +6,9 @@ class CertmgrConfig(AppConfig):
     verbose_name = "Organizations & audit"
 
     def ready(self) -> None:
-        # Imported for their side effects: the system checks; the login audit's signal receivers.
-        from certmgr import checks, logins  # noqa: F401
+        # Imported for their side effects: the system checks; the login audit's and the login lockout's
+        # signal receivers.
+        from certmgr import checks, logins, two_factor  # noqa: F401
         from certmgr.choices import Choices
 
         _write_choices_as_values(Choices)

@@ -138,7 +138,9 @@ AXES_FAILURE_LIMIT = env.int("CERTMGR_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("CERTMGR_LOGIN_LOCKOUT_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one locks
 AXES_CLIENT_IP_CALLABLE = "certmgr.middleware.client_ip"  # the same client address as the audit log's
-AXES_RESET_ON_SUCCESS = True
+# A complete login forgets the failures of its user name and address: after the password, or after the code
+# for a user who owes a second factor (certmgr.two_factor), so a password login cannot wipe wrong codes.
+AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_TEMPLATE = "admin/certmgr/locked_out.html"
 AXES_VERBOSE = False  # lockouts are audit events (certmgr.logins); no banner in every command's output
 

@@ -19,15 +19,17 @@ import django_otp
 from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
 from django.contrib.auth import logout
-from django.contrib.auth.signals import user_login_failed
+from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.dispatch import receiver
 from django.utils import timezone
 
 from certmgr import audit
 from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, PermissionDenied
 from certmgr.logins import record_for_user
+from certmgr.middleware import client_ip
 from certmgr.models import Membership, Organization, TOTPDevice
 from certmgr.permissions import Action, TwoFactorRequirement, two_factor_required
 
@@ -68,9 +70,27 @@ def pending(request: HttpRequest) -> str | None:
     user = request.user
     if not user.is_authenticated or user.is_verified():  # type: ignore[attr-defined]  # django-otp adds it
         return None
+    return _second_step(user)
+
+
+def _second_step(user: Any) -> str | None:
     if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
         return "verify"
     return "enroll" if required_for(user) else None
+
+
+def _login_complete(request: HttpRequest, user: Any) -> None:
+    """django-axes forgets the failed logins of this user name and address (its reset on success, moved
+    here: a password that still owes a code is not a success)."""
+    AxesProxyHandler.reset_attempts(
+        ip_address=client_ip(request), username=user.get_username(), ip_or_username=True
+    )
+
+
+@receiver(user_logged_in)
+def _password_accepted(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if request is not None and _second_step(user) is None:
+        _login_complete(request, user)
 
 
 # --- enrolment -------------------------------------------------------------------------------------------
@@ -140,6 +160,7 @@ def confirm_enrollment(request: HttpRequest, code: str) -> TOTPDevice:
         )
         raise ValidationError({"code": [refusal]})
     _mark_verified(request, device)
+    _login_complete(request, user)
     return device
 
 
@@ -169,6 +190,7 @@ def verify(request: HttpRequest, code: str) -> TOTPDevice:
     with transaction.atomic():
         record_for_user("auth.two_factor_verified", user, method=METHOD)
     _mark_verified(request, device)
+    _login_complete(request, user)
     return device
 
 

@@ -229,6 +229,39 @@ def test_wrong_codes_lock_the_user_out_like_wrong_passwords(tenant, settings):
     assert answer.status_code == 429
 
 
+def test_signing_in_again_with_the_password_does_not_wipe_wrong_codes(tenant, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    settings.CERTMGR_TWO_FACTOR_THROTTLE_SECONDS = 0
+    user = tenant.operator.user
+    device = device_for(user)
+    for _ in range(2):
+        client = password_login(user)
+        assert client.post(VERIFY, {"code": wrong_code(device.key)}).status_code in (200, 429)
+    assert client.post(VERIFY, {"code": wrong_code(device.key)}).status_code == 429  # the third failure
+    assert events("auth.locked_out")
+
+
+def test_a_complete_login_forgets_the_failures(tenant):
+    from axes.models import AccessAttempt
+
+    user = tenant.operator.user
+    device = device_for(user)
+    client = password_login(user)
+    client.post(VERIFY, {"code": wrong_code(device.key)})
+    assert AccessAttempt.objects.filter(username=user.username).exists()
+    password_login(user)  # the password alone is not a complete login
+    assert AccessAttempt.objects.filter(username=user.username).exists()
+    TOTPDevice.objects.filter(pk=device.pk).update(throttling_failure_timestamp=None)
+    assert client.post(VERIFY, {"code": code(device.key)}).status_code == 302
+    assert not AccessAttempt.objects.filter(username=user.username).exists()
+    # without a second factor, the password is the complete login
+    other = tenant.auditor.user
+    Client(REMOTE_ADDR=ADDRESS).post("/admin/login/", {"username": other.username, "password": "wrong!"})
+    assert AccessAttempt.objects.filter(username=other.username).exists()
+    password_login(other)
+    assert not AccessAttempt.objects.filter(username=other.username).exists()
+
+
 def test_the_device_backs_off_after_a_wrong_code(tenant):
     user = tenant.operator.user
     device = device_for(user)
