@@ -11,6 +11,7 @@ device, a verified or wrong code at login (``auth.two_factor_*``), changing an o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -140,25 +141,19 @@ def start_enrollment(user: Any) -> Enrollment:
 def confirm_enrollment(request: HttpRequest, code: str) -> TOTPDevice:
     """Confirm the user's new device with a code from it; the session counts as verified from then on."""
     user = request.user
-    with transaction.atomic():  # the throttling counter of a wrong code is kept: no exception inside
-        device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).first()
-        refusal = _check(device, code)
-        if device is not None and refusal is None:
-            device.confirmed = True
-            device.save(update_fields=["confirmed"])
-            record_for_user("two_factor.enroll", user, target=_user_target(user), method=METHOD)
-    if device is None:
-        raise ValidationError({"code": ["Start again: this set-up has expired or was finished elsewhere."]})
-    if refusal is not None:
-        record_for_user(
-            "two_factor.enroll",
-            user,
-            target=_user_target(user),
-            outcome="failure",
-            error=refusal,
-            method=METHOD,
-        )
-        raise ValidationError({"code": [refusal]})
+
+    def confirm(device: TOTPDevice) -> None:
+        device.confirmed = True
+        device.save(update_fields=["confirmed"])
+
+    device = _change_with_code(
+        user,
+        code,
+        "two_factor.enroll",
+        confirmed=False,
+        change=confirm,
+        missing="Start again: this set-up has expired or was finished elsewhere.",
+    )
     _mark_verified(request, device)
     _login_complete(request, user)
     return device
@@ -213,6 +208,26 @@ def _check(device: TOTPDevice | None, code: str) -> str | None:
     return WRONG_CODE
 
 
+def _change_with_code(
+    user: Any, code: str, action: str, *, confirmed: bool, change: Callable[[TOTPDevice], Any], missing: str
+) -> TOTPDevice:
+    """Apply ``change`` to the user's device if ``code`` is a current code from it; audit either way."""
+    with transaction.atomic():  # the throttling counter of a wrong code is kept: no exception inside
+        device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=confirmed).first()
+        refusal = _check(device, code)
+        if device is not None and refusal is None:
+            change(device)
+            record_for_user(action, user, target=_user_target(user), method=METHOD)
+    if device is None:
+        raise ValidationError({"code": [missing]})
+    if refusal is not None:
+        record_for_user(
+            action, user, target=_user_target(user), outcome="failure", error=refusal, method=METHOD
+        )
+        raise ValidationError({"code": [refusal]})
+    return device
+
+
 def _mark_verified(request: HttpRequest, device: TOTPDevice) -> None:
     request.session.cycle_key()  # a new session id for the now complete login
     django_otp.login(request, device)
@@ -223,24 +238,14 @@ def remove_device(request: HttpRequest, code: str) -> None:
     """The user removes their own authenticator app, confirming with a current code from it. If one of their
     organizations requires a second factor, the next admin page asks them to set up a new one."""
     user = request.user
-    with transaction.atomic():
-        device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).first()
-        refusal = _check(device, code)
-        if device is not None and refusal is None:
-            TOTPDevice.objects.filter(user=user).delete()
-            record_for_user("two_factor.remove", user, target=_user_target(user), method=METHOD)
-    if device is None:
-        raise ValidationError({"code": ["You have no authenticator app."]})
-    if refusal is not None:
-        record_for_user(
-            "two_factor.remove",
-            user,
-            target=_user_target(user),
-            outcome="failure",
-            error=refusal,
-            method=METHOD,
-        )
-        raise ValidationError({"code": [refusal]})
+    _change_with_code(
+        user,
+        code,
+        "two_factor.remove",
+        confirmed=True,
+        change=lambda device: TOTPDevice.objects.filter(user=user).delete(),
+        missing="You have no authenticator app.",
+    )
     request.session.pop(django_otp.DEVICE_ID_SESSION_KEY, None)
 
 
