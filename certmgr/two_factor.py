@@ -19,10 +19,11 @@ from urllib.parse import quote, urlencode
 import django_otp
 from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
-from django.contrib.auth import logout
+from django.contrib.auth import get_user_model, logout
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -32,7 +33,7 @@ from certmgr.errors import Conflict, PermissionDenied
 from certmgr.logins import record_for_user
 from certmgr.middleware import client_ip
 from certmgr.models import Membership, Organization, TOTPDevice
-from certmgr.permissions import Action, TwoFactorRequirement, two_factor_required
+from certmgr.permissions import ROLE_RANK, Action, TwoFactorRequirement, two_factor_required
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -53,11 +54,17 @@ def required_for(user: Any) -> bool:
         return False
     if user.is_superuser and settings.CERTMGR_TWO_FACTOR_SUPERUSERS:
         return True
-    rows = Membership.objects.filter(user=user).exclude(organization__two_factor_required="")
-    return any(
-        two_factor_required(requirement, role)
-        for role, requirement in rows.values_list("role", "organization__two_factor_required")
-    )
+    return _required_memberships(user).exists()
+
+
+def _required_memberships(user: Any) -> Any:
+    """The user's memberships whose organization's rule covers their role (one query, for every page)."""
+    covered = Q()
+    for requirement in TwoFactorRequirement.values:
+        if requirement:
+            roles = [role for role in ROLE_RANK if two_factor_required(requirement, role)]
+            covered |= Q(organization__two_factor_required=requirement, role__in=roles)
+    return Membership.objects.filter(covered, user=user)
 
 
 def device_of(user: Any) -> TOTPDevice | None:
@@ -75,9 +82,20 @@ def pending(request: HttpRequest) -> str | None:
 
 
 def _second_step(user: Any) -> str | None:
-    if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+    # every admin page of a session not yet verified asks this: one query answers both questions
+    has_device, required = (
+        get_user_model()
+        .objects.filter(pk=user.pk)
+        .values_list(
+            Exists(TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)),
+            Exists(_required_memberships(user)),
+        )
+        .get()
+    )
+    if has_device:
         return "verify"
-    return "enroll" if required_for(user) else None
+    superuser_rule = user.is_superuser and settings.CERTMGR_TWO_FACTOR_SUPERUSERS
+    return "enroll" if required or superuser_rule else None
 
 
 def _login_complete(request: HttpRequest, user: Any) -> None:
