@@ -200,6 +200,9 @@ CERTMGR_TRUST_X_FORWARDED_FOR = env.str("CERTMGR_TRUST_X_FORWARDED_FOR", default
 # --- certmgr --------------------------------------------------------------------------------------
 # CRLs are valid this long; the schedule and every revocation rebuild them before they run out.
 CERTMGR_CRL_VALIDITY_HOURS = env.int("CERTMGR_CRL_VALIDITY_HOURS", default=24)
+# How long relying parties and caches may keep a served CRL (Cache-Control max-age, seconds): for this long
+# after a revocation a cached copy may still trust the certificate. Never past the CRL's nextUpdate.
+CERTMGR_CRL_MAX_AGE_SECONDS = env.int("CERTMGR_CRL_MAX_AGE_SECONDS", default=300)
 # Fernet keys, comma-separated: the first encrypts, all decrypt (rotation by key list).
 CERTMGR_ENCRYPTION_KEYS = env.list("CERTMGR_ENCRYPTION_KEYS", default=[])
 # Audit-log HMAC keys, comma-separated (certmgr.audit_keys): the first links new events and signs checkpoints,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import serialization
+from django.conf import settings
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from django.utils.http import http_date
 from django.views.decorators.http import require_GET
 
 from pki import services
@@ -21,15 +24,26 @@ def _internal_ca(pk: int) -> CertificateAuthority:
 
 @require_GET
 def crl(request, pk: int, fmt: str):
-    """The CA's current CRL (rebuilt first if it is at or past its nextUpdate). ``fmt``: crl (DER) or pem."""
+    """The CA's current CRL (rebuilt first if it is at or near its nextUpdate), from storage. ``fmt``: crl
+    (DER) or pem. A cache may keep it ``CERTMGR_CRL_MAX_AGE_SECONDS``, never past its nextUpdate; the ETag
+    (CA, CRL number, format) answers a revalidation with 304."""
     current = services.current_crl(_internal_ca(pk))
-    der = bytes(current.der)
-    response = HttpResponse(content_type="application/pkix-crl")
-    if fmt == "pem":
-        response = HttpResponse(content_type="application/x-pem-file")
-        der = cx509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM)
-    response.write(der)
-    response["Cache-Control"] = "public, max-age=300"
+    etag = f'"crl-{pk}-{current.number}-{fmt}"'
+    remaining = int((current.next_update - timezone.now()).total_seconds())
+    max_age = max(0, min(settings.CERTMGR_CRL_MAX_AGE_SECONDS, remaining))
+    if etag in (request.headers.get("If-None-Match") or ""):
+        response = HttpResponse(status=304)
+    else:
+        der = bytes(current.der)
+        if fmt == "pem":
+            response = HttpResponse(content_type="application/x-pem-file")
+            response.write(cx509.load_der_x509_crl(der).public_bytes(serialization.Encoding.PEM))
+        else:
+            response = HttpResponse(der, content_type="application/pkix-crl")
+    response["ETag"] = etag
+    response["Cache-Control"] = f"public, max-age={max_age}"
+    response["Last-Modified"] = http_date(current.this_update.timestamp())
+    response["Expires"] = http_date(current.next_update.timestamp())
     return response
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 import re
@@ -1083,6 +1084,18 @@ def csr_info(csr: x509.CertificateSigningRequest) -> CsrInfo:
 # --------------------------------------------------------------------------------------------- CRLs
 
 
+def _reason(value: str | RevocationReason | None) -> RevocationReason:
+    """``parse_revocation_reason``, remembered per value (a CRL repeats a handful of reasons)."""
+    if isinstance(value, RevocationReason):
+        return value
+    return _parsed_reason(value)
+
+
+@functools.cache
+def _parsed_reason(value: str | None) -> RevocationReason:
+    return parse_revocation_reason(value)
+
+
 def parse_revocation_reason(value: object) -> RevocationReason:
     """:meth:`RevocationReason.parse`, refusing with an X509Error."""
     try:
@@ -1092,16 +1105,23 @@ def parse_revocation_reason(value: object) -> RevocationReason:
 
 
 def _revoked_entry(serial: int, revoked_at: dt.datetime, reason: RevocationReason) -> x509.RevokedCertificate:
-    builder = (
-        x509.RevokedCertificateBuilder()
-        .serial_number(_serial(serial))
-        .revocation_date(_utc(revoked_at, f"revocation time of serial {serial_hex(serial)}"))
-    )
+    # Built in one constructor call, messages formatted only on error: a CRL may hold 100,000 entries.
+    if not isinstance(revoked_at, dt.datetime) or revoked_at.tzinfo is None:
+        raise X509Error(f"revocation time of serial {serial_hex(serial)} must be a timezone-aware datetime")
+    return x509.RevokedCertificateBuilder(
+        serial_number=_serial(serial),
+        revocation_date=revoked_at.astimezone(dt.UTC).replace(microsecond=0),
+        extensions=_reason_extensions(reason),
+    ).build()
+
+
+@functools.cache
+def _reason_extensions(reason: RevocationReason) -> list[x509.Extension[x509.ExtensionType]]:
     # RFC 5280 §5.3.1: "the reason code CRL entry extension SHOULD be absent instead of using the
     # unspecified (0) reasonCode value" -- so unspecified is expressed by omission.
-    if reason is not RevocationReason.UNSPECIFIED:
-        builder = builder.add_extension(x509.CRLReason(reason.flag), critical=False)
-    return builder.build()
+    if reason is RevocationReason.UNSPECIFIED:
+        return []
+    return [x509.Extension(x509.CRLReason.oid, False, x509.CRLReason(reason.flag))]
 
 
 def build_crl(
@@ -1120,22 +1140,24 @@ def build_crl(
         raise X509Error("next_update must be later than this_update")
     if isinstance(crl_number, bool) or not isinstance(crl_number, int) or not 0 <= crl_number <= _MAX_SERIAL:
         raise X509Error(f"crl_number {crl_number!r} must be a non-negative integer of at most 20 octets")
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(issuer_cert.subject)
-        .last_update(this_update)
-        .next_update(next_update)
-        .add_extension(x509.CRLNumber(crl_number), critical=False)
-        .add_extension(_authority_key_identifier(issuer_cert), critical=False)
-    )
     seen: set[int] = set()
+    entries = []
     for serial, revoked_at, reason in revoked:
         if serial in seen:
             raise X509Error(f"serial {serial_hex(serial)} is listed twice in the CRL")
         seen.add(serial)
-        builder = builder.add_revoked_certificate(
-            _revoked_entry(serial, revoked_at, parse_revocation_reason(reason))
-        )
+        entries.append(_revoked_entry(serial, revoked_at, _reason(reason)))
+    # The whole list at once: each chained add_revoked_certificate copies the builder (quadratic).
+    builder = x509.CertificateRevocationListBuilder(
+        issuer_name=issuer_cert.subject,
+        last_update=this_update,
+        next_update=next_update,
+        extensions=[
+            x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(crl_number)),
+            x509.Extension(x509.AuthorityKeyIdentifier.oid, False, _authority_key_identifier(issuer_cert)),
+        ],
+        revoked_certificates=entries,
+    )
     return builder.sign(issuer_key, _hash_for_key(issuer_key))
 
 
