@@ -9,6 +9,8 @@ change form for them. No page renders a key: account keys, order keys and the EA
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, TextField
@@ -18,7 +20,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from acmeca import orders, services, vendors
-from acmeca.forms import AcmeCaForm, DirectOrderForm, RolloverForm, connection_label, preset_rows
+from acmeca.forms import (
+    AcmeCaForm,
+    DirectOrderForm,
+    RolloverForm,
+    connection_label,
+    failed_test_warning,
+    preset_rows,
+)
 from acmeca.models import AcmeAccount, AcmeChallenge, AcmeOrder, AcmeSettings
 from certmgr import errors
 from certmgr.actors import as_actor
@@ -31,6 +40,7 @@ from certmgr.admin_base import (
     apply_service_errors,
     badge,
 )
+from certmgr.org_choices import URL_ATTRIBUTE, choices_response
 from certmgr.permissions import Action
 from dnsproviders.models import AppConnection
 from pki.admin.base import ReadOnlyPkiAdmin
@@ -101,6 +111,11 @@ class AcmeCaAdmin:
                 "acme/add/",
                 view(lambda request: acme_ca_add_view(ca_admin, request)),
                 name="pki_certificateauthority_acme_add",
+            ),
+            path(
+                "acme/choices/",
+                view(lambda request: acme_ca_choices_view(ca_admin, request)),
+                name="pki_certificateauthority_acme_choices",
             ),
             path(
                 "<int:pk>/acme/",
@@ -206,6 +221,13 @@ def _connections(request, organization_id: int | None = None):
 def _ca_form_page(ca_admin, request, form, *, title: str, submit: str, obj=None):
     multi = ca_admin.is_multi_org(request) and obj is None
     form.fields["dns_connection"].label_from_instance = lambda c: connection_label(c, with_organization=multi)
+    if "organization" in form.fields:
+        form.fields["organization"].widget.attrs[URL_ATTRIBUTE] = reverse(
+            "admin:pki_certificateauthority_acme_choices"
+        )
+    chosen = _chosen_connection(form)
+    if chosen is not None and chosen.last_test_ok is False:
+        messages.warning(request, failed_test_warning(chosen))
     return ca_admin.form_page(
         request,
         title=title,
@@ -217,6 +239,34 @@ def _ca_form_page(ca_admin, request, form, *, title: str, submit: str, obj=None)
         "with a key made here and stored encrypted.",
         presets=preset_rows(),
     )
+
+
+def _chosen_connection(form) -> AppConnection | None:
+    """The connection the form shows as chosen (posted, or the CA's), among those it offers."""
+    field = form.fields["dns_connection"]
+    raw = form.data.get("dns_connection") if form.is_bound else form.initial.get("dns_connection")
+    if not raw or not str(raw).isdigit():
+        return None
+    return field.queryset.filter(pk=int(raw)).first()
+
+
+def acme_ca_choices_view(ca_admin, request):
+    """JSON: the DNS connections of ``?organization=<id>`` for the ACME CA form's select."""
+    if not ca_admin.has_manage_permission(request):
+        raise PermissionDenied
+    organizations = ca_admin.managed_organizations(request)
+
+    def make_form(organization):
+        form = AcmeCaForm(
+            initial={"organization": organization.pk},
+            organizations=organizations,
+            connections=_connections(request),
+        )
+        field: Any = form.fields["dns_connection"]
+        field.label_from_instance = lambda c: connection_label(c, with_organization=False)
+        return form
+
+    return choices_response(request, organizations, make_form)
 
 
 def _service_failed(form, exc: errors.ServiceError | ValidationError) -> None:

@@ -15,6 +15,7 @@ from acmeca import vendors
 from acmeca.models import ACCOUNT_KEY_KINDS, AcmeSettings, ChallengeType
 from acmeca.services import SETTINGS_FIELDS
 from certmgr.admin_base import model_choice_field
+from certmgr.org_choices import OrganizationChoicesMixin, single_organization
 from dnsproviders.models import AppConnection
 from pki.forms import pem_textarea
 
@@ -45,13 +46,19 @@ def preset_rows() -> list[dict[str, Any]]:
     ]
 
 
-class AcmeCaForm(forms.Form):
+class AcmeCaForm(OrganizationChoicesMixin, forms.Form):
     """Register (``instance`` None) or edit an ACME CA. ``organizations`` only on register."""
 
+    organization_dependent = {"dns_connection": "DNS connection"}
+
     organization: forms.ModelChoiceField[Organization] = forms.ModelChoiceField(
-        queryset=None, empty_label=None
+        queryset=None,
+        empty_label="— choose the organization —",
+        help_text="The organization the CA belongs to; the DNS connections below are this organization's.",
     )
-    name = forms.CharField(max_length=100)
+    name = forms.CharField(
+        max_length=100, help_text="How the CA is called in certmgr (subscribers choose it by this name)."
+    )
     vendor = forms.ChoiceField(
         label="Vendor",
         choices=vendor_choices,
@@ -156,17 +163,28 @@ class AcmeCaForm(forms.Form):
         model_choice_field(self.fields, "dns_connection").queryset = connections
         if instance is None:
             model_choice_field(self.fields, "organization").queryset = organizations
-            orgs = list(organizations[:2])
-            if len(orgs) == 1:
-                self.fields["organization"].initial = orgs[0].pk
+            only = single_organization(organizations)
+            if only is not None:  # one to choose from: preselected; several: the user chooses
+                self.fields["organization"].initial = only.pk
+                model_choice_field(self.fields, "organization").empty_label = None
+        else:
+            # Editing: the organization is the CA's, the account key is changed by a rollover on the
+            # account.
+            del self.fields["organization"], self.fields["account_key_kind"]
+        if not self.is_bound:
+            self.narrow_to_organization()  # the querysets are the request's, set above
+        if instance is None:
             return
-        # Editing: the organization is the CA's, the account key is changed by a rollover on the account.
-        del self.fields["organization"], self.fields["account_key_kind"]
         if instance.eab_hmac_key:
             hmac_field = self.fields["eab_hmac_key"]
             hmac_field.help_text = (
                 "Stored (hidden); leave empty to keep it. Emptying the key id removes both."
             )
+
+    def selected_organization_id(self) -> int | None:
+        if self.instance is not None:
+            return self.instance.ca.organization_id
+        return super().selected_organization_id()
 
     @staticmethod
     def initial_from(row: AcmeSettings) -> dict[str, Any]:
@@ -205,7 +223,19 @@ class RolloverForm(forms.Form):
 
 def connection_label(connection: AppConnection, *, with_organization: bool) -> str:
     text = f"{connection.name} ({connection.get_kind_display()})"
+    if connection.last_test_ok is False:
+        text += " — last test failed"
     return f"{text} — {connection.organization.name}" if with_organization else text
+
+
+def failed_test_warning(connection: AppConnection) -> str:
+    """What the form says about a chosen connection whose last test failed (saving is still allowed)."""
+    when = connection.last_tested_at.strftime("%Y-%m-%d %H:%M:%S UTC") if connection.last_tested_at else ""
+    reason = connection.last_test_message or "no reason recorded"
+    return (
+        f"The DNS connection {connection.name} failed its last test{' on ' + when if when else ''}: "
+        f"{reason} Orders that use it will fail until it works; test it again on its page."
+    )
 
 
 class DirectOrderForm(forms.Form):

@@ -24,15 +24,25 @@ from django.db.models import Field, QuerySet
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import capfirst
 
 from certmgr import errors
 from certmgr.actors import as_actor
 from certmgr.errors import ServiceError
 from certmgr.models import Organization
+from certmgr.org_choices import URL_ATTRIBUTE, choices_response, single_organization
 from certmgr.permissions import Action
 from certmgr.querysets import TenantQuerySet
+
+
+class _Rejected(Exception):
+    """A service refused a form's save; the form carries the errors and is shown again."""
+
+    def __init__(self, form):
+        super().__init__("rejected")
+        self.form = form
 
 
 class TenantAdmin(admin.ModelAdmin):
@@ -76,11 +86,61 @@ class TenantAdmin(admin.ModelAdmin):
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "organization":
             kwargs["queryset"] = Organization.objects.restrict(request, self.write_action)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "organization" and self._has_dependent_choices() and field is not None:
+            opts = self.opts
+            field.widget.attrs[URL_ATTRIBUTE] = reverse(
+                f"admin:{opts.app_label}_{opts.model_name}_choices", current_app=self.admin_site.name
+            )
+        return field
+
+    # --- choices that follow the organization (certmgr.org_choices) --------------------------------
+    def _has_dependent_choices(self) -> bool:
+        return bool(getattr(self.form, "organization_dependent", None))
+
+    def get_changeform_initial_data(self, request):
+        """The organization is preselected when the user can choose only one."""
+        initial = super().get_changeform_initial_data(request)
+        has_org = any(f.name == "organization" for f in self.opts.concrete_fields)
+        if has_org and "organization" not in initial:
+            only = single_organization(Organization.objects.restrict(request, self.write_action))
+            if only is not None:
+                initial["organization"] = only.pk
+        return initial
+
+    def get_urls(self):
+        urls = super().get_urls()
+        if not self._has_dependent_choices():
+            return urls
+        opts = self.opts
+        choices = path(
+            "choices/",
+            self.admin_site.admin_view(self.dependent_choices_view),
+            name=f"{opts.app_label}_{opts.model_name}_choices",
+        )
+        return [choices, *urls]
+
+    def dependent_choices_view(self, request):
+        """JSON: the add form's dependent choices for ``?organization=<id>`` (one the user may write in)."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form_class = self.get_form(request)
+        return choices_response(
+            request,
+            Organization.objects.restrict(request, self.write_action),
+            lambda org: form_class(initial={"organization": org.pk}),
+        )
 
     # --- services do the writing -------------------------------------------------------------------
     def save_model(self, request, obj, form, change):
-        saved = self.update(request, obj, form) if change else self.create(request, obj, form)
+        try:
+            saved = self.update(request, obj, form) if change else self.create(request, obj, form)
+        except errors.PermissionDenied:
+            raise
+        except (errors.ServiceError, ValidationError) as exc:
+            # A refused save shows the form again with the errors on its fields: what was typed is kept.
+            apply_service_errors(form, exc)
+            raise _Rejected(form) from exc
         obj.pk = saved.pk
         for field in saved._meta.concrete_fields:
             setattr(obj, field.attname, getattr(saved, field.attname))
@@ -110,6 +170,8 @@ class TenantAdmin(admin.ModelAdmin):
         try:
             # django-stubs leaves out ModelAdmin's private views (Django has them since 1.x).
             return super()._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+        except _Rejected as rejected:
+            return self._render_rejected(request, rejected.form, object_id, form_url, extra_context)
         except ServiceError as exc:
             if request.method == "GET":
                 raise  # an error page with its status (AdminServiceErrorMiddleware); a redirect would loop
@@ -118,6 +180,37 @@ class TenantAdmin(admin.ModelAdmin):
         except ValidationError as exc:
             self.message_user(request, error_text(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
+
+    def _render_rejected(self, request, form, object_id, form_url, extra_context):
+        add = object_id is None
+        obj = None if add else self.get_object(request, unquote(object_id))
+        fieldsets = self.get_fieldsets(request, obj)
+        admin_form = helpers.AdminForm(
+            # django-stubs types AdminForm's fieldsets narrower than get_fieldsets' (Django passes one to
+            # the other in changeform_view).
+            form,
+            list(fieldsets),  # type: ignore[arg-type]
+            {},
+            self.get_readonly_fields(request, obj),
+            model_admin=self,
+        )
+        verbose = self.opts.verbose_name
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Add {verbose}" if add else f"Change {verbose}",
+            "subtitle": str(obj) if obj is not None else None,
+            "adminform": admin_form,
+            "object_id": object_id,
+            "original": obj,
+            "is_popup": False,
+            "to_field": None,
+            "media": self.media + admin_form.media,
+            "inline_admin_formsets": [],
+            "errors": helpers.AdminErrorList(form, []),
+            "preserved_filters": self.get_preserved_filters(request),
+            **(extra_context or {}),
+        }
+        return self.render_change_form(request, context, add=add, change=not add, obj=obj, form_url=form_url)
 
     def _delete_view(self, request, object_id, extra_context):
         try:
@@ -177,9 +270,25 @@ def model_choice_field(fields: Mapping[str, forms.Field], name: str) -> forms.Mo
 
 
 def error_text(exc: Exception) -> str:
+    """What the operator reads: the messages as sentences (the first letter up, names kept as typed) and,
+    for a CA's or provider's problem, its hint."""
     if isinstance(exc, ValidationError):
-        return "; ".join(exc.messages)
-    return str(exc)
+        return "; ".join(sentence(m) for m in exc.messages)
+    text = sentence(exc.message if isinstance(exc, ServiceError) else str(exc))
+    hint = getattr(exc, "hint", "")
+    return f"{text} {hint}" if hint else text
+
+
+def sentence(text: str) -> str:
+    """``text`` with its first letter up and a full stop; the rest (names such as "pdns-lab") unchanged,
+    unless the text starts with a name: a lower-case word with a digit, dot or hyphen stays as it is."""
+    text = " ".join(str(text).split())
+    if not text:
+        return text
+    first = text.split(" ", 1)[0].rstrip(":,")
+    if not any(c in first for c in "-._0123456789") and not first.startswith(("'", '"')):
+        text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?", ")")) else text + "."
 
 
 def apply_service_errors(form, exc: ValidationError | ServiceError) -> None:
@@ -254,14 +363,6 @@ def admin_link(obj, text: str | None = None) -> str:
         return "—"
     url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
     return format_html('<a href="{}">{}</a>', url, text or str(obj))
-
-
-class _Rejected(Exception):
-    """A service refused a form's save; the form carries the errors and is shown again."""
-
-    def __init__(self, form):
-        super().__init__("rejected")
-        self.form = form
 
 
 class ServiceAdmin(TenantAdmin):
@@ -342,61 +443,12 @@ class ServiceAdmin(TenantAdmin):
         }
         return TemplateResponse(request, template or "admin/certmgr/form_page.html", context)
 
-    # --- forms whose save a service refuses are shown again with the errors -----------------------------
-    def save_model(self, request, obj, form, change):
-        try:
-            super().save_model(request, obj, form, change)
-        except errors.PermissionDenied:
-            raise
-        except (errors.ServiceError, ValidationError) as exc:
-            apply_service_errors(form, exc)
-            raise _Rejected(form) from exc
-
-    def _changeform_view(self, request, object_id, form_url, extra_context):
-        try:
-            return super()._changeform_view(request, object_id, form_url, extra_context)
-        except _Rejected as rejected:
-            return self._render_rejected(request, rejected.form, object_id, form_url, extra_context)
-
-    def _render_rejected(self, request, form, object_id, form_url, extra_context):
-        add = object_id is None
-        obj = None if add else self.get_object(request, unquote(object_id))
-        fieldsets = self.get_fieldsets(request, obj)
-        admin_form = helpers.AdminForm(
-            # django-stubs types AdminForm's fieldsets narrower than get_fieldsets' (Django passes one to
-            # the other in changeform_view).
-            form,
-            list(fieldsets),  # type: ignore[arg-type]
-            {},
-            self.get_readonly_fields(request, obj),
-            model_admin=self,
-        )
-        verbose = self.opts.verbose_name
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Add {verbose}" if add else f"Change {verbose}",
-            "subtitle": str(obj) if obj is not None else None,
-            "adminform": admin_form,
-            "object_id": object_id,
-            "original": obj,
-            "is_popup": False,
-            "to_field": None,
-            "media": self.media + admin_form.media,
-            "inline_admin_formsets": [],
-            "errors": helpers.AdminErrorList(form, []),
-            "preserved_filters": self.get_preserved_filters(request),
-            **(extra_context or {}),
-        }
-        return self.render_change_form(request, context, add=add, change=not add, obj=obj, form_url=form_url)
-
     # --- deletion: the service decides; the page never walks millions of related rows -------------------
     delete_confirmation_template = "admin/certmgr/delete_confirmation.html"
 
     def get_deleted_objects(self, objs, request):
         objs = list(objs)
-        to_delete = [
-            format_html("{}: {}", str(self.opts.verbose_name).capitalize(), admin_link(o)) for o in objs
-        ]
+        to_delete = [format_html("{}: {}", capfirst(self.opts.verbose_name), admin_link(o)) for o in objs]
         return to_delete, {self.opts.verbose_name_plural: len(objs)}, set(), []
 
     def delete_warnings(self, obj) -> list[str]:

@@ -48,6 +48,22 @@ def role_allows(role: str | None, action: Action | str) -> bool:
     return role is not None and action in ROLE_ACTIONS.get(role, frozenset())
 
 
+def role_needed(action: Action | str) -> str:
+    """The label of the lowest role that may do ``action``, for refusals ("needs the Operator role")."""
+    for role in sorted(ROLE_ACTIONS, key=ROLE_RANK.__getitem__):
+        if action in ROLE_ACTIONS[role]:
+            return ROLE_NAMES[role]
+    return "superuser"
+
+
+ROLE_NAMES: dict[str, str] = {Role.AUDITOR: "Auditor", Role.OPERATOR: "Operator", Role.ADMIN: "Administrator"}
+
+
+def refusal(action: Action | str, what: str = "this") -> str:
+    """A refusal that says which role would be enough, never the action's code."""
+    return f"{what[:1].upper()}{what[1:]} needs the {role_needed(action)} role in this organization."
+
+
 def lower_role(a: str, b: str) -> str:
     return a if ROLE_RANK[a] <= ROLE_RANK[b] else b
 

@@ -24,7 +24,7 @@ from certmgr import audit, encryption
 from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, PermissionDenied
 from certmgr.models import ApiToken, Membership, Organization
-from certmgr.permissions import ROLE_RANK, Action, Role
+from certmgr.permissions import ROLE_RANK, Action, Role, refusal
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User as UserModel
@@ -37,7 +37,7 @@ TOKEN_PREFIX = "cm_"
 
 def require(actor: Actor, action: Action | str, organization_id: int | None) -> None:
     if not actor.can(action, organization_id):
-        raise PermissionDenied(f"your role does not allow '{action}' in this organization")
+        raise PermissionDenied(refusal(action))
 
 
 # --- organizations ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from certmgr.admin_base import model_choice_field
+from certmgr.org_choices import OrganizationChoicesMixin, single_organization
 from pki import services, x509
 from pki.models import (
     KEY_ALGORITHMS,
@@ -188,10 +189,16 @@ def _clean_country(value: str | None) -> str:
 
 
 def _org_field(queryset) -> forms.ModelChoiceField:
-    field = forms.ModelChoiceField(queryset=queryset, empty_label=None)
-    orgs = list(queryset[:2])
-    if len(orgs) == 1:
-        field.initial = orgs[0].pk
+    """The organization: preselected when there is one to choose from, else chosen (never the first by
+    name, which would quietly put the row into the wrong organization)."""
+    only = single_organization(queryset)
+    field = forms.ModelChoiceField(
+        queryset=queryset,
+        empty_label=None if only is not None else "— choose the organization —",
+        help_text="The organization this belongs to; only its members see it.",
+    )
+    if only is not None:
+        field.initial = only.pk
     return field
 
 
@@ -235,7 +242,8 @@ class _UniqueNameMixin(_ModelForm):
 
 
 # --- certificate authorities ---------------------------------------------------------------------------
-class CaCreateForm(_UniqueNameMixin, SubjectFieldsMixin, forms.ModelForm):
+class CaCreateForm(OrganizationChoicesMixin, _UniqueNameMixin, SubjectFieldsMixin, forms.ModelForm):
+    organization_dependent = {"parent": "parent CA"}
     kind = forms.ChoiceField(choices=INTERNAL_KINDS, initial=CertificateAuthority.Kind.INTERNAL_ROOT)
     subject_common_name = forms.CharField(label="Common name (CN)", max_length=64)
     subject_organization = forms.CharField(label="Organization (O)", max_length=64, required=False)
@@ -397,7 +405,11 @@ class PolicyForm(_UniqueNameMixin, _UsageFieldsMixin, forms.ModelForm):
 
 
 # --- subscribers ---------------------------------------------------------------------------------------
-class SubscriberForm(_UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, forms.ModelForm):
+class SubscriberForm(
+    OrganizationChoicesMixin, _UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, forms.ModelForm
+):
+    organization_dependent = {"ca": "CA", "policy": "policy"}
+
     def clean_ca_path_length(self) -> int:
         return self.cleaned_data.get("ca_path_length") or 0
 
@@ -467,11 +479,6 @@ class SubscriberForm(_UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, fo
     def clean(self):
         super().clean()
         data = self.cleaned_data
-        org = data.get("organization") or (self.instance.organization if self.instance.pk else None)
-        for name in ("ca", "policy"):
-            value = data.get(name)
-            if value is not None and org is not None and value.organization_id != org.pk:
-                self.add_error(name, f"Choose a {'CA' if name == 'ca' else 'policy'} of {org}.")
         if (
             data.get("issuer_type") == Subscriber.IssuerType.CA
             and data.get("ca") is None

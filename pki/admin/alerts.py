@@ -14,6 +14,7 @@ from certmgr.actors import as_actor
 from certmgr.admin_base import IdFilter, OrganizationFilter, TenantAdmin
 from certmgr.encryption import has_secret
 from certmgr.errors import Conflict
+from certmgr.org_choices import OrganizationChoicesMixin
 from certmgr.permissions import Action
 from pki import alerts
 from pki.models import AlertChannel, AlertDelivery, AlertRule, CertificateAuthority, Subscriber
@@ -127,7 +128,9 @@ class AlertChannelAdmin(TenantAdmin):
         alerts.delete_channel(obj, actor=as_actor(request))
 
 
-class AlertRuleForm(forms.ModelForm):
+class AlertRuleForm(OrganizationChoicesMixin, forms.ModelForm):
+    organization_dependent = {"channels": "channel", "ca": "CA", "subscriber": "subscriber"}
+
     name_patterns_text = forms.CharField(
         label="Name patterns",
         required=False,

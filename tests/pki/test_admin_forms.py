@@ -1,0 +1,155 @@
+"""The admin's forms (issue 11): choices that follow the organization, refusals in the operator's words,
+labels and help texts, the subscriber form of an ACME CA, connection tests on save, key export reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from certmgr import services as core
+from dnsproviders import services as dns_services
+from pki import services
+from pki.models import CertificateAuthority, Subscriber
+from tests.conftest import SYSTEM
+from tests.pki.test_admin import login, texts
+
+pytestmark = pytest.mark.django_db
+
+CA_URL = "/admin/pki/certificateauthority/"
+ACME_ADD = f"{CA_URL}acme/add/"
+SUB_URL = "/admin/pki/subscriber/"
+
+
+def root_ca(tenant, name: str) -> CertificateAuthority:
+    return services.create_internal_ca(
+        tenant.organization,
+        name=name,
+        kind="internal-root",
+        subject={"common_name": f"{name} Root"},
+        key_algorithm="ec-p256",
+        validity_days=365,
+        actor=SYSTEM,
+    )
+
+
+def manual_connection(tenant, name: str):
+    return dns_services.create_connection(
+        tenant.organization, name=name, kind="manual", credentials={}, actor=SYSTEM
+    )
+
+
+@pytest.fixture
+def two_orgs(tenant, other_tenant):
+    """Acme's operator is an operator of Globex too; each organization has a CA and a DNS connection."""
+    core.add_member(other_tenant.organization, tenant.operator.user, "operator", actor=SYSTEM)
+    return {
+        "acme_ca": root_ca(tenant, "Acme CA"),
+        "globex_ca": root_ca(other_tenant, "Globex CA"),
+        "acme_dns": manual_connection(tenant, "acme-dns"),
+        "globex_dns": manual_connection(other_tenant, "globex-dns"),
+    }
+
+
+def choice_labels(field) -> list[str]:
+    return [str(label) for value, label in field.choices if value != ""]
+
+
+def acme_form_data(org, **overrides) -> dict:
+    data = {
+        "organization": org.pk,
+        "name": "Pebble",
+        "vendor": "custom",
+        "directory_url": "https://pebble.invalid/dir",
+        "email": "",
+        "challenge_type": "dns-01",
+        "propagation_timeout": "60",
+        "propagation_interval": "0.5",
+        "account_key_kind": "ec-p256",
+    }
+    return {**data, **overrides}
+
+
+# --- 4: choices follow the organization -----------------------------------------------------------------
+def test_acme_ca_form_with_two_organizations_lists_only_the_chosen_organizations_connections(
+    tenant, other_tenant, two_orgs
+):
+    client = login(tenant.operator)
+    page = client.get(ACME_ADD)
+    form = page.context["form"]
+    assert form.fields["organization"].initial is None  # two to choose from: nothing preselected
+    assert b"choose the organization" in page.content
+    assert b'data-dependent-choices-url="/admin/pki/certificateauthority/acme/choices/"' in page.content
+    assert b"certmgr/organization_choices.js" in page.content
+
+    chosen = client.get(ACME_ADD, {"organization": other_tenant.organization.pk})
+    assert chosen.status_code == 200
+
+    # The JSON the script reloads the select from: Globex's connections only.
+    answer = client.get(f"{CA_URL}acme/choices/", {"organization": other_tenant.organization.pk}).json()
+    labels = [label for _, label in answer["fields"]["dns_connection"]]
+    assert any("globex-dns" in label for label in labels) and not any("acme-dns" in x for x in labels)
+
+    # The trap: Acme chosen, Globex's connection posted. A field error naming the problem, before any
+    # registration at a CA; what was typed is kept and the list shows Acme's connections only.
+    refused = client.post(
+        ACME_ADD, acme_form_data(tenant.organization, dns_connection=two_orgs["globex_dns"].pk)
+    )
+    assert refused.status_code == 200
+    errors = refused.context["form"].errors
+    assert errors["dns_connection"] == [
+        "globex-dns belongs to another organization: choose a DNS connection of this one."
+    ]
+    assert "Unknown DNS connection" not in refused.content.decode()
+    assert refused.context["form"]["name"].value() == "Pebble"
+    offered = choice_labels(refused.context["form"].fields["dns_connection"])
+    assert len(offered) == 1 and offered[0].startswith("acme-dns ")
+    assert not CertificateAuthority.objects.filter(name="Pebble").exists()
+
+
+def test_choices_endpoint_is_tenant_scoped(tenant, other_tenant, two_orgs):
+    client = login(other_tenant.operator)  # Globex only
+    assert client.get(f"{CA_URL}acme/choices/", {"organization": tenant.organization.pk}).status_code == 404
+    assert client.get(f"{SUB_URL}choices/", {"organization": tenant.organization.pk}).status_code == 404
+    assert (
+        login(tenant.auditor).get(f"{SUB_URL}choices/", {"organization": tenant.organization.pk}).status_code
+        == 403
+    )
+
+
+def test_single_organization_is_preselected_and_its_choices_only(tenant, other_tenant, two_orgs):
+    client = login(other_tenant.operator)
+    for url in (ACME_ADD, f"{SUB_URL}add/", f"{CA_URL}add/"):
+        page = client.get(url)
+        assert page.status_code == 200, url
+        form = page.context.get("form") or page.context["adminform"].form
+        assert str(form["organization"].value()) == str(other_tenant.organization.pk), url
+    page = client.get(f"{SUB_URL}add/")
+    labels = choice_labels(page.context["adminform"].form.fields["ca"])
+    assert labels == ["Globex CA"]
+
+
+def test_subscriber_form_with_two_organizations(tenant, other_tenant, two_orgs):
+    client = login(tenant.operator)
+    answer = client.get(f"{SUB_URL}choices/", {"organization": other_tenant.organization.pk}).json()
+    assert [label for _, label in answer["fields"]["ca"] if _] == ["Globex CA (Globex)"]
+    # Preselected by ?organization= (the admin's initial data), the form lists that organization's CAs.
+    page = client.get(f"{SUB_URL}add/", {"organization": tenant.organization.pk})
+    assert choice_labels(page.context["adminform"].form.fields["ca"]) == ["Acme CA (Acme)"]
+    refused = client.post(
+        f"{SUB_URL}add/",
+        {
+            "organization": tenant.organization.pk,
+            "name": "cross",
+            "issuer_type": "ca",
+            "ca": two_orgs["globex_ca"].pk,
+            "common_name": "www.acme.test",
+            "sans": "www.acme.test",
+            "key_algorithm": "ec-p256",
+            "validity_days": "30",
+            "ca_path_length": "0",
+        },
+    )
+    assert refused.status_code == 200
+    errors = refused.context["adminform"].form.errors
+    assert errors["ca"] == ["Globex CA belongs to another organization: choose a CA of this one."]
+    assert not Subscriber.objects.filter(name="cross").exists()
+    assert texts(refused) == []  # the error shows once: on its field, not also as a message
