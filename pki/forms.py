@@ -641,7 +641,33 @@ class ReissueForm(forms.Form):
         )
 
 
-class Pkcs12Form(forms.Form):
+class KeyExportForm(forms.Form):
+    """A private key leaves certmgr only after the operator confirms it and says why (audited)."""
+
+    reason = forms.CharField(
+        label="Reason",
+        max_length=services.EXPORT_REASON_MAX,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="Why the key leaves certmgr (e.g. the ticket or the server it goes to); kept in the "
+        "audit event of the export.",
+        error_messages={"required": "Say why the key is exported."},
+    )
+    confirm = forms.BooleanField(
+        label="I take responsibility for this copy of the private key",
+        help_text="Anyone holding the key can impersonate the certificate's names until it is revoked.",
+        error_messages={"required": "Confirm that the key may leave certmgr."},
+    )
+
+    def clean_reason(self) -> str:
+        reason = " ".join((self.cleaned_data.get("reason") or "").split())
+        if not reason:
+            raise ValidationError("Say why the key is exported.")
+        return reason
+
+
+class Pkcs12Form(KeyExportForm):
+    field_order = ["password", "password_again", "alias", "reason", "confirm"]
+
     password = forms.CharField(
         min_length=services.PKCS12_MIN_PASSWORD,
         strip=False,

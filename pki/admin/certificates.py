@@ -466,25 +466,27 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             if request.method == "POST":  # let the service refuse and audit the attempt
                 self._export(request, cert, part)
             raise PermissionDenied
-        if request.method != "POST":
-            return self.form_page(
-                request,
-                title=f"Download the {self.KEY_PARTS[part]}",
-                form=forms.Form(),
-                obj=cert,
-                submit="Download",
-                description="The private key leaves certmgr unencrypted; the download is recorded in the "
-                "audit log.",
-            )
-        body = self._export(request, cert, part)
-        if body is None:
-            return HttpResponseRedirect(self._change_url(cert))
-        return download(body, f"{base}.key.pem" if part == "key" else f"{base}.bundle.pem")
+        form = pki_forms.KeyExportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            body = self._export(request, cert, part, form.cleaned_data["reason"])
+            if body is None:
+                return HttpResponseRedirect(self._change_url(cert))
+            return download(body, f"{base}.key.pem" if part == "key" else f"{base}.bundle.pem")
+        return self.form_page(
+            request,
+            title=f"Download the {self.KEY_PARTS[part]}",
+            form=form,
+            obj=cert,
+            submit="Download",
+            submit_danger=True,
+            description="The private key leaves certmgr unencrypted. Confirm, and say why: the reason is "
+            "recorded with the download in the audit log.",
+        )
 
-    def _export(self, request, cert, part):
+    def _export(self, request, cert, part, reason: str = ""):
         if part == "key":
-            return self._call(request, services.export_private_key, cert)
-        return self._call(request, services.bundle_pem, cert, with_key=True)
+            return self._call(request, services.export_private_key, cert, reason=reason)
+        return self._call(request, services.bundle_pem, cert, with_key=True, reason=reason)
 
     def pkcs12_view(self, request, pk):
         cert = self._object(request, pk)
@@ -503,6 +505,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
                     password=form.cleaned_data["password"],
                     alias=form.cleaned_data["alias"],
                     actor=as_actor(request),
+                    reason=form.cleaned_data["reason"],
                 )
             except errors.PermissionDenied as exc:
                 raise PermissionDenied(str(exc)) from exc
@@ -519,7 +522,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             obj=cert,
             submit="Download .p12",
             description="Certificate, chain and private key in one password-protected file (AES-256, "
-            "PBKDF2-SHA256). The export is recorded in the audit log.",
+            "PBKDF2-SHA256). Confirm, and say why: the reason is recorded with the export in the audit log.",
         )
 
     def revoke_view(self, request, pk):

@@ -475,6 +475,12 @@ class Pkcs12Serializer(serializers.Serializer):
         max_length=1024, trim_whitespace=False, write_only=True, help_text="At least 12 characters."
     )
     alias = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    reason = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        help_text="Why the key is exported; kept in the audit event (also accepted as ?reason=).",
+    )
 
 
 def parse_reason(value) -> str:

@@ -109,6 +109,11 @@ CA_CREATE_REQUEST = PolymorphicProxySerializer(
 
 
 # --- certificate authorities ------------------------------------------------------------------------------
+REASON_PARAMETER = OpenApiParameter(
+    "reason", OpenApiTypes.STR, description="Why the key is exported (optional); kept in the audit event."
+)
+
+
 class CrlPagination(CursorPagination):
     ordering = "-number"
 
@@ -376,7 +381,9 @@ class SubscriberViewSet(_SavedViaServiceMixin, viewsets.ModelViewSet):
         if _wants_key(request):
             _require_export(request, certificate)
             if certificate.private_key:
-                body["private_key"] = services.export_private_key(certificate, actor=self.actor)
+                body["private_key"] = services.export_private_key(
+                    certificate, actor=self.actor, reason=_export_reason(request)
+                )
         return _key_bearing(Response(s.LatestBundleSerializer(body).data))
 
 
@@ -494,7 +501,8 @@ class CertificateViewSet(
                 "include_key",
                 OpenApiTypes.BOOL,
                 description="Add the private key (operators; audited). 403 for auditors.",
-            )
+            ),
+            REASON_PARAMETER,
         ],
         responses={200: s.BundleSerializer},
     )
@@ -510,18 +518,27 @@ class CertificateViewSet(
         if _wants_key(request):
             _require_export(request, certificate)
             if certificate.has_private_key:
-                body["private_key"] = services.export_private_key(certificate, actor=self.actor)
+                body["private_key"] = services.export_private_key(
+                    certificate, actor=self.actor, reason=_export_reason(request)
+                )
         return _key_bearing(Response(s.BundleSerializer(body).data))
 
     @extend_schema(
-        responses={200: s.PrivateKeySerializer, 404: OpenApiResponse(description="certmgr holds no key.")}
+        parameters=[REASON_PARAMETER],
+        responses={200: s.PrivateKeySerializer, 404: OpenApiResponse(description="certmgr holds no key.")},
     )
     @action(detail=True, methods=["get"], url_path="private-key", url_name="private-key")
     def private_key(self, request, pk=None):
         """The certificate's private key (operators and administrators; audited)."""
         certificate = self.get_object()
         return _key_bearing(
-            Response({"private_key": services.export_private_key(certificate, actor=self.actor)})
+            Response(
+                {
+                    "private_key": services.export_private_key(
+                        certificate, actor=self.actor, reason=_export_reason(request)
+                    )
+                }
+            )
         )
 
     @extend_schema(
@@ -534,7 +551,11 @@ class CertificateViewSet(
         certificate = self.get_object()
         data = valid(s.Pkcs12Serializer, request)
         blob = services.export_pkcs12(
-            certificate, password=data["password"], alias=data.get("alias", ""), actor=self.actor
+            certificate,
+            password=data["password"],
+            alias=data.get("alias", ""),
+            actor=self.actor,
+            reason=data.get("reason") or _export_reason(request),
         )
         name = "".join(
             c for c in (certificate.common_name or certificate.serial) if c.isalnum() or c in "-._"
@@ -582,6 +603,11 @@ class CertificateViewSet(
         reason = result.rejected[0][1] if result.rejected else "the certificate was not imported"
         field = "private_key" if "private key" in reason else "certificate"
         raise ValidationError({field: [reason]})
+
+
+def _export_reason(request) -> str:
+    """The optional ``reason`` of a key export (query parameter), kept in its audit event."""
+    return request.query_params.get("reason", "")[:500]
 
 
 def _wants_key(request) -> bool:

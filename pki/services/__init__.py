@@ -47,6 +47,7 @@ from pki.services.common import (
 )
 from pki.services.csrs import generate_csr, issue_from_csr, upload_csr
 from pki.services.inventory import (
+    EXPORT_REASON_MAX,
     PKCS12_MIN_PASSWORD,
     ImportResult,
     bundle_pem,
@@ -79,6 +80,7 @@ __all__ = [
     "BATCH_MAX",
     "DEFAULT_INTERMEDIATE_DAYS",
     "DEFAULT_ROOT_DAYS",
+    "EXPORT_REASON_MAX",
     "PKCS12_MIN_PASSWORD",
     "POLICY_FIELDS",
     "SUBSCRIBER_FIELDS",

@@ -132,23 +132,44 @@ def _reject(
     return result
 
 
-def export_private_key(certificate: Certificate, *, actor: Actor) -> str:
-    """The certificate's private key as PEM. Needs the operator role; always audited."""
+EXPORT_REASON_MAX = 500
+
+
+def _export_reason(reason: str | None) -> str:
+    """Why the key leaves certmgr, as the audit event keeps it (one line, capped)."""
+    text = " ".join(str(reason or "").split())
+    if "\x00" in text:
+        raise ValidationError({"reason": ["The reason contains a NUL character."]})
+    return text[:EXPORT_REASON_MAX]
+
+
+def export_private_key(certificate: Certificate, *, actor: Actor, reason: str = "") -> str:
+    """The certificate's private key as PEM. Needs the operator role; always audited, with the reason
+    the exporter gave."""
     actor = as_actor(actor)
-    with audit.failures(actor, "certificate.export_key", certificate):
+    reason = _export_reason(reason)
+    with audit.failures(actor, "certificate.export_key", certificate, reason=reason):
         require(actor, Action.EXPORT_KEY, certificate.organization_id)
         if not certificate.private_key:
             raise NotFound("certmgr holds no private key for this certificate (it was issued from a CSR)")
         with transaction.atomic():
             audit.record(
-                actor, "certificate.export_key", certificate, serial=certificate.serial, format="pem"
+                actor,
+                "certificate.export_key",
+                certificate,
+                serial=certificate.serial,
+                format="pem",
+                reason=reason,
             )
         return certificate.private_key
 
 
-def export_pkcs12(certificate: Certificate, *, password: str, alias: str = "", actor: Actor) -> bytes:
+def export_pkcs12(
+    certificate: Certificate, *, password: str, alias: str = "", actor: Actor, reason: str = ""
+) -> bytes:
     actor = as_actor(actor)
-    with audit.failures(actor, "certificate.export_key", certificate, format="pkcs12"):
+    reason = _export_reason(reason)
+    with audit.failures(actor, "certificate.export_key", certificate, format="pkcs12", reason=reason):
         require(actor, Action.EXPORT_KEY, certificate.organization_id)
         if len(password or "") < PKCS12_MIN_PASSWORD:
             raise ValidationError({"password": [f"Use at least {PKCS12_MIN_PASSWORD} characters."]})
@@ -165,7 +186,12 @@ def export_pkcs12(certificate: Certificate, *, password: str, alias: str = "", a
         )
         with transaction.atomic():
             audit.record(
-                actor, "certificate.export_key", certificate, serial=certificate.serial, format="pkcs12"
+                actor,
+                "certificate.export_key",
+                certificate,
+                serial=certificate.serial,
+                format="pkcs12",
+                reason=reason,
             )
         return data
 
@@ -173,11 +199,13 @@ def export_pkcs12(certificate: Certificate, *, password: str, alias: str = "", a
 PKCS12_MIN_PASSWORD = 12
 
 
-def bundle_pem(certificate: Certificate, *, with_key: bool = False, actor: Actor | None = None) -> str:
+def bundle_pem(
+    certificate: Certificate, *, with_key: bool = False, actor: Actor | None = None, reason: str = ""
+) -> str:
     """Certificate + chain (+ the key, via export_private_key, when asked)."""
     parts = [certificate.certificate_pem, certificate.chain_pem]
     if with_key:
         if actor is None:
             raise TypeError("exporting the key needs the actor (the export is audited)")
-        parts.append(export_private_key(certificate, actor=actor))
+        parts.append(export_private_key(certificate, actor=actor, reason=reason))
     return "".join(p if p.endswith("\n") else p + "\n" for p in parts if p)

@@ -508,7 +508,16 @@ def test_pkcs12_export_opens_with_the_password(tenant, issued, tmp_path):
     short = client.post(url, {"password": "short", "password_again": "short", "alias": "web"})
     assert short.status_code == 200 and "password" in short.context["form"].errors
     password = "a long enough password"
-    response = client.post(url, {"password": password, "password_again": password, "alias": "web-alias"})
+    response = client.post(
+        url,
+        {
+            "password": password,
+            "password_again": password,
+            "alias": "web-alias",
+            "reason": "TICKET-7: the load balancer",
+            "confirm": "on",
+        },
+    )
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-pkcs12"
     assert response["Content-Disposition"].endswith('.p12"')
@@ -546,12 +555,13 @@ def test_downloads_for_operator(tenant, issued):
     confirm = client.get(f"{CERT_URL}{issued.pk}/download/key/")
     assert confirm.status_code == 200 and b"PRIVATE KEY" not in confirm.content
     assert not AuditEvent.objects.filter(action="certificate.export_key").exists()
-    key = client.post(f"{CERT_URL}{issued.pk}/download/key/")
+    why = {"reason": "moving web to the new host", "confirm": "on"}
+    key = client.post(f"{CERT_URL}{issued.pk}/download/key/", why)
     assert key.status_code == 200 and "no-store" in key["Cache-Control"]
     assert x509.matches_key(
         cx509.load_pem_x509_certificate(issued.certificate_pem.encode()), x509.load_private_key(key.content)
     )
-    bundle = client.post(f"{CERT_URL}{issued.pk}/download/bundle/")
+    bundle = client.post(f"{CERT_URL}{issued.pk}/download/bundle/", why)
     assert b"PRIVATE KEY" in bundle.content and len(x509.load_pem_certificates(bundle.content)) == 3
     assert AuditEvent.objects.filter(action="certificate.export_key", outcome="success").count() == 2
     page = client.get(f"{CERT_URL}{issued.pk}/change/")

@@ -153,3 +153,66 @@ def test_subscriber_form_with_two_organizations(tenant, other_tenant, two_orgs):
     assert errors["ca"] == ["Globex CA belongs to another organization: choose a CA of this one."]
     assert not Subscriber.objects.filter(name="cross").exists()
     assert texts(refused) == []  # the error shows once: on its field, not also as a message
+
+
+# --- 18: a key export asks for confirmation and a reason ----------------------------------------------
+CERT_URL = "/admin/pki/certificate/"
+
+
+def test_key_download_needs_confirmation_and_a_reason_which_the_audit_event_keeps(tenant, issued):
+    from certmgr.models import AuditEvent
+
+    client = login(tenant.operator)
+    url = f"{CERT_URL}{issued.pk}/download/key/"
+    page = client.get(url)
+    assert page.status_code == 200 and b'name="reason"' in page.content and b'name="confirm"' in page.content
+    refused = client.post(url, {"reason": "  ", "confirm": ""})
+    assert refused.status_code == 200 and refused["Content-Type"].startswith("text/html")
+    errors = refused.context["form"].errors
+    assert errors["reason"] == ["Say why the key is exported."] and "confirm" in errors
+    assert not AuditEvent.objects.filter(action="certificate.export_key").exists()
+
+    key = client.post(url, {"reason": "INC-42: restore web01", "confirm": "on"})
+    assert key.status_code == 200 and b"PRIVATE KEY" in key.content
+    event = AuditEvent.objects.get(action="certificate.export_key", outcome="success")
+    assert event.details["reason"] == "INC-42: restore web01" and event.details["format"] == "pem"
+
+    p12 = client.post(
+        f"{CERT_URL}{issued.pk}/pkcs12/",
+        {"password": "x" * 16, "password_again": "x" * 16, "alias": "", "reason": "", "confirm": "on"},
+    )
+    assert p12.status_code == 200 and "reason" in p12.context["form"].errors
+    p12 = client.post(
+        f"{CERT_URL}{issued.pk}/pkcs12/",
+        {
+            "password": "x" * 16,
+            "password_again": "x" * 16,
+            "alias": "",
+            "reason": "for the LB",
+            "confirm": "on",
+        },
+    )
+    assert p12["Content-Type"] == "application/x-pkcs12"
+    event = AuditEvent.objects.filter(action="certificate.export_key").latest("id")
+    assert event.details["reason"] == "for the LB" and event.details["format"] == "pkcs12"
+
+
+def test_api_key_export_takes_an_optional_reason(tenant, issued):
+    from certmgr.models import AuditEvent
+
+    client = tenant.operator.client
+    answer = client.get(f"/api/v1/certificates/{issued.pk}/private-key/", {"reason": "CI deploy"})
+    assert answer.status_code == 200
+    assert AuditEvent.objects.filter(action="certificate.export_key").latest("id").details["reason"] == (
+        "CI deploy"
+    )
+    blob = client.post(
+        f"/api/v1/certificates/{issued.pk}/pkcs12/",
+        {"password": "y" * 16, "reason": "k8s secret"},
+        format="json",
+    )
+    assert blob.status_code == 200
+    assert AuditEvent.objects.filter(action="certificate.export_key").latest("id").details["reason"] == (
+        "k8s secret"
+    )
+    assert client.get(f"/api/v1/certificates/{issued.pk}/private-key/").status_code == 200  # reason optional
