@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from certmgr.actors import as_actor
-from certmgr.admin_base import OrganizationFilter, TenantAdmin
+from certmgr.admin_base import OrganizationFilter, TenantAdmin, error_text
 from certmgr.encryption import unreadable_secret
 from certmgr.errors import ServiceError
 from dnsproviders import credentials as creds
@@ -210,6 +210,39 @@ class AppConnectionAdmin(TenantAdmin):
 
     def remove(self, request, obj):
         services.delete_connection(obj, actor=as_actor(request))
+
+    # --- every save is followed by a test: the page says at once whether the connection works ---------
+    def response_add(self, request, obj, post_url_continue=None):
+        self._test_after_save(request, obj)
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request, obj):
+        self._test_after_save(request, obj)
+        return super().response_change(request, obj)
+
+    def _test_after_save(self, request, obj) -> None:
+        """Run ``services.test_connection`` on the saved row; a failure is a warning (the save stands)."""
+        conn = AppConnection.objects.get(pk=obj.pk)
+        try:
+            result = services.test_connection(conn, actor=as_actor(request))
+        except ServiceError as exc:
+            self.message_user(
+                request,
+                f"{conn.name}: saved, but the test could not run: {error_text(exc)}",
+                messages.WARNING,
+            )
+            return
+        if result.ok:
+            self.message_user(
+                request, f"{conn.name}: connection test passed: {result.message}", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request,
+                f"{conn.name}: saved, but the connection test failed: {result.message} Orders that use this "
+                "connection will fail until it works.",
+                messages.WARNING,
+            )
 
     # --- test connection -----------------------------------------------------------------------------
     def get_urls(self):
