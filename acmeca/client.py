@@ -100,6 +100,11 @@ class AcmeProblem(UpstreamError):
         return self.typ.rsplit(":", 1)[-1]
 
     @property
+    def hint(self) -> str:
+        """What the operator can do about it, when there is something (``HINTS``)."""
+        return HINTS.get(self.kind, "")
+
+    @property
     def is_acme_error(self) -> bool:
         return self.typ.startswith(ERROR_PREFIX)
 
@@ -227,13 +232,15 @@ def classify(exc: BaseException) -> AcmeProblem:
         reason = f"certificate verify failed: {found.group(1)}" if found else _short(exc)
         return _local("tlsUntrusted", f"{TLS_UNTRUSTED} ({reason})", transient=False)
     if isinstance(exc, requests.exceptions.Timeout):
-        return _local("timeout", f"the ACME server did not answer in time ({_short(exc)})", transient=True)
+        return _local(
+            "timeout", f"the ACME server did not answer in time{network_reason(exc)}", transient=True
+        )
     if isinstance(exc, requests.exceptions.ConnectionError):
-        return _local("connection", f"cannot reach the ACME server ({_short(exc)})", transient=True)
+        return _local("connection", f"cannot reach the ACME server{network_reason(exc)}", transient=True)
     if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
         return _from_response(exc.response)
     if isinstance(exc, requests.exceptions.RequestException):
-        return _local("connection", f"request to the ACME server failed ({_short(exc)})", transient=True)
+        return _local("connection", f"request to the ACME server failed{network_reason(exc)}", transient=True)
     if isinstance(exc, jose.DeserializationError | ValueError | KeyError):
         return _local("protocol", f"unexpected answer from the ACME server: {exc}", transient=False)
     return _local("protocol", f"ACME request failed: {type(exc).__name__}: {exc}", transient=False)
@@ -242,6 +249,57 @@ def classify(exc: BaseException) -> AcmeProblem:
 def _short(exc: BaseException) -> str:
     text = str(exc)
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+# What a network failure means, from the words the OS and urllib3 put into it; never the pool's repr.
+_NETWORK_REASONS = (
+    (
+        re.compile(
+            r"Name or service not known|nodename nor servname|getaddrinfo failed|No address associated|"
+            r"Temporary failure in name resolution|NameResolutionError",
+            re.I,
+        ),
+        "its host name does not resolve",
+    ),
+    (re.compile(r"Connection refused", re.I), "the connection was refused (nothing listens on that port)"),
+    (re.compile(r"timed out|timeout", re.I), "it did not answer in time"),
+    (re.compile(r"Network is unreachable|No route to host", re.I), "there is no network route to it"),
+    (re.compile(r"Connection reset|RemoteDisconnected|Connection aborted", re.I), "it closed the connection"),
+    (re.compile(r"wrong version number|SSLError|EOF occurred", re.I), "the TLS handshake failed"),
+)
+_HOST_PORT = re.compile(r"host='([^']+)', port=(\d+)")
+
+
+def network_reason(exc: BaseException) -> str:
+    """``exc`` (a requests/urllib3 error) as the operator's words: where, and what went wrong."""
+    text = str(exc)
+    found = _HOST_PORT.search(text)
+    where = f" at {found.group(1)}:{found.group(2)}" if found else ""
+    for pattern, reason in _NETWORK_REASONS:
+        if pattern.search(text):
+            return f"{where}: {reason}"
+    return f"{where}: the network request failed"
+
+
+# A next step for the failures an operator can fix, by ``AcmeProblem.kind``.
+HINTS = {
+    "connection": "Check the directory URL, that the ACME server is running, and the outbound firewall.",
+    "timeout": "The server may be overloaded; certmgr tries again later.",
+    "outboundRefused": "Allow its network in CERTMGR_OUTBOUND_ALLOWED_NETWORKS, or use another address.",
+    "notADirectory": "The URL must be the ACME directory (it answers JSON with newAccount and newOrder).",
+    "httpError": "Check the directory URL.",
+    "eabInvalid": "Copy the EAB key id and HMAC key again from your account at the CA.",
+    "externalAccountRequired": "This CA needs external account binding: enter the EAB key id and HMAC key.",
+    "unauthorized": "The CA could not verify control of the name: check the DNS connection and the zone.",
+    "dns": "The CA could not look the name up: check that the domain's DNS serves it publicly.",
+    "rateLimited": "The CA's rate limit was hit; certmgr retries after the time it asks for.",
+    "accountDoesNotExist": "The CA no longer knows the account: register it again from the account page.",
+    "badNonce": "A transient protocol hiccup; certmgr retries.",
+    "caa": "A CAA record of the domain forbids this CA: add the CA to the domain's CAA records.",
+    "rejectedIdentifier": "The CA does not issue for this name.",
+    "serverInternal": "The CA had an internal error; certmgr retries later.",
+    "serverError": "The ACME server had an error; certmgr retries later.",
+}
 
 
 @contextlib.contextmanager

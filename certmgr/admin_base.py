@@ -288,7 +288,7 @@ def sentence(text: str) -> str:
     first = text.split(" ", 1)[0].rstrip(":,")
     if not any(c in first for c in "-._0123456789") and not first.startswith(("'", '"')):
         text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?", ")")) else text + "."
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def apply_service_errors(form, exc: ValidationError | ServiceError) -> None:
@@ -296,7 +296,7 @@ def apply_service_errors(form, exc: ValidationError | ServiceError) -> None:
     if isinstance(exc, ServiceError):
         field_errors = exc.field_errors()
         if not field_errors:
-            form.add_error(None, [exc.message])
+            form.add_error(None, [error_text(exc)])
             return
         for field, messages in field_errors.items():
             form.add_error(field if field in form.fields else None, messages)

@@ -29,6 +29,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.tsig
 import requests
+from django.utils.text import capfirst  # the first letter only: names keep their case
 
 from certmgr import outbound
 from certmgr.errors import OutboundRefused
@@ -377,7 +378,7 @@ def _check_rfc2136(c: dict, timeout: float) -> CheckResult:
             )
         return _rfc2136_answer(response, where, key_name, zone_name, explicit_zone=zone != ".")
     return CheckResult(
-        False, "; ".join(failures).capitalize() + "." if failures else f"No address for {server}."
+        False, capfirst("; ".join(failures)) + "." if failures else f"No address for {server}."
     )
 
 

@@ -13,7 +13,6 @@ from certmgr.admin_base import (
     OrganizationFilter,
     apply_service_errors,
     download,
-    error_text,
     filename,
 )
 from certmgr.permissions import Action
@@ -156,8 +155,7 @@ class CertificateRequestAdmin(ReadOnlyPkiAdmin):  # added by "Generate CSR" and 
             except errors.PermissionDenied as exc:
                 raise PermissionDenied(str(exc)) from exc
             except (errors.ServiceError, ValidationError) as exc:
-                apply_service_errors(form, exc)
-                self.message_user(request, f"Not issued: {error_text(exc)}", messages.ERROR)
+                apply_service_errors(form, exc)  # shown once: on the form, not also as a message
             else:
                 if outcome.certificate is None:
                     say_pending(self, request, f"CSR {csr.name}", outcome)

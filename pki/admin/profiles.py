@@ -17,7 +17,6 @@ from certmgr.admin_base import (
     admin_link,
     apply_service_errors,
     badge,
-    error_text,
     model_choice_field,
 )
 from pki import forms as pki_forms
@@ -360,8 +359,7 @@ class SubscriberAdmin(PkiAdmin):
             except errors.PermissionDenied as exc:
                 raise PermissionDenied(str(exc)) from exc
             except (errors.ServiceError, ValidationError) as exc:
-                apply_service_errors(form, exc)
-                self.message_user(request, f"Not issued: {error_text(exc)}", messages.ERROR)
+                apply_service_errors(form, exc)  # shown once: on the form, not also as a message
             else:
                 if outcome.certificate is None:
                     say_pending(self, request, subscriber.name, outcome)

@@ -272,6 +272,20 @@ def test_classify_connection_error_to_a_dead_port():
             acme.fetch_directory(f"https://127.0.0.1:{port}/dir")
     assert failed.value.kind == "connection" and failed.value.transient, repr(failed.value)
     assert "cannot reach the ACME server" in str(failed.value)
+    # The operator's words: where and what, a hint; never urllib3's pool or an exception repr.
+    assert str(failed.value) == (
+        f"cannot reach the ACME server at 127.0.0.1:{port}: the connection was refused "
+        "(nothing listens on that port)"
+    )
+    for leak in ("HTTPSConnectionPool", "urllib3", "object at 0x", "Max retries", "NewConnectionError"):
+        assert leak not in str(failed.value)
+    assert failed.value.hint.startswith("Check the directory URL")
+    from certmgr.admin_base import error_text
+
+    assert error_text(failed.value) == (
+        f"Cannot reach the ACME server at 127.0.0.1:{port}: the connection was refused (nothing listens on "
+        "that port). Check the directory URL, that the ACME server is running, and the outbound firewall."
+    )
 
 
 @pytest.mark.servers

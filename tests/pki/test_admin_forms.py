@@ -216,3 +216,50 @@ def test_api_key_export_takes_an_optional_reason(tenant, issued):
         "k8s secret"
     )
     assert client.get(f"/api/v1/certificates/{issued.pk}/private-key/").status_code == 200  # reason optional
+
+
+# --- 9: errors in the operator's language --------------------------------------------------------------
+def test_refusals_name_the_role_needed_not_the_action_code(tenant):
+    from certmgr import errors
+    from certmgr.actors import as_actor
+    from certmgr.services import require
+
+    with pytest.raises(errors.PermissionDenied) as refused:
+        require(as_actor(tenant.auditor.user), "manage", tenant.organization.pk)
+    assert str(refused.value) == "This needs the Operator role in this organization."
+    with pytest.raises(errors.PermissionDenied) as refused:
+        require(as_actor(tenant.operator.user), "members.manage", tenant.organization.pk)
+    assert str(refused.value) == "This needs the Administrator role in this organization."
+    assert "members.manage" not in str(refused.value)
+
+
+def test_error_text_keeps_names_as_typed():
+    from certmgr.admin_base import error_text
+    from certmgr.errors import ServiceError
+
+    assert error_text(ServiceError("pdns-lab: the API key was refused")) == (
+        "pdns-lab: the API key was refused."
+    )
+    assert error_text(ServiceError("the zone is unknown")) == "The zone is unknown."
+
+
+def test_a_refused_subscriber_save_keeps_what_was_typed_and_shows_the_error_once(tenant, hierarchy):
+    client = login(tenant.operator)
+    response = client.post(
+        f"{SUB_URL}add/",
+        {
+            "organization": tenant.organization.pk,
+            "name": "typed-name",
+            "issuer_type": "ca",
+            "ca": hierarchy[1].pk,
+            "common_name": "www.acme.test",
+            "sans": "www.acme.test",
+            "key_algorithm": "ec-p256",
+            "validity_days": "100000",  # longer than the issuing CA lives: the service refuses
+            "ca_path_length": "0",
+        },
+    )
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors and form["name"].value() == "typed-name"
+    assert texts(response) == []
