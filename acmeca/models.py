@@ -32,11 +32,11 @@ class AcmeAccount(models.Model):
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="acme_accounts")
     vendor = models.CharField(max_length=24, choices=[(v.value, v.value) for v in Vendor])
-    directory_url = models.URLField(max_length=500)
+    directory_url = models.URLField(verbose_name="directory URL", max_length=500)
     email = models.EmailField(blank=True)
     key_kind = models.CharField(max_length=10, choices=ACCOUNT_KEY_KINDS, default="ec-p256")
     private_key = EncryptedTextField(editable=False)
-    account_url = models.URLField(max_length=500)
+    account_url = models.URLField(verbose_name="account URL", max_length=500)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.VALID)
     terms_of_service = models.URLField(max_length=500, blank=True)
     terms_agreed_at = models.DateTimeField(null=True, blank=True)
@@ -58,9 +58,11 @@ class AcmeAccount(models.Model):
 class AcmeSettings(models.Model):
     """The ACME side of an external CA: where it is, how to prove control, which account to use."""
 
-    ca = models.OneToOneField("pki.CertificateAuthority", on_delete=models.CASCADE, related_name="acme")
+    ca = models.OneToOneField(
+        "pki.CertificateAuthority", verbose_name="CA", on_delete=models.CASCADE, related_name="acme"
+    )
     vendor = models.CharField(max_length=24, choices=[(v.value, v.value) for v in Vendor])
-    directory_url = models.URLField(max_length=500)
+    directory_url = models.URLField(verbose_name="directory URL", max_length=500)
     email = models.EmailField(blank=True)
     eab_kid = models.CharField("EAB key id", max_length=200, blank=True)
     eab_hmac_key = EncryptedTextField("EAB HMAC key", blank=True, editable=False)
@@ -69,12 +71,15 @@ class AcmeSettings(models.Model):
     )
     dns_connection = models.ForeignKey(
         "dnsproviders.AppConnection",
+        verbose_name="DNS app connection",
         null=True,
         blank=True,
         on_delete=models.PROTECT,
         related_name="acme_settings",
     )
-    hosted_zone_id = models.CharField(max_length=255, blank=True, help_text="empty: found from the domain")
+    hosted_zone_id = models.CharField(
+        verbose_name="hosted zone ID", max_length=255, blank=True, help_text="empty: found from the domain"
+    )
     challenge_type = models.CharField(
         max_length=8, choices=ChallengeType.choices, default=ChallengeType.DNS_01
     )
@@ -122,7 +127,9 @@ class AcmeOrder(models.Model):
     FINISHED_STEPS = choices.FINISHED_STEPS
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="acme_orders")
-    ca = models.ForeignKey("pki.CertificateAuthority", on_delete=models.PROTECT, related_name="acme_orders")
+    ca = models.ForeignKey(
+        "pki.CertificateAuthority", verbose_name="CA", on_delete=models.PROTECT, related_name="acme_orders"
+    )
     account = models.ForeignKey(
         AcmeAccount, null=True, blank=True, on_delete=models.SET_NULL, related_name="orders"
     )
@@ -137,12 +144,12 @@ class AcmeOrder(models.Model):
     )
     identifiers = models.JSONField(default=list, help_text='[{"type": "dns", "value": "example.com"}, ...]')
     challenge_type = models.CharField(max_length=8, choices=ChallengeType.choices)
-    csr_pem = models.TextField(blank=True)
+    csr_pem = models.TextField(verbose_name="CSR (PEM)", blank=True)
     # The certificate's key when certmgr made it; empty when the caller brought a CSR.
     private_key = EncryptedTextField(blank=True, editable=False)
-    order_url = models.URLField(max_length=500, blank=True)
-    finalize_url = models.URLField(max_length=500, blank=True)
-    certificate_url = models.URLField(max_length=500, blank=True)
+    order_url = models.URLField(verbose_name="order URL", max_length=500, blank=True)
+    finalize_url = models.URLField(verbose_name="finalize URL", max_length=500, blank=True)
+    certificate_url = models.URLField(verbose_name="certificate URL", max_length=500, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, blank=True, default=Status.NEW)
     step = models.CharField(max_length=16, choices=Step.choices, default=Step.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
@@ -160,7 +167,7 @@ class AcmeOrder(models.Model):
     cleanup_stopped_at = models.DateTimeField("cleanup stopped at", null=True, blank=True)
     cleanup_error = models.TextField("cleanup error", blank=True)
     # ACME requests this order made, by the CA's answer (for /metrics): 2xx, 4xx, 5xx; badNonce retries.
-    requests_ok = models.PositiveIntegerField(default=0, editable=False)
+    requests_ok = models.PositiveIntegerField(verbose_name="successful requests", default=0, editable=False)
     requests_client_error = models.PositiveIntegerField(default=0, editable=False)
     requests_server_error = models.PositiveIntegerField(default=0, editable=False)
     bad_nonces = models.PositiveIntegerField(default=0, editable=False)
@@ -199,7 +206,7 @@ class AcmeAuthorization(models.Model):
     order = models.ForeignKey(AcmeOrder, on_delete=models.CASCADE, related_name="authorizations")
     identifier = models.CharField(max_length=255)
     wildcard = models.BooleanField(default=False)
-    url = models.URLField(max_length=500)
+    url = models.URLField(verbose_name="URL", max_length=500)
     status = models.CharField(max_length=12, default="pending")
     expires = models.DateTimeField(null=True, blank=True)
 
@@ -222,12 +229,12 @@ class AcmeChallenge(models.Model):
         AcmeAuthorization, on_delete=models.CASCADE, related_name="challenge"
     )
     type = models.CharField(max_length=8, choices=ChallengeType.choices)
-    url = models.URLField(max_length=500)
+    url = models.URLField(verbose_name="URL", max_length=500)
     token = models.CharField(max_length=255, db_index=True)
     # dns-01: the TXT record name (after CNAME delegation) and value; http-01: the path and key authorization.
     record_name = models.CharField(max_length=500)
     record_value = models.CharField(max_length=500)
-    ttl = models.PositiveIntegerField(default=60)
+    ttl = models.PositiveIntegerField(verbose_name="TTL (seconds)", default=60)
     # What the provider needs to remove the record again (dnsproviders RecordRef.as_dict()).
     provider_ref = models.JSONField(default=dict, blank=True)
     # True from just before the record is written until it is removed: cleanup never misses one. False again

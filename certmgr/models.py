@@ -142,7 +142,7 @@ class AuditChainHead(models.Model):
     sequence = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default="")
     # The audit key that linked the last event: a different signing key makes the next event a rotation.
-    key_id = models.CharField(max_length=16, default="", blank=True)
+    key_id = models.CharField(verbose_name="key id", max_length=16, default="", blank=True)
 
     def __str__(self) -> str:
         return f"chain {self.chain} at {self.sequence}"
@@ -173,22 +173,24 @@ class AuditEvent(models.Model):
     sequence = models.BigIntegerField()
     actor_type = models.CharField(max_length=8, choices=ActorType.choices)
     # Plain ids, not foreign keys: the log must outlive the users and tokens it names.
-    actor_id = models.CharField(max_length=64, blank=True)
+    actor_id = models.CharField(verbose_name="actor id", max_length=64, blank=True)
     actor_label = models.CharField(max_length=200, blank=True)
     action = models.CharField(max_length=100)
     target_type = models.CharField(max_length=100, blank=True)
-    target_id = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(verbose_name="target id", max_length=64, blank=True)
     target_repr = models.CharField(max_length=300, blank=True)
     outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.SUCCESS)
     error = models.TextField(blank=True)
     details = models.JSONField(default=dict, blank=True)
-    request_id = models.CharField(max_length=64, blank=True)
-    ip = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(verbose_name="request ID", max_length=64, blank=True)
+    ip = models.GenericIPAddressField(verbose_name="IP address", null=True, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     prev_hash = models.CharField(max_length=64, blank=True)
     hash = models.CharField(max_length=64)
     algorithm = models.CharField(max_length=16, choices=Algorithm.choices, default=Algorithm.HMAC_SHA256)
-    key_id = models.CharField(max_length=16, blank=True)  # the audit key's id (certmgr.audit_keys)
+    key_id = models.CharField(
+        verbose_name="key id", max_length=16, blank=True
+    )  # the audit key's id (certmgr.audit_keys)
 
     objects = AuditEventQuerySet.as_manager()
 

@@ -26,6 +26,16 @@ def _field_name(kind: creds.Kind, name: str) -> str:
     return f"cred_{kind.name.lower()}_{name}"
 
 
+# Help for the credential inputs whose schema has none.
+CREDENTIAL_HELP = {
+    "access_key_id": "The access key id of an IAM user allowed to change the hosted zone's records.",
+    "server": "The primary name server that accepts dynamic updates: a host name or an IP address.",
+    "tsig_key_name": "The TSIG key's name, exactly as the name server's configuration names it.",
+    "api_url": "The server's base URL, e.g. https://auth.example.org.",
+    "username": "The account's user name (from the acme-dns /register answer).",
+}
+
+
 def _credential_field(spec: creds.CredentialField) -> forms.Field:
     field: forms.Field
     if spec.kind == "choice":
@@ -40,7 +50,12 @@ def _credential_field(spec: creds.CredentialField) -> forms.Field:
     else:
         field = forms.CharField(required=False)
     field.label = spec.label + ("" if spec.required else " (optional)")
-    help_parts = [spec.help] if spec.help else []
+    help_parts = [
+        spec.help
+        or CREDENTIAL_HELP.get(spec.name)
+        or ("Stored encrypted; never shown again." if spec.secret else "")
+    ]
+    help_parts = [part for part in help_parts if part]
     if spec.default is not None:
         help_parts.append(f"Default: {spec.default}.")
     field.help_text = " ".join(help_parts)
@@ -54,6 +69,12 @@ class _AppConnectionFormBase(forms.ModelForm):
     class Meta:
         model = AppConnection
         fields = ["organization", "name", "kind", "description"]
+        help_texts = {
+            "organization": "The organization whose ACME CAs may use this connection.",
+            "name": "How ACME CAs choose this connection, e.g. pdns-lab.",
+            "kind": "The DNS provider or protocol; it decides the credentials below. Fixed once saved.",
+            "description": "A note for your colleagues (optional).",
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

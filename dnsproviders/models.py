@@ -22,8 +22,8 @@ class AppConnection(models.Model):
     credentials = EncryptedJSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
-    last_tested_at = models.DateTimeField(null=True, blank=True, editable=False)
-    last_test_ok = models.BooleanField(null=True, editable=False)
+    last_tested_at = models.DateTimeField(verbose_name="last tested", null=True, blank=True, editable=False)
+    last_test_ok = models.BooleanField(verbose_name="last test passed", null=True, editable=False)
     last_test_message = models.TextField(blank=True, editable=False)
 
     objects = AppConnectionQuerySet.as_manager()

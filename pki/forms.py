@@ -224,6 +224,41 @@ class _UsageFieldsMixin(_Form):
         return list(dict.fromkeys([*known, *other]))
 
 
+# The help of the fields every screen shares; a form's own help text wins.
+FIELD_HELP = {
+    "organization": "The organization this belongs to; only its members see it, and its CAs, policies "
+    "and connections are the ones offered here.",
+    "name": "How it is called in certmgr's lists and the API; unique in the organization.",
+    "description": "A note for your colleagues (optional).",
+    "kind": "An internal root signs itself; an internal intermediate is signed by a parent CA here.",
+    "key_algorithm": "ECDSA P-256 is fast and accepted everywhere; RSA for old clients; Ed25519 is not "
+    "accepted by browsers.",
+    "subject_common_name": "The CA's name in the certificates it signs, e.g. “Example Issuing CA”.",
+    "common_name": "The certificate's subject CN, e.g. www.example.com (clients check the SANs).",
+    "subject_organization": "Subject O: your organization's legal name (optional).",
+    "subject_organizational_unit": "Subject OU: a department (optional; public CAs no longer include it).",
+    "subject_country": "Subject C: a two-letter ISO 3166 code, e.g. DE (optional).",
+    "subject_state": "Subject ST: state or province, spelled out (optional).",
+    "subject_locality": "Subject L: city (optional).",
+    "issuer_type": "A certificate authority (internal or ACME) signs it, or it signs itself (self-signed: "
+    "for tests and closed systems).",
+    "validity_days": "How long each certificate is valid; the policy and the CA may allow less.",
+    "extended_key_usages": "What the certificate may be used for (server or client authentication, code "
+    "signing, ...). None checked: the policy's or the usual ones.",
+    "auto_renew": "Renew before expiry without anyone pressing a button (see “Renew before”).",
+}
+
+
+class _HelpTextsMixin(_Form):
+    """Every field has a help text: the form's own, else the shared one of ``FIELD_HELP``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            if not field.help_text and name in FIELD_HELP:
+                field.help_text = FIELD_HELP[name]
+
+
 class _UniqueNameMixin(_ModelForm):
     """A name taken in the organization is an error on the name field (not a form-wide one)."""
 
@@ -242,7 +277,9 @@ class _UniqueNameMixin(_ModelForm):
 
 
 # --- certificate authorities ---------------------------------------------------------------------------
-class CaCreateForm(OrganizationChoicesMixin, _UniqueNameMixin, SubjectFieldsMixin, forms.ModelForm):
+class CaCreateForm(
+    OrganizationChoicesMixin, _HelpTextsMixin, _UniqueNameMixin, SubjectFieldsMixin, forms.ModelForm
+):
     organization_dependent = {"parent": "parent CA"}
     kind = forms.ChoiceField(choices=INTERNAL_KINDS, initial=CertificateAuthority.Kind.INTERNAL_ROOT)
     subject_common_name = forms.CharField(label="Common name (CN)", max_length=64)
@@ -347,7 +384,7 @@ PATTERN_HELP = (
 )
 
 
-class PolicyForm(_UniqueNameMixin, _UsageFieldsMixin, forms.ModelForm):
+class PolicyForm(_HelpTextsMixin, _UniqueNameMixin, _UsageFieldsMixin, forms.ModelForm):
     common_name_patterns = ListTextField(
         whole_line_prefix="~", label="Allowed common names", help_text=PATTERN_HELP
     )
@@ -406,7 +443,12 @@ class PolicyForm(_UniqueNameMixin, _UsageFieldsMixin, forms.ModelForm):
 
 # --- subscribers ---------------------------------------------------------------------------------------
 class SubscriberForm(
-    OrganizationChoicesMixin, _UniqueNameMixin, _UsageFieldsMixin, SubjectFieldsMixin, forms.ModelForm
+    OrganizationChoicesMixin,
+    _HelpTextsMixin,
+    _UniqueNameMixin,
+    _UsageFieldsMixin,
+    SubjectFieldsMixin,
+    forms.ModelForm,
 ):
     organization_dependent = {"ca": "CA", "policy": "policy"}
 

@@ -32,19 +32,19 @@ class CertificateAuthority(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
     subject = models.JSONField(default=dict, blank=True)
-    subject_dn = models.CharField(max_length=500, blank=True)
+    subject_dn = models.CharField(verbose_name="subject DN", max_length=500, blank=True)
     key_algorithm = models.CharField(max_length=10, choices=KEY_ALGORITHMS, blank=True)
     max_path_length = models.PositiveSmallIntegerField(null=True, blank=True)
-    certificate_pem = models.TextField(blank=True)
+    certificate_pem = models.TextField(verbose_name="certificate (PEM)", blank=True)
     # Issuers above an imported CA that certmgr does not manage (issuer first); completes issued chains.
-    chain_pem = models.TextField(blank=True)
+    chain_pem = models.TextField(verbose_name="chain (PEM)", blank=True)
     # Never exported: no API, admin or command path returns it.
     private_key = EncryptedTextField(blank=True, editable=False)
     serial = models.CharField(max_length=64, blank=True)
     not_before = models.DateTimeField(null=True, blank=True)
     not_after = models.DateTimeField(null=True, blank=True)
     imported = models.BooleanField(default=False)
-    crl_number = models.BigIntegerField(default=0, editable=False)
+    crl_number = models.BigIntegerField(verbose_name="CRL number", default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -83,7 +83,11 @@ class Policy(models.Model):
     max_validity_days = models.PositiveIntegerField(null=True, blank=True)
     key_usages = models.JSONField(default=list, blank=True, help_text="allowed key usages; empty = any")
     extended_key_usages = models.JSONField(default=list, blank=True, help_text="allowed EKUs; empty = any")
-    allow_ca = models.BooleanField(default=False, help_text="basic constraints: may issue CA certificates")
+    allow_ca = models.BooleanField(
+        verbose_name="allow CA certificates",
+        default=False,
+        help_text="basic constraints: may issue CA certificates",
+    )
     new_key_at_renewal = models.BooleanField(
         "require a new key at renewal",
         default=False,
@@ -114,13 +118,18 @@ class Subscriber(models.Model):
     name = models.CharField(max_length=100)
     issuer_type = models.CharField(max_length=12, choices=IssuerType.choices, default=IssuerType.CA)
     ca = models.ForeignKey(
-        CertificateAuthority, null=True, blank=True, on_delete=models.PROTECT, related_name="subscribers"
+        CertificateAuthority,
+        verbose_name="CA",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="subscribers",
     )
     policy = models.ForeignKey(
         Policy, null=True, blank=True, on_delete=models.PROTECT, related_name="subscribers"
     )
     common_name = models.CharField(max_length=255, blank=True)
-    sans = models.JSONField(default=list, blank=True)
+    sans = models.JSONField(verbose_name="subject alternative names", default=list, blank=True)
     subject = models.JSONField(
         default=dict, blank=True, help_text="organization, organizational_unit, country, state, locality"
     )
@@ -176,24 +185,33 @@ class Certificate(models.Model):
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="certificates")
     ca = models.ForeignKey(
-        CertificateAuthority, null=True, blank=True, on_delete=models.PROTECT, related_name="certificates"
+        CertificateAuthority,
+        verbose_name="CA",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="certificates",
     )
     subscriber = models.ForeignKey(
         Subscriber, null=True, blank=True, on_delete=models.SET_NULL, related_name="certificates"
     )
     source = models.CharField(max_length=12, choices=Source.choices)
     serial = models.CharField(max_length=64)
-    certificate_pem = models.TextField()
-    chain_pem = models.TextField(blank=True, help_text="intermediates and root, issuer first")
+    certificate_pem = models.TextField(
+        verbose_name="certificate (PEM)",
+    )
+    chain_pem = models.TextField(
+        verbose_name="chain (PEM)", blank=True, help_text="intermediates and root, issuer first"
+    )
     private_key = EncryptedTextField(blank=True, editable=False)
     # The caller's CSR when certmgr holds no key for it: a renewal sends it again (same public key).
     csr_pem = models.TextField("CSR", blank=True, editable=False)
     fingerprint_sha256 = models.CharField(max_length=64)
     fingerprint_sha1 = models.CharField(max_length=40)
-    subject_dn = models.CharField(max_length=1000, blank=True)
-    issuer_dn = models.CharField(max_length=1000, blank=True)
+    subject_dn = models.CharField(verbose_name="subject DN", max_length=1000, blank=True)
+    issuer_dn = models.CharField(verbose_name="issuer DN", max_length=1000, blank=True)
     common_name = models.CharField(max_length=255, blank=True, db_index=True)
-    sans = models.JSONField(default=list, blank=True)
+    sans = models.JSONField(verbose_name="subject alternative names", default=list, blank=True)
     # Lower-cased names joined by spaces: one column for "partial domain" search.
     names_text = models.TextField(blank=True)
     key_algorithm = models.CharField(max_length=10, choices=KEY_ALGORITHMS)
@@ -207,8 +225,12 @@ class Certificate(models.Model):
     )
     # When the renewal sweep renews it (pki.renewal); ARI: when to ask the CA's renewalInfo again.
     next_renewal_at = models.DateTimeField(null=True, blank=True)
-    ari_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
-    ari_next_check_at = models.DateTimeField(null=True, blank=True, editable=False)
+    ari_checked_at = models.DateTimeField(
+        verbose_name="renewal info (ARI) checked", null=True, blank=True, editable=False
+    )
+    ari_next_check_at = models.DateTimeField(
+        verbose_name="next renewal info (ARI) check", null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = CertificateQuerySet.as_manager()
@@ -255,11 +277,13 @@ class CertificateRequest(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="csrs")
     name = models.CharField(max_length=100)
     source = models.CharField(max_length=10, choices=Source.choices)
-    csr_pem = models.TextField()
+    csr_pem = models.TextField(
+        verbose_name="CSR (PEM)",
+    )
     private_key = EncryptedTextField(blank=True, editable=False)
     common_name = models.CharField(max_length=255, blank=True)
-    sans = models.JSONField(default=list, blank=True)
-    subject_dn = models.CharField(max_length=1000, blank=True)
+    sans = models.JSONField(verbose_name="subject alternative names", default=list, blank=True)
+    subject_dn = models.CharField(verbose_name="subject DN", max_length=1000, blank=True)
     key_algorithm = models.CharField(max_length=10, choices=KEY_ALGORITHMS)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -277,11 +301,15 @@ class CertificateRequest(models.Model):
 class Crl(models.Model):
     """One generated CRL of a CA; the newest is served publicly."""
 
-    ca = models.ForeignKey(CertificateAuthority, on_delete=models.CASCADE, related_name="crls")
+    ca = models.ForeignKey(
+        CertificateAuthority, verbose_name="CA", on_delete=models.CASCADE, related_name="crls"
+    )
     number = models.BigIntegerField()
     this_update = models.DateTimeField()
     next_update = models.DateTimeField()
-    der = models.BinaryField()
+    der = models.BinaryField(
+        verbose_name="CRL (DER)",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -315,8 +343,10 @@ class AlertChannel(models.Model):
     recipients = models.JSONField(default=list, blank=True, help_text="e-mail addresses (e-mail channels)")
     # A webhook URL often carries its credential (Slack, Teams, Discord): encrypted, never shown back; the
     # hint (scheme, host, last characters) is what screens and the audit log show.
-    url = EncryptedTextField(blank=True, help_text="webhook URL (webhook channels)")
-    url_hint = models.CharField(max_length=300, blank=True, editable=False)
+    url = EncryptedTextField(verbose_name="URL", blank=True, help_text="webhook URL (webhook channels)")
+    url_hint = models.CharField(
+        verbose_name="URL (shown shortened)", max_length=300, blank=True, editable=False
+    )
     slack = models.BooleanField(default=False, help_text='Slack-compatible payload: {"text": "..."}')
     # HMAC key of the X-Certmgr-Signature header: shown once when made, never rendered back.
     secret = EncryptedTextField(blank=True, editable=False)
@@ -353,7 +383,12 @@ class AlertRule(models.Model):
     enabled = models.BooleanField(default=True)
     channels = models.ManyToManyField(AlertChannel, related_name="rules", blank=True)
     ca = models.ForeignKey(
-        CertificateAuthority, null=True, blank=True, on_delete=models.CASCADE, related_name="alert_rules"
+        CertificateAuthority,
+        verbose_name="CA",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="alert_rules",
     )
     subscriber = models.ForeignKey(
         Subscriber, null=True, blank=True, on_delete=models.CASCADE, related_name="alert_rules"

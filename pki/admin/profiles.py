@@ -77,12 +77,16 @@ class PolicyAdmin(PkiAdmin):
 
     @admin.display(description="SAN names")
     def san_pattern_list(self, obj):
-        types = f" [{', '.join(obj.allowed_san_types)}]" if obj.allowed_san_types else ""
+        kinds = dict(pki_forms.SAN_TYPE_CHOICES)
+        types = (
+            f" [{', '.join(kinds.get(t, t) for t in obj.allowed_san_types)}]" if obj.allowed_san_types else ""
+        )
         return short_list(obj.san_patterns) + types
 
     @admin.display(description="Key algorithms")
     def key_algorithms(self, obj):
-        return short_list(obj.allowed_key_algorithms, limit=6)
+        labels = dict(pki_forms.KEY_ALGORITHMS)
+        return short_list([labels.get(k, k) for k in obj.allowed_key_algorithms], limit=6)
 
     @admin.display(description="Subscribers", ordering="subscriber_total")
     def subscriber_count(self, obj):

@@ -263,3 +263,45 @@ def test_a_refused_subscriber_save_keeps_what_was_typed_and_shows_the_error_once
     form = response.context["adminform"].form
     assert form.errors and form["name"].value() == "typed-name"
     assert texts(response) == []
+
+
+# --- 14: human labels and help texts -------------------------------------------------------------------
+def _forms_of_the_screens():
+    from acmeca.forms import AcmeCaForm
+    from certmgr.models import Organization
+    from dnsproviders.admin import AppConnectionForm
+    from dnsproviders.models import AppConnection
+    from pki import forms as pki_forms
+
+    yield from (pki_forms.CaCreateForm(), pki_forms.PolicyForm(), pki_forms.SubscriberForm())
+    yield AppConnectionForm()
+    yield AcmeCaForm(connections=AppConnection.objects.none(), organizations=Organization.objects.all())
+
+
+def test_every_field_of_the_ca_subscriber_policy_and_connection_forms_has_a_help_text():
+    missing = {
+        type(form).__name__: [name for name, field in form.fields.items() if not field.help_text]
+        for form in _forms_of_the_screens()
+    }
+    missing = {name: fields for name, fields in missing.items() if fields}
+    assert not missing, repr(missing)
+
+
+def test_labels_are_human():
+    from django.apps import apps
+
+    raw = []
+    for model in apps.get_models():
+        if model._meta.app_label not in ("certmgr", "pki", "acmeca", "dnsproviders"):
+            continue
+        for field in model._meta.concrete_fields:
+            label = str(field.verbose_name)
+            words = label.split()
+            if any(
+                w in ("url", "ip", "ca", "ari", "dn", "pem", "csr", "crl", "dns", "ttl", "ok") for w in words
+            ):
+                raw.append(f"{model._meta.label}.{field.name}: {label}")
+    assert raw == []
+    labels = {label for form in _forms_of_the_screens() for label in (f.label for f in form.fields.values())}
+    for code in ("ec-p256", "internal-intermediate", "acme"):
+        assert code not in labels
