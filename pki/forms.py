@@ -14,6 +14,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from certmgr.admin_base import model_choice_field
+from certmgr.org_choices import SCRIPT as ORGANIZATION_SCRIPT
 from certmgr.org_choices import OrganizationChoicesMixin, single_organization
 from pki import services, x509
 from pki.models import (
@@ -503,9 +504,26 @@ class SubscriberForm(
             "ca": "Not used when the issuer type is self-signed.",
         }
 
+    #: What an ACME CA decides itself (its profile fixes validity, usages and subject): hidden or explained.
+    ACME_DECIDES = (
+        "validity_days",
+        "key_usages",
+        "extended_key_usages",
+        "other_extended_key_usages",
+        "subject_organization",
+        "subject_organizational_unit",
+        "subject_country",
+        "subject_state",
+        "subject_locality",
+    )
+
+    class Media:  # replaces the mixin's (a plain class's Media is not merged): both scripts
+        js = [ORGANIZATION_SCRIPT, "pki/subscriber_form.js"]
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         instance = self.instance
+        self._explain_acme(self._chosen_ca())
         if instance.pk:
             self._split_ekus(instance.extended_key_usages)
             for name, _, _ in SUBJECT_FIELDS:
@@ -514,6 +532,44 @@ class SubscriberForm(
                 self.fields["organization"].disabled = True
         else:
             self._split_ekus([])
+
+    def _chosen_ca(self) -> CertificateAuthority | None:
+        field = self.fields.get("ca")
+        if not isinstance(field, forms.ModelChoiceField) or field.queryset is None:
+            return None
+        raw = self.data.get(self.add_prefix("ca")) if self.is_bound else self.initial.get("ca")
+        raw = getattr(raw, "pk", raw)
+        if raw in (None, "") and self.instance.pk:
+            raw = self.instance.ca_id
+        if raw in (None, "") or not str(raw).isdigit():
+            return None
+        return field.queryset.filter(pk=int(raw)).select_related("acme").first()
+
+    def _explain_acme(self, ca: CertificateAuthority | None) -> None:
+        """With an ACME CA chosen: say on each field the CA decides that it is ignored, and what the ACME
+        CA does take from this form (the key type) and from its own settings (profile, challenge)."""
+        if ca is None or ca.kind != CertificateAuthority.Kind.ACME:
+            return
+        for name in self.ACME_DECIDES:
+            if name in self.fields:
+                self.fields[name].help_text = (
+                    f"Decided by the ACME CA {ca.name} (its profile sets validity, usages and subject "
+                    "fields): not used."
+                )
+        settings = getattr(ca, "acme", None)
+        if "ca" in self.fields and settings is not None:
+            self.fields["ca"].help_text = (
+                f"{ca.name} is an ACME CA: it decides validity, key usages and the subject's O/OU/C. It "
+                f"uses its profile {settings.profile or '(the CA default)'} and the "
+                f"{settings.get_challenge_type_display()} challenge (edit the CA to change them); the "
+                "key type below is the order's key."
+            )
+        if "key_algorithm" in self.fields:
+            self.fields[
+                "key_algorithm"
+            ].help_text = (
+                "The order's key, made here (ACME CAs accept ECDSA P-256/P-384 and RSA; not Ed25519)."
+            )
 
     def clean_subject_country(self):
         return _clean_country(self.cleaned_data.get("subject_country"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
@@ -19,6 +21,7 @@ from certmgr.admin_base import (
     badge,
     model_choice_field,
 )
+from certmgr.permissions import Action
 from pki import forms as pki_forms
 from pki import services
 from pki.admin.base import PkiAdmin
@@ -30,6 +33,7 @@ from pki.admin.outcomes import outcome_redirect, say_pending
 from pki.admin.rendering import STATUS_COLORS, short_list
 from pki.issuers import Outcome
 from pki.models import (
+    CertificateAuthority,
     Policy,
     Subscriber,
 )
@@ -215,6 +219,19 @@ class SubscriberAdmin(PkiAdmin):
             "next_attempt_at",
             "recent_certificates",
         ]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "ca" and field is not None:
+            # The script hides what an ACME CA decides when one of these is chosen.
+            acme_ids = CertificateAuthority.objects.restrict(request, Action.MANAGE).filter(
+                kind=CertificateAuthority.Kind.ACME
+            )
+            field.widget.attrs["data-acme-cas"] = json.dumps(
+                list(acme_ids.values_list("pk", flat=True)[:500])
+            )
+            field.widget.attrs["data-acme-decides"] = json.dumps(pki_forms.SubscriberForm.ACME_DECIDES)
+        return field
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)

@@ -133,6 +133,7 @@ def test_subscriber_form_with_two_organizations(tenant, other_tenant, two_orgs):
     assert [label for _, label in answer["fields"]["ca"] if _] == ["Globex CA (Globex)"]
     # Preselected by ?organization= (the admin's initial data), the form lists that organization's CAs.
     page = client.get(f"{SUB_URL}add/", {"organization": tenant.organization.pk})
+    assert b"certmgr/organization_choices.js" in page.content
     assert choice_labels(page.context["adminform"].form.fields["ca"]) == ["Acme CA (Acme)"]
     refused = client.post(
         f"{SUB_URL}add/",
