@@ -20,6 +20,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from acmeca import orders, services, vendors
+from acmeca.client import HINTS
 from acmeca.forms import (
     AcmeCaForm,
     DirectOrderForm,
@@ -458,7 +459,10 @@ class AcmeAccountAdmin(AcmeAdmin):
 
     def _rollover(self, request, account, key_kind=None) -> None:
         if self._call(request, services.rollover_account_key, account, key_kind=key_kind) is not None:
-            self.message_user(request, f"Account {account.pk}: new {account.key_kind} key.", messages.SUCCESS)
+            account.refresh_from_db(fields=["key_kind"])
+            self.message_user(
+                request, f"Account {account.pk}: new {account.get_key_kind_display()} key.", messages.SUCCESS
+            )
 
     def do_reregister(self, request, account, *, new_key: bool = False):
         fresh = self._call(request, services.reregister_account, account, new_key=new_key)
@@ -730,7 +734,8 @@ class AcmeOrderAdmin(AcmeAdmin):
         if not obj.last_error:
             return "—"
         kind = format_html("<code>{}</code>: ", obj.error_type) if obj.error_type else ""
-        return format_html("{}{}", kind, obj.last_error)
+        hint = HINTS.get(obj.error_type, "")
+        return format_html("{}{}{}", kind, obj.last_error, format_html(" <em>{}</em>", hint) if hint else "")
 
     @admin.display(description="Record cleanup")
     def cleanup_display(self, obj):

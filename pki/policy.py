@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import re2
 
+from pki.choices import KeyAlgorithm
+
 
 class PolicyViolation(ValueError):
     """A request outside its policy: every rule it breaks, as (field, message) in ``violations``; ``field``
@@ -158,8 +160,8 @@ def violations(rules: PolicyRules, request: Request) -> list[tuple[str, str]]:
         found.append(
             (
                 "key_algorithm",
-                f"key algorithm {request.key_algorithm} is not allowed by {where} "
-                f"(allowed: {', '.join(rules.allowed_key_algorithms)})",
+                f"key algorithm {_algorithm_label(request.key_algorithm)} is not allowed by {where} "
+                f"(allowed: {', '.join(_algorithm_label(a) for a in rules.allowed_key_algorithms)})",
             )
         )
     if rules.max_validity_days and request.validity_days > rules.max_validity_days:
@@ -187,3 +189,11 @@ def violations(rules: PolicyRules, request: Request) -> list[tuple[str, str]]:
     if request.keeps_renewed_key and rules.new_key_at_renewal:
         found.append(("csr", new_csr_needed(rules.name)))
     return found
+
+
+def _algorithm_label(value: str) -> str:
+    """ "ECDSA P-256", not the stored code "ec-p256"."""
+    try:
+        return KeyAlgorithm(value).label
+    except ValueError:
+        return value

@@ -306,3 +306,28 @@ def test_labels_are_human():
     labels = {label for form in _forms_of_the_screens() for label in (f.label for f in form.fields.values())}
     for code in ("ec-p256", "internal-intermediate", "acme"):
         assert code not in labels
+
+
+def test_policy_refusal_names_key_algorithms_by_their_labels(tenant, hierarchy):
+    from django.core.exceptions import ValidationError
+
+    from certmgr.errors import ServiceError
+
+    policy = services.save_policy(
+        tenant.organization, actor=SYSTEM, name="rsa only", allowed_key_algorithms=["rsa-2048"]
+    )
+    with pytest.raises((ServiceError, ValidationError)) as refused:
+        services.save_subscriber(
+            tenant.organization,
+            actor=SYSTEM,
+            name="ec",
+            ca=hierarchy[1],
+            policy=policy,
+            common_name="ec.acme.test",
+            sans=["ec.acme.test"],
+            key_algorithm="ec-p256",
+            validity_days=30,
+        )
+    text = str(refused.value)
+    assert "key algorithm ECDSA P-256 is not allowed" in text and "(allowed: RSA 2048)" in text, text
+    assert "ec-p256" not in text
