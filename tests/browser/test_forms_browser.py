@@ -1,6 +1,7 @@
 """Admin forms whose choices a script changes, in a real browser under the CSP (issue 11, items 4 and 15):
 with two organizations the ACME CA form's DNS connections and the subscriber form's CAs follow the chosen
-organization; with an ACME CA chosen the subscriber form hides what the ACME CA decides."""
+organization; a connection whose last test failed warns when chosen (item 17); with an ACME CA chosen the
+subscriber form hides what the ACME CA decides."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def test_dependent_choices_follow_the_organization_and_acme_fields_hide(
     tenant,
     other_tenant,
     pebble_ca,  # noqa: F811
+    powerdns,  # noqa: F811
 ):
     core.add_member(other_tenant.organization, tenant.operator.user, "operator", actor=SYSTEM)
     dns_services.create_connection(
@@ -67,6 +69,22 @@ def test_dependent_choices_follow_the_organization_and_acme_fields_hide(
     choose_organization(page, tenant.organization.pk)
     offered = options(page, "#id_dns_connection")
     assert offered and all(o.startswith("pdns") for o in offered), offered
+
+    # A connection whose last test failed: marked in the list, and choosing it warns at once.
+    broken = dns_services.create_connection(
+        tenant.organization,
+        name="pdns-broken",
+        kind="powerdns",
+        credentials=powerdns.credentials(api_key="not-the-key"),
+        actor=SYSTEM,
+    )
+    assert not dns_services.test_connection(broken, actor=SYSTEM).ok
+    open_page(page, base + "/admin/pki/certificateauthority/acme/add/")
+    choose_organization(page, tenant.organization.pk)
+    assert "pdns-broken (PowerDNS) — last test failed" in options(page, "#id_dns_connection")
+    assert page.locator("#acme-connection-warning").inner_text() == ""
+    page.select_option("#id_dns_connection", str(broken.pk))
+    assert "failed its last test" in page.locator("#acme-connection-warning").inner_text()
 
     # The subscriber form: the CAs follow the organization; an ACME CA hides validity, usages, O/OU/C.
     open_page(page, base + "/admin/pki/subscriber/add/")

@@ -16,3 +16,22 @@
   vendor.addEventListener("change", function () { if (!presets[vendor.value].directory_url) url.value = ""; show(); });
   show();
 })();
+
+// A DNS connection whose last test failed is marked in its option's label; choosing one says so at once.
+(function () {
+  const select = document.getElementById("id_dns_connection");
+  if (!select) return;
+  const warning = document.createElement("p");
+  warning.id = "acme-connection-warning";
+  warning.className = "help";
+  warning.setAttribute("role", "status");
+  select.closest(".form-row")?.appendChild(warning);
+  function show() {
+    const option = select.selectedOptions[0];
+    warning.textContent = option && option.text.includes("— last test failed")
+      ? "This DNS connection failed its last test: orders that use it will fail until it works. Test it again on its page."
+      : "";
+  }
+  select.addEventListener("change", show);
+  show();
+})();
