@@ -76,7 +76,7 @@ def _short(text: str, limit: int = 80) -> str:
 
 def _vendor_label(vendor: str) -> str:
     try:
-        return vendors.preset(vendor).label
+        return vendors.preset(vendor).display_label
     except ValueError:
         return vendor
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def vendor_choices() -> list[tuple[str, str]]:
     """Each preset's label, saying on the choice itself when the CA needs external account binding."""
     return [
-        (p.vendor.value, p.label + (" — EAB required" if p.eab_required else ""))
+        (p.vendor.value, p.display_label + (" — EAB required" if p.eab_required else ""))
         for p in vendors.PRESETS.values()
     ]
 
@@ -37,7 +37,7 @@ def preset_rows() -> list[dict[str, Any]]:
     return [
         {
             "vendor": p.vendor.value,
-            "label": p.label,
+            "label": p.display_label,
             "directory_url": p.directory_url,
             "eab_required": p.eab_required,
             "note": p.note,

@@ -63,9 +63,12 @@ def _problem(exc: acme.AcmeProblem, field: str = "directory_url") -> ServiceErro
     return error
 
 
-def _clean_settings(row: AcmeSettings, organization_id: int) -> None:
+def _clean_settings(row: AcmeSettings, organization_id: int, *, previous_vendor: str = "") -> None:
+    """Check the settings; a retired vendor is refused unless the CA already had it (it keeps its record)."""
     errors: dict[str, list[str]] = {}
     try:
+        if row.vendor != previous_vendor:
+            vendors.current(row.vendor)
         row.directory_url = vendors.directory_url_for(row.vendor, (row.directory_url or "").strip())
     except ValueError as exc:
         errors["vendor" if "vendor" in str(exc) else "directory_url"] = [str(exc)]
@@ -204,7 +207,7 @@ def update_acme_ca(
         row = AcmeSettings.objects.select_related("account").get(ca=ca)
         before = {f: getattr(row, f) for f in SETTINGS_FIELDS}
         _set(row, settings_values)
-        _clean_settings(row, ca.organization_id)
+        _clean_settings(row, ca.organization_id, previous_vendor=before["vendor"])
         changed = sorted(f for f in SETTINGS_FIELDS if getattr(row, f) != before[f])
         account = row.account
         if _ACCOUNT_FIELDS & set(changed) or account is None or account.status != AcmeAccount.Status.VALID:

@@ -4,6 +4,7 @@ binding (EAB). Pure data, no Django; the registration form and API fill the dire
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 
 
@@ -27,7 +28,14 @@ class Preset:
     label: str
     directory_url: str  # empty for CUSTOM: the user types it (step-ca, Vault, Pebble, ...)
     eab_required: bool
-    note: str = ""
+    note: str = ""  # plain text: the form shows it as is
+    # The day the vendor stopped issuing through ACME: a retired preset is kept so the CAs registered with
+    # it still read their vendor, but no new CA (or CA moved to it) may use it.
+    retired: date | None = None
+
+    @property
+    def display_label(self) -> str:
+        return f"{self.label} (retired {self.retired.isoformat()})" if self.retired else self.label
 
 
 PRESETS: dict[Vendor, Preset] = {
@@ -59,7 +67,7 @@ PRESETS: dict[Vendor, Preset] = {
             "Google Trust Services",
             "https://dv.acme-v02.api.pki.goog/directory",
             True,
-            "EAB key from `gcloud publicca external-account-keys create`.",
+            "EAB key from the command gcloud publicca external-account-keys create.",
         ),
         Preset(
             Vendor.GOOGLE_STAGING,
@@ -94,13 +102,17 @@ PRESETS: dict[Vendor, Preset] = {
             "Buypass Go SSL",
             "https://api.buypass.com/acme/directory",
             False,
-            "180-day certificates.",
+            "Buypass ended its TLS certificate business: orders closed on 15 October 2025 and the last "
+            "certificates were issued on 31 October 2025. Move these CAs to another vendor.",
+            retired=date(2025, 10, 31),
         ),
         Preset(
             Vendor.BUYPASS_STAGING,
             "Buypass Go SSL (staging)",
             "https://api.test4.buypass.no/acme/directory",
             False,
+            "Closed together with Buypass Go SSL.",
+            retired=date(2025, 10, 31),
         ),
         Preset(
             Vendor.CUSTOM,
@@ -120,6 +132,16 @@ def preset(vendor: str) -> Preset:
         raise ValueError(
             f"unknown ACME vendor {vendor!r}; one of: {', '.join(v.value for v in Vendor)}"
         ) from None
+
+
+def current(vendor: str) -> Preset:
+    """The preset, refused when the vendor has retired it (for registering a CA or moving one to it)."""
+    p = preset(vendor)
+    if p.retired is not None:
+        raise ValueError(
+            f"{p.label} stopped issuing certificates on {p.retired.isoformat()}; choose another vendor"
+        )
+    return p
 
 
 def directory_url_for(vendor: str, custom_url: str = "") -> str:
