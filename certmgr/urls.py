@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from certmgr import two_factor_views
@@ -22,5 +23,6 @@ urlpatterns = [
     path("", include("pki.urls")),
     path("", include("acmeca.urls")),
     path("metrics", metrics_view, name="metrics"),
+    path("", RedirectView.as_view(url="/admin/dashboard/"), name="home"),  # the product's front page
     path("healthz", lambda request: HttpResponse("ok", content_type="text/plain"), name="healthz"),
 ]

@@ -9,5 +9,5 @@ class ReportsConfig(AppConfig):
     verbose_name = "Reports"
 
     def ready(self) -> None:
-        # Imported for its side effect: the /admin/dashboard/ URL.
-        from reports import dashboard_admin  # noqa: F401
+        # Imported for their side effects: the /admin/dashboard/ URL, the admin index grouped by the work.
+        from reports import admin_index, dashboard_admin  # noqa: F401

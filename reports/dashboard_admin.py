@@ -56,7 +56,7 @@ def chart(weeks: list[dashboard.WeekBar]) -> Chart:
     bars = []
     for i, week in enumerate(weeks):
         height = round(PLOT_HEIGHT * week.count / top_value, 1)
-        day = formats.date_format(week.start, "j M Y")
+        day = formats.date_format(week.start, "DATE_FORMAT")
         noun = "certificate expires" if week.count == 1 else "certificates expire"
         bars.append(
             Bar(
@@ -84,6 +84,55 @@ def _changelist(model: str, **params: object) -> str:
     return f"{url}?{urlencode(params)}" if params else url
 
 
+@dataclass(frozen=True)
+class Step:
+    title: str
+    text: str
+    url: str
+    link: str
+    done: bool
+
+
+def getting_started(request: HttpRequest) -> list[Step]:
+    """The checklist an empty dashboard shows: what a new organization does first, each step ticked
+    off once it is done (three EXISTS queries, only while there is no certificate)."""
+    from dnsproviders.models import AppConnection
+    from pki.models import CertificateAuthority, Subscriber
+
+    return [
+        Step(
+            "Connect a DNS provider",
+            "ACME CAs check DNS-01 challenges in your zones: give certmgr a PowerDNS, Cloudflare, Route 53, "
+            "RFC 2136 or acme-dns connection (skip this for a private CA only).",
+            reverse("admin:dnsproviders_appconnection_add"),
+            "Add a DNS connection",
+            AppConnection.objects.restrict(request).exists(),
+        ),
+        Step(
+            "Add a certificate authority",
+            "Register an ACME CA (Let's Encrypt, ZeroSSL, step-ca, ...) or create a private root and "
+            "intermediate.",
+            reverse("admin:pki_certificateauthority_changelist"),
+            "Certificate authorities",
+            CertificateAuthority.objects.restrict(request).exists(),
+        ),
+        Step(
+            "Create a subscriber",
+            "A subscriber is the names a certificate is for, the CA that issues it and its renewal rules.",
+            reverse("admin:pki_subscriber_add"),
+            "Add a subscriber",
+            Subscriber.objects.restrict(request).exists(),
+        ),
+        Step(
+            "Issue the first certificate",
+            "Open the subscriber and choose Issue certificate; certmgr renews it before it expires.",
+            reverse("admin:pki_subscriber_changelist"),
+            "Subscribers",
+            False,
+        ),
+    ]
+
+
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     actor = as_actor(request)
     organizations = actor.organization_ids(Action.VIEW)
@@ -108,6 +157,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         ],
         "failed_subscribers_url": _changelist("pki_subscriber", last_operation_status__exact="failed"),
         "failed_orders_url": _changelist("acmeca_acmeorder", step__exact="failed"),
+        "getting_started": getting_started(request) if data.total == 0 else [],
     }
     return TemplateResponse(request, "admin/dashboard.html", context)
 
