@@ -9,7 +9,9 @@ from cryptography.hazmat.primitives import serialization
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from certmgr import errors
@@ -19,6 +21,7 @@ from certmgr.admin_base import (
     admin_link,
     apply_service_errors,
     badge,
+    datetime_text,
     download,
     filename,
 )
@@ -26,10 +29,23 @@ from pki import forms as pki_forms
 from pki import issuers, services, x509
 from pki.admin.base import PkiAdmin
 from pki.admin.rendering import STATUS_COLORS, colon_hex, pem_block, x509_details
+from pki.ca_counts import EXPIRING_DAYS, RECENT_DAYS, CaCounts, counts_by_ca
 from pki.issuers import CaAdminExtension
 from pki.models import (
+    Certificate,
     CertificateAuthority,
 )
+
+
+def _certificate_links(ca_id: int) -> dict[str, str]:
+    """The certificate list filtered to what each count counts."""
+    base = reverse("admin:pki_certificate_changelist")
+    return {
+        "all": f"{base}?{urlencode({'ca': ca_id})}",
+        "active": f"{base}?{urlencode({'ca': ca_id, 'status__exact': 'active'})}",
+        "expiring": f"{base}?{urlencode({'ca': ca_id, 'expiring_within': EXPIRING_DAYS})}",
+        "revoked": f"{base}?{urlencode({'ca': ca_id, 'status__exact': 'revoked'})}",
+    }
 
 
 @admin.register(CertificateAuthority)
@@ -208,16 +224,60 @@ class CertificateAuthorityAdmin(PkiAdmin):
         return format_html(
             'Number {}, next update {} · <a href="{}">all CRLs</a> · public URL <code>{}</code>',
             latest.number,
-            latest.next_update.strftime("%Y-%m-%d %H:%M UTC"),
+            datetime_text(latest.next_update),
             listing,
             public,
         )
 
     def change_form_extra(self, request, obj):
+        certificates = Certificate.objects.restrict(request).filter(ca=obj)
         return {
             **super().change_form_extra(request, obj),
             "is_active": obj.status == CertificateAuthority.Status.ACTIVE,
+            "ca_counts": counts_by_ca(certificates, now=timezone.now()).get(obj.pk, CaCounts()),
+            "ca_count_links": _certificate_links(obj.pk),
+            "expiring_days": EXPIRING_DAYS,
+            "recent_days": RECENT_DAYS,
         }
+
+    def hierarchy_view(self, request):
+        """Roots, their intermediates below them, and each CA's certificate counts (one query for all)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        cas = list(
+            self.get_queryset(request)
+            .select_related("organization")
+            .defer("certificate_pem", "chain_pem")
+            .order_by("organization__name", "name")
+        )
+        counts = counts_by_ca(Certificate.objects.restrict(request), now=timezone.now())
+        visible = {ca.pk for ca in cas}
+        children: dict[int | None, list[CertificateAuthority]] = {}
+        for ca in cas:  # a CA whose parent the viewer cannot see is shown as a root
+            children.setdefault(ca.parent_id if ca.parent_id in visible else None, []).append(ca)
+
+        def nodes(parent_id: int | None, depth: int) -> list[dict]:
+            return [
+                {
+                    "ca": ca,
+                    "depth": depth,
+                    "counts": counts.get(ca.pk, CaCounts()),
+                    "links": _certificate_links(ca.pk),
+                    "status": self.status_badge(ca),
+                    "children": nodes(ca.pk, depth + 1) if depth < 10 else [],
+                }
+                for ca in children.get(parent_id, [])
+            ]
+
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "CA hierarchy",
+            "opts": self.opts,
+            "tree": nodes(None, 0),
+            "expiring_days": EXPIRING_DAYS,
+            "recent_days": RECENT_DAYS,
+        }
+        return TemplateResponse(request, "admin/pki/certificateauthority/hierarchy.html", context)
 
     def delete_warnings(self, obj):
         reasons = []
@@ -285,6 +345,7 @@ class CertificateAuthorityAdmin(PkiAdmin):
         view = self.admin_site.admin_view
         return [
             path("import/", view(self.import_view), name="pki_certificateauthority_import"),
+            path("hierarchy/", view(self.hierarchy_view), name="pki_certificateauthority_hierarchy"),
             *(
                 url
                 for backend in issuers.backends()
