@@ -40,6 +40,7 @@ from certmgr.admin_base import (
     admin_link,
     apply_service_errors,
     badge,
+    datetime_text,
 )
 from certmgr.org_choices import URL_ATTRIBUTE, choices_response
 from certmgr.permissions import Action
@@ -204,7 +205,7 @@ def account_display(ca: CertificateAuthority) -> str:
             ("Account URL", format_html("<code>{}</code>", account.account_url)),
             ("Status", badge(account.get_status_display(), ACCOUNT_COLORS.get(account.status, "#555"))),
             ("Key type", account.get_key_kind_display()),
-            ("Registered", account.created_at.strftime("%Y-%m-%d %H:%M UTC")),
+            ("Registered", datetime_text(account.created_at)),
         ]
     )
 
@@ -725,7 +726,7 @@ class AcmeOrderAdmin(AcmeAdmin):
         return format_html(
             '{} · expires {} · <a href="{}" class="acme-download">download (PEM with chain)</a>',
             admin_link(cert, cert.serial),
-            cert.not_after.strftime("%Y-%m-%d"),
+            datetime_text(cert.not_after),
             download,
         )
 
@@ -744,7 +745,7 @@ class AcmeOrderAdmin(AcmeAdmin):
         if obj.cleanup_stopped_at is not None:
             return format_html(
                 "Stopped on {}: {}. Remove the records by hand, then press “Clear cleanup”.",
-                obj.cleanup_stopped_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                datetime_text(obj.cleanup_stopped_at),
                 obj.cleanup_error or "no reason given",
             )
         return f"Pending (the janitor retries): {obj.cleanup_error or 'not tried yet'}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -25,8 +26,10 @@ from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.text import capfirst
+from django.utils.timesince import timesince, timeuntil
 
 from certmgr import errors
 from certmgr.actors import as_actor
@@ -355,6 +358,34 @@ def badge(text: str, color: str, title: str = "") -> str:
         color,
         title,
         text,
+    )
+
+
+def datetime_text(value: datetime) -> str:
+    """The one date format of every screen: ``2026-12-02 14:37:05 UTC`` (settings' DATETIME_FORMAT)."""
+    return formats.date_format(timezone.localtime(value), "DATETIME_FORMAT")
+
+
+def relative_text(value: datetime, now: datetime | None = None) -> str:
+    """``in 12 days`` / ``3 hours ago``: the largest unit only, for a glance."""
+    now = now or timezone.now()
+    if value >= now:
+        return f"in {timeuntil(value, now, depth=1)}"
+    return f"{timesince(value, now, depth=1)} ago"
+
+
+def when(value: datetime | None, *, relative: bool = False, empty: str = "—") -> str:
+    """A date for a screen: the absolute time, with the relative one beside it where that helps (expiry,
+    next renewal); the machine-readable time in ``<time datetime>``."""
+    if value is None:
+        return empty
+    if not relative:
+        return format_html('<time datetime="{}">{}</time>', value.isoformat(), datetime_text(value))
+    return format_html(
+        '<time datetime="{}">{}</time> <span class="cm-relative">({})</span>',
+        value.isoformat(),
+        datetime_text(value),
+        relative_text(value),
     )
 
 

@@ -169,6 +169,10 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# One date format on every page: 2026-12-02 14:37:05 UTC (certmgr/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["certmgr.formats"]
+DATETIME_FORMAT = "Y-m-d H:i:s T"
+DATE_FORMAT = "Y-m-d"
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))

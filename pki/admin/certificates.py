@@ -27,9 +27,11 @@ from certmgr.admin_base import (
     admin_link,
     apply_service_errors,
     badge,
+    datetime_text,
     download,
     error_text,
     filename,
+    when,
 )
 from pki import forms as pki_forms
 from pki import services, x509
@@ -78,16 +80,16 @@ class CertificateChangeList(ChangeList):
 
 @admin.register(Certificate)
 class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edited
+    # What an operator scans for (the serial is in the search box and on the detail page): fits 1366 px.
     list_display = [
         "common_name_display",
-        "serial_short",
         "status_badge",
         "ca",
         "subscriber",
         "not_after_display",
-        "next_renewal_at",
-        "key_algorithm",
+        "next_renewal_display",
     ]
+    ordering = ["not_after", "id"]  # soonest expiry first: what needs attention
     list_filter = [
         "status",
         ExpiringWithinFilter,
@@ -103,7 +105,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
         "A name or part of one (CN or SAN, e.g. example.com), a serial in hex, or a SHA-256 / SHA-1 "
         "fingerprint."
     )
-    sortable_by = ["common_name_display", "not_after_display"]
+    sortable_by = ["common_name_display", "not_after_display", "next_renewal_display"]
     show_facets = admin.ShowFacets.NEVER
     paginator = CappedCountPaginator
     list_per_page = 50
@@ -207,19 +209,18 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
     def not_after_display(self, obj):
         days = (obj.not_after - timezone.now()).days
         if obj.not_after <= timezone.now():
-            note, color = "expired", "#757575"
+            css = "cm-expired"
         elif days < 7:
-            note, color = f"in {days} d", "#c62828"
+            css = "cm-urgent"
         elif days < 30:
-            note, color = f"in {days} d", "#ef6c00"
+            css = "cm-soon"
         else:
-            note, color = f"in {days} d", "inherit"
-        return format_html(
-            '{} <span style="color:{}" class="small">({})</span>',
-            obj.not_after.strftime("%Y-%m-%d %H:%M"),
-            color,
-            note,
-        )
+            css = ""
+        return format_html('<span class="cm-expiry {}">{}</span>', css, when(obj.not_after, relative=True))
+
+    @admin.display(description="Next renewal", ordering="next_renewal_at")
+    def next_renewal_display(self, obj):
+        return when(obj.next_renewal_at, relative=True)
 
     # --- details ------------------------------------------------------------------------------------
     @admin.display(description="Subject alternative names")
@@ -235,7 +236,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             return format_html(
                 "{} on {} — reason: {}",
                 badge,
-                obj.revoked_at.strftime("%Y-%m-%d %H:%M UTC") if obj.revoked_at else "?",
+                when(obj.revoked_at, empty="?"),
                 obj.get_revocation_reason_display() or "unspecified",
             )
         return badge
@@ -276,7 +277,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
 
     @admin.display(description="Valid from")
     def not_before_display(self, obj):
-        return obj.not_before.strftime("%Y-%m-%d %H:%M")
+        return when(obj.not_before)
 
     @admin.display(description="Subject")
     def subject_display(self, obj):
@@ -311,7 +312,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
         summary = format_html_join(
             "",
             "<li>{} <span class='small'>(expires {})</span></li>",
-            ((c.subject.rfc4514_string(), c.not_valid_after_utc.strftime("%Y-%m-%d")) for c in chain),
+            ((c.subject.rfc4514_string(), datetime_text(c.not_valid_after_utc)) for c in chain),
         )
         return format_html('<ol class="pki-list">{}</ol>{}', summary, pem_block(obj.chain_pem))
 

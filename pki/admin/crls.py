@@ -14,6 +14,7 @@ from certmgr.actors import as_actor
 from certmgr.admin_base import (
     CappedCountPaginator,
     admin_link,
+    datetime_text,
     download,
     filename,
 )
@@ -84,7 +85,7 @@ class CrlAdmin(ReadOnlyPkiAdmin):
             rows.append(
                 (
                     x509.serial_hex(entry.serial_number),
-                    entry.revocation_date_utc.strftime("%Y-%m-%d %H:%M"),
+                    datetime_text(entry.revocation_date_utc),
                     reason,
                 )
             )

@@ -19,6 +19,7 @@ from certmgr.admin_base import (
     admin_link,
     apply_service_errors,
     badge,
+    datetime_text,
     model_choice_field,
 )
 from certmgr.permissions import Action
@@ -124,11 +125,9 @@ class SubscriberAdmin(PkiAdmin):
         "policy",
         "common_name",
         "san_summary",
-        "key_algorithm",
-        "validity_days",
         "auto_renew",
         "last_operation",
-    ]
+    ]  # key and validity are on the subscriber's page: the list keeps what fits 1366 px
     list_filter = [
         "issuer_type",
         CaFilter,
@@ -286,7 +285,7 @@ class SubscriberAdmin(PkiAdmin):
                 (
                     admin_link(c, c.serial),
                     badge(c.get_status_display(), STATUS_COLORS.get(c.status, "#555")),
-                    c.not_after.strftime("%Y-%m-%d"),
+                    datetime_text(c.not_after),
                 )
                 for c in recent
             ),
@@ -325,7 +324,7 @@ class SubscriberAdmin(PkiAdmin):
                     "{}: issued certificate {} (expires {}).",
                     subscriber.name,
                     admin_link(certificate, certificate.serial),
-                    certificate.not_after.strftime("%Y-%m-%d"),
+                    datetime_text(certificate.not_after),
                 ),
                 messages.SUCCESS,
             )
