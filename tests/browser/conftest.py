@@ -29,6 +29,23 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 TIMEOUT_MS = 15_000
+# Where the browser tests save a screenshot of each main page for people to look at (printed at the end).
+SCREENSHOTS = Path(
+    os.environ.get("CERTMGR_SCREENSHOTS") or Path(__file__).resolve().parents[2] / "var/screenshots"
+)
+_saved: list[Path] = []
+
+
+def screenshot_dir() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    _saved.append(SCREENSHOTS)
+    return SCREENSHOTS
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _saved:
+        count = len(list(SCREENSHOTS.glob("*.png")))
+        terminalreporter.write_line(f"screenshots of the main pages ({count} files): {SCREENSHOTS}")
 
 
 @pytest.hookimpl(wrapper=True)
