@@ -144,7 +144,12 @@ def counts_by_ca(cas, *, total: int) -> list[CaCount]:
         .values_list("ca_id")
         .annotate(n=Count("*"))
     )
-    rows = [CaCount(pk, name, kind, counted[pk]) for pk, (name, kind) in names.items() if counted.get(pk)]
+    labels = dict(cas.model.Kind.choices)  # "Internal intermediate", not the code
+    rows = [
+        CaCount(pk, name, labels.get(kind, kind), counted[pk])
+        for pk, (name, kind) in names.items()
+        if counted.get(pk)
+    ]
     rest = total - sum(counted.values())
     if rest > 0:
         rows.append(CaCount(None, *NO_CA, rest))
