@@ -11,11 +11,12 @@ import re
 
 import pytest
 
+from dnsproviders import services as connections
 from pki import services
 from tests.browser.conftest import login, screenshot_dir
 from tests.conftest import SYSTEM
 from tests.pki import conftest as pki_fixtures
-from tests.reports.test_dashboard import make_cert
+from tests.reports.test_dashboard import acme_order, make_cert
 
 hierarchy, subscriber, issued = pki_fixtures.hierarchy, pki_fixtures.subscriber, pki_fixtures.issued
 pytestmark = pytest.mark.browser
@@ -35,7 +36,16 @@ LIST_PAGES = {
     "audit-log": "/admin/certmgr/auditevent/",
     "members": "/admin/certmgr/membership/",
 }
-MUST_HAVE_ROWS = {"certificates", "subscribers", "cas", "policies", "audit-log", "members"}
+MUST_HAVE_ROWS = {
+    "certificates",
+    "subscribers",
+    "cas",
+    "policies",
+    "acme-orders",
+    "dns-providers",
+    "audit-log",
+    "members",
+}
 OTHER_PAGES = {
     "index": "/admin/",
     "dashboard": "/admin/dashboard/",
@@ -92,6 +102,15 @@ def inventory(tenant, issued):
     services.save_policy(
         tenant.organization, actor=SYSTEM, name="Internal web servers", san_patterns=["*.internal.example"]
     )
+    connections.create_connection(
+        tenant.organization,
+        name="pdns-production-eu-west",
+        kind="powerdns",
+        description="the authoritative servers of the internal zones",
+        credentials={"api_url": "https://pdns.example.test:8081", "api_key": "k-" + "x" * 30},
+        actor=SYSTEM,
+    )
+    acme_order(tenant.organization, issued.ca, error="the CA said: too many certificates for this name " * 3)
     long = "a-rather-long-service-name-for-the-layout.eu-west-1.internal.example.test"
     for days, status in ((2, "active"), (20, "active"), (200, "active"), (-5, "expired"), (60, "revoked")):
         cert = make_cert(
@@ -112,7 +131,7 @@ def test_list_pages_fit_and_screens_are_saved(live_server, browser, tenant, inve
             visit(page, live_server.url + url)
             shoot(page, name, width, height)
             size = page.evaluate(MEASURE)
-            if size is None:  # an empty list has no table (this data has no CSRs, orders, alert rules)
+            if size is None:  # an empty list has no table (this data has no CSRs, ACME accounts, alert rules)
                 assert name not in MUST_HAVE_ROWS, f"{url}: no result table"
                 continue
             if (
