@@ -140,7 +140,13 @@ def test_list_pages_fit_and_screens_are_saved(live_server, browser, tenant, inve
                 or size["page"] > size["window"] + SLACK
             ):
                 too_wide.append(f"{url}: {size}")
-        for name, url in OTHER_PAGES.items():
+        pages = {
+            **OTHER_PAGES,
+            "ca-page": f"/admin/pki/certificateauthority/{inventory.ca_id}/change/",
+            "certificate-page": f"/admin/pki/certificate/{inventory.pk}/change/",
+            "subscriber-page": f"/admin/pki/subscriber/{inventory.subscriber_id}/change/",
+        }
+        for name, url in pages.items():
             visit(page, live_server.url + url)
             shoot(page, name, width, height)
             assert page.evaluate("document.documentElement.scrollWidth") <= width + SLACK, url
