@@ -178,6 +178,7 @@ def settings_display(ca: CertificateAuthority) -> str:
             ("DNS app connection", connection),
             ("Hosted zone id", row.hosted_zone_id or "— (found from the domain)"),
             ("ACME profile", row.profile or "—"),
+            ("CAA identifiers", row.caa_identifiers or "— (no CAA preflight)"),
             ("Preferred chain", row.preferred_chain or "— (the CA's default)"),
             ("TLS trust", bundle),
             ("Direct issuance", "enabled" if row.direct_issuance else "off (subscribers only)"),

@@ -41,7 +41,7 @@ from acmeca.models import AcmeAuthorization, AcmeChallenge, AcmeOrder, AcmeSetti
 from certmgr import audit, outbound
 from certmgr.actors import Actor
 from certmgr.errors import OutboundRefused
-from dnsproviders import propagation
+from dnsproviders import caa, propagation
 from dnsproviders.locks import record_lock
 from dnsproviders.models import AppConnection
 from dnsproviders.providers.base import DnsProvider, ProviderError, RecordRef, provider_for
@@ -427,6 +427,7 @@ class _Runner:
             # the authorizations were: continue that order at the CA rather than make a second one.
             orderr = self._resume_submitted()
         else:
+            self._caa_preflight()
             replaces = self._replaces()
             try:
                 orderr = self._submit(replaces, csr_pem)
@@ -454,6 +455,23 @@ class _Runner:
             )
         self.submitted = orderr.body
         self.say("submitted", order_url=order.order_url, status=order.status, replaces=replaces or None)
+
+    def _caa_preflight(self) -> None:
+        """Names whose CAA records certainly forbid this CA (for this account and challenge type) fail the
+        order before anything is sent to the CA (RFC 8659, RFC 8657); unclear lookups leave it to the CA."""
+        identifiers = [i.strip() for i in self.settings.caa_identifiers.split(",") if i.strip()]
+        names = [i["value"] for i in self.order.identifiers if i["type"] == "dns"]
+        if not identifiers or not names:
+            return
+        refusals = caa.preflight(
+            names,
+            caa.resolver_lookup(_resolver()),
+            ca_identifiers=identifiers,
+            account_uri=self.order.account.account_url if self.order.account else "",
+            method=self.order.challenge_type,
+        )
+        if refusals:
+            raise OrderFailed("; ".join(str(r) for r in refusals), error_type="caa")
 
     def _replaces(self) -> str:
         """The ARI id of the certificate this order renews, when the same CA speaks ARI (RFC 9773 §5)."""

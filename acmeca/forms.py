@@ -112,6 +112,13 @@ class AcmeCaForm(OrganizationChoicesMixin, forms.Form):
     profile = forms.CharField(
         label="ACME profile", max_length=64, required=False, help_text="Profile name, if the CA offers them."
     )
+    caa_identifiers = forms.CharField(
+        label="CAA identifiers",
+        max_length=500,
+        required=False,
+        help_text="The CA's CAA issuer domains, comma-separated; empty: the preset's (letsencrypt.org, "
+        "pki.goog, ...). Before each order, names whose CAA records forbid this CA fail at once.",
+    )
     preferred_chain = forms.CharField(
         max_length=255, required=False, help_text="Issuer common name of the alternate chain to prefer."
     )
@@ -201,7 +208,10 @@ class AcmeCaForm(OrganizationChoicesMixin, forms.Form):
         """The cleaned input as ``create_acme_ca`` / ``update_acme_ca`` keywords."""
         data = self.cleaned_data
         values = {field: data.get(field) for field in SETTINGS_FIELDS if field != "eab_hmac_key"}
-        for field in ("directory_url", "email", "eab_kid", "hosted_zone_id", "profile", "preferred_chain"):
+        for field in (
+            "directory_url", "email", "eab_kid", "hosted_zone_id", "profile", "caa_identifiers",
+            "preferred_chain",
+        ):  # fmt: skip
             values[field] = (values[field] or "").strip()
         values["tls_ca_bundle"] = values["tls_ca_bundle"] or ""
         hmac = data.get("eab_hmac_key") or ""

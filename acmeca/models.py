@@ -84,6 +84,13 @@ class AcmeSettings(models.Model):
         max_length=8, choices=ChallengeType.choices, default=ChallengeType.DNS_01
     )
     profile = models.CharField(max_length=64, blank=True, help_text="ACME profile name, if the CA has them")
+    caa_identifiers = models.CharField(
+        "CAA identifiers",
+        max_length=500,
+        blank=True,
+        help_text="The CA's CAA issuer domains, comma-separated (the preset's when empty): before each "
+        "order, a name whose CAA records name none of them (for this account and challenge type) fails",
+    )
     preferred_chain = models.CharField(
         max_length=255, blank=True, help_text="issuer common name of the chain to prefer"
     )

@@ -29,6 +29,9 @@ from pki.models import Certificate, CertificateAuthority
 if TYPE_CHECKING:
     import josepy as jose
 
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+)
 LOST = "accountDoesNotExist"  # the CA's answer for an account it no longer knows (RFC 8555 §7.3.1)
 
 _T = TypeVar("_T")
@@ -44,6 +47,7 @@ SETTINGS_FIELDS = (
     "hosted_zone_id",
     "challenge_type",
     "profile",
+    "caa_identifiers",
     "preferred_chain",
     "tls_ca_bundle",
     "direct_issuance",
@@ -99,6 +103,13 @@ def _clean_settings(row: AcmeSettings, organization_id: int, *, previous_vendor:
             x509.load_pem_certificates(row.tls_ca_bundle)
         except x509.X509Error as exc:
             errors["tls_ca_bundle"] = [f"Not a PEM certificate bundle: {exc}"]
+    identifiers = [i.strip().lower().rstrip(".") for i in (row.caa_identifiers or "").split(",") if i.strip()]
+    if not identifiers and row.vendor in vendors.Vendor.__members__.values():
+        identifiers = list(vendors.preset(row.vendor).caa_identifiers)
+    bad = [i for i in identifiers if not _DOMAIN.fullmatch(i)]
+    if bad:
+        errors["caa_identifiers"] = [f"Not a domain name: {', '.join(bad)}."]
+    row.caa_identifiers = ", ".join(identifiers)
     if not 5 <= int(row.propagation_timeout or 0) <= 3600:
         errors["propagation_timeout"] = ["Enter 5 to 3600 seconds."]
     if not 0.1 <= float(row.propagation_interval or 0) <= 60:

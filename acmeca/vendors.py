@@ -32,6 +32,8 @@ class Preset:
     # The day the vendor stopped issuing through ACME: a retired preset is kept so the CAs registered with
     # it still read their vendor, but no new CA (or CA moved to it) may use it.
     retired: date | None = None
+    # The CA's CAA issuer domain names (RFC 8659): what a domain's CAA records must name to allow it.
+    caa_identifiers: tuple[str, ...] = ()
 
     @property
     def display_label(self) -> str:
@@ -47,6 +49,7 @@ PRESETS: dict[Vendor, Preset] = {
             "https://acme-v02.api.letsencrypt.org/directory",
             False,
             "90-day certificates; rate limits per registered domain.",
+            caa_identifiers=("letsencrypt.org",),
         ),
         Preset(
             Vendor.LETSENCRYPT_STAGING,
@@ -54,6 +57,7 @@ PRESETS: dict[Vendor, Preset] = {
             "https://acme-staging-v02.api.letsencrypt.org/directory",
             False,
             "Untrusted certificates with high rate limits: try integrations here first.",
+            caa_identifiers=("letsencrypt.org",),
         ),
         Preset(
             Vendor.ZEROSSL,
@@ -61,6 +65,7 @@ PRESETS: dict[Vendor, Preset] = {
             "https://acme.zerossl.com/v2/DV90",
             True,
             "EAB credentials from the ZeroSSL dashboard (Developer section).",
+            caa_identifiers=("sectigo.com",),
         ),
         Preset(
             Vendor.GOOGLE,
@@ -68,6 +73,7 @@ PRESETS: dict[Vendor, Preset] = {
             "https://dv.acme-v02.api.pki.goog/directory",
             True,
             "EAB key from the command gcloud publicca external-account-keys create.",
+            caa_identifiers=("pki.goog",),
         ),
         Preset(
             Vendor.GOOGLE_STAGING,
@@ -75,6 +81,7 @@ PRESETS: dict[Vendor, Preset] = {
             "https://dv.acme-v02.test-api.pki.goog/directory",
             True,
             "Staging EAB keys come from the staging endpoint of the same command.",
+            caa_identifiers=("pki.goog",),
         ),
         Preset(
             Vendor.SSLCOM_RSA,
@@ -82,6 +89,7 @@ PRESETS: dict[Vendor, Preset] = {
             "https://acme.ssl.com/sslcom-dv-rsa",
             True,
             "EAB credentials from the SSL.com account's API credentials page.",
+            caa_identifiers=("ssl.com",),
         ),
         Preset(
             Vendor.SSLCOM_ECC,
@@ -89,6 +97,7 @@ PRESETS: dict[Vendor, Preset] = {
             "https://acme.ssl.com/sslcom-dv-ecc",
             True,
             "EAB credentials from the SSL.com account's API credentials page.",
+            caa_identifiers=("ssl.com",),
         ),
         Preset(
             Vendor.DIGICERT,
@@ -96,6 +105,7 @@ PRESETS: dict[Vendor, Preset] = {
             "https://acme.digicert.com/v2/acme/directory/",
             True,
             "EAB key id and HMAC from CertCentral's ACME directory settings.",
+            caa_identifiers=("digicert.com",),
         ),
         Preset(
             Vendor.BUYPASS,
@@ -105,6 +115,7 @@ PRESETS: dict[Vendor, Preset] = {
             "Buypass ended its TLS certificate business: orders closed on 15 October 2025 and the last "
             "certificates were issued on 31 October 2025. Move these CAs to another vendor.",
             retired=date(2025, 10, 31),
+            caa_identifiers=("buypass.com", "buypass.no"),
         ),
         Preset(
             Vendor.BUYPASS_STAGING,
@@ -113,6 +124,7 @@ PRESETS: dict[Vendor, Preset] = {
             False,
             "Closed together with Buypass Go SSL.",
             retired=date(2025, 10, 31),
+            caa_identifiers=("buypass.com", "buypass.no"),
         ),
         Preset(
             Vendor.CUSTOM,

@@ -249,6 +249,19 @@ class PowerDNSServer:
             rrset = {"name": name, "type": "TXT", "changetype": "DELETE"}
         self.api("PATCH", f"/zones/{fqdn(zone or self.zone)}", json={"rrsets": [rrset]})
 
+    def set_rrset(self, name: str, rtype: str, contents: list[str], *, zone: str | None = None) -> None:
+        """Replace the ``rtype`` rrset at ``name`` with records in zone-file syntax (empty deletes it)."""
+        rrset: dict = {"name": fqdn(name).lower(), "type": rtype}
+        if contents:
+            rrset |= {
+                "ttl": 60,
+                "changetype": "REPLACE",
+                "records": [{"content": c, "disabled": False} for c in contents],
+            }
+        else:
+            rrset["changetype"] = "DELETE"
+        self.api("PATCH", f"/zones/{fqdn(zone or self.zone)}", json={"rrsets": [rrset]})
+
     def txt_records(self, name: str) -> list[str]:
         """The TXT strings PowerDNS serves at ``name`` over DNS."""
         return txt_query(self.host, self.dns_port, name)

@@ -121,6 +121,12 @@ class AcmeCaSettingsWriteSerializer(serializers.Serializer):
     )
     challenge_type = challenge_type_field(required=False)
     profile = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    caa_identifiers = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        help_text="The CA's CAA issuer domains, comma-separated; empty: the preset's.",
+    )
     preferred_chain = serializers.CharField(
         max_length=255,
         required=False,
