@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='acmesettings',
             name='caa_identifiers',
-            field=models.CharField(blank=True, help_text="The CA's CAA issuer domains, comma-separated (the preset's when empty): before each order, a name whose CAA records name none of them (for this account and challenge type) fails at once", max_length=500, verbose_name='CAA identifiers'),
+            field=models.CharField(blank=True, help_text="The CA's CAA issuer domains, comma-separated (the preset's when empty): before each order, a name whose CAA records name none of them (for this account and challenge type) fails", max_length=500, verbose_name='CAA identifiers'),
         ),
     ]
