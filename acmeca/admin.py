@@ -648,6 +648,7 @@ class AcmeOrderAdmin(AcmeAdmin):
                         "status_badge",
                         "step_badge",
                         "certificate_display",
+                        "retry_chain_display",
                     ]
                 },
             ),
@@ -729,6 +730,48 @@ class AcmeOrderAdmin(AcmeAdmin):
             admin_link(cert, cert.serial),
             datetime_text(cert.not_after),
             download,
+        )
+
+    @admin.display(description="Retries")
+    def retry_chain_display(self, obj):
+        chain = orders.retry_chain(obj)
+        if len(chain) == 1:
+            return "— (not a retry, not retried)"
+        earlier = [o for o in chain if o.pk < obj.pk]
+        later = [o for o in chain if o.pk > obj.pk]
+        parts = []
+        if obj.retry_of_id:
+            parts.append(format_html("Retry of order {}.", self._order_ref(chain[chain.index(obj) - 1])))
+        nexts = [o for o in later if o.retry_of_id == obj.pk]
+        if nexts:
+            parts.append(format_html("Retried as order {}.", self._order_ref(nexts[0])))
+        steps = format_html_join(
+            " → ",
+            "{}",
+            (
+                (self._order_ref(o) if o.pk != obj.pk else format_html("<strong>{}</strong>", o.pk),)
+                for o in chain
+            ),
+        )
+        parts.append(
+            format_html(
+                '<span class="acme-chain">Chain: {} ({} orders, {} before this one)</span>',
+                steps,
+                len(chain),
+                len(earlier),
+            )
+        )
+        return format_html_join(" ", "{}", ((part,) for part in parts))
+
+    @staticmethod
+    def _order_ref(order: AcmeOrder) -> str:
+        url = reverse("admin:acmeca_acmeorder_change", args=[order.pk])
+        return format_html(
+            '<a href="{}" title="{}">{}</a> ({})',
+            url,
+            f"order {order.pk}",
+            order.pk,
+            order.get_step_display().lower(),
         )
 
     @admin.display(description="Error")

@@ -149,6 +149,11 @@ class AcmeOrder(models.Model):
     certificate = models.ForeignKey(
         "pki.Certificate", null=True, blank=True, on_delete=models.SET_NULL, related_name="acme_orders"
     )
+    # The failed or cancelled order this one starts over (retry_order, the lost-account recovery): the
+    # retries of one subscriber's orders form one chain, shown on each order's page.
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
     identifiers = models.JSONField(default=list, help_text='[{"type": "dns", "value": "example.com"}, ...]')
     challenge_type = models.CharField(max_length=8, choices=ChallengeType.choices)
     csr_pem = models.TextField(verbose_name="CSR (PEM)", blank=True)

@@ -34,6 +34,9 @@ Step = AcmeOrder.Step
 
 # Orders started inside ``foreground()`` are not handed to a worker: the caller runs them (acme_order).
 _FOREGROUND: ContextVar[list[int] | None] = ContextVar("acme_foreground", default=None)
+# The order a retry starts over: set by ``retry_order`` around the issuance it calls (which reaches
+# ``_create`` through pki's issue and the ACME issuer), so the new order is linked to the one it retries.
+_RETRY_OF: ContextVar[AcmeOrder | None] = ContextVar("acme_retry_of", default=None)
 
 
 @contextlib.contextmanager
@@ -131,12 +134,14 @@ def _create(
         asked = {n.lower() for n in [info.subject.common_name, *info.sans] if n}
         if asked != {i["value"] for i in identifiers}:
             raise ValidationError({"csr": ["The CSR must ask for exactly the names of the order."]})
+    retry_of = _RETRY_OF.get()
     order = AcmeOrder.objects.create(
         organization_id=ca.organization_id,
         ca=ca,
         account=acme_settings.account,
         subscriber=subscriber,
         renewal_of=renewal_of,
+        retry_of=retry_of,
         identifiers=identifiers,
         challenge_type=acme_settings.challenge_type,
         csr_pem=csr_pem or "",
@@ -151,6 +156,7 @@ def _create(
         subscriber=subscriber.pk if subscriber else None,
         names=[i["value"] for i in identifiers],
         renewal_of=renewal_of.pk if renewal_of else None,
+        retry_of=retry_of.pk if retry_of else None,
     )
     enqueue(order.pk)
     return order
@@ -251,17 +257,50 @@ def retry_order(order: AcmeOrder, *, actor: Actor) -> Outcome:
                 audit.record(actor, "acme.order.retry", order)
                 enqueue(order.pk)
                 return pending(order)
-        if order.subscriber is not None:
-            renewal = order.renewal_of
-            if renewal is not None and Certificate.objects.filter(renewed_from=renewal).exists():
-                renewal = None
-            return pki_services.issue(order.subscriber, actor=actor, renewal_of=renewal)
-        # A direct order starts over with the same CSR and key (nothing was issued for them).
-        key = x509.load_private_key(order.private_key) if order.private_key else None
-        with transaction.atomic():
-            return pending(
-                _create(ca=order.ca, names=order.names, actor=actor, key=key, csr_pem=order.csr_pem or None)
-            )
+        with _retrying(order):
+            if order.subscriber is not None:
+                renewal = order.renewal_of
+                if renewal is not None and Certificate.objects.filter(renewed_from=renewal).exists():
+                    renewal = None
+                return pki_services.issue(order.subscriber, actor=actor, renewal_of=renewal)
+            # A direct order starts over with the same CSR and key (nothing was issued for them).
+            key = x509.load_private_key(order.private_key) if order.private_key else None
+            with transaction.atomic():
+                return pending(
+                    _create(
+                        ca=order.ca, names=order.names, actor=actor, key=key, csr_pem=order.csr_pem or None
+                    )
+                )
+
+
+@contextlib.contextmanager
+def _retrying(order: AcmeOrder) -> Iterator[None]:
+    token = _RETRY_OF.set(order)
+    try:
+        yield
+    finally:
+        _RETRY_OF.reset(token)
+
+
+def retry_chain(order: AcmeOrder) -> list[AcmeOrder]:
+    """The orders one retry chain holds, first to last, that ``order`` is part of (each retry points at
+    the order it retries; a chain is short, so it is walked row by row)."""
+    fields = ("id", "step", "status", "created_at", "retry_of_id", "organization_id")
+    first = order
+    seen = {order.pk}
+    while first.retry_of_id is not None and first.retry_of_id not in seen:
+        earlier = AcmeOrder.objects.filter(pk=first.retry_of_id).only(*fields).first()
+        if earlier is None:
+            break
+        seen.add(earlier.pk)
+        first = earlier
+    chain = [first]
+    while len(chain) < 100:
+        later = AcmeOrder.objects.filter(retry_of_id=chain[-1].pk).only(*fields).order_by("id").first()
+        if later is None or later.pk in {o.pk for o in chain}:
+            break
+        chain.append(later)
+    return chain
 
 
 def refresh_order(order: AcmeOrder, *, actor: Actor) -> AcmeOrder:

@@ -265,6 +265,10 @@ class AcmeOrderSerializer(serializers.ModelSerializer):
         source="certificate_id", read_only=True, allow_null=True, help_text="Set once issued."
     )
     renewal_of = serializers.IntegerField(source="renewal_of_id", read_only=True, allow_null=True)
+    retry_of = serializers.IntegerField(
+        source="retry_of_id", read_only=True, allow_null=True, help_text="The order this one retries."
+    )
+    retried_as = serializers.SerializerMethodField(help_text="The orders that retried this one.")
     identifiers = AcmeIdentifierSerializer(many=True, read_only=True)
     challenge_type = challenge_type_field(read_only=True)
     status = EnumChoiceField(
@@ -296,6 +300,8 @@ class AcmeOrderSerializer(serializers.ModelSerializer):
             "subscriber",
             "certificate",
             "renewal_of",
+            "retry_of",
+            "retried_as",
             "identifiers",
             "challenge_type",
             "status",
@@ -315,6 +321,9 @@ class AcmeOrderSerializer(serializers.ModelSerializer):
             "challenges",
         ]
         read_only_fields = fields
+
+    def get_retried_as(self, obj) -> list[int]:
+        return sorted(retry.pk for retry in obj.retries.all())
 
 
 class AcmeOrderAcceptedSerializer(serializers.Serializer):

@@ -106,7 +106,8 @@ class AcmeOrderViewSet(
     subscriber and ``POST /cas/{id}/issue/`` start one and answer 202 with its URL here."""
 
     base_queryset = AcmeOrder.objects.defer("private_key", "csr_pem").prefetch_related(
-        Prefetch("challenges", queryset=AcmeChallenge.objects.select_related("authorization"))
+        Prefetch("challenges", queryset=AcmeChallenge.objects.select_related("authorization")),
+        Prefetch("retries", queryset=AcmeOrder.objects.only("id", "retry_of_id")),
     )
     serializer_class = s.AcmeOrderSerializer
     filterset_class = AcmeOrderFilter

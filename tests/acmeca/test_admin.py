@@ -361,6 +361,11 @@ def test_manual_dns_order_buttons_refresh_confirm_cancel_retry(tenant, pebble, p
     again = AcmeOrder.objects.filter(subscriber=sub).latest("id")
     assert again.pk != order.pk and response["Location"] == f"{ORDER_URL}{again.pk}/change/"
     assert again.step == AcmeOrder.Step.WAITING_MANUAL
+    assert again.retry_of_id == order.pk
+    # Both pages show the chain: the retry names the order it retries, the cancelled order its retry.
+    for shown, other, says in ((again, order, "Retry of order"), (order, again, "Retried as order")):
+        chain = client.get(f"{ORDER_URL}{shown.pk}/change/").content.decode()
+        assert f'href="{ORDER_URL}{other.pk}/change/"' in chain and says in chain, chain
 
     # The operator creates the record and confirms it (here as a changelist action): the order completes.
     (ch,) = again.challenges.all()

@@ -319,6 +319,10 @@ def test_failed_order_retry_answers_202_with_a_new_order(tenant, pebble, pebble_
     assert retried.status_code == 202, retried.content
     assert retried.json()["order"] != order_id
     assert retried.json()["status_url"].endswith(f"{ORDERS}{retried.json()['order']}/")
+    # Each order names the other: the retry the order it retries, the failed order its retry.
+    again = tenant.operator.client.get(retried.json()["status_url"]).json()
+    assert again["retry_of"] == order_id and again["retried_as"] == []
+    assert tenant.operator.client.get(f"{ORDERS}{order_id}/").json()["retried_as"] == [again["id"]]
 
 
 def test_cancel_an_unfinished_order(tenant, pebble, powerdns, acme_env):

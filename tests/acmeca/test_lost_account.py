@@ -51,7 +51,7 @@ def test_a_forgotten_account_is_registered_again_and_the_order_retried(
     assert register.details["replaces"] == old.pk and register.details["same_key"] is True
 
     retried = AcmeOrder.objects.exclude(pk__in=[first.pk, failed.pk]).get(subscriber=sub)
-    assert retried.account_id == fresh.pk
+    assert retried.account_id == fresh.pk and retried.retry_of_id == failed.pk  # linked to what it retries
     assert retried.step == AcmeOrder.Step.DONE, retried.last_error
     assert retried.certificate.renewed_from_id == first.certificate_id  # the renewal it retried
     assert Certificate.objects.filter(subscriber=sub).count() == 2
