@@ -343,7 +343,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # A refused request (4xx) is one line, never a traceback (certmgr/log_filters.py).
+    "filters": {
+        "refused_request_line": {"()": "certmgr.log_filters.RefusedRequestLine"},
+        "without_refused_requests": {"()": "certmgr.log_filters.WithoutRefusedRequests"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Through the root handler only: Django's own console handler (DEBUG) would print each line twice.
+        "django": {"handlers": [], "level": "INFO"},
+        "django.request": {"filters": ["refused_request_line"]},
+        "django.server": {"filters": ["without_refused_requests"]},
+    },
 }
