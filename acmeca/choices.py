@@ -66,3 +66,10 @@ class ChallengeStatus(Choices):
     READY = "ready", "Ready"  # record in place, answered or about to be
     VALID = "valid", "Valid"
     INVALID = "invalid", "Invalid"
+
+
+def finished_status(status: str) -> str:
+    """The status at the CA a failed or cancelled order shows: the CA's own last word when it was final
+    (valid, invalid), otherwise invalid. certmgr gave the order up, and the CA turns it invalid when its
+    authorizations are deactivated or expire: a failed order never reads "Pending"."""
+    return status if status in (OrderStatus.VALID, OrderStatus.INVALID) else OrderStatus.INVALID

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from acmeca import client as acme
 from acmeca import services as acme_services
+from acmeca.choices import finished_status
 from acmeca.models import AcmeAuthorization, AcmeChallenge, AcmeOrder, AcmeSettings, ChallengeType
 from certmgr import audit, outbound
 from certmgr.actors import Actor
@@ -371,7 +372,7 @@ class _Runner:
         with transaction.atomic():
             self.save(
                 step=Step.FAILED,
-                status=status or self.order.status or Status.INVALID,
+                status=status or finished_status(self.order.status),
                 error_type=error_type[:100],
                 last_error=message[:4000],
                 finished_at=timezone.now(),

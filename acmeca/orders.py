@@ -17,6 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from acmeca.choices import finished_status
 from acmeca.models import AcmeChallenge, AcmeOrder, AcmeSettings, ChallengeType
 from certmgr import audit
 from certmgr.actors import Actor, as_actor
@@ -328,9 +329,10 @@ def cancel_order(order: AcmeOrder, *, actor: Actor) -> AcmeOrder:
             if order.finished:
                 raise Conflict(f"this order is already {order.get_step_display().lower()}")
             order.step = Step.CANCELLED
+            order.status = finished_status(order.status)  # its authorizations are deactivated below
             order.finished_at = order.updated_at = timezone.now()
             order.last_error = f"cancelled by {actor.label}"[:4000]
-            order.save(update_fields=["step", "finished_at", "updated_at", "last_error"])
+            order.save(update_fields=["step", "status", "finished_at", "updated_at", "last_error"])
             if order.subscriber_id:
                 operation_state.cleared(order.subscriber_id, f"ACME order {order.pk} cancelled")
             audit.record(actor, "acme.order.cancel", order)

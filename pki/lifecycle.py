@@ -17,7 +17,7 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from certmgr.actors import Actor
@@ -141,6 +141,33 @@ def first_issues_due(now: datetime) -> QuerySet[Subscriber, int]:
         if busy is not None:
             due = due.exclude(pk__in=busy)
     return due.values_list("pk", flat=True)
+
+
+def next_sweep_try(
+    *, auto_renew: bool, next_attempt_at: datetime | None, renewal_at: datetime | None
+) -> datetime | None:
+    """When the sweep really tries a failed subscriber again (None: never by itself, an operator must).
+
+    With auto-renew off, never. With a current certificate (``renewal_at``: its planned renewal), the
+    renewal is due at that time, and not before the backoff (``due``). Without one, the first issuance is
+    retried at the backoff time (``first_issues_due``), and never without one."""
+    if not auto_renew:
+        return None
+    if renewal_at is not None:
+        return max(renewal_at, next_attempt_at) if next_attempt_at is not None else renewal_at
+    return next_attempt_at
+
+
+def current_renewal_at() -> Subquery:
+    """For a subscriber queryset: the planned renewal time of its current certificate (the one the sweep
+    renews, ``services.current_certificate``), or None."""
+    return Subquery(
+        Certificate.objects.filter(
+            subscriber=OuterRef("pk"), status=Certificate.Status.ACTIVE, next_renewal_at__isnull=False
+        )
+        .order_by("-not_after")
+        .values("next_renewal_at")[:1]
+    )
 
 
 def retry_first_issue(subscriber_id: int, *, now: datetime, actor: Actor = SWEEP) -> str:

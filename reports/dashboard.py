@@ -189,8 +189,13 @@ def expirations(certificates, *, now: datetime) -> tuple[list[ExpiryWindow], lis
 
 
 def failed_subscribers(subscribers, *, limit: int = LIST_LIMIT) -> list[FailedSubscriber]:
+    """Subscribers whose last operation failed; ``next_attempt_at`` is when the sweep really tries again
+    (``pki.lifecycle.next_sweep_try``), None when it will not by itself."""
+    from pki import lifecycle
+
     rows = (
         subscribers.filter(last_operation_status="failed")
+        .annotate(renewal_at=lifecycle.current_renewal_at())
         .order_by("-last_operation_at", "-id")
         .values_list(
             "pk",
@@ -201,11 +206,22 @@ def failed_subscribers(subscribers, *, limit: int = LIST_LIMIT) -> list[FailedSu
             "renewal_failures",
             "last_operation_at",
             "next_attempt_at",
+            "auto_renew",
+            "renewal_at",
         )[:limit]
     )
     return [
-        FailedSubscriber(pk, name, ca or "", message[:300], category, failures, at, next_at)
-        for pk, name, ca, message, category, failures, at, next_at in rows
+        FailedSubscriber(
+            pk,
+            name,
+            ca or "",
+            message[:300],
+            category,
+            failures,
+            at,
+            lifecycle.next_sweep_try(auto_renew=auto_renew, next_attempt_at=next_at, renewal_at=renewal_at),
+        )
+        for pk, name, ca, message, category, failures, at, next_at, auto_renew, renewal_at in rows
     ]
 
 

@@ -34,7 +34,7 @@ from certmgr.admin_base import (
     when,
 )
 from pki import forms as pki_forms
-from pki import services, x509
+from pki import issuers, services, x509
 from pki.admin.base import ReadOnlyPkiAdmin
 from pki.admin.filters import (
     CaFilter,
@@ -76,6 +76,17 @@ class CertificateChangeList(ChangeList):
 
     def get_queryset(self, request, exclude_parameters=None):
         return super().get_queryset(request, exclude_parameters).only(*LIST_COLUMNS)
+
+
+def revocation_note(certificates) -> str:
+    """What revoking ``certificates`` publishes: an internal CA republishes its CRL at once; an ACME CA is
+    asked to revoke and publishes the revocation itself (certmgr has no CRL of it)."""
+    local = {bool(c.ca_id) and issuers.backend_for(c.ca).signs_locally for c in certificates}
+    if local == {True}:
+        return "and listed on the issuing CA's CRL, which is republished at once"
+    if local == {False}:
+        return "at the issuing CA, which publishes the revocation itself"
+    return "at their CAs: an internal CA republishes its CRL at once, an ACME CA publishes it itself"
 
 
 @admin.register(Certificate)
@@ -333,7 +344,8 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             "can_export_key": self.can_export_key(request, obj),
             "has_private_key": obj.has_private_key,
             "has_chain": bool(obj.chain_pem),
-            "can_renew": obj.subscriber_id is not None,
+            # A revoked certificate is not renewed (issue a new one from its subscriber instead).
+            "can_renew": obj.subscriber_id is not None and obj.status != Certificate.Status.REVOKED,
             "can_revoke": revocable,
         }
 
@@ -350,7 +362,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             label = RevocationReason(reason).label.lower()
             self.message_user(
                 request,
-                f"Revoked {len(done)} certificate(s) ({label}), CRL republished: "
+                f"Revoked {len(done)} certificate(s) ({label}) {revocation_note(certificates)}: "
                 + ", ".join(done[:10])
                 + (" …" if len(done) > 10 else ""),
                 messages.SUCCESS,
@@ -374,6 +386,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             template="admin/pki/certificate/revoke.html",
             submit_danger=True,
             certificates=certificates,
+            revocation_note=revocation_note(certificates),
             action_name="revoke_certificates",
             action_checkbox_name=helpers.ACTION_CHECKBOX_NAME,
         )
@@ -551,6 +564,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             template="admin/pki/certificate/revoke.html",
             submit_danger=True,
             certificates=[cert],
+            revocation_note=revocation_note([cert]),
         )
 
     def renew_view(self, request, pk):

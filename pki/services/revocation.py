@@ -58,7 +58,8 @@ def revoke(certificate: Certificate, *, reason: str, actor: Actor) -> Certificat
             certificate.status = Certificate.Status.REVOKED
             certificate.revoked_at = timezone.now()
             certificate.revocation_reason = reason
-            certificate.save(update_fields=["status", "revoked_at", "revocation_reason"])
+            certificate.next_renewal_at = None  # a revoked certificate is never renewed
+            certificate.save(update_fields=["status", "revoked_at", "revocation_reason", "next_renewal_at"])
             audit.record(actor, "certificate.revoke", certificate, reason=reason, serial=certificate.serial)
             alerts.notify("revoked", certificate=certificate)
             backend.after_revoke(certificate, actor)
@@ -144,7 +145,10 @@ def revoke_many(certificates: Iterable[Certificate], *, reason: str, actor: Acto
                 .exclude(status=Certificate.Status.REVOKED)
             )
             Certificate.objects.filter(pk__in=[c.pk for c in marked]).update(
-                status=Certificate.Status.REVOKED, revoked_at=now, revocation_reason=reason
+                status=Certificate.Status.REVOKED,
+                revoked_at=now,
+                revocation_reason=reason,
+                next_renewal_at=None,
             )
             audit.record_many(
                 actor,
@@ -154,6 +158,7 @@ def revoke_many(certificates: Iterable[Certificate], *, reason: str, actor: Acto
             )
             for c in marked:
                 c.status, c.revoked_at, c.revocation_reason = Certificate.Status.REVOKED, now, reason
+                c.next_renewal_at = None
             alerts.notify("revoked", certificate=marked)
             build_crl(ca, actor)
         count += len(marked)

@@ -312,7 +312,7 @@ def test_failed_order_retry_answers_202_with_a_new_order(tenant, pebble, pebble_
     assert response.status_code == 202
     order_id = response.json()["order"]
     order = tenant.operator.client.get(f"{ORDERS}{order_id}/").json()
-    assert order["step"] == "failed" and order["error"], order
+    assert order["step"] == "failed" and order["status"] == "invalid" and order["error"], order
     failed = tenant.operator.client.get(f"{ORDERS}?step=failed&subscriber={sub.pk}").json()["results"]
     assert [o["id"] for o in failed] == [order_id]
     retried = post(tenant.operator.client, f"{ORDERS}{order_id}/retry/")

@@ -436,6 +436,7 @@ def test_revoke_through_the_reason_form(tenant, hierarchy, issued):
     )
     assert page.status_code == 200 and b'name="reason"' in page.content
     assert b"key_compromise" in page.content and issued.serial.encode() in page.content
+    assert b"CRL, which is republished at once" in page.content  # an internal CA publishes it here
     issued.refresh_from_db()
     assert issued.status == "active"  # nothing happens before the reason is confirmed
     response = client.post(
@@ -448,16 +449,17 @@ def test_revoke_through_the_reason_form(tenant, hierarchy, issued):
         },
     )
     assert response.status_code == 302
+    assert any("CRL, which is republished at once" in m for m in texts(response))
     issued.refresh_from_db()
     assert issued.status == "revoked" and issued.revocation_reason == "key_compromise"
+    assert issued.next_renewal_at is None  # a revoked certificate is never renewed
     event = AuditEvent.objects.filter(action="certificate.revoke", outcome="success").latest("id")
     assert event.actor_label == tenant.operator.user.username and event.details["reason"] == "key_compromise"
     crl = cx509.load_der_x509_crl(bytes(Crl.objects.filter(ca=inter).latest("number").der))
     assert crl.get_revoked_certificate_by_serial_number(int(issued.serial, 16)) is not None
     page = client.get(f"{CERT_URL}{issued.pk}/change/")
-    assert (
-        b"Key compromise" in page.content and b"Revoke" not in page.content.split(b"object-tools")[1][:3000]
-    )
+    tools = page.content.split(b"object-tools")[1][:3000]
+    assert b"Key compromise" in page.content and b"Revoke" not in tools and b"Renew now" not in tools
     # Again: a clear message, not a 500.
     response = client.post(f"{CERT_URL}{issued.pk}/revoke/", {"reason": "superseded"}, follow=True)
     assert response.status_code == 200 and b"already revoked" in response.content

@@ -226,3 +226,29 @@ def test_renewal_queue_skips_subscribers_without_auto_renew(tenant, subscriber, 
     subscriber.auto_renew = False
     subscriber.save(update_fields=["auto_renew"])
     assert dashboard.build(SYSTEM).renewal_queue == []
+
+
+def test_next_try_of_a_failed_subscriber_is_when_the_sweep_tries(tenant, subscriber):
+    from pki import lifecycle
+    from pki.models import Subscriber
+
+    # A failed first issuance: the sweep retries it at the backoff time, the time the dashboard shows.
+    services.note_issue_failure(subscriber.pk, "error", "the CA was down")
+    subscriber.refresh_from_db()
+    (row,) = dashboard.build(tenant.auditor.user).failed_subscribers
+    assert row.next_attempt_at == subscriber.next_attempt_at
+    assert subscriber.pk not in lifecycle.first_issues_due(row.next_attempt_at - timedelta(seconds=1))
+    assert subscriber.pk in lifecycle.first_issues_due(row.next_attempt_at)
+
+    # With auto-renew off the sweep never tries: no next try is shown.
+    Subscriber.objects.filter(pk=subscriber.pk).update(auto_renew=False)
+    (row,) = dashboard.build(tenant.auditor.user).failed_subscribers
+    assert row.next_attempt_at is None
+    assert subscriber.pk not in lifecycle.first_issues_due(subscriber.next_attempt_at)
+
+    # With a current certificate the failure is retried when its renewal comes, not at the backoff.
+    Subscriber.objects.filter(pk=subscriber.pk).update(auto_renew=True)
+    current = make_cert(tenant.organization, ca=subscriber.ca, subscriber=subscriber, days=50, renew_in=30)
+    (row,) = dashboard.build(tenant.auditor.user).failed_subscribers
+    assert row.next_attempt_at == current.next_renewal_at
+    assert subscriber.pk not in lifecycle.first_issues_due(subscriber.next_attempt_at)
