@@ -15,11 +15,11 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
-from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from acmeca import orders, services, vendors
+from acmeca import orders, progress, services, vendors
 from acmeca.client import HINTS
 from acmeca.forms import (
     AcmeCaForm,
@@ -848,6 +848,7 @@ class AcmeOrderAdmin(AcmeAdmin):
             "waiting_manual": obj.step == AcmeOrder.Step.WAITING_MANUAL,
             "retryable": obj.step != AcmeOrder.Step.DONE,
             "cleanup_pending": obj.cleanup_pending,
+            "live": progress.order_progress(obj),
         }
 
     def delete_warnings(self, obj):
@@ -997,8 +998,17 @@ class AcmeOrderAdmin(AcmeAdmin):
         for order in queryset[:ACTION_LIMIT]:
             self._call(request, orders.delete_order, order)
 
+    def status_view(self, request, pk):
+        """The order's progress as JSON, polled by its page (``acmeca/order_live.js``) while it runs."""
+        return JsonResponse(progress.order_progress(self._object(request, pk)))
+
     def get_urls(self):
         return [
+            path(
+                "<int:pk>/status/",
+                self.admin_site.admin_view(self.status_view),
+                name="acmeca_acmeorder_status",
+            ),
             *self._button_urls(["refresh", "retry", "cancel", "confirm", "clear_cleanup"]),
             *super().get_urls(),
         ]

@@ -15,6 +15,7 @@ from certmgr.models import AuditEvent
 from dnsproviders import services as dns_services
 from pki.models import CertificateAuthority
 from tests.acmeca.conftest import acme_subscriber, make_acme_ca, unique_name
+from tests.conftest import make_tenant
 from tests.pki.test_admin import action_choices, login, texts
 
 CA_URL = "/admin/pki/certificateauthority/"
@@ -343,6 +344,16 @@ def test_manual_dns_order_buttons_refresh_confirm_cancel_retry(tenant, pebble, p
     for button in ("refresh", "confirm", "retry", "cancel"):
         assert f"{ORDER_URL}{order.pk}/{button}/" in html, button
     assert client.get(f"{ORDER_URL}{order.pk}/cancel/").status_code == 405  # buttons are POST only
+
+    # The page's live panel polls the order's status: the step, the challenges, the attempts.
+    status = client.get(f"{ORDER_URL}{order.pk}/status/")
+    assert status.status_code == 200 and 'id="acme-live"' in html and "order_live.js" in html
+    state = status.json()
+    assert state["step"] == "waiting_manual" and not state["finished"] and state["certificate"] is None
+    assert state["step_label"] == "Waiting for the DNS record" and state["max_attempts"] >= 1
+    assert [c["status"] for c in state["challenges"]] == [ch.status]
+    other = make_tenant("Initech")
+    assert login(other.operator).get(f"{ORDER_URL}{order.pk}/status/").status_code == 404
 
     # Refresh: the worker looks again and it still waits for the record.
     response = client.post(f"{ORDER_URL}{order.pk}/refresh/")
