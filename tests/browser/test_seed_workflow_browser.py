@@ -1,0 +1,152 @@
+"""The seed workflow in a real browser, as a new user of an empty organization would walk it: connect
+PowerDNS, add an ACME CA at Pebble, create a subscriber for an apex, a wildcard and a ``www`` name, issue
+and watch the order finish on its page without reloading it, download the PEM and the PKCS#12, revoke.
+Every step asserts on what the user sees.
+
+The order is not run on the request that starts it (django-q's sync mode would finish it before the page
+shows): the worker hand-off is held back, and the test drives the order while the browser watches the
+order's page update itself (``acmeca/order_live.js`` polling the order's status endpoint).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from acmeca import orders
+from acmeca.models import AcmeOrder
+from pki.models import Certificate
+from tests.acmeca.conftest import (  # noqa: F401  fixtures used by name
+    acme_env,
+    bind,
+    dnsdist,
+    pebble,
+    powerdns,
+    unique_name,
+)
+from tests.browser.conftest import login
+from tests.browser.test_admin_browser import open_page, server_error_text, submit
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def held_orders(monkeypatch) -> list[int]:
+    """Orders started now wait for the test instead of a worker (as if the worker were busy)."""
+    held: list[int] = []
+    monkeypatch.setattr(orders, "resume", held.append)
+    return held
+
+
+def choose_organization(page, name: str) -> None:
+    """The organization select, where a form has one (the user's only organization may be preselected)."""
+    select = page.locator("select#id_organization")
+    if select.count() and select.is_enabled():
+        select.select_option(label=name)
+
+
+def content(page) -> str:
+    return page.locator("#content").inner_text()
+
+
+def test_a_new_user_walks_the_acme_seed_workflow(
+    live_server,
+    page,
+    tenant,
+    pebble,  # noqa: F811
+    powerdns,  # noqa: F811
+    acme_env,  # noqa: F811
+    held_orders,
+):
+    from playwright.sync_api import expect
+
+    base = live_server.url
+    admin = tenant.admin.user
+    login(page, base, admin.username)
+
+    # 1. Connect PowerDNS and test the connection.
+    open_page(page, base + "/admin/dnsproviders/appconnection/add/")
+    choose_organization(page, tenant.organization.name)
+    page.fill("#id_name", "pdns-lab")
+    page.select_option("#id_kind", "powerdns")
+    credentials = powerdns.credentials()
+    page.fill("#id_cred_powerdns_api_url", credentials["api_url"])
+    page.fill("#id_cred_powerdns_api_key", credentials["api_key"])
+    if page.locator("#id_cred_powerdns_server_id").count():
+        page.fill("#id_cred_powerdns_server_id", credentials["server_id"])
+    submit(page, "input[name=_continue]")
+    assert "pdns-lab" in content(page), server_error_text(page)
+    submit(page, "button.test-connection")
+    messages = page.locator("ul.messagelist").inner_text()
+    # (the name's case is the forms helper's item 9: "Pdns-lab" today)
+    assert "pdns-lab" in messages.lower() and "OK: PowerDNS answered" in messages, messages
+
+    # 2. Add an ACME CA at Pebble, proving control through the connection.
+    open_page(page, base + "/admin/pki/certificateauthority/")
+    submit(page, "a.pki-add-acme-ca")
+    choose_organization(page, tenant.organization.name)
+    page.fill("#id_name", "Pebble")
+    page.select_option("#id_vendor", "custom")
+    page.fill("#id_directory_url", pebble.directory_url)
+    page.fill("#id_email", "pki@acme.test")
+    page.fill("#id_tls_ca_bundle", pebble.tls_ca_bundle)
+    page.select_option("#id_dns_connection", label="pdns-lab (PowerDNS)")
+    page.fill("#id_propagation_timeout", "60")
+    page.fill("#id_propagation_interval", "0.5")
+    submit(page, "#content form input[type=submit], #content form button[type=submit]")
+    assert "Pebble" in content(page), server_error_text(page)
+    assert "error" not in page.locator("ul.messagelist").inner_text().lower()
+
+    # 3. A subscriber for an apex, a wildcard and a www name.
+    apex = unique_name(powerdns.zone, "seed")
+    names = [apex, f"*.{apex}", f"www.{apex}"]
+    open_page(page, base + "/admin/pki/subscriber/add/")
+    choose_organization(page, tenant.organization.name)
+    page.fill("#id_name", "seed-site")
+    page.select_option("#id_ca", label="Pebble")
+    page.fill("#id_common_name", apex)
+    page.fill("#id_sans", "\n".join(names))
+    submit(page, "input[name=_continue]")
+    assert "seed-site" in content(page), server_error_text(page)
+
+    # 4. Issue: the order's page opens and follows the order until its certificate, without a reload.
+    submit(page, "button[name=issue]")
+    assert "/admin/acmeca/acmeorder/" in page.url, page.url
+    order = AcmeOrder.objects.get(subscriber__name="seed-site")
+    assert held_orders == [order.pk]
+    assert page.locator("#acme-live-step").inner_text() == "Queued"
+    page.evaluate("window.__notReloaded = true")
+    finished = orders.drive(order.pk)  # the worker's part, while the page polls
+    assert finished.step == AcmeOrder.Step.DONE, finished.last_error
+    expect(page.locator("#acme-live-step")).to_have_text("Done", timeout=20_000)
+    expect(page.locator("#acme-live-status")).to_have_text("Valid")
+    expect(page.locator("#acme-live-certificate a")).to_be_visible()
+    assert page.evaluate("window.__notReloaded") is True  # the same page: it updated itself
+    challenges = page.locator("#acme-live-challenges").inner_text()
+    assert challenges.count("Valid") == 3, challenges  # one authorization per name
+
+    # 5. The certificate: download the PEM and the PKCS#12.
+    submit(page, "#acme-live-certificate a")
+    cert = Certificate.objects.get(pk=finished.certificate_id)
+    assert cert.serial in content(page)
+    with page.expect_download() as pem:
+        page.click("a.pki-download-cert")
+    assert "BEGIN CERTIFICATE" in open(pem.value.path()).read()  # noqa: SIM115
+    submit(page, "a[href$='/pkcs12/']")
+    page.fill("#id_password", "seed-walk-pass-1")
+    page.fill("#id_password_again", "seed-walk-pass-1")
+    for field in page.locator("#content form textarea, #content form input[name=reason]").all():
+        field.fill("browser walk")
+    with page.expect_download() as p12:
+        page.click("#content form input[type=submit], #content form button[type=submit]")
+    assert p12.value.suggested_filename.endswith(".p12")
+
+    # 6. Revoke: the page says the ACME CA publishes the revocation; afterwards no renewal is planned.
+    open_page(page, f"{base}/admin/pki/certificate/{cert.pk}/revoke/")
+    assert "publishes the revocation itself" in content(page) and "republished" not in content(page)
+    page.select_option("#id_reason", "superseded")
+    submit(page, "#content form input[type=submit], #content form button[type=submit]")
+    assert "Revoked 1 certificate" in page.locator("ul.messagelist").inner_text(), server_error_text(page)
+    tools = page.locator(".object-tools").inner_text()
+    assert "Renew now" not in tools and "Revoke" not in tools
+    cert.refresh_from_db()
+    assert cert.status == Certificate.Status.REVOKED and cert.next_renewal_at is None
