@@ -146,7 +146,80 @@ def test_a_new_user_walks_the_acme_seed_workflow(
     page.select_option("#id_reason", "superseded")
     submit(page, "#content form input[type=submit], #content form button[type=submit]")
     assert "Revoked 1 certificate" in page.locator("ul.messagelist").inner_text(), server_error_text(page)
-    tools = page.locator(".object-tools").inner_text()
+    tools = page.locator(".object-tools").text_content()
     assert "Renew now" not in tools and "Revoke" not in tools
+    cert.refresh_from_db()
+    assert cert.status == Certificate.Status.REVOKED and cert.next_renewal_at is None
+
+
+def test_a_new_user_walks_the_private_ca_seed_workflow(live_server, page, tenant):
+    from pki.models import CertificateAuthority, Policy
+
+    base = live_server.url
+    org = tenant.organization.name
+    login(page, base, tenant.admin.user.username)
+
+    # 1. A private root, then an intermediate signed by it.
+    open_page(page, base + "/admin/pki/certificateauthority/add/")
+    choose_organization(page, org)
+    page.fill("#id_name", "Lab Root")
+    page.select_option("#id_kind", "internal-root")
+    page.fill("#id_subject_common_name", "Lab Root CA")
+    submit(page, "input[name=_save]")
+    assert "Lab Root" in content(page), server_error_text(page)
+    root = CertificateAuthority.objects.get(name="Lab Root")
+
+    open_page(page, base + "/admin/pki/certificateauthority/add/")
+    choose_organization(page, org)
+    page.fill("#id_name", "Lab Issuing")
+    page.select_option("#id_kind", "internal-intermediate")
+    page.select_option("#id_parent", str(root.pk))
+    page.fill("#id_subject_common_name", "Lab Issuing CA")
+    submit(page, "input[name=_save]")
+    assert "Lab Issuing" in content(page), server_error_text(page)
+    issuing = CertificateAuthority.objects.get(name="Lab Issuing")
+    assert issuing.parent_id == root.pk
+
+    # 2. A policy: names under corp.test, DNS names only, at most 90 days.
+    open_page(page, base + "/admin/pki/policy/add/")
+    choose_organization(page, org)
+    page.fill("#id_name", "corp-web")
+    page.fill("#id_common_name_patterns", "*.corp.test")
+    page.fill("#id_san_patterns", "*.corp.test")
+    page.check("input[name=allowed_san_types][value=dns]")
+    page.fill("#id_max_validity_days", "90")
+    submit(page, "input[name=_save]")
+    assert "corp-web" in content(page), server_error_text(page)
+    policy = Policy.objects.get(name="corp-web")
+
+    # 3. A subscriber of the intermediate under the policy.
+    open_page(page, base + "/admin/pki/subscriber/add/")
+    choose_organization(page, org)
+    page.fill("#id_name", "intranet")
+    page.select_option("#id_ca", str(issuing.pk))
+    page.select_option("#id_policy", str(policy.pk))
+    page.fill("#id_common_name", "intranet.corp.test")
+    page.fill("#id_sans", "intranet.corp.test")
+    page.fill("#id_validity_days", "60")
+    submit(page, "input[name=_continue]")
+    assert "intranet" in content(page), server_error_text(page)
+
+    # 4. Issue: the internal CA signs at once; the certificate's page shows it.
+    submit(page, "button[name=issue]")
+    cert = Certificate.objects.get(subscriber__name="intranet")
+    assert page.url.endswith(f"/admin/pki/certificate/{cert.pk}/change/"), page.url
+    assert cert.serial in content(page) and "intranet.corp.test" in content(page)
+    assert "Renew now" in page.locator(".object-tools").text_content()
+
+    # 5. Revoke: the issuing CA's CRL is republished; no renewal is planned, no "Renew now" offered.
+    open_page(page, f"{base}/admin/pki/certificate/{cert.pk}/revoke/")
+    assert "CRL, which is republished at once" in content(page)
+    page.select_option("#id_reason", "key_compromise")
+    submit(page, "#content form input[type=submit], #content form button[type=submit]")
+    message = page.locator("ul.messagelist").inner_text()
+    assert "Revoked 1 certificate" in message and "republished" in message, message
+    tools = page.locator(".object-tools").text_content()
+    assert "Renew now" not in tools and "Revoke" not in tools
+    assert "Revoked" in content(page) or "revoked" in content(page)
     cert.refresh_from_db()
     assert cert.status == Certificate.Status.REVOKED and cert.next_renewal_at is None
