@@ -27,4 +27,5 @@ def pending(order: AcmeOrder, *, reread: bool = True) -> Pending:
         admin_url=reverse("admin:acmeca_acmeorder_change", args=[order.pk]),
         api_url=reverse("acme-order-detail", args=[order.pk]),
         api_fields={"order": order.pk},
+        status_url=reverse("admin:acmeca_acmeorder_status", args=[order.pk]),
     )

@@ -12,7 +12,7 @@ from acmeca.choices import FINISHED_STEPS, OrderStep
 from acmeca.models import AcmeOrder
 
 # How far along the flow each step is, for the progress bar (percent).
-_PROGRESS = {
+_PROGRESS: dict[str, int] = {
     OrderStep.QUEUED: 10,
     OrderStep.AUTHORIZING: 40,
     OrderStep.WAITING_MANUAL: 40,

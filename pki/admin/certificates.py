@@ -41,7 +41,7 @@ from pki.admin.filters import (
     ExpiringWithinFilter,
     SubscriberFilter,
 )
-from pki.admin.outcomes import outcome_redirect, say_pending
+from pki.admin.outcomes import live_context, outcome_redirect, say_pending
 from pki.admin.rendering import STATUS_COLORS, colon_hex, pem_block, x509_details
 from pki.issuers import Outcome
 from pki.models import (
@@ -347,6 +347,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             # A revoked certificate is not renewed (issue a new one from its subscriber instead).
             "can_renew": obj.subscriber_id is not None and obj.status != Certificate.Status.REVOKED,
             "can_revoke": revocable,
+            **live_context(obj.subscriber_id),  # its subscriber's renewal, while it runs
         }
 
     # --- revoke -------------------------------------------------------------------------------------

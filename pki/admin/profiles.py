@@ -30,7 +30,7 @@ from pki.admin.filters import (
     CaFilter,
     PolicyFilter,
 )
-from pki.admin.outcomes import outcome_redirect, say_pending
+from pki.admin.outcomes import live_context, outcome_redirect, say_pending
 from pki.admin.rendering import STATUS_COLORS, short_list
 from pki.issuers import Outcome
 from pki.models import (
@@ -205,6 +205,9 @@ class SubscriberAdmin(PkiAdmin):
             )
             sets.append(("Certificates", {"fields": ["recent_certificates"]}))
         return sets
+
+    def change_form_extra(self, request, obj):
+        return {**super().change_form_extra(request, obj), **live_context(obj.pk)}
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:

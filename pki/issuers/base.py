@@ -66,6 +66,7 @@ class Pending:
     admin_url: str  # the admin page that shows its progress
     api_url: str  # the API resource to poll (a path; doors make it absolute)
     api_fields: Mapping[str, Any] = field(default_factory=dict)  # extra fields the API answer carries
+    status_url: str = ""  # the admin's JSON status of it, polled by the pages that show it running
 
     @property
     def certificate(self) -> None:

@@ -115,8 +115,15 @@ def test_a_new_user_walks_the_acme_seed_workflow(
     assert held_orders == [order.pk]
     assert page.locator("#acme-live-step").inner_text() == "Queued"
     page.evaluate("window.__notReloaded = true")
-    finished = orders.drive(order.pk)  # the worker's part, while the page polls
+    # The subscriber's page, open in a second tab, shows the same order running.
+    subscriber_page = page.context.new_page()
+    open_page(subscriber_page, f"{base}/admin/pki/subscriber/{order.subscriber_id}/change/")
+    assert f"ACME order {order.pk} is running" in content(subscriber_page)
+    finished = orders.drive(order.pk)  # the worker's part, while the pages poll
     assert finished.step == AcmeOrder.Step.DONE, finished.last_error
+    expect(subscriber_page.locator("#acme-live-step")).to_have_text("Done", timeout=20_000)
+    expect(subscriber_page.locator("#acme-live-certificate a")).to_be_visible()
+    subscriber_page.close()
     expect(page.locator("#acme-live-step")).to_have_text("Done", timeout=20_000)
     expect(page.locator("#acme-live-status")).to_have_text("Valid")
     expect(page.locator("#acme-live-certificate a")).to_be_visible()
