@@ -40,7 +40,9 @@ def live_context(subscriber_id: int | None) -> dict:
     status to poll."""
     if subscriber_id is None:
         return {}
-    subscriber = Subscriber.objects.select_related("ca").filter(pk=subscriber_id).first()
+    subscriber = (
+        Subscriber.objects.select_related("ca").defer("ca__private_key").filter(pk=subscriber_id).first()
+    )
     if subscriber is None or subscriber.ca is None:
         return {}
     pending = issuers.backend_for(subscriber.ca).pending_for(subscriber)
