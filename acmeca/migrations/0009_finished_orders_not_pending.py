@@ -11,6 +11,6 @@ def forwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("acmeca", "0006_order_retry_of")]
+    dependencies = [("acmeca", "0008_order_retry_of")]
 
     operations = [migrations.RunPython(forwards, migrations.RunPython.noop)]

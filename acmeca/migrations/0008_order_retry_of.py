@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('acmeca', '0005_account_invalid_status_reregister_setting'),
+        ('acmeca', '0007_caa_identifiers'),
     ]
 
     operations = [
