@@ -27,6 +27,12 @@ def jobs() -> list[Job]:
         Job(
             "pki.refresh_crls", "pki.tasks.refresh_crls", settings.CERTMGR_CRL_REFRESH_MINUTES, "rebuild CRLs"
         ),
+        Job(
+            "pki.refresh_ocsp",
+            "pki.tasks.refresh_ocsp",
+            settings.CERTMGR_OCSP_REFRESH_MINUTES,
+            "pre-sign OCSP responses near their nextUpdate, rotate responder certificates",
+        ),
         Job("pki.mark_expired", "pki.tasks.mark_expired", 60, "flip expired certificates' status"),
         Job(
             "pki.send_expiry_alerts",

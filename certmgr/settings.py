@@ -207,6 +207,11 @@ CERTMGR_CRL_VALIDITY_HOURS = env.int("CERTMGR_CRL_VALIDITY_HOURS", default=24)
 # How long relying parties and caches may keep a served CRL (Cache-Control max-age, seconds): for this long
 # after a revocation a cached copy may still trust the certificate. Never past the CRL's nextUpdate.
 CERTMGR_CRL_MAX_AGE_SECONDS = env.int("CERTMGR_CRL_MAX_AGE_SECONDS", default=300)
+# OCSP (pki.ocsp): pre-signed responses are valid this long and refreshed by the schedule once less than half
+# of it is left; delegated responder certificates last this many days and are replaced two days before.
+CERTMGR_OCSP_VALIDITY_HOURS = env.int("CERTMGR_OCSP_VALIDITY_HOURS", default=24)
+CERTMGR_OCSP_RESPONDER_DAYS = env.int("CERTMGR_OCSP_RESPONDER_DAYS", default=7)
+CERTMGR_OCSP_REFRESH_MINUTES = env.int("CERTMGR_OCSP_REFRESH_MINUTES", default=30)
 # Fernet keys, comma-separated: the first encrypts, all decrypt (rotation by key list).
 CERTMGR_ENCRYPTION_KEYS = env.list("CERTMGR_ENCRYPTION_KEYS", default=[])
 # Audit-log HMAC keys, comma-separated (certmgr.audit_keys): the first links new events and signs checkpoints,

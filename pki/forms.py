@@ -309,7 +309,15 @@ class CaCreateForm(
 
     class Meta:
         model = CertificateAuthority
-        fields = ["organization", "name", "kind", "parent", "key_algorithm", "max_path_length"]
+        fields = [
+            "organization",
+            "name",
+            "kind",
+            "parent",
+            "key_algorithm",
+            "max_path_length",
+            "ocsp_enabled",
+        ]
         help_texts = {
             "parent": "For an intermediate: the internal CA of the same organization that signs it.",
         }

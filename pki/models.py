@@ -45,6 +45,17 @@ class CertificateAuthority(models.Model):
     not_after = models.DateTimeField(null=True, blank=True)
     imported = models.BooleanField(default=False)
     crl_number = models.BigIntegerField(verbose_name="CRL number", default=0, editable=False)
+    ocsp_enabled = models.BooleanField(
+        "OCSP responder",
+        default=False,
+        help_text="answer OCSP at /ocsp/<id>/; certificates issued afterwards carry that URL in their AIA",
+    )
+    ocsp_nonce_on_demand = models.BooleanField(
+        "sign OCSP nonces on demand",
+        default=False,
+        help_text="a request with a nonce gets a freshly signed response echoing it (costs a signature per "
+        "request); off: the nonce is ignored and the pre-signed response served",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -323,6 +334,47 @@ class Crl(models.Model):
     @property
     def organization_id(self) -> int:
         return self.ca.organization_id
+
+
+class OcspResponder(models.Model):
+    """A CA's delegated OCSP responder certificate (pki.ocsp): the newest unexpired one signs responses."""
+
+    ca = models.ForeignKey(
+        CertificateAuthority, verbose_name="CA", on_delete=models.CASCADE, related_name="ocsp_responders"
+    )
+    certificate_pem = models.TextField(verbose_name="certificate (PEM)")
+    private_key = EncryptedTextField(editable=False)  # never exported
+    serial = models.CharField(max_length=64)
+    not_after = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-not_after"]
+        verbose_name = "OCSP responder"
+
+    def __str__(self) -> str:
+        return f"OCSP responder {self.serial[:16]} of {self.ca}"
+
+
+class OcspResponse(models.Model):
+    """A pre-signed OCSP response (DER, SHA-1 CertID) of one serial of a CA, served until next_update."""
+
+    ca = models.ForeignKey(
+        CertificateAuthority, verbose_name="CA", on_delete=models.CASCADE, related_name="ocsp_responses"
+    )
+    serial = models.CharField(max_length=64)  # serial_hex
+    status = models.CharField(max_length=8)  # good / revoked
+    der = models.BinaryField(verbose_name="response (DER)")
+    this_update = models.DateTimeField()
+    next_update = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "OCSP response"
+        constraints = [models.UniqueConstraint(fields=["ca", "serial"], name="ocsp_response_unique_serial")]
+        indexes = [models.Index(fields=["ca", "next_update"], name="ocsp_response_due")]
+
+    def __str__(self) -> str:
+        return f"OCSP {self.status} for {self.serial[:16]} of {self.ca}"
 
 
 # --- alerts (pki.alerts) -----------------------------------------------------------------------------------

@@ -115,3 +115,23 @@ def reissue_ca(
         "revoked": report.revoked,
         "failed": len(report.failed),
     }
+
+
+def refresh_ocsp() -> dict[str, int]:
+    """Pre-sign the OCSP responses of OCSP-enabled CAs that are missing or past half their validity, and
+    rotate responder certificates near their end (scheduled every CERTMGR_OCSP_REFRESH_MINUTES; a JobRun)."""
+    from certmgr.jobs import run_job
+    from pki.services import ocsp
+
+    return run_job("ocsp_refresh", ocsp.refresh_due).counts
+
+
+def refresh_ocsp_serials(ca_id: int, serials: list[str] | None) -> dict[str, int]:
+    """Re-sign the responses of ``serials`` of a CA (all of its certificates with None): enqueued by a
+    revocation's transaction and by turning OCSP on."""
+    from pki.services import ocsp
+
+    ca = ocsp.ocsp_cas().filter(pk=ca_id).first()
+    if ca is None:
+        return {"skipped": 1}
+    return {"signed": ocsp.presign(ca, serials)}

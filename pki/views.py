@@ -1,6 +1,11 @@
-"""Public, unauthenticated endpoints relying parties fetch: CRLs (CDP) and CA certificates (AIA)."""
+"""Public, unauthenticated endpoints relying parties fetch: CRLs (CDP), CA certificates (AIA caIssuers) and
+OCSP (AIA OCSP)."""
 
 from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
 
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import serialization
@@ -9,10 +14,12 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.http import http_date
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
 
 from pki import services
 from pki.models import CertificateAuthority
+from pki.services import ocsp as ocsp_service
 
 
 def _internal_ca(pk: int) -> CertificateAuthority:
@@ -57,3 +64,32 @@ def ca_certificate(request, pk: int, fmt: str):
         serialization.Encoding.DER
     )
     return HttpResponse(der, content_type="application/pkix-cert")
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def ocsp_responder(request, pk: int, encoded: str):
+    """RFC 6960 OCSP: POST the DER request (application/ocsp-request) to /ocsp/<ca>/, or GET it base64 after
+    that path (RFC 5019 §5). Stored answers carry RFC 5019 §6 caching headers (max-age never past their
+    nextUpdate; the ETag is the response's hash); garbage gets malformedRequest."""
+    if request.method == "POST":
+        der = request.body if not encoded else b""
+    else:
+        try:
+            der = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            der = b""
+    answer = ocsp_service.answer(int(pk), der)
+    response = HttpResponse(answer.der, content_type="application/ocsp-response")
+    if answer.this_update is None or answer.next_update is None:
+        response["Cache-Control"] = "no-store"
+        return response
+    etag = f'"{hashlib.sha256(answer.der).hexdigest()[:32]}"'
+    if request.method == "GET" and etag in (request.headers.get("If-None-Match") or ""):
+        response = HttpResponse(status=304)
+    max_age = max(0, int((answer.next_update - timezone.now()).total_seconds()))
+    response["Cache-Control"] = f"max-age={max_age}, public, no-transform, must-revalidate"
+    response["Expires"] = http_date(answer.next_update.timestamp())
+    response["Last-Modified"] = http_date(answer.this_update.timestamp())
+    response["ETag"] = etag
+    return response

@@ -611,11 +611,18 @@ def _crl_distribution_points(url: str) -> x509.CRLDistributionPoints:
     )
 
 
-def _ca_issuers(url: str) -> x509.AuthorityInformationAccess:
-    uri = x509.UniformResourceIdentifier(_check_url(url, "AIA caIssuers"))
-    return x509.AuthorityInformationAccess(
-        [x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, uri)]
-    )
+def _authority_information_access(
+    aia_url: str | None, ocsp_url: str | None
+) -> x509.AuthorityInformationAccess | None:
+    """AIA with the OCSP responder first (RFC 5280 §4.2.2.1), then caIssuers; None without either."""
+    descriptions = []
+    if ocsp_url:
+        uri = x509.UniformResourceIdentifier(_check_url(ocsp_url, "AIA OCSP"))
+        descriptions.append(x509.AccessDescription(AuthorityInformationAccessOID.OCSP, uri))
+    if aia_url:
+        uri = x509.UniformResourceIdentifier(_check_url(aia_url, "AIA caIssuers"))
+        descriptions.append(x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, uri))
+    return x509.AuthorityInformationAccess(descriptions) if descriptions else None
 
 
 def _authority_key_identifier(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
@@ -753,15 +760,16 @@ def build_ca_certificate(
     max_path_length: int | None,
     crl_url: str | None = None,
     aia_url: str | None = None,
+    ocsp_url: str | None = None,
     serial: int | None = None,
 ) -> x509.Certificate:
     """A self-signed root (no issuer) or an intermediate signed by ``issuer_cert``/``issuer_key``.
 
     ``key`` is the new CA's private key, or only its public key for an intermediate whose key is held
-    elsewhere (a subordinate CA issued from a CSR). ``crl_url``/``aia_url`` point at the *issuer's* CRL and
-    certificate, so they only apply to intermediates; a root cannot be revoked by its own CRL and has no
-    issuer to fetch, so they are ignored. An intermediate that would outlive its issuer is refused rather
-    than silently shortened.
+    elsewhere (a subordinate CA issued from a CSR). ``crl_url``/``aia_url``/``ocsp_url`` point at the
+    *issuer's* CRL, certificate and OCSP responder, so they only apply to intermediates; a root cannot be
+    revoked by its own CRL and has no issuer to fetch, so they are ignored. An intermediate that would
+    outlive its issuer is refused rather than silently shortened.
     """
     if (issuer_cert is None) != (issuer_key is None):
         raise X509Error("pass both issuer_cert and issuer_key for an intermediate CA, or neither for a root")
@@ -816,8 +824,9 @@ def build_ca_certificate(
         builder = builder.add_extension(_authority_key_identifier(issuer_cert), critical=False)
         if crl_url:
             builder = builder.add_extension(_crl_distribution_points(crl_url), critical=False)
-        if aia_url:
-            builder = builder.add_extension(_ca_issuers(aia_url), critical=False)
+        access = _authority_information_access(aia_url, ocsp_url)
+        if access is not None:
+            builder = builder.add_extension(access, critical=False)
     return _sign(builder, signing_key)
 
 
@@ -894,13 +903,17 @@ class _LeafIssuer:
 
 # Keyed by object identity (cached materials are long-lived objects); an entry keeps its objects alive, so
 # an id in the key cannot be reused while the entry exists, and each hit is still checked by identity.
-_LEAF_ISSUERS: dict[tuple[int, int, str | None, str | None], _LeafIssuer] = {}
+_LEAF_ISSUERS: dict[tuple[int, int, str | None, str | None, str | None], _LeafIssuer] = {}
 
 
 def _leaf_issuer(
-    issuer_cert: x509.Certificate, issuer_key: PrivateKey, crl_url: str | None, aia_url: str | None
+    issuer_cert: x509.Certificate,
+    issuer_key: PrivateKey,
+    crl_url: str | None,
+    aia_url: str | None,
+    ocsp_url: str | None = None,
 ) -> _LeafIssuer:
-    cache_key = (id(issuer_cert), id(issuer_key), crl_url, aia_url)
+    cache_key = (id(issuer_cert), id(issuer_key), crl_url, aia_url, ocsp_url)
     cached = _LEAF_ISSUERS.get(cache_key)
     if cached is not None and cached.certificate is issuer_cert and cached.key is issuer_key:
         return cached
@@ -908,8 +921,9 @@ def _leaf_issuer(
     extensions: list[x509.ExtensionType] = [_authority_key_identifier(issuer_cert)]
     if crl_url:
         extensions.append(_crl_distribution_points(crl_url))
-    if aia_url:
-        extensions.append(_ca_issuers(aia_url))
+    access = _authority_information_access(aia_url, ocsp_url)
+    if access is not None:
+        extensions.append(access)
     issuer = _LeafIssuer(
         certificate=issuer_cert,
         key=issuer_key,
@@ -935,6 +949,7 @@ def build_leaf_certificate(
     extended_key_usages: Iterable[str] | None = ("server_auth",),
     crl_url: str | None = None,
     aia_url: str | None = None,
+    ocsp_url: str | None = None,
     serial: int | None = None,
     not_before: dt.datetime | None = None,
 ) -> IssuedCertificate:
@@ -947,7 +962,7 @@ def build_leaf_certificate(
     """
     public_key = _subject_public_key(csr_or_public_key)
     alg = key_algorithm_of(public_key)
-    issuer = _leaf_issuer(issuer_cert, issuer_key, crl_url, aia_url)
+    issuer = _leaf_issuer(issuer_cert, issuer_key, crl_url, aia_url, ocsp_url)
     start, requested_end = _issuance_window(issuer_cert, not_before, validity_days)
     end = min(requested_end, issuer_cert.not_valid_after_utc)
 

@@ -9,6 +9,7 @@ PACKAGES=(
   bind9 bind9-utils dnsutils                 # BIND for RFC 2136 + TSIG; tsig-keygen, dig
   sqlite3
   pebble dnsdist                             # ACME test CA; routes Pebble's DNS queries to PowerDNS/BIND by zone
+  gnutls-bin                                 # ocsptool: GnuTLS as a second OCSP relying party
 )
 
 missing=()

@@ -120,6 +120,7 @@ class CertificateAuthorityAdmin(PkiAdmin):
                     },
                 ),
                 ("Key and validity", {"fields": ["key_algorithm", "validity_days", "max_path_length"]}),
+                ("Revocation status", {"fields": ["ocsp_enabled"]}),
             ]
         return [
             (None, {"fields": ["name", "organization", "kind", "status_badge", "parent_link", "imported"]}),
@@ -139,7 +140,7 @@ class CertificateAuthorityAdmin(PkiAdmin):
                 },
             ),
             ("PEM", {"fields": ["certificate_pem_display"]}),
-            ("In use", {"fields": ["usage_display", "crl_display"]}),
+            ("In use", {"fields": ["usage_display", "crl_display", "ocsp_display"]}),
         ]
 
     def get_readonly_fields(self, request, obj=None):
@@ -229,6 +230,20 @@ class CertificateAuthorityAdmin(PkiAdmin):
             public,
         )
 
+    @admin.display(description="OCSP")
+    def ocsp_display(self, obj):
+        if not obj.is_internal:
+            return "—"
+        if not obj.ocsp_enabled:
+            return "Off: certificates carry no OCSP URL and the responder answers unauthorized"
+        nonce = "nonces signed on demand" if obj.ocsp_nonce_on_demand else "nonces ignored (pre-signed)"
+        return format_html(
+            "On at <code>{}</code> · {} pre-signed responses · {}",
+            services.ocsp_url(obj),
+            obj.ocsp_responses.count(),
+            nonce,
+        )
+
     def change_form_extra(self, request, obj):
         certificates = Certificate.objects.restrict(request).filter(ca=obj)
         return {
@@ -306,6 +321,7 @@ class CertificateAuthorityAdmin(PkiAdmin):
             key_algorithm=data["key_algorithm"],
             validity_days=data.get("validity_days"),
             max_path_length=data.get("max_path_length"),
+            ocsp_enabled=bool(data.get("ocsp_enabled")),
             parent=data.get("parent")
             if data["kind"] == CertificateAuthority.Kind.INTERNAL_INTERMEDIATE
             else None,
@@ -364,6 +380,11 @@ class CertificateAuthorityAdmin(PkiAdmin):
             ),
             path("<int:pk>/reissue/", view(self.reissue_view), name="pki_certificateauthority_reissue"),
             path(
+                "<int:pk>/ocsp/<str:state>/",
+                view(self.ocsp_view),
+                name="pki_certificateauthority_ocsp",
+            ),
+            path(
                 "<int:pk>/download/<str:part>/",
                 view(self.download_view),
                 name="pki_certificateauthority_download",
@@ -387,6 +408,23 @@ class CertificateAuthorityAdmin(PkiAdmin):
         ca = self._object(request, pk)
         self._require_manage(request, ca)
         self.refresh_crls(request, [ca])
+        return HttpResponseRedirect(self._change_url(ca))
+
+    def ocsp_view(self, request, pk, state):
+        """Turn the CA's OCSP responder on or off (the toolbar button)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        ca = self._object(request, pk)
+        self._require_manage(request, ca)
+        if state not in ("on", "off"):
+            raise PermissionDenied
+        if self._call(request, services.set_ocsp, ca, enabled=state == "on") is not None:
+            after = (
+                "Certificates issued from now on carry its URL."
+                if state == "on"
+                else "The responder answers unauthorized; issued certificates keep their URL."
+            )
+            self.message_user(request, f"{ca.name}: OCSP {state}. {after}", messages.SUCCESS)
         return HttpResponseRedirect(self._change_url(ca))
 
     def reissue_view(self, request, pk):

@@ -71,6 +71,9 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
         help_text="CRL distribution point of the certificates it issues."
     )
     aia_url = serializers.SerializerMethodField(help_text="AIA caIssuers URL of the certificates it issues.")
+    ocsp_url = serializers.SerializerMethodField(
+        help_text="Its OCSP responder, in the AIA of certificates issued while OCSP is on; null when off."
+    )
 
     class Meta:
         model = CertificateAuthority
@@ -93,6 +96,9 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
             "imported",
             "crl_url",
             "aia_url",
+            "ocsp_enabled",
+            "ocsp_nonce_on_demand",
+            "ocsp_url",
             "created_at",
             "updated_at",
         ]
@@ -110,6 +116,9 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
 
     def get_aia_url(self, obj) -> str | None:
         return services.aia_url(obj) if obj.is_internal else None
+
+    def get_ocsp_url(self, obj) -> str | None:
+        return services.ocsp_url(obj) if obj.is_internal and obj.ocsp_enabled else None
 
 
 class CertificateAuthorityCreateSerializer(serializers.Serializer):
@@ -151,6 +160,12 @@ class CertificateAuthorityUpdateSerializer(serializers.Serializer):
     (e.g. ``acme`` for ACME CAs, partial)."""
 
     name = serializers.CharField(max_length=100, required=False)
+    ocsp_enabled = serializers.BooleanField(
+        required=False, help_text="Private CAs: answer OCSP; certificates issued afterwards carry the URL."
+    )
+    ocsp_nonce_on_demand = serializers.BooleanField(
+        required=False, help_text="Private CAs: sign a fresh response echoing a request's nonce."
+    )
 
     def get_fields(self):
         fields = super().get_fields()

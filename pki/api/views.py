@@ -65,6 +65,8 @@ CA_READ_FIELDS = (
     "not_before",
     "not_after",
     "imported",
+    "ocsp_enabled",
+    "ocsp_nonce_on_demand",
     "created_at",
     "updated_at",
 )
@@ -174,8 +176,9 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
         },
     )
     def partial_update(self, request, pk=None):
-        """Rename the CA; an external CA's configuration changes too (e.g. ``acme``, partial), in one
-        transaction with the rename."""
+        """Rename the CA, turn a private CA's OCSP responder on or off (``ocsp_enabled``,
+        ``ocsp_nonce_on_demand``); an external CA's configuration changes too (e.g. ``acme``, partial), in
+        one transaction with the rename."""
         ca = self.get_object()
         data = valid(s.CertificateAuthorityUpdateSerializer, request, partial=True, dotted_errors=True)
         own = issuers.backend_for(ca).api
@@ -184,12 +187,23 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
                 raise ValidationError(
                     {api.key: [f"Only a CA of that kind has an {api.key!r} configuration."]}
                 )
+        ocsp = {k: data[k] for k in ("ocsp_enabled", "ocsp_nonce_on_demand") if k in data}
         if own is not None:
+            if ocsp:
+                raise ValidationError({next(iter(ocsp)): ["Only a private (internal) CA answers OCSP here."]})
             ca = own.update(ca, request, data.get(own.key), data.get("name"))
-        elif "name" not in data:
+        elif "name" not in data and not ocsp:
             raise ValidationError({"name": ["This field is required."]})
         else:
-            ca = services.rename_ca(ca, data["name"], actor=self.actor)
+            if "name" in data:
+                ca = services.rename_ca(ca, data["name"], actor=self.actor)
+            if ocsp:
+                ca = services.set_ocsp(
+                    ca,
+                    enabled=ocsp.get("ocsp_enabled"),
+                    nonce_on_demand=ocsp.get("ocsp_nonce_on_demand"),
+                    actor=self.actor,
+                )
         return Response(self._read(ca))
 
     @extend_schema(

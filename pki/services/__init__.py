@@ -34,6 +34,7 @@ from pki.services.cas import (
     crl_url,
     delete_ca,
     import_ca,
+    ocsp_url,
     rename_ca,
     set_ca_status,
     set_name,
@@ -66,6 +67,7 @@ from pki.services.issuance import (
     renewal_plan,
     retry_now,
 )
+from pki.services.ocsp import set_ocsp
 from pki.services.operation_state import failed as note_issue_failure
 from pki.services.profiles import (
     POLICY_FIELDS,
@@ -116,6 +118,7 @@ __all__ = [
     "issue_batch",
     "issue_from_csr",
     "note_issue_failure",
+    "ocsp_url",
     "policy_of",
     "record",
     "refresh_crl",
@@ -129,6 +132,7 @@ __all__ = [
     "save_subscriber",
     "set_ca_status",
     "set_name",
+    "set_ocsp",
     "start_reissue",
     "upload_csr",
 ]

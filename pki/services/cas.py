@@ -43,6 +43,16 @@ def aia_url(ca: CertificateAuthority) -> str:
     return base + reverse("pki-ca-cert", args=[ca.pk, "crt"])
 
 
+def ocsp_url(ca: CertificateAuthority) -> str:
+    """The CA's OCSP responder (pki.services.ocsp), whether it is on or not."""
+    base: str = settings.CERTMGR_BASE_URL
+    return base + reverse("pki-ocsp", kwargs={"pk": ca.pk, "encoded": ""})
+
+
+def _ocsp_url(ca: CertificateAuthority) -> str | None:
+    return ocsp_url(ca) if ca.ocsp_enabled else None
+
+
 # --- certificate authorities ----------------------------------------------------------------------------
 def create_internal_ca(
     organization: Organization,
@@ -54,6 +64,7 @@ def create_internal_ca(
     validity_days: int | None = None,
     max_path_length: int | None = None,
     parent: CertificateAuthority | None = None,
+    ocsp_enabled: bool = False,
     actor: Actor,
 ) -> CertificateAuthority:
     """A new internal root or intermediate; its key is made here and never leaves.
@@ -100,6 +111,7 @@ def create_internal_ca(
                 subject=subject,
                 key_algorithm=key_algorithm,
                 max_path_length=max_path_length,
+                ocsp_enabled=ocsp_enabled,
             )
             check_unique_ca_name(ca)
             ca.save()  # the id goes into the CRL and AIA URLs
@@ -124,6 +136,7 @@ def create_internal_ca(
                         max_path_length=max_path_length,
                         crl_url=crl_url(parent),
                         aia_url=aia_url(parent),
+                        ocsp_url=_ocsp_url(parent),
                     )
             except x509.X509Error as exc:
                 raise x509_error(exc) from exc
@@ -136,6 +149,7 @@ def create_internal_ca(
                 key_algorithm=key_algorithm,
                 serial=ca.serial,
                 parent=parent.pk if parent else None,
+                ocsp_enabled=ocsp_enabled,
             )
     return ca
 

@@ -32,7 +32,7 @@ from pki.issuers import IssuanceRequest, Issued, Outcome
 from pki.models import AlertRule, Certificate, CertificateAuthority, Policy, Subscriber
 from pki.querysets import SubscriberQuerySet
 from pki.services import operation_state
-from pki.services.cas import aia_url, ca_material, crl_url
+from pki.services.cas import aia_url, ca_material, crl_url, ocsp_url
 from pki.services.common import CaUnavailable, PolicyRefused, x509_error
 
 ISSUE, RENEW = "certificate.issue", "certificate.renew"
@@ -385,7 +385,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
             )
             return cert, ""
         material = ca_material(request.ca)
-        crl, aia = ca_urls(request.ca)
+        crl, aia, ocsp = ca_urls(request.ca)
         if sub.ca_certificate:
             try:
                 cert = x509.build_ca_certificate(
@@ -397,6 +397,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
                     max_path_length=sub.ca_path_length,
                     crl_url=crl,
                     aia_url=aia,
+                    ocsp_url=ocsp,
                 )
             except x509.X509Error as exc:  # the issuing CA's own path length is the usual reason
                 raise x509_error(exc, "ca_path_length") from exc
@@ -410,6 +411,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
             validity_days=sub.validity_days,
             crl_url=crl,
             aia_url=aia,
+            ocsp_url=ocsp,
             **usages,
         ).certificate
         return cert, material.chain_pem
@@ -417,17 +419,19 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
         raise x509_error(exc) from exc
 
 
-# (base URL, script prefix, CA id) -> (CRL URL, AIA URL): URL reversing costs as much as a signature's hash.
-_CA_URLS: dict[tuple[str, str, int], tuple[str, str]] = {}
+# (base URL, script prefix, CA id, OCSP on) -> (CRL URL, AIA caIssuers URL, OCSP URL or None): URL reversing
+# costs as much as a signature's hash.
+_CA_URLS: dict[tuple[str, str, int, bool], tuple[str, str, str | None]] = {}
 
 
-def ca_urls(ca: CertificateAuthority) -> tuple[str, str]:
-    key = (settings.CERTMGR_BASE_URL, get_script_prefix(), ca.pk)
+def ca_urls(ca: CertificateAuthority) -> tuple[str, str, str | None]:
+    """The URLs a certificate of ``ca`` carries; the OCSP one only while the CA's responder is on."""
+    key = (settings.CERTMGR_BASE_URL, get_script_prefix(), ca.pk, ca.ocsp_enabled)
     urls = _CA_URLS.get(key)
     if urls is None:
         if len(_CA_URLS) > 256:
             _CA_URLS.clear()
-        urls = _CA_URLS[key] = (crl_url(ca), aia_url(ca))
+        urls = _CA_URLS[key] = (crl_url(ca), aia_url(ca), ocsp_url(ca) if ca.ocsp_enabled else None)
     return urls
 
 

@@ -25,6 +25,7 @@ from pki.models import (
     Crl,
     RevocationReason,
 )
+from pki.services import ocsp
 from pki.services.cas import ca_material
 from pki.services.common import (
     AlreadyRevoked,
@@ -63,6 +64,7 @@ def revoke(certificate: Certificate, *, reason: str, actor: Actor) -> Certificat
             audit.record(actor, "certificate.revoke", certificate, reason=reason, serial=certificate.serial)
             alerts.notify("revoked", certificate=certificate)
             backend.after_revoke(certificate, actor)
+            ocsp.after_revoke(current.ca, [certificate.serial])
     return certificate
 
 
@@ -161,5 +163,6 @@ def revoke_many(certificates: Iterable[Certificate], *, reason: str, actor: Acto
                 c.next_renewal_at = None
             alerts.notify("revoked", certificate=marked)
             build_crl(ca, actor)
+            ocsp.after_revoke(ca, [c.serial for c in marked])
         count += len(marked)
     return count

@@ -1,0 +1,343 @@
+"""The OCSP responder's state: the per-CA setting, the delegated responder certificate (issued and rotated
+here), the pre-signed responses (refreshed by the schedule and on revocation) and the answer to a request.
+
+The request path only reads stored responses; it signs (with the responder key, never the CA key) for a
+serial without a fresh stored response, for a CertID hashed other than SHA-1, and for a nonce when the CA
+allows it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives.asymmetric import ec
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from certmgr import audit
+from certmgr.actors import Actor, as_actor
+from certmgr.jobs import JobReport
+from certmgr.permissions import Action
+from certmgr.services import require
+from pki import ocsp, x509
+from pki.models import Certificate, CertificateAuthority, OcspResponder, OcspResponse, RevocationReason
+from pki.querysets import CertificateAuthorityQuerySet
+from pki.services.cas import ca_material
+from pki.services.common import x509_error
+
+SYSTEM = Actor.system("ocsp")
+# A responder certificate is replaced this long before it expires, so a response never outlives its signer.
+RESPONDER_RENEW_BEFORE = timedelta(days=2)
+MAX_REQUEST_BYTES = 10_000
+
+
+def _validity() -> timedelta:
+    return timedelta(hours=settings.CERTMGR_OCSP_VALIDITY_HOURS)
+
+
+# --- the setting -----------------------------------------------------------------------------------------
+def set_ocsp(
+    ca: CertificateAuthority,
+    *,
+    enabled: bool | None = None,
+    nonce_on_demand: bool | None = None,
+    actor: Actor,
+) -> CertificateAuthority:
+    """Turn a private CA's OCSP responder on or off (and whether nonces are signed on demand). Turning it on
+    issues the responder certificate and pre-signs every current certificate's response after the commit."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "ca.update", ca, ocsp_enabled=enabled):
+        require(actor, Action.MANAGE, ca.organization_id)
+        if not ca.is_internal:
+            raise ValidationError({"ocsp_enabled": ["Only a private (internal) CA answers OCSP here."]})
+        with transaction.atomic():
+            locked = CertificateAuthority.objects.select_for_update().defer("private_key").get(pk=ca.pk)
+            changed = []
+            if enabled is not None and locked.ocsp_enabled != enabled:
+                locked.ocsp_enabled = enabled
+                changed.append("ocsp_enabled")
+            if nonce_on_demand is not None and locked.ocsp_nonce_on_demand != nonce_on_demand:
+                locked.ocsp_nonce_on_demand = nonce_on_demand
+                changed.append("ocsp_nonce_on_demand")
+            if changed:
+                locked.updated_at = timezone.now()
+                locked.save(update_fields=[*changed, "updated_at"])
+                audit.record(actor, "ca.update", locked, changed=changed)
+                if "ocsp_enabled" in changed and locked.ocsp_enabled:
+                    transaction.on_commit(lambda: enqueue_refresh(locked.pk, None))
+    return locked
+
+
+# --- the delegated responder -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ResponderMaterial:
+    pk: int
+    certificate: cx509.Certificate
+    key: ec.EllipticCurvePrivateKey
+    not_after: dt.datetime
+
+
+_RESPONDERS: dict[int, ResponderMaterial] = {}  # CA id -> its current responder, per worker
+
+
+def _usable(material: ResponderMaterial | None, now: dt.datetime) -> bool:
+    return material is not None and material.not_after > now + RESPONDER_RENEW_BEFORE
+
+
+def responder(ca: CertificateAuthority) -> ResponderMaterial:
+    """The CA's current responder, issued (or replaced, two days before it expires) first if needed."""
+    now = timezone.now()
+    cached = _RESPONDERS.get(ca.pk)
+    if _usable(cached, now):
+        assert cached is not None
+        return cached
+    row = ca.ocsp_responders.filter(not_after__gt=now + RESPONDER_RENEW_BEFORE).first()
+    if row is None:
+        with transaction.atomic():
+            CertificateAuthority.objects.select_for_update().only("pk").get(pk=ca.pk)  # one issuer at a time
+            row = ca.ocsp_responders.filter(not_after__gt=now + RESPONDER_RENEW_BEFORE).first()
+            if row is None:
+                row = _issue_responder(ca)
+    material = ResponderMaterial(
+        pk=row.pk,
+        certificate=cx509.load_pem_x509_certificate(row.certificate_pem.encode()),
+        key=_ec_key(x509.load_private_key(row.private_key)),
+        not_after=row.not_after,
+    )
+    if len(_RESPONDERS) > 256:
+        _RESPONDERS.clear()
+    _RESPONDERS[ca.pk] = material
+    return material
+
+
+def _ec_key(key: x509.PrivateKey) -> ec.EllipticCurvePrivateKey:
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("an OCSP responder key is an EC key")
+    return key
+
+
+def _issue_responder(ca: CertificateAuthority) -> OcspResponder:
+    material = ca_material(ca)
+    key = ocsp.generate_responder_key()
+    try:
+        cert = ocsp.build_responder_certificate(
+            issuer_cert=material.certificate,
+            issuer_key=material.key,
+            responder_key=key,
+            validity=timedelta(days=settings.CERTMGR_OCSP_RESPONDER_DAYS),
+        )
+    except x509.X509Error as exc:
+        raise x509_error(exc) from exc
+    row = OcspResponder.objects.create(
+        ca=ca,
+        certificate_pem=x509.to_pem(cert),
+        private_key=x509.private_key_to_pem(key),
+        serial=x509.serial_hex(cert),
+        not_after=cert.not_valid_after_utc,
+    )
+    # Expired responders are of no use to anyone: their responses have expired too.
+    ca.ocsp_responders.filter(not_after__lte=timezone.now()).delete()
+    audit.record(SYSTEM, "ocsp.responder.issue", ca, serial=row.serial, not_after=row.not_after.isoformat())
+    return row
+
+
+# --- signing ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Signed:
+    der: bytes
+    status: str
+    this_update: dt.datetime
+    next_update: dt.datetime
+
+
+def _sign(
+    ca: CertificateAuthority,
+    query: ocsp.OcspQuery,
+    cert: Certificate | None,
+    *,
+    include_nonce: bool = False,
+) -> Signed:
+    """The response for ``query`` given the CA's row of that serial (None: never issued, so ``unknown``)."""
+    signer = responder(ca)
+    now = timezone.now().replace(microsecond=0)
+    next_update = min(now + _validity(), signer.not_after)
+    revocation = None
+    if cert is None:
+        status = ocsp.CertStatus.UNKNOWN
+    elif cert.status == Certificate.Status.REVOKED:
+        status = ocsp.CertStatus.REVOKED
+        revocation = ocsp.Revocation(
+            cert.revoked_at or now, RevocationReason.parse(cert.revocation_reason or "unspecified")
+        )
+    else:
+        status = ocsp.CertStatus.GOOD
+    der = ocsp.sign_response(
+        query=query,
+        ca_cert=ca_material(ca).certificate,
+        responder_cert=signer.certificate,
+        responder_key=signer.key,
+        status=status,
+        revocation=revocation,
+        this_update=now,
+        next_update=next_update,
+        include_nonce=include_nonce,
+    )
+    return Signed(der, status.name.lower(), now, next_update)
+
+
+_STATUS_FIELDS = ("id", "serial", "status", "revoked_at", "revocation_reason")
+
+
+def _store(ca: CertificateAuthority, serial: str, signed: Signed) -> None:
+    OcspResponse.objects.update_or_create(
+        ca=ca,
+        serial=serial,
+        defaults={
+            "status": signed.status,
+            "der": signed.der,
+            "this_update": signed.this_update,
+            "next_update": signed.next_update,
+        },
+    )
+
+
+def presign(ca: CertificateAuthority, serials: Iterable[str] | None = None, *, due_only: bool = False) -> int:
+    """Sign and store the responses of the CA's active and revoked-unexpired certificates (those of
+    ``serials`` only, when given; with ``due_only`` only those missing or past half their validity).
+    Returns how many were signed."""
+    now = timezone.now()
+    certs = Certificate.objects.filter(
+        ca=ca,
+        not_after__gt=now,
+        status__in=[Certificate.Status.ACTIVE, Certificate.Status.REVOKED],
+    )
+    if serials is not None:
+        certs = certs.filter(serial__in=list(serials))
+    if due_only:
+        fresh = OcspResponse.objects.filter(ca=ca, next_update__gt=now + _validity() / 2).values("serial")
+        certs = certs.exclude(serial__in=fresh)
+    ca_cert = ca_material(ca).certificate
+    rows, count = [], 0
+    for cert in certs.only(*_STATUS_FIELDS).iterator(1000):
+        signed = _sign(ca, ocsp.query_for(int(cert.serial, 16), ca_cert), cert)
+        rows.append(
+            OcspResponse(
+                ca=ca,
+                serial=cert.serial,
+                status=signed.status,
+                der=signed.der,
+                this_update=signed.this_update,
+                next_update=signed.next_update,
+            )
+        )
+        count += 1
+        if len(rows) >= 1000:
+            _bulk_store(rows)
+            rows = []
+    _bulk_store(rows)
+    return count
+
+
+def _bulk_store(rows: list[OcspResponse]) -> None:
+    if rows:
+        OcspResponse.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["ca", "serial"],
+            update_fields=["status", "der", "this_update", "next_update"],
+        )
+
+
+def ocsp_cas() -> CertificateAuthorityQuerySet[CertificateAuthority]:
+    """The CAs whose responder answers: internal, with a certificate and OCSP on."""
+    return CertificateAuthority.objects.internal().filter(ocsp_enabled=True).exclude(certificate_pem="")
+
+
+def refresh_due(report: JobReport, progress: Callable[[str], None] | None = None) -> None:
+    """The schedule's run: every OCSP CA's responder rotated if near its end, and its responses pre-signed
+    where missing or past half their validity."""
+    for ca in ocsp_cas().defer("private_key"):
+        try:
+            responder(ca)
+            count = presign(ca, due_only=True)
+            report.add("signed", count)
+            if progress:
+                progress(f"{ca.name}: {count} responses signed")
+        except Exception as exc:  # one broken CA must not stop the others
+            report.error(f"CA {ca.pk} ({ca.name}): {exc}")
+
+
+def enqueue_refresh(ca_id: int, serials: list[str] | None) -> None:
+    from django_q.tasks import async_task
+
+    async_task("pki.tasks.refresh_ocsp_serials", ca_id, serials, task_name="pki.refresh_ocsp_serials")
+
+
+def after_revoke(ca: CertificateAuthority, serials: list[str]) -> None:
+    """In the revocation's transaction: the stored ``good`` answers go (a request meanwhile is signed on
+    demand with the new status) and a re-sign of those serials is enqueued for after the commit."""
+    if not ca.ocsp_enabled or not serials:
+        return
+    OcspResponse.objects.filter(ca=ca, serial__in=serials).delete()
+    transaction.on_commit(lambda: enqueue_refresh(ca.pk, serials))
+
+
+# --- answering -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Answer:
+    der: bytes
+    # Set for a cacheable answer (RFC 5019 §6): when it was made and until when it holds.
+    this_update: dt.datetime | None = None
+    next_update: dt.datetime | None = None
+
+
+def _error(status: ocsp.ResponseStatus) -> Answer:
+    return Answer(ocsp.error_response(status))
+
+
+def answer(ca_id: int, request_der: bytes) -> Answer:
+    """The DER response to an OCSP request for CA ``ca_id``: a stored one when there is a fresh one."""
+    if len(request_der) > MAX_REQUEST_BYTES:
+        return _error(ocsp.ResponseStatus.MALFORMED_REQUEST)
+    try:
+        query = ocsp.parse_request(request_der)
+    except ocsp.OcspMalformed:
+        return _error(ocsp.ResponseStatus.MALFORMED_REQUEST)
+    ca = ocsp_cas().defer("private_key").filter(pk=ca_id).first()
+    if ca is None:
+        return _error(ocsp.ResponseStatus.UNAUTHORIZED)
+    ca_cert = ca_material(ca).certificate
+    if (query.issuer_name_hash, query.issuer_key_hash) != ocsp.issuer_hashes(ca_cert, query.hash_name):
+        return _error(ocsp.ResponseStatus.UNAUTHORIZED)  # a certificate of another issuer
+    serial = x509.serial_hex(query.serial)
+    with_nonce = query.nonce is not None and ca.ocsp_nonce_on_demand
+    if query.hash_name == "sha1" and not with_nonce:
+        stored = (
+            OcspResponse.objects.filter(ca=ca, serial=serial, next_update__gt=timezone.now())
+            .only("der", "this_update", "next_update")
+            .first()
+        )
+        if stored is not None:
+            return Answer(bytes(stored.der), stored.this_update, stored.next_update)
+    cert = (
+        Certificate.objects.filter(ca=ca, serial=serial).only(*_STATUS_FIELDS).order_by("-not_after").first()
+    )
+    signed = _sign(ca, query, cert, include_nonce=with_nonce)
+    if with_nonce:
+        return Answer(signed.der)  # answers this request only: not for caches
+    if cert is not None and query.hash_name == "sha1" and _presignable(cert):
+        _store(ca, serial, signed)
+    return Answer(signed.der, signed.this_update, signed.next_update)
+
+
+def _presignable(cert: Certificate) -> bool:
+    return cert.not_after > timezone.now() and cert.status in (
+        Certificate.Status.ACTIVE,
+        Certificate.Status.REVOKED,
+    )

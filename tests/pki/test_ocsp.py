@@ -1,0 +1,273 @@
+"""The OCSP responder (RFC 6960 / RFC 5019) as relying parties see it: OpenSSL's and GnuTLS's clients against
+the live server, the delegated responder certificate, pre-signed responses, caching headers, nonces, and the
+error statuses for garbage and for CAs that are not ours or have OCSP off."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp as cocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from pki import services, tasks
+from pki.models import CertificateAuthority, OcspResponder, OcspResponse
+from pki.services import ocsp as ocsp_service
+from tests.conftest import SYSTEM, require_server
+from tests.pki.conftest import make_subscriber
+
+pytestmark = pytest.mark.django_db
+
+
+def _pem(cert_pem: str, path: Path) -> Path:
+    path.write_text(cert_pem)
+    return path
+
+
+def _enable(tenant, ca) -> CertificateAuthority:
+    response = tenant.admin.client.patch(f"/api/v1/cas/{ca.pk}/", {"ocsp_enabled": True}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["ocsp_enabled"] is True
+    assert response.json()["ocsp_url"].endswith(f"/ocsp/{ca.pk}/")
+    return CertificateAuthority.objects.get(pk=ca.pk)
+
+
+def _request(cert: cx509.Certificate, issuer: cx509.Certificate, *, nonce: bytes | None = None) -> bytes:
+    builder = cocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
+    if nonce is not None:
+        builder = builder.add_extension(cx509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def _load(pem: str) -> cx509.Certificate:
+    return cx509.load_pem_x509_certificate(pem.encode())
+
+
+# --- real relying parties against the live server -------------------------------------------------------
+@pytest.fixture
+def live_ca(tenant, hierarchy, live_server, settings, tmp_path):
+    settings.CERTMGR_BASE_URL = live_server.url
+    root, inter = hierarchy
+    inter = _enable(tenant, inter)
+    cert = services.issue(make_subscriber(tenant, inter, "web"), actor=SYSTEM).certificate
+    _pem(inter.certificate_pem, tmp_path / "ca.pem")
+    _pem(root.certificate_pem, tmp_path / "root.pem")
+    _pem(inter.certificate_pem + root.certificate_pem, tmp_path / "chain.pem")
+    _pem(cert.certificate_pem, tmp_path / "leaf.pem")
+    return inter, cert, f"{live_server.url}/ocsp/{inter.pk}/"
+
+
+def _openssl_ocsp(url: str, cwd: Path, *target: str) -> subprocess.CompletedProcess:
+    require_server(shutil.which("openssl") is not None, "openssl is not installed")
+    return subprocess.run(
+        ["openssl", "ocsp", "-issuer", "ca.pem", *target, "-url", url, "-CAfile", "chain.pem", "-resp_text"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_openssl_sees_good_then_revoked_and_unknown_for_a_made_up_serial(live_ca, tmp_path):
+    ca, cert, url = live_ca
+    leaf = _load(cert.certificate_pem)
+    aia = leaf.extensions.get_extension_for_class(cx509.AuthorityInformationAccess).value
+    assert [
+        d.access_location.value for d in aia if d.access_method == AuthorityInformationAccessOID.OCSP
+    ] == [url]
+
+    good = _openssl_ocsp(url, tmp_path, "-cert", "leaf.pem")
+    assert good.returncode == 0, good.stderr
+    assert "Response verify OK" in good.stderr
+    assert "leaf.pem: good" in good.stdout
+    assert "OCSP Signing" in good.stdout and "OCSP No Check" in good.stdout  # the delegated responder
+    assert OcspResponse.objects.filter(ca=ca, serial=cert.serial, status="good").exists()
+
+    services.revoke(cert, reason="key_compromise", actor=SYSTEM)
+    revoked = _openssl_ocsp(url, tmp_path, "-cert", "leaf.pem")
+    assert "Response verify OK" in revoked.stderr
+    assert "leaf.pem: revoked" in revoked.stdout
+    assert "Reason: keyCompromise" in revoked.stdout and "Revocation Time:" in revoked.stdout
+    assert OcspResponse.objects.get(ca=ca, serial=cert.serial).status == "revoked"  # re-signed on commit
+
+    unknown = _openssl_ocsp(url, tmp_path, "-serial", "0x7e57ab1e0123456789")
+    assert "Response verify OK" in unknown.stderr
+    assert "0x7e57ab1e0123456789: unknown" in unknown.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gnutls_ocsptool_asks_and_verifies(live_ca, tmp_path):
+    require_server(shutil.which("ocsptool") is not None, "ocsptool (Debian gnutls-bin) is not installed")
+    _, cert, url = live_ca
+
+    def ask() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                *("ocsptool", f"--ask={url}", "--load-cert", "leaf.pem", "--load-issuer", "ca.pem"),
+                *("--load-trust", "ca.pem", "--no-nonce"),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    good = ask()
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "Certificate Status: good" in good.stdout
+    assert "Verifying OCSP Response: Success" in good.stdout
+    services.revoke(cert, reason="superseded", actor=SYSTEM)
+    revoked = ask()
+    assert "Certificate Status: revoked" in revoked.stdout, revoked.stdout + revoked.stderr
+    assert "Verifying OCSP Response: Success" in revoked.stdout
+
+
+# --- the responder in-process -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ocsp_ca(tenant, hierarchy):
+    inter = services.set_ocsp(hierarchy[1], enabled=True, actor=SYSTEM)
+    cert = services.issue(make_subscriber(tenant, inter, "web"), actor=SYSTEM).certificate
+    return inter, cert
+
+
+def _ask(ca, der: bytes, *, get: bool = False, **headers):
+    if get:
+        encoded = base64.b64encode(der).decode()
+        return Client().get(f"/ocsp/{ca.pk}/{encoded}", **headers)
+    return Client().post(f"/ocsp/{ca.pk}/", der, content_type="application/ocsp-request", **headers)
+
+
+def _status(response) -> cocsp.OCSPResponseStatus:
+    assert response["Content-Type"] == "application/ocsp-response"
+    return cocsp.load_der_ocsp_response(response.content).response_status
+
+
+def test_garbage_gets_malformed_request(ocsp_ca):
+    ca, _ = ocsp_ca
+    for body in (b"", b"not ocsp at all", b"\x30\x03\x02\x01\x01"):
+        assert _status(_ask(ca, body)) is cocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    bad_base64 = Client().get(f"/ocsp/{ca.pk}/%%%not-base64")
+    assert _status(bad_base64) is cocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    assert Client().put(f"/ocsp/{ca.pk}/").status_code == 405
+
+
+def test_unauthorized_for_ocsp_off_for_another_issuer_and_for_no_such_ca(tenant, hierarchy, ocsp_ca):
+    root, _ = hierarchy
+    ca, cert = ocsp_ca
+    der = _request(_load(cert.certificate_pem), _load(ca.certificate_pem))
+    assert _status(_ask(ca, der)) is cocsp.OCSPResponseStatus.SUCCESSFUL
+    # the root has OCSP off
+    assert _status(_ask(root, der)) is cocsp.OCSPResponseStatus.UNAUTHORIZED
+    services.set_ocsp(root, enabled=True, actor=SYSTEM)
+    # the root is on now, but this CertID names the issuing CA, not the root
+    assert _status(_ask(root, der)) is cocsp.OCSPResponseStatus.UNAUTHORIZED
+    assert _status(Client().post("/ocsp/999999/", der, content_type="application/ocsp-request")) is (
+        cocsp.OCSPResponseStatus.UNAUTHORIZED
+    )
+    services.set_ocsp(ca, enabled=False, actor=SYSTEM)
+    assert _status(_ask(ca, der)) is cocsp.OCSPResponseStatus.UNAUTHORIZED
+
+
+def test_the_delegated_responder_signs_and_its_key_is_encrypted(ocsp_ca):
+    ca, cert = ocsp_ca
+    der = _request(_load(cert.certificate_pem), _load(ca.certificate_pem))
+    response = cocsp.load_der_ocsp_response(_ask(ca, der).content)
+    assert response.certificate_status is cocsp.OCSPCertStatus.GOOD
+    (signer,) = response.certificates
+    ca_cert = _load(ca.certificate_pem)
+    signer.verify_directly_issued_by(ca_cert)
+    assert signer.extensions.get_extension_for_class(cx509.ExtendedKeyUsage).value == cx509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.OCSP_SIGNING]
+    )
+    assert signer.extensions.get_extension_for_class(cx509.OCSPNoCheck)
+    assert isinstance(signer.public_key(), ec.EllipticCurvePublicKey)
+    assert signer.public_key().curve.name == "secp256r1"
+    lifetime = signer.not_valid_after_utc - signer.not_valid_before_utc
+    assert timedelta(days=6) < lifetime <= timedelta(days=7, minutes=5)
+    # signed by the responder's key, not the CA's
+    signer.public_key().verify(response.signature, response.tbs_response_bytes, ec.ECDSA(hashes.SHA256()))
+    assert response.responder_key_hash is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT private_key FROM pki_ocspresponder WHERE ca_id = %s", [ca.pk])
+        (stored,) = cursor.fetchone()
+    assert "PRIVATE KEY" not in stored
+
+
+def test_the_responder_is_rotated_before_it_expires(ocsp_ca):
+    ca, _ = ocsp_ca
+    first = ocsp_service.responder(ca)
+    OcspResponder.objects.filter(pk=first.pk).update(not_after=timezone.now() + timedelta(days=1))
+    ocsp_service._RESPONDERS.clear()  # another worker, which never saw the old one
+    tasks.refresh_ocsp()
+    second = ocsp_service.responder(ca)
+    assert second.pk != first.pk and second.not_after > timezone.now() + timedelta(days=6)
+
+
+def test_stored_responses_are_served_with_rfc5019_cache_headers(ocsp_ca):
+    ca, cert = ocsp_ca
+    assert ocsp_service.presign(ca) == 1
+    stored = OcspResponse.objects.get(ca=ca, serial=cert.serial)
+    der = _request(_load(cert.certificate_pem), _load(ca.certificate_pem))
+    for response in (_ask(ca, der), _ask(ca, der, get=True)):
+        assert response.content == bytes(stored.der)  # served, not signed again
+        max_age = int(response["Cache-Control"].split("max-age=")[1].split(",")[0])
+        assert 0 < max_age <= (stored.next_update - timezone.now()).total_seconds() + 1
+        assert response["Expires"] and response["Last-Modified"] and response["ETag"]
+    again = _ask(ca, der, get=True, HTTP_IF_NONE_MATCH=response["ETag"])
+    assert again.status_code == 304
+
+
+def test_nonces_are_ignored_unless_the_ca_signs_them_on_demand(ocsp_ca):
+    ca, cert = ocsp_ca
+    ocsp_service.presign(ca)
+    stored = bytes(OcspResponse.objects.get(ca=ca, serial=cert.serial).der)
+    der = _request(_load(cert.certificate_pem), _load(ca.certificate_pem), nonce=b"n" * 16)
+    assert _ask(ca, der).content == stored
+    services.set_ocsp(ca, nonce_on_demand=True, actor=SYSTEM)
+    fresh = _ask(ca, der)
+    assert fresh.content != stored and fresh["Cache-Control"] == "no-store"
+    nonce = cocsp.load_der_ocsp_response(fresh.content).extensions.get_extension_for_class(cx509.OCSPNonce)
+    assert nonce.value.nonce == b"n" * 16
+
+
+def test_the_job_presigns_what_is_missing_or_due(tenant, ocsp_ca):
+    ca, _ = ocsp_ca
+    other = services.issue(make_subscriber(tenant, ca, "api"), actor=SYSTEM).certificate
+    OcspResponse.objects.filter(ca=ca).delete()
+    assert tasks.refresh_ocsp()["signed"] == 2
+    assert tasks.refresh_ocsp().get("signed", 0) == 0  # all fresh
+    OcspResponse.objects.filter(ca=ca, serial=other.serial).update(
+        next_update=timezone.now() + timedelta(hours=1)
+    )
+    assert tasks.refresh_ocsp()["signed"] == 1
+
+
+def test_certificates_issued_before_ocsp_was_on_carry_no_ocsp_url(tenant, hierarchy):
+    inter = hierarchy[1]
+    before = _load(
+        services.issue(make_subscriber(tenant, inter, "old"), actor=SYSTEM).certificate.certificate_pem
+    )
+    aia = before.extensions.get_extension_for_class(cx509.AuthorityInformationAccess).value
+    assert all(d.access_method != AuthorityInformationAccessOID.OCSP for d in aia)
+    inter = services.set_ocsp(inter, enabled=True, actor=SYSTEM)
+    after = _load(
+        services.issue(make_subscriber(tenant, inter, "new"), actor=SYSTEM).certificate.certificate_pem
+    )
+    aia = after.extensions.get_extension_for_class(cx509.AuthorityInformationAccess).value
+    assert [d.access_method for d in aia] == [
+        AuthorityInformationAccessOID.OCSP,
+        AuthorityInformationAccessOID.CA_ISSUERS,
+    ]
