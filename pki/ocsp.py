@@ -175,7 +175,6 @@ class Revocation:
 def sign_response(
     *,
     query: OcspQuery,
-    ca_cert: x509.Certificate,
     responder_cert: x509.Certificate,
     responder_key: ec.EllipticCurvePrivateKey,
     status: CertStatus,
@@ -184,7 +183,8 @@ def sign_response(
     next_update: dt.datetime,
     include_nonce: bool = False,
 ) -> bytes:
-    """A successful basic response for ``query`` (its CertID echoed), signed by the responder, DER."""
+    """A successful basic response for ``query`` (its CertID echoed; the caller checked it names the CA),
+    signed by the responder, DER."""
     if status is CertStatus.REVOKED and revocation is None:
         raise X509Error("a revoked status needs its revocation time and reason")
     reason = None
@@ -206,7 +206,6 @@ def sign_response(
     )
     if include_nonce and query.nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(query.nonce), critical=False)
-    del ca_cert  # the CertID comes from the request, checked against the CA by the caller
     return builder.sign(responder_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 

@@ -31,7 +31,7 @@ from pki import policy as policy_rules
 from pki.issuers import IssuanceRequest, Issued, Outcome
 from pki.models import AlertRule, Certificate, CertificateAuthority, Policy, Subscriber
 from pki.querysets import SubscriberQuerySet
-from pki.services import operation_state
+from pki.services import ocsp, operation_state
 from pki.services.cas import aia_url, ca_material, crl_url, ocsp_url
 from pki.services.common import CaUnavailable, PolicyRefused, x509_error
 
@@ -385,7 +385,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
             )
             return cert, ""
         material = ca_material(request.ca)
-        crl, aia, ocsp = ca_urls(request.ca)
+        crl, aia, ocsp_at = ca_urls(request.ca)
         if sub.ca_certificate:
             try:
                 cert = x509.build_ca_certificate(
@@ -397,7 +397,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
                     max_path_length=sub.ca_path_length,
                     crl_url=crl,
                     aia_url=aia,
-                    ocsp_url=ocsp,
+                    ocsp_url=ocsp_at,
                 )
             except x509.X509Error as exc:  # the issuing CA's own path length is the usual reason
                 raise x509_error(exc, "ca_path_length") from exc
@@ -411,7 +411,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
             validity_days=sub.validity_days,
             crl_url=crl,
             aia_url=aia,
-            ocsp_url=ocsp,
+            ocsp_url=ocsp_at,
             **usages,
         ).certificate
         return cert, material.chain_pem
@@ -529,6 +529,7 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
             audit.record_many(actor, action, targets, organization=org_id)
     if not all(getattr(s.subscriber, "has_issued_alerts", None) is False for s in signed):
         alerts.notify("issued", certificate=rows if len(rows) > 1 else rows[0])
+    ocsp.after_issue([(s.ca, row.serial) for s, row in zip(signed, rows, strict=True) if s.ca is not None])
     return rows
 
 

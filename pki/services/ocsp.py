@@ -9,6 +9,7 @@ allows it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -179,7 +180,6 @@ def _sign(
         status = ocsp.CertStatus.GOOD
     der = ocsp.sign_response(
         query=query,
-        ca_cert=ca_material(ca).certificate,
         responder_cert=signer.certificate,
         responder_key=signer.key,
         status=status,
@@ -277,6 +277,17 @@ def enqueue_refresh(ca_id: int, serials: list[str] | None) -> None:
     from django_q.tasks import async_task
 
     async_task("pki.tasks.refresh_ocsp_serials", ca_id, serials, task_name="pki.refresh_ocsp_serials")
+
+
+def after_issue(issued: Iterable[tuple[CertificateAuthority, str]]) -> None:
+    """New certificates of OCSP CAs get their responses pre-signed after the commit (until then, or if the
+    queue is slow, the first request signs and stores one)."""
+    by_ca: dict[int, list[str]] = {}
+    for ca, serial in issued:
+        if ca.ocsp_enabled:
+            by_ca.setdefault(ca.pk, []).append(serial)
+    for ca_id, serials in by_ca.items():
+        transaction.on_commit(functools.partial(enqueue_refresh, ca_id, serials))
 
 
 def after_revoke(ca: CertificateAuthority, serials: list[str]) -> None:

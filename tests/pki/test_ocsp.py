@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from cryptography import x509 as cx509
@@ -20,10 +21,11 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from certmgr.models import AuditEvent
 from pki import services, tasks
 from pki.models import CertificateAuthority, OcspResponder, OcspResponse
 from pki.services import ocsp as ocsp_service
-from tests.conftest import SYSTEM, require_server
+from tests.conftest import PASSWORD, SYSTEM, require_server
 from tests.pki.conftest import make_subscriber
 
 pytestmark = pytest.mark.django_db
@@ -87,12 +89,16 @@ def test_openssl_sees_good_then_revoked_and_unknown_for_a_made_up_serial(live_ca
         d.access_location.value for d in aia if d.access_method == AuthorityInformationAccessOID.OCSP
     ] == [url]
 
+    # pre-signed when it was issued (the issuance's commit enqueued it)
+    presigned = bytes(OcspResponse.objects.get(ca=ca, serial=cert.serial, status="good").der)
     good = _openssl_ocsp(url, tmp_path, "-cert", "leaf.pem")
     assert good.returncode == 0, good.stderr
     assert "Response verify OK" in good.stderr
     assert "leaf.pem: good" in good.stdout
     assert "OCSP Signing" in good.stdout and "OCSP No Check" in good.stdout  # the delegated responder
-    assert OcspResponse.objects.filter(ca=ca, serial=cert.serial, status="good").exists()
+    assert (
+        bytes(OcspResponse.objects.get(ca=ca, serial=cert.serial).der) == presigned
+    )  # served, not re-signed
 
     services.revoke(cert, reason="key_compromise", actor=SYSTEM)
     revoked = _openssl_ocsp(url, tmp_path, "-cert", "leaf.pem")
@@ -145,7 +151,8 @@ def ocsp_ca(tenant, hierarchy):
 
 def _ask(ca, der: bytes, *, get: bool = False, **headers):
     if get:
-        encoded = base64.b64encode(der).decode()
+        # RFC 5019 §5: base64, then URL-encoded ("/", "+" and "=" escaped)
+        encoded = quote(base64.b64encode(der).decode(), safe="")
         return Client().get(f"/ocsp/{ca.pk}/{encoded}", **headers)
     return Client().post(f"/ocsp/{ca.pk}/", der, content_type="application/ocsp-request", **headers)
 
@@ -271,3 +278,37 @@ def test_certificates_issued_before_ocsp_was_on_carry_no_ocsp_url(tenant, hierar
         AuthorityInformationAccessOID.OCSP,
         AuthorityInformationAccessOID.CA_ISSUERS,
     ]
+
+
+def test_the_admin_turns_ocsp_on_and_off_and_auditors_cannot(tenant, hierarchy):
+    inter = hierarchy[1]
+    page = f"/admin/pki/certificateauthority/{inter.pk}"
+    auditor = Client()
+    assert auditor.login(username=tenant.auditor.user.username, password=PASSWORD)
+    assert auditor.post(f"{page}/ocsp/on/").status_code == 403
+    operator = Client()
+    assert operator.login(username=tenant.operator.user.username, password=PASSWORD)
+    assert b"Turn OCSP on" in operator.get(f"{page}/change/").content
+    assert operator.post(f"{page}/ocsp/on/").status_code == 302
+    inter.refresh_from_db()
+    assert inter.ocsp_enabled
+    assert AuditEvent.objects.filter(action="ca.update", outcome="success").exists()
+    detail = operator.get(f"{page}/change/").content
+    assert b"Turn OCSP off" in detail and f"/ocsp/{inter.pk}/".encode() in detail
+    assert operator.get(f"{page}/ocsp/off/").status_code == 405
+    assert operator.post(f"{page}/ocsp/off/").status_code == 302
+    inter.refresh_from_db()
+    assert not inter.ocsp_enabled
+
+
+def test_the_api_refuses_bad_values_and_read_only_roles(tenant, hierarchy):
+    inter = hierarchy[1]
+    client = tenant.admin.client
+    bad = client.patch(f"/api/v1/cas/{inter.pk}/", {"ocsp_enabled": "maybe"}, format="json")
+    assert bad.status_code == 400 and "ocsp_enabled" in bad.json()["error"]["fields"], bad.json()
+    read = tenant.auditor.client.patch(f"/api/v1/cas/{inter.pk}/", {"ocsp_enabled": True}, format="json")
+    assert read.status_code == 403
+    inter.refresh_from_db()
+    assert not inter.ocsp_enabled
+    listed = client.get(f"/api/v1/cas/{inter.pk}/").json()
+    assert listed["ocsp_enabled"] is False and listed["ocsp_url"] is None
