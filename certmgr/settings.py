@@ -185,8 +185,8 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 # --- Security (production defaults; each can be relaxed from the environment) ---------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", False) else None
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-# The HTTP-01 responder and the health check must answer on plain HTTP.
-SECURE_REDIRECT_EXEMPT = [r"^\.well-known/acme-challenge/", r"^healthz$", r"^pki/ca/"]
+# The HTTP-01 responder, the health check, CRLs, CA certificates and OCSP must answer on plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^\.well-known/acme-challenge/", r"^healthz$", r"^pki/ca/", r"^ocsp/"]
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)

@@ -312,3 +312,11 @@ def test_the_api_refuses_bad_values_and_read_only_roles(tenant, hierarchy):
     assert not inter.ocsp_enabled
     listed = client.get(f"/api/v1/cas/{inter.pk}/").json()
     assert listed["ocsp_enabled"] is False and listed["ocsp_url"] is None
+
+
+def test_ocsp_answers_on_plain_http_when_https_is_enforced(ocsp_ca, settings):
+    ca, cert = ocsp_ca
+    settings.SECURE_SSL_REDIRECT = True
+    der = _request(_load(cert.certificate_pem), _load(ca.certificate_pem))
+    assert _status(_ask(ca, der)) is cocsp.OCSPResponseStatus.SUCCESSFUL  # relying parties speak HTTP
+    assert Client().get("/admin/").status_code == 301  # the control: the rest is redirected
