@@ -24,6 +24,8 @@ __all__ = [
     "CertStatus",
     "OcspMalformed",
     "OcspQuery",
+    "ResponseStatus",
+    "Revocation",
     "build_responder_certificate",
     "error_response",
     "generate_responder_key",
@@ -207,13 +209,6 @@ def sign_response(
     if include_nonce and query.nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(query.nonce), critical=False)
     return builder.sign(responder_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-
-
-def query_for(serial: int, ca_cert: x509.Certificate) -> OcspQuery:
-    """The SHA-1 CertID query of ``serial`` under ``ca_cert``: what pre-signed responses answer (RFC 5019
-    clients use SHA-1)."""
-    name_hash, key_hash = issuer_hashes(ca_cert, "sha1")
-    return OcspQuery(serial, name_hash, key_hash, "sha1", None)
 
 
 def error_response(status: ResponseStatus) -> bytes:

@@ -87,22 +87,26 @@ class ResponderMaterial:
 _RESPONDERS: dict[int, ResponderMaterial] = {}  # CA id -> its current responder, per worker
 
 
-def _usable(material: ResponderMaterial | None, now: dt.datetime) -> bool:
-    return material is not None and material.not_after > now + RESPONDER_RENEW_BEFORE
+def _keep_until(ca: CertificateAuthority, now: dt.datetime) -> dt.datetime:
+    """A responder ending after this is kept: two days from now, or (a CA in its last two days, whose
+    responders cannot outlive it) the CA's own end."""
+    horizon = now + RESPONDER_RENEW_BEFORE
+    if ca.not_after is not None and ca.not_after - timedelta(minutes=1) < horizon:
+        return ca.not_after - timedelta(minutes=1)
+    return horizon
 
 
 def responder(ca: CertificateAuthority) -> ResponderMaterial:
     """The CA's current responder, issued (or replaced, two days before it expires) first if needed."""
-    now = timezone.now()
+    keep_until = _keep_until(ca, timezone.now())
     cached = _RESPONDERS.get(ca.pk)
-    if _usable(cached, now):
-        assert cached is not None
+    if cached is not None and cached.not_after > keep_until:
         return cached
-    row = ca.ocsp_responders.filter(not_after__gt=now + RESPONDER_RENEW_BEFORE).first()
+    row = ca.ocsp_responders.filter(not_after__gt=keep_until).first()
     if row is None:
         with transaction.atomic():
             CertificateAuthority.objects.select_for_update().only("pk").get(pk=ca.pk)  # one issuer at a time
-            row = ca.ocsp_responders.filter(not_after__gt=now + RESPONDER_RENEW_BEFORE).first()
+            row = ca.ocsp_responders.filter(not_after__gt=keep_until).first()
             if row is None:
                 row = _issue_responder(ca)
     material = ResponderMaterial(
@@ -222,10 +226,12 @@ def presign(ca: CertificateAuthority, serials: Iterable[str] | None = None, *, d
     if due_only:
         fresh = OcspResponse.objects.filter(ca=ca, next_update__gt=now + _validity() / 2).values("serial")
         certs = certs.exclude(serial__in=fresh)
-    ca_cert = ca_material(ca).certificate
+    # SHA-1 CertIDs: what RFC 5019 clients send (other hashes are signed on demand)
+    name_hash, key_hash = _issuer_hashes(ca, "sha1")
     rows, count = [], 0
     for cert in certs.only(*_STATUS_FIELDS).iterator(1000):
-        signed = _sign(ca, ocsp.query_for(int(cert.serial, 16), ca_cert), cert)
+        query = ocsp.OcspQuery(int(cert.serial, 16), name_hash, key_hash, "sha1", None)
+        signed = _sign(ca, query, cert)
         rows.append(
             OcspResponse(
                 ca=ca,
@@ -299,6 +305,21 @@ def after_revoke(ca: CertificateAuthority, serials: list[str]) -> None:
     transaction.on_commit(lambda: enqueue_refresh(ca.pk, serials))
 
 
+# (CA id, CA serial, hash) -> the CA's CertID hashes: the request path needs neither its key nor a PEM parse.
+_ISSUER_HASHES: dict[tuple[int, str, str], tuple[bytes, bytes]] = {}
+
+
+def _issuer_hashes(ca: CertificateAuthority, hash_name: str) -> tuple[bytes, bytes]:
+    key = (ca.pk, ca.serial, hash_name)
+    hashes = _ISSUER_HASHES.get(key)
+    if hashes is None:
+        if len(_ISSUER_HASHES) > 1024:
+            _ISSUER_HASHES.clear()
+        cert = cx509.load_pem_x509_certificate(ca.certificate_pem.encode())
+        hashes = _ISSUER_HASHES[key] = ocsp.issuer_hashes(cert, hash_name)
+    return hashes
+
+
 # --- answering -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Answer:
@@ -323,8 +344,7 @@ def answer(ca_id: int, request_der: bytes) -> Answer:
     ca = ocsp_cas().defer("private_key").filter(pk=ca_id).first()
     if ca is None:
         return _error(ocsp.ResponseStatus.UNAUTHORIZED)
-    ca_cert = ca_material(ca).certificate
-    if (query.issuer_name_hash, query.issuer_key_hash) != ocsp.issuer_hashes(ca_cert, query.hash_name):
+    if (query.issuer_name_hash, query.issuer_key_hash) != _issuer_hashes(ca, query.hash_name):
         return _error(ocsp.ResponseStatus.UNAUTHORIZED)  # a certificate of another issuer
     serial = x509.serial_hex(query.serial)
     with_nonce = query.nonce is not None and ca.ocsp_nonce_on_demand

@@ -320,3 +320,20 @@ def test_ocsp_answers_on_plain_http_when_https_is_enforced(ocsp_ca, settings):
     der = _request(_load(cert.certificate_pem), _load(ca.certificate_pem))
     assert _status(_ask(ca, der)) is cocsp.OCSPResponseStatus.SUCCESSFUL  # relying parties speak HTTP
     assert Client().get("/admin/").status_code == 301  # the control: the rest is redirected
+
+
+def test_a_ca_in_its_last_days_keeps_one_responder_that_ends_with_it(tenant):
+    short = services.create_internal_ca(
+        tenant.organization,
+        name="Short",
+        kind="internal-root",
+        subject={"common_name": "Short-lived CA"},
+        validity_days=1,
+        ocsp_enabled=True,
+        actor=SYSTEM,
+    )
+    first = ocsp_service.responder(short)
+    ocsp_service._RESPONDERS.clear()
+    assert ocsp_service.responder(short).pk == first.pk  # not a new certificate per signature
+    assert first.not_after <= short.not_after
+    assert OcspResponder.objects.filter(ca=short).count() == 1
