@@ -127,3 +127,57 @@ def test_the_linter_can_fail(tmp_path):
     path.write_text(x509.to_pem(bad))
     result = lint("lint_pkix_cert", path)
     assert result.returncode != 0 and "ERROR" in result.stdout
+
+
+def test_ocsp_responder_certificates_and_responses_lint_clean(tenant, tmp_path):
+    """The delegated responder certificate and good, revoked and unknown responses: no error-level finding."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509 import ocsp as cocsp
+    from django.test import Client
+
+    root = services.create_internal_ca(
+        tenant.organization,
+        name="Root",
+        kind="internal-root",
+        subject={"common_name": "Lint Root", "organization": "Acme"},
+        ocsp_enabled=True,
+        actor=SYSTEM,
+    )
+    server = services.save_subscriber(
+        tenant.organization, actor=SYSTEM, name="server", ca=root, common_name="www.acme.test",
+        sans=["www.acme.test"], validity_days=90,
+    )  # fmt: skip
+    good = services.issue(server, actor=SYSTEM).certificate
+    revoked = services.revoke(
+        services.issue(server, actor=SYSTEM).certificate, reason="key_compromise", actor=SYSTEM
+    )
+    ca_cert = cx509.load_pem_x509_certificate(root.certificate_pem.encode())
+
+    def ask(serial_source) -> bytes:
+        if isinstance(serial_source, int):  # a serial never issued, asked by CertID alone
+            request = cocsp.OCSPRequestBuilder().add_certificate_by_hash(
+                *_issuer_hashes(ca_cert), serial_source, hashes.SHA1()
+            )
+        else:
+            leaf = cx509.load_pem_x509_certificate(serial_source.certificate_pem.encode())
+            request = cocsp.OCSPRequestBuilder().add_certificate(leaf, ca_cert, hashes.SHA1())
+        der = request.build().public_bytes(serialization.Encoding.DER)
+        return Client().post(f"/ocsp/{root.pk}/", der, content_type="application/ocsp-request").content
+
+    responses = {"good.der": ask(good), "revoked.der": ask(revoked), "unknown.der": ask(0x7E57AB1E)}
+    statuses = {name: cocsp.load_der_ocsp_response(der).certificate_status for name, der in responses.items()}
+    assert statuses == {
+        "good.der": cocsp.OCSPCertStatus.GOOD,
+        "revoked.der": cocsp.OCSPCertStatus.REVOKED,
+        "unknown.der": cocsp.OCSPCertStatus.UNKNOWN,
+    }
+    for name, der in responses.items():
+        assert_clean("lint_ocsp_response", der, tmp_path, name)
+    (signer,) = cocsp.load_der_ocsp_response(responses["good.der"]).certificates
+    assert_clean("lint_pkix_cert", signer.public_bytes(serialization.Encoding.PEM), tmp_path, "responder.pem")
+
+
+def _issuer_hashes(ca_cert: cx509.Certificate) -> tuple[bytes, bytes]:
+    from pki import ocsp
+
+    return ocsp.issuer_hashes(ca_cert, "sha1")
