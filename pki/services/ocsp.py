@@ -199,19 +199,28 @@ _STATUS_FIELDS = ("id", "serial", "status", "revoked_at", "revocation_reason")
 
 
 def _store(ca: CertificateAuthority, serial: str, signed: Signed) -> None:
-    OcspResponse.objects.update_or_create(
-        ca=ca,
-        serial=serial,
-        defaults={
-            "status": signed.status,
-            "der": signed.der,
-            "this_update": signed.this_update,
-            "next_update": signed.next_update,
-        },
-    )
+    """The request path's answer, kept for the next request: it replaces only an expired stored answer and is
+    inserted only where none exists, so it never overwrites what a revocation's re-sign has just written
+    (this request may have read the certificate before the revocation committed)."""
+    fields = {
+        "status": signed.status,
+        "der": signed.der,
+        "this_update": signed.this_update,
+        "next_update": signed.next_update,
+    }
+    expired = OcspResponse.objects.filter(ca=ca, serial=serial, next_update__lte=signed.this_update)
+    if not expired.update(**fields):
+        row = OcspResponse(ca=ca, serial=serial, **fields)
+        OcspResponse.objects.bulk_create([row], ignore_conflicts=True)
 
 
-def presign(ca: CertificateAuthority, serials: Iterable[str] | None = None, *, due_only: bool = False) -> int:
+def presign(
+    ca: CertificateAuthority,
+    serials: Iterable[str] | None = None,
+    *,
+    due_only: bool = False,
+    recheck: bool = True,
+) -> int:
     """Sign and store the responses of the CA's active and revoked-unexpired certificates (those of
     ``serials`` only, when given; with ``due_only`` only those missing or past half their validity).
     Returns how many were signed."""
@@ -247,6 +256,14 @@ def presign(ca: CertificateAuthority, serials: Iterable[str] | None = None, *, d
             _bulk_store(rows)
             rows = []
     _bulk_store(rows)
+    if recheck:
+        # A certificate read as good just before its revocation committed may have been written after the
+        # revocation's own re-sign: whatever is revoked but stored good is signed again.
+        revoked = Certificate.objects.filter(ca=ca, status=Certificate.Status.REVOKED).values("serial")
+        stored_good = OcspResponse.objects.filter(ca=ca, status="good", serial__in=revoked)
+        wrong = list(stored_good.values_list("serial", flat=True))
+        if wrong:
+            count += presign(ca, wrong, recheck=False)
     return count
 
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from certmgr.models import AuditEvent
 from pki import services, tasks
-from pki.models import CertificateAuthority, OcspResponder, OcspResponse
+from pki.models import Certificate, CertificateAuthority, OcspResponder, OcspResponse
 from pki.services import ocsp as ocsp_service
 from tests.conftest import PASSWORD, SYSTEM, require_server
 from tests.pki.conftest import make_subscriber
@@ -337,3 +337,22 @@ def test_a_ca_in_its_last_days_keeps_one_responder_that_ends_with_it(tenant):
     assert ocsp_service.responder(short).pk == first.pk  # not a new certificate per signature
     assert first.not_after <= short.not_after
     assert OcspResponder.objects.filter(ca=short).count() == 1
+
+
+def test_a_good_answer_written_around_a_revocation_never_sticks(ocsp_ca):
+    """The races of a re-sign (or a request) that read the certificate just before its revocation
+    committed: the request path never overwrites a fresh stored answer, and every pre-sign run re-signs
+    whatever is revoked but stored good."""
+    ca, cert = ocsp_ca
+    ocsp_service.presign(ca)
+    good = OcspResponse.objects.get(ca=ca, serial=cert.serial)
+    # the revocation lands (its own re-sign is what the service does; here only the row changes) ...
+    Certificate.objects.filter(pk=cert.pk).update(status="revoked", revoked_at=timezone.now())
+    # ... while a late writer puts a good answer back
+    assert good.status == "good"
+    tasks.refresh_ocsp()  # everything is fresh, yet the run re-signs the revoked one
+    assert OcspResponse.objects.get(ca=ca, serial=cert.serial).status == "revoked"
+    fresh_revoked = bytes(OcspResponse.objects.get(ca=ca, serial=cert.serial).der)
+    stale_good = ocsp_service.Signed(bytes(good.der), "good", good.this_update, good.next_update)
+    ocsp_service._store(ca, cert.serial, stale_good)  # the request path's write
+    assert bytes(OcspResponse.objects.get(ca=ca, serial=cert.serial).der) == fresh_revoked
