@@ -288,6 +288,8 @@ def refresh_due(report: JobReport, progress: Callable[[str], None] | None = None
     for ca in ocsp_cas().defer("private_key"):
         try:
             responder(ca)
+            # Expired answers serve no one (expired certificates are answered on demand from their rows).
+            OcspResponse.objects.filter(ca=ca, next_update__lte=timezone.now()).delete()
             count = presign(ca, due_only=True)
             report.add("signed", count)
             if progress:

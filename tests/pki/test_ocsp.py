@@ -25,6 +25,7 @@ from certmgr.models import AuditEvent
 from pki import services, tasks
 from pki.models import Certificate, CertificateAuthority, OcspResponder, OcspResponse
 from pki.services import ocsp as ocsp_service
+from pki.services import revocation
 from tests.conftest import PASSWORD, SYSTEM, require_server
 from tests.pki.conftest import make_subscriber
 
@@ -356,3 +357,26 @@ def test_a_good_answer_written_around_a_revocation_never_sticks(ocsp_ca):
     stale_good = ocsp_service.Signed(bytes(good.der), "good", good.this_update, good.next_update)
     ocsp_service._store(ca, cert.serial, stale_good)  # the request path's write
     assert bytes(OcspResponse.objects.get(ca=ca, serial=cert.serial).der) == fresh_revoked
+
+
+def test_revoke_many_re_signs_each_serial_on_commit(tenant, ocsp_ca, django_capture_on_commit_callbacks):
+    ca, cert = ocsp_ca
+    other = services.issue(make_subscriber(tenant, ca, "api"), actor=SYSTEM).certificate
+    ocsp_service.presign(ca)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert revocation.revoke_many([cert, other], reason="superseded", actor=SYSTEM) == 2
+    stored = dict(OcspResponse.objects.filter(ca=ca).values_list("serial", "status"))
+    assert stored == {cert.serial: "revoked", other.serial: "revoked"}
+    der = _request(_load(other.certificate_pem), _load(ca.certificate_pem))
+    answer = cocsp.load_der_ocsp_response(_ask(ca, der).content)
+    assert answer.certificate_status is cocsp.OCSPCertStatus.REVOKED
+    assert answer.revocation_reason is cx509.ReasonFlags.superseded
+
+
+def test_the_job_drops_expired_answers(ocsp_ca):
+    ca, cert = ocsp_ca
+    ocsp_service.presign(ca)
+    OcspResponse.objects.filter(ca=ca).update(next_update=timezone.now() - timedelta(minutes=1))
+    Certificate.objects.filter(pk=cert.pk).update(not_after=timezone.now() - timedelta(minutes=1))
+    tasks.refresh_ocsp()
+    assert not OcspResponse.objects.filter(ca=ca).exists()  # expired certificate: nothing to pre-sign
