@@ -38,6 +38,7 @@ def import_certificates(
     *,
     key_pem: str | None = None,
     source_name: str = "upload",
+    each: bool = False,
     actor: Actor,
 ) -> ImportResult:
     """Add existing certificates to the inventory.
@@ -45,6 +46,10 @@ def import_certificates(
     ``pem_text`` holds one or more certificates; the first that is not a CA (or the first) is the leaf and the
     rest its chain. A ``key_pem`` is kept (encrypted) only if it matches the leaf. Certificates of a CA this
     organization manages are linked to it.
+
+    A bundle of CA certificates that are not one chain (a trust store such as
+    ``/etc/ssl/certs/ca-certificates.crt``), or any text with ``each``, is imported one certificate at a
+    time: each is its own entry (no chain, no key), and a rejected one names its position and subject.
     """
     actor = as_actor(actor)
     result = ImportResult()
@@ -57,6 +62,12 @@ def import_certificates(
         leaf = next((c for c in certs if not x509.cert_summary(c).is_ca), certs[0])
         others = [c for c in certs if c is not leaf]
         chain = x509.order_chain(leaf, others)
+        if len(certs) > 1 and not key_pem and (each or _unrelated_cas(certs, leaf, chain)):
+            return _import_each(organization, certs, source_name, actor)
+        if each and key_pem:
+            return _reject(
+                result, organization, source_name, "a private key cannot go with one-by-one import", actor
+            )
         if len(chain) < len(others):
             stray = [str(x509.cert_summary(c).subject) for c in others if c not in chain]
             return _reject(
@@ -112,6 +123,26 @@ def import_certificates(
                 ca=ca.pk if ca else None,
             )
         result.imported.append(certificate)
+    return result
+
+
+def _unrelated_cas(certs: list[cx509.Certificate], leaf: cx509.Certificate, chain: list) -> bool:
+    """A trust store rather than a chain: every certificate is a CA and they do not all link to the first."""
+    return len(chain) < len(certs) - 1 and all(x509.cert_summary(c).is_ca for c in certs)
+
+
+def _import_each(
+    organization: Organization, certs: list[cx509.Certificate], source_name: str, actor: Actor
+) -> ImportResult:
+    result = ImportResult()
+    for number, cert in enumerate(certs, start=1):
+        subject = x509.cert_summary(cert).subject
+        one = import_certificates(
+            organization, x509.to_pem(cert), source_name=f"{source_name} #{number} ({subject})", actor=actor
+        )
+        result.imported += one.imported
+        result.duplicates += one.duplicates
+        result.rejected += one.rejected
     return result
 
 

@@ -319,7 +319,7 @@ def test_import_certificates_directory(tenant, tmp_path):
     (tree / "notes.txt").write_text("not scanned")
 
     out, err = run("import_certificates", "acme", str(tree))
-    assert "imported 3, duplicates 1, rejected 1" in out
+    assert "imported 3, already present 1, rejected 1" in out
     assert f"  {tree / 'garbage.crt'}: neither PEM nor a DER certificate" in out
     assert "three.key does not belong to the certificate: imported without a key" in out
     assert "notes.txt" not in out
@@ -333,9 +333,53 @@ def test_import_certificates_directory(tenant, tmp_path):
 
     # Again: everything is a duplicate now; the garbage is still rejected; exit status stays 0.
     out, _ = run("import_certificates", "acme", str(tree), verbosity=0)
-    assert "imported 0, duplicates 4, rejected 1" in out
-    with pytest.raises(CommandError, match="1 file\\(s\\) rejected"):
+    assert "imported 0, already present 4, rejected 1" in out
+    with pytest.raises(CommandError, match=r"1 rejected \(listed above\)"):
         run("import_certificates", "acme", str(tree), "--fail-on-reject")
+
+
+SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # Debian's ca-certificates
+
+
+@pytest.mark.skipif(not SYSTEM_BUNDLE.is_file(), reason="ca-certificates is not installed")
+def test_import_certificates_of_the_system_ca_bundle(tenant):
+    """The README's example: the trust store is a bundle of unrelated roots, each imported on its own; the
+    directory next to it (one .pem per root) then finds them all present."""
+    roots = x509.load_pem_certificates(SYSTEM_BUNDLE.read_text())
+    out, _ = run("import_certificates", "acme", str(SYSTEM_BUNDLE), verbosity=0)
+    assert out.splitlines()[0] == f"imported {len(roots)}, already present 0, rejected 0"
+    rows = Certificate.objects.filter(organization=tenant.organization)
+    stored = set(rows.values_list("fingerprint_sha256", flat=True))
+    assert stored == {x509.fingerprints(c).sha256 for c in roots}
+    assert not Certificate.objects.exclude(chain_pem="").exists()  # each root stands alone
+
+    out, _ = run("import_certificates", "acme", str(SYSTEM_BUNDLE.parent), verbosity=0)
+    imported, present = re.match(r"imported (\d+), already present (\d+), rejected 0", out).groups()
+    assert imported == "0" and int(present) > len(roots)  # the bundle again plus every root's own file
+
+
+def test_import_certificates_bundle_rules(tenant, tmp_path):
+    """Unrelated CAs are a bundle; a leaf with a chain that does not link is still refused; --each splits
+    anything; a malformed block still refuses its whole file."""
+    one, two = ExternalPki("One"), ExternalPki("Two")
+    (tmp_path / "roots.pem").write_text(x509.to_pem(one.cert) + x509.to_pem(two.cert))
+    leaf, _ = one.leaf("leaf.example")
+    (tmp_path / "bad-chain.pem").write_text(x509.to_pem(leaf) + x509.to_pem(two.cert))
+    other_leaf, _ = two.leaf("other.example")
+
+    out, _ = run("import_certificates", "acme", str(tmp_path / "roots.pem"), verbosity=0)
+    assert out.splitlines()[0] == "imported 2, already present 0, rejected 0"
+    out, _ = run("import_certificates", "acme", str(tmp_path / "bad-chain.pem"), verbosity=0)
+    assert "imported 0, already present 0, rejected 1" in out and "the chain does not link" in out
+    out, _ = run("import_certificates", "acme", str(tmp_path / "bad-chain.pem"), "--each", verbosity=0)
+    assert out.splitlines()[0] == "imported 1, already present 1, rejected 0"
+    assert not Certificate.objects.get(common_name="leaf.example").chain_pem
+
+    (tmp_path / "mixed.pem").write_text(
+        x509.to_pem(other_leaf) + "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    )
+    out, _ = run("import_certificates", "acme", str(tmp_path / "mixed.pem"), "--each", verbosity=0)
+    assert "rejected 1" in out and "mixed.pem: certificate #2 of the PEM bundle is malformed" in out
 
 
 def test_import_certificates_single_file_with_key_and_fatal_errors(tenant, tmp_path):
@@ -348,12 +392,12 @@ def test_import_certificates_single_file_with_key_and_fatal_errors(tenant, tmp_p
     out, _ = run(
         "import_certificates", "acme", str(tmp_path / "solo.pem"), "--key", str(tmp_path / "wrong-key.txt")
     )
-    assert "imported 0, duplicates 0, rejected 1" in out
+    assert "imported 0, already present 0, rejected 1" in out
     assert "the private key does not belong to the certificate" in out
     out, _ = run(
         "import_certificates", "acme", str(tmp_path / "solo.pem"), "--key", str(tmp_path / "solo-key.txt")
     )
-    assert "imported 1, duplicates 0, rejected 0" in out
+    assert "imported 1, already present 0, rejected 0" in out
     assert Certificate.objects.get(common_name="solo.example").private_key
 
     with pytest.raises(CommandError, match="no organization named 'globex'"):
@@ -413,7 +457,7 @@ def test_import_certificates_for_real(tmp_path):
         assert result.returncode == 0, result.stderr
     result = manage("import_certificates", "acme", str(certs), "--progress-every", "5")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "imported 12, duplicates 0, rejected 1"
+    assert result.stdout.splitlines()[0] == "imported 12, already present 0, rejected 1"
     assert f"  {certs / 'broken.pem'}: certificate #1 of the PEM bundle is malformed" in result.stdout
     assert result.stderr.splitlines() == [
         "[###########...................] 5/13 files",
@@ -424,7 +468,7 @@ def test_import_certificates_for_real(tmp_path):
     assert result.returncode == 1
     assert "CommandError: no such file or directory" in result.stderr and "Traceback" not in result.stderr
     result = manage("import_certificates", "acme", str(certs), "--fail-on-reject", "-v0")
-    assert result.returncode == 1 and "imported 0, duplicates 12, rejected 1" in result.stdout
+    assert result.returncode == 1 and "imported 0, already present 12, rejected 1" in result.stdout
 
 
 # --- export_certificate ---------------------------------------------------------------------------------

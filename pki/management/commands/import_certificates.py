@@ -36,8 +36,11 @@ class Command(ServiceCommand):
         "is taken from NAME.key next to NAME.pem/NAME.crt/... when it belongs to the certificate (if not, "
         "the certificate is imported without a key and a warning says so), else from --key (one certificate "
         "file only) or a PRIVATE KEY block in the file itself; a key given those ways that does not belong "
-        "to the certificate rejects the file. Files holding only a private key are skipped. Progress goes to "
-        "stderr; the summary (imported, duplicates, rejected, then each rejected file with its reason) to "
+        "to the certificate rejects the file. A bundle of CA certificates that do not form one chain (a "
+        "trust store such as /etc/ssl/certs/ca-certificates.crt) is imported certificate by certificate; "
+        "--each does that for every file. Files holding only a private key are skipped. Progress goes to "
+        "stderr; the summary (certificates imported, already present, rejected, then each rejection with "
+        "its reason) to "
         "stdout. Exit status: 0 when the run completed, even if some files were rejected (they are listed; "
         "add --fail-on-reject to exit 1 then); 1 on a fatal error (unknown organization, missing PATH)."
     )
@@ -56,10 +59,17 @@ class Command(ServiceCommand):
             help="When stderr is not a terminal, print a progress line every N files (default 10).",
         )
         parser.add_argument(
+            "--each",
+            action="store_true",
+            help="Import every certificate of a file on its own (no chain), like a CA bundle.",
+        )
+        parser.add_argument(
             "--fail-on-reject", action="store_true", help="Exit with status 1 if any file was rejected."
         )
 
-    def handle(self, *args, organization, paths, key, progress_every, fail_on_reject, verbosity, **options):
+    def handle(
+        self, *args, organization, paths, key, progress_every, each, fail_on_reject, verbosity, **options
+    ):
         org = find_organization(organization)
         if progress_every < 1:
             raise CommandError("--progress-every must be at least 1")
@@ -74,14 +84,16 @@ class Command(ServiceCommand):
         actor = self.actor()
         progress.show(0)
         for number, path in enumerate(files, start=1):
-            self.import_file(org, path, Path(key) if key else None, summary, actor)
+            self.import_file(org, path, Path(key) if key else None, summary, actor, each=each)
             progress.show(number, path.name)
         progress.finish()
         self.report(summary, verbosity)
         if fail_on_reject and summary.rejected:
-            raise CommandError(f"{len(summary.rejected)} file(s) rejected")
+            raise CommandError(f"{len(summary.rejected)} rejected (listed above)")
 
-    def import_file(self, org, path: Path, key_path: Path | None, summary: Summary, actor) -> None:
+    def import_file(
+        self, org, path: Path, key_path: Path | None, summary: Summary, actor, *, each: bool = False
+    ) -> None:
         source = str(path)
         try:
             pem_text = read_certificate_file(path)
@@ -101,7 +113,7 @@ class Command(ServiceCommand):
             elif embedded := _KEY_BLOCK.search(pem_text):
                 key_pem, key_origin = embedded.group(0), "the file"
             result = services.import_certificates(
-                org, pem_text, key_pem=key_pem, source_name=source, actor=actor
+                org, pem_text, key_pem=key_pem, source_name=source, each=each, actor=actor
             )
         except _FileProblem as exc:
             summary.rejected.append((source, str(exc)))
@@ -111,16 +123,16 @@ class Command(ServiceCommand):
             reason = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
             summary.rejected.append((source, reason))
             return
-        for _source, reason in result.rejected:
+        for where, reason in result.rejected:  # a bundle's rejections name the certificate in the file
             if key_pem and ("private key" in reason):
                 reason = f"{reason} (key from {key_origin})"
-            summary.rejected.append((source, reason))
+            summary.rejected.append((where, reason))
         summary.duplicates.extend(source for _ in result.duplicates)
         summary.imported.extend(source for _ in result.imported)
 
     def report(self, summary: Summary, verbosity: int) -> None:
         line = (
-            f"imported {len(summary.imported)}, duplicates {len(summary.duplicates)}, "
+            f"imported {len(summary.imported)}, already present {len(summary.duplicates)}, "
             f"rejected {len(summary.rejected)}"
         )
         if summary.key_files:
@@ -138,7 +150,7 @@ class Command(ServiceCommand):
         if verbosity >= 2:
             for title, items in (
                 ("imported", summary.imported),
-                ("duplicates", summary.duplicates),
+                ("already present", summary.duplicates),
                 ("skipped key-only files", summary.key_files),
             ):
                 if items:
