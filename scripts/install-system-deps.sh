@@ -8,6 +8,8 @@ PACKAGES=(
   pdns-server pdns-backend-sqlite3           # PowerDNS with its HTTP API
   bind9 bind9-utils dnsutils                 # BIND for RFC 2136 + TSIG; tsig-keygen, dig
   sqlite3
+  ca-certificates                            # the system CA bundle the bulk-import test reads
+  prometheus                                 # promtool check metrics on /metrics
   pebble dnsdist                             # ACME test CA; routes Pebble's DNS queries to PowerDNS/BIND by zone
   gnutls-bin                                 # ocsptool: GnuTLS as a second OCSP relying party
 )

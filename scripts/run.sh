@@ -1,26 +1,45 @@
 #!/usr/bin/env bash
 # Quickstart: virtualenv, SQLite migrations, a demo organization and admin (password printed once),
-# then the web server and a django-q2 worker (ORM broker). Ctrl-C stops both.
+# then the web server and a django-q2 worker (ORM broker). Ctrl-C or SIGTERM stops both (each gets SIGTERM,
+# then SIGKILL after 8 s) and the script exits 0; if either stops on its own, the other is stopped too and
+# the script exits with its status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-
-export DEBUG=${DEBUG:-1}
-export CERTMGR_OUTBOUND_ALLOWED_NETWORKS=${CERTMGR_OUTBOUND_ALLOWED_NETWORKS:-}
-HOST=${CERTMGR_HOST:-127.0.0.1}
-PORT=${CERTMGR_PORT:-8000}
-export CERTMGR_BASE_URL=${CERTMGR_BASE_URL:-http://$HOST:$PORT}
+source scripts/dev-env.sh
 
 .venv/bin/python manage.py migrate --no-input -v 0
 .venv/bin/python manage.py bootstrap_demo
 
+# Started in the background, both ignore the terminal's SIGINT (a non-interactive shell's rule): this script
+# alone decides how they stop.
 .venv/bin/python manage.py qcluster &
 worker=$!
-stop_worker() {
-  kill -TERM "$worker" 2>/dev/null || return 0
-  for _ in $(seq 1 10); do kill -0 "$worker" 2>/dev/null || return 0; sleep 1; done
-  kill -KILL "$worker" 2>/dev/null || true
+.venv/bin/python manage.py runserver --noreload "$HOST:$PORT" &
+web=$!
+
+stop_all() {
+  kill -TERM "$web" "$worker" 2>/dev/null || true
+  for _ in $(seq 1 16); do
+    kill -0 "$web" 2>/dev/null || kill -0 "$worker" 2>/dev/null || return 0
+    sleep 0.5
+  done
+  kill -KILL "$web" "$worker" 2>/dev/null || true
 }
-trap stop_worker EXIT INT TERM
+on_signal() {
+  trap - INT TERM
+  echo "certmgr: stopping the web server and the worker"
+  stop_all
+  wait 2>/dev/null || true
+  exit 0
+}
+trap on_signal INT TERM
 echo "certmgr: admin at http://$HOST:$PORT/admin/  API docs at http://$HOST:$PORT/api/docs/"
-.venv/bin/python manage.py runserver --noreload "$HOST:$PORT"
+echo "certmgr: management commands with this environment: scripts/manage COMMAND"
+status=0
+wait -n "$web" "$worker" || status=$?
+trap - INT TERM
+echo "certmgr: a process stopped on its own (status $status); stopping the other"
+stop_all
+wait 2>/dev/null || true
+exit "$status"

@@ -1,0 +1,124 @@
+"""The quickstart as a shell runs it: scripts/manage sees make run's environment, a wrong environment is one
+line on stderr, and scripts/run.sh (what `make run` runs) stops its web server and worker on SIGTERM or
+Ctrl-C within 10 s with exit status 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.dnsservers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """No DATABASE_URL, DEBUG or keys from the test run: only what a new shell has."""
+    home = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CERTMGR_VAR_DIR": str(tmp_path / "var")}
+    return {**home, **extra}
+
+
+def sh(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_scripts_manage_uses_the_quickstart_environment(tmp_path):
+    env = clean_env(tmp_path)
+    result = sh(["scripts/manage", "migrate", "-v0"], env)
+    assert result.returncode == 0, result.stderr
+    result = sh(["scripts/manage", "create_organization", "Acme"], env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "var" / "certmgr.sqlite3").is_file()  # make run's database, not another one
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_wrong_environment_is_one_line(tmp_path):
+    manage = [sys.executable, "manage.py", "create_organization", "Acme"]
+    line = one_line_error(sh(manage, clean_env(tmp_path)))  # neither DEBUG nor SECRET_KEY
+    assert line.startswith("manage.py: certmgr is not configured: SECRET_KEY is not set")
+    assert "scripts/manage" in line
+
+    line = one_line_error(sh(manage, clean_env(tmp_path, DEBUG="1")))  # a new, empty SQLite database
+    assert line.startswith("manage.py: the database (SQLite ") and "is not migrated: no such table" in line
+    assert "manage.py migrate" in line
+
+    missing = "postgres://postgres@127.0.0.1:5432/certmgr_no_such_database"
+    line = one_line_error(sh(manage, clean_env(tmp_path, DEBUG="1", DATABASE_URL=missing)))
+    assert "cannot use the database (certmgr_no_such_database on 127.0.0.1:5432)" in line
+    assert "Check DATABASE_URL" in line
+
+
+def wait_until_served(url: str, process: subprocess.Popen, log: Path, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the quickstart did not serve {url}")
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param("sigterm", id="SIGTERM to the script (a supervisor)"),
+        pytest.param("ctrl-c", id="SIGINT to the process group (Ctrl-C in a terminal)"),
+    ],
+)
+def test_run_sh_stops_cleanly(tmp_path, how):
+    port = free_port()
+    env = clean_env(tmp_path, CERTMGR_PORT=str(port), CERTMGR_ADMIN_PASSWORD="quickstart-test-password")
+    log = tmp_path / "run.log"
+    process = subprocess.Popen(
+        ["bash", "scripts/run.sh"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal gives it
+        # A terminal's shell starts it with SIGINT at its default (a test runner may have it ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        wait_until_served(f"http://127.0.0.1:{port}/admin/login/", process, log, time.monotonic() + 120)
+        time.sleep(1)  # the worker is up too
+        started = time.monotonic()
+        if how == "sigterm":
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGINT)
+        status = process.wait(timeout=30)
+        while _group_alive(process.pid) and time.monotonic() - started < 15:
+            time.sleep(0.1)  # the worker's own processes, each finishing its task
+        took = time.monotonic() - started
+        output = log.read_text()
+        assert status == 0, output
+        assert not _group_alive(process.pid), "a web server or worker process is left"
+        assert took < 10, f"stopping took {took:.1f} s"
+        assert "Traceback" not in output, output
+    finally:
+        if process.poll() is None or _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
