@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from certmgr import logs
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 
@@ -92,12 +94,21 @@ class RequestContextMiddleware:
             )
         )
         request.request_id = request_id
+        logs.start_request(request_id)
         try:
             response = self.get_response(request)
         finally:
             current.reset(token)
         response["X-Request-ID"] = request_id
         return response
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        """After authentication: the signed-in user (and their organization, when they have only one) in the
+        log context. API tokens bind theirs when the API authenticates them."""
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            slugs = list(user.memberships.values_list("organization__slug", flat=True)[:2])
+            logs.bind_actor(user.get_username(), slugs[0] if len(slugs) == 1 else None)
 
 
 class AdminServiceErrorMiddleware:

@@ -265,6 +265,10 @@ CERTMGR_INVITATION_DAYS = env.int("CERTMGR_INVITATION_DAYS", default=7)
 # /metrics: CIDRs (comma-separated) that may scrape without an API token; per-subscriber series cap.
 CERTMGR_METRICS_ALLOWED_NETWORKS = env.list("CERTMGR_METRICS_ALLOWED_NETWORKS", default=[])
 CERTMGR_METRICS_MAX_SUBSCRIBERS = env.int("CERTMGR_METRICS_MAX_SUBSCRIBERS", default=10_000)
+# /metrics: the certificate count families (a scan of the inventory) are reused for this many seconds.
+CERTMGR_METRICS_COUNT_CACHE_SECONDS = env.int("CERTMGR_METRICS_COUNT_CACHE_SECONDS", default=60)
+# /healthz: the worker is unhealthy when no scheduler has run the periodic jobs for this long.
+CERTMGR_HEALTH_WORKER_MAX_AGE = env.int("CERTMGR_HEALTH_WORKER_MAX_AGE", default=300)
 
 # --- REST API -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -344,22 +348,8 @@ else:
     Q_CLUSTER["poll"] = env.float("CERTMGR_ORM_POLL", default=0.1)
 
 # --- Logging --------------------------------------------------------------------------------------
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # A refused request (4xx) is one line, never a traceback (certmgr/log_filters.py).
-    "filters": {
-        "refused_request_line": {"()": "certmgr.log_filters.RefusedRequestLine"},
-        "without_refused_requests": {"()": "certmgr.log_filters.WithoutRefusedRequests"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        # Through the root handler only: Django's own console handler (DEBUG) would print each line twice.
-        "django": {"handlers": [], "level": "INFO"},
-        "django.request": {"filters": ["refused_request_line"]},
-        "django.server": {"filters": ["without_refused_requests"]},
-    },
-}
+from certmgr.logs import logging_config  # noqa: E402 (settings read first)
+
+LOGGING = logging_config(
+    json=env.bool("CERTMGR_LOG_JSON", default=not DEBUG), level=env.str("LOG_LEVEL", default="INFO")
+)

@@ -1,11 +1,11 @@
 from django.contrib import admin
-from django.http import HttpResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from certmgr import two_factor_views
 from certmgr.api.exceptions import api_not_found
+from certmgr.health import healthz
 from certmgr.invitation_views import invitation_page
 from reports.metrics import metrics_view
 
@@ -24,5 +24,5 @@ urlpatterns = [
     path("", include("acmeca.urls")),
     path("metrics", metrics_view, name="metrics"),
     path("", RedirectView.as_view(url="/admin/dashboard/"), name="home"),  # the product's front page
-    path("healthz", lambda request: HttpResponse("ok", content_type="text/plain"), name="healthz"),
+    path("healthz", healthz, name="healthz"),
 ]

@@ -6,7 +6,7 @@ from django.db import transaction
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from certmgr import audit, auth_failures, services
+from certmgr import audit, auth_failures, logs, services
 from certmgr.actors import Actor
 from certmgr.middleware import client_ip
 
@@ -46,6 +46,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
                     path=request.path[:200],
                 )
             raise exceptions.AuthenticationFailed(f"{exc}.") from exc
+        logs.bind_actor(Actor.for_token(token).label, token.organization.slug)
         return token.user, token
 
     def authenticate_header(self, request) -> str:

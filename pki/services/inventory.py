@@ -126,7 +126,9 @@ def import_certificates(
     return result
 
 
-def _unrelated_cas(certs: list[cx509.Certificate], leaf: cx509.Certificate, chain: list) -> bool:
+def _unrelated_cas(
+    certs: list[cx509.Certificate], leaf: cx509.Certificate, chain: list[cx509.Certificate]
+) -> bool:
     """A trust store rather than a chain: every certificate is a CA and they do not all link to the first."""
     return len(chain) < len(certs) - 1 and all(x509.cert_summary(c).is_ca for c in certs)
 
