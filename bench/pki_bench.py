@@ -60,7 +60,7 @@ def timed(fn, n: int) -> list[float]:
 CERTIFICATE_COLUMNS = (
     "organization_id, ca_id, subscriber_id, source, serial, certificate_pem, chain_pem, private_key, "
     "fingerprint_sha256, fingerprint_sha1, subject_dn, issuer_dn, common_name, sans, names_text, "
-    "key_algorithm, not_before, not_after, status, revocation_reason, next_renewal_at, created_at"
+    "key_algorithm, not_before, not_after, status, revocation_reason, next_renewal_at, created_at, csr_pem"
 )
 
 
@@ -100,6 +100,7 @@ def certificate_copier(organization_id: int, pem: str, chain: str, rng: random.R
                     "key_compromise" if status == "revoked" else "",
                     renew_at,
                     now,
+                    "",  # csr_pem: issued from a key certmgr made
                 )
             )
 

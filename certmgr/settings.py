@@ -265,8 +265,8 @@ CERTMGR_INVITATION_DAYS = env.int("CERTMGR_INVITATION_DAYS", default=7)
 # /metrics: CIDRs (comma-separated) that may scrape without an API token; per-subscriber series cap.
 CERTMGR_METRICS_ALLOWED_NETWORKS = env.list("CERTMGR_METRICS_ALLOWED_NETWORKS", default=[])
 CERTMGR_METRICS_MAX_SUBSCRIBERS = env.int("CERTMGR_METRICS_MAX_SUBSCRIBERS", default=10_000)
-# /metrics: the certificate count families (a scan of the inventory) are reused for this many seconds.
-CERTMGR_METRICS_COUNT_CACHE_SECONDS = env.int("CERTMGR_METRICS_COUNT_CACHE_SECONDS", default=60)
+# /metrics: a scrape's body (counts over the whole inventory, per-subscriber series) is reused this long.
+CERTMGR_METRICS_CACHE_SECONDS = env.int("CERTMGR_METRICS_CACHE_SECONDS", default=30)
 # /healthz: the worker is unhealthy when no scheduler has run the periodic jobs for this long.
 CERTMGR_HEALTH_WORKER_MAX_AGE = env.int("CERTMGR_HEALTH_WORKER_MAX_AGE", default=300)
 

@@ -28,3 +28,4 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F
     # pytest-django empties the tables between transactional tests by TRUNCATE, which the audit tables'
     # triggers refuse unless a superuser session sets this (certmgr/0008).
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c certmgr.allow_truncate=on"  # noqa: F405
+CERTMGR_METRICS_CACHE_SECONDS = 0  # each scrape computes; tests/reports/test_metrics.py turns the cache on

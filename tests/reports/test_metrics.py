@@ -4,6 +4,8 @@ organization; per-subscriber series for the current certificate only, capped; a 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -16,7 +18,7 @@ from pki import models as pki_models
 from pki import services
 from pki.models import CertificateAuthority
 from reports import metrics
-from tests.conftest import SYSTEM
+from tests.conftest import SYSTEM, require_server
 from tests.pki import conftest as pki_fixtures
 from tests.reports.test_dashboard import make_cert
 
@@ -42,13 +44,13 @@ def bearer(token: str) -> dict:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 
 
-def samples(text: str, name: str) -> dict[str, str]:
-    """``{labels: value}`` of one metric."""
+def samples(text: str, name: str) -> dict[str, float]:
+    """``{labels: value}`` of one metric; labels in name order (as prometheus_client writes them)."""
     found = {}
     for line in text.splitlines():
         if line.startswith(name + "{") or line.startswith(name + " "):
             labels, _, value = line[len(name) :].rpartition(" ")
-            found[labels] = value
+            found[labels] = float(value)
     return found
 
 
@@ -91,15 +93,13 @@ def test_token_sees_its_organization_only(tenant, other_tenant, issued):
 
     assert_well_formed(text)
     expiry = samples(text, "certmgr_certificate_expiration_timestamp_seconds")
-    assert expiry == {
-        '{organization="acme",subscriber="web",ca="Issuing"}': repr(issued.not_after.timestamp())
-    }
+    assert expiry == {'{ca="Issuing",organization="acme",subscriber="web"}': issued.not_after.timestamp()}
     renewal = samples(text, "certmgr_certificate_renewal_timestamp_seconds")
     assert renewal == {
-        '{organization="acme",subscriber="web",ca="Issuing"}': repr(issued.next_renewal_at.timestamp())
+        '{ca="Issuing",organization="acme",subscriber="web"}': issued.next_renewal_at.timestamp()
     }
-    assert samples(text, "certmgr_certificates") == {'{organization="acme",status="active"}': "1"}
-    assert samples(text, "certmgr_ca_certificates") == {'{organization="acme",ca="Issuing"}': "1"}
+    assert samples(text, "certmgr_certificates") == {'{organization="acme",status="active"}': 1}
+    assert samples(text, "certmgr_ca_certificates") == {'{ca="Issuing",organization="acme"}': 1}
     assert "globex" not in text and "Theirs" not in text
 
 
@@ -111,8 +111,8 @@ def test_allow_listed_address_sees_every_organization(settings, tenant, other_te
 
     counts = samples(text, "certmgr_certificates")
     assert counts == {
-        '{organization="acme",status="active"}': "1",
-        '{organization="globex",status="active"}': "1",
+        '{organization="acme",status="active"}': 1,
+        '{organization="globex",status="active"}': 1,
     }
     assert scrape(Client(REMOTE_ADDR="::ffff:10.1.2.3"))  # an IPv4-mapped address counts as IPv4
     assert Client(REMOTE_ADDR="192.168.1.1").get(URL).status_code == 401
@@ -129,9 +129,9 @@ def test_current_certificate_is_the_newest_active(tenant, subscriber, issued):
     text = scrape(Client(), **bearer(tenant.auditor.token))
 
     expiry = samples(text, "certmgr_certificate_expiration_timestamp_seconds")
-    assert list(expiry.values()) == [repr(newest_active.not_after.timestamp())]
+    assert list(expiry.values()) == [newest_active.not_after.timestamp()]
     renewal = samples(text, "certmgr_certificate_renewal_timestamp_seconds")
-    assert list(renewal.values()) == [repr(newest_active.next_renewal_at.timestamp())]
+    assert list(renewal.values()) == [newest_active.next_renewal_at.timestamp()]
 
 
 def test_subscribers_are_capped(settings, tenant, hierarchy, subscriber, issued):
@@ -145,14 +145,14 @@ def test_subscribers_are_capped(settings, tenant, hierarchy, subscriber, issued)
 
     assert len(samples(text, "certmgr_certificate_expiration_timestamp_seconds")) == 1
     assert 'subscriber="web"' in text  # lowest id first: the same series at every scrape
-    assert samples(text, "certmgr_metrics_subscriber_limit") == {"": "1"}
-    assert samples(text, "certmgr_metrics_subscribers_truncated") == {"": "1"}
+    assert samples(text, "certmgr_metrics_subscriber_limit") == {"": 1}
+    assert samples(text, "certmgr_metrics_subscribers_truncated") == {"": 1}
     assert "# HELP certmgr_metrics_subscriber_limit" in text
 
     settings.CERTMGR_METRICS_MAX_SUBSCRIBERS = 10
     text = scrape(Client(), **bearer(tenant.auditor.token))
     assert len(samples(text, "certmgr_certificate_expiration_timestamp_seconds")) == 2
-    assert samples(text, "certmgr_metrics_subscribers_truncated") == {"": "0"}
+    assert samples(text, "certmgr_metrics_subscribers_truncated") == {"": 0}
 
 
 def test_acme_orders_and_durations(tenant, hierarchy):
@@ -176,33 +176,33 @@ def test_acme_orders_and_durations(tenant, hierarchy):
 
     assert_well_formed(text)
     assert samples(text, "certmgr_acme_orders_total") == {
-        '{organization="acme",ca="LE",outcome="done"}': "2",
-        '{organization="acme",ca="LE",outcome="failed"}': "1",
+        '{ca="LE",organization="acme",outcome="done"}': 2,
+        '{ca="LE",organization="acme",outcome="failed"}': 1,
     }
     buckets = samples(text, "certmgr_acme_order_duration_seconds_bucket")
-    assert buckets['{organization="acme",ca="LE",outcome="done",le="1.0"}'] == "0"
-    assert buckets['{organization="acme",ca="LE",outcome="done",le="5.0"}'] == "1"
-    assert buckets['{organization="acme",ca="LE",outcome="done",le="60.0"}'] == "2"
-    assert buckets['{organization="acme",ca="LE",outcome="failed",le="3600.0"}'] == "0"
-    assert buckets['{organization="acme",ca="LE",outcome="failed",le="+Inf"}'] == "1"
+    assert buckets['{ca="LE",le="1.0",organization="acme",outcome="done"}'] == 0
+    assert buckets['{ca="LE",le="5.0",organization="acme",outcome="done"}'] == 1
+    assert buckets['{ca="LE",le="60.0",organization="acme",outcome="done"}'] == 2
+    assert buckets['{ca="LE",le="3600.0",organization="acme",outcome="failed"}'] == 0
+    assert buckets['{ca="LE",le="+Inf",organization="acme",outcome="failed"}'] == 1
     total = samples(text, "certmgr_acme_order_duration_seconds_sum")[
-        '{organization="acme",ca="LE",outcome="done"}'
+        '{ca="LE",organization="acme",outcome="done"}'
     ]
     assert float(total) == pytest.approx(43, abs=0.1)
     assert "# TYPE certmgr_acme_order_duration_seconds histogram" in text
     assert samples(text, "certmgr_acme_requests_total") == {
-        '{organization="acme",ca="LE",status="2xx"}': "40",
-        '{organization="acme",ca="LE",status="4xx"}': "1",
-        '{organization="acme",ca="LE",status="5xx"}': "0",
+        '{ca="LE",organization="acme",status="2xx"}': 40,
+        '{ca="LE",organization="acme",status="4xx"}': 1,
+        '{ca="LE",organization="acme",status="5xx"}': 0,
     }
-    assert samples(text, "certmgr_acme_bad_nonces_total") == {'{organization="acme",ca="LE"}': "1"}
+    assert samples(text, "certmgr_acme_bad_nonces_total") == {'{ca="LE",organization="acme"}': 1}
 
 
 def test_renewal_failures_per_subscriber(tenant, subscriber):
     services.note_issue_failure(subscriber.pk, "dns", "no such zone")
     services.note_issue_failure(subscriber.pk, "dns", "no such zone")
     text = scrape(Client(), **bearer(tenant.auditor.token))
-    assert samples(text, "certmgr_renewal_failures") == {'{organization="acme",subscriber="web"}': "2"}
+    assert samples(text, "certmgr_renewal_failures") == {'{organization="acme",subscriber="web"}': 2}
 
 
 @pytest.mark.skipif(not hasattr(pki_models, "AlertDelivery"), reason="alert models not built yet")
@@ -213,20 +213,94 @@ def test_alert_deliveries_by_status(tenant):
         )
     text = scrape(Client(), **bearer(tenant.auditor.token))
     assert samples(text, "certmgr_alert_deliveries") == {
-        '{organization="acme",status="failed"}': "1",
-        '{organization="acme",status="sent"}': "2",
+        '{organization="acme",status="failed"}': 1,
+        '{organization="acme",status="sent"}': 2,
     }
 
 
 def test_label_values_and_help_are_escaped():
-    assert metrics.escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
-    assert metrics.escape_help("x\\y\nz") == "x\\\\y\\nz"
     out = metrics.Exposition()
-    out.family("m", "gauge", "help")
-    out.sample("m", (("name", 'we"ird\\'),), 1.5)
+    out.family("m", "gauge", "help with \\ and\na newline")
+    out.sample("m", (("name", 'we"ird\\\n'),), 1.5)
     out.sample("m", (), float("inf"))
-    assert out.text() == '# HELP m help\n# TYPE m gauge\nm{name="we\\"ird\\\\"} 1.5\nm +Inf\n'
+    assert out.text() == (
+        '# HELP m help with \\\\ and\\na newline\n# TYPE m gauge\nm{name="we\\"ird\\\\\\n"} 1.5\nm +Inf\n'
+    )
     assert_well_formed(out.text())
+
+
+PROMTOOL = shutil.which("promtool")  # Debian's prometheus package
+
+
+def promtool_check(text: str) -> None:
+    if PROMTOOL is None:
+        require_server(False, "promtool is not installed (Debian package prometheus)")
+        return
+    result = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_full_scrape_passes_promtool_and_offers_cert_managers_names(
+    settings, tenant, hierarchy, subscriber
+):
+    org = tenant.organization
+    make_cert(org, ca=hierarchy[1], subscriber=subscriber, days=30, renew_in=10)
+    never = services.save_subscriber(
+        org, actor=SYSTEM, name="never-issued", ca=hierarchy[1], common_name="n.acme.test"
+    )
+    acme = CertificateAuthority.objects.create(organization=org, name="LE", kind="acme")
+    now = timezone.now()
+    order = AcmeOrder.objects.create(
+        organization=org,
+        ca=acme,
+        step="done",
+        identifiers=[{"type": "dns", "value": "a.acme.test"}],
+        requests_ok=7,
+        requests_client_error=2,
+        requests_server_error=1,
+    )
+    AcmeOrder.objects.filter(pk=order.pk).update(created_at=now - timedelta(seconds=30), finished_at=now)
+    subscriber.renewal_failures = 1
+    subscriber.save(update_fields=["renewal_failures"])
+    text = scrape(Client(), **bearer(tenant.auditor.token))
+    promtool_check(text)
+    for family, kind in (
+        ("certmgr_certificate_expiration_timestamp_seconds", "gauge"),
+        ("certmgr_certificate_renewal_timestamp_seconds", "gauge"),
+        ("certmgr_certificate_ready_status", "gauge"),
+        ("certmgr_acme_client_request", "summary"),
+        ("certmgr_acme_orders_total", "counter"),
+        ("certmgr_acme_order_duration_seconds", "histogram"),
+    ):
+        assert f"# TYPE {family} {kind}\n" in text
+    assert samples(text, "certmgr_certificate_ready_status") == {
+        f'{{condition="{c}",organization="acme",subscriber="{name}"}}': value
+        for name, ready in (("web", True), (never.name, False))
+        for c, value in (("False", float(not ready)), ("True", float(ready)), ("Unknown", 0.0))
+    }
+    assert samples(text, "certmgr_acme_client_request_count") == {
+        '{ca="LE",organization="acme",status="2xx"}': 7,
+        '{ca="LE",organization="acme",status="4xx"}': 2,
+        '{ca="LE",organization="acme",status="5xx"}': 1,
+    }
+
+
+def test_a_scrape_is_reused_for_the_cache_interval(settings, tenant, hierarchy, subscriber):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.CERTMGR_METRICS_CACHE_SECONDS = 60
+    client = Client()
+    first = scrape(client, **bearer(tenant.auditor.token))
+    make_cert(tenant.organization, ca=hierarchy[1], subscriber=subscriber, days=30, renew_in=10)
+    assert scrape(client, **bearer(tenant.auditor.token)) == first  # within the interval: the same body
+    settings.CERTMGR_METRICS_CACHE_SECONDS = 0
+    assert samples(scrape(client, **bearer(tenant.auditor.token)), "certmgr_certificates") == {
+        '{organization="acme",status="active"}': 1
+    }
+    cache.clear()
 
 
 def test_query_count_does_not_grow_with_rows(tenant, hierarchy, subscriber, django_assert_num_queries):
