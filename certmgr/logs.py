@@ -58,6 +58,8 @@ def logging_config(*, json: bool, level: str) -> dict[str, Any]:
             "django": {"handlers": [], "level": "INFO"},
             "django.request": {"filters": ["refused_request_line"]},
             "django.server": {"filters": ["without_refused_requests"]},
+            # django-q2 gives its logger a plain handler of its own unless it already has one.
+            "django-q": {"handlers": ["console"], "level": level, "propagate": False},
         },
     }
 

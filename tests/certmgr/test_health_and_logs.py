@@ -121,6 +121,11 @@ def test_production_logs_are_json_with_the_request_context(tenant, log_lines):
     assert line["actor"] == tenant.admin.user.username and line["organization"] == "acme"
     assert len(line["request_id"]) == 32
 
+    # The worker's own lines (django-q2 keeps a logger apart) are JSON too.
+    logging.getLogger("django-q").info("Q Cluster test-cluster running.")
+    worker = json.loads(buffer.getvalue().splitlines()[-1])
+    assert worker["logger"] == "django-q" and worker["event"] == "Q Cluster test-cluster running."
+
 
 @pytest.mark.django_db
 def test_development_logs_are_readable_lines(tenant, log_lines):
