@@ -76,11 +76,11 @@ def test_a_new_user_walks_the_acme_seed_workflow(
     submit(page, "input[name=_continue]")
     assert "pdns-lab" in content(page), server_error_text(page)
     saved = page.locator("ul.messagelist").text_content()
-    # Tested on save. (The message reads "Pdns-lab" today: keeping the name's case is issue 11 item 9.)
-    assert "pdns-lab: connection test passed: powerdns answered" in saved.lower(), saved
+    # Tested on save; the message keeps the name's case.
+    assert "pdns-lab: connection test passed: PowerDNS answered" in saved, saved
     submit(page, "button.test-connection")
     messages = page.locator("ul.messagelist").text_content()
-    assert "pdns-lab" in messages.lower() and "PowerDNS answered" in messages, messages
+    assert "pdns-lab" in messages and "PowerDNS answered" in messages, messages
 
     # 2. Add an ACME CA at Pebble, proving control through the connection.
     open_page(page, base + "/admin/pki/certificateauthority/")
