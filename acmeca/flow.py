@@ -493,10 +493,16 @@ class _Runner:
             )
             for i in self.order.identifiers
         ]
-        orderr = self.client.new_order(identifiers, profile=self.settings.profile, replaces=replaces)
+        orderr = self.client.new_order(identifiers, profile=self._profile(), replaces=replaces)
         # Stored before the next request: a retry or a resumed run continues this order (no second one).
         self.save(csr_pem=csr_pem, order_url=orderr.uri or "", finalize_url=orderr.body.finalize or "")
         return self._with_authorizations(orderr.body)
+
+    def _profile(self) -> str:
+        """The subscriber's ACME profile, else the CA's."""
+        subscriber = self.order.subscriber
+        options = subscriber.issuer_options if subscriber is not None else {}
+        return options.get("profile") or self.settings.profile
 
     def _resume_submitted(self) -> messages.OrderResource:
         return self._with_authorizations(self.client.order(self.order.order_url).body)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
-from acmeca.choices import OrderStep
+from acmeca.choices import ChallengeType, OrderStep
 from acmeca.handles import pending
 from acmeca.models import AcmeOrder
 from pki.issuers import (
@@ -24,6 +24,7 @@ from pki.issuers import (
     IssuerBackend,
     Outcome,
     Pending,
+    SubscriberOption,
 )
 from pki.models import CertificateAuthority
 
@@ -48,6 +49,38 @@ class AcmeIssuer(IssuerBackend):
         from acmeca.api.ca_extension import CA_API
 
         return CA_API
+
+    def subscriber_options(self) -> tuple[SubscriberOption, ...]:
+        return (
+            SubscriberOption(
+                "profile",
+                "ACME profile",
+                "The CA's certificate profile for this subscriber (e.g. tlsserver, shortlived); empty: the "
+                "ACME CA's setting.",
+            ),
+            SubscriberOption(
+                "challenge_type",
+                "Challenge type",
+                "How this subscriber's names are proven; empty: the ACME CA's setting. dns-01 needs the "
+                "CA's DNS app connection (and is the only one for wildcards).",
+                choices=tuple(ChallengeType.choices),
+            ),
+        )
+
+    def clean_subscriber_options(self, ca: CertificateAuthority, options: dict) -> dict:
+        from django.core.exceptions import ValidationError
+
+        cleaned = super().clean_subscriber_options(ca, options)
+        settings = getattr(ca, "acme", None)
+        if (
+            cleaned.get("challenge_type") == ChallengeType.DNS_01
+            and settings
+            and not settings.dns_connection_id
+        ):
+            raise ValidationError(
+                {"issuer_options": [f"{ca.name} has no DNS app connection: dns-01 cannot be used with it."]}
+            )
+        return cleaned
 
     def start(self, request: IssuanceRequest) -> Outcome:
         from acmeca import orders

@@ -126,7 +126,9 @@ def _create(
     renewal_of: Certificate | None = None,
 ) -> AcmeOrder:
     acme_settings = _acme_settings(ca)
-    identifiers = identifiers_for(names, acme_settings.challenge_type)
+    options = subscriber.issuer_options if subscriber is not None else {}
+    challenge_type = options.get("challenge_type") or acme_settings.challenge_type
+    identifiers = identifiers_for(names, challenge_type)
     if csr_pem:
         try:
             info = x509.csr_info(x509.load_csr(csr_pem))
@@ -144,7 +146,7 @@ def _create(
         renewal_of=renewal_of,
         retry_of=retry_of,
         identifiers=identifiers,
-        challenge_type=acme_settings.challenge_type,
+        challenge_type=challenge_type,
         csr_pem=csr_pem or "",
         private_key=x509.private_key_to_pem(key) if key is not None else "",
         requested_by=actor.label[:200],

@@ -5,6 +5,7 @@ on unless ``DEBUG``), readable key=value lines in development. Each record carri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -75,8 +76,26 @@ def start_request(request_id: str) -> None:
     structlog.contextvars.bind_contextvars(request_id=request_id)
 
 
-def bind_actor(actor: str, organization: str | None = None) -> None:
-    values = {"actor": actor}
+class Deferred:
+    """A context value found only when a line is written (most requests write none): ``find()`` once."""
+
+    def __init__(self, find: Callable[[], str | None]):
+        self._find, self._found = find, False
+        self._value: str | None = None
+
+    def value(self) -> str:
+        if not self._found:
+            self._value, self._found = self._find(), True
+        return self._value or ""
+
+    __str__ = __structlog__ = value
+
+    def __repr__(self) -> str:
+        return self.value()
+
+
+def bind_actor(actor: str, organization: str | Deferred | None = None) -> None:
+    values: dict[str, Any] = {"actor": actor}
     if organization:
         values["organization"] = organization
     structlog.contextvars.bind_contextvars(**values)

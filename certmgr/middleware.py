@@ -107,8 +107,13 @@ class RequestContextMiddleware:
         log context. API tokens bind theirs when the API authenticates them."""
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated:
-            slugs = list(user.memberships.values_list("organization__slug", flat=True)[:2])
-            logs.bind_actor(user.get_username(), slugs[0] if len(slugs) == 1 else None)
+
+            def only_organization() -> str | None:
+                slugs = list(user.memberships.values_list("organization__slug", flat=True)[:2])
+                return slugs[0] if len(slugs) == 1 else None
+
+            # looked up only if the request writes a log line: no query on every page
+            logs.bind_actor(user.get_username(), logs.Deferred(only_organization))
 
 
 class AdminServiceErrorMiddleware:

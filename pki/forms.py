@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from certmgr.admin_base import model_choice_field
 from certmgr.org_choices import SCRIPT as ORGANIZATION_SCRIPT
 from certmgr.org_choices import OrganizationChoicesMixin, single_organization
-from pki import services, x509
+from pki import issuers, services, x509
 from pki.models import (
     KEY_ALGORITHMS,
     CertificateAuthority,
@@ -501,7 +501,11 @@ class SubscriberForm(
     class Meta:
         model = Subscriber
         # what the service lets a caller set; the subject is edited as the subject_* fields
-        fields = ["organization", *(f for f in services.SUBSCRIBER_FIELDS if f != "subject")]
+        # issuer_options are edited as one field per option its CA's issuer declares (issuer_option_*)
+        fields = [
+            "organization",
+            *(f for f in services.SUBSCRIBER_FIELDS if f not in ("subject", "issuer_options")),
+        ]
         labels = {"ca": "Issuing CA", "validity_days": "Validity (days)", "reuse_key": "Reuse the key"}
         help_texts = {
             "policy": "The certificate template every issuance and renewal is checked against.",
@@ -531,6 +535,7 @@ class SubscriberForm(
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         instance = self.instance
+        self._add_issuer_option_fields()
         self._explain_acme(self._chosen_ca())
         if instance.pk:
             self._split_ekus(instance.extended_key_usages)
@@ -540,6 +545,41 @@ class SubscriberForm(
                 self.fields["organization"].disabled = True
         else:
             self._split_ekus([])
+
+    @staticmethod
+    def issuer_option_fields() -> dict[str, tuple[str, issuers.SubscriberOption]]:
+        """``issuer_option_<name>`` -> (the CA kind whose issuer declares it, the option)."""
+        fields: dict[str, tuple[str, issuers.SubscriberOption]] = {}
+        for backend in issuers.backends():
+            for option in backend.subscriber_options():
+                for kind in backend.kinds:
+                    fields.setdefault(f"issuer_option_{option.name}", (kind, option))
+        return fields
+
+    def _add_issuer_option_fields(self) -> None:
+        stored = self.instance.issuer_options or {}
+        for name, (_, option) in self.issuer_option_fields().items():
+            field: forms.Field
+            if option.choices:
+                field = forms.ChoiceField(
+                    choices=[("", "— the CA's setting —"), *option.choices], required=False
+                )
+            else:
+                field = forms.CharField(max_length=option.max_length, required=False)
+            field.label, field.help_text = option.label, option.help_text
+            field.initial = stored.get(option.name, "")
+            self.fields[name] = field
+
+    def issuer_options(self) -> dict[str, str]:
+        """The options of the chosen CA's issuer, as typed (the service checks them)."""
+        data = self.cleaned_data
+        ca = data.get("ca") if data.get("issuer_type") == Subscriber.IssuerType.CA else None
+        if ca is None:
+            return {}
+        return {
+            option.name: data.get(f"issuer_option_{option.name}") or ""
+            for option in issuers.backend_for(ca).subscriber_options()
+        }
 
     def _chosen_ca(self) -> CertificateAuthority | None:
         field = self.fields.get("ca")
@@ -567,10 +607,11 @@ class SubscriberForm(
         settings = getattr(ca, "acme", None)
         if "ca" in self.fields and settings is not None:
             self.fields["ca"].help_text = (
-                f"{ca.name} is an ACME CA: it decides validity, key usages and the subject's O/OU/C. It "
-                f"uses its profile {settings.profile or '(the CA default)'} and the "
-                f"{settings.get_challenge_type_display()} challenge (edit the CA to change them); the "
-                "key type below is the order's key."
+                f"{ca.name} is an ACME CA: it decides validity, key usages and the subject's O/OU/C. Its "
+                f"profile is {settings.profile or '(the CA default)'} and it uses the "
+                f"{settings.get_challenge_type_display()} challenge, unless this subscriber chooses its own "
+                "below; "
+                "the key type below is the order's key."
             )
         if "key_algorithm" in self.fields:
             self.fields[
@@ -612,6 +653,7 @@ class SubscriberForm(
             "auto_renew": bool(data.get("auto_renew")),
             "renew_before_days": data.get("renew_before_days"),
             "reuse_key": bool(data.get("reuse_key")),
+            "issuer_options": self.issuer_options(),
         }
 
 

@@ -165,6 +165,13 @@ class Subscriber(models.Model):
         default=0,
         help_text="CA certificates: how many CAs may stand below it (0: end-entity certificates only)",
     )
+    # What the CA's kind of issuer lets a subscriber choose (pki.issuers: ACME profile and challenge type).
+    issuer_options = models.JSONField(
+        "issuer options",
+        default=dict,
+        blank=True,
+        help_text="choices the issuing CA takes per subscriber (ACME CAs: profile, challenge type)",
+    )
     # Failed renewals: how many in a row, why (category: the CA's error type, "policy", "dns", ...), and when
     # the next attempt is due (exponential backoff; an operator can retry now).
     renewal_failures = models.PositiveIntegerField(default=0, editable=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
@@ -24,7 +25,7 @@ from certmgr.admin_base import (
 )
 from certmgr.permissions import Action
 from pki import forms as pki_forms
-from pki import services
+from pki import issuers, services
 from pki.admin.base import PkiAdmin
 from pki.admin.filters import (
     CaFilter,
@@ -178,6 +179,7 @@ class SubscriberAdmin(PkiAdmin):
                 },
             ),
             ("Usages", {"fields": ["key_usages", "extended_key_usages", "other_extended_key_usages"]}),
+            *self._issuer_option_fieldsets(),
             (
                 "Subordinate CA",
                 {
@@ -206,6 +208,20 @@ class SubscriberAdmin(PkiAdmin):
             sets.append(("Certificates", {"fields": ["recent_certificates"]}))
         return sets
 
+    @staticmethod
+    def _issuer_option_fieldsets() -> list:
+        """One fieldset per CA kind whose issuer lets a subscriber choose (ACME: profile, challenge type)."""
+        by_kind: dict[str, list[str]] = {}
+        for name, (kind, _) in pki_forms.SubscriberForm.issuer_option_fields().items():
+            by_kind.setdefault(kind, []).append(name)
+        return [
+            (
+                f"Options of {issuers.backend_for_kind(kind).label or kind} subscribers",
+                {"fields": names, "classes": [f"issuer-options-{kind}"]},
+            )
+            for kind, names in by_kind.items()
+        ]
+
     def change_form_extra(self, request, obj):
         return {**super().change_form_extra(request, obj), **live_context(obj.pk)}
 
@@ -233,9 +249,21 @@ class SubscriberAdmin(PkiAdmin):
                 list(acme_ids.values_list("pk", flat=True)[:500])
             )
             field.widget.attrs["data-acme-decides"] = json.dumps(pki_forms.SubscriberForm.ACME_DECIDES)
+            field.widget.attrs["data-acme-options"] = json.dumps(
+                [
+                    name
+                    for name, (kind, _) in pki_forms.SubscriberForm.issuer_option_fields().items()
+                    if kind == CertificateAuthority.Kind.ACME
+                ]
+            )
         return field
 
     def get_form(self, request, obj=None, change=False, **kwargs):
+        # The issuer option fields are the form's own (one per option a registered issuer declares), not
+        # the model's: the admin lists them in a fieldset, the model form must not look for them.
+        fields = kwargs.get("fields") or flatten_fieldsets(self.get_fieldsets(request, obj))
+        readonly = set(self.get_readonly_fields(request, obj))
+        kwargs["fields"] = [f for f in fields if not f.startswith("issuer_option_") and f not in readonly]
         form = super().get_form(request, obj, change=change, **kwargs)
         if obj is not None:  # the CA and policy of the subscriber's own organization only
             for name in ("ca", "policy"):

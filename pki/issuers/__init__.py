@@ -13,6 +13,7 @@ from pki.issuers.base import (
     IssuerBackend,
     Outcome,
     Pending,
+    SubscriberOption,
 )
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ __all__ = [
     "IssuerBackend",
     "Outcome",
     "Pending",
+    "SubscriberOption",
     "backend_for",
     "backend_for_kind",
     "backends",

@@ -116,6 +116,18 @@ class CaApiExtension(Protocol):
     def prepare(self, queryset: CertificateAuthorityQuerySet) -> CertificateAuthorityQuerySet: ...
 
 
+@dataclass(frozen=True)
+class SubscriberOption:
+    """A choice a subscriber makes for its CA's kind of issuer (an ACME profile, say): the subscriber form
+    shows it while such a CA is chosen, and ``Subscriber.issuer_options`` keeps it under ``name``."""
+
+    name: str
+    label: str
+    help_text: str
+    choices: tuple[tuple[str, str], ...] = ()  # empty: free text
+    max_length: int = 64
+
+
 class IssuerBackend:
     """One kind of issuer. Subclasses implement ``start``; everything else has a harmless default."""
 
@@ -137,6 +149,36 @@ class IssuerBackend:
 
     def start(self, request: IssuanceRequest) -> Outcome:
         raise NotImplementedError
+
+    def subscriber_options(self) -> tuple[SubscriberOption, ...]:
+        """What a subscriber of this kind of CA may choose for itself (none by default)."""
+        return ()
+
+    def clean_subscriber_options(self, ca: CertificateAuthority, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` checked for ``ca``, empty values dropped; a refusal is a ValidationError on
+        ``issuer_options``. By default: only the declared options, as text or one of their choices."""
+        from django.core.exceptions import ValidationError
+
+        declared = {o.name: o for o in self.subscriber_options()}
+        unknown = sorted(set(options) - set(declared))
+        if unknown:
+            takes = ", ".join(declared) or "no options"
+            raise ValidationError({"issuer_options": [f"{ca.name} takes {takes}; not {', '.join(unknown)}."]})
+        cleaned: dict[str, Any] = {}
+        for name, value in options.items():
+            option = declared[name]
+            text = "" if value is None else str(value).strip()
+            if not text:
+                continue
+            if option.choices and text not in dict(option.choices):
+                allowed = ", ".join(dict(option.choices))
+                raise ValidationError({"issuer_options": [f"{option.label}: choose one of {allowed}."]})
+            if len(text) > option.max_length:
+                raise ValidationError(
+                    {"issuer_options": [f"{option.label}: at most {option.max_length} characters."]}
+                )
+            cleaned[name] = text
+        return cleaned
 
     def revoke_at_issuer(self, certificate: Certificate, reason: str) -> None:
         """Revoke at the CA itself. Called before pki's transaction (no row lock is held during network

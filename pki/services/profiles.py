@@ -15,8 +15,8 @@ from certmgr.errors import Conflict
 from certmgr.models import Organization
 from certmgr.permissions import Action
 from certmgr.services import require
+from pki import issuers, x509
 from pki import policy as policy_rules
-from pki import x509
 from pki.models import (
     CertificateRequest,
     Policy,
@@ -60,6 +60,7 @@ SUBSCRIBER_FIELDS = (
     "reuse_key",
     "ca_certificate",
     "ca_path_length",
+    "issuer_options",
 )
 
 
@@ -161,6 +162,17 @@ def _check_subscriber(s: Subscriber) -> None:
     if s.renew_before_days is not None and s.renew_before_days >= s.validity_days:
         errors["renew_before_days"] = ["Must be shorter than the validity."]
     check_usages(s, errors)
+    options = s.issuer_options if isinstance(s.issuer_options, dict) else None
+    if options is None:
+        errors["issuer_options"] = ["Give the issuer options as an object."]
+    elif s.ca is None:
+        if options:
+            errors["issuer_options"] = ["A self-signed subscriber takes no issuer options."]
+    else:
+        try:
+            s.issuer_options = issuers.backend_for(s.ca).clean_subscriber_options(s.ca, options)
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
     if s.ca_certificate and s.issuer_type != Subscriber.IssuerType.CA:

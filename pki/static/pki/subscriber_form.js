@@ -7,6 +7,7 @@
     if (!ca || !ca.dataset.acmeCas) return;
     const acme = new Set(JSON.parse(ca.dataset.acmeCas).map(String));
     const decides = JSON.parse(ca.dataset.acmeDecides || "[]");
+    const options = JSON.parse(ca.dataset.acmeOptions || "[]");
     const note = document.createElement("p");
     note.className = "help pki-acme-note";
     note.id = "pki-acme-note";
@@ -19,8 +20,15 @@
         const row = document.querySelector(`.form-row.field-${name}`);
         if (row) row.hidden = isAcme;
       }
+      // what only an ACME CA takes (profile, challenge type): shown while one is chosen
+      for (const name of options) {
+        const row = document.querySelector(`.form-row.field-${name}`);
+        if (row) row.hidden = !isAcme;
+        const set = row && row.closest("fieldset");
+        if (set) set.hidden = !isAcme;
+      }
       note.textContent = isAcme
-        ? "This is an ACME CA: it decides the validity, key usages and the subject's O/OU/C, so those fields are hidden. Its profile and challenge type are set on the CA; the key type is yours."
+        ? "This is an ACME CA: it decides the validity, key usages and the subject's O/OU/C, so those fields are hidden. The profile and challenge type are the CA's unless you choose them below; the key type is yours."
         : "";
     }
     ca.addEventListener("change", show);
