@@ -104,8 +104,8 @@ def _clean_settings(row: AcmeSettings, organization_id: int, *, previous_vendor:
         except x509.X509Error as exc:
             errors["tls_ca_bundle"] = [f"Not a PEM certificate bundle: {exc}"]
     identifiers = [i.strip().lower().rstrip(".") for i in (row.caa_identifiers or "").split(",") if i.strip()]
-    if not identifiers and row.vendor in vendors.Vendor.__members__.values():
-        identifiers = list(vendors.preset(row.vendor).caa_identifiers)
+    if not identifiers and (known := vendors.PRESETS.get(row.vendor)):  # type: ignore[call-overload]  # a str key
+        identifiers = list(known.caa_identifiers)
     bad = [i for i in identifiers if not _DOMAIN.fullmatch(i)]
     if bad:
         errors["caa_identifiers"] = [f"Not a domain name: {', '.join(bad)}."]

@@ -8,13 +8,11 @@ accepts. Only the link's SHA-256 digest is stored, like API tokens.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -30,7 +28,7 @@ from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, NotFound
 from certmgr.models import Invitation, Membership, Organization
 from certmgr.permissions import Action, Role
-from certmgr.services import require
+from certmgr.services import require, secret_digest
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User as UserModel
@@ -55,10 +53,6 @@ def link_for(token: str) -> str:
     return f"{settings.CERTMGR_BASE_URL}/invite/{token}/"
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def invite(organization: Organization, email: str, role: str, *, actor: Actor) -> SentInvitation:
     """Invite ``email`` to join ``organization`` as ``role``; e-mail the one-time link."""
     actor = as_actor(actor)
@@ -77,7 +71,7 @@ def invite(organization: Organization, email: str, role: str, *, actor: Actor) -
                 organization=organization,
                 email=email,
                 role=role,
-                digest=_digest(token),
+                digest=secret_digest(token),
                 invited_by=actor.user if actor.user is not None and actor.user.is_authenticated else None,
                 expires_at=timezone.now() + timedelta(days=settings.CERTMGR_INVITATION_DAYS),
             )
@@ -127,12 +121,11 @@ def pending(token: str) -> Invitation:
     """The pending invitation a link names, or NotFound with the one message for every unusable link."""
     invitation = (
         Invitation.objects.select_related("organization")
-        .filter(digest=_digest(token or ""))
+        .filter(digest=secret_digest(token or ""))
         .pending(timezone.now())
         .first()
     )
-    # the digest is looked up by index; compare again in constant time, as for API tokens
-    if invitation is None or not hmac.compare_digest(invitation.digest, _digest(token or "")):
+    if invitation is None:
         raise NotFound(INVALID_LINK)
     return invitation
 
@@ -174,7 +167,7 @@ def accept(token: str, user: UserModel) -> Membership:
     return membership
 
 
-def accept_with_new_account(token: str, *, username: str, password: str, **_: Any) -> Membership:
+def accept_with_new_account(token: str, *, username: str, password: str) -> Membership:
     """Create an account under a free user name for whoever holds the link, then accept for it."""
     username = (username or "").strip()
     invitation = pending(token)

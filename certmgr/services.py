@@ -157,7 +157,8 @@ class NewToken:
     secret: str  # shown once to the caller, never stored
 
 
-def _digest(secret: str) -> str:
+def secret_digest(secret: str) -> str:
+    """How one-time secrets (API tokens, invitation links) are stored: their SHA-256, hex."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -219,7 +220,7 @@ def create_api_token(
                 name=name,
                 role=role,
                 prefix=prefix,
-                digest=_digest(secret),
+                digest=secret_digest(secret),
                 expires_at=expires_at,
                 created_by_token=parent,
             )
@@ -271,7 +272,7 @@ def authenticate_token(secret: str) -> ApiToken:
     if len(parts) != 3 or f"{parts[0]}_" != TOKEN_PREFIX or len(parts[1]) != 8:
         raise TokenRejected("malformed API token")
     token = ApiToken.objects.select_related("user", "organization").filter(prefix=parts[1]).first()
-    if token is None or not hmac.compare_digest(token.digest, _digest(secret)):
+    if token is None or not hmac.compare_digest(token.digest, secret_digest(secret)):
         raise TokenRejected("unknown API token")
     now = timezone.now()
     state = token.state(now)
