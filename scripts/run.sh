@@ -19,7 +19,16 @@ worker=$!
 web=$!
 
 stop_all() {
-  kill -TERM "$web" "$worker" 2>/dev/null || true
+  kill -TERM "$web" 2>/dev/null || true
+  if [ "${1:-}" = INT ]; then
+    # Ctrl-C reached the whole process group: django-q's worker handles SIGINT itself and is stopping
+    # already; a second signal while it shuts down ends in a traceback. Give it 5 s before asking again.
+    for _ in $(seq 1 10); do
+      kill -0 "$worker" 2>/dev/null || break
+      sleep 0.5
+    done
+  fi
+  kill -TERM "$worker" 2>/dev/null || true
   for _ in $(seq 1 16); do
     kill -0 "$web" 2>/dev/null || kill -0 "$worker" 2>/dev/null || return 0
     sleep 0.5
@@ -29,11 +38,12 @@ stop_all() {
 on_signal() {
   trap - INT TERM
   echo "certmgr: stopping the web server and the worker"
-  stop_all
+  stop_all "$1"
   wait 2>/dev/null || true
   exit 0
 }
-trap on_signal INT TERM
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
 echo "certmgr: admin at http://$HOST:$PORT/admin/  API docs at http://$HOST:$PORT/api/docs/"
 echo "certmgr: management commands with this environment: scripts/manage COMMAND"
 status=0
