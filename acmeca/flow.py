@@ -182,7 +182,10 @@ def _provider(connection: AppConnection | int) -> DnsProvider:
     if not isinstance(connection, AppConnection):
         connection = AppConnection.objects.get(pk=connection)
     return provider_for(
-        connection.kind, connection.credentials, timeout=settings.CERTMGR_DNS_PROVIDER_TIMEOUT
+        connection.kind,
+        connection.credentials,
+        timeout=settings.CERTMGR_DNS_PROVIDER_TIMEOUT,
+        connection_name=connection.name,
     )
 
 

@@ -61,6 +61,8 @@ def logging_config(*, json: bool, level: str) -> dict[str, Any]:
             "django.server": {"filters": ["without_refused_requests"]},
             # django-q2 gives its logger a plain handler of its own unless it already has one.
             "django-q": {"handlers": ["console"], "level": level, "propagate": False},
+            # edgegrid-python logs each request's signing key and body at DEBUG: never, whatever the level.
+            "akamai.edgegrid": {"level": "INFO"},
         },
     }
 

@@ -33,6 +33,7 @@ from django.utils.text import capfirst  # the first letter only: names keep thei
 
 from certmgr import outbound
 from certmgr.errors import OutboundRefused
+from dnsproviders import edgegrid
 from dnsproviders.aws import aws_session
 from dnsproviders.credentials import CredentialError, Kind, schema_for
 from dnsproviders.tsig import TSIG_ALGORITHMS
@@ -40,6 +41,8 @@ from dnsproviders.tsig import TSIG_ALGORITHMS
 logger = logging.getLogger(__name__)
 
 CLOUDFLARE_VERIFY_URL = "https://api.cloudflare.com/client/v4/user/tokens/verify"
+# Edge DNS v2 "List zones", one zone per page: authenticated, read-only, cheap.
+AKAMAI_ZONES_PATH = "/config-dns/v2/zones"
 # acme-dns accepts exactly 43 characters of [A-Za-z0-9_-] (the size of an ACME key authorization
 # digest) and keeps only the two latest values of a subdomain, so publishing this is harmless.
 ACME_DNS_PLACEHOLDER_TXT = "certmgr-connection-test-" + "x" * 19
@@ -442,6 +445,54 @@ def _check_acme_dns(c: dict, timeout: float) -> CheckResult:
     )
 
 
+# --- Akamai Edge DNS -------------------------------------------------------------------------------
+
+
+def akamai_refusal(response: requests.Response) -> str:
+    """What a 401/403 of an EdgeGrid API means, for a person."""
+    detail = excerpt(edgegrid.problem(response))
+    if response.status_code == 401:
+        return (
+            f"Akamai refused the API client's credentials (HTTP 401: {detail}): the client token, access "
+            "token or client secret is wrong, expired or revoked, or this host's clock is off; enter the "
+            "API client's current credentials."
+        )
+    return (
+        f"Akamai refused the request (HTTP 403: {detail}): the API client lacks READ-WRITE access to "
+        "Edge DNS (or to this zone's contract and group)."
+    )
+
+
+def _check_akamai(c: dict, timeout: float) -> CheckResult:
+    url = edgegrid.base_url(c) + AKAMAI_ZONES_PATH
+    query = edgegrid.params(c, {"showAll": "false", "page": 1, "pageSize": 1})
+    with edgegrid.session(c) as s:
+        try:
+            r = s.get(url, params=query, timeout=(timeout, timeout), allow_redirects=False)
+        except requests.RequestException as exc:
+            return request_error("Akamai", edgegrid.base_url(c), exc, timeout)
+    if r.is_redirect or 300 <= r.status_code < 400:
+        return _redirect("Akamai", r)
+    if r.status_code in (401, 403):
+        return CheckResult(False, akamai_refusal(r))
+    if r.status_code != 200:
+        return CheckResult(
+            False, f"Akamai answered HTTP {r.status_code}: {excerpt(edgegrid.problem(r)) or '(empty body)'}"
+        )
+    try:
+        data = r.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("zones", []), list):
+        return CheckResult(False, f"{url} answered HTTP 200 but not with an Edge DNS zone list.")
+    zones = data.get("zones") or []
+    total = (data.get("metadata") or {}).get("totalElements")
+    count = f"{total} zone(s)" if isinstance(total, int) else f"{len(zones)} zone(s) on the first page"
+    first = zones[0].get("zone") if zones and isinstance(zones[0], dict) else None
+    seen = f"{count}, e.g. {first}" if first else "no zone yet"
+    return CheckResult(True, f"Akamai Edge DNS answered: the API client can list zones ({seen}).")
+
+
 # --- manual ----------------------------------------------------------------------------------------
 
 
@@ -456,6 +507,7 @@ _CHECKS: dict[Kind, Callable[[dict, float], CheckResult]] = {
     Kind.RFC2136: _check_rfc2136,
     Kind.ACME_DNS: _check_acme_dns,
     Kind.MANUAL: _check_manual,
+    Kind.AKAMAI: _check_akamai,
 }
 
 __all__ = ["ACME_DNS_PLACEHOLDER_TXT", "CLOUDFLARE_VERIFY_URL", "CheckResult", "check_connection"]

@@ -22,6 +22,7 @@ class Kind(StrEnum):
     RFC2136 = "rfc2136"
     ACME_DNS = "acme-dns"
     MANUAL = "manual"
+    AKAMAI = "akamai"
 
 
 KIND_LABELS = {
@@ -31,6 +32,7 @@ KIND_LABELS = {
     Kind.RFC2136: "RFC 2136 (BIND, Knot, ... with TSIG)",
     Kind.ACME_DNS: "acme-dns",
     Kind.MANUAL: "Manual (operator creates the TXT record)",
+    Kind.AKAMAI: "Akamai Edge DNS",
 }
 
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
@@ -78,6 +80,8 @@ _DNS_NAME = re.compile(
     r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?$"
 )
 _PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
+# EdgeGrid API hosts, as the API client's .edgerc "host" line names them: akab-....luna.akamaiapis.net.
+_AKAMAI_HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+akamaiapis\.net$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 SCHEMAS: dict[Kind, KindSchema] = {
@@ -153,6 +157,36 @@ SCHEMAS: dict[Kind, KindSchema] = {
         ),
     ),
     Kind.MANUAL: KindSchema(Kind.MANUAL, ()),
+    Kind.AKAMAI: KindSchema(
+        Kind.AKAMAI,
+        (
+            CredentialField(
+                "host",
+                "API host",
+                help="The API client's host, as its .edgerc says: akab-....luna.akamaiapis.net (no https://).",
+                routes_secrets=True,
+                max_length=253,
+            ),
+            CredentialField("client_token", "Client token", help="The API client's client_token."),
+            CredentialField(
+                "client_secret",
+                "Client secret",
+                secret=True,
+                help="The API client's client_secret; stored encrypted, never shown again.",
+            ),
+            CredentialField(
+                "access_token",
+                "Access token",
+                help="The API client's access_token (an API client with READ-WRITE access to Edge DNS).",
+            ),
+            CredentialField(
+                "account_switch_key",
+                "Account switch key",
+                required=False,
+                help="Optional: act for another account this API client manages (accountSwitchKey).",
+            ),
+        ),
+    ),
 }
 
 
@@ -291,6 +325,11 @@ def _kind_rules(kind: Kind, c: dict) -> dict[str, list[str]]:
                     raise ValueError
             except (binascii.Error, ValueError):
                 errors["tsig_secret"] = ["must be base64, as tsig-keygen prints it"]
+    elif kind == Kind.AKAMAI and c.get("host") and not _AKAMAI_HOST.match(c["host"].lower()):
+        errors["host"] = [
+            "must be the API client's host name, e.g. akab-xxxx.luna.akamaiapis.net (without https:// or "
+            "a path)"
+        ]
     elif kind == Kind.ACME_DNS and c.get("subdomain") and not _UUID.match(c["subdomain"]):
         errors["subdomain"] = ["must be the UUID acme-dns returned at registration"]
     return errors

@@ -17,7 +17,8 @@ class AppConnectionSerializer(serializers.ModelSerializer):
         required=False,
         help_text="Per kind: powerdns {api_url, api_key, server_id}; rfc2136 {server, port, tsig_key_name, "
         "tsig_algorithm, tsig_secret, zone}; aws {access_key_id, secret_access_key, region, role_arn}; "
-        "cloudflare {api_token}; acme-dns {api_url, username, password, subdomain}; manual {}. "
+        "cloudflare {api_token}; acme-dns {api_url, username, password, subdomain}; akamai {host, "
+        "client_token, client_secret, access_token, account_switch_key}; manual {}. "
         "On update, omitted secret fields keep their stored value.",
     )
     settings = serializers.SerializerMethodField()

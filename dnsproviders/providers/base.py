@@ -42,6 +42,8 @@ class DnsProvider(ABC):
     kind: str = ""
     #: False for providers whose records an operator creates by hand (``manual``).
     automatic: bool = True
+    #: The app connection's name, for errors that tell which connection to fix (set by ``provider_for``).
+    connection_name: str = ""
 
     def __init__(self, credentials: dict, *, timeout: float = 10.0):
         self.credentials = credentials
@@ -72,12 +74,15 @@ _MODULES = {
     "aws": "dnsproviders.providers.route53",
     "cloudflare": "dnsproviders.providers.cloudflare",
     "acme-dns": "dnsproviders.providers.acmedns",
+    "akamai": "dnsproviders.providers.akamai",
 }
 
 
-def provider_for(kind: str, credentials: dict, **kwargs) -> DnsProvider:
+def provider_for(kind: str, credentials: dict, *, connection_name: str = "", **kwargs) -> DnsProvider:
     try:
         module = import_module(_MODULES[kind])
     except KeyError:
         raise ProviderError(f"no DNS-01 provider for connection kind {kind!r}") from None
-    return module.Provider(credentials, **kwargs)
+    provider = module.Provider(credentials, **kwargs)
+    provider.connection_name = connection_name
+    return provider
