@@ -6,6 +6,7 @@ worker runs (``acmeca.flow``); the worker ends it through ``pki.services.complet
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -15,7 +16,7 @@ from django.db.models import QuerySet
 
 from acmeca.choices import ChallengeType, OrderStep
 from acmeca.handles import pending
-from acmeca.models import AcmeOrder
+from acmeca.models import AcmeOrder, AcmeSettings
 from pki.issuers import (
     CaAdminExtension,
     CaApiExtension,
@@ -24,6 +25,7 @@ from pki.issuers import (
     IssuerBackend,
     Outcome,
     Pending,
+    PublicationHint,
     SubscriberOption,
 )
 from pki.models import CertificateAuthority
@@ -93,6 +95,59 @@ class AcmeIssuer(IssuerBackend):
             renewal_of=request.renewal_of,
         )
         return pending(order, reread=False)  # created (or found) in the caller's transaction just now
+
+    def publication_hints(self, subscriber: Subscriber) -> list[PublicationHint]:
+        """The CAA records (RFC 8659, RFC 8657) that allow only this CA, with this account and the
+        subscriber's challenge type, to issue for each of the subscriber's names: ``issue`` and ``issuewild``
+        at the name (a wildcard's at its base name)."""
+        from dnsproviders import caa
+
+        settings = AcmeSettings.objects.select_related("account").filter(ca_id=subscriber.ca_id).first()
+        if settings is None:
+            return []
+        identifiers = [i.strip() for i in settings.caa_identifiers.split(",") if i.strip()]
+        if not identifiers:
+            return [
+                PublicationHint(
+                    "CAA records",
+                    "This ACME CA has no CAA identifiers (its preset knows none): set them on the CA to see "
+                    "the CAA records that allow only it.",
+                    (),
+                )
+            ]
+        account = settings.account
+        account_uri = (
+            account.account_url if account is not None and account.status == account.Status.VALID else ""
+        )
+        method = (subscriber.issuer_options or {}).get("challenge_type") or settings.challenge_type
+        owners: dict[str, None] = {}
+        for raw in [subscriber.common_name, *(subscriber.sans or [])]:
+            name = str(raw or "").strip().lower().rstrip(".")
+            try:
+                ipaddress.ip_address(name)
+                continue  # CAA is for DNS names
+            except ValueError:
+                pass
+            if name:
+                owners.setdefault(name.removeprefix("*."))
+        what = f"only {identifiers[0]}"
+        what += f", only for the account {account_uri}" if account_uri else ""
+        what += f" and only by {method}"
+        caveat = (
+            " The account URL is pinned: when certmgr registers a new account at this CA (the CA forgot the "
+            "old one), update these records."
+            if account_uri
+            else " The CA has no active account yet: register one to pin it (accounturi)."
+        )
+        return [
+            PublicationHint(
+                f"CAA records for {owner}",
+                f"Publish these in the zone that holds {owner} to let {what} issue for {owner} and "
+                f"*.{owner}; a name below it without CAA records of its own is covered too.{caveat}",
+                tuple(caa.records_to_publish(owner, identifiers[0], account_uri=account_uri, method=method)),
+            )
+            for owner in owners
+        ]
 
     def revoke_at_issuer(self, certificate: Certificate, reason: str) -> None:
         from acmeca.services import revoke_at_ca

@@ -206,7 +206,32 @@ class SubscriberAdmin(PkiAdmin):
                 )
             )
             sets.append(("Certificates", {"fields": ["recent_certificates"]}))
+            if self._publication_hints(obj):
+                sets.append(
+                    (
+                        "Records to publish",
+                        {
+                            "fields": ["publication_hints"],
+                            "description": "What the issuing CA suggests publishing for these names, to copy "
+                            "into the DNS as it is.",
+                        },
+                    )
+                )
         return sets
+
+    @staticmethod
+    def _publication_hints(obj) -> list[issuers.PublicationHint]:
+        """The issuing CA's backend's hints (ACME: CAA records allowing only it), asked once per page."""
+        cached = getattr(obj, "_publication_hints_cache", None)
+        if cached is None:
+            try:
+                backend = issuers.backend_for(obj.ca if obj.ca_id else None)
+            except LookupError:
+                cached = []
+            else:
+                cached = backend.publication_hints(obj)
+            obj._publication_hints_cache = cached
+        return cached
 
     @staticmethod
     def _issuer_option_fieldsets() -> list:
@@ -236,6 +261,7 @@ class SubscriberAdmin(PkiAdmin):
             "last_error_category",
             "next_attempt_at",
             "recent_certificates",
+            "publication_hints",
         ]
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
@@ -298,6 +324,17 @@ class SubscriberAdmin(PkiAdmin):
     @admin.display(description="Key at renewal")
     def key_at_renewal(self, obj):
         return services.renewal_plan(obj)
+
+    @admin.display(description="Records")
+    def publication_hints(self, obj):
+        return format_html_join(
+            "",
+            '<div class="pki-publication"><strong>{}</strong><p>{}</p><pre class="pem">{}</pre></div>',
+            (
+                (hint.title, hint.description, "\n".join(hint.records) or "—")
+                for hint in self._publication_hints(obj)
+            ),
+        )
 
     @admin.display(description="Recent certificates")
     def recent_certificates(self, obj):

@@ -13,6 +13,7 @@ from pki.issuers.base import (
     IssuerBackend,
     Outcome,
     Pending,
+    PublicationHint,
     SubscriberOption,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "IssuerBackend",
     "Outcome",
     "Pending",
+    "PublicationHint",
     "SubscriberOption",
     "backend_for",
     "backend_for_kind",

@@ -128,6 +128,16 @@ class SubscriberOption:
     max_length: int = 64
 
 
+@dataclass(frozen=True)
+class PublicationHint:
+    """Records an operator may publish for a subscriber (an ACME CA's CAA records, say), shown on the
+    subscriber's admin page to copy as they are."""
+
+    title: str
+    description: str
+    records: tuple[str, ...]
+
+
 class IssuerBackend:
     """One kind of issuer. Subclasses implement ``start``; everything else has a harmless default."""
 
@@ -179,6 +189,11 @@ class IssuerBackend:
                 )
             cleaned[name] = text
         return cleaned
+
+    def publication_hints(self, subscriber: Subscriber) -> list[PublicationHint]:
+        """What the operator may publish for ``subscriber`` (e.g. CAA records allowing only this CA); none by
+        default."""
+        return []
 
     def revoke_at_issuer(self, certificate: Certificate, reason: str) -> None:
         """Revoke at the CA itself. Called before pki's transaction (no row lock is held during network
