@@ -21,7 +21,7 @@ pytestmark = pytest.mark.browser
 
 CHANGELIST = "/admin/dnsproviders/appconnection/"
 ADD = f"{CHANGELIST}add/"
-KINDS = ["aws", "cloudflare", "powerdns", "rfc2136", "acme-dns", "manual"]
+KINDS = ["aws", "cloudflare", "powerdns", "rfc2136", "acme-dns", "manual", "akamai"]
 
 
 def planted_secret() -> str:
@@ -86,6 +86,9 @@ def test_operator_adds_powerdns_connection_and_secret_never_shown(live_server, p
     assert visible_kind_fieldsets(page) == ["powerdns"]
     page.select_option("#id_kind", "rfc2136")  # the fieldset follows the select
     assert visible_kind_fieldsets(page) == ["rfc2136"]
+    page.select_option("#id_kind", "akamai")
+    assert visible_kind_fieldsets(page) == ["akamai"]
+    assert page.locator("#id_cred_akamai_client_secret").get_attribute("type") == "password"
     page.select_option("#id_kind", "powerdns")
     assert visible_kind_fieldsets(page) == ["powerdns"]
 
