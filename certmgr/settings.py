@@ -202,8 +202,12 @@ SECURE_REFERRER_POLICY = "same-origin"
 CERTMGR_TRUST_X_FORWARDED_FOR = env.str("CERTMGR_TRUST_X_FORWARDED_FOR", default="")
 
 # --- certmgr --------------------------------------------------------------------------------------
-# CRLs are valid this long; the schedule and every revocation rebuild them before they run out.
+# Full CRLs are valid this long; the schedule rebuilds them once less than half is left (and, for a CA with
+# delta CRLs off, every revocation does).
 CERTMGR_CRL_VALIDITY_HOURS = env.int("CERTMGR_CRL_VALIDITY_HOURS", default=24)
+# Delta CRLs (CAs with delta CRLs on) are valid this long: rebuilt on every revocation, with each full CRL,
+# and by the schedule once less than half is left. Keep it at least twice CERTMGR_CRL_REFRESH_MINUTES.
+CERTMGR_DELTA_CRL_VALIDITY_HOURS = env.int("CERTMGR_DELTA_CRL_VALIDITY_HOURS", default=4)
 # How long relying parties and caches may keep a served CRL (Cache-Control max-age, seconds): for this long
 # after a revocation a cached copy may still trust the certificate. Never past the CRL's nextUpdate.
 CERTMGR_CRL_MAX_AGE_SECONDS = env.int("CERTMGR_CRL_MAX_AGE_SECONDS", default=300)

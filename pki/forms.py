@@ -317,6 +317,7 @@ class CaCreateForm(
             "key_algorithm",
             "max_path_length",
             "ocsp_enabled",
+            "delta_crl_enabled",
         ]
         help_texts = {
             "parent": "For an intermediate: the internal CA of the same organization that signs it.",

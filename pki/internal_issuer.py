@@ -1,7 +1,7 @@
 """The issuers ``pki`` brings itself: its internal CAs (roots and intermediates) and self-signed keys.
 
 Both sign at once under the issuance transaction and record the certificate; an internal CA publishes a
-new CRL when one of its certificates is revoked.
+certificate's revocation (a delta CRL after the commit, or a full CRL at once with delta CRLs off).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class InternalIssuer(IssuerBackend):
         from pki.services import revocation
 
         if certificate.ca is not None:  # always: this backend is chosen by the certificate's CA
-            revocation.build_crl(certificate.ca, actor)
+            revocation.publish_revocation(certificate.ca, actor)
 
 
 class SelfSignedIssuer(InternalIssuer):

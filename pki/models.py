@@ -56,6 +56,13 @@ class CertificateAuthority(models.Model):
         help_text="a request with a nonce gets a freshly signed response echoing it (costs a signature per "
         "request); off: the nonce is ignored and the pre-signed response served",
     )
+    delta_crl_enabled = models.BooleanField(
+        "delta CRLs",
+        default=True,
+        help_text="publish a delta CRL (RFC 5280 §5.2.4) rebuilt on each revocation, the full CRL on its "
+        "schedule; certificates issued meanwhile and full CRLs point at it (Freshest CRL). Off: each "
+        "revocation rebuilds the full CRL",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -317,12 +324,19 @@ class CertificateRequest(models.Model):
 
 
 class Crl(models.Model):
-    """One generated CRL of a CA; the newest is served publicly."""
+    """One generated CRL of a CA: a full (base) CRL, or a delta CRL listing the revocations since the base
+    numbered ``base_number``. Both share the CA's CRL number sequence; the newest of each is served."""
 
     ca = models.ForeignKey(
         CertificateAuthority, verbose_name="CA", on_delete=models.CASCADE, related_name="crls"
     )
     number = models.BigIntegerField()
+    delta = models.BooleanField(default=False)
+    base_number = models.BigIntegerField(
+        null=True, blank=True, help_text="delta CRLs: the number of the full CRL it completes"
+    )
+    # Null on CRLs built before the count was kept.
+    entries = models.PositiveIntegerField(null=True, blank=True, help_text="revoked certificates listed")
     this_update = models.DateTimeField()
     next_update = models.DateTimeField()
     der = models.BinaryField(
@@ -333,10 +347,18 @@ class Crl(models.Model):
     class Meta:
         ordering = ["-number"]
         verbose_name = "CRL"
-        constraints = [models.UniqueConstraint(fields=["ca", "number"], name="crl_unique_number")]
+        constraints = [
+            models.UniqueConstraint(fields=["ca", "number"], name="crl_unique_number"),
+            models.CheckConstraint(
+                condition=models.Q(delta=False, base_number__isnull=True)
+                | models.Q(delta=True, base_number__isnull=False),
+                name="crl_delta_has_base",
+            ),
+        ]
+        indexes = [models.Index(fields=["ca", "delta", "-number"], name="crl_ca_kind_number")]
 
     def __str__(self) -> str:
-        return f"CRL {self.number} of {self.ca}"
+        return f"{'Delta CRL' if self.delta else 'CRL'} {self.number} of {self.ca}"
 
     @property
     def organization_id(self) -> int:

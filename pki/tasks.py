@@ -15,10 +15,12 @@ ACTOR = Actor.system("task pki.refresh_crls")
 
 
 def refresh_crls() -> dict[str, int]:
-    """Rebuild every active internal CA's CRL whose nextUpdate is less than half a validity away.
+    """Rebuild every active internal CA's full CRL whose nextUpdate is less than half a validity away (with
+    a delta CRL of it when the CA's delta CRLs are on), and, for the others, a delta CRL less than half its
+    validity away from its nextUpdate.
 
-    Scheduled (certmgr.schedules); a CRL is therefore never served near its nextUpdate, and the public view
-    rebuilds it on the spot if the schedule fell behind. Each run is a JobRun.
+    Scheduled (certmgr.schedules); a CRL is therefore never served near its nextUpdate, and the public views
+    rebuild it on the spot if the schedule fell behind. Each run is a JobRun.
     """
     from certmgr.jobs import run_job
 
@@ -26,19 +28,45 @@ def refresh_crls() -> dict[str, int]:
 
 
 def refresh_crls_now(report, progress=None) -> None:
-    horizon = timezone.now() + timedelta(hours=settings.CERTMGR_CRL_VALIDITY_HOURS / 2)
-    for ca in CertificateAuthority.objects.internal().active().exclude(certificate_pem=""):
-        latest = ca.crls.order_by("-number").values_list("next_update", flat=True).first()
-        if latest is not None and latest > horizon:
-            report.add("fresh")
-            continue
+    now = timezone.now()
+    horizon = now + timedelta(hours=settings.CERTMGR_CRL_VALIDITY_HOURS / 2)
+    delta_horizon = now + timedelta(hours=settings.CERTMGR_DELTA_CRL_VALIDITY_HOURS / 2)
+    for ca in (
+        CertificateAuthority.objects.internal().active().exclude(certificate_pem="").defer("private_key")
+    ):
+        latest = ca.crls.filter(delta=False).order_by("-number").values_list("number", "next_update").first()
         try:
-            crl = services.refresh_crl(ca, actor=ACTOR)
-            report.add("refreshed")
-            if progress:
-                progress(f"refreshed: {ca.name} (CRL number {crl.number})")
+            if latest is None or latest[1] <= horizon:
+                crl = services.refresh_crl(ca, actor=ACTOR)
+                report.add("refreshed")
+                if progress:
+                    progress(f"refreshed: {ca.name} (CRL number {crl.number})")
+                continue
+            if ca.delta_crl_enabled:
+                delta = ca.crls.filter(delta=True, base_number=latest[0]).order_by("-number").first()
+                if delta is None or delta.next_update <= delta_horizon:
+                    crl = services.refresh_delta_crl(ca, actor=ACTOR)
+                    report.add("delta refreshed")
+                    if progress:
+                        progress(f"delta refreshed: {ca.name} (CRL number {crl.number})")
+                    continue
+            report.add("fresh")
         except Exception as exc:  # one broken CA must not stop the others; the failure is audited
             report.error(f"CA {ca.pk} ({ca.name}): {exc}")
+
+
+def refresh_delta_crl(ca_id: int, after_number: int) -> dict[str, int]:
+    """Publish a revocation of CA ``ca_id`` on its delta CRL: enqueued by the revocation's transaction, with
+    the CA's CRL number then (skipped when a CRL built since lists it already)."""
+    from pki.services import revocation
+
+    ca = CertificateAuthority.objects.internal().exclude(certificate_pem="").filter(pk=ca_id).first()
+    if ca is None:
+        return {"skipped": 1}
+    crl = revocation.publish_after_revocation(ca, after_number, Actor.system("task pki.refresh_delta_crl"))
+    if crl is None:
+        return {"covered": 1}
+    return {"delta": 1} if crl.delta else {"full": 1}
 
 
 def mark_expired() -> dict[str, int]:

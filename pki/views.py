@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from pki import services
-from pki.models import CertificateAuthority
+from pki.models import CertificateAuthority, Crl
 from pki.services import ocsp as ocsp_service
 
 
@@ -31,11 +31,21 @@ def _internal_ca(pk: int) -> CertificateAuthority:
 
 @require_GET
 def crl(request, pk: int, fmt: str):
-    """The CA's current CRL (rebuilt first if it is at or near its nextUpdate), from storage. ``fmt``: crl
-    (DER) or pem. A cache may keep it ``CERTMGR_CRL_MAX_AGE_SECONDS``, never past its nextUpdate; the ETag
-    (CA, CRL number, format) answers a revalidation with 304."""
-    current = services.current_crl(_internal_ca(pk))
-    etag = f'"crl-{pk}-{current.number}-{fmt}"'
+    """The CA's current full CRL (rebuilt first if it is at or near its nextUpdate), from storage. ``fmt``:
+    crl (DER) or pem."""
+    return _serve_crl(request, services.current_crl(_internal_ca(pk)), fmt)
+
+
+@require_GET
+def delta_crl(request, pk: int, fmt: str):
+    """The CA's current delta CRL (the Freshest CRL of its certificates and full CRLs), like ``crl``."""
+    return _serve_crl(request, services.current_delta_crl(_internal_ca(pk)), fmt)
+
+
+def _serve_crl(request, current: Crl, fmt: str) -> HttpResponse:
+    """A stored CRL. A cache may keep it ``CERTMGR_CRL_MAX_AGE_SECONDS``, never past its nextUpdate; the ETag
+    (CA, CRL number, format: full and delta CRLs share the numbers) answers a revalidation with 304."""
+    etag = f'"crl-{current.ca_id}-{current.number}-{fmt}"'
     remaining = int((current.next_update - timezone.now()).total_seconds())
     max_age = max(0, min(settings.CERTMGR_CRL_MAX_AGE_SECONDS, remaining))
     if etag in (request.headers.get("If-None-Match") or ""):

@@ -611,6 +611,14 @@ def _crl_distribution_points(url: str) -> x509.CRLDistributionPoints:
     )
 
 
+def _freshest_crl(url: str) -> x509.FreshestCRL:
+    """Where the delta CRLs of the issuer are (RFC 5280 §4.2.1.15, §5.2.6): same shape as the CDP."""
+    uri = x509.UniformResourceIdentifier(_check_url(url, "Freshest CRL"))
+    return x509.FreshestCRL(
+        [x509.DistributionPoint(full_name=[uri], relative_name=None, reasons=None, crl_issuer=None)]
+    )
+
+
 def _authority_information_access(
     aia_url: str | None, ocsp_url: str | None
 ) -> x509.AuthorityInformationAccess | None:
@@ -761,13 +769,15 @@ def build_ca_certificate(
     crl_url: str | None = None,
     aia_url: str | None = None,
     ocsp_url: str | None = None,
+    delta_crl_url: str | None = None,
     serial: int | None = None,
 ) -> x509.Certificate:
     """A self-signed root (no issuer) or an intermediate signed by ``issuer_cert``/``issuer_key``.
 
     ``key`` is the new CA's private key, or only its public key for an intermediate whose key is held
-    elsewhere (a subordinate CA issued from a CSR). ``crl_url``/``aia_url``/``ocsp_url`` point at the
-    *issuer's* CRL, certificate and OCSP responder, so they only apply to intermediates; a root cannot be
+    elsewhere (a subordinate CA issued from a CSR). ``crl_url``/``aia_url``/``ocsp_url``/``delta_crl_url``
+    (Freshest CRL) point at the *issuer's* CRLs, certificate and OCSP responder, so they only apply to
+    intermediates; a root cannot be
     revoked by its own CRL and has no issuer to fetch, so they are ignored. An intermediate that would
     outlive its issuer is refused rather than silently shortened.
     """
@@ -824,6 +834,8 @@ def build_ca_certificate(
         builder = builder.add_extension(_authority_key_identifier(issuer_cert), critical=False)
         if crl_url:
             builder = builder.add_extension(_crl_distribution_points(crl_url), critical=False)
+        if delta_crl_url:
+            builder = builder.add_extension(_freshest_crl(delta_crl_url), critical=False)
         access = _authority_information_access(aia_url, ocsp_url)
         if access is not None:
             builder = builder.add_extension(access, critical=False)
@@ -898,12 +910,12 @@ class _LeafIssuer:
     key: PrivateKey
     name: x509.Name
     hash_algorithm: hashes.SHA256 | hashes.SHA384 | None
-    extensions: tuple[x509.ExtensionType, ...]  # all non-critical: AKI, then CRL DP and AIA if given
+    extensions: tuple[x509.ExtensionType, ...]  # all non-critical: AKI, then CRL DP, Freshest CRL, AIA
 
 
 # Keyed by object identity (cached materials are long-lived objects); an entry keeps its objects alive, so
 # an id in the key cannot be reused while the entry exists, and each hit is still checked by identity.
-_LEAF_ISSUERS: dict[tuple[int, int, str | None, str | None, str | None], _LeafIssuer] = {}
+_LEAF_ISSUERS: dict[tuple[int, int, str | None, str | None, str | None, str | None], _LeafIssuer] = {}
 
 
 def _leaf_issuer(
@@ -912,8 +924,9 @@ def _leaf_issuer(
     crl_url: str | None,
     aia_url: str | None,
     ocsp_url: str | None = None,
+    delta_crl_url: str | None = None,
 ) -> _LeafIssuer:
-    cache_key = (id(issuer_cert), id(issuer_key), crl_url, aia_url, ocsp_url)
+    cache_key = (id(issuer_cert), id(issuer_key), crl_url, aia_url, ocsp_url, delta_crl_url)
     cached = _LEAF_ISSUERS.get(cache_key)
     if cached is not None and cached.certificate is issuer_cert and cached.key is issuer_key:
         return cached
@@ -921,6 +934,8 @@ def _leaf_issuer(
     extensions: list[x509.ExtensionType] = [_authority_key_identifier(issuer_cert)]
     if crl_url:
         extensions.append(_crl_distribution_points(crl_url))
+    if delta_crl_url:
+        extensions.append(_freshest_crl(delta_crl_url))
     access = _authority_information_access(aia_url, ocsp_url)
     if access is not None:
         extensions.append(access)
@@ -950,6 +965,7 @@ def build_leaf_certificate(
     crl_url: str | None = None,
     aia_url: str | None = None,
     ocsp_url: str | None = None,
+    delta_crl_url: str | None = None,
     serial: int | None = None,
     not_before: dt.datetime | None = None,
 ) -> IssuedCertificate:
@@ -962,7 +978,7 @@ def build_leaf_certificate(
     """
     public_key = _subject_public_key(csr_or_public_key)
     alg = key_algorithm_of(public_key)
-    issuer = _leaf_issuer(issuer_cert, issuer_key, crl_url, aia_url, ocsp_url)
+    issuer = _leaf_issuer(issuer_cert, issuer_key, crl_url, aia_url, ocsp_url, delta_crl_url)
     start, requested_end = _issuance_window(issuer_cert, not_before, validity_days)
     end = min(requested_end, issuer_cert.not_valid_after_utc)
 
@@ -1139,6 +1155,28 @@ def _reason_extensions(reason: RevocationReason) -> list[x509.Extension[x509.Ext
     return [x509.Extension(x509.CRLReason.oid, False, x509.CRLReason(reason.flag))]
 
 
+def _issuing_distribution_point(url: str) -> x509.IssuingDistributionPoint:
+    """The CRL's scope (RFC 5280 §5.2.5): its distributionPoint is the very URL the certificates carry as
+    their CRL distribution point, so OpenSSL's scope check (a CDP fullName equal to one of the IDP) matches.
+    No onlyContainsUserCerts/onlyContainsCACerts: one CRL covers all a CA issued, leaves and subordinate CAs
+    alike (OpenSSL rejects a user-only CRL for a CA certificate with "different CRL scope")."""
+    uri = x509.UniformResourceIdentifier(_check_url(url, "issuing distribution point"))
+    return x509.IssuingDistributionPoint(
+        full_name=[uri],
+        relative_name=None,
+        only_contains_user_certs=False,
+        only_contains_ca_certs=False,
+        only_some_reasons=None,
+        indirect_crl=False,
+        only_contains_attribute_certs=False,
+    )
+
+
+def _check_crl_number(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_SERIAL:
+        raise X509Error(f"{what} {value!r} must be a non-negative integer of at most 20 octets")
+
+
 def build_crl(
     *,
     issuer_cert: x509.Certificate,
@@ -1147,14 +1185,27 @@ def build_crl(
     this_update: dt.datetime,
     next_update: dt.datetime,
     crl_number: int,
+    distribution_point: str | None = None,
+    freshest_crl: str | None = None,
+    delta_of: int | None = None,
 ) -> x509.CertificateRevocationList:
-    """A complete (non-delta) v2 CRL with CRLNumber and AKI, signed by the CA that issued the certificates."""
+    """A v2 CRL with CRLNumber and AKI, signed by the CA that issued the certificates.
+
+    ``distribution_point``: the CDP URL of those certificates, carried as the Issuing Distribution Point
+    (critical). ``delta_of``: a delta CRL (RFC 5280 §5.2.4) completing the full CRL of that number (the Delta
+    CRL Indicator, critical; ``crl_number`` must be higher). ``freshest_crl``: a full CRL's pointer to its
+    delta CRLs (RFC 5280 §5.2.6; never on a delta)."""
     _check_issuer(issuer_cert, issuer_key, usage="crl_sign")
     this_update, next_update = _utc(this_update, "this_update"), _utc(next_update, "next_update")
     if next_update <= this_update:
         raise X509Error("next_update must be later than this_update")
-    if isinstance(crl_number, bool) or not isinstance(crl_number, int) or not 0 <= crl_number <= _MAX_SERIAL:
-        raise X509Error(f"crl_number {crl_number!r} must be a non-negative integer of at most 20 octets")
+    _check_crl_number(crl_number, "crl_number")
+    if delta_of is not None:
+        _check_crl_number(delta_of, "delta_of")
+        if delta_of >= crl_number:
+            raise X509Error(f"a delta CRL's number ({crl_number}) must exceed its base's ({delta_of})")
+        if freshest_crl:
+            raise X509Error("a delta CRL carries no Freshest CRL extension (RFC 5280 §5.2.6)")
     seen: set[int] = set()
     entries = []
     for serial, revoked_at, reason in revoked:
@@ -1162,15 +1213,23 @@ def build_crl(
             raise X509Error(f"serial {serial_hex(serial)} is listed twice in the CRL")
         seen.add(serial)
         entries.append(_revoked_entry(serial, revoked_at, _reason(reason)))
+    extensions: list[x509.Extension[x509.ExtensionType]] = [
+        x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(crl_number)),
+        x509.Extension(x509.AuthorityKeyIdentifier.oid, False, _authority_key_identifier(issuer_cert)),
+    ]
+    if delta_of is not None:
+        extensions.append(x509.Extension(x509.DeltaCRLIndicator.oid, True, x509.DeltaCRLIndicator(delta_of)))
+    if distribution_point:
+        idp = _issuing_distribution_point(distribution_point)
+        extensions.append(x509.Extension(x509.IssuingDistributionPoint.oid, True, idp))
+    if freshest_crl:
+        extensions.append(x509.Extension(x509.FreshestCRL.oid, False, _freshest_crl(freshest_crl)))
     # The whole list at once: each chained add_revoked_certificate copies the builder (quadratic).
     builder = x509.CertificateRevocationListBuilder(
         issuer_name=issuer_cert.subject,
         last_update=this_update,
         next_update=next_update,
-        extensions=[
-            x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(crl_number)),
-            x509.Extension(x509.AuthorityKeyIdentifier.oid, False, _authority_key_identifier(issuer_cert)),
-        ],
+        extensions=extensions,
         revoked_certificates=entries,
     )
     return builder.sign(issuer_key, _hash_for_key(issuer_key))

@@ -120,7 +120,7 @@ class CertificateAuthorityAdmin(PkiAdmin):
                     },
                 ),
                 ("Key and validity", {"fields": ["key_algorithm", "validity_days", "max_path_length"]}),
-                ("Revocation status", {"fields": ["ocsp_enabled"]}),
+                ("Revocation status", {"fields": ["ocsp_enabled", "delta_crl_enabled"]}),
             ]
         return [
             (None, {"fields": ["name", "organization", "kind", "status_badge", "parent_link", "imported"]}),
@@ -217,17 +217,32 @@ class CertificateAuthorityAdmin(PkiAdmin):
     def crl_display(self, obj):
         if not obj.is_internal:
             return "—"
-        latest = obj.crls.order_by("-number").only("number", "this_update", "next_update").first()
+        fields = ("number", "this_update", "next_update", "base_number")
+        latest = obj.crls.filter(delta=False).order_by("-number").only(*fields).first()
         public = services.crl_url(obj)
         listing = reverse("admin:pki_crl_changelist") + f"?ca={obj.pk}"
+        if obj.delta_crl_enabled:
+            delta = obj.crls.filter(delta=True).order_by("-number").only(*fields).first()
+            deltas = format_html(
+                "<br>Delta CRLs on (rebuilt on each revocation, the full CRL on its schedule): {} · public "
+                "URL <code>{}</code>",
+                f"number {delta.number} of full CRL {delta.base_number}, next update "
+                f"{datetime_text(delta.next_update)}"
+                if delta is not None
+                else "none yet (built on first request)",
+                services.delta_crl_url(obj),
+            )
+        else:
+            deltas = format_html("<br>Delta CRLs off: each revocation publishes a full CRL")
         if latest is None:
-            return format_html("None yet (built on first request at <code>{}</code>)", public)
+            return format_html("None yet (built on first request at <code>{}</code>){}", public, deltas)
         return format_html(
-            'Number {}, next update {} · <a href="{}">all CRLs</a> · public URL <code>{}</code>',
+            'Number {}, next update {} · <a href="{}">all CRLs</a> · public URL <code>{}</code>{}',
             latest.number,
             datetime_text(latest.next_update),
             listing,
             public,
+            deltas,
         )
 
     @admin.display(description="OCSP")
@@ -322,6 +337,7 @@ class CertificateAuthorityAdmin(PkiAdmin):
             validity_days=data.get("validity_days"),
             max_path_length=data.get("max_path_length"),
             ocsp_enabled=bool(data.get("ocsp_enabled")),
+            delta_crl_enabled=bool(data.get("delta_crl_enabled")),
             parent=data.get("parent")
             if data["kind"] == CertificateAuthority.Kind.INTERNAL_INTERMEDIATE
             else None,
@@ -385,6 +401,11 @@ class CertificateAuthorityAdmin(PkiAdmin):
                 name="pki_certificateauthority_ocsp",
             ),
             path(
+                "<int:pk>/delta-crl/<str:state>/",
+                view(self.delta_crl_view),
+                name="pki_certificateauthority_delta_crl",
+            ),
+            path(
                 "<int:pk>/download/<str:part>/",
                 view(self.download_view),
                 name="pki_certificateauthority_download",
@@ -425,6 +446,24 @@ class CertificateAuthorityAdmin(PkiAdmin):
                 else "The responder answers unauthorized; issued certificates keep their URL."
             )
             self.message_user(request, f"{ca.name}: OCSP {state}. {after}", messages.SUCCESS)
+        return HttpResponseRedirect(self._change_url(ca))
+
+    def delta_crl_view(self, request, pk, state):
+        """Turn the CA's delta CRLs on or off (the toolbar button)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        ca = self._object(request, pk)
+        self._require_manage(request, ca)
+        if state not in ("on", "off"):
+            raise PermissionDenied
+        if self._call(request, services.set_delta_crl, ca, enabled=state == "on") is not None:
+            after = (
+                "Certificates issued from now on and its full CRLs point at them; each revocation "
+                "rebuilds the delta CRL, the full CRL follows its schedule."
+                if state == "on"
+                else "Each revocation publishes a full CRL at once; the delta URL keeps answering."
+            )
+            self.message_user(request, f"{ca.name}: delta CRLs {state}. {after}", messages.SUCCESS)
         return HttpResponseRedirect(self._change_url(ca))
 
     def reissue_view(self, request, pk):

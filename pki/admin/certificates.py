@@ -79,14 +79,20 @@ class CertificateChangeList(ChangeList):
 
 
 def revocation_note(certificates) -> str:
-    """What revoking ``certificates`` publishes: an internal CA republishes its CRL at once; an ACME CA is
-    asked to revoke and publishes the revocation itself (certmgr has no CRL of it)."""
+    """What revoking ``certificates`` publishes: an internal CA republishes its delta CRL at once (its full
+    CRL at its next scheduled rebuild), or with delta CRLs off its full CRL at once; an ACME CA is asked to
+    revoke and publishes the revocation itself (certmgr has no CRL of it)."""
     local = {bool(c.ca_id) and issuers.backend_for(c.ca).signs_locally for c in certificates}
     if local == {True}:
+        if all(c.ca.delta_crl_enabled for c in certificates):
+            return (
+                "and listed on the issuing CA's delta CRL, which is republished at once (its full CRL lists "
+                "it from its next scheduled rebuild)"
+            )
         return "and listed on the issuing CA's CRL, which is republished at once"
     if local == {False}:
         return "at the issuing CA, which publishes the revocation itself"
-    return "at their CAs: an internal CA republishes its CRL at once, an ACME CA publishes it itself"
+    return "at their CAs: an internal CA republishes its (delta) CRL at once, an ACME CA publishes it itself"
 
 
 @admin.register(Certificate)

@@ -32,13 +32,30 @@ from pki.models import (
 # --- CRLs ----------------------------------------------------------------------------------------------
 @admin.register(Crl)
 class CrlAdmin(ReadOnlyPkiAdmin):
-    list_display = ["ca", "number", "this_update", "next_update", "current"]
+    list_display = [
+        "ca",
+        "number",
+        "delta",
+        "base_number",
+        "entries",
+        "this_update",
+        "next_update",
+        "current",
+    ]
     list_filter = [CaFilter, CrlOrganizationFilter]
     list_select_related = ["ca", "ca__organization"]
     paginator = CappedCountPaginator
     show_facets = admin.ShowFacets.NEVER
     change_form_template = "admin/pki/crl/change_form.html"
-    detail_fields = ["ca_link", "number", "this_update", "next_update", "revoked_entries"]
+    detail_fields = [
+        "ca_link",
+        "number",
+        "delta",
+        "base_number",
+        "this_update",
+        "next_update",
+        "revoked_entries",
+    ]
 
     def get_queryset(self, request):
         org_ids = as_actor(request).organization_ids(self.read_action)

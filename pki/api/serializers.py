@@ -74,6 +74,10 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
     ocsp_url = serializers.SerializerMethodField(
         help_text="Its OCSP responder, in the AIA of certificates issued while OCSP is on; null when off."
     )
+    delta_crl_url = serializers.SerializerMethodField(
+        help_text="Its current delta CRL (DER; .pem beside it), the Freshest CRL of certificates issued "
+        "while delta CRLs are on; null when off."
+    )
 
     class Meta:
         model = CertificateAuthority
@@ -99,6 +103,8 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
             "ocsp_enabled",
             "ocsp_nonce_on_demand",
             "ocsp_url",
+            "delta_crl_enabled",
+            "delta_crl_url",
             "created_at",
             "updated_at",
         ]
@@ -119,6 +125,9 @@ class CertificateAuthoritySerializer(serializers.ModelSerializer):
 
     def get_ocsp_url(self, obj) -> str | None:
         return services.ocsp_url(obj) if obj.is_internal and obj.ocsp_enabled else None
+
+    def get_delta_crl_url(self, obj) -> str | None:
+        return services.delta_crl_url(obj) if obj.is_internal and obj.delta_crl_enabled else None
 
 
 class CertificateAuthorityCreateSerializer(serializers.Serializer):
@@ -166,6 +175,11 @@ class CertificateAuthorityUpdateSerializer(serializers.Serializer):
     ocsp_nonce_on_demand = serializers.BooleanField(
         required=False, help_text="Private CAs: sign a fresh response echoing a request's nonce."
     )
+    delta_crl_enabled = serializers.BooleanField(
+        required=False,
+        help_text="Private CAs: publish delta CRLs (rebuilt on each revocation; the full CRL on its "
+        "schedule); off: each revocation rebuilds the full CRL.",
+    )
 
     def get_fields(self):
         fields = super().get_fields()
@@ -181,10 +195,16 @@ def issuer_apis() -> list:
 
 class CrlSerializer(serializers.ModelSerializer):
     crl = serializers.SerializerMethodField(help_text="PEM")
+    base_number = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Delta CRLs: the number of the full CRL it completes."
+    )
+    entries = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Revoked certificates listed (null: not counted)."
+    )
 
     class Meta:
         model = Crl
-        fields = ["id", "number", "this_update", "next_update", "crl"]
+        fields = ["id", "number", "delta", "base_number", "entries", "this_update", "next_update", "crl"]
         read_only_fields = fields
 
     def get_crl(self, obj) -> str:
@@ -192,10 +212,33 @@ class CrlSerializer(serializers.ModelSerializer):
 
 
 class SeedCrlSerializer(serializers.Serializer):
-    """One CRL as the seed API returned it."""
+    """The CA's current full CRL or its current delta CRL, with the public URL that serves it."""
 
     id = serializers.IntegerField()
+    number = serializers.IntegerField()
+    delta = serializers.BooleanField()
+    base_number = serializers.IntegerField(
+        allow_null=True, help_text="Delta CRLs: the number of the full CRL it completes."
+    )
+    this_update = serializers.DateTimeField()
+    next_update = serializers.DateTimeField()
+    entries = serializers.IntegerField(allow_null=True, help_text="Revoked certificates listed.")
+    url = serializers.CharField(help_text="Where relying parties fetch it (DER; .pem beside it).")
     crl = serializers.CharField(help_text="PEM")
+
+
+def seed_crl(crl: Crl, ca: CertificateAuthority) -> dict:
+    return {
+        "id": crl.pk,
+        "number": crl.number,
+        "delta": crl.delta,
+        "base_number": crl.base_number,
+        "this_update": crl.this_update,
+        "next_update": crl.next_update,
+        "entries": crl.entries,
+        "url": services.delta_crl_url(ca) if crl.delta else services.crl_url(ca),
+        "crl": crl_pem(crl),
+    }
 
 
 def crl_pem(crl: Crl) -> str:

@@ -67,6 +67,7 @@ CA_READ_FIELDS = (
     "imported",
     "ocsp_enabled",
     "ocsp_nonce_on_demand",
+    "delta_crl_enabled",
     "created_at",
     "updated_at",
 )
@@ -188,11 +189,16 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
                     {api.key: [f"Only a CA of that kind has an {api.key!r} configuration."]}
                 )
         ocsp = {k: data[k] for k in ("ocsp_enabled", "ocsp_nonce_on_demand") if k in data}
+        deltas = data.get("delta_crl_enabled")
         if own is not None:
             if ocsp:
                 raise ValidationError({next(iter(ocsp)): ["Only a private (internal) CA answers OCSP here."]})
+            if deltas is not None:
+                raise ValidationError(
+                    {"delta_crl_enabled": ["Only a private (internal) CA publishes CRLs here."]}
+                )
             ca = own.update(ca, request, data.get(own.key), data.get("name"))
-        elif "name" not in data and not ocsp:
+        elif "name" not in data and not ocsp and deltas is None:
             raise ValidationError({"name": ["This field is required."]})
         else:
             if "name" in data:
@@ -204,6 +210,8 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
                     nonce_on_demand=ocsp.get("ocsp_nonce_on_demand"),
                     actor=self.actor,
                 )
+            if deltas is not None:
+                ca = services.set_delta_crl(ca, enabled=deltas, actor=self.actor)
         return Response(self._read(ca))
 
     @extend_schema(
@@ -281,7 +289,8 @@ class CertificateAuthorityViewSet(TenantViewMixin, viewsets.ModelViewSet):
     @extend_schema(responses={200: s.CrlSerializer(many=True)}, filters=False)
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=CrlPagination)
     def crls(self, request, pk=None):
-        """The CA's CRLs, newest first (the current one is rebuilt first when it is near its nextUpdate)."""
+        """The CA's full and delta CRLs (``delta``, ``base_number``), newest first (the current full CRL is
+        rebuilt first when it is near its nextUpdate)."""
         ca = self.get_object()
         _refresh_crl(ca)
         page = self.paginate_queryset(Crl.objects.filter(ca=ca))
@@ -683,7 +692,9 @@ class SeedRevokeView(TenantViewMixin, GenericAPIView):
 
 
 class SeedCaCrlsView(TenantViewMixin, GenericAPIView):
-    """``GET /api/v1/pki/ca/<id>/crls`` as the seed API had it: the CA's current CRL, in a list."""
+    """``GET /api/v1/pki/ca/<id>/crls``: the CA's current full CRL and its current delta CRL (each rebuilt
+    first when near its nextUpdate), full first, each with ``"delta"`` and the public URL serving it. A
+    relying party checks both (``openssl verify -crl_check -use_deltas -CRLfile full -CRLfile delta``)."""
 
     base_queryset = CertificateAuthority.objects.only(*CA_READ_FIELDS)
     serializer_class = s.SeedCrlSerializer
@@ -695,5 +706,7 @@ class SeedCaCrlsView(TenantViewMixin, GenericAPIView):
         ca = self.get_object()
         if not (ca.is_internal and ca.certificate_pem):
             return Response([])
-        crl = services.current_crl(ca)
-        return Response(s.SeedCrlSerializer([{"id": crl.pk, "crl": s.crl_pem(crl)}], many=True).data)
+        crls = [services.current_crl(ca)]
+        if ca.delta_crl_enabled:
+            crls.append(services.current_delta_crl(ca))
+        return Response(s.SeedCrlSerializer([s.seed_crl(crl, ca) for crl in crls], many=True).data)

@@ -33,6 +33,7 @@ from pki.services.cas import (
     create_internal_ca,
     crl_url,
     delete_ca,
+    delta_crl_url,
     import_ca,
     ocsp_url,
     rename_ca,
@@ -76,7 +77,16 @@ from pki.services.profiles import (
     save_policy,
     save_subscriber,
 )
-from pki.services.revocation import build_crl, current_crl, refresh_crl, revoke
+from pki.services.revocation import (
+    build_crl,
+    build_delta_crl,
+    current_crl,
+    current_delta_crl,
+    refresh_crl,
+    refresh_delta_crl,
+    revoke,
+    set_delta_crl,
+)
 
 __all__ = [
     "BATCH_MAX",
@@ -96,6 +106,7 @@ __all__ = [
     "aia_url",
     "authorize",
     "build_crl",
+    "build_delta_crl",
     "bundle_pem",
     "ca_chain",
     "ca_material",
@@ -107,8 +118,10 @@ __all__ = [
     "crl_url",
     "current_certificate",
     "current_crl",
+    "current_delta_crl",
     "delete_ca",
     "delete_object",
+    "delta_crl_url",
     "export_pkcs12",
     "export_private_key",
     "generate_csr",
@@ -122,6 +135,7 @@ __all__ = [
     "policy_of",
     "record",
     "refresh_crl",
+    "refresh_delta_crl",
     "reissue_ca",
     "reissue_candidates",
     "rename_ca",
@@ -131,6 +145,7 @@ __all__ = [
     "save_policy",
     "save_subscriber",
     "set_ca_status",
+    "set_delta_crl",
     "set_name",
     "set_ocsp",
     "start_reissue",

@@ -38,6 +38,16 @@ def crl_url(ca: CertificateAuthority) -> str:
     return base + reverse("pki-crl", args=[ca.pk, "crl"])
 
 
+def delta_crl_url(ca: CertificateAuthority) -> str:
+    """The CA's current delta CRL (DER; ``.pem`` beside it): the Freshest CRL of its certificates and CRLs."""
+    base: str = settings.CERTMGR_BASE_URL
+    return base + reverse("pki-delta-crl", args=[ca.pk, "crl"])
+
+
+def _delta_crl_url(ca: CertificateAuthority) -> str | None:
+    return delta_crl_url(ca) if ca.delta_crl_enabled else None
+
+
 def aia_url(ca: CertificateAuthority) -> str:
     base: str = settings.CERTMGR_BASE_URL
     return base + reverse("pki-ca-cert", args=[ca.pk, "crt"])
@@ -65,6 +75,7 @@ def create_internal_ca(
     max_path_length: int | None = None,
     parent: CertificateAuthority | None = None,
     ocsp_enabled: bool = False,
+    delta_crl_enabled: bool = True,
     actor: Actor,
 ) -> CertificateAuthority:
     """A new internal root or intermediate; its key is made here and never leaves.
@@ -112,6 +123,7 @@ def create_internal_ca(
                 key_algorithm=key_algorithm,
                 max_path_length=max_path_length,
                 ocsp_enabled=ocsp_enabled,
+                delta_crl_enabled=delta_crl_enabled,
             )
             check_unique_ca_name(ca)
             ca.save()  # the id goes into the CRL and AIA URLs
@@ -137,6 +149,7 @@ def create_internal_ca(
                         crl_url=crl_url(parent),
                         aia_url=aia_url(parent),
                         ocsp_url=_ocsp_url(parent),
+                        delta_crl_url=_delta_crl_url(parent),
                     )
             except x509.X509Error as exc:
                 raise x509_error(exc) from exc
@@ -150,6 +163,7 @@ def create_internal_ca(
                 serial=ca.serial,
                 parent=parent.pk if parent else None,
                 ocsp_enabled=ocsp_enabled,
+                delta_crl_enabled=delta_crl_enabled,
             )
     return ca
 

@@ -32,7 +32,7 @@ from pki.issuers import IssuanceRequest, Issued, Outcome
 from pki.models import AlertRule, Certificate, CertificateAuthority, Policy, Subscriber
 from pki.querysets import SubscriberQuerySet
 from pki.services import ocsp, operation_state
-from pki.services.cas import aia_url, ca_material, crl_url, ocsp_url
+from pki.services.cas import aia_url, ca_material, crl_url, delta_crl_url, ocsp_url
 from pki.services.common import CaUnavailable, PolicyRefused, x509_error
 
 ISSUE, RENEW = "certificate.issue", "certificate.renew"
@@ -385,7 +385,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
             )
             return cert, ""
         material = ca_material(request.ca)
-        crl, aia, ocsp_at = ca_urls(request.ca)
+        crl, aia, ocsp_at, delta = ca_urls(request.ca)
         if sub.ca_certificate:
             try:
                 cert = x509.build_ca_certificate(
@@ -398,6 +398,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
                     crl_url=crl,
                     aia_url=aia,
                     ocsp_url=ocsp_at,
+                    delta_crl_url=delta,
                 )
             except x509.X509Error as exc:  # the issuing CA's own path length is the usual reason
                 raise x509_error(exc, "ca_path_length") from exc
@@ -412,6 +413,7 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
             crl_url=crl,
             aia_url=aia,
             ocsp_url=ocsp_at,
+            delta_crl_url=delta,
             **usages,
         ).certificate
         return cert, material.chain_pem
@@ -419,19 +421,25 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
         raise x509_error(exc) from exc
 
 
-# (base URL, script prefix, CA id, OCSP on) -> (CRL URL, AIA caIssuers URL, OCSP URL or None): URL reversing
-# costs as much as a signature's hash.
-_CA_URLS: dict[tuple[str, str, int, bool], tuple[str, str, str | None]] = {}
+# (base URL, script prefix, CA id, OCSP on, deltas on) -> (CRL URL, AIA caIssuers URL, OCSP URL or None,
+# delta CRL URL or None): URL reversing costs as much as a signature's hash.
+_CA_URLS: dict[tuple[str, str, int, bool, bool], tuple[str, str, str | None, str | None]] = {}
 
 
-def ca_urls(ca: CertificateAuthority) -> tuple[str, str, str | None]:
-    """The URLs a certificate of ``ca`` carries; the OCSP one only while the CA's responder is on."""
-    key = (settings.CERTMGR_BASE_URL, get_script_prefix(), ca.pk, ca.ocsp_enabled)
+def ca_urls(ca: CertificateAuthority) -> tuple[str, str, str | None, str | None]:
+    """The URLs a certificate of ``ca`` carries; the OCSP one only while the CA's responder is on, the delta
+    CRL one (Freshest CRL) only while its delta CRLs are."""
+    key = (settings.CERTMGR_BASE_URL, get_script_prefix(), ca.pk, ca.ocsp_enabled, ca.delta_crl_enabled)
     urls = _CA_URLS.get(key)
     if urls is None:
         if len(_CA_URLS) > 256:
             _CA_URLS.clear()
-        urls = _CA_URLS[key] = (crl_url(ca), aia_url(ca), ocsp_url(ca) if ca.ocsp_enabled else None)
+        urls = _CA_URLS[key] = (
+            crl_url(ca),
+            aia_url(ca),
+            ocsp_url(ca) if ca.ocsp_enabled else None,
+            delta_crl_url(ca) if ca.delta_crl_enabled else None,
+        )
     return urls
 
 

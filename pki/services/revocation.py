@@ -1,9 +1,14 @@
 """Revocation and CRLs. The issuer backend revokes at its CA first (outside any row lock); pki marks the
-certificate, audits it and lets the backend publish (internal CAs rebuild their CRL).
+certificate, audits it and lets the backend publish: an internal CA rebuilds its delta CRL after the commit
+(delta CRLs on, the default; the full CRL follows its schedule) or its full CRL at once (delta CRLs off).
+
+Full and delta CRLs (RFC 5280 §5.2.4) share the CA's one CRL number sequence (``CertificateAuthority.
+crl_number``, moved on under the CA row's lock), so numbers only ever increase, whichever kind is built.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -26,7 +31,7 @@ from pki.models import (
     RevocationReason,
 )
 from pki.services import ocsp
-from pki.services.cas import ca_material
+from pki.services.cas import ca_material, crl_url, delta_crl_url
 from pki.services.common import (
     AlreadyRevoked,
 )
@@ -35,7 +40,8 @@ from pki.services.common import (
 def revoke(certificate: Certificate, *, reason: str, actor: Actor) -> Certificate:
     """Revoke with an RFC 5280 reason. The certificate's issuer revokes at its CA first (no row lock is
     held during that network call, and nothing is marked if the CA says no); then the certificate is marked,
-    audited and alerted in one transaction, in which an internal CA publishes its new CRL."""
+    audited and alerted in one transaction, in which an internal CA publishes its revocation
+    (``publish_revocation``)."""
     actor = as_actor(actor)
     with audit.failures(actor, "certificate.revoke", certificate, reason=reason):
         require(actor, Action.MANAGE, certificate.organization_id)
@@ -56,6 +62,8 @@ def revoke(certificate: Certificate, *, reason: str, actor: Actor) -> Certificat
             )
             if certificate.status == Certificate.Status.REVOKED:
                 raise AlreadyRevoked("this certificate is already revoked")  # by a concurrent call
+            if current.ca.is_internal:
+                lock_for_revocation(current.ca)
             certificate.status = Certificate.Status.REVOKED
             certificate.revoked_at = timezone.now()
             certificate.revocation_reason = reason
@@ -68,52 +76,212 @@ def revoke(certificate: Certificate, *, reason: str, actor: Actor) -> Certificat
     return certificate
 
 
+# --- CRLs --------------------------------------------------------------------------------------------------
+# A delta CRL lists the revocations from this long before its base's thisUpdate: listing a certificate the
+# base lists too is harmless, and it covers clocks of web and worker hosts a little apart.
+DELTA_OVERLAP = timedelta(minutes=5)
+
+
+def lock_for_revocation(ca: CertificateAuthority) -> tuple[int, bool]:
+    """In a revocation's transaction, before the revocation time is taken: the CA row's lock, which every CRL
+    build holds too. So a revocation commits before a CRL build starts (which lists it) or is timed after the
+    build's thisUpdate (a delta of that base lists it); never missed by both. Returns the CA's CRL number and
+    whether its delta CRLs are on."""
+    number, deltas = (
+        CertificateAuthority.objects.select_for_update()
+        .values_list("crl_number", "delta_crl_enabled")
+        .get(pk=ca.pk)
+    )
+    return int(number), bool(deltas)
+
+
+def publish_revocation(ca: CertificateAuthority, actor: Actor) -> None:
+    """In a revocation's transaction (the CA row locked by ``lock_for_revocation``): with delta CRLs on, a
+    worker rebuilds the delta CRL after the commit (the full CRL waits for its schedule); with them off, a new
+    full CRL is published at once."""
+    number, deltas = lock_for_revocation(ca)
+    if deltas:
+        transaction.on_commit(functools.partial(enqueue_delta_crl, ca.pk, number))
+    else:
+        build_crl(ca, actor)
+
+
+def enqueue_delta_crl(ca_id: int, after_number: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task("pki.tasks.refresh_delta_crl", ca_id, after_number, task_name="pki.refresh_delta_crl")
+
+
+def publish_after_revocation(ca: CertificateAuthority, after_number: int, actor: Actor) -> Crl | None:
+    """The worker's half of ``publish_revocation``: a new delta CRL, unless a CRL numbered above
+    ``after_number`` (the CA's number when the revocation committed) was built since, which lists it already;
+    a full CRL if the CA's delta CRLs were turned off meanwhile."""
+    with transaction.atomic():
+        locked = _locked(ca)
+        if locked.crl_number > after_number:
+            return None
+        if not locked.delta_crl_enabled:
+            return _build(locked, actor, base=None)
+        return _build_delta(locked, actor)
+
+
+def set_delta_crl(ca: CertificateAuthority, *, enabled: bool, actor: Actor) -> CertificateAuthority:
+    """Turn a private CA's delta CRLs on or off. Either way a new full CRL is published at once (on: it points
+    at the delta CRLs and a first delta is built; off: it lists every revocation, as each one will)."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "ca.update", ca, delta_crl_enabled=enabled):
+        require(actor, Action.MANAGE, ca.organization_id)
+        if not ca.is_internal:
+            raise ValidationError(
+                {"delta_crl_enabled": ["Only a private (internal) CA publishes CRLs here."]}
+            )
+        with transaction.atomic():
+            locked = _locked(ca)
+            if locked.delta_crl_enabled != enabled:
+                locked.delta_crl_enabled = enabled
+                locked.updated_at = timezone.now()
+                locked.save(update_fields=["delta_crl_enabled", "updated_at"])
+                audit.record(actor, "ca.update", locked, changed=["delta_crl_enabled"])
+                if locked.certificate_pem:
+                    _build_base_and_delta(locked, actor)
+    return locked
+
+
 def refresh_crl(ca: CertificateAuthority, *, actor: Actor) -> Crl:
+    """Publish a new full CRL now (and, with delta CRLs on, a delta CRL of it); returns the full CRL."""
     actor = as_actor(actor)
     with audit.failures(actor, "crl.refresh", ca):
         require(actor, Action.MANAGE, ca.organization_id)
         with transaction.atomic():
-            return build_crl(ca, actor)
+            return _build_base_and_delta(_locked(ca), actor)
+
+
+def refresh_delta_crl(ca: CertificateAuthority, *, actor: Actor) -> Crl:
+    """Publish a new delta CRL of the current full CRL (the schedule, for a delta near its nextUpdate)."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "crl.refresh", ca, delta=True):
+        require(actor, Action.MANAGE, ca.organization_id)
+        with transaction.atomic():
+            return build_delta_crl(ca, actor)
+
+
+def _near_end(crl: Crl) -> bool:
+    return crl.next_update <= timezone.now() + timedelta(minutes=5)
 
 
 def current_crl(ca: CertificateAuthority) -> Crl:
-    """The newest CRL, rebuilt first when none exists or it is past (or near) its nextUpdate."""
-    crl = ca.crls.order_by("-number").first()
-    if crl is None or crl.next_update <= timezone.now() + timedelta(minutes=5):
+    """The newest full CRL, rebuilt first when none exists or it is past (or near) its nextUpdate."""
+    return _current_base(ca, with_der=True)
+
+
+def _current_base(ca: CertificateAuthority, *, with_der: bool) -> Crl:
+    crl = _latest(ca, delta=False, with_der=with_der)
+    if crl is None or _near_end(crl):
         with transaction.atomic():
             crl = build_crl(ca, Actor.system("crl.serve"))
     return crl
+
+
+def current_delta_crl(ca: CertificateAuthority) -> Crl:
+    """The newest delta CRL of the newest full CRL, rebuilt first when there is none, when it completes an
+    older full CRL, or when it is past (or near) its nextUpdate. Served whether the CA's delta CRLs are on or
+    not: certificates issued while they were on point here."""
+    base = _current_base(ca, with_der=False)
+    delta = _latest(ca, delta=True, with_der=True)
+    if delta is None or delta.base_number != base.number or _near_end(delta):
+        with transaction.atomic():
+            delta = build_delta_crl(ca, Actor.system("crl.serve"))
+    return delta
+
+
+def _latest(ca: CertificateAuthority, *, delta: bool, with_der: bool = False) -> Crl | None:
+    crls = ca.crls.filter(delta=delta).order_by("-number")
+    return (crls if with_der else crls.defer("der")).first()
 
 
 def _crl_validity() -> timedelta:
     return timedelta(hours=settings.CERTMGR_CRL_VALIDITY_HOURS)
 
 
+def _delta_crl_validity() -> timedelta:
+    return timedelta(hours=settings.CERTMGR_DELTA_CRL_VALIDITY_HOURS)
+
+
+def _locked(ca: CertificateAuthority) -> CertificateAuthority:
+    return CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+
+
 def build_crl(ca: CertificateAuthority, actor: Actor) -> Crl:
-    """A new CRL of ``ca`` (inside the caller's transaction): every revoked certificate not yet expired."""
-    ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+    """A new full CRL of ``ca`` (inside the caller's transaction): every revoked, unexpired certificate."""
+    return _build(_locked(ca), actor, base=None)
+
+
+def build_delta_crl(ca: CertificateAuthority, actor: Actor) -> Crl:
+    """A new delta CRL of ``ca`` (inside the caller's transaction) completing its newest full CRL (built
+    first if there is none)."""
+    return _build_delta(_locked(ca), actor)
+
+
+def _build_delta(locked: CertificateAuthority, actor: Actor) -> Crl:
+    return _build(locked, actor, base=_latest(locked, delta=False) or _build(locked, actor, base=None))
+
+
+def _build_base_and_delta(locked: CertificateAuthority, actor: Actor) -> Crl:
+    base = _build(locked, actor, base=None)
+    if locked.delta_crl_enabled:
+        _build(locked, actor, base=base)
+    return base
+
+
+def _scoped(ca: CertificateAuthority) -> bool:
+    """Whether the CA's CRLs carry an Issuing Distribution Point naming the URL its certificates name as CRL
+    distribution point: only an intermediate made here, every certificate of which names that URL. A CRL
+    whose IDP has a distributionPoint covers, for OpenSSL, only certificates whose CDP names it: a root's
+    CRLs have none, since ``openssl verify -crl_check_all`` checks the self-signed root (which names no CDP)
+    against its own CRL and would fail with "different CRL scope"; an imported CA's neither, since the
+    certificates it issued before may name another URL."""
+    return ca.kind == CertificateAuthority.Kind.INTERNAL_INTERMEDIATE and not ca.imported
+
+
+def _build(ca: CertificateAuthority, actor: Actor, *, base: Crl | None) -> Crl:
+    """A full CRL (``base`` None) or a delta CRL of ``base``, numbered next in the CA's one sequence. ``ca``
+    is the caller's locked row (its ``crl_number`` moves on here). A full CRL of a CA with delta CRLs on
+    points at them (Freshest CRL). Both carry the same Issuing Distribution Point (``_scoped``)."""
     now = timezone.now()
-    revoked = (
-        Certificate.objects.filter(ca=ca, status=Certificate.Status.REVOKED, not_after__gt=now)
-        .order_by("revoked_at")
-        .values_list("serial", "revoked_at", "revocation_reason")
-    )
+    revoked = Certificate.objects.filter(ca=ca, status=Certificate.Status.REVOKED, not_after__gt=now)
+    if base is not None:
+        revoked = revoked.filter(revoked_at__gte=base.this_update - DELTA_OVERLAP)
+    rows = list(revoked.order_by("revoked_at").values_list("serial", "revoked_at", "revocation_reason"))
     material = ca_material(ca)
+    next_update = now + (_crl_validity() if base is None else _delta_crl_validity())
     ca.crl_number += 1
     der = x509.build_crl(
         issuer_cert=material.certificate,
         issuer_key=material.key,
         # revoked_at is set on every revoked row (revoke() writes both together)
-        revoked=[(int(serial, 16), at or now, reason) for serial, at, reason in revoked],
+        revoked=[(int(serial, 16), at or now, reason) for serial, at, reason in rows],
         this_update=now,
-        next_update=now + _crl_validity(),
+        next_update=next_update,
         crl_number=ca.crl_number,
+        distribution_point=crl_url(ca) if _scoped(ca) else None,
+        freshest_crl=delta_crl_url(ca) if base is None and ca.delta_crl_enabled else None,
+        delta_of=None if base is None else base.number,
     ).public_bytes(serialization.Encoding.DER)
     ca.save(update_fields=["crl_number"])
     crl = Crl.objects.create(
-        ca=ca, number=ca.crl_number, this_update=now, next_update=now + _crl_validity(), der=der
+        ca=ca,
+        number=ca.crl_number,
+        delta=base is not None,
+        base_number=None if base is None else base.number,
+        entries=len(rows),
+        this_update=now,
+        next_update=next_update,
+        der=der,
     )
-    audit.record(actor, "crl.publish", ca, number=crl.number, revoked=len(revoked))
+    if base is None:
+        audit.record(actor, "crl.publish", ca, number=crl.number, revoked=len(rows))
+    else:
+        audit.record(actor, "crl.publish", ca, number=crl.number, revoked=len(rows), delta_of=base.number)
     return crl
 
 
@@ -139,8 +307,10 @@ def revoke_many(certificates: Iterable[Certificate], *, reason: str, actor: Acto
     for ca_id, certs in by_ca.items():
         ca = CertificateAuthority.objects.get(pk=ca_id)
         require(actor, Action.MANAGE, ca.organization_id)
-        now = timezone.now()
         with transaction.atomic():
+            if ca.is_internal:
+                lock_for_revocation(ca)
+            now = timezone.now()
             marked = list(
                 Certificate.objects.select_for_update(of=("self",))
                 .filter(pk__in=[c.pk for c in certs])
@@ -162,7 +332,8 @@ def revoke_many(certificates: Iterable[Certificate], *, reason: str, actor: Acto
                 c.status, c.revoked_at, c.revocation_reason = Certificate.Status.REVOKED, now, reason
                 c.next_renewal_at = None
             alerts.notify("revoked", certificate=marked)
-            build_crl(ca, actor)
+            if ca.is_internal:
+                publish_revocation(ca, actor)
             ocsp.after_revoke(ca, [c.serial for c in marked])
         count += len(marked)
     return count

@@ -1,0 +1,332 @@
+"""Delta CRLs (RFC 5280 §5.2.4) and the Issuing Distribution Point as relying parties see them: OpenSSL's
+``verify -crl_check -use_deltas`` with a full CRL built before a revocation and the delta built on it (through
+the revocation's on-commit task), a subordinate CA chain under ``-crl_check_all``, and CRL numbers that only
+ever increase across full and delta rebuilds."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509 as cx509
+from cryptography.x509.oid import ExtensionOID
+from django.test import Client
+from django.utils import timezone
+
+from pki import services, tasks, x509
+from pki.models import CertificateAuthority, Crl
+from pki.services import revocation
+from tests.conftest import SYSTEM, require_server
+from tests.pki.conftest import make_subscriber
+
+pytestmark = pytest.mark.django_db
+
+
+def openssl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    require_server(shutil.which("openssl") is not None, "openssl is not installed")
+    return subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+
+
+def fetch(path: str, target: Path) -> Path:
+    """What a relying party downloads: the public URL's PEM."""
+    response = Client().get(path)
+    assert response.status_code == 200, response.content
+    target.write_bytes(response.content)
+    return target
+
+
+def crl_files(ca: CertificateAuthority, tmp_path: Path, tag: str) -> tuple[Path, Path]:
+    return (
+        fetch(f"/pki/ca/{ca.pk}.pem", tmp_path / f"{tag}-base-{ca.pk}.pem"),
+        fetch(f"/pki/ca/{ca.pk}/delta.pem", tmp_path / f"{tag}-delta-{ca.pk}.pem"),
+    )
+
+
+def revoke_through_the_worker(cert, capture, reason: str = "key_compromise"):
+    """Revoke, then run the revocation's on-commit callbacks: the enqueued task runs as the worker runs it
+    (tests/settings.py: django-q in sync mode)."""
+    with capture(execute=True) as callbacks:
+        services.revoke(cert, reason=reason, actor=SYSTEM)
+    assert callbacks, "the revocation enqueued nothing"
+
+
+def listed(crl: Crl) -> set[int]:
+    return {entry.serial_number for entry in cx509.load_der_x509_crl(bytes(crl.der))}
+
+
+def pem(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / name).write_text(text)
+    return tmp_path / name
+
+
+def test_openssl_use_deltas_sees_a_revocation_after_the_base_and_no_scope_error(
+    tenant, hierarchy, tmp_path, django_capture_on_commit_callbacks
+):
+    root, inter = hierarchy
+    revoked = services.issue(make_subscriber(tenant, inter, "revoked"), actor=SYSTEM).certificate
+    good = services.issue(make_subscriber(tenant, inter, "good"), actor=SYSTEM).certificate
+    base = fetch(f"/pki/ca/{inter.pk}.pem", tmp_path / "base.pem")  # built now, before the revocation
+    base_row = Crl.objects.get(ca=inter, delta=False)
+
+    revoke_through_the_worker(revoked, django_capture_on_commit_callbacks)
+    delta_row = Crl.objects.get(ca=inter, delta=True)
+    assert delta_row.base_number == base_row.number and delta_row.number > base_row.number
+    assert listed(delta_row) == {int(revoked.serial, 16)} and delta_row.entries == 1
+    # the full CRL waits for its schedule: what is served is the one fetched before
+    assert Crl.objects.filter(ca=inter, delta=False).count() == 1
+    assert Client().get(f"/pki/ca/{inter.pk}.pem").content == base.read_bytes()
+    delta = fetch(f"/pki/ca/{inter.pk}/delta.pem", tmp_path / "delta.pem")
+
+    ca = pem(tmp_path, "ca.pem", inter.certificate_pem + root.certificate_pem)
+    leaf, other = (
+        pem(tmp_path, "leaf.pem", revoked.certificate_pem),
+        pem(tmp_path, "good.pem", good.certificate_pem),
+    )
+    both = ["verify", "-crl_check", "-use_deltas", "-CAfile", ca, "-CRLfile", base, "-CRLfile", delta]
+    failed = openssl(*map(str, both), str(leaf), cwd=tmp_path)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "certificate revoked" in output, output
+    assert "different CRL scope" not in output
+    passed = openssl(*map(str, both), str(other), cwd=tmp_path)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    # why deltas matter: the full CRL alone (still current) does not know the revocation yet
+    base_only = openssl(
+        "verify", "-crl_check", "-CAfile", str(ca), "-CRLfile", str(base), str(leaf), cwd=tmp_path
+    )
+    assert base_only.returncode == 0, base_only.stdout + base_only.stderr
+    # after the scheduled rebuild the full CRL lists it as well, with a delta of the new base beside it
+    services.refresh_crl(inter, actor=SYSTEM)
+    new_base = fetch(f"/pki/ca/{inter.pk}.pem", tmp_path / "rebuilt-base.pem")
+    again = openssl(
+        "verify", "-crl_check", "-CAfile", str(ca), "-CRLfile", str(new_base), str(leaf), cwd=tmp_path
+    )
+    assert again.returncode != 0 and "certificate revoked" in again.stdout + again.stderr
+    newest = Crl.objects.filter(ca=inter).latest("number")
+    assert (
+        newest.delta
+        and newest.base_number == Crl.objects.filter(ca=inter, delta=False).latest("number").number
+    )
+
+
+def test_crl_check_all_through_a_subordinate_ca_and_a_revoked_subordinate(
+    tenant, hierarchy, tmp_path, django_capture_on_commit_callbacks
+):
+    """The root's CRLs cover the CA certificates it issued (no onlyContainsUserCerts): a chain checked at
+    every level with full and delta CRLs passes, and a subordinate CA certificate revoked after the root's
+    full CRL fails on the root's delta."""
+    root, inter = hierarchy
+    leaf = services.issue(make_subscriber(tenant, inter, "leaf"), actor=SYSTEM).certificate
+    policy = services.save_policy(tenant.organization, actor=SYSTEM, name="ca", allow_ca=True)
+    branch = services.save_subscriber(
+        tenant.organization, actor=SYSTEM, name="branch", ca=root, policy=policy,
+        common_name="Acme Branch CA", validity_days=365, ca_certificate=True, ca_path_length=0,
+        key_usages=["key_cert_sign", "crl_sign", "digital_signature"],
+    )  # fmt: skip
+    sub = services.issue(branch, actor=SYSTEM).certificate
+    root_base = fetch(f"/pki/ca/{root.pk}.pem", tmp_path / "root-base.pem")
+    inter_base, inter_delta = crl_files(inter, tmp_path, "inter")
+    revoke_through_the_worker(sub, django_capture_on_commit_callbacks, reason="ca_compromise")
+    root_delta = fetch(f"/pki/ca/{root.pk}/delta.pem", tmp_path / "root-delta.pem")
+
+    trust, untrusted = (
+        pem(tmp_path, "root.pem", root.certificate_pem),
+        pem(tmp_path, "inter.pem", inter.certificate_pem),
+    )
+    crls = [a for f in (root_base, root_delta, inter_base, inter_delta) for a in ("-CRLfile", str(f))]
+    chain = openssl(
+        "verify", "-crl_check_all", "-use_deltas", "-CAfile", str(trust), "-untrusted", str(untrusted), *crls,
+        str(pem(tmp_path, "leaf.pem", leaf.certificate_pem)), cwd=tmp_path,
+    )  # fmt: skip
+    assert chain.returncode == 0, chain.stdout + chain.stderr
+    # why a root's CRLs carry no IDP: -crl_check_all checks the root itself against them, and the root names
+    # no CDP, so an IDP naming the URL would leave it out of scope (what trips OpenSSL on step-ca's CRLs)
+    material = services.ca_material(root)
+    now = timezone.now()
+    scoped = x509.build_crl(
+        issuer_cert=material.certificate, issuer_key=material.key, revoked=[], this_update=now,
+        next_update=now + timedelta(hours=1), crl_number=10**6, distribution_point=services.crl_url(root),
+    )  # fmt: skip
+    scoped_file = pem(tmp_path, "root-scoped.pem", x509.to_pem(scoped))
+    tripped = openssl(
+        "verify", "-crl_check_all", "-CAfile", str(trust), "-untrusted", str(untrusted), "-CRLfile",
+        str(scoped_file), "-CRLfile", str(inter_base), str(tmp_path / "leaf.pem"), cwd=tmp_path,
+    )  # fmt: skip
+    assert tripped.returncode != 0 and "different CRL scope" in tripped.stdout + tripped.stderr
+
+    target = str(pem(tmp_path, "sub.pem", sub.certificate_pem))
+    revoked = openssl(
+        "verify", "-crl_check", "-use_deltas", "-CAfile", str(trust), *crls, target, cwd=tmp_path
+    )
+    output = revoked.stdout + revoked.stderr
+    assert revoked.returncode != 0 and "certificate revoked" in output and "different CRL scope" not in output
+    base_only = openssl(
+        "verify", "-crl_check", "-CAfile", str(trust), "-CRLfile", str(root_base), target, cwd=tmp_path
+    )
+    assert base_only.returncode == 0, base_only.stdout + base_only.stderr
+
+
+def test_certificates_and_full_crls_point_at_the_delta_and_the_idp_is_the_cdp(tenant, hierarchy):
+    root, inter = hierarchy
+    cert = cx509.load_pem_x509_certificate(
+        services.issue(
+            make_subscriber(tenant, inter, "web"), actor=SYSTEM
+        ).certificate.certificate_pem.encode()
+    )
+    cdp = cert.extensions.get_extension_for_class(cx509.CRLDistributionPoints)
+    freshest = cert.extensions.get_extension_for_class(cx509.FreshestCRL)
+    assert not freshest.critical
+    assert [n.value for n in freshest.value[0].full_name] == [services.delta_crl_url(inter)]
+    assert services.delta_crl_url(inter).endswith(f"/pki/ca/{inter.pk}/delta.crl")
+    intermediate = cx509.load_pem_x509_certificate(inter.certificate_pem.encode())
+    assert intermediate.extensions.get_extension_for_class(cx509.FreshestCRL).value[0].full_name[0].value == (
+        services.delta_crl_url(root)
+    )
+
+    base = cx509.load_der_x509_crl(bytes(services.current_crl(inter).der))
+    delta = cx509.load_der_x509_crl(bytes(services.current_delta_crl(inter).der))
+    for crl in (base, delta):
+        idp = crl.extensions.get_extension_for_class(cx509.IssuingDistributionPoint)
+        assert idp.critical
+        # byte for byte the certificates' CRL distribution point: OpenSSL compares the names
+        assert idp.value.full_name == cdp.value[0].full_name
+        assert not (idp.value.only_contains_user_certs or idp.value.only_contains_ca_certs)
+    root_crls = (services.current_crl(root), services.current_delta_crl(root))
+    for crl in map(lambda row: cx509.load_der_x509_crl(bytes(row.der)), root_crls):
+        assert ExtensionOID.ISSUING_DISTRIBUTION_POINT not in {e.oid for e in crl.extensions}
+    assert base.extensions.get_extension_for_class(cx509.FreshestCRL).value == freshest.value
+    indicator = delta.extensions.get_extension_for_class(cx509.DeltaCRLIndicator)
+    assert indicator.critical
+    assert (
+        indicator.value.crl_number
+        == base.extensions.get_extension_for_class(cx509.CRLNumber).value.crl_number
+    )
+    assert ExtensionOID.FRESHEST_CRL not in {e.oid for e in delta.extensions}  # RFC 5280 §5.2.6
+
+    # delta CRLs off: new certificates and full CRLs carry no pointer, each revocation rebuilds the full CRL
+    services.set_delta_crl(inter, enabled=False, actor=SYSTEM)
+    inter.refresh_from_db()
+    plain = services.issue(make_subscriber(tenant, inter, "plain"), actor=SYSTEM).certificate
+    parsed = cx509.load_pem_x509_certificate(plain.certificate_pem.encode())
+    assert ExtensionOID.FRESHEST_CRL not in {e.oid for e in parsed.extensions}
+    before = services.current_crl(inter).number
+    services.revoke(plain, reason="superseded", actor=SYSTEM)
+    full = services.current_crl(inter)
+    assert full.number > before and int(plain.serial, 16) in listed(full)
+    assert ExtensionOID.FRESHEST_CRL not in {
+        e.oid for e in cx509.load_der_x509_crl(bytes(full.der)).extensions
+    }
+    # the delta URL keeps answering for the certificates issued while deltas were on
+    assert Client().get(f"/pki/ca/{inter.pk}/delta.crl").status_code == 200
+
+
+def test_crl_numbers_strictly_increase_across_full_and_delta_rebuilds(
+    tenant, hierarchy, settings, django_capture_on_commit_callbacks
+):
+    _, inter = hierarchy
+    subscriber = make_subscriber(tenant, inter, "n")
+    services.current_delta_crl(inter)  # full 1, delta 2
+    revoke_through_the_worker(
+        services.issue(subscriber, actor=SYSTEM).certificate, django_capture_on_commit_callbacks
+    )
+    services.refresh_crl(inter, actor=SYSTEM)  # full + delta
+    revoke_through_the_worker(
+        services.issue(subscriber, actor=SYSTEM).certificate, django_capture_on_commit_callbacks
+    )
+    Crl.objects.filter(ca=inter, delta=True).update(next_update=timezone.now() + timedelta(minutes=30))
+    assert tasks.refresh_crls() == {"refreshed": 1, "delta refreshed": 1}  # the root's first CRLs
+    services.set_delta_crl(inter, enabled=False, actor=SYSTEM)
+    services.revoke(services.issue(subscriber, actor=SYSTEM).certificate, reason="superseded", actor=SYSTEM)
+    services.set_delta_crl(inter, enabled=True, actor=SYSTEM)
+    Crl.objects.filter(ca=inter, delta=False).update(next_update=timezone.now() + timedelta(minutes=1))
+    Client().get(f"/pki/ca/{inter.pk}/delta.crl")  # past its base: both rebuilt on the spot
+
+    rows = list(Crl.objects.filter(ca=inter).order_by("created_at", "id"))
+    numbers = [row.number for row in rows]
+    assert numbers == sorted(set(numbers)) and len(numbers) >= 10
+    assert numbers[-1] == CertificateAuthority.objects.get(pk=inter.pk).crl_number
+    latest_base = None
+    for row in rows:
+        crl = cx509.load_der_x509_crl(bytes(row.der))
+        assert crl.extensions.get_extension_for_class(cx509.CRLNumber).value.crl_number == row.number
+        if row.delta:
+            assert row.base_number == latest_base  # always the newest full CRL when it was built
+            indicator = crl.extensions.get_extension_for_class(cx509.DeltaCRLIndicator).value.crl_number
+            assert indicator == row.base_number
+        else:
+            latest_base = row.number
+
+
+def test_the_on_commit_task_builds_once_and_skips_what_a_later_crl_covers(
+    tenant, hierarchy, django_capture_on_commit_callbacks
+):
+    _, inter = hierarchy
+    services.current_delta_crl(inter)
+    first, second = (
+        services.issue(make_subscriber(tenant, inter, n), actor=SYSTEM).certificate for n in "ab"
+    )
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.revoke(first, reason="superseded", actor=SYSTEM)
+    number = CertificateAuthority.objects.get(pk=inter.pk).crl_number
+    assert tasks.refresh_delta_crl(inter.pk, number) == {"delta": 1}
+    assert tasks.refresh_delta_crl(inter.pk, number) == {"covered": 1}  # a retry, or a second revocation's
+    latest = Crl.objects.filter(ca=inter, delta=True).latest("number")
+    assert int(first.serial, 16) in listed(latest)
+    for callback in callbacks:  # the revocation's own enqueue, late: the delta built above lists it
+        callback()
+    assert Crl.objects.filter(ca=inter, delta=True).latest("number").pk == latest.pk
+    # the CA's delta CRLs turned off between the revocation and the task: the full CRL lists it at once
+    with django_capture_on_commit_callbacks(execute=False):
+        services.revoke(second, reason="superseded", actor=SYSTEM)
+    number = CertificateAuthority.objects.get(pk=inter.pk).crl_number
+    CertificateAuthority.objects.filter(pk=inter.pk).update(delta_crl_enabled=False)
+    assert tasks.refresh_delta_crl(inter.pk, number) == {"full": 1}
+    assert int(second.serial, 16) in listed(Crl.objects.filter(ca=inter, delta=False).latest("number"))
+    assert tasks.refresh_delta_crl(10**9, 0) == {"skipped": 1}
+
+
+def test_revoke_many_publishes_one_delta_per_ca(tenant, hierarchy, django_capture_on_commit_callbacks):
+    _, inter = hierarchy
+    services.current_delta_crl(inter)
+    certs = [
+        services.issue(make_subscriber(tenant, inter, f"m{i}"), actor=SYSTEM).certificate for i in range(3)
+    ]
+    before = Crl.objects.filter(ca=inter).count()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert revocation.revoke_many(certs, reason="superseded", actor=SYSTEM) == 3
+    assert Crl.objects.filter(ca=inter).count() == before + 1
+    assert listed(Crl.objects.filter(ca=inter).latest("number")) == {int(c.serial, 16) for c in certs}
+
+
+def test_the_delta_is_served_like_the_full_crl(
+    tenant, hierarchy, settings, django_capture_on_commit_callbacks
+):
+    _, inter = hierarchy
+    client = Client()
+    url = f"/pki/ca/{inter.pk}/delta.crl"
+    first = client.get(url)
+    assert first.status_code == 200 and first["Content-Type"] == "application/pkix-crl"
+    assert first["Cache-Control"] == f"public, max-age={settings.CERTMGR_CRL_MAX_AGE_SECONDS}"
+    assert first["Last-Modified"] and first["Expires"]
+    etag = first["ETag"]
+    assert client.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    assert client.get(f"/pki/ca/{inter.pk}.crl")["ETag"] != etag  # one number sequence: distinct tags
+    pem_response = client.get(f"/pki/ca/{inter.pk}/delta.pem")
+    assert pem_response.status_code == 200 and b"BEGIN X509 CRL" in pem_response.content
+    cert = services.issue(make_subscriber(tenant, inter, "d"), actor=SYSTEM).certificate
+    revoke_through_the_worker(cert, django_capture_on_commit_callbacks)
+    fresh = client.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert fresh.status_code == 200 and fresh["ETag"] != etag
+    assert int(cert.serial, 16) in {e.serial_number for e in cx509.load_der_x509_crl(fresh.content)}
+    # never served past (or near) its nextUpdate: rebuilt on the spot, and cached at most until then
+    current = Crl.objects.filter(ca=inter, delta=True).latest("number")
+    Crl.objects.filter(pk=current.pk).update(next_update=timezone.now() + timedelta(minutes=2))
+    rebuilt = client.get(url)
+    assert Crl.objects.filter(ca=inter, delta=True).latest("number").number > current.number
+    assert int(cert.serial, 16) in {e.serial_number for e in cx509.load_der_x509_crl(rebuilt.content)}
+    settings.CERTMGR_CRL_MAX_AGE_SECONDS = 10**6
+    max_age = int(client.get(url)["Cache-Control"].split("max-age=")[1])
+    assert max_age <= settings.CERTMGR_DELTA_CRL_VALIDITY_HOURS * 3600
+    assert client.get(f"/pki/ca/{10**9}/delta.crl").status_code == 404
