@@ -204,7 +204,7 @@ def test_disable_enable_refresh_crl_and_download(tenant, hierarchy, subscriber):
     assert inter.status == "active"
     before = Crl.objects.filter(ca=inter).count()
     assert client.post(f"{CA_URL}{inter.pk}/refresh-crl/").status_code == 302
-    assert Crl.objects.filter(ca=inter).count() == before + 1
+    assert Crl.objects.filter(ca=inter).count() == before + 2  # a full CRL and a delta CRL of it
     assert client.get(f"{CA_URL}{inter.pk}/refresh-crl/").status_code == 405
     pem = client.get(f"{CA_URL}{inter.pk}/download/pem/")
     assert pem.status_code == 200 and pem.content.decode() == inter.certificate_pem
@@ -428,7 +428,7 @@ def test_policy_violation_is_a_message_not_a_500(tenant, hierarchy):
 
 
 # --- certificates -----------------------------------------------------------------------------------------
-def test_revoke_through_the_reason_form(tenant, hierarchy, issued):
+def test_revoke_through_the_reason_form(tenant, hierarchy, issued, django_capture_on_commit_callbacks):
     _, inter = hierarchy
     client = login(tenant.operator)
     page = client.post(
@@ -436,20 +436,21 @@ def test_revoke_through_the_reason_form(tenant, hierarchy, issued):
     )
     assert page.status_code == 200 and b'name="reason"' in page.content
     assert b"key_compromise" in page.content and issued.serial.encode() in page.content
-    assert b"CRL, which is republished at once" in page.content  # an internal CA publishes it here
+    assert b"delta CRL, which is republished at once" in page.content  # an internal CA publishes it here
     issued.refresh_from_db()
     assert issued.status == "active"  # nothing happens before the reason is confirmed
-    response = client.post(
-        CERT_URL,
-        {
-            "action": "revoke_certificates",
-            "_selected_action": [issued.pk],
-            "reason": "key_compromise",
-            "apply": "Revoke",
-        },
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # the delta CRL task of the revocation
+        response = client.post(
+            CERT_URL,
+            {
+                "action": "revoke_certificates",
+                "_selected_action": [issued.pk],
+                "reason": "key_compromise",
+                "apply": "Revoke",
+            },
+        )
     assert response.status_code == 302
-    assert any("CRL, which is republished at once" in m for m in texts(response))
+    assert any("delta CRL, which is republished at once" in m for m in texts(response))
     issued.refresh_from_db()
     assert issued.status == "revoked" and issued.revocation_reason == "key_compromise"
     assert issued.next_renewal_at is None  # a revoked certificate is never renewed
@@ -830,9 +831,10 @@ def test_generate_upload_and_issue_from_csrs(tenant, subscriber):
     assert cert.key_algorithm == "rsa-2048"
 
 
-def test_crl_list_and_downloads(tenant, other_tenant, hierarchy, issued):
+def test_crl_list_and_downloads(tenant, other_tenant, hierarchy, issued, django_capture_on_commit_callbacks):
     _, inter = hierarchy
-    services.revoke(issued, reason="superseded", actor=SYSTEM)
+    with django_capture_on_commit_callbacks(execute=True):  # the delta CRL listing it
+        services.revoke(issued, reason="superseded", actor=SYSTEM)
     client = login(tenant.auditor)
     listing = client.get(f"{CRL_URL}?ca={inter.pk}")
     assert listing.status_code == 200

@@ -298,19 +298,24 @@ def test_rename_disable_enable_and_delete_ca(tenant, pki):
     assert not CertificateAuthority.objects.filter(pk=spare["id"]).exists()
 
 
-def test_ca_crls_list(tenant, pki):
+def test_ca_crls_list(tenant, pki, django_capture_on_commit_callbacks):
     client = tenant.operator.client
     url = f"/api/v1/cas/{pki['inter']['id']}/crls/"
     first = client.get(url)
     assert first.status_code == 200, first.content
     rows = first.json()["results"]
     assert len(rows) == 1 and rows[0]["number"] == 1  # built on first request
+    assert rows[0]["delta"] is False and rows[0]["base_number"] is None and rows[0]["entries"] == 0
     crl = cx509.load_pem_x509_crl(rows[0]["crl"].encode())
     assert crl.issuer.rfc4514_string() == pki["inter"]["subject_dn"]
     cert = issue(client, pki["sub"]["id"])
-    post(client, f"/api/v1/certificates/{cert['id']}/revoke/", {"reason": "superseded"})
+    with django_capture_on_commit_callbacks(execute=True):  # the revocation's delta CRL task
+        post(client, f"/api/v1/certificates/{cert['id']}/revoke/", {"reason": "superseded"})
     rows = client.get(url).json()["results"]
-    assert [r["number"] for r in rows] == [2, 1]
+    assert [(r["number"], r["delta"], r["base_number"], r["entries"]) for r in rows] == [
+        (2, True, 1, 1),
+        (1, False, None, 0),
+    ]
     newest = cx509.load_pem_x509_crl(rows[0]["crl"].encode())
     assert [format(r.serial_number, "x") for r in newest] == [cert["serial"]]
 
@@ -716,31 +721,49 @@ def test_pkcs12_loads_in_openssl(tenant, pki, tmp_path):
     assert missing.status_code == 404
 
 
-def _verify_with_crl(tmp_path, cert: dict, crl_pem: str) -> subprocess.CompletedProcess:
+def _verify_with_crl(tmp_path, cert: dict, crls: list[str]) -> subprocess.CompletedProcess:
+    """``openssl verify`` with the CA's full CRL and its delta CRL (``-use_deltas``)."""
     (tmp_path / "cert.pem").write_text(cert["certificate"])
     (tmp_path / "chain.pem").write_text(cert["chain"])
-    (tmp_path / "crl.pem").write_text(crl_pem)
+    files = []
+    for i, crl_pem in enumerate(crls):
+        (tmp_path / f"crl{i}.pem").write_text(crl_pem)
+        files += ["-CRLfile", f"crl{i}.pem"]
     return openssl(
-        "verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "crl.pem", "cert.pem", cwd=tmp_path
+        "verify", "-crl_check", "-use_deltas", "-CAfile", "chain.pem", *files, "cert.pem", cwd=tmp_path
     )
 
 
-def _seed_crl(client, ca_id: int) -> str:
+def _seed_crl(client, ca_id: int) -> list[str]:
+    """The seed listing: the current full CRL, then its current delta CRL, each with its public URL."""
     response = client.get(f"/api/v1/pki/ca/{ca_id}/crls")
     assert response.status_code == 200, response.content
     rows = response.json()
-    assert isinstance(rows, list) and len(rows) == 1 and set(rows[0]) == {"id", "crl"}
-    assert Crl.objects.filter(pk=rows[0]["id"], ca_id=ca_id).exists()
-    return rows[0]["crl"]
+    assert isinstance(rows, list) and [row["delta"] for row in rows] == [False, True]
+    full, delta = rows
+    assert set(full) == {
+        "id", "number", "delta", "base_number", "this_update", "next_update", "entries", "url", "crl",
+    }  # fmt: skip
+    assert delta["base_number"] == full["number"] < delta["number"] and full["base_number"] is None
+    assert full["url"].endswith(f"/pki/ca/{ca_id}.crl") and delta["url"].endswith(
+        f"/pki/ca/{ca_id}/delta.crl"
+    )
+    for row in rows:
+        stored = Crl.objects.get(pk=row["id"], ca_id=ca_id)
+        assert (stored.number, stored.delta, stored.entries) == (row["number"], row["delta"], row["entries"])
+    return [full["crl"], delta["crl"]]
 
 
-def test_revoke_by_id_then_the_seed_crl_fails_verification(tenant, pki, tmp_path):
+def test_revoke_by_id_then_the_seed_crl_fails_verification(
+    tenant, pki, tmp_path, django_capture_on_commit_callbacks
+):
     client = tenant.operator.client
     cert = issue(client, pki["sub"]["id"])
     before = _verify_with_crl(tmp_path, cert, _seed_crl(client, pki["inter"]["id"]))
     assert before.returncode == 0, before.stdout + before.stderr
 
-    response = post(client, f"/api/v1/certificates/{cert['id']}/revoke/", {"reason": "key_compromise"})
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, f"/api/v1/certificates/{cert['id']}/revoke/", {"reason": "key_compromise"})
     assert response.status_code == 200, response.content
     body = response.json()
     assert (
@@ -766,15 +789,18 @@ def test_revoke_with_an_unknown_reason_is_400(tenant, pki):
     assert Certificate.objects.get(pk=cert["id"]).status == "active"
 
 
-def test_seed_revoke_by_serial_then_crl_check_fails(tenant, pki, tmp_path):
+def test_seed_revoke_by_serial_then_crl_check_fails(
+    tenant, pki, tmp_path, django_capture_on_commit_callbacks
+):
     client = tenant.operator.client
     cert = issue(client, pki["sub"]["id"])
     before = _verify_with_crl(tmp_path, cert, _seed_crl(client, pki["inter"]["id"]))
     assert before.returncode == 0, before.stdout + before.stderr
     serial = cert["serial"].upper()  # the seed's scripts may send upper case; colons too
-    response = post(
-        client, f"/api/v1/pki/certificates/{serial}/revoke", {"revocationReason": "KEY_COMPROMISE"}
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(
+            client, f"/api/v1/pki/certificates/{serial}/revoke", {"revocationReason": "KEY_COMPROMISE"}
+        )
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["message"] == "Successfully revoked certificate" and body["serialNumber"] == cert["serial"]

@@ -1,6 +1,6 @@
 """The public CRL endpoint as relying parties and caches see it: served from storage with an ETag, cacheable
 no longer than CERTMGR_CRL_MAX_AGE_SECONDS nor past nextUpdate, and a revoked certificate stays listed
-until it expires, whatever the periodic jobs do."""
+until it expires, whatever the periodic jobs do. Delta CRLs: tests/pki/test_delta_crl.py."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ def crl_url(ca) -> str:
 
 def test_the_crl_is_served_with_an_etag_and_revalidates_to_304(tenant, hierarchy):
     inter = hierarchy[1]
+    # delta CRLs off: each revocation publishes a full CRL (with them on, tests/pki/test_delta_crl.py)
+    inter = services.set_delta_crl(inter, enabled=False, actor=SYSTEM)
     client = Client()
     first = client.get(crl_url(inter))
     assert first.status_code == 200 and first["Content-Type"] == "application/pkix-crl"

@@ -5,6 +5,7 @@ ever increase across full and delta rebuilds."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from datetime import timedelta
@@ -16,10 +17,11 @@ from cryptography.x509.oid import ExtensionOID
 from django.test import Client
 from django.utils import timezone
 
+from certmgr.models import AuditEvent
 from pki import services, tasks, x509
 from pki.models import CertificateAuthority, Crl
 from pki.services import revocation
-from tests.conftest import SYSTEM, require_server
+from tests.conftest import PASSWORD, SYSTEM, require_server
 from tests.pki.conftest import make_subscriber
 
 pytestmark = pytest.mark.django_db
@@ -330,3 +332,58 @@ def test_the_delta_is_served_like_the_full_crl(
     max_age = int(client.get(url)["Cache-Control"].split("max-age=")[1])
     assert max_age <= settings.CERTMGR_DELTA_CRL_VALIDITY_HOURS * 3600
     assert client.get(f"/pki/ca/{10**9}/delta.crl").status_code == 404
+
+
+def test_the_api_turns_delta_crls_off_and_on_and_read_only_roles_cannot(tenant, other_tenant, hierarchy):
+    _, inter = hierarchy
+    url = f"/api/v1/cas/{inter.pk}/"
+    shown = tenant.auditor.client.get(url).json()
+    assert shown["delta_crl_enabled"] is True and shown["delta_crl_url"].endswith(
+        f"/pki/ca/{inter.pk}/delta.crl"
+    )
+    assert tenant.auditor.client.patch(url, {"delta_crl_enabled": False}, format="json").status_code == 403
+    bad = tenant.admin.client.patch(url, {"delta_crl_enabled": "maybe"}, format="json")
+    assert bad.status_code == 400 and "delta_crl_enabled" in bad.json()["error"]["fields"]
+    off = tenant.admin.client.patch(url, {"delta_crl_enabled": False}, format="json")
+    assert off.status_code == 200, off.content
+    assert off.json()["delta_crl_enabled"] is False and off.json()["delta_crl_url"] is None
+    assert AuditEvent.objects.filter(
+        action="ca.update", outcome="success", details__changed=["delta_crl_enabled"]
+    ).exists()
+    # the seed listing: the full CRL only while deltas are off; read-only roles may read it
+    rows = tenant.auditor.client.get(f"/api/v1/pki/ca/{inter.pk}/crls").json()
+    assert [row["delta"] for row in rows] == [False]
+    on = tenant.admin.client.patch(url, {"delta_crl_enabled": True}, format="json")
+    assert on.status_code == 200 and on.json()["delta_crl_enabled"] is True
+    rows = tenant.auditor.client.get(f"/api/v1/pki/ca/{inter.pk}/crls").json()
+    assert [row["delta"] for row in rows] == [False, True]
+    history = tenant.auditor.client.get(f"{url}crls/").json()["results"]
+    assert {row["delta"] for row in history} == {False, True}
+    assert other_tenant.admin.client.get(f"/api/v1/pki/ca/{inter.pk}/crls").status_code == 404
+    assert (
+        other_tenant.admin.client.patch(url, {"delta_crl_enabled": False}, format="json").status_code == 404
+    )
+
+
+def test_the_admin_turns_delta_crls_off_and_on_and_auditors_cannot(tenant, hierarchy):
+    _, inter = hierarchy
+    page = f"/admin/pki/certificateauthority/{inter.pk}"
+    auditor = Client()
+    assert auditor.login(username=tenant.auditor.user.username, password=PASSWORD)
+    assert auditor.post(f"{page}/delta-crl/off/").status_code == 403
+    operator = Client()
+    assert operator.login(username=tenant.operator.user.username, password=PASSWORD)
+    detail = operator.get(f"{page}/change/").content
+    assert b"Turn delta CRLs off" in detail and f"/pki/ca/{inter.pk}/delta.crl".encode() in detail
+    assert operator.get(f"{page}/delta-crl/off/").status_code == 405
+    assert operator.post(f"{page}/delta-crl/off/").status_code == 302
+    inter.refresh_from_db()
+    assert not inter.delta_crl_enabled
+    assert b"Turn delta CRLs on" in operator.get(f"{page}/change/").content
+    assert operator.post(f"{page}/delta-crl/on/").status_code == 302
+    inter.refresh_from_db()
+    assert inter.delta_crl_enabled
+    # the create form offers the setting, on by default
+    add = operator.get("/admin/pki/certificateauthority/add/").content
+    field = re.search(rb'<input[^>]*name="delta_crl_enabled"[^>]*>', add)
+    assert field is not None and b"checked" in field.group(0)

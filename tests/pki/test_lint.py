@@ -38,7 +38,9 @@ def assert_clean(tool: str, pem: str | bytes, tmp_path: Path, name: str, *extra:
 
 
 @pytest.mark.parametrize("algorithm", ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "ed25519"])
-def test_ca_certificates_leaves_and_crls_lint_clean(tenant, tmp_path, client, algorithm):
+def test_ca_certificates_leaves_and_crls_lint_clean(
+    tenant, tmp_path, client, algorithm, django_capture_on_commit_callbacks
+):
     org = tenant.organization
     root = services.create_internal_ca(
         org,
@@ -99,12 +101,18 @@ def test_ca_certificates_leaves_and_crls_lint_clean(tenant, tmp_path, client, al
     for name, pem in certificates.items():
         assert_clean("lint_pkix_cert", pem, tmp_path, name)
 
+    # full CRLs, and delta CRLs listing a revocation since their full CRL (built by the on-commit task)
+    services.refresh_crl(inter, actor=SYSTEM)
     victim = services.issue(server, actor=SYSTEM).certificate
-    services.revoke(victim, reason="key_compromise", actor=SYSTEM)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.revoke(victim, reason="key_compromise", actor=SYSTEM)
     services.refresh_crl(root, actor=SYSTEM)
     for ca in (inter, root):
-        crl = Crl.objects.filter(ca=ca).order_by("-number").first()
-        assert_clean("lint_crl", bytes(crl.der), tmp_path, f"crl-{ca.pk}.der", "-t", "CRL", "-p", "PKIX")
+        for delta in (False, True):
+            crl = Crl.objects.filter(ca=ca, delta=delta).order_by("-number").first()
+            assert crl is not None and (ca != inter or not delta or crl.entries == 1)
+            name = f"crl-{ca.pk}-{'delta' if delta else 'full'}.der"
+            assert_clean("lint_crl", bytes(crl.der), tmp_path, name, "-t", "CRL", "-p", "PKIX")
 
 
 def test_the_linter_can_fail(tmp_path):

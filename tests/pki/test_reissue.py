@@ -69,14 +69,15 @@ def test_reissue_replaces_each_current_certificate_once(tenant, hierarchy, fleet
     assert old.pk  # untouched
 
 
-def test_reissue_to_another_ca_with_revocation(tenant, hierarchy, fleet):
+def test_reissue_to_another_ca_with_revocation(tenant, hierarchy, fleet, django_capture_on_commit_callbacks):
     root, inter = hierarchy
     subs, current, _ = fleet
     target = other_ca(tenant, root)
     inter = services.set_ca_status(inter, CertificateAuthority.Status.DISABLED, actor=SYSTEM)  # compromised
-    report = services.reissue_ca(
-        inter, actor=tenant.operator.user, to_ca=target, revoke_reason="key_compromise"
-    )
+    with django_capture_on_commit_callbacks(execute=True):  # the delta CRL task of the revocations
+        report = services.reissue_ca(
+            inter, actor=tenant.operator.user, to_ca=target, revoke_reason="key_compromise"
+        )
     assert (report.reissued, report.revoked, report.failed) == (3, 3, [])
     assert set(Subscriber.objects.filter(pk__in=[s.pk for s in subs]).values_list("ca", flat=True)) == {
         target.pk

@@ -21,7 +21,9 @@ def openssl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
 
 
-def test_issue_verify_revoke_with_openssl(tenant, hierarchy, tmp_path, client):
+def test_issue_verify_revoke_with_openssl(
+    tenant, hierarchy, tmp_path, client, django_capture_on_commit_callbacks
+):
     root, inter = hierarchy
     sub = services.save_subscriber(
         tenant.organization,
@@ -52,11 +54,13 @@ def test_issue_verify_revoke_with_openssl(tenant, hierarchy, tmp_path, client):
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
-    services.revoke(cert, reason="key_compromise", actor=SYSTEM)
-    (tmp_path / "crl.pem").write_bytes(client.get(f"/pki/ca/{inter.pk}.pem").content + root_crl)
+    with django_capture_on_commit_callbacks(execute=True):  # the delta CRL task of the revocation
+        services.revoke(cert, reason="key_compromise", actor=SYSTEM)
+    (tmp_path / "delta.pem").write_bytes(client.get(f"/pki/ca/{inter.pk}/delta.pem").content)
     bad = openssl(
-        "verify", "-crl_check", "-CAfile", "chain.pem", "-CRLfile", "crl.pem", "cert.pem", cwd=tmp_path
-    )
+        "verify", "-crl_check", "-use_deltas", "-CAfile", "chain.pem", "-CRLfile", "crl.pem",
+        "-CRLfile", "delta.pem", "cert.pem", cwd=tmp_path,
+    )  # fmt: skip
     assert bad.returncode != 0 and "revoked" in (bad.stdout + bad.stderr)
     assert client.get(f"/pki/ca/{inter.pk}/certificate.crt")["Content-Type"] == "application/pkix-cert"
     with pytest.raises(services.AlreadyRevoked):
