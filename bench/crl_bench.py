@@ -3,7 +3,9 @@
 
     .venv/bin/python bench/crl_bench.py [--entries 100000] [--rounds 3]
 
-No database: both sides get the same (serial, time, reason) rows. Prints a Markdown table for
+No database: both sides get the same (serial, time, reason) rows and the same extensions (CRL number, AKI,
+Issuing Distribution Point, Freshest CRL: a full CRL of an intermediate with delta CRLs on). Prints a
+Markdown table for
 docs/benchmarks.md; the target is certmgr within 1.5x of raw.
 """
 
@@ -25,6 +27,8 @@ from cryptography.x509.oid import NameOID
 
 from pki import x509
 
+# A full CRL of an intermediate with delta CRLs on carries both (pki.services.revocation).
+CRL_URL, DELTA_URL = "http://pki.example.com/pki/ca/1.crl", "http://pki.example.com/pki/ca/1/delta.crl"
 REASONS = ["key_compromise", "superseded", "cessation_of_operation", "unspecified"]
 FLAGS = {
     "key_compromise": cx509.ReasonFlags.key_compromise,
@@ -65,6 +69,14 @@ def raw(cert, key, rows, now) -> bytes:
         for serial, at, reason in rows
     ]
     aki = cx509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+    idp = cx509.IssuingDistributionPoint(
+        full_name=[cx509.UniformResourceIdentifier(CRL_URL)], relative_name=None,
+        only_contains_user_certs=False, only_contains_ca_certs=False, only_some_reasons=None,
+        indirect_crl=False, only_contains_attribute_certs=False,
+    )  # fmt: skip
+    freshest = cx509.FreshestCRL(
+        [cx509.DistributionPoint([cx509.UniformResourceIdentifier(DELTA_URL)], None, None, None)]
+    )
     crl = cx509.CertificateRevocationListBuilder(
         issuer_name=cert.subject,
         last_update=now,
@@ -72,6 +84,8 @@ def raw(cert, key, rows, now) -> bytes:
         extensions=[
             cx509.Extension(cx509.CRLNumber.oid, False, cx509.CRLNumber(1)),
             cx509.Extension(cx509.AuthorityKeyIdentifier.oid, False, aki),
+            cx509.Extension(cx509.IssuingDistributionPoint.oid, True, idp),
+            cx509.Extension(cx509.FreshestCRL.oid, False, freshest),
         ],
         revoked_certificates=entries,
     ).sign(key, hashes.SHA256())
@@ -81,7 +95,8 @@ def raw(cert, key, rows, now) -> bytes:
 def ours(cert, key, rows, now) -> bytes:
     crl = x509.build_crl(
         issuer_cert=cert, issuer_key=key, revoked=rows, this_update=now,
-        next_update=now + dt.timedelta(hours=24), crl_number=1,
+        next_update=now + dt.timedelta(hours=24), crl_number=1, distribution_point=CRL_URL,
+        freshest_crl=DELTA_URL,
     )  # fmt: skip
     return crl.public_bytes(serialization.Encoding.DER)
 

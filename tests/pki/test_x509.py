@@ -28,6 +28,7 @@ from pki.x509 import KeyAlgorithm, RevocationReason, Subject, X509Error
 ROOT_DIR = Path(__file__).resolve().parents[2]
 HOST = "www.example.com"
 CRL_URL = "http://pki.example.com/inter.crl"
+DELTA_URL = "http://pki.example.com/inter/delta.crl"
 AIA_URL = "http://pki.example.com/inter.crt"
 ALGORITHMS = list(KeyAlgorithm)
 WEBPKI_ALGORITHMS = [alg for alg in KeyAlgorithm if alg is not KeyAlgorithm.ED25519]  # no EdDSA in WebPKI
@@ -546,6 +547,46 @@ def test_crl_entry_details() -> None:
             revoked=[],
             next_update=now + dt.timedelta(1),
         )
+
+
+def test_delta_crl_extensions_and_refusals() -> None:
+    p = pki(KeyAlgorithm.EC_P256)
+    now = dt.datetime.now(dt.UTC)
+    common = {"issuer_cert": p.inter, "issuer_key": p.inter_key, "this_update": now, "revoked": []}
+    later = now + dt.timedelta(hours=1)
+    full = px.build_crl(
+        **common, next_update=later, crl_number=4, distribution_point=CRL_URL, freshest_crl=DELTA_URL
+    )
+    delta = px.build_crl(**common, next_update=later, crl_number=5, distribution_point=CRL_URL, delta_of=4)
+    freshest = full.extensions.get_extension_for_class(x509.FreshestCRL)
+    assert not freshest.critical and freshest.value[0].full_name == [
+        x509.UniformResourceIdentifier(DELTA_URL)
+    ]
+    indicator = delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator)
+    assert indicator.critical and indicator.value.crl_number == 4
+    for crl in (full, delta):
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+        assert idp.critical and idp.value.full_name == [x509.UniformResourceIdentifier(CRL_URL)]
+    with pytest.raises(X509Error, match="must exceed its base"):
+        px.build_crl(**common, next_update=later, crl_number=4, delta_of=4)
+    with pytest.raises(X509Error, match="no Freshest CRL"):
+        px.build_crl(**common, next_update=later, crl_number=5, delta_of=4, freshest_crl=DELTA_URL)
+    with pytest.raises(X509Error, match="delta_of"):
+        px.build_crl(**common, next_update=later, crl_number=5, delta_of=-1)
+    with pytest.raises(X509Error, match="issuing distribution point URL"):
+        px.build_crl(**common, next_update=later, crl_number=5, distribution_point="/relative.crl")
+    # a leaf and an intermediate point at the issuer's delta CRLs
+    leaf = px.build_leaf_certificate(
+        csr_or_public_key=px.generate_key(KeyAlgorithm.EC_P256).public_key(),
+        subject=px.Subject(common_name="d.example.com"),
+        sans=["d.example.com"],
+        issuer_cert=p.inter,
+        issuer_key=p.inter_key,
+        validity_days=30,
+        crl_url=CRL_URL,
+        delta_crl_url=DELTA_URL,
+    ).certificate
+    assert ext(leaf, x509.FreshestCRL).value == freshest.value
 
 
 @pytest.mark.parametrize(
