@@ -43,7 +43,9 @@ def refresh_crls_now(report, progress=None) -> None:
                     progress(f"refreshed: {ca.name} (CRL number {crl.number})")
                 continue
             if ca.delta_crl_enabled:
-                delta = ca.crls.filter(delta=True, base_number=latest[0]).order_by("-number").first()
+                delta = (
+                    ca.crls.filter(delta=True, base_number=latest[0]).defer("der").order_by("-number").first()
+                )
                 if delta is None or delta.next_update <= delta_horizon:
                     crl = services.refresh_delta_crl(ca, actor=ACTOR)
                     report.add("delta refreshed")

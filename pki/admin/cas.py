@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from certmgr import errors
 from certmgr.actors import as_actor
@@ -233,7 +234,7 @@ class CertificateAuthorityAdmin(PkiAdmin):
                 services.delta_crl_url(obj),
             )
         else:
-            deltas = format_html("<br>Delta CRLs off: each revocation publishes a full CRL")
+            deltas = mark_safe("<br>Delta CRLs off: each revocation publishes a full CRL")
         if latest is None:
             return format_html("None yet (built on first request at <code>{}</code>){}", public, deltas)
         return format_html(

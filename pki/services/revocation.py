@@ -223,7 +223,12 @@ def build_delta_crl(ca: CertificateAuthority, actor: Actor) -> Crl:
 
 
 def _build_delta(locked: CertificateAuthority, actor: Actor) -> Crl:
-    return _build(locked, actor, base=_latest(locked, delta=False) or _build(locked, actor, base=None))
+    base = _latest(locked, delta=False)
+    if base is None or base.entries is None:
+        # none yet, or one built before delta CRLs: its extensions (no IDP) would not match a delta's, and
+        # OpenSSL only combines a delta with a full CRL of the same Issuing Distribution Point
+        base = _build(locked, actor, base=None)
+    return _build(locked, actor, base=base)
 
 
 def _build_base_and_delta(locked: CertificateAuthority, actor: Actor) -> Crl:
@@ -308,14 +313,16 @@ def revoke_many(certificates: Iterable[Certificate], *, reason: str, actor: Acto
         ca = CertificateAuthority.objects.get(pk=ca_id)
         require(actor, Action.MANAGE, ca.organization_id)
         with transaction.atomic():
-            if ca.is_internal:
-                lock_for_revocation(ca)
-            now = timezone.now()
+            # the certificates' rows, then the CA's (the order revoke() takes them in)
             marked = list(
                 Certificate.objects.select_for_update(of=("self",))
                 .filter(pk__in=[c.pk for c in certs])
                 .exclude(status=Certificate.Status.REVOKED)
+                .order_by("pk")
             )
+            if ca.is_internal:
+                lock_for_revocation(ca)
+            now = timezone.now()
             Certificate.objects.filter(pk__in=[c.pk for c in marked]).update(
                 status=Certificate.Status.REVOKED,
                 revoked_at=now,

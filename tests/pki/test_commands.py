@@ -256,7 +256,7 @@ def test_revoke_by_serial(tenant, issued):
     issued.refresh_from_db()
     assert issued.status == "revoked" and issued.revocation_reason == "key_compromise"
     assert f"Revoked serial {issued.serial}" in out and "reason: key_compromise" in out
-    assert "CRL #" in out
+    assert "its delta CRL lists it once the worker has rebuilt it" in out  # delta CRLs on (the default)
     with pytest.raises(CommandError, match="already revoked"):
         run("revoke", issued.serial, "--reason", "superseded")
     with pytest.raises(CommandError, match="unknown revocation reason 'stolen'; choose one of: unspecified"):
@@ -269,9 +269,11 @@ def test_revoke_by_serial(tenant, issued):
 
 def test_revoke_by_id_and_rfc_reason_names(tenant, subscriber):
     cert = services.issue(subscriber, actor=SYSTEM).certificate
-    run("revoke", "--id", str(cert.pk), "--org", "acme", "--reason", "cessationOfOperation")
+    services.set_delta_crl(cert.ca, enabled=False, actor=SYSTEM)
+    out, _ = run("revoke", "--id", str(cert.pk), "--org", "acme", "--reason", "cessationOfOperation")
     cert.refresh_from_db()
     assert cert.revocation_reason == "cessation_of_operation"
+    assert "CRL #" in out  # delta CRLs off: the full CRL is published at once
 
 
 def test_ambiguous_serial_and_wrong_org(tenant, other_tenant, issued, tmp_path):

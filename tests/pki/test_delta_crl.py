@@ -387,3 +387,18 @@ def test_the_admin_turns_delta_crls_off_and_on_and_auditors_cannot(tenant, hiera
     add = operator.get("/admin/pki/certificateauthority/add/").content
     field = re.search(rb'<input[^>]*name="delta_crl_enabled"[^>]*>', add)
     assert field is not None and b"checked" in field.group(0)
+
+
+def test_a_full_crl_built_before_delta_crls_is_replaced_before_a_delta_completes_it(
+    tenant, hierarchy, django_capture_on_commit_callbacks
+):
+    """After the upgrade: the stored full CRL has no IDP (nor a count), so a delta could not match it."""
+    _, inter = hierarchy
+    legacy = services.current_crl(inter)
+    Crl.objects.filter(pk=legacy.pk).update(entries=None)
+    cert = services.issue(make_subscriber(tenant, inter, "u"), actor=SYSTEM).certificate
+    revoke_through_the_worker(cert, django_capture_on_commit_callbacks)
+    base = Crl.objects.filter(ca=inter, delta=False).latest("number")
+    delta = Crl.objects.filter(ca=inter, delta=True).latest("number")
+    assert base.number > legacy.number and delta.base_number == base.number
+    assert int(cert.serial, 16) in listed(base)

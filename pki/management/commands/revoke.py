@@ -39,12 +39,17 @@ class Command(ServiceCommand):
         )
         certificate = services.revoke(certificate, reason=parsed.value, actor=self.actor())
         ca = certificate.ca
-        crl = ca.crls.order_by("-number").first() if ca is not None else None
+        crl = ca.crls.filter(delta=False).defer("der").order_by("-number").first() if ca is not None else None
         label = certificate.common_name or "no CN"
         self.stdout.write(
             self.style.SUCCESS(f"Revoked serial {certificate.serial} ({label}, id {certificate.pk}).")
         )
         self.stdout.write(f"reason: {certificate.revocation_reason}")
         self.stdout.write(f"revoked_at: {certificate.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
-        if ca is not None and crl is not None:
+        if ca is not None and ca.is_internal and ca.delta_crl_enabled:
+            self.stdout.write(
+                f"CA {ca.name!r}: its delta CRL lists it once the worker has rebuilt it (its full CRL "
+                "from the next scheduled rebuild)."
+            )
+        elif ca is not None and crl is not None:
             self.stdout.write(f"CRL #{crl.number} of CA {ca.name!r} published.")
