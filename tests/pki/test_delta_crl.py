@@ -402,3 +402,18 @@ def test_a_full_crl_built_before_delta_crls_is_replaced_before_a_delta_completes
     delta = Crl.objects.filter(ca=inter, delta=True).latest("number")
     assert base.number > legacy.number and delta.base_number == base.number
     assert int(cert.serial, 16) in listed(base)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_revocation_reaches_the_delta_through_the_queue(tenant, hierarchy):
+    """No captured callbacks: the revocation commits, its on-commit hook enqueues the task and django-q (sync
+    in tests) runs it as a worker would."""
+    _, inter = hierarchy
+    cert = services.issue(make_subscriber(tenant, inter, "q"), actor=SYSTEM).certificate
+    services.current_delta_crl(inter)
+    services.revoke(cert, reason="key_compromise", actor=SYSTEM)
+    delta = Crl.objects.filter(ca=inter, delta=True).latest("number")
+    assert int(cert.serial, 16) in listed(delta)
+    from django_q.models import Task
+
+    assert Task.objects.filter(func="pki.tasks.refresh_delta_crl", success=True).exists()
