@@ -1139,10 +1139,9 @@ def _revoked_entry(serial: int, revoked_at: dt.datetime, reason: RevocationReaso
     # Built in one constructor call, messages formatted only on error: a CRL may hold 100,000 entries.
     if not isinstance(revoked_at, dt.datetime) or revoked_at.tzinfo is None:
         raise X509Error(f"revocation time of serial {serial_hex(serial)} must be a timezone-aware datetime")
+    # cryptography converts an aware time to UTC and drops the microseconds (UTCTime) itself.
     return x509.RevokedCertificateBuilder(
-        serial_number=_serial(serial),
-        revocation_date=revoked_at.astimezone(dt.UTC).replace(microsecond=0),
-        extensions=_reason_extensions(reason),
+        serial_number=_serial(serial), revocation_date=revoked_at, extensions=_reason_extensions(reason)
     ).build()
 
 

@@ -529,6 +529,15 @@ def test_crl_entry_details() -> None:
     hold = crl.get_revoked_certificate_by_serial_number(11).extensions.get_extension_for_class(x509.CRLReason)
     assert hold.value.reason == x509.ReasonFlags.certificate_hold
     assert crl.get_revoked_certificate_by_serial_number(13) is None
+    # any aware time: listed in UTC, to the second (UTCTime)
+    local = dt.datetime(2026, 3, 1, 12, 30, 15, 987654, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    timed = px.build_crl(
+        issuer_cert=p.inter, issuer_key=p.inter_key, revoked=[(14, local, "superseded")], this_update=now,
+        next_update=now + dt.timedelta(hours=1), crl_number=8,
+    )  # fmt: skip
+    assert timed.get_revoked_certificate_by_serial_number(14).revocation_date_utc == dt.datetime(
+        2026, 3, 1, 10, 30, 15, tzinfo=dt.UTC
+    )
 
     bad = {"issuer_cert": p.inter, "issuer_key": p.inter_key, "this_update": now, "crl_number": 1}
     with pytest.raises(X509Error, match="listed twice"):
