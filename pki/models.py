@@ -406,6 +406,36 @@ class OcspResponse(models.Model):
         return f"OCSP {self.status} for {self.serial[:16]} of {self.ca}"
 
 
+class OcspRequestCount(models.Model):
+    """How many OCSP requests were answered with each status, per CA (``ca`` empty: a CA id that is not one of
+    ours). Web processes tally in memory and add their tallies here every few seconds
+    (``pki.services.ocsp.count_answer``), so /metrics reads one total across every worker and host."""
+
+    ca = models.ForeignKey(
+        CertificateAuthority,
+        verbose_name="CA",
+        null=True,
+        on_delete=models.CASCADE,
+        related_name="ocsp_request_counts",
+    )
+    status = models.CharField(max_length=24)  # good / revoked / unknown / unauthorized / malformedRequest
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "OCSP request count"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ca", "status"], condition=models.Q(ca__isnull=False), name="ocsp_count_unique_ca"
+            ),
+            models.UniqueConstraint(
+                fields=["status"], condition=models.Q(ca__isnull=True), name="ocsp_count_unique_no_ca"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.count} OCSP {self.status} of {self.ca or 'no CA of ours'}"
+
+
 # --- alerts (pki.alerts) -----------------------------------------------------------------------------------
 from certmgr.querysets import TenantQuerySet  # noqa: E402  (kept with the models that use it)
 

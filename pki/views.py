@@ -90,6 +90,7 @@ def ocsp_responder(request, pk: int, encoded: str):
         except (binascii.Error, ValueError):
             der = b""
     answer = ocsp_service.answer(int(pk), der)
+    ocsp_service.count_answer(int(pk), answer)
     response = HttpResponse(answer.der, content_type="application/ocsp-response")
     if answer.this_update is None or answer.next_update is None:
         response["Cache-Control"] = "no-store"

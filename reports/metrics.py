@@ -8,7 +8,8 @@ it sees every organization). The names follow cert-manager's where one fits
 Cardinality stays bounded: no label names a certificate. Per-subscriber series describe the subscriber's
 current certificate (its newest active one), for at most ``CERTMGR_METRICS_MAX_SUBSCRIBERS`` subscribers
 (lowest ids first, so a scrape's series stay the same from one scrape to the next); everything else is a
-count grouped by organization and status, or by CA. Each family is one aggregate query; a scrape runs nine.
+count grouped by organization and status, or by CA. Each family is one aggregate query; a scrape runs twelve
+(nine, and three for the OCSP responder).
 
 The families are built here and written by ``prometheus_client`` (a custom collector, so the exposition's
 escaping and types are the library's). A scrape's body is kept for ``CERTMGR_METRICS_CACHE_SECONDS`` per
@@ -27,7 +28,18 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from django.db.models import (
+    Count,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+)
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -94,11 +106,13 @@ def collect(org_ids: set[int] | None, *, limit: int | None = None, now: datetime
     now = now or timezone.now()
     out = Exposition()
     orgs = dict(_scoped(Organization.objects, org_ids, "pk").values_list("pk", "slug"))
-    cas, ca_orgs = {}, {}
-    for pk, org, name in _scoped(CertificateAuthority.objects, org_ids).values_list(
-        "pk", "organization_id", "name"
+    cas, ca_orgs, ocsp_cas = {}, {}, []
+    for pk, org, name, ocsp_enabled in _scoped(CertificateAuthority.objects, org_ids).values_list(
+        "pk", "organization_id", "name", "ocsp_enabled"
     ):
         cas[pk], ca_orgs[pk] = name, org
+        if ocsp_enabled:
+            ocsp_cas.append(pk)
 
     def ca_label(ca_id: int | None) -> str:
         return cas.get(ca_id, "") if ca_id is not None else ""
@@ -221,6 +235,7 @@ def collect(org_ids: set[int] | None, *, limit: int | None = None, now: datetime
         )
 
     _acme_orders(out, _scoped(AcmeOrder.objects, org_ids), orgs, ca_label)
+    _ocsp(out, org_ids, ocsp_cas, lambda ca_id: orgs.get(ca_orgs.get(ca_id), ""), ca_label, now)
 
     delivery = getattr(pki_models, "AlertDelivery", None)
     if delivery is not None:
@@ -311,6 +326,83 @@ def _acme_orders(out: Exposition, orders, orgs: dict[int, str], ca_label) -> Non
         total = row["total"] or timedelta(0)
         out.sample(f"{name}_sum", labels, total.total_seconds())
         out.sample(f"{name}_count", labels, row["n"])
+
+
+def _ocsp(out: Exposition, org_ids: set[int] | None, ocsp_cas: list[int], org_label, ca_label, now) -> None:
+    """The OCSP responder: answers by status (counted by every web process, pki.services.ocsp.count_answer),
+    and per OCSP CA the certificates that need a pre-signed response, how many have a fresh one, and the age
+    of the oldest stored one. Three queries."""
+    from pki.models import Certificate, OcspRequestCount, OcspResponse
+
+    def ca_labels(ca_id: int | None) -> tuple[tuple[str, object], ...]:
+        return (("organization", org_label(ca_id)), ("ca", ca_label(ca_id)))
+
+    out.family(
+        "certmgr_ocsp_responses_total",
+        "counter",
+        "OCSP answers by status (good, revoked, unknown, unauthorized, malformedRequest) and CA; ca and "
+        "organization are empty for a CA id that is not one of ours (seen without an API token only).",
+    )
+    counts = OcspRequestCount.objects.order_by().values_list("ca_id", "status", "count")
+    counts = counts.filter(ca__organization_id__in=org_ids) if org_ids is not None else counts
+    for ca_id, status, n in sorted(counts, key=lambda row: (row[0] or 0, row[1])):
+        out.sample("certmgr_ocsp_responses_total", (*ca_labels(ca_id), ("status", status)), n)
+
+    # Whose response is pre-signed: the CA's active and revoked-unexpired certificates (pki.services.ocsp
+    # .presign), each probed in the unique (ca, serial) index of the stored responses.
+    fresh = OcspResponse.objects.filter(
+        ca_id=OuterRef("ca_id"), serial=OuterRef("serial"), next_update__gt=now
+    )
+    coverage = (
+        Certificate.objects.filter(
+            ca_id__in=ocsp_cas,
+            not_after__gt=now,
+            status__in=[Certificate.Status.ACTIVE, Certificate.Status.REVOKED],
+        )
+        .order_by()
+        .values("ca_id")
+        .annotate(n=Count("*"), presigned=Count("pk", filter=Exists(fresh)))
+    )
+    by_ca = {row["ca_id"]: (row["n"], row["presigned"]) for row in coverage}
+    oldest = dict(
+        OcspResponse.objects.filter(ca_id__in=ocsp_cas)
+        .order_by()
+        .values_list("ca_id")
+        .annotate(oldest=Min("this_update"))
+    )
+    out.family(
+        "certmgr_ocsp_certificates",
+        "gauge",
+        "Certificates of each OCSP CA that get a pre-signed response (active, and revoked but unexpired).",
+    )
+    for ca_id in sorted(ocsp_cas):
+        labels = ca_labels(ca_id)
+        out.sample("certmgr_ocsp_certificates", labels, by_ca.get(ca_id, (0, 0))[0])
+    out.family(
+        "certmgr_ocsp_presigned_certificates",
+        "gauge",
+        "Of those, how many have a stored response that has not reached its nextUpdate.",
+    )
+    for ca_id in sorted(ocsp_cas):
+        labels = ca_labels(ca_id)
+        out.sample("certmgr_ocsp_presigned_certificates", labels, by_ca.get(ca_id, (0, 0))[1])
+    out.family(
+        "certmgr_ocsp_presigned_ratio",
+        "gauge",
+        "certmgr_ocsp_presigned_certificates / certmgr_ocsp_certificates (1 for a CA with none to sign).",
+    )
+    for ca_id in sorted(ocsp_cas):
+        labels = ca_labels(ca_id)
+        total, presigned = by_ca.get(ca_id, (0, 0))
+        out.sample("certmgr_ocsp_presigned_ratio", labels, presigned / total if total else 1)
+    out.family(
+        "certmgr_ocsp_oldest_response_age_seconds",
+        "gauge",
+        "Age (now - thisUpdate) of the oldest stored pre-signed response, per OCSP CA with any stored.",
+    )
+    for ca_id in sorted(oldest):
+        labels = ca_labels(ca_id)
+        out.sample("certmgr_ocsp_oldest_response_age_seconds", labels, (now - oldest[ca_id]).total_seconds())
 
 
 def cached_collect(org_ids: set[int] | None) -> str:

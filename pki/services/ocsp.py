@@ -8,8 +8,13 @@ allows it.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime as dt
 import functools
+import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,7 +23,8 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from certmgr import audit
@@ -27,11 +33,19 @@ from certmgr.jobs import JobReport
 from certmgr.permissions import Action
 from certmgr.services import require
 from pki import ocsp, x509
-from pki.models import Certificate, CertificateAuthority, OcspResponder, OcspResponse, RevocationReason
+from pki.models import (
+    Certificate,
+    CertificateAuthority,
+    OcspRequestCount,
+    OcspResponder,
+    OcspResponse,
+    RevocationReason,
+)
 from pki.querysets import CertificateAuthorityQuerySet
 from pki.services.cas import ca_material
 from pki.services.common import x509_error
 
+logger = logging.getLogger(__name__)
 SYSTEM = Actor.system("ocsp")
 # A responder certificate is replaced this long before it expires, so a response never outlives its signer.
 RESPONDER_RENEW_BEFORE = timedelta(days=2)
@@ -343,13 +357,22 @@ def _issuer_hashes(ca: CertificateAuthority, hash_name: str) -> tuple[bytes, byt
 @dataclass(frozen=True)
 class Answer:
     der: bytes
+    # What the answer says, as counted by the metrics: good / revoked / unknown, or the error status
+    # (unauthorized / malformedRequest).
+    status: str
     # Set for a cacheable answer (RFC 5019 §6): when it was made and until when it holds.
     this_update: dt.datetime | None = None
     next_update: dt.datetime | None = None
 
 
+_ERROR_NAMES = {
+    ocsp.ResponseStatus.MALFORMED_REQUEST: "malformedRequest",
+    ocsp.ResponseStatus.UNAUTHORIZED: "unauthorized",
+}
+
+
 def _error(status: ocsp.ResponseStatus) -> Answer:
-    return Answer(ocsp.error_response(status))
+    return Answer(ocsp.error_response(status), _ERROR_NAMES[status])
 
 
 def answer(ca_id: int, request_der: bytes) -> Answer:
@@ -370,20 +393,20 @@ def answer(ca_id: int, request_der: bytes) -> Answer:
     if query.hash_name == "sha1" and not with_nonce:
         stored = (
             OcspResponse.objects.filter(ca=ca, serial=serial, next_update__gt=timezone.now())
-            .only("der", "this_update", "next_update")
+            .only("der", "status", "this_update", "next_update")
             .first()
         )
         if stored is not None:
-            return Answer(bytes(stored.der), stored.this_update, stored.next_update)
+            return Answer(bytes(stored.der), stored.status, stored.this_update, stored.next_update)
     cert = (
         Certificate.objects.filter(ca=ca, serial=serial).only(*_STATUS_FIELDS).order_by("-not_after").first()
     )
     signed = _sign(ca, query, cert, include_nonce=with_nonce)
     if with_nonce:
-        return Answer(signed.der)  # answers this request only: not for caches
+        return Answer(signed.der, signed.status)  # answers this request only: not for caches
     if cert is not None and query.hash_name == "sha1" and _presignable(cert):
         _store(ca, serial, signed)
-    return Answer(signed.der, signed.this_update, signed.next_update)
+    return Answer(signed.der, signed.status, signed.this_update, signed.next_update)
 
 
 def _presignable(cert: Certificate) -> bool:
@@ -391,3 +414,92 @@ def _presignable(cert: Certificate) -> bool:
         Certificate.Status.ACTIVE,
         Certificate.Status.REVOKED,
     )
+
+
+# --- counting answers (the metrics) ----------------------------------------------------------------------
+class _Tally:
+    """This process's answers not yet added to ``OcspRequestCount``: (CA id from the URL, status) -> count.
+
+    Every web process (gunicorn worker) counts in memory and adds its counts to the table at most every
+    ``CERTMGR_OCSP_COUNT_FLUSH_SECONDS`` (from the request that finds the interval passed, and at exit), so
+    the request path writes nothing most of the time and /metrics reads one total across all processes and
+    hosts. A process killed with SIGKILL loses at most that interval's counts."""
+
+    MAX_KEYS = 1000  # CA ids come from the URL: past this many, unknown ones are counted as "no such CA"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[int | None, str], int] = {}
+        self.flushed_at = time.monotonic()
+
+    def add(self, ca_id: int | None, status: str) -> bool:
+        """Count one answer; True when the counts are due to be written."""
+        with self.lock:
+            key = (ca_id, status)
+            if key not in self.counts and len(self.counts) >= self.MAX_KEYS:
+                key = (None, status)
+            self.counts[key] = self.counts.get(key, 0) + 1
+            due: bool = time.monotonic() - self.flushed_at >= settings.CERTMGR_OCSP_COUNT_FLUSH_SECONDS
+            return due
+
+    def take(self) -> dict[tuple[int | None, str], int]:
+        with self.lock:
+            counts, self.counts = self.counts, {}
+            self.flushed_at = time.monotonic()
+            return counts
+
+    def give_back(self, counts: dict[tuple[int | None, str], int]) -> None:
+        with self.lock:
+            for key, n in counts.items():
+                self.counts[key] = self.counts.get(key, 0) + n
+
+
+_TALLY = _Tally()
+
+
+def count_answer(ca_id: int, answer: Answer) -> None:
+    """Count an answer of the responder for CA ``ca_id`` (as the URL named it) for the metrics."""
+    if _TALLY.add(ca_id, answer.status):
+        flush_counts()
+
+
+def flush_counts(*, quiet: bool = False) -> None:
+    """Add this process's counts to ``OcspRequestCount`` (CA ids that are not a CA of ours count under no
+    CA). On a database error the counts are kept for the next attempt."""
+    counts = _TALLY.take()
+    if not counts:
+        return
+    try:
+        ours = set(
+            CertificateAuthority.objects.filter(
+                pk__in={ca for ca, _ in counts if ca is not None}
+            ).values_list("pk", flat=True)
+        )
+        merged: dict[tuple[int | None, str], int] = {}
+        for (ca_id, status), n in counts.items():
+            key = (ca_id if ca_id in ours else None, status)
+            merged[key] = merged.get(key, 0) + n
+        for (ca_id, status), n in sorted(merged.items(), key=lambda item: (item[0][0] or 0, item[0][1])):
+            _add_count(ca_id, status, n)
+    except DatabaseError:
+        if not quiet:
+            logger.warning("OCSP answer counts not written; kept for the next attempt", exc_info=True)
+        _TALLY.give_back(counts)
+
+
+def _add_count(ca_id: int | None, status: str, n: int) -> None:
+    for _ in range(3):
+        if OcspRequestCount.objects.filter(ca_id=ca_id, status=status).update(count=F("count") + n):
+            return
+        try:
+            with transaction.atomic():
+                OcspRequestCount.objects.create(ca_id=ca_id, status=status, count=n)
+            return
+        except IntegrityError:
+            continue  # another process inserted it first (then added to), or the CA was just deleted
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    with contextlib.suppress(Exception):  # the interpreter is going away: nothing to be done about it
+        flush_counts(quiet=True)

@@ -305,11 +305,12 @@ def test_a_scrape_is_reused_for_the_cache_interval(settings, tenant, hierarchy, 
 
 def test_query_count_does_not_grow_with_rows(tenant, hierarchy, subscriber, django_assert_num_queries):
     org = tenant.organization
+    services.set_ocsp(hierarchy[1], enabled=True, actor=SYSTEM)  # (without an OCSP CA: two fewer queries)
     for days in range(1, 60, 3):
         make_cert(org, ca=hierarchy[1], subscriber=subscriber, days=days, renew_in=days / 2)
     # organizations, CAs, subscribers, their certificates, counts by status, by CA, failures, orders,
-    # ACME requests (+ alert deliveries)
-    expected = 9 + hasattr(pki_models, "AlertDelivery")
+    # ACME requests (+ alert deliveries), OCSP answer counts, coverage and oldest response
+    expected = 9 + hasattr(pki_models, "AlertDelivery") + 3  # OCSP: answers, coverage, oldest
     with django_assert_num_queries(expected):
         metrics.collect({org.pk})
     for i in range(5):
@@ -319,3 +320,107 @@ def test_query_count_does_not_grow_with_rows(tenant, hierarchy, subscriber, djan
         make_cert(org, ca=hierarchy[1], subscriber=other, days=30, renew_in=10)
     with django_assert_num_queries(expected):
         metrics.collect({org.pk})
+
+
+# --- the OCSP responder -----------------------------------------------------------------------------------
+@pytest.fixture
+def no_tally():
+    """This process's OCSP answer counts of earlier tests (whose CAs are gone) dropped."""
+    from pki.services import ocsp as ocsp_service
+
+    ocsp_service._TALLY.take()
+
+
+def _ocsp_get(client: Client, ca_id: int, der: bytes):
+    import base64
+    from urllib.parse import quote
+
+    return client.get(f"/ocsp/{ca_id}/{quote(base64.b64encode(der).decode(), safe='')}")
+
+
+def test_ocsp_answers_by_status_coverage_and_oldest_response(settings, tenant, hierarchy, no_tally):
+    """Every answer of the responder view is counted by status and CA (no CA for an id that is not ours,
+    shown to the monitoring network only); coverage counts the certificates with a fresh stored response."""
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp as cocsp
+
+    from pki.models import OcspRequestCount, OcspResponse
+    from pki.services import ocsp as ocsp_service
+    from tests.pki.conftest import make_subscriber
+
+    settings.CERTMGR_METRICS_CACHE_SECONDS = 0
+    settings.CERTMGR_OCSP_COUNT_FLUSH_SECONDS = 0  # every request writes its count
+    settings.CERTMGR_METRICS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    root, inter = hierarchy
+    inter = services.set_ocsp(inter, enabled=True, actor=SYSTEM)
+    certs = [
+        services.issue(make_subscriber(tenant, inter, f"web{i}"), actor=SYSTEM).certificate for i in range(3)
+    ]
+    ocsp_service.presign(inter)
+    issuer = cx509.load_pem_x509_certificate(inter.certificate_pem.encode())
+
+    def request(pem: str | None = None, serial: int | None = None) -> bytes:
+        builder = cocsp.OCSPRequestBuilder()
+        if pem is not None:
+            builder = builder.add_certificate(
+                cx509.load_pem_x509_certificate(pem.encode()), issuer, hashes.SHA1()
+            )
+        else:
+            name_hash, key_hash = ocsp_service._issuer_hashes(inter, "sha1")
+            builder = builder.add_certificate_by_hash(name_hash, key_hash, serial, hashes.SHA1())
+        return builder.build().public_bytes(serialization.Encoding.DER)
+
+    client = Client()
+    services.revoke(certs[1], reason="key_compromise", actor=SYSTEM)  # its stored answer goes
+    ocsp_service.presign(inter, [certs[1].serial])  # what the revocation's commit enqueues
+    for _ in range(2):
+        assert _ocsp_get(client, inter.pk, request(certs[0].certificate_pem)).status_code == 200  # good
+    _ocsp_get(client, inter.pk, request(certs[1].certificate_pem))  # revoked
+    _ocsp_get(client, inter.pk, request(serial=0x7E57AB1E))  # unknown
+    client.post(f"/ocsp/{inter.pk}/", b"garbage", content_type="application/ocsp-request")  # malformed
+    _ocsp_get(client, root.pk, request(certs[0].certificate_pem))  # unauthorized: OCSP off at the root
+    _ocsp_get(client, 987654, request(certs[0].certificate_pem))  # unauthorized: no such CA
+    # a third certificate without a stored answer, and one stored answer an hour old
+    OcspResponse.objects.filter(ca=inter, serial=certs[2].serial).delete()
+    hour_ago = timezone.now() - timedelta(hours=1)
+    OcspResponse.objects.filter(ca=inter, serial=certs[0].serial).update(this_update=hour_ago)
+
+    text = scrape(Client())  # the monitoring network: every organization
+    assert_well_formed(text)
+    promtool_check(text)
+    assert "# TYPE certmgr_ocsp_responses_total counter\n" in text
+    ca = '{ca="Issuing",organization="acme",'
+    assert samples(text, "certmgr_ocsp_responses_total") == {
+        ca + 'status="good"}': 2,
+        ca + 'status="malformedRequest"}': 1,
+        ca + 'status="revoked"}': 1,
+        ca + 'status="unknown"}': 1,
+        '{ca="Root",organization="acme",status="unauthorized"}': 1,
+        '{ca="",organization="",status="unauthorized"}': 1,
+    }
+    assert samples(text, "certmgr_ocsp_certificates") == {'{ca="Issuing",organization="acme"}': 3}
+    assert samples(text, "certmgr_ocsp_presigned_certificates") == {'{ca="Issuing",organization="acme"}': 2}
+    assert samples(text, "certmgr_ocsp_presigned_ratio") == {'{ca="Issuing",organization="acme"}': 2 / 3}
+    (age,) = samples(text, "certmgr_ocsp_oldest_response_age_seconds").values()
+    assert 3600 <= age < 3700
+    # a token sees its organization's CAs only: not the requests for a CA id that is not ours
+    scoped = samples(scrape(Client(), **bearer(tenant.auditor.token)), "certmgr_ocsp_responses_total")
+    assert '{ca="",organization="",status="unauthorized"}' not in scoped and len(scoped) == 5
+    assert OcspRequestCount.objects.filter(ca=None).count() == 1
+
+
+def test_ocsp_counts_are_kept_in_memory_between_flushes(settings, tenant, hierarchy, no_tally):
+    """With a flush interval, the request path writes nothing until it has passed; then the whole tally."""
+    from pki.models import OcspRequestCount
+    from pki.services import ocsp as ocsp_service
+
+    settings.CERTMGR_OCSP_COUNT_FLUSH_SECONDS = 3600
+    client = Client()
+    for _ in range(3):
+        client.post(f"/ocsp/{hierarchy[1].pk}/", b"garbage", content_type="application/ocsp-request")
+    assert not OcspRequestCount.objects.exists()
+    ocsp_service.flush_counts()
+    assert list(OcspRequestCount.objects.values_list("ca_id", "status", "count")) == [
+        (hierarchy[1].pk, "malformedRequest", 3)
+    ]
