@@ -145,7 +145,7 @@ def request_mix(ca, serials: list[str]) -> list[str]:
     for serial in rng.sample(serials, min(REQUESTS, len(serials))):
         der = (
             cocsp.OCSPRequestBuilder()
-            .add_certificate_by_hash(name_hash, key_hash, int(serial, 16), hashes.SHA1())
+            .add_certificate_by_hash(name_hash, key_hash, int(serial, 16), hashes.SHA1())  # noqa: S303 - RFC 5019
             .build()
             .public_bytes(serialization.Encoding.DER)
         )
@@ -198,7 +198,9 @@ def wrk(port: int, prefix: str, mix_file: Path, tmp: Path, args) -> dict[str, fl
         *("wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency"),
         *("-s", str(script), f"http://127.0.0.1:{port}"),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=args.duration + 60, check=True)
+    result = subprocess.run(  # noqa: S603 - our own arguments
+        command, capture_output=True, text=True, timeout=args.duration + 60, check=True
+    )
     out = result.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
@@ -225,7 +227,7 @@ def gunicorn(port: int, workers: int) -> subprocess.Popen:
         *(str(Path(sys.executable).with_name("gunicorn")), "certmgr.wsgi", "--bind", f"127.0.0.1:{port}"),
         *("--workers", str(workers), "--log-level", "warning"),
     ]
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - our own arguments
         command, cwd=ROOT, env=env, process_group=0, stdout=subprocess.DEVNULL, stderr=sys.stderr
     )
     wait_port(port, proc)
@@ -274,7 +276,9 @@ def openssl_responder(tmp: Path, port: int, workers: int) -> subprocess.Popen:
         *("-rsigner", "responder.pem", "-rkey", "responder.key", "-nmin", "1440", "-multi", str(workers)),
     ]
     log = (tmp / "openssl.log").open("w")
-    proc = subprocess.Popen(command, cwd=tmp, process_group=0, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(  # noqa: S603 - our own arguments
+        command, cwd=tmp, process_group=0, stdout=log, stderr=subprocess.STDOUT
+    )
     # Not wait_port: a connection closed without a request leaves one of its processes spinning.
     deadline = time.monotonic() + 30
     while "ACCEPT" not in (tmp / "openssl.log").read_text():

@@ -5,8 +5,10 @@ error statuses for garbage and for CAs that are not ours or have OCSP off."""
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import subprocess
+import time
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -380,3 +382,114 @@ def test_the_job_drops_expired_answers(ocsp_ca):
     Certificate.objects.filter(pk=cert.pk).update(not_after=timezone.now() - timedelta(minutes=1))
     tasks.refresh_ocsp()
     assert not OcspResponse.objects.filter(ca=ca).exists()  # expired certificate: nothing to pre-sign
+
+
+# --- nginx stapling the responder's answers ---------------------------------------------------------------
+NGINX_CONF = """
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log info;
+{user}
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {tmp}/fullchain.pem;
+        ssl_certificate_key {tmp}/leaf.key;
+        ssl_stapling on;
+        ssl_stapling_verify on;
+        ssl_trusted_certificate {tmp}/chain.pem;
+        location / {{ return 200 "stapled\\n"; }}
+    }}
+}}
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _s_client(port: int, cwd: Path) -> str:
+    result = subprocess.run(
+        [
+            *("openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost"),
+            *("-status", "-CAfile", "root.pem", "-verify_return_error"),
+        ],
+        cwd=cwd,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return result.stdout
+
+
+def _until(check, what: str, attempts: int = 40):
+    for _ in range(attempts):
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"never: {what}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nginx_staples_good_and_after_the_revocation_and_a_reload_nothing(live_ca, tmp_path):
+    """nginx (ssl_stapling on, ssl_stapling_verify on) fetches the leaf's response from the OCSP URL in its
+    AIA, which is this live server, verifies it and staples it: ``openssl s_client -status`` shows ``good``.
+    nginx keeps a stapled response up to an hour; after the revocation a reload (which starts with an empty
+    cache) makes it fetch again: it gets ``revoked`` from certmgr, and nginx 1.22 staples only a ``good``
+    response, so it logs the revoked status and staples nothing (a must-staple client then refuses the
+    certificate; one that asks the responder itself gets ``revoked``, as the tests above show)."""
+    import getpass
+
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    require_server(nginx is not None, "nginx is not installed (Debian package nginx)")
+    require_server(shutil.which("openssl") is not None, "openssl is not installed")
+    _, cert, _ = live_ca
+    _pem(cert.certificate_pem + cert.chain_pem, tmp_path / "fullchain.pem")
+    (tmp_path / "leaf.key").write_text(cert.private_key)
+    port = _free_port()
+    # As root, nginx's workers would become nobody, who cannot read the test's files: they stay this user.
+    user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, user=user))
+    log = tmp_path / "error.log"
+    command = [nginx, "-p", str(tmp_path), "-c", str(conf), "-e", str(log)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # nginx fetches the first response lazily: the first handshakes carry none.
+        good = _until(
+            lambda: (out := _s_client(port, tmp_path)) and "Cert Status: good" in out and out,
+            "a stapled good response",
+        )
+        assert "OCSP Response Status: successful" in good and "Response Type: Basic OCSP Response" in good
+        assert "Verify return code: 0 (ok)" in good
+
+        services.revoke(cert, reason="key_compromise", actor=SYSTEM)
+        assert OcspResponse.objects.get(ca=cert.ca, serial=cert.serial).status == "revoked"
+        subprocess.run([*command, "-s", "reload"], check=True, capture_output=True, timeout=30)
+        refused = 'certificate status "revoked" in the OCSP response'
+
+        def fetched_revoked() -> bool:
+            _s_client(port, tmp_path)  # a handshake makes the new workers fetch
+            return refused in log.read_text()
+
+        _until(fetched_revoked, "nginx fetching the revoked response")
+        after = _s_client(port, tmp_path)
+        assert "OCSP response: no response sent" in after and "Cert Status: good" not in after
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "OCSP response not successful" not in text and 'certificate status "good"' not in text
