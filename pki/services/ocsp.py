@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -448,9 +448,7 @@ def _stored_answer(ca_id: int, serial: str, query: ocsp.OcspQuery) -> Answer | N
     must decide (the CA's CertID hashes not yet known to this process, a nonce the CA signs)."""
     sql = _STORED_SQL.format(responses=OcspResponse._meta.db_table, cas=CertificateAuthority._meta.db_table)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [ca_id, serial, now])
-        row = cursor.fetchone()
+    row = _fetch_one(sql, [ca_id, serial, now])
     if row is None:
         return None
     der, status, this_update, next_update, ca_serial, nonce_on_demand = row
@@ -460,6 +458,23 @@ def _stored_answer(ca_id: int, serial: str, query: ocsp.OcspQuery) -> Answer | N
     if (query.issuer_name_hash, query.issuer_key_hash) != hashes:
         return _error(ocsp.ResponseStatus.UNAUTHORIZED)  # a certificate of another issuer
     return Answer(bytes(der), status, _aware(this_update), _aware(next_update))
+
+
+def _fetch_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+    """One row of ``sql``. On PostgreSQL a server-side-binding psycopg cursor with ``prepare=True``: the
+    statement is parsed and planned once per database connection, not at every request (Django's own cursors
+    bind on the client, so PostgreSQL would plan the query each time: most of its cost)."""
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchone()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row: tuple[Any, ...] | None = cursor.fetchone()
+        return row
 
 
 def _aware(value: dt.datetime | str) -> dt.datetime:
