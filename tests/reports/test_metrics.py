@@ -424,3 +424,62 @@ def test_ocsp_counts_are_kept_in_memory_between_flushes(settings, tenant, hierar
     assert list(OcspRequestCount.objects.values_list("ca_id", "status", "count")) == [
         (hierarchy[1].pk, "malformedRequest", 3)
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ocsp_counts_add_up_over_gunicorn_workers(settings, tenant, hierarchy, no_tally):
+    """Two gunicorn workers answer; each keeps its counts in memory (a flush interval longer than the test)
+    and adds them when it stops: the table holds every request once, whichever worker answered it."""
+    import http.client
+    import os
+    import socket
+    import sys
+    import time
+    from pathlib import Path
+
+    from pki.models import OcspRequestCount
+
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    require_server(gunicorn.exists(), "gunicorn is not installed in this virtualenv")
+    ca = services.set_ocsp(hierarchy[1], enabled=True, actor=SYSTEM)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    database = os.environ["DATABASE_URL"].rsplit("/", 1)[0] + "/" + settings.DATABASES["default"]["NAME"]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database,
+        "CERTMGR_OCSP_COUNT_FLUSH_SECONDS": "3600",
+    }
+    command = [str(gunicorn), "certmgr.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pids = set()
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        for _ in range(40):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("POST", f"/ocsp/{ca.pk}/", b"garbage", {"Content-Type": "application/ocsp-request"})
+            response = conn.getresponse()
+            assert response.status == 200 and response.read() == b"\x30\x03\x0a\x01\x01"  # malformedRequest
+            conn.close()
+        pids = {
+            int(p)
+            for p in subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+            ).stdout.split()
+        }
+        assert not OcspRequestCount.objects.exists()  # still in the workers' memory
+    finally:
+        proc.terminate()  # gunicorn's graceful stop: each worker exits, adding its counts
+        _, stderr = proc.communicate(timeout=60)
+    assert len(pids) == 2, stderr
+    assert list(OcspRequestCount.objects.values_list("ca_id", "status", "count")) == [
+        (ca.pk, "malformedRequest", 40)
+    ], stderr.decode()[-2000:]
