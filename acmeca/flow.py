@@ -186,6 +186,8 @@ def _provider(connection: AppConnection | int) -> DnsProvider:
         connection.credentials,
         timeout=settings.CERTMGR_DNS_PROVIDER_TIMEOUT,
         connection_name=connection.name,
+        organization_id=connection.organization_id,
+        connection_id=connection.pk,
     )
 
 
@@ -432,6 +434,7 @@ class _Runner:
             orderr = self._resume_submitted()
         else:
             self._caa_preflight()
+            self._dns_preflight()
             replaces = self._replaces()
             try:
                 orderr = self._submit(replaces, csr_pem)
@@ -476,6 +479,29 @@ class _Runner:
         )
         if refusals:
             raise OrderFailed("; ".join(str(r) for r in refusals), error_type="caa")
+
+    def _dns_preflight(self) -> None:
+        """The DNS provider's own check before anything is sent to the CA (delegated DNS: the parent zone
+        delegates every ``_acme-challenge`` name to certmgr's server); a certain refusal fails the order
+        naming the record to create, an unclear lookup is retried."""
+        if self.order.challenge_type != ChallengeType.DNS_01 or self.settings.dns_connection is None:
+            return
+        names = [i["value"] for i in self.order.identifiers if i["type"] == "dns"]
+        provider = self._dns_provider()
+        try:
+            provider.preflight(names)
+        except ProviderError as exc:
+            if exc.transient:
+                raise RetryLater(str(exc), error_type="dnsLookup") from exc
+            raise OrderFailed(str(exc), error_type="dnsDelegation") from exc
+
+    def _dns_provider(self) -> DnsProvider:
+        connection = self.settings.dns_connection
+        if connection is None:
+            raise OrderFailed("this CA has no DNS connection for dns-01", error_type="configuration")
+        if connection.pk not in self.providers:
+            self.providers[connection.pk] = _provider(connection)
+        return self.providers[connection.pk]
 
     def _replaces(self) -> str:
         """The ARI id of the certificate this order renews, when the same CA speaks ARI (RFC 9773 §5)."""
@@ -588,12 +614,7 @@ class _Runner:
         )
         provider = None
         if self.order.challenge_type == ChallengeType.DNS_01:
-            connection = self.settings.dns_connection
-            if connection is None:
-                raise OrderFailed("this CA has no DNS connection for dns-01", error_type="configuration")
-            if connection.pk not in self.providers:
-                self.providers[connection.pk] = _provider(connection)
-            provider = self.providers[connection.pk]
+            provider = self._dns_provider()
         for ch in todo:
             if ch.status == AcmeChallenge.Status.NOT_READY and not ch.answered_at:
                 self._present(ch, provider)

@@ -250,6 +250,20 @@ CERTMGR_ACME_RETRY_MAX_SECONDS = env.float("CERTMGR_ACME_RETRY_MAX_SECONDS", def
 # after this many tries, shown on the order and alerted once; network failures are retried without limit.
 CERTMGR_ACME_CLEANUP_MAX_ATTEMPTS = env.int("CERTMGR_ACME_CLEANUP_MAX_ATTEMPTS", default=5)
 CERTMGR_DNS_PROVIDER_TIMEOUT = env.float("CERTMGR_DNS_PROVIDER_TIMEOUT", default=10.0)
+# Delegated DNS (connection kind "delegated"): certmgr's own authoritative server (manage.py dns_server).
+# Its host name is the target of the operator's `_acme-challenge.<name>. NS <server name>` records.
+CERTMGR_DNS_SERVER_NAME = env.str("CERTMGR_DNS_SERVER_NAME", default="")
+# host:port or [v6]:port for UDP and TCP; production uses port 53 (make run: 127.0.0.1:5353).
+CERTMGR_DNS_LISTEN = env.str("CERTMGR_DNS_LISTEN", default="0.0.0.0:53")
+# Response rate limiting per client address: answers per second and burst (0: no limit). Over the limit
+# every SLIP-th answer is a truncated (TC=1) one that sends a real resolver to TCP; the rest are dropped.
+CERTMGR_DNS_RATE_LIMIT = env.float("CERTMGR_DNS_RATE_LIMIT", default=50.0)
+CERTMGR_DNS_RATE_BURST = env.float("CERTMGR_DNS_RATE_BURST", default=100.0)
+CERTMGR_DNS_RATE_SLIP = env.int("CERTMGR_DNS_RATE_SLIP", default=2)
+# How long the server keeps its snapshot of live challenges and delegated names (seconds).
+CERTMGR_DNS_CACHE_SECONDS = env.float("CERTMGR_DNS_CACHE_SECONDS", default=1.0)
+# How long a presented challenge stays served when its order never cleans it up (a crashed worker).
+CERTMGR_DNS_CHALLENGE_HOURS = env.int("CERTMGR_DNS_CHALLENGE_HOURS", default=24)
 # Lifecycle: the renewal sweep, backoff of failed renewals.
 CERTMGR_RENEWAL_SWEEP_MINUTES = env.int("CERTMGR_RENEWAL_SWEEP_MINUTES", default=10)
 CERTMGR_CRL_REFRESH_MINUTES = env.int("CERTMGR_CRL_REFRESH_MINUTES", default=60)

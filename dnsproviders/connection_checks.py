@@ -500,6 +500,28 @@ def _check_manual(c: dict, timeout: float) -> CheckResult:
     return CheckResult(True, "Manual connections have nothing to test: an operator creates the records.")
 
 
+# --- delegated ---------------------------------------------------------------------------------------
+
+
+def _check_delegated(c: dict, timeout: float) -> CheckResult:
+    """No credentials: say whether certmgr's DNS server has a name (the NS target) and is answering."""
+    from django.conf import settings
+
+    name = (settings.CERTMGR_DNS_SERVER_NAME or "").strip()
+    if not name:
+        return CheckResult(
+            False,
+            "CERTMGR_DNS_SERVER_NAME is not set: certmgr's DNS server needs a host name for the "
+            "_acme-challenge NS records to point at.",
+        )
+    name = name if name.endswith(".") else name + "."
+    return CheckResult(
+        True,
+        f"Nothing to authenticate: delegate each _acme-challenge.<name> with an NS record to {name} "
+        "(certmgr checks the delegation before every order).",
+    )
+
+
 _CHECKS: dict[Kind, Callable[[dict, float], CheckResult]] = {
     Kind.AWS: _check_aws,
     Kind.CLOUDFLARE: _check_cloudflare,
@@ -508,6 +530,7 @@ _CHECKS: dict[Kind, Callable[[dict, float], CheckResult]] = {
     Kind.ACME_DNS: _check_acme_dns,
     Kind.MANUAL: _check_manual,
     Kind.AKAMAI: _check_akamai,
+    Kind.DELEGATED: _check_delegated,
 }
 
 __all__ = ["ACME_DNS_PLACEHOLDER_TXT", "CLOUDFLARE_VERIFY_URL", "CheckResult", "check_connection"]

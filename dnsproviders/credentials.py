@@ -23,6 +23,7 @@ class Kind(StrEnum):
     ACME_DNS = "acme-dns"
     MANUAL = "manual"
     AKAMAI = "akamai"
+    DELEGATED = "delegated"
 
 
 KIND_LABELS = {
@@ -33,6 +34,7 @@ KIND_LABELS = {
     Kind.ACME_DNS: "acme-dns",
     Kind.MANUAL: "Manual (operator creates the TXT record)",
     Kind.AKAMAI: "Akamai Edge DNS",
+    Kind.DELEGATED: "Delegated to certmgr (NS record to certmgr's DNS server)",
 }
 
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
@@ -187,6 +189,7 @@ SCHEMAS: dict[Kind, KindSchema] = {
             ),
         ),
     ),
+    Kind.DELEGATED: KindSchema(Kind.DELEGATED, ()),
 }
 
 

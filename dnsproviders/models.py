@@ -8,7 +8,7 @@ from django.utils import timezone
 from certmgr.encryption import EncryptedJSONField, unreadable_secret
 from certmgr.models import Organization
 from dnsproviders.credentials import KIND_LABELS, Kind, public_summary
-from dnsproviders.querysets import AppConnectionQuerySet
+from dnsproviders.querysets import AppConnectionQuerySet, DelegatedChallengeQuerySet
 
 
 class AppConnection(models.Model):
@@ -43,3 +43,35 @@ class AppConnection(models.Model):
         if unreadable_secret(self, "credentials"):
             return None
         return public_summary(self.kind, self.credentials)
+
+
+class DelegatedChallenge(models.Model):
+    """A live DNS-01 value that certmgr's own DNS server answers (connection kind ``delegated``).
+
+    The operator delegated ``_acme-challenge.<name>`` to certmgr with an NS record; presenting a challenge
+    stores its value here and cleanup deletes it. ``expires`` bounds a row an order never cleaned up.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    connection = models.ForeignKey(
+        AppConnection, null=True, on_delete=models.SET_NULL, related_name="delegated_challenges"
+    )
+    name = models.CharField(max_length=255)  # absolute, lower case: _acme-challenge.example.com.
+    value = models.CharField(max_length=255)
+    ttl = models.PositiveIntegerField(default=60)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires = models.DateTimeField()
+
+    objects = DelegatedChallengeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name", "value"], name="delegatedchallenge_unique_value"
+            ),
+        ]
+        indexes = [models.Index(fields=["expires"], name="delegatedchallenge_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.name} TXT {self.value}"

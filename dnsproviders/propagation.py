@@ -10,6 +10,8 @@ them) and the address check (``certmgr.outbound.check_host``), so settings stay 
 - :func:`authoritative_servers` lists ``(host, ip, port)`` of the zone's NS set.
 - :func:`wait_for_txt` asks every server, with recursion off, until all of them return the value, or
   raises :class:`PropagationTimeout` naming the servers that lacked it.
+- :func:`check_delegation` asks the parent zone's servers whether ``_acme-challenge.<name>`` is delegated
+  by NS to certmgr's own DNS server (connection kind ``delegated``).
 - :func:`servers_from_env` parses ``CERTMGR_DNS_RESOLVERS`` (``host:port,[v6addr]:port``); when that
   variable is set, its list replaces authoritative discovery (split-horizon DNS, tests).
 
@@ -319,6 +321,105 @@ def resolve_cname_target(
         current = target
 
 
+# --- NS delegation (connection kind "delegated") ---------------------------------------------------
+
+
+class DelegationMissing(PropagationError):
+    """The parent zone does not delegate ``_acme-challenge.<name>`` to certmgr's DNS server."""
+
+    def __init__(self, record_name: str, server_name: str, zone: str, problems: Mapping[str, str]) -> None:
+        self.record_name = record_name
+        self.server_name = server_name
+        self.zone = zone
+        self.problems = dict(problems)  # server label -> what it answered
+        self.record = f"{record_name} NS {server_name}"
+        where = f" in the zone {zone}" if zone else ""
+        seen = "; ".join(f"{label}: {why}" for label, why in self.problems.items())
+        super().__init__(
+            f"{record_name} is not delegated to certmgr's DNS server: create the record "
+            f"`{self.record}`{where} ({seen})."
+        )
+
+
+def check_delegation(
+    name: str,
+    server_name: str,
+    *,
+    servers: Iterable[Server] | None,
+    resolver: dns.resolver.Resolver | None = None,
+    address_check: AddressCheck | None = None,
+    port: int = 53,
+    timeout: float = 2.0,
+) -> list[str]:
+    """Check that the parent zone's NS answer for ``_acme-challenge.<name>`` names ``server_name``.
+
+    The question goes, recursion off, to the authoritative servers of the zone holding ``<name>`` (found
+    as :func:`discover_targets` does, through ``resolver``), or to ``servers`` when given
+    (``CERTMGR_DNS_RESOLVERS``). A referral (NS in the authority section) and an authoritative NS answer
+    both count. Returns the labels of the servers asked; raises :class:`DelegationMissing` naming the record
+    to create when any of them answers without it, :class:`PropagationError` when none can be asked.
+    """
+    record = challenge_name(name)
+    expected = _name(server_name)
+    zone = ""
+    if servers is None:
+        if resolver is None:
+            raise PropagationError("check_delegation needs a resolver to find the parent zone's servers.")
+        parent = _text(_name(record).parent())
+        zone, _ = find_zone(parent, resolver=resolver)
+        targets = [
+            Target(ip, p, f"{host} ({endpoint(ip, p)})")
+            for host, ip, p in authoritative_servers(
+                zone, resolver=resolver, port=port, address_check=address_check
+            )
+        ]
+    else:
+        targets = []
+        for ip, p in servers:
+            if address_check is not None:
+                address_check(ip, p)
+            targets.append(Target(ip, int(p), endpoint(ip, int(p))))
+    if not targets:
+        raise PropagationError(f"No name server to ask for the delegation of {record}.")
+    problems: dict[str, str] = {}
+    for target in dict.fromkeys(targets):
+        why = _delegation_answer(record, expected, target, timeout)
+        if why:
+            problems[target.label] = why
+    if problems:
+        raise DelegationMissing(record, _text(expected), zone, problems)
+    return [t.label for t in targets]
+
+
+def _delegation_answer(record: str, expected: dns.name.Name, target: Target, timeout: float) -> str:
+    """ "" when ``target`` delegates ``record`` to ``expected``; else what it answered instead."""
+    qname = _name(record)
+    query = dns.message.make_query(qname, dns.rdatatype.NS)
+    query.flags &= ~dns.flags.RD
+    try:
+        response, _ = dns.query.udp_with_fallback(query, target.ip, timeout=timeout, port=target.port)
+    except dns.exception.Timeout:
+        return f"no answer within {timeout:.3g}s"
+    except (OSError, EOFError, dns.exception.DNSException) as exc:
+        return _describe(exc)
+    rcode = response.rcode()
+    if rcode == dns.rcode.NXDOMAIN:
+        return "no such name (NXDOMAIN)"
+    if rcode != dns.rcode.NOERROR:
+        return f"answered {dns.rcode.to_text(rcode)}"
+    cname = response.get_rrset(response.answer, qname, dns.rdataclass.IN, dns.rdatatype.CNAME)
+    if cname is not None:
+        return f"a CNAME to {_text(cname[0].target)}, not an NS delegation"
+    for section in (response.answer, response.authority):
+        ns = response.get_rrset(section, qname, dns.rdataclass.IN, dns.rdatatype.NS)
+        if ns is not None:
+            hosts = [rd.target for rd in ns]
+            if expected in hosts:
+                return ""
+            return "NS " + ", ".join(_text(h) for h in hosts)
+    return "no NS record"
+
+
 # --- CERTMGR_DNS_RESOLVERS -------------------------------------------------------------------------
 
 
@@ -548,6 +649,7 @@ def wait_for_txt(
 __all__ = [
     "ENV_VAR",
     "CnameLoop",
+    "DelegationMissing",
     "PropagationError",
     "PropagationResult",
     "PropagationTimeout",
@@ -556,6 +658,7 @@ __all__ = [
     "ZoneNotFound",
     "authoritative_servers",
     "challenge_name",
+    "check_delegation",
     "discover_targets",
     "endpoint",
     "find_zone",

@@ -48,8 +48,8 @@ class _Missing(ProviderError):
 class Provider(DnsProvider):
     kind = "akamai"
 
-    def __init__(self, credentials: dict, *, timeout: float = 10.0):
-        super().__init__(credentials, timeout=timeout)
+    def __init__(self, credentials: dict, *, timeout: float = 10.0, **context):
+        super().__init__(credentials, timeout=timeout, **context)
         missing = [
             k for k in ("host", "client_token", "client_secret", "access_token") if not credentials.get(k)
         ]

@@ -45,9 +45,24 @@ class DnsProvider(ABC):
     #: The app connection's name, for errors that tell which connection to fix (set by ``provider_for``).
     connection_name: str = ""
 
-    def __init__(self, credentials: dict, *, timeout: float = 10.0):
+    def __init__(
+        self,
+        credentials: dict,
+        *,
+        timeout: float = 10.0,
+        organization_id: int | None = None,
+        connection_id: int | None = None,
+    ):
         self.credentials = credentials
         self.timeout = timeout
+        # The connection's owner: providers that keep records in certmgr's database (``delegated``) need it.
+        self.organization_id = organization_id
+        self.connection_id = connection_id
+
+    def preflight(self, names: list[str]) -> None:
+        """Before an order reaches the CA: raise ProviderError when the challenges of ``names`` (the
+        order's DNS names, wildcards included) certainly cannot validate. Nothing to check by default."""
+        return None
 
     @abstractmethod
     def find_zone(self, record_name: str) -> str:
@@ -75,6 +90,7 @@ _MODULES = {
     "cloudflare": "dnsproviders.providers.cloudflare",
     "acme-dns": "dnsproviders.providers.acmedns",
     "akamai": "dnsproviders.providers.akamai",
+    "delegated": "dnsproviders.providers.delegated",
 }
 
 
