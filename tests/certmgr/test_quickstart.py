@@ -12,6 +12,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
 import pytest
 
 from tests.dnsservers import free_port
@@ -81,8 +85,13 @@ def wait_until_served(url: str, process: subprocess.Popen, log: Path, deadline: 
     ],
 )
 def test_run_sh_stops_cleanly(tmp_path, how):
-    port = free_port()
-    env = clean_env(tmp_path, CERTMGR_PORT=str(port), CERTMGR_ADMIN_PASSWORD="quickstart-test-password")
+    port, dns_port = free_port(), free_port()
+    env = clean_env(
+        tmp_path,
+        CERTMGR_PORT=str(port),
+        CERTMGR_ADMIN_PASSWORD="quickstart-test-password",
+        CERTMGR_DNS_LISTEN=f"127.0.0.1:{dns_port}",
+    )
     log = tmp_path / "run.log"
     process = subprocess.Popen(
         ["bash", "scripts/run.sh"],
@@ -97,6 +106,7 @@ def test_run_sh_stops_cleanly(tmp_path, how):
     try:
         wait_until_served(f"http://127.0.0.1:{port}/admin/login/", process, log, time.monotonic() + 120)
         time.sleep(1)  # the worker is up too
+        assert_dns_answers(dns_port, log)
         started = time.monotonic()
         if how == "sigterm":
             process.send_signal(signal.SIGTERM)
@@ -114,6 +124,23 @@ def test_run_sh_stops_cleanly(tmp_path, how):
     finally:
         if process.poll() is None or _group_alive(process.pid):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def assert_dns_answers(port: int, log: Path) -> None:
+    """certmgr's DNS server runs too: a name it is not authoritative for is REFUSED (UDP and TCP)."""
+    query = dns.message.make_query("example.com.", "SOA")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            udp = dns.query.udp(query, "127.0.0.1", port=port, timeout=1)
+            tcp = dns.query.tcp(query, "127.0.0.1", port=port, timeout=1)
+            break
+        except (OSError, dns.exception.Timeout):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the quickstart's DNS server does not answer on port {port}:\n{log.read_text()}")
+            time.sleep(0.5)
+    assert udp.rcode() == tcp.rcode() == dns.rcode.REFUSED
+    assert f"127.0.0.1:{port} (UDP and TCP)" in log.read_text()
 
 
 def _group_alive(pgid: int) -> bool:

@@ -91,7 +91,9 @@ class Command(BaseCommand):
             raise CommandError(f"cannot listen on {address}:{port} (UDP and TCP): {exc}") from exc
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
+            # An ignored SIGINT stays ignored (make run's background processes: the script decides).
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, lambda *_: stop.set())
         refresher = threading.Thread(target=cache.run, args=(stop,), name="dns-snapshot", daemon=True)
         refresher.start()
         shown = f"[{address}]:{listener.port}" if ":" in address else f"{address}:{listener.port}"
