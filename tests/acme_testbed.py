@@ -7,6 +7,8 @@ Wiring (every port is a free port of 127.0.0.1, every file lives in a pytest tem
                              v
                            dnsdist (no packet cache; routes by zone suffix)
                              |-- bind.test. and zones added by ``dnsdist.route(zone, "bind")`` -> named
+                             |-- delegated ``_acme-challenge`` names (``add_backend`` + ``route(...,
+                             |   except_ns=True)``)                          -> certmgr's manage.py dns_server
                              '-- everything else (the default pool)                         -> pdns_server
 
 Why dnsdist: Pebble takes exactly one ``-dnsserver`` and follows no CNAME, so names in a PowerDNS zone and
@@ -105,6 +107,7 @@ class DnsdistRouter:
     binary: str
     routes: dict[str, str] = field(default_factory=dict)  # suffix -> "bind" | "pdns" (the default pool)
     rules: int = 0  # how many rules dnsdist has (one per route)
+    pools: set[str] = field(default_factory=set)  # pools added at runtime (add_backend)
     host: str = HOST
 
     @property
@@ -133,15 +136,29 @@ class DnsdistRouter:
             raise AssertionError(f"dnsdist console {command!r}: {done.stdout}{done.stderr}")
         return done.stdout
 
-    def route(self, zone: str, pool: str) -> None:
-        """Send queries at and below ``zone`` to ``pool`` ("bind" or "pdns"); "pdns" is the default."""
+    def add_backend(self, name: str, address: str, pool: str) -> None:
+        """A server of its own ``pool`` (e.g. certmgr's DNS server), always up: dnsdist's health check asks
+        for a name the server may REFUSE, so it is forced up instead (``setUp()``)."""
+        if pool in self.pools:
+            return
+        self.console(f'newServer({{address="{address}", name="{name}", pool="{pool}"}}):setUp()')
+        self.pools.add(pool)
+
+    def route(self, zone: str, pool: str, *, except_ns: bool = False) -> None:
+        """Send queries at and below ``zone`` to ``pool`` ("bind" or "pdns"); "pdns" is the default.
+
+        ``except_ns``: NS queries keep going to the default pool, the parent zone: as a resolver that follows
+        a delegation sends TXT queries to the child's servers while the parent holds the NS record."""
         zone = fqdn(zone).lower()
         if self.routes.get(zone) == pool:
             return
         pool_name = "" if pool == "pdns" else pool
+        rule = f'makeRule("{zone}")'
+        if except_ns:
+            rule = f"AndRule({{{rule}, NotRule(QTypeRule(DNSQType.NS))}})"
         # Rules are evaluated in order and the first PoolAction wins: move the new (last) rule to the top,
         # so a route for a subzone beats the route of its parent. dnsdist 1.7 has no topRule().
-        self.console(f'addAction(makeRule("{zone}"), PoolAction("{pool_name}"))')
+        self.console(f'addAction({rule}, PoolAction("{pool_name}"))')
         self.console(f"mvRule({self.rules}, 0)")
         self.rules += 1
         self.routes[zone] = pool

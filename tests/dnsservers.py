@@ -1,4 +1,5 @@
-"""Real DNS servers for tests: PowerDNS (HTTP API + gsqlite3) and BIND (RFC 2136 with TSIG).
+"""Real DNS servers for tests: PowerDNS (HTTP API + gsqlite3), BIND (RFC 2136 with TSIG) and certmgr's own
+(``manage.py dns_server``, delegated DNS-01, reading the test database).
 
 Session-scoped pytest fixtures start each server once, on free ports of 127.0.0.1, with every file in a
 pytest temporary directory, and stop it at the end of the session. Nothing is installed system-wide and
@@ -512,3 +513,108 @@ def bind(tmp_path_factory) -> Iterator[BindServer]:
             yield server
         finally:
             server.stop()  # a fault test may have restarted it as another process
+
+
+# --- certmgr's own DNS server (manage.py dns_server) -----------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+CERTMGR_DNS_NAME = "acme-ns.certmgr.test."
+DIG = os.environ.get("DIG_BIN", "dig")
+
+
+@dataclass
+class CertmgrDnsServer:
+    """``manage.py dns_server`` in its own process, on a free port, reading the test database."""
+
+    host: str
+    port: int
+    server_name: str
+    workdir: Path
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "dns_server.log"
+
+    def query(self, name: str, rdtype: str = "TXT", *, tcp: bool = False, **kwargs) -> dns.message.Message:
+        q = dns.message.make_query(fqdn(name), rdtype, **kwargs)
+        send = dns.query.tcp if tcp else dns.query.udp
+        return send(q, self.host, port=self.port, timeout=2.0)
+
+    def dig(self, *args: str) -> str:
+        """``dig`` (Debian dnsutils) against this server; its whole output."""
+        binary = require_executable(DIG, "dnsutils")
+        done = subprocess.run(
+            [binary, "@" + self.host, "-p", str(self.port), "+time=2", "+tries=1", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return done.stdout + done.stderr
+
+    def wait_for_txt(self, name: str, present: bool, value: str, timeout: float = 10.0) -> str:
+        """Poll with dig until ``value`` is (or is no longer) in the TXT answer; returns dig's output."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.dig(name, "TXT")
+            if (f'"{value}"' in out) == present or time.monotonic() > deadline:
+                return out
+            time.sleep(0.1)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def start_certmgr_dns(workdir: Path, database_url: str, **env: str) -> contextlib.AbstractContextManager:
+    """Start ``manage.py dns_server`` with ``env`` (settings) on a free port; a context manager."""
+    import sys
+
+    @contextlib.contextmanager
+    def run() -> Iterator[CertmgrDnsServer]:
+        server = CertmgrDnsServer(host=HOST, port=free_port(), server_name=CERTMGR_DNS_NAME, workdir=workdir)
+        environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": database_url,
+            "CERTMGR_DNS_SERVER_NAME": CERTMGR_DNS_NAME,
+            "CERTMGR_DNS_LISTEN": server.address,
+            "CERTMGR_DNS_CACHE_SECONDS": "0.1",
+            "CERTMGR_DNS_RATE_LIMIT": "0",
+            **env,
+        }
+        cmd = [sys.executable, "manage.py", "dns_server"]
+        with server.log.open("ab") as out:
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=environment, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+        server.proc = proc
+        try:
+            wait_for(
+                lambda: server.query("example.invalid.", "SOA").rcode() == dns.rcode.REFUSED,
+                proc,
+                server.log,
+                "manage.py dns_server",
+            )
+            yield server
+        finally:
+            stop(proc)
+
+    return run()
+
+
+@pytest.fixture(scope="session")
+def certmgr_dns(tmp_path_factory, django_db_setup, django_db_blocker) -> Iterator[CertmgrDnsServer]:
+    """certmgr's DNS server on the test database (tests that write challenges need ``transaction=True``),
+    rate limit off, its snapshot refreshed every 0.1 s."""
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        url = "postgres://{USER}@{HOST}:{PORT}/{NAME}".format(**connection.settings_dict)
+    if connection.vendor != "postgresql":
+        unavailable("certmgr's DNS server runs in another process: needs a server database")
+    with start_certmgr_dns(tmp_path_factory.mktemp("certmgr-dns"), url) as server:
+        yield server
