@@ -565,6 +565,16 @@ class CertmgrDnsServer:
                 return out
             time.sleep(0.1)
 
+    def wait_for_status(self, name: str, rdtype: str, status: str, timeout: float = 10.0) -> str:
+        """Poll with dig until the answer's status is ``status`` (the server reads the database every
+        0.1 s here); returns dig's last output."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.dig(name, rdtype)
+            if f"status: {status}," in out or time.monotonic() > deadline:
+                return out
+            time.sleep(0.1)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
