@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
@@ -18,7 +19,7 @@ from certmgr.admin_base import OrganizationFilter, TenantAdmin, error_text
 from certmgr.encryption import unreadable_secret
 from certmgr.errors import ServiceError
 from dnsproviders import credentials as creds
-from dnsproviders import services
+from dnsproviders import delegation, services
 from dnsproviders.models import AppConnection
 
 
@@ -132,6 +133,14 @@ AppConnectionForm = type(
 )
 
 
+_NOTHING_BY_DEFAULT = "Nothing to configure: an operator creates each record."
+_NOTHING_TO_CONFIGURE = {
+    creds.Kind.DELEGATED: "No credentials: each name is delegated with an NS record to certmgr's own DNS "
+    "server (_acme-challenge.<name>. NS <CERTMGR_DNS_SERVER_NAME>); the records to create are listed once "
+    "saved.",
+}
+
+
 @admin.register(AppConnection)
 class AppConnectionAdmin(TenantAdmin):
     form = AppConnectionForm
@@ -161,18 +170,57 @@ class AppConnectionAdmin(TenantAdmin):
                     {
                         "fields": names or [],
                         "classes": ["kind-fields", f"kind-{kind.value}"],
-                        "description": ""
-                        if names
-                        else "Nothing to configure: an operator creates each record.",
+                        "description": "" if names else _NOTHING_TO_CONFIGURE.get(kind, _NOTHING_BY_DEFAULT),
                     },
                 )
             )
+        if obj is not None and obj.kind == creds.Kind.DELEGATED:
+            sets.append(("Delegation", {"fields": ["delegation_records"]}))
         if obj is not None:
             sets.append(("Last test", {"fields": ["last_tested_at", "last_test_ok", "last_test_message"]}))
         return sets
 
     def get_readonly_fields(self, request, obj=None):
-        return ["last_tested_at", "last_test_ok", "last_test_message", "credential_settings"] if obj else []
+        if obj is None:
+            return []
+        return [
+            "last_tested_at",
+            "last_test_ok",
+            "last_test_message",
+            "credential_settings",
+            "delegation_records",
+        ]
+
+    @admin.display(description="NS records to create")
+    def delegation_records(self, obj):
+        """The exact NS record per subscriber name (a wildcard shares its base's), in each parent zone."""
+        server = delegation.server_name()
+        intro = (
+            format_html(
+                "Create these records in the parent zones; certmgr's DNS server (<code>{}</code>, listening "
+                "on <code>{}</code>) answers the challenges. Each is checked before every order.",
+                server,
+                settings.CERTMGR_DNS_LISTEN,
+            )
+            if server
+            else mark_safe(
+                "<strong>CERTMGR_DNS_SERVER_NAME is not set</strong>: certmgr's DNS server needs a host name "
+                "for the NS records to point at."
+            )
+        )
+        records = delegation.required_records(obj)
+        if not records:
+            return format_html(
+                "{}<br>No subscriber uses this connection yet; each name <code>example.com</code> needs "
+                "<code>{}</code>.",
+                intro,
+                delegation.required_record("example.com"),
+            )
+        return format_html(
+            '{}<ul class="delegation-records">{}</ul>',
+            intro,
+            format_html_join("", "<li><code>{}</code></li>", ((r,) for r in records)),
+        )
 
     @admin.display(description="Settings")
     def credential_settings(self, obj):

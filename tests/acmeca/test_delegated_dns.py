@@ -95,3 +95,21 @@ def test_a_missing_delegation_fails_before_any_order_at_the_ca(
     assert ("ns1.other-dns.test." in order.last_error) == (where == "elsewhere")
     assert order.order_url == "" and not order.authorizations.exists()  # the CA saw nothing
     assert not DelegatedChallenge.objects.exists()
+
+
+def test_the_connection_page_shows_the_ns_record_per_subscriber_name(tenant, powerdns, delegated_ca):
+    from django.test import Client
+
+    from tests.conftest import PASSWORD
+
+    apex = unique_name(powerdns.zone, "deleg-admin")
+    acme_subscriber(tenant, delegated_ca, [apex, f"*.{apex}", f"www.{apex}"])
+    client = Client()
+    assert client.login(username=tenant.operator.user.username, password=PASSWORD)
+    conn = delegated_ca.acme.dns_connection
+    page = client.get(f"/admin/dnsproviders/appconnection/{conn.pk}/change/").content.decode()
+    assert "NS records to create" in page
+    assert page.count(f"<code>_acme-challenge.{apex}. NS {CERTMGR_DNS_NAME}</code>") == 1  # apex + wildcard
+    assert f"<code>_acme-challenge.www.{apex}. NS {CERTMGR_DNS_NAME}</code>" in page
+    add = client.get("/admin/dnsproviders/appconnection/add/").content.decode()
+    assert "delegated with an NS record to certmgr" in add
