@@ -161,7 +161,7 @@ def answer(
         return _formerr(wire)
 
 
-def _cache_key(wire: bytes, tcp: bool) -> tuple[tuple[bytes, int, int, bool], int] | None:
+def _cache_key(wire: bytes, tcp: bool) -> tuple[tuple[bytes, int, bytes, bool], int] | None:
     """For a plain query (one question, no compression, at most an OPT record, nothing after it): a key
     that determines the whole answer but its ID, RD bit and question's case, and the question's length.
     None for anything else: dnspython reads those."""
