@@ -9,6 +9,7 @@ from django.utils import timezone
 from acmeca import flow
 from acmeca.models import AcmeOrder
 from certmgr.jobs import JobReport, run_job
+from dnsproviders.models import DelegatedChallenge
 from pki.issuers import Pending
 
 
@@ -62,3 +63,9 @@ def janitor_now(report: JobReport, progress: Callable[[str], None] | None = None
         else:
             report.add("cleanup_retrying")
             say(f"cleanup retried later: order {order.pk}: {order.cleanup_error}")
+    # Delegated DNS values past their expiry (no order removed them: it crashed for good) are no longer
+    # served; their rows go too.
+    expired, _ = DelegatedChallenge.objects.filter(expires__lte=timezone.now()).delete()
+    if expired:
+        report.add("delegated_expired", expired)
+        say(f"removed {expired} expired delegated DNS value(s)")

@@ -113,3 +113,19 @@ def test_the_connection_page_shows_the_ns_record_per_subscriber_name(tenant, pow
     assert f"<code>_acme-challenge.www.{apex}. NS {CERTMGR_DNS_NAME}</code>" in page
     add = client.get("/admin/dnsproviders/appconnection/add/").content.decode()
     assert "delegated with an NS record to certmgr" in add
+
+
+def test_the_janitor_removes_expired_delegated_values(tenant):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from acmeca import tasks
+
+    now = timezone.now()
+    for value, expires in (("old", now - timedelta(minutes=1)), ("live", now + timedelta(hours=1))):
+        DelegatedChallenge.objects.create(
+            organization=tenant.organization, name="_acme-challenge.j.example.", value=value, expires=expires
+        )
+    assert tasks.janitor()["delegated_expired"] == 1
+    assert list(DelegatedChallenge.objects.values_list("value", flat=True)) == ["live"]
