@@ -79,8 +79,8 @@ class _ServerBusy(ProviderError):
 class Provider(DnsProvider):
     kind = "powerdns"
 
-    def __init__(self, credentials: dict, *, timeout: float = 10.0):
-        super().__init__(credentials, timeout=timeout)
+    def __init__(self, credentials: dict, *, timeout: float = 10.0, **context):
+        super().__init__(credentials, timeout=timeout, **context)
         try:
             self.base = powerdns_base(str(credentials["api_url"]))
             self.api_key = str(credentials["api_key"])

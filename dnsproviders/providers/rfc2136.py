@@ -35,8 +35,8 @@ def quote_txt(value: str) -> str:
 class Provider(DnsProvider):
     kind = "rfc2136"
 
-    def __init__(self, credentials: dict, *, timeout: float = 10.0):
-        super().__init__(credentials, timeout=timeout)
+    def __init__(self, credentials: dict, *, timeout: float = 10.0, **context):
+        super().__init__(credentials, timeout=timeout, **context)
         c = credentials
         try:
             self.server = str(c["server"]).strip()

@@ -84,8 +84,8 @@ class Provider(DnsProvider):
     #: Seconds between GetChange polls while waiting for INSYNC.
     poll_interval = 2.0
 
-    def __init__(self, credentials: dict, *, timeout: float = 10.0, sync_timeout: float = 120.0):
-        super().__init__(credentials, timeout=timeout)
+    def __init__(self, credentials: dict, *, timeout: float = 10.0, sync_timeout: float = 120.0, **context):
+        super().__init__(credentials, timeout=timeout, **context)
         self.sync_timeout = sync_timeout
         self._client = None
 
