@@ -129,3 +129,24 @@ def test_the_janitor_removes_expired_delegated_values(tenant):
         )
     assert tasks.janitor()["delegated_expired"] == 1
     assert list(DelegatedChallenge.objects.values_list("value", flat=True)) == ["live"]
+
+
+def test_an_order_by_names_alone_is_served_too(
+    tenant, pebble, powerdns, delegated_ca, certmgr_dns, acme_env, no_worker
+):
+    """No subscriber names it: the unfinished order makes the name a zone at certmgr's server."""
+    from acmeca import orders
+    from acmeca.services import update_acme_ca
+
+    name = unique_name(powerdns.zone, "deleg-direct")
+    record = f"_acme-challenge.{name}."
+    powerdns.set_rrset(record, "NS", [CERTMGR_DNS_NAME])
+    acme_env.route(record, "certmgr", except_ns=True)
+    assert _status(certmgr_dns.dig(record, "SOA")) == "REFUSED"
+    update_acme_ca(delegated_ca, actor=tenant.admin.user, direct_issuance=True)
+    order = orders.start_direct_order(delegated_ca, [name], actor=tenant.operator.user)
+    assert _status(certmgr_dns.wait_for_status(record, "SOA", "NOERROR")) == "NOERROR"
+    order = flow.run_order(order.pk)
+    cert = assert_issued(order, pebble, [name])
+    assert cert.subscriber is None
+    assert _status(certmgr_dns.wait_for_status(record, "SOA", "REFUSED")) == "REFUSED"  # order done
