@@ -253,7 +253,7 @@ CERTMGR_DNS_PROVIDER_TIMEOUT = env.float("CERTMGR_DNS_PROVIDER_TIMEOUT", default
 # Delegated DNS (connection kind "delegated"): certmgr's own authoritative server (manage.py dns_server).
 # Its host name is the target of the operator's `_acme-challenge.<name>. NS <server name>` records.
 CERTMGR_DNS_SERVER_NAME = env.str("CERTMGR_DNS_SERVER_NAME", default="")
-# host:port or [v6]:port for UDP and TCP; production uses port 53 (make run: 127.0.0.1:5353).
+# host:port or [v6]:port for UDP and TCP; production uses port 53 (make run: 127.0.0.1:8053).
 CERTMGR_DNS_LISTEN = env.str("CERTMGR_DNS_LISTEN", default="0.0.0.0:53")
 # Response rate limiting per client address: answers per second and burst (0: no limit). Over the limit
 # every SLIP-th answer is a truncated (TC=1) one that sends a real resolver to TCP; the rest are dropped.
