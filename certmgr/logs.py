@@ -63,6 +63,10 @@ def logging_config(*, json: bool, level: str) -> dict[str, Any]:
             "django-q": {"handlers": ["console"], "level": level, "propagate": False},
             # edgegrid-python logs each request's signing key and body at DEBUG: never, whatever the level.
             "akamai.edgegrid": {"level": "INFO"},
+            # At DEBUG botocore logs each request's parameters and body: a synced private key (syncs).
+            "botocore": {"level": "INFO"},
+            "boto3": {"level": "INFO"},
+            "urllib3": {"level": "INFO"},
         },
     }
 

@@ -53,6 +53,18 @@ def jobs() -> list[Job]:
             "resume stalled ACME orders, remove left-over challenge records",
         ),
         Job(
+            "syncs.run_due",
+            "syncs.tasks.run_due",
+            1,
+            "certificate syncs: retry failed runs whose time came, resume stalled ones",
+        ),
+        Job(
+            "syncs.check_drift",
+            "syncs.tasks.check_drift",
+            settings.CERTMGR_SYNC_DRIFT_MINUTES,
+            "certificate syncs: re-read each destination, push what differs or is missing",
+        ),
+        Job(
             "certmgr.auth_failures",
             "certmgr.auth_failures.flush",
             1,

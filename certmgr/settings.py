@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "dnsproviders",
     "pki",
     "acmeca",
+    "syncs",
     "reports",
 ]
 
@@ -277,6 +278,11 @@ CERTMGR_ALERT_MAX_ATTEMPTS = env.int("CERTMGR_ALERT_MAX_ATTEMPTS", default=8)
 CERTMGR_ALERT_RETRY_BASE_SECONDS = env.float("CERTMGR_ALERT_RETRY_BASE_SECONDS", default=60.0)
 CERTMGR_ALERT_RETRY_MAX_SECONDS = env.float("CERTMGR_ALERT_RETRY_MAX_SECONDS", default=3600.0)
 CERTMGR_ALERT_DELIVERY_MINUTES = env.int("CERTMGR_ALERT_DELIVERY_MINUTES", default=5)
+# Certificate syncs (syncs): attempts of one run, its backoff, and how often destinations are re-read.
+CERTMGR_SYNC_MAX_ATTEMPTS = env.int("CERTMGR_SYNC_MAX_ATTEMPTS", default=6)
+CERTMGR_SYNC_RETRY_BASE_SECONDS = env.float("CERTMGR_SYNC_RETRY_BASE_SECONDS", default=60.0)
+CERTMGR_SYNC_RETRY_MAX_SECONDS = env.float("CERTMGR_SYNC_RETRY_MAX_SECONDS", default=3600.0)
+CERTMGR_SYNC_DRIFT_MINUTES = env.int("CERTMGR_SYNC_DRIFT_MINUTES", default=60)
 CERTMGR_RENEWAL_RETRY_BASE_SECONDS = env.float("CERTMGR_RENEWAL_RETRY_BASE_SECONDS", default=300.0)
 CERTMGR_RENEWAL_RETRY_MAX_SECONDS = env.float("CERTMGR_RENEWAL_RETRY_MAX_SECONDS", default=6 * 3600.0)
 # API tokens: last_used_at is written at most this often (seconds), not on every request.
@@ -347,7 +353,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # Two models have a "kind" field: name their enums apart.
-    "ENUM_NAME_OVERRIDES": {"AlertChannelKindEnum": "pki.models.AlertChannel.Kind"},
+    "ENUM_NAME_OVERRIDES": {
+        "AlertChannelKindEnum": "pki.models.AlertChannel.Kind",
+        "SyncDestinationKindEnum": "syncs.choices.DestinationKind.choices",
+    },
 }
 
 # --- Workers (django-q2) --------------------------------------------------------------------------

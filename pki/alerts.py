@@ -506,6 +506,8 @@ def build_alert(
         subject, detail = f"{label} revoked", f"serial {certificate.serial if certificate else ''} {reason}"
     elif event == Event.CLEANUP_FAILED:
         subject, detail = f"challenge record left behind: {label}", ""
+    elif event == Event.SYNC_FAILED:
+        subject, detail = f"sync failed: {label}", f"serial {certificate.serial}" if certificate else ""
     else:
         subject, detail = f"renewal failed: {label}", ""
     subject = f"[certmgr] {subject}"[:300]
@@ -522,8 +524,8 @@ def _load(model, value):
 
 
 def notify(event: str, certificate: Any = None, subscriber: Any = None, message: str = "") -> list[int]:
-    """Queue the alerts of one event (``issued``, ``revoked``, ``renewal_failed``, ``cleanup_failed``) and
-    send them after commit.
+    """Queue the alerts of one event (``issued``, ``revoked``, ``renewal_failed``, ``cleanup_failed``,
+    ``sync_failed``) and send them after commit.
 
     Called inside the service's transaction: the deliveries commit with the change (or vanish with its
     rollback) and a worker task is enqueued on commit; should the broker lose it, the ``deliver_alerts``
@@ -547,7 +549,7 @@ def notify(event: str, certificate: Any = None, subscriber: Any = None, message:
 def _subjects_and_rules(event: str, certificate: Any, subscriber: Any) -> tuple[list, list[AlertRule]]:
     """The (certificate, subscriber) pairs an event is about, and the enabled rules for it."""
     if event not in Event.values or event == Event.EXPIRING:
-        raise ValueError(f"notify() takes issued, revoked, renewal_failed or cleanup_failed, not {event!r}")
+        raise ValueError(f"notify() takes an event other than expiring, not {event!r}")
     if isinstance(certificate, list | tuple | set):
         certs = [_load(Certificate, c) for c in certificate]
     else:

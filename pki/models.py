@@ -487,6 +487,8 @@ class AlertRule(models.Model):
         # A signed checkpoint of the organization's audit chain (certmgr.audit_checkpoints): keep a copy.
         AUDIT_CHECKPOINT = "audit_checkpoint", "Audit checkpoint"
         CLEANUP_FAILED = "cleanup_failed", "Challenge record left behind"
+        # A certificate could not be deployed to a sync destination (syncs: raised on a run's first failure).
+        SYNC_FAILED = "sync_failed", "Sync failed"
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="alert_rules")
     name = models.CharField(max_length=100)

@@ -8,6 +8,7 @@ from certmgr.api import views
 from dnsproviders.api.views import AppConnectionViewSet
 from pki.api import views as pki_views
 from pki.api.alerts import register as register_alerts
+from syncs.api.views import register as register_syncs
 
 router = DefaultRouter(trailing_slash=True)
 router.register("organizations", views.OrganizationViewSet, basename="organization")
@@ -25,6 +26,7 @@ router.register("acme-accounts", acme_views.AcmeAccountViewSet, basename="acme-a
 router.register("acme-orders", acme_views.AcmeOrderViewSet, basename="acme-order")
 router.register("acme-challenges", acme_views.AcmeChallengeViewSet, basename="acme-challenge")
 register_alerts(router)  # alert-channels, alert-rules, alert-deliveries
+register_syncs(router)  # sync-destinations, sync-rules, sync-runs
 
 urlpatterns: list[URLPattern | URLResolver] = [path("", include(router.urls))]
 # The seed API's paths, exactly as its scripts call them (no trailing slash).

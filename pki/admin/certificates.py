@@ -35,6 +35,7 @@ from certmgr.admin_base import (
 )
 from pki import forms as pki_forms
 from pki import issuers, services, x509
+from pki.admin import panels
 from pki.admin.base import ReadOnlyPkiAdmin
 from pki.admin.filters import (
     CaFilter,
@@ -354,6 +355,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             "can_renew": obj.subscriber_id is not None and obj.status != Certificate.Status.REVOKED,
             "can_revoke": revocable,
             **live_context(obj.subscriber_id),  # its subscriber's renewal, while it runs
+            "panels": panels.render("certificate", request, obj),
         }
 
     # --- revoke -------------------------------------------------------------------------------------

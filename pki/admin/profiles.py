@@ -26,6 +26,7 @@ from certmgr.admin_base import (
 from certmgr.permissions import Action
 from pki import forms as pki_forms
 from pki import issuers, services
+from pki.admin import panels
 from pki.admin.base import PkiAdmin
 from pki.admin.filters import (
     CaFilter,
@@ -248,7 +249,11 @@ class SubscriberAdmin(PkiAdmin):
         ]
 
     def change_form_extra(self, request, obj):
-        return {**super().change_form_extra(request, obj), **live_context(obj.pk)}
+        return {
+            **super().change_form_extra(request, obj),
+            **live_context(obj.pk),
+            "panels": panels.render("subscriber", request, obj),
+        }
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:

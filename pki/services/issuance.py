@@ -26,7 +26,7 @@ from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, PermissionDenied, ServiceError
 from certmgr.permissions import Action
 from certmgr.services import require
-from pki import alerts, issuers, renewal, x509
+from pki import alerts, issuers, renewal, signals, x509
 from pki import policy as policy_rules
 from pki.issuers import IssuanceRequest, Issued, Outcome
 from pki.models import AlertRule, Certificate, CertificateAuthority, Policy, Subscriber
@@ -538,6 +538,7 @@ def record(signed: Sequence[Signed], *, actor: Actor) -> list[Certificate]:
     if not all(getattr(s.subscriber, "has_issued_alerts", None) is False for s in signed):
         alerts.notify("issued", certificate=rows if len(rows) > 1 else rows[0])
     ocsp.after_issue([(s.ca, row.serial) for s, row in zip(signed, rows, strict=True) if s.ca is not None])
+    signals.send_on_commit(signals.certificates_recorded, Certificate, rows)  # syncs deploy them
     return rows
 
 

@@ -23,7 +23,7 @@ from certmgr.actors import Actor, as_actor
 from certmgr.errors import ServiceError
 from certmgr.permissions import Action
 from certmgr.services import require
-from pki import alerts, issuers, x509
+from pki import alerts, issuers, signals, x509
 from pki.models import (
     Certificate,
     CertificateAuthority,
@@ -73,6 +73,7 @@ def revoke(certificate: Certificate, *, reason: str, actor: Actor) -> Certificat
             alerts.notify("revoked", certificate=certificate)
             backend.after_revoke(certificate, actor)
             ocsp.after_revoke(current.ca, [certificate.serial])
+            signals.send_on_commit(signals.certificates_revoked, Certificate, [certificate])
     return certificate
 
 
@@ -342,5 +343,6 @@ def revoke_many(certificates: Iterable[Certificate], *, reason: str, actor: Acto
             if ca.is_internal:
                 publish_revocation(ca, actor)
             ocsp.after_revoke(ca, [c.serial for c in marked])
+            signals.send_on_commit(signals.certificates_revoked, Certificate, marked)
         count += len(marked)
     return count

@@ -1,0 +1,19 @@
+from django.apps import AppConfig
+
+
+class SyncsConfig(AppConfig):
+    name = "syncs"
+    verbose_name = "Certificate syncs"
+
+    def ready(self) -> None:
+        # pki signals after commit; syncs listens (pki never imports syncs).
+        from pki import signals
+        from pki.models import Certificate
+        from syncs import services
+
+        signals.certificates_recorded.connect(
+            services.on_certificates_recorded, sender=Certificate, dispatch_uid="syncs.recorded"
+        )
+        signals.certificates_revoked.connect(
+            services.on_certificates_revoked, sender=Certificate, dispatch_uid="syncs.revoked"
+        )

@@ -1,0 +1,45 @@
+"""The kinds of sync destination and the states of a sync run (pure: no Django)."""
+
+from __future__ import annotations
+
+from certmgr.choices import Choices
+
+
+class DestinationKind(Choices):
+    AWS_ACM = "aws_acm", "AWS Certificate Manager"
+    AWS_SECRETS_MANAGER = "aws_secrets_manager", "AWS Secrets Manager"
+
+
+# Which app connection kind each destination kind runs on (dnsproviders.credentials.Kind values).
+CONNECTION_KIND = {
+    DestinationKind.AWS_ACM: "aws",
+    DestinationKind.AWS_SECRETS_MANAGER: "aws",
+}
+
+# Destinations that cannot take a certificate without its private key.
+NEEDS_PRIVATE_KEY = frozenset({DestinationKind.AWS_ACM})
+
+
+class RunStatus(Choices):
+    PENDING = "pending", "Pending"  # waiting for a worker, or for its next attempt (next_attempt_at)
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"  # every attempt failed
+    SUPERSEDED = "superseded", "Superseded"  # a newer certificate's run took its place first
+
+
+class RunAction(Choices):
+    PUSH = "push", "Deploy"
+    REMOVE = "remove", "Remove"
+
+
+class RunTrigger(Choices):
+    ISSUANCE = "issuance", "Issuance or renewal"
+    MANUAL = "manual", "Sync now"
+    DRIFT = "drift", "Drift check"
+    SCHEDULE = "schedule", "Schedule"
+    REVOCATION = "revocation", "Revocation"
+    EXPIRY = "expiry", "Expiry"
+
+
+FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SUPERSEDED})
