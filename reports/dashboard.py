@@ -5,7 +5,7 @@ admin page only renders. Nothing here reads certificate rows one by one, nor the
 index can answer: the counts by status and by CA, the weekly chart and the 7/30/90-day counts are GROUP BY
 queries answered by index-only scans (one scan of the active certificates expiring within the chart's range
 serves both the chart and the windows), and the lists are LIMITed queries over indexes (``cert_renewal_due``
-for the queue). Eight queries in all (with the viewer's memberships), whatever the number of certificates.
+for the queue). Nine queries in all (with the viewer's memberships), whatever the number of certificates.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ class Dashboard:
     failed_subscribers: list[FailedSubscriber]
     failed_orders: list[FailedOrder]
     renewal_queue: list[QueuedRenewal]
+    undeployed_renewals: int = 0  # renewed, but some sync destination does not have it yet
 
     @property
     def total(self) -> int:
@@ -284,6 +285,7 @@ def build(who: ActorSource, *, now: datetime | None = None) -> Dashboard:
     """Everything the dashboard shows, for the organizations ``who`` may view."""
     from acmeca.models import AcmeOrder
     from pki.models import Certificate, CertificateAuthority, Subscriber
+    from syncs.services import undeployed_renewals
 
     actor = as_actor(who)
     now = now or timezone.now()
@@ -303,4 +305,5 @@ def build(who: ActorSource, *, now: datetime | None = None) -> Dashboard:
         failed_subscribers=failed_subscribers(Subscriber.objects.restrict(actor, Action.VIEW)),
         failed_orders=failed_orders(AcmeOrder.objects.restrict(actor, Action.VIEW)),
         renewal_queue=renewal_queue(certificates),
+        undeployed_renewals=undeployed_renewals(certificates).count(),
     )

@@ -986,9 +986,10 @@ def deployments_of(
     return list(rows[:200])
 
 
-def undeployed_renewals(organization_ids: Iterable[int] | None = None) -> Any:
-    """Renewed certificates that some destination does not confirm yet: an open or failed run of theirs
-    with no later success to the same place."""
+def undeployed_renewals(certificates: Any = None) -> Any:
+    """Renewed certificates (of ``certificates``, default all) that some destination does not confirm yet:
+    an open or failed push run of theirs with no success to the same place. Renewal is done only when
+    every destination has the new certificate."""
     from django.db.models import Exists, OuterRef
 
     succeeded = SyncRun.objects.filter(
@@ -1000,9 +1001,7 @@ def undeployed_renewals(organization_ids: Iterable[int] | None = None) -> Any:
     unconfirmed = SyncRun.objects.filter(
         certificate=OuterRef("pk"), action=RunAction.PUSH, status__in=[*OPEN, RunStatus.FAILED]
     ).filter(~Exists(succeeded))
-    rows = Certificate.objects.filter(renewed_from__isnull=False, status=Certificate.Status.ACTIVE).filter(
+    rows = Certificate.objects.all() if certificates is None else certificates
+    return rows.filter(renewed_from__isnull=False, status=Certificate.Status.ACTIVE).filter(
         Exists(unconfirmed)
     )
-    if organization_ids is not None:
-        rows = rows.filter(organization_id__in=list(organization_ids))
-    return rows

@@ -183,3 +183,23 @@ def test_manage_py_sync_reports_progress_and_fails_on_failed_runs(tenant, acm, s
     with pytest.raises(CommandError, match="did not succeed"):
         call_command("sync", "--destination", "acm", stdout=out)
     assert "cannot reach AWS" in out.getvalue()
+
+
+def test_dashboard_counts_renewals_not_yet_deployed(tenant, other_tenant, secrets, subscriber):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from certmgr.jobs import JobReport
+    from reports import dashboard
+
+    services.create_rule(secrets, subscriber=subscriber, actor=SYSTEM)
+    first = pki.issue(subscriber, actor=SYSTEM).certificate
+    pki.issue(subscriber, actor=SYSTEM, renewal_of=first)
+    services.sync_now(destination=secrets, actor=SYSTEM)  # queued on commit: the test never commits
+    assert dashboard.build(tenant.auditor.user).undeployed_renewals == 1
+    assert dashboard.build(other_tenant.auditor.user).undeployed_renewals == 0
+    page = login(tenant.auditor).get("/admin/dashboard/")
+    assert "renewed but not yet deployed" in page.content.decode()
+    services.run_due(JobReport(), now=timezone.now() + timedelta(seconds=1))
+    assert dashboard.build(tenant.auditor.user).undeployed_renewals == 0
