@@ -10,8 +10,11 @@ since when) in step. Private keys are read only to push them, never logged or au
 from __future__ import annotations
 
 import logging
+import os
 import re
 import string
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -283,13 +286,39 @@ def delete_destination(destination: SyncDestination, *, actor: Actor) -> None:
             )
 
 
-def backend(destination: SyncDestination) -> destinations.Backend:
-    return destinations.backend_for(
-        destination.kind,
-        destination.connection.credentials,
-        region=destination.region,
-        options=destination.options,
+_BACKENDS: dict[tuple[Any, ...], tuple[float, destinations.Backend]] = {}
+_BACKENDS_LOCK = threading.Lock()
+BACKEND_TTL = 600.0  # seconds a worker keeps a destination's client (below an assumed role's 900 s)
+
+
+def backend(destination: SyncDestination, *, cached: bool = True) -> destinations.Backend:
+    """The destination's client. A worker keeps it for ``BACKEND_TTL`` (building a boto3 client costs more
+    than a push); any change of the destination or its connection makes a new one."""
+    conn = destination.connection
+    key = (
+        destination.pk,
+        destination.updated_at,
+        conn.pk,
+        conn.updated_at,
+        os.environ.get("AWS_ENDPOINT_URL"),
     )
+    now = time.monotonic()
+    if cached:
+        with _BACKENDS_LOCK:
+            hit = _BACKENDS.get(key)
+        if hit is not None and now - hit[0] < BACKEND_TTL:
+            return hit[1]
+    made = destinations.backend_for(
+        destination.kind, conn.credentials, region=destination.region, options=destination.options
+    )
+    if cached:
+        with _BACKENDS_LOCK:
+            for old in [
+                k for k, (at, _) in _BACKENDS.items() if k[0] == destination.pk or now - at >= BACKEND_TTL
+            ]:
+                del _BACKENDS[old]
+            _BACKENDS[key] = (now, made)
+    return made
 
 
 @dataclass(frozen=True)
@@ -304,7 +333,7 @@ def test_destination(destination: SyncDestination, *, actor: Actor) -> TestResul
     with audit.failures(actor, "sync_destination.test", destination):
         require(actor, Action.MANAGE, destination.organization_id)
     try:
-        result = TestResult(True, backend(destination).test())
+        result = TestResult(True, backend(destination, cached=False).test())
     except destinations.DestinationError as exc:
         result = TestResult(False, exc.message)
     with transaction.atomic():
@@ -817,21 +846,28 @@ def _succeeded(
                 and deployment.certificate_id == cert.pk
                 and deployment.removed_at is None
             )
-            Deployment.objects.update_or_create(
-                destination_id=run.destination_id,
-                name=run.name,
-                defaults={
-                    "organization_id": run.organization_id,
-                    "certificate": cert,
-                    "identifier": run.identifier,
-                    "version": run.version,
-                    "fingerprint_sha256": cert.fingerprint_sha256,
-                    "deployed_at": deployment.deployed_at if same and deployment is not None else now,
-                    "checked_at": now,
-                    "drift": "",
-                    "removed_at": None,
-                },
-            )
+            values = {
+                "organization_id": run.organization_id,
+                "certificate_id": cert.pk,
+                "identifier": run.identifier,
+                "version": run.version,
+                "fingerprint_sha256": cert.fingerprint_sha256,
+                "deployed_at": deployment.deployed_at if same and deployment is not None else now,
+                "checked_at": now,
+                "drift": "",
+                "removed_at": None,
+            }
+            # one statement: the row read before the push, or a new one (a concurrent first push of the
+            # same name loses the unique constraint and updates instead)
+            kept = deployment is not None and Deployment.objects.filter(pk=deployment.pk).update(**values)
+            if not kept:
+                try:
+                    with transaction.atomic():
+                        Deployment.objects.create(destination_id=run.destination_id, name=run.name, **values)
+                except IntegrityError:
+                    Deployment.objects.filter(destination_id=run.destination_id, name=run.name).update(
+                        **values
+                    )
         action = "certificate.sync_remove" if run.action == RunAction.REMOVE else "certificate.sync"
         audit.record(WORKER, action, cert, **_audit_details(run))
     log.info(
