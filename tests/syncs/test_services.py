@@ -295,3 +295,35 @@ def test_undeployed_renewals_counts_a_renewal_whose_run_is_not_confirmed(
     assert list(services.undeployed_renewals()) == [second]
     services.run_due(JobReport(), now=timezone.now() + timedelta(seconds=1))
     assert services.undeployed_renewals().count() == 0
+
+
+def test_a_batch_issuance_makes_one_run_per_certificate_in_one_go(
+    tenant, hierarchy, secrets, django_capture_on_commit_callbacks
+):
+    from tests.pki.conftest import make_subscriber
+
+    services.create_rule(secrets, name_patterns=["*.acme.test"], actor=SYSTEM)
+    subs = [make_subscriber(tenant, hierarchy[1], f"b{i}") for i in range(5)]
+    with django_capture_on_commit_callbacks(execute=True):
+        certs = pki.issue_batch(subs, actor=SYSTEM)
+    runs = SyncRun.objects.filter(trigger="issuance")
+    assert sorted(r.certificate_id for r in runs) == sorted(c.pk for c in certs)
+    assert set(runs.values_list("status", flat=True)) == {"succeeded"}
+    assert {s["Name"] for s in sm_client().list_secrets()["SecretList"]} == {f"b{i}" for i in range(5)}
+
+
+def test_an_expired_certificate_is_removed_where_the_rule_says_so(
+    secrets, acm, subscriber, django_capture_on_commit_callbacks
+):
+    services.create_rule(secrets, subscriber=subscriber, remove_on_expiry_or_revocation=True, actor=SYSTEM)
+    services.create_rule(acm, subscriber=subscriber, actor=SYSTEM)  # keeps it
+    cert = issue(subscriber, django_capture_on_commit_callbacks)
+    Certificate.objects.filter(pk=cert.pk).update(not_after=timezone.now() - timedelta(minutes=1))
+    report = JobReport()
+    with django_capture_on_commit_callbacks(execute=True):
+        runs = services.check_drift(report)
+    assert [(r.action, r.trigger, r.destination_id) for r in runs] == [("remove", "expiry", secrets.pk)]
+    assert SyncRun.objects.get(action="remove").status == "succeeded"
+    assert Deployment.objects.get(destination=secrets).removed_at is not None
+    assert Deployment.objects.get(destination=acm).removed_at is None
+    assert AuditEvent.objects.filter(action="certificate.sync_remove", outcome="success").count() == 1
