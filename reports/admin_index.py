@@ -36,6 +36,7 @@ GROUPS: list[tuple[str, str, list[tuple[str, ...]]]] = [
             ("acmeca", "AcmeChallenge"),
         ],
     ),
+    ("Deployment", "deployment", [("syncs", "SyncDestination"), ("syncs", "SyncRule"), ("syncs", "SyncRun")]),
     ("Connections", "connections", [("dnsproviders", "AppConnection")]),
     ("Alerts", "alerts", [("pki", "AlertRule"), ("pki", "AlertChannel"), ("pki", "AlertDelivery")]),
     (

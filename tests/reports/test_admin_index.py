@@ -34,6 +34,7 @@ def test_member_sees_the_work_groups_and_no_framework_tables(tenant):
         "Inventory",
         "Issuance",
         "Certificate authorities",
+        "Deployment",
         "Connections",
         "Alerts",
         "Organization",
@@ -41,6 +42,7 @@ def test_member_sees_the_work_groups_and_no_framework_tables(tenant):
     assert found["Inventory"][:3] == ["Dashboard", "Certificates", "CSRs"]
     assert "CA hierarchy" in found["Certificate authorities"]
     assert found["Connections"] == ["DNS providers"]
+    assert found["Deployment"] == ["Sync destinations", "Sync rules", "Sync runs"]
     html = response.content.decode()
     assert "Scheduled tasks" not in html and "/admin/auth/user/" not in html
     assert session(tenant.admin.user).get("/admin/django_q/").status_code == 404
