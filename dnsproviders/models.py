@@ -58,7 +58,7 @@ class DelegatedChallenge(models.Model):
     )
     name = models.CharField(max_length=255)  # absolute, lower case: _acme-challenge.example.com.
     value = models.CharField(max_length=255)
-    ttl = models.PositiveIntegerField(default=60)
+    ttl = models.PositiveIntegerField(verbose_name="TTL (seconds)", default=60)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires = models.DateTimeField()
 
