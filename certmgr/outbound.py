@@ -118,10 +118,13 @@ def check_host(host: str, port: int = 0) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in vetted_addresses(host, port or 53)))
 
 
-def create_connection(host: str, port: int, timeout=None, source_address=None, socket_options=None):
-    """socket.create_connection, but only to vetted addresses."""
+def create_connection(
+    host: str, port: int, timeout=None, source_address=None, socket_options=None, *, allowed=None
+):
+    """socket.create_connection, but only to vetted addresses (``allowed``: the networks beyond the public
+    internet it may reach; None: ``CERTMGR_OUTBOUND_ALLOWED_NETWORKS``)."""
     last_error: OSError | None = None
-    for family, socktype, proto, _, sockaddr in vetted_addresses(host, port):
+    for family, socktype, proto, _, sockaddr in vetted_addresses(host, port, allowed=allowed):
         sock = socket.socket(family, socktype, proto)
         try:
             for opt in socket_options or ():
@@ -148,6 +151,8 @@ else:
 
 
 class _GuardedConnectionMixin(_Connection):
+    allowed: tuple | None = None  # None: CERTMGR_OUTBOUND_ALLOWED_NETWORKS (see ``session(allowed=)``)
+
     def _new_conn(self):
         try:
             return create_connection(
@@ -156,6 +161,7 @@ class _GuardedConnectionMixin(_Connection):
                 self.timeout,
                 source_address=self.source_address,
                 socket_options=self.socket_options,
+                allowed=self.allowed,
             )
         except OutboundRefused:
             raise
@@ -181,10 +187,28 @@ class _GuardedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
     ConnectionCls = GuardedHTTPSConnection
 
 
+def _pool_classes(allowed: tuple | None) -> dict[str, type]:
+    """The pool classes of a guard with its own allow-list (subclasses that carry it to the connections)."""
+    if allowed is None:
+        return {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+    pools: dict[str, type] = {}
+    for scheme, pool, conn in (
+        ("http", _GuardedHTTPPool, GuardedHTTPConnection),
+        ("https", _GuardedHTTPSPool, GuardedHTTPSConnection),
+    ):
+        connection = type(conn.__name__, (conn,), {"allowed": allowed})
+        pools[scheme] = type(pool.__name__, (pool,), {"ConnectionCls": connection})
+    return pools
+
+
 class GuardedAdapter(HTTPAdapter):
+    def __init__(self, *args: Any, allowed: tuple | None = None, **kwargs: Any) -> None:
+        self._pools = _pool_classes(allowed)  # before HTTPAdapter.__init__, which makes the pool manager
+        super().__init__(*args, **kwargs)
+
     def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):
         self.poolmanager = PoolManager(num_pools=connections, maxsize=maxsize, block=block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = dict(self._pools)
 
     def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
         try:
@@ -199,11 +223,14 @@ class GuardedAdapter(HTTPAdapter):
             raise
 
 
-def session() -> requests.Session:
-    """A requests session for user-typed URLs: guarded, no proxies from the environment."""
+def session(*, allowed: Iterable[str] | None = None) -> requests.Session:
+    """A requests session for user-typed URLs: guarded, no proxies from the environment. ``allowed``: the
+    CIDRs this session may reach beyond the public internet, instead of CERTMGR_OUTBOUND_ALLOWED_NETWORKS
+    (the ACME server's validator has its own list)."""
     s = requests.Session()
     s.trust_env = False  # an HTTPS_PROXY in the environment would connect for us, unguarded
-    adapter = GuardedAdapter(max_retries=0)
+    networks = None if allowed is None else _allowed_networks(tuple(allowed))
+    adapter = GuardedAdapter(max_retries=0, allowed=networks)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     s.headers["User-Agent"] = "certmgr/0.1"

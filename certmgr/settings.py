@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "pki",
     "acmeca",
     "syncs",
+    "acmeserver",
     "reports",
 ]
 
@@ -265,6 +266,21 @@ CERTMGR_DNS_RATE_SLIP = env.int("CERTMGR_DNS_RATE_SLIP", default=2)
 CERTMGR_DNS_CACHE_SECONDS = env.float("CERTMGR_DNS_CACHE_SECONDS", default=1.0)
 # How long a presented challenge stays served when its order never cleans it up (a crashed worker).
 CERTMGR_DNS_CHALLENGE_HOURS = env.int("CERTMGR_DNS_CHALLENGE_HOURS", default=24)
+# The ACME server's challenge validator (acmeserver.validation): the port HTTP-01 asks (80; tests use a free
+# one), the networks it may connect to (private CAs validate internal names: list them; nothing else outside
+# the public internet is reached), the resolvers it asks for A/AAAA/TXT (host:port,...; unset: the system's
+# resolver for addresses, the zone's authoritative servers for TXT) and the time each fetch may take.
+CERTMGR_ACME_VALIDATION_HTTP_PORT = env.int("CERTMGR_ACME_VALIDATION_HTTP_PORT", default=80)
+CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS = env.list("CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS", default=[])
+CERTMGR_ACME_VALIDATION_RESOLVERS = env.str("CERTMGR_ACME_VALIDATION_RESOLVERS", default="")
+CERTMGR_ACME_VALIDATION_TIMEOUT = env.float("CERTMGR_ACME_VALIDATION_TIMEOUT", default=10.0)
+# How long a nonce, an order and a valid authorization of the ACME server live (a valid authorization serves
+# the account's later orders for the same identifier until then).
+CERTMGR_ACME_NONCE_SECONDS = env.int("CERTMGR_ACME_NONCE_SECONDS", default=3600)
+CERTMGR_ACME_ORDER_DAYS = env.int("CERTMGR_ACME_ORDER_DAYS", default=7)
+CERTMGR_ACME_AUTHORIZATION_DAYS = env.int("CERTMGR_ACME_AUTHORIZATION_DAYS", default=30)
+# RFC 9773: how long clients should wait before asking the ACME server's renewalInfo again (Retry-After).
+CERTMGR_ACME_ARI_RETRY_SECONDS = env.int("CERTMGR_ACME_ARI_RETRY_SECONDS", default=6 * 3600)
 # Lifecycle: the renewal sweep, backoff of failed renewals.
 CERTMGR_RENEWAL_SWEEP_MINUTES = env.int("CERTMGR_RENEWAL_SWEEP_MINUTES", default=10)
 CERTMGR_CRL_REFRESH_MINUTES = env.int("CERTMGR_CRL_REFRESH_MINUTES", default=60)

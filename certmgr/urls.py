@@ -22,6 +22,7 @@ urlpatterns = [
     path("invite/<str:token>/", invitation_page, name="invitation"),
     path("", include("pki.urls")),
     path("", include("acmeca.urls")),
+    path("", include("acmeserver.urls")),
     path("metrics", metrics_view, name="metrics"),
     path("", RedirectView.as_view(url="/admin/dashboard/"), name="home"),  # the product's front page
     path("healthz", healthz, name="healthz"),

@@ -236,6 +236,7 @@ def collect(org_ids: set[int] | None, *, limit: int | None = None, now: datetime
 
     _acme_orders(out, _scoped(AcmeOrder.objects, org_ids), orgs, ca_label)
     _ocsp(out, org_ids, ocsp_cas, lambda ca_id: orgs.get(ca_orgs.get(ca_id), ""), ca_label, now)
+    _acme_server_orders(out, org_ids, orgs)
 
     delivery = getattr(pki_models, "AlertDelivery", None)
     if delivery is not None:
@@ -251,6 +252,27 @@ def collect(org_ids: set[int] | None, *, limit: int | None = None, now: datetime
                 "certmgr_alert_deliveries", (("organization", orgs.get(org, "")), ("status", status)), n
             )
     return out.text()
+
+
+def _acme_server_orders(out: Exposition, org_ids: set[int] | None, orgs: dict[int, str]) -> None:
+    """Orders of certmgr's own ACME server by profile and RFC 8555 status, one GROUP BY."""
+    from acmeserver.models import AcmeServerOrder
+
+    rows = (
+        _scoped(AcmeServerOrder.objects, org_ids, "account__profile__organization_id")
+        .order_by()
+        .values_list("account__profile__organization_id", "account__profile__slug", "status")
+        .annotate(n=Count("*"))
+    )
+    out.family(
+        "certmgr_acme_server_orders", "gauge", "Orders of certmgr's ACME server by profile and status."
+    )
+    for org, profile, status, n in sorted(rows):
+        out.sample(
+            "certmgr_acme_server_orders",
+            (("organization", orgs.get(org, "")), ("profile", profile), ("status", status)),
+            n,
+        )
 
 
 def _acme_orders(out: Exposition, orders, orgs: dict[int, str], ca_label) -> None:

@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from rest_framework.routers import DefaultRouter
 
 from acmeca.api import views as acme_views
+from acmeserver.api import views as acme_server_views
 from certmgr.api import views
 from dnsproviders.api.views import AppConnectionViewSet
 from pki.api import views as pki_views
@@ -25,6 +26,12 @@ router.register("certificates", pki_views.CertificateViewSet, basename="certific
 router.register("acme-accounts", acme_views.AcmeAccountViewSet, basename="acme-account")
 router.register("acme-orders", acme_views.AcmeOrderViewSet, basename="acme-order")
 router.register("acme-challenges", acme_views.AcmeChallengeViewSet, basename="acme-challenge")
+router.register("acme-profiles", acme_server_views.AcmeProfileViewSet, basename="acme-profile")
+router.register(
+    "acme-server-accounts", acme_server_views.AcmeServerAccountViewSet, basename="acme-server-account"
+)
+router.register("acme-server-orders", acme_server_views.AcmeServerOrderViewSet, basename="acme-server-order")
+router.register("acme-eab-keys", acme_server_views.AcmeEabKeyViewSet, basename="acme-eab-key")
 register_alerts(router)  # alert-channels, alert-rules, alert-deliveries
 register_syncs(router)  # sync-destinations, sync-rules, sync-runs
 

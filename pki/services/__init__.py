@@ -58,10 +58,12 @@ from pki.services.inventory import (
     import_certificates,
 )
 from pki.services.issuance import (
+    Enrollment,
     NewCsrNeeded,
     authorize,
     complete_external,
     current_certificate,
+    enroll,
     issue,
     policy_of,
     record,
@@ -100,6 +102,7 @@ __all__ = [
     "BatchRequest",
     "CaMaterial",
     "CaUnavailable",
+    "Enrollment",
     "ImportResult",
     "NewCsrNeeded",
     "PolicyRefused",
@@ -122,6 +125,7 @@ __all__ = [
     "delete_ca",
     "delete_object",
     "delta_crl_url",
+    "enroll",
     "export_pkcs12",
     "export_private_key",
     "generate_csr",

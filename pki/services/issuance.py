@@ -10,7 +10,7 @@ issuance (``pki.services.batch``) authorizes each request like this and records 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -361,6 +361,80 @@ def check_policy(sub: Subscriber, key_algorithm: str, *, keeps_renewed_key: bool
         policy_rules.check(policy_of(sub.policy), request)
     except policy_rules.PolicyViolation as exc:
         raise PolicyRefused.of(exc) from exc
+
+
+# --- enrollment doors (the ACME server) ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Enrollment:
+    """A certificate an enrollment door asks of an internal CA for a caller's CSR: the names the door has
+    proved, the policy and validity of its profile. No subscriber: the client renews by enrolling again."""
+
+    organization_id: int
+    ca: CertificateAuthority
+    policy: Policy | None
+    csr_pem: str
+    names: list[str]  # DNS names and IP addresses; the first one is the common name when it fits
+    validity_days: int
+
+
+def enroll(
+    enrollment: Enrollment, *, actor: Actor, then: Callable[[Certificate], None] | None = None
+) -> Certificate:
+    """Sign ``enrollment`` with its internal CA under the same checks and bookkeeping as every issuance
+    (CA usable, CSR key, the policy with every violation at once; inventory, audit, alerts, OCSP).
+
+    ``then`` is the door's own last step (an ACME order turning valid), run in the same transaction as the
+    certificate's insert: the door never ends without its certificate or stores it twice. A refusal is
+    audited. The certificate is described by a subscriber that is never saved: the same fields the policy
+    check and the signer read for a subscriber's certificates."""
+    actor = as_actor(actor)
+    ca = enrollment.ca
+    with audit.failures(actor, ISSUE, ca):
+        require(actor, Action.MANAGE, enrollment.organization_id)
+        if ca.organization_id != enrollment.organization_id:
+            raise ValidationError({"ca": ["Unknown CA."]})
+        names = list(enrollment.names)
+        if not names:
+            raise ValidationError({"sans": ["A certificate needs at least one name."]})
+        policy = enrollment.policy
+        template = Subscriber(
+            organization_id=enrollment.organization_id,
+            name="(enrollment)",
+            issuer_type=Subscriber.IssuerType.CA,
+            ca=ca,
+            policy=policy,
+            common_name=names[0] if len(names[0]) <= 64 else "",
+            sans=names,
+            validity_days=enrollment.validity_days,
+            key_usages=[],
+            extended_key_usages=list(policy.extended_key_usages)
+            if policy and policy.extended_key_usages
+            else ["server_auth"],
+        )
+        check_issuer(template)
+        if not issuers.backend_for(ca).signs_locally:
+            raise CaUnavailable(f"CA {ca.name!r} is not a private CA certmgr signs with", field="ca")
+        public_key, key_algorithm = _csr_key(template, enrollment.csr_pem)
+        check_policy(template, key_algorithm)
+        request = IssuanceRequest(
+            subscriber=template,
+            ca=ca,
+            actor=actor,
+            action=ISSUE,
+            key=None,
+            public_key=public_key,
+            key_algorithm=key_algorithm,
+            csr_pem=enrollment.csr_pem,
+        )
+        with transaction.atomic():
+            cert, chain_pem = sign(request)
+            signed = Signed(
+                enrollment.organization_id, cert, chain_pem, None, Certificate.Source.ISSUED, ca=ca
+            )
+            certificate = record([signed], actor=actor)[0]
+            if then is not None:
+                then(certificate)
+            return certificate
 
 
 # --- sign (internal CAs and self-signed) -------------------------------------------------------------------

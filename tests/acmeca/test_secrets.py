@@ -24,7 +24,8 @@ def _key_lines(pem: str) -> list[bytes]:
 
 def one_row_with_every_secret(tenant, pebble_eab, powerdns, pdns_connection) -> None:
     """A row of every model that holds a secret: an EAB ACME CA with an order, a private root, a CSR made by
-    certmgr, a webhook channel, an authenticator app's TOTP key (and the DNS connection the fixture made)."""
+    certmgr, a webhook channel, an authenticator app's TOTP key, an ACME server profile's EAB key (and the
+    DNS connection the fixture made)."""
     from certmgr import two_factor
     from pki import alerts
     from tests.conftest import SYSTEM
@@ -55,6 +56,10 @@ def one_row_with_every_secret(tenant, pebble_eab, powerdns, pdns_connection) -> 
     from pki.services import ocsp
 
     ocsp.responder(root)  # the CA's delegated OCSP signer (its key is a secret)
+    from acmeserver import services as acme_server
+
+    profile = acme_server.save_profile(tenant.organization, actor=SYSTEM, name="ACME server", ca=root)
+    acme_server.create_eab_key(profile, actor=SYSTEM)  # an EAB key's HMAC key is a secret
     assert root.pk
 
 
@@ -213,6 +218,7 @@ API_LISTS = {
     "dnsproviders.AppConnection": "app-connections",
     "certmgr.TOTPDevice": None,  # a user's own second factor: no list in the API or the admin
     "pki.OcspResponder": None,  # a CA's OCSP signer: shown on the CA, no list of its own
+    "acmeserver.AcmeEabKey": "acme-eab-keys",
 }
 NO_ADMIN_LIST = ("acmeca.AcmeSettings", "certmgr.TOTPDevice", "pki.OcspResponder")
 

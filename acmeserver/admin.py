@@ -1,0 +1,160 @@
+"""The ACME server in the admin: profiles (saved through the service; each shows its directory URL and
+the certbot command to paste), and the accounts and orders of its clients (read-only)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from acmeserver import services
+from acmeserver.models import (
+    AcmeEabKey,
+    AcmeProfile,
+    AcmeServerAccount,
+    AcmeServerAuthorization,
+    AcmeServerChallenge,
+    AcmeServerOrder,
+)
+from certmgr.admin_base import ReadOnlyAdmin, ServiceAdmin
+
+
+@admin.register(AcmeProfile)
+class AcmeProfileAdmin(ServiceAdmin):
+    list_display = ["name", "organization", "ca", "policy", "validity_days", "enabled"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "slug"]
+    readonly_fields = ["directory", "certbot"]
+    actions = ["create_eab_key"]
+    fields = [
+        "organization",
+        "name",
+        "slug",
+        "ca",
+        "policy",
+        "validity_days",
+        "challenge_types",
+        "allow_wildcards",
+        "allow_ip_identifiers",
+        "eab_required",
+        "enabled",
+        "terms_of_service_url",
+        "orders_per_hour",
+        "max_pending_authorizations",
+        "directory",
+        "certbot",
+    ]
+
+    @admin.display(description="directory URL")
+    def directory(self, obj: AcmeProfile) -> str:
+        return services.directory_url(obj) if obj.pk else "—"
+
+    @admin.display(description="certbot command")
+    def certbot(self, obj: AcmeProfile) -> str:
+        return format_html("<code>{}</code>", services.certbot_command(obj)) if obj.pk else "—"
+
+    @admin.action(description="Create an EAB key (shown once)")
+    def create_eab_key(self, request, queryset):
+        for profile in queryset:
+            made = self._call(request, services.create_eab_key, profile)
+            if made is not None:
+                key, hmac_key = made
+                self.message_user(
+                    request,
+                    f"{profile}: --eab-kid {key.kid} --eab-hmac-key {hmac_key} (not shown again)",
+                    messages.SUCCESS,
+                )
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["organization", *self.readonly_fields] if obj is not None else self.readonly_fields
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "terms_of_service_url":
+            kwargs["assume_scheme"] = "https"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def _values(self, form) -> dict:
+        return {f: form.cleaned_data[f] for f in services.PROFILE_FIELDS if f in form.cleaned_data}
+
+    def create(self, request, obj, form):
+        return services.save_profile(form.cleaned_data["organization"], actor=request, **self._values(form))
+
+    def update(self, request, obj, form):
+        current = AcmeProfile.objects.get(pk=obj.pk)
+        return services.save_profile(None, actor=request, instance=current, **self._values(form))
+
+
+@admin.register(AcmeServerAccount)
+class AcmeServerAccountAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "profile", "status", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["public_id", "thumbprint"]
+    detail_fields = [
+        "profile",
+        "public_id",
+        "thumbprint",
+        "jwk",
+        "contact",
+        "status",
+        "created_at",
+        "updated_at",
+    ]
+
+
+@admin.register(AcmeServerOrder)
+class AcmeServerOrderAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "account", "status", "created_at", "certificate"]
+    list_filter = ["status"]
+    search_fields = ["public_id"]
+    detail_fields = [
+        "account",
+        "public_id",
+        "status",
+        "identifiers",
+        "expires_at",
+        "error",
+        "certificate",
+        "created_at",
+        "authorization_list",
+    ]
+
+    @admin.display(description="authorizations")
+    def authorization_list(self, obj: AcmeServerOrder) -> str:
+        rows = [
+            (
+                reverse("admin:acmeserver_acmeserverauthorization_change", args=[a.pk]),
+                str(a),
+                a.get_status_display(),
+            )
+            for a in obj.authorizations.all()
+        ]
+        return format_html_join(", ", '<a href="{}">{}</a> ({})', rows) if rows else "—"
+
+
+class ChallengeInline(admin.TabularInline):
+    model = AcmeServerChallenge
+    fields = ["type", "status", "error", "validation_record", "validated_at"]
+    readonly_fields = ["type", "status", "error", "validation_record", "validated_at"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AcmeServerAuthorization)
+class AcmeServerAuthorizationAdmin(ReadOnlyAdmin):
+    list_display = ["identifier_value", "account", "status", "expires_at"]
+    list_filter = ["status"]
+    detail_fields = ["account", "identifier_type", "identifier_value", "wildcard", "status", "expires_at"]
+    inlines = [ChallengeInline]
+
+
+@admin.register(AcmeEabKey)
+class AcmeEabKeyAdmin(ReadOnlyAdmin):
+    list_display = ["kid", "name", "profile", "account", "created_at", "revoked_at"]
+    search_fields = ["kid", "name"]
+    detail_fields = ["profile", "name", "kid", "account", "created_at", "bound_at", "revoked_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("hmac_key")

@@ -1,0 +1,126 @@
+"""The JSON bodies of the ACME resources (RFC 8555 §7.1), built with the ``acme`` library's message types,
+and their URLs, absolute from the request the client sent (the URL it signs must be the one it asked)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import josepy as jose
+from acme import challenges, messages
+from django.http import HttpRequest
+from django.urls import reverse
+
+from acmeserver.models import (
+    AcmeProfile,
+    AcmeServerAccount,
+    AcmeServerAuthorization,
+    AcmeServerChallenge,
+    AcmeServerOrder,
+)
+
+_CHALLENGES = {"http-01": challenges.HTTP01, "dns-01": challenges.DNS01}
+
+
+@dataclass(frozen=True)
+class Urls:
+    request: HttpRequest
+    profile: AcmeProfile
+
+    def url(self, name: str, public_id: str | None = None) -> str:
+        kwargs = {"organization": self.profile.organization.slug, "profile": self.profile.slug}
+        if public_id is not None:
+            kwargs["public_id"] = public_id
+        return self.request.build_absolute_uri(reverse(f"acmeserver:{name}", kwargs=kwargs))
+
+    @property
+    def directory(self) -> str:
+        return self.url("directory")
+
+    def account(self, account: AcmeServerAccount) -> str:
+        return self.url("account", account.public_id)
+
+    def order(self, order: AcmeServerOrder) -> str:
+        return self.url("order", order.public_id)
+
+    def authorization(self, authz: AcmeServerAuthorization) -> str:
+        return self.url("authz", authz.public_id)
+
+    def challenge(self, challenge: AcmeServerChallenge) -> str:
+        return self.url("challenge", challenge.public_id)
+
+
+def directory(urls: Urls) -> dict[str, Any]:
+    profile = urls.profile
+    meta = messages.Directory.Meta(
+        external_account_required=profile.eab_required or None,
+        terms_of_service=profile.terms_of_service_url or None,
+    )
+    body = {
+        "newNonce": urls.url("new-nonce"),
+        "newAccount": urls.url("new-account"),
+        "newOrder": urls.url("new-order"),
+        "revokeCert": urls.url("revoke-cert"),
+        "keyChange": urls.url("key-change"),
+        "renewalInfo": urls.url("renewal-info"),
+        "meta": meta,
+    }
+    return messages.Directory(body).to_json()
+
+
+def account(urls: Urls, acct: AcmeServerAccount) -> dict[str, Any]:
+    body = messages.Registration(
+        status=messages.Status(acct.status),
+        contact=tuple(acct.contact),
+        terms_of_service_agreed=acct.terms_of_service_agreed or None,
+    ).to_json()
+    body["orders"] = urls.url("account-orders", acct.public_id)
+    return body
+
+
+def _identifier(value: dict[str, str]) -> messages.Identifier:
+    return messages.Identifier(typ=messages.IdentifierType(value["type"]), value=value["value"])
+
+
+def order(urls: Urls, o: AcmeServerOrder, authorizations: list[AcmeServerAuthorization]) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "identifiers": [_identifier(i) for i in o.identifiers],
+        "status": messages.Status(o.status),
+        "authorizations": [urls.authorization(a) for a in authorizations],
+        "finalize": urls.url("finalize", o.public_id),
+        "expires": o.expires_at,
+    }
+    if o.certificate_id and o.status == "valid":
+        fields["certificate"] = urls.url("certificate", o.public_id)
+    if o.error:
+        fields["error"] = messages.Error.from_json(o.error)
+    return messages.Order(**fields).to_json()
+
+
+def challenge_body(urls: Urls, c: AcmeServerChallenge) -> messages.ChallengeBody:
+    kind = _CHALLENGES[c.type]
+    fields: dict[str, Any] = {
+        "chall": kind(token=jose.decode_b64jose(c.token)),
+        "uri": urls.challenge(c),
+        "status": messages.Status(c.status),
+    }
+    if c.validated_at:
+        fields["validated"] = c.validated_at
+    if c.error:
+        fields["error"] = messages.Error.from_json(c.error)
+    return messages.ChallengeBody(**fields)
+
+
+def challenge(urls: Urls, c: AcmeServerChallenge) -> dict[str, Any]:
+    return challenge_body(urls, c).to_json()
+
+
+def authorization(urls: Urls, a: AcmeServerAuthorization, chall: list[AcmeServerChallenge]) -> dict[str, Any]:
+    shown = chall if a.status != "valid" else [c for c in chall if c.status == "valid"]  # §7.1.4
+    return messages.Authorization(
+        identifier=_identifier({"type": a.identifier_type, "value": a.identifier_value}),
+        status=messages.Status(a.status),
+        expires=a.expires_at,
+        challenges=[challenge_body(urls, c) for c in shown],
+        wildcard=True if a.wildcard else None,
+    ).to_json()

@@ -1,0 +1,852 @@
+"""The ACME server's state changes, one function each: profiles (by people, through the admin, the API and
+``manage.py create_acme_profile``) and the protocol's (by ACME clients, through ``acmeserver.views``).
+
+Protocol refusals are ``AcmeProblem``s. A certificate is issued by ``pki.services.enroll`` (the issuance
+core: policy, inventory, audit, alerts) and revoked by ``pki.services.revoke``; accounts, orders,
+finalizations and revocations are audit events of the profile's organization, by an actor that names the
+account.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.text import slugify
+
+from acmeserver import identifiers as idents
+from acmeserver.choices import (
+    AccountStatus,
+    AuthorizationStatus,
+    ChallengeStatus,
+    ChallengeType,
+    OrderStatus,
+)
+from acmeserver.models import (
+    AcmeEabKey,
+    AcmeNonce,
+    AcmeProfile,
+    AcmeServerAccount,
+    AcmeServerAuthorization,
+    AcmeServerChallenge,
+    AcmeServerOrder,
+)
+from acmeserver.problems import AcmeProblem, malformed, unauthorized
+from certmgr import audit
+from certmgr.actors import Actor, as_actor
+from certmgr.errors import Conflict, ServiceError
+from certmgr.models import Organization
+from certmgr.permissions import Action
+from certmgr.services import require
+from pki import policy as policy_rules
+from pki import services as pki
+from pki import x509
+from pki.choices import RevocationReason
+from pki.models import Certificate, CertificateAuthority, Policy
+
+# --- profiles -------------------------------------------------------------------------------------------
+PROFILE_FIELDS = (
+    "name",
+    "slug",
+    "ca",
+    "policy",
+    "validity_days",
+    "eab_required",
+    "challenge_types",
+    "allow_wildcards",
+    "allow_ip_identifiers",
+    "enabled",
+    "terms_of_service_url",
+    "orders_per_hour",
+    "max_pending_authorizations",
+)
+MAX_VALIDITY_DAYS = 3650
+
+
+def _check_profile(profile: AcmeProfile) -> None:
+    errors: dict[str, list[str]] = {}
+    ca: CertificateAuthority | None = profile.ca if profile.ca_id else None
+    if ca is None or ca.organization_id != profile.organization_id:
+        errors["ca"] = ["Choose a CA of this organization."]
+    elif not ca.is_internal:
+        errors["ca"] = ["Only a private (internal) CA signs for an ACME profile."]
+    policy: Policy | None = profile.policy if profile.policy_id else None
+    if policy is not None and policy.organization_id != profile.organization_id:
+        errors["policy"] = ["Choose a policy of this organization."]
+    if not 1 <= int(profile.validity_days or 0) <= MAX_VALIDITY_DAYS:
+        errors["validity_days"] = [f"Enter 1 to {MAX_VALIDITY_DAYS} days."]
+    elif policy is not None and policy.max_validity_days and profile.validity_days > policy.max_validity_days:
+        errors["validity_days"] = [f"Policy {policy.name!r} allows at most {policy.max_validity_days} days."]
+    types = profile.challenge_types
+    if not isinstance(types, list) or not types or any(t not in ChallengeType.values for t in types):
+        errors["challenge_types"] = [f"Choose one or more of: {', '.join(ChallengeType.values)}."]
+    else:
+        profile.challenge_types = [t for t in ChallengeType.values if t in types]
+        if profile.allow_wildcards and ChallengeType.DNS_01 not in types:
+            errors["allow_wildcards"] = ["Wildcards are proved by dns-01: offer it too."]
+    if not profile.slug or slugify(profile.slug) != profile.slug:
+        errors["slug"] = ["Enter a slug: lower-case letters, digits and hyphens."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def save_profile(
+    organization: Organization | None,
+    *,
+    actor: Actor,
+    instance: AcmeProfile | None = None,
+    **values: Any,
+) -> AcmeProfile:
+    """Create (``instance`` None) or change an ACME profile."""
+    actor = as_actor(actor)
+    action = "acme_profile.update" if instance else "acme_profile.create"
+    if instance is not None:
+        org_id = instance.organization_id
+    else:
+        assert organization is not None
+        org_id = organization.pk
+    with audit.failures(actor, action, instance or organization):
+        require(actor, Action.MANAGE, org_id)
+        profile = instance or AcmeProfile(organization_id=org_id)
+        for name, value in values.items():
+            if name not in PROFILE_FIELDS:
+                raise ValidationError({name: ["This field cannot be set."]})
+            setattr(profile, name, value)
+        profile.name = pki.clean_name(profile.name)
+        if not profile.slug:
+            profile.slug = slugify(profile.name)[:50]
+        _check_profile(profile)
+        profile.updated_at = timezone.now()
+        try:
+            with transaction.atomic():
+                profile.save()
+                audit.record(
+                    actor,
+                    action,
+                    profile,
+                    **{k: _audit_value(getattr(profile, k)) for k in values if k in PROFILE_FIELDS},
+                )
+        except IntegrityError as exc:
+            raise Conflict("a profile with this name or slug exists already", field="slug") from exc
+    return profile
+
+
+def directory_url(profile: AcmeProfile) -> str:
+    """The profile's directory, absolute from CERTMGR_BASE_URL (what clients are given)."""
+    from django.urls import reverse
+
+    base: str = settings.CERTMGR_BASE_URL
+    path = reverse(
+        "acmeserver:directory", kwargs={"organization": profile.organization.slug, "profile": profile.slug}
+    )
+    return base + path
+
+
+def certbot_command(profile: AcmeProfile) -> str:
+    """What an operator pastes on a web server to enroll it (HTTP-01, certbot's own server on port 80)."""
+    return (
+        f"certbot certonly --standalone --server {directory_url(profile)} -d <name> --agree-tos -m <e-mail>"
+    )
+
+
+def _audit_value(value: Any) -> Any:
+    return value.pk if hasattr(value, "pk") else value
+
+
+# --- the protocol's actor -----------------------------------------------------------------------------
+def actor_for(profile: AcmeProfile, account: AcmeServerAccount | None = None) -> Actor:
+    """Who acts in the audit log: the ACME account (or the profile, before there is one)."""
+    who = f"account {account.public_id}" if account is not None else "new account"
+    return Actor.system(f"acme-server {profile.slug}: {who}")
+
+
+# --- nonces -------------------------------------------------------------------------------------------
+def new_nonce() -> str:
+    value = secrets.token_urlsafe(24)
+    now = timezone.now()
+    AcmeNonce.objects.create(
+        value=value, expires_at=now + timedelta(seconds=settings.CERTMGR_ACME_NONCE_SECONDS)
+    )
+    if random.random() < 0.01:  # noqa: S311  (housekeeping, not security)
+        AcmeNonce.objects.filter(expires_at__lte=now).delete()
+    return value
+
+
+def use_nonce(value: str) -> bool:
+    """Whether ``value`` is a nonce handed out, unexpired and unused; it is used up by this call."""
+    if not value or len(value) > 64:
+        return False
+    deleted, _ = AcmeNonce.objects.filter(value=value, expires_at__gt=timezone.now()).delete()
+    return deleted == 1
+
+
+# --- accounts -------------------------------------------------------------------------------------------
+def _clean_contact(contact: Any) -> list[str]:
+    if contact is None:
+        return []
+    if not isinstance(contact, list | tuple) or any(not isinstance(c, str) for c in contact):
+        raise malformed("contact must be a list of URLs")
+    cleaned = []
+    for url in contact:
+        if not url.startswith("mailto:"):
+            raise AcmeProblem("unsupportedContact", f"{url!r}: only mailto: contacts are supported")
+        address = url[len("mailto:") :]
+        local, _, domain = address.partition("@")
+        if not local or not domain or "," in address or "?" in address or len(url) > 254 or " " in url:
+            raise AcmeProblem("invalidContact", f"{url!r} is not a single e-mail address")
+        cleaned.append(url)
+    if len(cleaned) > 10:
+        raise AcmeProblem("invalidContact", "at most 10 contacts")
+    return cleaned
+
+
+def find_account(profile: AcmeProfile, thumbprint: str) -> AcmeServerAccount | None:
+    return AcmeServerAccount.objects.filter(profile=profile, thumbprint=thumbprint).first()
+
+
+def new_account(
+    profile: AcmeProfile,
+    *,
+    jwk: dict[str, Any],
+    contact: Any,
+    terms_of_service_agreed: bool,
+    binding: Any = None,
+    url: str = "",
+) -> tuple[AcmeServerAccount, bool]:
+    """The account of ``jwk`` in ``profile``: the existing one (False) or a new one (True). ``binding``: the
+    request's externalAccountBinding (``url``: the newAccount URL it must name); required when the profile
+    says so, and bound to the new account (an EAB key binds one account)."""
+    from acmeserver import jws
+
+    public = jws.public_jwk(jwk)
+    thumbprint = jws.thumbprint(public)
+    existing = find_account(profile, thumbprint)
+    if existing is not None:
+        return existing, False
+    if profile.terms_of_service_url and not terms_of_service_agreed:
+        raise malformed(f"new accounts must agree to the terms of service ({profile.terms_of_service_url})")
+    if binding is None and profile.eab_required:
+        raise AcmeProblem(
+            "externalAccountRequired", "this profile requires an external account binding (an EAB key)"
+        )
+    parsed = jws.parse_binding(binding) if binding is not None else None
+    contacts = _clean_contact(contact)
+    try:
+        with transaction.atomic():
+            eab = None
+            if parsed is not None:
+                eab = AcmeEabKey.objects.select_for_update().filter(profile=profile, kid=parsed.kid).first()
+                if eab is None or eab.revoked_at is not None or eab.account_id is not None:
+                    why = "unknown" if eab is None else "revoked" if eab.revoked_at else "bound to an account"
+                    raise unauthorized(f"the EAB key {parsed.kid!r} is {why}")
+                key = jws.b64decode(eab.hmac_key, "the EAB key")
+                jws.verify_binding(parsed, hmac_key=key, account_jwk=public, url=url)
+            account = AcmeServerAccount.objects.create(
+                profile=profile,
+                thumbprint=thumbprint,
+                jwk=public,
+                contact=contacts,
+                terms_of_service_agreed=bool(terms_of_service_agreed),
+            )
+            if eab is not None:
+                eab.account, eab.bound_at = account, timezone.now()
+                eab.save(update_fields=["account", "bound_at"])
+            audit.record(
+                actor_for(profile, account),
+                "acme_server.account.create",
+                account,
+                organization=profile.organization_id,
+                profile=profile.pk,
+                thumbprint=thumbprint,
+                contact=contacts,
+                eab_kid=eab.kid if eab is not None else None,
+            )
+    except IntegrityError:  # the same key registered concurrently
+        account = AcmeServerAccount.objects.get(profile=profile, thumbprint=thumbprint)
+        return account, False
+    return account, True
+
+
+class KeyInUse(AcmeProblem):
+    def __init__(self, holder: AcmeServerAccount):
+        super().__init__("malformed", "another account of this profile has that key", status=409)
+        self.holder = holder
+
+
+def change_key(account: AcmeServerAccount, new_jwk: dict[str, Any]) -> AcmeServerAccount:
+    """RFC 8555 §7.3.5: the account's key is ``new_jwk`` from now on (checked by the caller: the inner JWS
+    is signed with it). Another account of the profile with that key: a 409 naming it."""
+    from acmeserver import jws
+
+    public = jws.public_jwk(new_jwk)
+    thumbprint = jws.thumbprint(public)
+    profile = account.profile
+    holder = find_account(profile, thumbprint)
+    if holder is not None:
+        raise KeyInUse(holder)
+    old = account.thumbprint
+    try:
+        with transaction.atomic():
+            account = (
+                AcmeServerAccount.objects.select_for_update().select_related("profile").get(pk=account.pk)
+            )
+            if account.status != AccountStatus.VALID:
+                raise unauthorized(f"the account is {account.status}")
+            account.jwk, account.thumbprint, account.updated_at = public, thumbprint, timezone.now()
+            account.save(update_fields=["jwk", "thumbprint", "updated_at"])
+            audit.record(
+                actor_for(profile, account),
+                "acme_server.account.key_change",
+                account,
+                organization=profile.organization_id,
+                old_thumbprint=old,
+                thumbprint=thumbprint,
+            )
+    except IntegrityError:
+        raise KeyInUse(AcmeServerAccount.objects.get(profile=profile, thumbprint=thumbprint)) from None
+    return account
+
+
+# --- EAB keys ---------------------------------------------------------------------------------------------
+def create_eab_key(profile: AcmeProfile, *, actor: Actor, name: str = "") -> tuple[AcmeEabKey, str]:
+    """A new EAB key of ``profile``; answers the row and its HMAC key (base64url), shown this once."""
+    from acmeserver import jws
+
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme_eab_key.create", profile):
+        require(actor, Action.MANAGE, profile.organization_id)
+        name = (name or "").strip()
+        if len(name) > 100 or "\x00" in name:
+            raise ValidationError({"name": ["Enter at most 100 characters."]})
+        hmac_key = jws.b64encode(secrets.token_bytes(32))
+        with transaction.atomic():
+            key = AcmeEabKey.objects.create(profile=profile, name=name, hmac_key=hmac_key)
+            audit.record(actor, "acme_eab_key.create", key, organization=profile.organization_id, kid=key.kid)
+    return key, hmac_key
+
+
+def revoke_eab_key(key: AcmeEabKey, *, actor: Actor) -> AcmeEabKey:
+    """The key binds no account any more (an account it bound already stays as it is)."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme_eab_key.revoke", key):
+        require(actor, Action.MANAGE, key.profile.organization_id)
+        with transaction.atomic():
+            key = AcmeEabKey.objects.select_for_update().select_related("profile").get(pk=key.pk)
+            if key.revoked_at is not None:
+                raise Conflict("this EAB key is revoked already")
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            audit.record(
+                actor, "acme_eab_key.revoke", key, organization=key.profile.organization_id, kid=key.kid
+            )
+    return key
+
+
+def update_account(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServerAccount:
+    """RFC 8555 §7.3.2 (contact) and §7.3.6 (deactivation)."""
+    profile = account.profile
+    status = payload.get("status")
+    if status is not None and status != AccountStatus.DEACTIVATED:
+        raise malformed("an account's status can only be set to deactivated")
+    changes: dict[str, Any] = {}
+    if "contact" in payload:
+        changes["contact"] = _clean_contact(payload["contact"])
+    with transaction.atomic():
+        account = AcmeServerAccount.objects.select_for_update().select_related("profile").get(pk=account.pk)
+        if account.status != AccountStatus.VALID:
+            raise unauthorized(f"the account is {account.status}")
+        for name, value in changes.items():
+            setattr(account, name, value)
+        action = "acme_server.account.update"
+        if status == AccountStatus.DEACTIVATED:
+            account.status = AccountStatus.DEACTIVATED
+            action = "acme_server.account.deactivate"
+            # RFC 8555 §7.3.6: its pending authorizations are deactivated with it.
+            AcmeServerAuthorization.objects.filter(
+                account=account, status=AuthorizationStatus.PENDING
+            ).update(status=AuthorizationStatus.DEACTIVATED)
+        if changes or status:
+            account.updated_at = timezone.now()
+            account.save()
+            audit.record(
+                actor_for(profile, account),
+                action,
+                account,
+                organization=profile.organization_id,
+                **changes,
+            )
+    return account
+
+
+# --- orders ---------------------------------------------------------------------------------------------
+def _challenge_types(profile: AcmeProfile, ident: idents.Identifier) -> list[str]:
+    offered = list(profile.challenge_types)
+    if ident.wildcard:
+        return [t for t in offered if t == ChallengeType.DNS_01]
+    if ident.type == "ip":
+        return [t for t in offered if t == ChallengeType.HTTP_01]  # RFC 8738 §7: no dns-01 for addresses
+    return offered
+
+
+def _policy_problems(profile: AcmeProfile, wanted: list[idents.Identifier]) -> list[AcmeProblem]:
+    if profile.policy is None:
+        return []
+    rules = pki.policy_of(profile.policy)
+    problems = []
+    for ident in wanted:
+        request = policy_rules.Request(
+            common_name="",
+            sans=[ident.value],
+            key_algorithm="",
+            validity_days=profile.validity_days,
+            key_usages=[],
+            extended_key_usages=[],
+        )
+        messages = [m for f, m in policy_rules.violations(rules, request) if f == "sans"]
+        if messages:
+            problems.append(
+                AcmeProblem("rejectedIdentifier", "; ".join(messages), identifier=ident.to_json())
+            )
+    return problems
+
+
+def new_order(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServerOrder:
+    """RFC 8555 §7.4: an order for the payload's identifiers, each with a pending authorization and the
+    challenges the profile offers for it. Names the policy refuses are refused here already."""
+    profile = account.profile
+    if account.status != AccountStatus.VALID:
+        raise unauthorized(f"the account is {account.status}")
+    for name in ("notBefore", "notAfter"):
+        if payload.get(name) is not None:
+            raise malformed(
+                f"{name} is not supported: the profile's validity ({profile.validity_days} days) applies"
+            )
+    wanted = idents.clean(
+        payload.get("identifiers"),
+        allow_wildcards=profile.allow_wildcards,
+        allow_ip=profile.allow_ip_identifiers,
+    )
+    problems = _policy_problems(profile, wanted)
+    for ident in wanted:
+        if not _challenge_types(profile, ident):
+            problems.append(
+                AcmeProblem(
+                    "rejectedIdentifier",
+                    f"{ident.value}: this profile offers no challenge that proves it",
+                    identifier=ident.to_json(),
+                )
+            )
+    idents.raise_compound(problems)
+    now = timezone.now()
+    replaces = _replaced(account, payload.get("replaces")) if payload.get("replaces") is not None else None
+    _check_rate_limits(account, len(wanted), now)
+    expires = now + timedelta(days=settings.CERTMGR_ACME_ORDER_DAYS)
+    with transaction.atomic():
+        order = AcmeServerOrder.objects.create(
+            account=account,
+            identifiers=[i.to_json() for i in wanted],
+            expires_at=expires,
+            replaces=replaces,
+        )
+        authorizations = []
+        reused = 0
+        for ident in wanted:
+            authz = _reusable(account, ident, now)
+            if authz is None:
+                authz = AcmeServerAuthorization.objects.create(
+                    account=account,
+                    identifier_type=ident.type,
+                    identifier_value=ident.base,
+                    wildcard=ident.wildcard,
+                    expires_at=expires,
+                )
+                AcmeServerChallenge.objects.bulk_create(
+                    AcmeServerChallenge(authorization=authz, type=t) for t in _challenge_types(profile, ident)
+                )
+            else:
+                reused += 1
+            authorizations.append(authz)
+        order.authorizations.set(authorizations)
+        if all(a.status == AuthorizationStatus.VALID for a in authorizations):
+            order.status = OrderStatus.READY
+            order.save(update_fields=["status"])
+        audit.record(
+            actor_for(profile, account),
+            "acme_server.order.create",
+            order,
+            organization=profile.organization_id,
+            account=account.public_id,
+            identifiers=[i.value for i in wanted],
+            reused_authorizations=reused,
+            replaces=replaces.serial if replaces is not None else None,
+        )
+    return order
+
+
+# --- ARI (RFC 9773) ---------------------------------------------------------------------------------------
+def certificate_of_id(profile: AcmeProfile, identifier: str) -> Certificate:
+    """The certificate of the profile's CA named by an ARI certificate identifier (malformed, 404 if none)."""
+    from cryptography import x509 as cx509
+
+    from acmeserver import ari
+
+    aki, serial = ari.parse_cert_id(identifier)
+    certificate = Certificate.objects.filter(ca=profile.ca, serial=x509.serial_hex(serial)).first()
+    if certificate is not None:
+        leaf = cx509.load_pem_x509_certificate(certificate.certificate_pem.encode())
+        try:
+            own = leaf.extensions.get_extension_for_class(cx509.AuthorityKeyIdentifier).value.key_identifier
+        except cx509.ExtensionNotFound:
+            own = None
+        if own == aki:
+            return certificate
+    raise AcmeProblem("malformed", "this profile's CA issued no certificate with that identifier", status=404)
+
+
+def renewal_info(profile: AcmeProfile, identifier: str) -> tuple[datetime, datetime]:
+    """RFC 9773 §4.2: the suggested renewal window of a certificate of the profile's CA."""
+    from acmeserver import ari
+
+    certificate = certificate_of_id(profile, identifier)
+    return ari.suggested_window(
+        certificate.not_before,
+        certificate.not_after,
+        revoked=certificate.status == Certificate.Status.REVOKED,
+        now=timezone.now(),
+    )
+
+
+def _replaced(account: AcmeServerAccount, identifier: Any) -> Certificate:
+    """RFC 9773 §5: the certificate a newOrder's ``replaces`` names, ordered by this account and not
+    replaced by another of its orders yet."""
+    if not isinstance(identifier, str):
+        raise malformed("replaces must be a certificate identifier")
+    certificate = certificate_of_id(account.profile, identifier)
+    if not AcmeServerOrder.objects.filter(account=account, certificate=certificate).exists():
+        raise unauthorized("replaces names a certificate this account did not order")
+    if AcmeServerOrder.objects.filter(replaces=certificate).exclude(status=OrderStatus.INVALID).exists():
+        raise AcmeProblem("alreadyReplaced", "another order replaces that certificate already")
+    return certificate
+
+
+def _check_rate_limits(account: AcmeServerAccount, new_names: int, now: datetime) -> None:
+    """The profile's per-account limits: orders in the last hour, pending authorizations at once
+    (``rateLimited`` with the seconds until the oldest order of the hour leaves it)."""
+    profile = account.profile
+    if profile.orders_per_hour is not None:
+        hour_ago = now - timedelta(hours=1)
+        recent = list(
+            AcmeServerOrder.objects.filter(account=account, created_at__gt=hour_ago)
+            .order_by("-created_at")
+            .values_list("created_at", flat=True)[: profile.orders_per_hour]
+        )
+        if len(recent) >= profile.orders_per_hour:
+            wait = max(1, int((recent[-1] - hour_ago).total_seconds()) + 1)
+            raise AcmeProblem(
+                "rateLimited",
+                f"this account placed {profile.orders_per_hour} orders in the last hour, the profile's limit",
+                retry_after=wait,
+            )
+    if profile.max_pending_authorizations is not None:
+        pending = AcmeServerAuthorization.objects.filter(
+            account=account, status=AuthorizationStatus.PENDING, expires_at__gt=now
+        ).count()
+        if pending + new_names > profile.max_pending_authorizations:
+            raise AcmeProblem(
+                "rateLimited",
+                f"this account holds {pending} pending authorizations; the profile allows "
+                f"{profile.max_pending_authorizations} (answer or deactivate some first)",
+                retry_after=60,
+            )
+
+
+def _reusable(
+    account: AcmeServerAccount, ident: idents.Identifier, now: datetime
+) -> AcmeServerAuthorization | None:
+    """The account's authorization of ``ident`` another order can use: valid and unexpired for another
+    day, or pending (its challenges are still open) and unexpired."""
+    return (
+        AcmeServerAuthorization.objects.filter(
+            account=account,
+            identifier_type=ident.type,
+            identifier_value=ident.base,
+            wildcard=ident.wildcard,
+        )
+        .filter(
+            Q(status=AuthorizationStatus.VALID, expires_at__gt=now + timedelta(days=1))
+            | Q(status=AuthorizationStatus.PENDING, expires_at__gt=now + timedelta(hours=1))
+        )
+        .order_by("-status", "-expires_at")  # valid before pending
+        .first()
+    )
+
+
+def expire(order: AcmeServerOrder) -> AcmeServerOrder:
+    """An unfinished order past its expiry turns invalid (checked whenever it is read)."""
+    if order.status in (OrderStatus.PENDING, OrderStatus.READY) and order.expires_at <= timezone.now():
+        AcmeServerOrder.objects.filter(pk=order.pk, status=order.status).update(
+            status=OrderStatus.INVALID, updated_at=timezone.now()
+        )
+        order.status = OrderStatus.INVALID
+    return order
+
+
+def _settle_orders(authz: AcmeServerAuthorization) -> None:
+    for order_id in authz.orders.filter(status=OrderStatus.PENDING).values_list("pk", flat=True):
+        _settle_order(order_id)
+
+
+def _settle_order(order_id: int) -> None:
+    """The order's status from its authorizations (inside the caller's transaction)."""
+    order = AcmeServerOrder.objects.select_for_update().get(pk=order_id)
+    if order.status != OrderStatus.PENDING:
+        return
+    statuses = set(order.authorizations.values_list("status", flat=True))
+    if statuses == {AuthorizationStatus.VALID}:
+        order.status = OrderStatus.READY
+    elif statuses & {
+        AuthorizationStatus.INVALID,
+        AuthorizationStatus.DEACTIVATED,
+        AuthorizationStatus.REVOKED,
+    }:
+        order.status = OrderStatus.INVALID
+    else:
+        return
+    order.updated_at = timezone.now()
+    order.save(update_fields=["status", "updated_at"])
+
+
+def deactivate_authorization(authz: AcmeServerAuthorization) -> AcmeServerAuthorization:
+    """RFC 8555 §7.5.2."""
+    with transaction.atomic():
+        authz = AcmeServerAuthorization.objects.select_for_update().get(pk=authz.pk)
+        if authz.status not in (AuthorizationStatus.PENDING, AuthorizationStatus.VALID):
+            raise unauthorized(f"the authorization is {authz.status}")
+        authz.status = AuthorizationStatus.DEACTIVATED
+        authz.save(update_fields=["status"])
+        _settle_orders(authz)
+    return authz
+
+
+def respond(challenge: AcmeServerChallenge) -> AcmeServerChallenge:
+    """RFC 8555 §7.5.1: the client says the challenge is ready; a worker validates it (enqueued on
+    commit). Responding again to a challenge under way or done changes nothing."""
+    with transaction.atomic():
+        challenge = (
+            AcmeServerChallenge.objects.select_for_update(of=("self",))
+            .select_related("authorization")
+            .get(pk=challenge.pk)
+        )
+        authz = challenge.authorization
+        if challenge.status != ChallengeStatus.PENDING:
+            return challenge
+        if authz.status != AuthorizationStatus.PENDING or authz.expires_at <= timezone.now():
+            raise unauthorized(f"the authorization is {authz.status}")
+        if authz.challenges.exclude(pk=challenge.pk).filter(status=ChallengeStatus.PROCESSING).exists():
+            raise malformed("another challenge of this authorization is being validated")
+        challenge.status = ChallengeStatus.PROCESSING
+        challenge.updated_at = timezone.now()
+        challenge.save(update_fields=["status", "updated_at"])
+        challenge_id = challenge.pk
+        transaction.on_commit(lambda: enqueue_validation(challenge_id))
+    return challenge
+
+
+def enqueue_validation(challenge_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task(
+        "acmeserver.tasks.validate_challenge",
+        challenge_id,
+        task_name=f"acme-server-challenge-{challenge_id}",
+        group="acme-server",
+    )
+
+
+def validate_challenge(challenge_id: int) -> AcmeServerChallenge | None:
+    """The worker's step: validate a processing challenge and store the outcome with its authorization's
+    and order's new status. Idempotent: a challenge no longer processing is left alone."""
+    from acmeserver import validation
+
+    challenge = (
+        AcmeServerChallenge.objects.select_related("authorization__account__profile")
+        .filter(pk=challenge_id)
+        .first()
+    )
+    if challenge is None or challenge.status != ChallengeStatus.PROCESSING:
+        return challenge
+    authz = challenge.authorization
+    account = authz.account
+    outcome = validation.validate(challenge.type, authz.identifier_value, challenge.token, account.jwk)
+    now = timezone.now()
+    with transaction.atomic():
+        challenge = AcmeServerChallenge.objects.select_for_update().get(pk=challenge_id)
+        if challenge.status != ChallengeStatus.PROCESSING:
+            return challenge
+        challenge.validation_record = outcome.record
+        challenge.updated_at = now
+        if outcome.valid:
+            challenge.status = ChallengeStatus.VALID
+            challenge.validated_at = now
+            new_authz_status = AuthorizationStatus.VALID
+        else:
+            assert outcome.problem is not None
+            challenge.status = ChallengeStatus.INVALID
+            challenge.error = outcome.problem.to_json()
+            new_authz_status = AuthorizationStatus.INVALID
+        challenge.save()
+        changes: dict[str, Any] = {"status": new_authz_status}
+        if outcome.valid:  # a valid authorization lasts longer than the order that proved it (reuse)
+            changes["expires_at"] = now + timedelta(days=settings.CERTMGR_ACME_AUTHORIZATION_DAYS)
+        AcmeServerAuthorization.objects.filter(pk=authz.pk, status=AuthorizationStatus.PENDING).update(
+            **changes
+        )
+        _settle_orders(authz)
+        audit.record(
+            actor_for(account.profile, account),
+            "acme_server.challenge.validate",
+            challenge,
+            organization=account.profile.organization_id,
+            outcome=audit.AuditEvent.Outcome.SUCCESS if outcome.valid else audit.AuditEvent.Outcome.FAILURE,
+            error=outcome.problem.detail if outcome.problem else "",
+            type=challenge.type,
+            identifier=authz.identifier_value,
+        )
+    return challenge
+
+
+# --- finalize -------------------------------------------------------------------------------------------
+def finalize(order: AcmeServerOrder, payload: dict[str, Any]) -> AcmeServerOrder:
+    """RFC 8555 §7.4: check the CSR against the order (exactly its identifiers) and issue through the
+    issuance core under the profile's policy. A refusal leaves the order ready and nothing issued."""
+    from acmeserver import jws
+
+    account = order.account
+    profile = account.profile
+    order = expire(order)
+    if order.status != OrderStatus.READY:
+        raise AcmeProblem("orderNotReady", f"the order is {order.status}, not ready")
+    der = jws.b64decode(payload.get("csr"), "csr")
+    try:
+        csr = x509.load_csr(der)
+        info = x509.csr_info(csr)
+    except x509.X509Error as exc:
+        raise AcmeProblem("badCSR", str(exc)) from None
+    wanted = [idents.Identifier(i["type"], i["value"]) for i in order.identifiers]
+    problem = idents.csr_problem(wanted, common_name=info.subject.common_name, sans=info.sans)
+    if problem is not None:
+        raise problem
+    actor = actor_for(profile, account)
+
+    def mark_valid(certificate: Certificate) -> None:
+        updated = AcmeServerOrder.objects.filter(pk=order.pk, status=OrderStatus.READY).update(
+            status=OrderStatus.VALID, certificate=certificate, updated_at=timezone.now()
+        )
+        if not updated:
+            raise AcmeProblem("orderNotReady", "the order was finalized meanwhile")
+        audit.record(
+            actor,
+            "acme_server.order.finalize",
+            order,
+            organization=profile.organization_id,
+            account=account.public_id,
+            certificate=certificate.pk,
+            serial=certificate.serial,
+        )
+
+    enrollment = pki.Enrollment(
+        organization_id=profile.organization_id,
+        ca=profile.ca,
+        policy=profile.policy,
+        csr_pem=x509.to_pem(csr),
+        names=[i.value for i in wanted],
+        validity_days=profile.validity_days,
+    )
+    try:
+        pki.enroll(enrollment, actor=actor, then=mark_valid)
+    except pki.PolicyRefused as exc:
+        fields = exc.fields or {}
+        kind = "rejectedIdentifier" if set(fields) <= {"sans", "common_name"} and fields else "badCSR"
+        raise AcmeProblem(kind, exc.message) from None
+    except pki.CaUnavailable as exc:
+        raise AcmeProblem("serverInternal", f"this profile cannot issue now: {exc.message}") from None
+    except ValidationError as exc:
+        raise AcmeProblem("badCSR", "; ".join(exc.messages)) from None
+    except ServiceError as exc:
+        raise AcmeProblem("serverInternal", exc.message) from None
+    return AcmeServerOrder.objects.select_related("certificate").get(pk=order.pk)
+
+
+# --- revocation -----------------------------------------------------------------------------------------
+def revoke(
+    profile: AcmeProfile,
+    payload: dict[str, Any],
+    *,
+    account: AcmeServerAccount | None,
+    jwk: dict[str, Any] | None,
+) -> Certificate:
+    """RFC 8555 §7.6: revoke a certificate this profile's CA issued, asked by the account that ordered it,
+    by an account holding valid authorizations for all its names, or signed with the certificate's key."""
+    from cryptography import x509 as cx509
+
+    from acmeserver import jws
+
+    der = jws.b64decode(payload.get("certificate"), "certificate")
+    try:
+        cert = cx509.load_der_x509_certificate(der)
+    except ValueError:
+        raise malformed("certificate is not a DER X.509 certificate") from None
+    reason_code = payload.get("reason", 0)
+    if not isinstance(reason_code, int) or isinstance(reason_code, bool):
+        raise AcmeProblem("badRevocationReason", "reason must be an RFC 5280 reason code")
+    try:
+        reason = RevocationReason.parse(reason_code)
+    except ValueError:
+        raise AcmeProblem("badRevocationReason", f"{reason_code} is not an RFC 5280 reason code") from None
+    fingerprint = x509.fingerprints(cert).sha256
+    certificate = Certificate.objects.filter(
+        ca=profile.ca, organization_id=profile.organization_id, fingerprint_sha256=fingerprint
+    ).first()
+    if certificate is None:
+        raise AcmeProblem("malformed", "this profile's CA did not issue that certificate", status=404)
+    if account is not None:
+        if account.status != AccountStatus.VALID:
+            raise unauthorized(f"the account is {account.status}")
+        if not _may_revoke(account, certificate):
+            raise unauthorized(
+                "this account neither ordered this certificate nor holds authorizations for its names"
+            )
+        actor = actor_for(profile, account)
+    else:
+        assert jwk is not None
+        if not jws.same_key(jwk, cert.public_key()):
+            raise unauthorized("the request is signed neither by an account nor by the certificate's key")
+        actor = Actor.system(f"acme-server {profile.slug}: certificate key")
+    if certificate.status == Certificate.Status.REVOKED:
+        raise AcmeProblem("alreadyRevoked", "the certificate is already revoked")
+    try:
+        return pki.revoke(certificate, reason=reason.value, actor=actor)
+    except pki.AlreadyRevoked:
+        raise AcmeProblem("alreadyRevoked", "the certificate is already revoked") from None
+    except ServiceError as exc:
+        raise AcmeProblem("serverInternal", exc.message) from None
+
+
+def _may_revoke(account: AcmeServerAccount, certificate: Certificate) -> bool:
+    if AcmeServerOrder.objects.filter(account=account, certificate=certificate).exists():
+        return True
+    names = {n.lower() for n in certificate.sans} or {certificate.common_name.lower()}
+    held = set(
+        AcmeServerAuthorization.objects.filter(
+            account=account, status=AuthorizationStatus.VALID, expires_at__gt=timezone.now()
+        ).values_list("identifier_value", "wildcard")
+    )
+    covered = {f"*.{value}" if wildcard else value for value, wildcard in held}
+    return bool(names) and names <= covered

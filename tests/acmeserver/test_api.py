@@ -1,0 +1,172 @@
+"""``/api/v1/acme-profiles/`` and the read-only account and order lists; ``manage.py create_acme_profile``;
+the admin's profile page."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client
+
+from acmeserver.models import AcmeProfile, AcmeServerAccount, AcmeServerOrder
+from certmgr.models import AuditEvent
+from pki import services as pki_services
+from tests.acmeserver.conftest import make_profile
+from tests.conftest import PASSWORD, SYSTEM, assert_isolated
+from tests.pki.conftest import hierarchy  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/acme-profiles/"
+
+
+def body(ca, **extra):
+    return {"name": "Web servers", "ca": ca.pk, "validity_days": 30, **extra}
+
+
+def test_a_profile_is_created_with_its_absolute_directory_url(tenant, hierarchy):  # noqa: F811
+    response = tenant.operator.client.post(
+        URL, body(hierarchy[1], challenge_types=["http-01"]), format="json"
+    )
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert data["slug"] == "web-servers"
+    assert (
+        data["directory_url"]
+        == f"http://certs.acme.test/acme/{tenant.organization.slug}/web-servers/directory"
+    )
+    assert data["challenge_types"] == ["http-01"] and data["enabled"] is True
+    detail = f"{URL}{data['id']}/"
+    changed = tenant.operator.client.patch(detail, {"enabled": False, "validity_days": 10}, format="json")
+    assert changed.status_code == 200, changed.content
+    assert changed.json()["enabled"] is False and changed.json()["validity_days"] == 10
+    assert tenant.auditor.client.get(detail).json()["name"] == "Web servers"
+
+
+def test_profile_refusals_name_their_field(tenant, other_tenant, hierarchy):  # noqa: F811
+    client = tenant.operator.client
+    response = client.post(URL, body(hierarchy[1], challenge_types=["tls-alpn-01"]), format="json")
+    assert response.status_code == 400 and "challenge_types" in str(response.json())
+    response = client.post(
+        URL, body(hierarchy[1], allow_wildcards=True, challenge_types=["http-01"]), format="json"
+    )
+    assert response.status_code == 400 and "allow_wildcards" in str(response.json())
+    policy = pki_services.save_policy(tenant.organization, actor=SYSTEM, name="Short", max_validity_days=7)
+    response = client.post(URL, body(hierarchy[1], policy=policy.pk), format="json")
+    assert response.status_code == 400 and "validity_days" in str(response.json())
+    assert client.post(URL, body(hierarchy[1]), format="json").status_code == 201
+    assert client.post(URL, body(hierarchy[1]), format="json").status_code == 409
+    # Another organization's CA is not even visible.
+    theirs = pki_services.create_internal_ca(
+        other_tenant.organization,
+        name="Theirs",
+        kind="internal-root",
+        subject={"common_name": "Theirs"},
+        key_algorithm="ec-p256",
+        validity_days=365,
+        actor=SYSTEM,
+    )
+    response = client.post(URL, body(theirs, name="Stolen"), format="json")
+    assert response.status_code == 400 and "ca" in str(response.json())
+    assert AcmeProfile.objects.count() == 1
+
+
+def test_profiles_accounts_and_orders_are_tenant_isolated(tenant, other_tenant, hierarchy):  # noqa: F811
+    profile = make_profile(tenant, hierarchy[1])
+    account = AcmeServerAccount.objects.create(profile=profile, thumbprint="t", jwk={"kty": "EC"})
+    order = AcmeServerOrder.objects.create(account=account, identifiers=[], expires_at="2030-01-01T00:00:00Z")
+    detail = f"{URL}{profile.pk}/"
+    assert_isolated(
+        tenant,
+        other_tenant,
+        list_url=URL,
+        detail_url=detail,
+        write_calls=[
+            ("post", URL, body(hierarchy[1], name="Another")),
+            ("patch", detail, {"enabled": False}),
+        ],
+    )
+    for list_url, row in (("/api/v1/acme-server-accounts/", account), ("/api/v1/acme-server-orders/", order)):
+        assert_isolated(
+            tenant, other_tenant, list_url=list_url, detail_url=f"{list_url}{row.pk}/", write_calls=[]
+        )
+    listed = tenant.auditor.client.get("/api/v1/acme-server-accounts/").json()["results"]
+    assert [a["public_id"] for a in listed] == [account.public_id]
+    assert "jwk" not in listed[0]
+
+
+def test_create_acme_profile_prints_the_directory_url(tenant, hierarchy):  # noqa: F811
+    out = io.StringIO()
+    call_command(
+        "create_acme_profile", tenant.organization.slug, "Internal web", "--ca", "Issuing", stdout=out
+    )
+    assert (
+        out.getvalue().strip()
+        == f"http://certs.acme.test/acme/{tenant.organization.slug}/internal-web/directory"
+    )
+    profile = AcmeProfile.objects.get()
+    assert profile.ca == hierarchy[1] and profile.challenge_types == ["http-01", "dns-01"]
+    with pytest.raises(CommandError, match="validity_days"):
+        call_command(
+            "create_acme_profile", tenant.organization.slug, "x", "--ca", "Issuing", "--validity-days", "0"
+        )
+    with pytest.raises(CommandError, match="no CA named 'Nope'"):
+        call_command("create_acme_profile", tenant.organization.slug, "y", "--ca", "Nope")
+    assert AcmeProfile.objects.count() == 1
+
+
+def test_the_admin_shows_the_directory_url_and_the_certbot_command(tenant, hierarchy):  # noqa: F811
+    profile = make_profile(tenant, hierarchy[1])
+    client = Client()
+    assert client.login(username=tenant.operator.user.username, password=PASSWORD)
+    page = client.get(f"/admin/acmeserver/acmeprofile/{profile.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    url = f"http://certs.acme.test/acme/{tenant.organization.slug}/web/directory"
+    assert url in text and f"certbot certonly --standalone --server {url}" in text
+    assert client.get("/admin/acmeserver/acmeserverorder/").status_code == 200
+    assert client.get("/admin/acmeserver/acmeserveraccount/").status_code == 200
+
+
+def test_metrics_count_the_servers_orders_by_profile_and_status(tenant, other_tenant, hierarchy):  # noqa: F811
+    from tests.reports.test_metrics import bearer, samples, scrape
+
+    profile = make_profile(tenant, hierarchy[1])
+    account = AcmeServerAccount.objects.create(profile=profile, thumbprint="t", jwk={"kty": "EC"})
+    for status in ("valid", "valid", "invalid"):
+        AcmeServerOrder.objects.create(
+            account=account, identifiers=[], status=status, expires_at="2030-01-01T00:00:00Z"
+        )
+    text = scrape(Client(), **bearer(tenant.auditor.token))
+    assert "# TYPE certmgr_acme_server_orders gauge\n" in text
+    assert samples(text, "certmgr_acme_server_orders") == {
+        '{organization="acme",profile="web",status="invalid"}': 1,
+        '{organization="acme",profile="web",status="valid"}': 2,
+    }
+    assert samples(scrape(Client(), **bearer(other_tenant.auditor.token)), "certmgr_acme_server_orders") == {}
+
+
+def test_an_operator_adds_a_profile_in_the_admin_and_a_refusal_stays_on_the_form(tenant, hierarchy):  # noqa: F811
+    client = Client()
+    assert client.login(username=tenant.operator.user.username, password=PASSWORD)
+    assert client.get("/admin/acmeserver/acmeprofile/add/").status_code == 200
+    form = {
+        "organization": tenant.organization.pk,
+        "name": "Admin made",
+        "slug": "admin-made",
+        "ca": hierarchy[1].pk,
+        "validity_days": 20,
+        "challenge_types": '["dns-01"]',
+        "allow_wildcards": "on",
+    }
+    response = client.post(
+        "/admin/acmeserver/acmeprofile/add/", {**form, "challenge_types": '["tls-alpn-01"]'}
+    )
+    assert response.status_code == 200 and "Choose one or more of" in response.content.decode()
+    assert not AcmeProfile.objects.exists()
+    response = client.post("/admin/acmeserver/acmeprofile/add/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    profile = AcmeProfile.objects.get()
+    assert profile.challenge_types == ["dns-01"] and profile.allow_wildcards and profile.validity_days == 20
+    assert AuditEvent.objects.filter(action="acme_profile.create").exists()
