@@ -36,6 +36,17 @@ GROUPS: list[tuple[str, str, list[tuple[str, ...]]]] = [
             ("acmeca", "AcmeChallenge"),
         ],
     ),
+    (
+        "Enrollment (ACME server)",
+        "enrollment",
+        [
+            ("acmeserver", "AcmeProfile"),
+            ("acmeserver", "AcmeEabKey"),
+            ("acmeserver", "AcmeServerAccount"),
+            ("acmeserver", "AcmeServerOrder"),
+            ("acmeserver", "AcmeServerAuthorization"),
+        ],
+    ),
     ("Deployment", "deployment", [("syncs", "SyncDestination"), ("syncs", "SyncRule"), ("syncs", "SyncRun")]),
     ("Connections", "connections", [("dnsproviders", "AppConnection")]),
     ("Alerts", "alerts", [("pki", "AlertRule"), ("pki", "AlertChannel"), ("pki", "AlertDelivery")]),

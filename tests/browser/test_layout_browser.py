@@ -180,10 +180,11 @@ def test_index_grouped_by_the_work_and_framework_tables_for_superusers_only(
     try:
         login(page, live_server.url, tenant.admin.user.username)
         captions = page.locator("#content-main .module caption").all_inner_texts()
-        assert captions[:7] == [
+        assert captions[:8] == [
             "Inventory",
             "Issuance",
             "Certificate authorities",
+            "Enrollment (ACME server)",
             "Deployment",
             "Connections",
             "Alerts",

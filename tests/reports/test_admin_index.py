@@ -34,6 +34,7 @@ def test_member_sees_the_work_groups_and_no_framework_tables(tenant):
         "Inventory",
         "Issuance",
         "Certificate authorities",
+        "Enrollment (ACME server)",
         "Deployment",
         "Connections",
         "Alerts",
@@ -43,6 +44,7 @@ def test_member_sees_the_work_groups_and_no_framework_tables(tenant):
     assert "CA hierarchy" in found["Certificate authorities"]
     assert found["Connections"] == ["DNS providers"]
     assert found["Deployment"] == ["Sync destinations", "Sync rules", "Sync runs"]
+    assert found["Enrollment (ACME server)"][:2] == ["ACME profiles", "ACME EAB keys"]
     html = response.content.decode()
     assert "Scheduled tasks" not in html and "/admin/auth/user/" not in html
     assert session(tenant.admin.user).get("/admin/django_q/").status_code == 404
