@@ -59,9 +59,9 @@ class CertificateAuthority(models.Model):
     delta_crl_enabled = models.BooleanField(
         "delta CRLs",
         default=True,
-        help_text="publish a delta CRL (RFC 5280 §5.2.4) rebuilt on each revocation, the full CRL on its "
-        "schedule; certificates issued meanwhile and full CRLs point at it (Freshest CRL). Off: each "
-        "revocation rebuilds the full CRL",
+        help_text="publish delta CRLs (RFC 5280 §5.2.4) of the full CRL the schedule builds: each revocation "
+        "publishes a full CRL and a delta CRL; certificates issued meanwhile and full CRLs point at it "
+        "(Freshest CRL). Off: each revocation publishes a full CRL only",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -324,14 +324,21 @@ class CertificateRequest(models.Model):
 
 
 class Crl(models.Model):
-    """One generated CRL of a CA: a full (base) CRL, or a delta CRL listing the revocations since the base
-    numbered ``base_number``. Both share the CA's CRL number sequence; the newest of each is served."""
+    """One generated CRL of a CA: a full CRL, or a delta CRL listing the revocations since the full CRL
+    numbered ``base_number`` (an anchor). Both share the CA's CRL number sequence; the newest of each is
+    served. A full CRL is an anchor when the schedule (or *Publish CRL*, or a delta CRL setting change) built
+    it; the full CRLs a revocation publishes are not, so deltas keep naming the anchor a client may cache."""
 
     ca = models.ForeignKey(
         CertificateAuthority, verbose_name="CA", on_delete=models.CASCADE, related_name="crls"
     )
     number = models.BigIntegerField()
     delta = models.BooleanField(default=False)
+    anchor = models.BooleanField(
+        default=False,
+        help_text="full CRLs built by the schedule, Publish CRL or a delta CRL setting change: the base "
+        "delta CRLs name; the full CRLs revocations publish are not anchors",
+    )
     base_number = models.BigIntegerField(
         null=True, blank=True, help_text="delta CRLs: the number of the full CRL it completes"
     )
@@ -354,11 +361,16 @@ class Crl(models.Model):
                 | models.Q(delta=True, base_number__isnull=False),
                 name="crl_delta_has_base",
             ),
+            models.CheckConstraint(condition=~models.Q(delta=True, anchor=True), name="crl_anchor_is_full"),
         ]
         indexes = [models.Index(fields=["ca", "delta", "-number"], name="crl_ca_kind_number")]
 
     def __str__(self) -> str:
         return f"{'Delta CRL' if self.delta else 'CRL'} {self.number} of {self.ca}"
+
+    @property
+    def kind(self) -> str:
+        return "delta" if self.delta else "anchor" if self.anchor else "full"
 
     @property
     def organization_id(self) -> int:

@@ -15,9 +15,9 @@ ACTOR = Actor.system("task pki.refresh_crls")
 
 
 def refresh_crls() -> dict[str, int]:
-    """Rebuild every active internal CA's full CRL whose nextUpdate is less than half a validity away (with
-    a delta CRL of it when the CA's delta CRLs are on), and, for the others, a delta CRL less than half its
-    validity away from its nextUpdate.
+    """Rebuild every active internal CA's anchor full CRL whose nextUpdate is less than half a validity away
+    (with a delta CRL of it when the CA's delta CRLs are on), and, for the others, a delta CRL less than half
+    its validity away from its nextUpdate; then prune each CA's superseded CRL rows (``prune_crls``).
 
     Scheduled (certmgr.schedules); a CRL is therefore never served near its nextUpdate, and the public views
     rebuild it on the spot if the schedule fell behind. Each run is a JobRun.
@@ -28,47 +28,59 @@ def refresh_crls() -> dict[str, int]:
 
 
 def refresh_crls_now(report, progress=None) -> None:
-    now = timezone.now()
-    horizon = now + timedelta(hours=settings.CERTMGR_CRL_VALIDITY_HOURS / 2)
-    delta_horizon = now + timedelta(hours=settings.CERTMGR_DELTA_CRL_VALIDITY_HOURS / 2)
     for ca in (
         CertificateAuthority.objects.internal().active().exclude(certificate_pem="").defer("private_key")
     ):
-        latest = ca.crls.filter(delta=False).order_by("-number").values_list("number", "next_update").first()
         try:
-            if latest is None or latest[1] <= horizon:
-                crl = services.refresh_crl(ca, actor=ACTOR)
-                report.add("refreshed")
-                if progress:
-                    progress(f"refreshed: {ca.name} (CRL number {crl.number})")
-                continue
-            if ca.delta_crl_enabled:
-                delta = (
-                    ca.crls.filter(delta=True, base_number=latest[0]).defer("der").order_by("-number").first()
-                )
-                if delta is None or delta.next_update <= delta_horizon:
-                    crl = services.refresh_delta_crl(ca, actor=ACTOR)
-                    report.add("delta refreshed")
-                    if progress:
-                        progress(f"delta refreshed: {ca.name} (CRL number {crl.number})")
-                    continue
-            report.add("fresh")
+            outcome = _refresh(ca, progress)
+            report.add(outcome)
+            pruned = services.prune_crls(ca, actor=ACTOR)
+            if pruned:
+                report.add("pruned", pruned)
         except Exception as exc:  # one broken CA must not stop the others; the failure is audited
             report.error(f"CA {ca.pk} ({ca.name}): {exc}")
 
 
+def _refresh(ca: CertificateAuthority, progress) -> str:
+    now = timezone.now()
+    horizon = now + timedelta(hours=settings.CERTMGR_CRL_VALIDITY_HOURS / 2)
+    delta_horizon = now + timedelta(hours=settings.CERTMGR_DELTA_CRL_VALIDITY_HOURS / 2)
+    # the anchor, not the newest full CRL: a revocation's full CRLs must not keep the base deltas name old
+    anchor = (
+        ca.crls.filter(delta=False, anchor=True, entries__isnull=False)
+        .order_by("-number")
+        .values_list("number", "next_update")
+        .first()
+    )
+    if anchor is None or anchor[1] <= horizon:
+        crl = services.refresh_crl(ca, actor=ACTOR)
+        if progress:
+            progress(f"refreshed: {ca.name} (CRL number {crl.number})")
+        return "refreshed"
+    if ca.delta_crl_enabled:
+        delta = ca.crls.filter(delta=True, base_number=anchor[0]).defer("der").order_by("-number").first()
+        if delta is None or delta.next_update <= delta_horizon:
+            crl = services.refresh_delta_crl(ca, actor=ACTOR)
+            if progress:
+                progress(f"delta refreshed: {ca.name} (CRL number {crl.number})")
+            return "delta refreshed"
+    return "fresh"
+
+
 def refresh_delta_crl(ca_id: int, after_number: int) -> dict[str, int]:
-    """Publish a revocation of CA ``ca_id`` on its delta CRL: enqueued by the revocation's transaction, with
-    the CA's CRL number then (skipped when a CRL built since lists it already)."""
+    """Publish a revocation of CA ``ca_id`` on a new full CRL and a new delta CRL of the CA's anchor:
+    enqueued by the revocation's transaction, with the CA's CRL number then (skipped when CRLs built since
+    list it already). The name stayed from when only the delta was rebuilt: queued tasks keep running."""
     from pki.services import revocation
 
     ca = CertificateAuthority.objects.internal().exclude(certificate_pem="").filter(pk=ca_id).first()
     if ca is None:
         return {"skipped": 1}
-    crl = revocation.publish_after_revocation(ca, after_number, Actor.system("task pki.refresh_delta_crl"))
-    if crl is None:
+    built = revocation.publish_after_revocation(ca, after_number, Actor.system("task pki.refresh_delta_crl"))
+    if not built:
         return {"covered": 1}
-    return {"delta": 1} if crl.delta else {"full": 1}
+    kinds = ["delta" if crl.delta else "full" for crl in built]
+    return {kind: kinds.count(kind) for kind in dict.fromkeys(kinds)}
 
 
 def mark_expired() -> dict[str, int]:

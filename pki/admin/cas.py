@@ -218,16 +218,16 @@ class CertificateAuthorityAdmin(PkiAdmin):
     def crl_display(self, obj):
         if not obj.is_internal:
             return "—"
-        fields = ("number", "this_update", "next_update", "base_number")
+        fields = ("number", "this_update", "next_update", "base_number", "anchor")
         latest = obj.crls.filter(delta=False).order_by("-number").only(*fields).first()
         public = services.crl_url(obj)
         listing = reverse("admin:pki_crl_changelist") + f"?ca={obj.pk}"
         if obj.delta_crl_enabled:
             delta = obj.crls.filter(delta=True).order_by("-number").only(*fields).first()
             deltas = format_html(
-                "<br>Delta CRLs on (rebuilt on each revocation, the full CRL on its schedule): {} · public "
-                "URL <code>{}</code>",
-                f"number {delta.number} of full CRL {delta.base_number}, next update "
+                "<br>Delta CRLs on (each revocation publishes a full CRL and a delta CRL of the anchor, the "
+                "full CRL the schedule builds): {} · public URL <code>{}</code>",
+                f"number {delta.number} of anchor {delta.base_number}, next update "
                 f"{datetime_text(delta.next_update)}"
                 if delta is not None
                 else "none yet (built on first request)",
@@ -238,8 +238,9 @@ class CertificateAuthorityAdmin(PkiAdmin):
         if latest is None:
             return format_html("None yet (built on first request at <code>{}</code>){}", public, deltas)
         return format_html(
-            'Number {}, next update {} · <a href="{}">all CRLs</a> · public URL <code>{}</code>{}',
+            'Number {}{}, next update {} · <a href="{}">all CRLs</a> · public URL <code>{}</code>{}',
             latest.number,
+            " (anchor)" if latest.anchor else " (a revocation's)",
             datetime_text(latest.next_update),
             listing,
             public,

@@ -36,6 +36,7 @@ class CrlAdmin(ReadOnlyPkiAdmin):
         "ca",
         "number",
         "delta",
+        "anchor",
         "base_number",
         "entries",
         "this_update",
@@ -51,6 +52,7 @@ class CrlAdmin(ReadOnlyPkiAdmin):
         "ca_link",
         "number",
         "delta",
+        "anchor",
         "base_number",
         "this_update",
         "next_update",
@@ -81,6 +83,8 @@ class CrlAdmin(ReadOnlyPkiAdmin):
 
     @admin.display(description="Current", boolean=True)
     def current(self, obj):
+        """Before its nextUpdate: a relying party may still use it (what ``prune_crls`` keeps, besides
+        anchors and what is served)."""
         return obj.next_update > timezone.now()
 
     @admin.display(description="CA")

@@ -195,8 +195,16 @@ def issuer_apis() -> list:
 
 class CrlSerializer(serializers.ModelSerializer):
     crl = serializers.SerializerMethodField(help_text="PEM")
+    anchor = serializers.BooleanField(
+        read_only=True,
+        help_text="Full CRLs built by the schedule, Publish CRL or a delta CRL setting change: the base "
+        "delta CRLs name. A revocation's full CRLs are not anchors.",
+    )
     base_number = serializers.IntegerField(
-        read_only=True, allow_null=True, help_text="Delta CRLs: the number of the full CRL it completes."
+        read_only=True,
+        allow_null=True,
+        help_text="Delta CRLs: the number of the anchor full CRL it completes (any full CRL numbered at or "
+        "above it completes it too).",
     )
     entries = serializers.IntegerField(
         read_only=True, allow_null=True, help_text="Revoked certificates listed (null: not counted)."
@@ -204,7 +212,9 @@ class CrlSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Crl
-        fields = ["id", "number", "delta", "base_number", "entries", "this_update", "next_update", "crl"]
+        fields = [
+            "id", "number", "delta", "anchor", "base_number", "entries", "this_update", "next_update", "crl",
+        ]  # fmt: skip
         read_only_fields = fields
 
     def get_crl(self, obj) -> str:
@@ -217,8 +227,11 @@ class SeedCrlSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     number = serializers.IntegerField()
     delta = serializers.BooleanField()
+    anchor = serializers.BooleanField(help_text="A full CRL the schedule built, which delta CRLs name.")
     base_number = serializers.IntegerField(
-        allow_null=True, help_text="Delta CRLs: the number of the full CRL it completes."
+        allow_null=True,
+        help_text="Delta CRLs: the number of the anchor full CRL it completes (the full CRL listed beside "
+        "it, numbered at or above it, completes it too).",
     )
     this_update = serializers.DateTimeField()
     next_update = serializers.DateTimeField()
@@ -232,6 +245,7 @@ def seed_crl(crl: Crl, ca: CertificateAuthority) -> dict:
         "id": crl.pk,
         "number": crl.number,
         "delta": crl.delta,
+        "anchor": crl.anchor,
         "base_number": crl.base_number,
         "this_update": crl.this_update,
         "next_update": crl.next_update,

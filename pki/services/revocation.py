@@ -1,9 +1,18 @@
 """Revocation and CRLs. The issuer backend revokes at its CA first (outside any row lock); pki marks the
-certificate, audits it and lets the backend publish: an internal CA rebuilds its delta CRL after the commit
-(delta CRLs on, the default; the full CRL follows its schedule) or its full CRL at once (delta CRLs off).
+certificate, audits it and lets the backend publish: an internal CA with delta CRLs on (the default) has a
+worker publish, after the commit, a new full CRL and a new delta CRL of its anchor; with them off it publishes
+a new full CRL at once.
 
 Full and delta CRLs (RFC 5280 §5.2.4) share the CA's one CRL number sequence (``CertificateAuthority.
 crl_number``, moved on under the CA row's lock), so numbers only ever increase, whichever kind is built.
+
+Anchors: the full CRLs the schedule builds (and *Publish CRL*, a delta CRL setting change, a fetch near the
+newest one's nextUpdate) are the CA's anchors; every delta CRL names the newest anchor as its BaseCRLNumber
+and lists every revocation since it. The full CRLs a revocation publishes are not anchors: a relying party
+that reads only full CRLs fetches them, one that cached the anchor (until its nextUpdate, as Windows does)
+combines it with the delta, which RFC 5280 allows with any complete CRL numbered at or above the base. So
+a delta does not move its base on every revocation, and both kinds of relying party see a revocation
+within one worker task.
 """
 
 from __future__ import annotations
@@ -98,13 +107,15 @@ def lock_for_revocation(ca: CertificateAuthority) -> tuple[int, bool]:
 
 def publish_revocation(ca: CertificateAuthority, actor: Actor) -> None:
     """In a revocation's transaction (the CA row locked by ``lock_for_revocation``): with delta CRLs on, a
-    worker rebuilds the delta CRL after the commit (the full CRL waits for its schedule); with them off, a new
-    full CRL is published at once."""
+    worker publishes a new full CRL and a new delta CRL after the commit (``publish_after_revocation``); with
+    them off, a new full CRL is published at once."""
     number, deltas = lock_for_revocation(ca)
     if deltas:
         transaction.on_commit(functools.partial(enqueue_delta_crl, ca.pk, number))
     else:
-        build_crl(ca, actor)
+        locked = _locked(ca)
+        _publish(locked, actor)
+        _prune(locked, actor)
 
 
 def enqueue_delta_crl(ca_id: int, after_number: int) -> None:
@@ -113,17 +124,38 @@ def enqueue_delta_crl(ca_id: int, after_number: int) -> None:
     async_task("pki.tasks.refresh_delta_crl", ca_id, after_number, task_name="pki.refresh_delta_crl")
 
 
-def publish_after_revocation(ca: CertificateAuthority, after_number: int, actor: Actor) -> Crl | None:
-    """The worker's half of ``publish_revocation``: a new delta CRL, unless a CRL numbered above
-    ``after_number`` (the CA's number when the revocation committed) was built since, which lists it already;
-    a full CRL if the CA's delta CRLs were turned off meanwhile."""
+def publish_after_revocation(ca: CertificateAuthority, after_number: int, actor: Actor) -> list[Crl]:
+    """The worker's half of ``publish_revocation``: a new full CRL (every revoked, unexpired certificate)
+    and, with delta CRLs on, a new delta CRL of the anchor (every revocation since it), numbered after the
+    full one so the two combine. Nothing (an empty list) when a full CRL and, deltas on, a delta CRL numbered
+    above ``after_number`` (the CA's number when the revocation committed) were built since: they list it.
+    Then the superseded rows are pruned (``prune_crls``)."""
     with transaction.atomic():
         locked = _locked(ca)
-        if locked.crl_number > after_number:
-            return None
-        if not locked.delta_crl_enabled:
-            return _build(locked, actor, base=None)
-        return _build_delta(locked, actor)
+        full = _latest(locked, delta=False)
+        covered = full is not None and full.number > after_number
+        if locked.delta_crl_enabled:
+            delta = _latest(locked, delta=True)
+            covered = covered and delta is not None and delta.number > after_number
+        if covered:
+            return []
+        built = _publish(locked, actor)
+        _prune(locked, actor)
+        return built
+
+
+def _publish(locked: CertificateAuthority, actor: Actor) -> list[Crl]:
+    """A revocation's CRLs: a full CRL that is not an anchor and, deltas on, a delta of the anchor. The full
+    CRL is a new anchor instead when there is no usable one (``_usable_anchor``)."""
+    anchor = _usable_anchor(locked)
+    if anchor is None:
+        anchor = _build(locked, actor, base=None, anchor=True)
+        built = [anchor]
+    else:
+        built = [_build(locked, actor, base=None, anchor=False)]
+    if locked.delta_crl_enabled:
+        built.append(_build(locked, actor, base=anchor))
+    return built
 
 
 def set_delta_crl(ca: CertificateAuthority, *, enabled: bool, actor: Actor) -> CertificateAuthority:
@@ -149,7 +181,8 @@ def set_delta_crl(ca: CertificateAuthority, *, enabled: bool, actor: Actor) -> C
 
 
 def refresh_crl(ca: CertificateAuthority, *, actor: Actor) -> Crl:
-    """Publish a new full CRL now (and, with delta CRLs on, a delta CRL of it); returns the full CRL."""
+    """Publish a new anchor full CRL now (and, with delta CRLs on, a delta CRL of it); returns the full
+    CRL."""
     actor = as_actor(actor)
     with audit.failures(actor, "crl.refresh", ca):
         require(actor, Action.MANAGE, ca.organization_id)
@@ -158,7 +191,7 @@ def refresh_crl(ca: CertificateAuthority, *, actor: Actor) -> Crl:
 
 
 def refresh_delta_crl(ca: CertificateAuthority, *, actor: Actor) -> Crl:
-    """Publish a new delta CRL of the current full CRL (the schedule, for a delta near its nextUpdate)."""
+    """Publish a new delta CRL of the anchor (the schedule, for a delta near its nextUpdate)."""
     actor = as_actor(actor)
     with audit.failures(actor, "crl.refresh", ca, delta=True):
         require(actor, Action.MANAGE, ca.organization_id)
@@ -171,7 +204,8 @@ def _near_end(crl: Crl) -> bool:
 
 
 def current_crl(ca: CertificateAuthority) -> Crl:
-    """The newest full CRL, rebuilt first when none exists or it is past (or near) its nextUpdate."""
+    """The newest full CRL (an anchor or a revocation's), rebuilt first (as an anchor) when none exists or
+    it is past (or near) its nextUpdate."""
     return _current_base(ca, with_der=True)
 
 
@@ -184,20 +218,66 @@ def _current_base(ca: CertificateAuthority, *, with_der: bool) -> Crl:
 
 
 def current_delta_crl(ca: CertificateAuthority) -> Crl:
-    """The newest delta CRL of the newest full CRL, rebuilt first when there is none, when it completes an
-    older full CRL, or when it is past (or near) its nextUpdate. Served whether the CA's delta CRLs are on or
-    not: certificates issued while they were on point here."""
-    base = _current_base(ca, with_der=False)
+    """The newest delta CRL, rebuilt first when there is none, when it does not name the newest anchor (or
+    that anchor is not usable, ``_usable_anchor``), when a full CRL numbered above it was built (deltas
+    off, each revocation's full CRL: the delta is rebuilt to list it too), or when it is past (or near) its
+    nextUpdate. Served whether the CA's delta CRLs are on or not: certificates issued while they were on
+    point here."""
+    full = _current_base(ca, with_der=False)
+    anchor = _usable_anchor(ca)
     delta = _latest(ca, delta=True, with_der=True)
-    if delta is None or delta.base_number != base.number or _near_end(delta):
+    if (
+        delta is None
+        or anchor is None
+        or delta.base_number != anchor.number
+        or delta.number < full.number
+        or _near_end(delta)
+    ):
         with transaction.atomic():
             delta = build_delta_crl(ca, Actor.system("crl.serve"))
     return delta
 
 
-def _latest(ca: CertificateAuthority, *, delta: bool, with_der: bool = False) -> Crl | None:
+def _latest(
+    ca: CertificateAuthority, *, delta: bool, anchor: bool | None = None, with_der: bool = False
+) -> Crl | None:
     crls = ca.crls.filter(delta=delta).order_by("-number")
+    if anchor is not None:
+        crls = crls.filter(anchor=anchor)
     return (crls if with_der else crls.defer("der")).first()
+
+
+def _usable_anchor(ca: CertificateAuthority) -> Crl | None:
+    """The CA's newest anchor, unless there is none, it was built before delta CRLs (no count, and no IDP:
+    OpenSSL only combines a delta with a full CRL of the same Issuing Distribution Point) or it is past (or
+    near) its nextUpdate: then a new anchor is built before a delta names one."""
+    anchor = _latest(ca, delta=False, anchor=True)
+    if anchor is None or anchor.entries is None or _near_end(anchor):
+        return None
+    return anchor
+
+
+def prune_crls(ca: CertificateAuthority, *, actor: Actor) -> int:
+    """Delete the CA's superseded CRL rows no relying party can still use (``_prune``); returns how many."""
+    with transaction.atomic():
+        return _prune(_locked(ca), as_actor(actor))
+
+
+def _prune(locked: CertificateAuthority, actor: Actor) -> int:
+    """Delete delta CRLs and non-anchor full CRLs that are past their nextUpdate (no relying party may use
+    them any more) and not the newest of their kind (what the public URLs serve). Anchors stay: the history
+    of full CRLs the schedule built, as before delta CRLs, and the base the newest delta names. So a CA keeps
+    at most a validity's worth of revocation-built CRLs (``CERTMGR_CRL_VALIDITY_HOURS``, deltas
+    ``CERTMGR_DELTA_CRL_VALIDITY_HOURS``) rather than one full CRL per revocation for ever."""
+    served = [crl.pk for crl in (_latest(locked, delta=False), _latest(locked, delta=True)) if crl]
+    stale = Crl.objects.filter(ca=locked, anchor=False, next_update__lte=timezone.now())
+    stale = stale.exclude(pk__in=served)
+    numbers = list(stale.order_by("number").values_list("number", flat=True))
+    if not numbers:
+        return 0
+    Crl.objects.filter(ca=locked, number__in=numbers).delete()
+    audit.record(actor, "crl.prune", locked, count=len(numbers), first=numbers[0], last=numbers[-1])
+    return len(numbers)
 
 
 def _crl_validity() -> timedelta:
@@ -213,27 +293,26 @@ def _locked(ca: CertificateAuthority) -> CertificateAuthority:
 
 
 def build_crl(ca: CertificateAuthority, actor: Actor) -> Crl:
-    """A new full CRL of ``ca`` (inside the caller's transaction): every revoked, unexpired certificate."""
-    return _build(_locked(ca), actor, base=None)
+    """A new anchor full CRL of ``ca`` (inside the caller's transaction): every revoked, unexpired
+    certificate."""
+    return _build(_locked(ca), actor, base=None, anchor=True)
 
 
 def build_delta_crl(ca: CertificateAuthority, actor: Actor) -> Crl:
-    """A new delta CRL of ``ca`` (inside the caller's transaction) completing its newest full CRL (built
-    first if there is none)."""
+    """A new delta CRL of ``ca`` (inside the caller's transaction) naming its newest anchor (a new anchor
+    built first when there is no usable one)."""
     return _build_delta(_locked(ca), actor)
 
 
 def _build_delta(locked: CertificateAuthority, actor: Actor) -> Crl:
-    base = _latest(locked, delta=False)
-    if base is None or base.entries is None:
-        # none yet, or one built before delta CRLs: its extensions (no IDP) would not match a delta's, and
-        # OpenSSL only combines a delta with a full CRL of the same Issuing Distribution Point
-        base = _build(locked, actor, base=None)
-    return _build(locked, actor, base=base)
+    anchor = _usable_anchor(locked)
+    if anchor is None:
+        anchor = _build(locked, actor, base=None, anchor=True)
+    return _build(locked, actor, base=anchor)
 
 
 def _build_base_and_delta(locked: CertificateAuthority, actor: Actor) -> Crl:
-    base = _build(locked, actor, base=None)
+    base = _build(locked, actor, base=None, anchor=True)
     if locked.delta_crl_enabled:
         _build(locked, actor, base=base)
     return base
@@ -249,10 +328,11 @@ def _scoped(ca: CertificateAuthority) -> bool:
     return ca.kind == CertificateAuthority.Kind.INTERNAL_INTERMEDIATE and not ca.imported
 
 
-def _build(ca: CertificateAuthority, actor: Actor, *, base: Crl | None) -> Crl:
-    """A full CRL (``base`` None) or a delta CRL of ``base``, numbered next in the CA's one sequence. ``ca``
-    is the caller's locked row (its ``crl_number`` moves on here). A full CRL of a CA with delta CRLs on
-    points at them (Freshest CRL). Both carry the same Issuing Distribution Point (``_scoped``)."""
+def _build(ca: CertificateAuthority, actor: Actor, *, base: Crl | None, anchor: bool = False) -> Crl:
+    """A full CRL (``base`` None; an anchor or not) or a delta CRL of the anchor ``base``, numbered next in
+    the CA's one sequence. ``ca`` is the caller's locked row (its ``crl_number`` moves on here). A full CRL
+    of a CA with delta CRLs on points at them (Freshest CRL). All carry the same Issuing Distribution Point
+    (``_scoped``)."""
     now = timezone.now()
     revoked = Certificate.objects.filter(ca=ca, status=Certificate.Status.REVOKED, not_after__gt=now)
     if base is not None:
@@ -278,6 +358,7 @@ def _build(ca: CertificateAuthority, actor: Actor, *, base: Crl | None) -> Crl:
         ca=ca,
         number=ca.crl_number,
         delta=base is not None,
+        anchor=base is None and anchor,
         base_number=None if base is None else base.number,
         entries=len(rows),
         this_update=now,
@@ -285,7 +366,7 @@ def _build(ca: CertificateAuthority, actor: Actor, *, base: Crl | None) -> Crl:
         der=der,
     )
     if base is None:
-        audit.record(actor, "crl.publish", ca, number=crl.number, revoked=len(rows))
+        audit.record(actor, "crl.publish", ca, number=crl.number, revoked=len(rows), anchor=crl.anchor)
     else:
         audit.record(actor, "crl.publish", ca, number=crl.number, revoked=len(rows), delta_of=base.number)
     return crl
@@ -294,7 +375,7 @@ def _build(ca: CertificateAuthority, actor: Actor, *, base: Crl | None) -> Crl:
 def revoke_many(certificates: Iterable[Certificate], *, reason: str, actor: Actor) -> int:
     """Revoke many certificates at once (a mass re-issue's replaced ones): certificates of issuers that
     revoke at their CA go one by one through ``revoke``; the others are marked in one statement per CA,
-    audited together, and each CA publishes one CRL. Returns how many were revoked."""
+    audited together, and each CA publishes once (``publish_revocation``). Returns how many were revoked."""
     actor = as_actor(actor)
     by_ca: dict[int, list[Certificate]] = {}
     count = 0

@@ -312,9 +312,11 @@ def test_ca_crls_list(tenant, pki, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):  # the revocation's delta CRL task
         post(client, f"/api/v1/certificates/{cert['id']}/revoke/", {"reason": "superseded"})
     rows = client.get(url).json()["results"]
-    assert [(r["number"], r["delta"], r["base_number"], r["entries"]) for r in rows] == [
-        (2, True, 1, 1),
-        (1, False, None, 0),
+    # the revocation's full CRL (not an anchor) and its delta CRL, which names the anchor
+    assert [(r["number"], r["delta"], r["anchor"], r["base_number"], r["entries"]) for r in rows] == [
+        (3, True, False, 1, 1),
+        (2, False, False, None, 1),
+        (1, False, True, None, 0),
     ]
     newest = cx509.load_pem_x509_crl(rows[0]["crl"].encode())
     assert [format(r.serial_number, "x") for r in newest] == [cert["serial"]]
@@ -742,9 +744,13 @@ def _seed_crl(client, ca_id: int) -> list[str]:
     assert isinstance(rows, list) and [row["delta"] for row in rows] == [False, True]
     full, delta = rows
     assert set(full) == {
-        "id", "number", "delta", "base_number", "this_update", "next_update", "entries", "url", "crl",
+        "id", "number", "delta", "anchor", "base_number", "this_update", "next_update", "entries", "url",
+        "crl",
     }  # fmt: skip
-    assert delta["base_number"] == full["number"] < delta["number"] and full["base_number"] is None
+    # the delta names the anchor, the full CRL beside it (a revocation's, or the anchor) is numbered at or
+    # above it and below the delta: the two combine (RFC 5280 §5.2.4)
+    assert delta["base_number"] <= full["number"] < delta["number"] and full["base_number"] is None
+    assert full["anchor"] == (delta["base_number"] == full["number"]) and delta["anchor"] is False
     assert full["url"].endswith(f"/pki/ca/{ca_id}.crl") and delta["url"].endswith(
         f"/pki/ca/{ca_id}/delta.crl"
     )

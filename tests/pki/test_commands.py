@@ -256,7 +256,7 @@ def test_revoke_by_serial(tenant, issued):
     issued.refresh_from_db()
     assert issued.status == "revoked" and issued.revocation_reason == "key_compromise"
     assert f"Revoked serial {issued.serial}" in out and "reason: key_compromise" in out
-    assert "its delta CRL lists it once the worker has rebuilt it" in out  # delta CRLs on (the default)
+    assert "its full CRL and its delta CRL list it once the worker has rebuilt them" in out  # deltas on
     with pytest.raises(CommandError, match="already revoked"):
         run("revoke", issued.serial, "--reason", "superseded")
     with pytest.raises(CommandError, match="unknown revocation reason 'stolen'; choose one of: unspecified"):

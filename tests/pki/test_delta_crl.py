@@ -64,53 +64,90 @@ def pem(tmp_path: Path, name: str, text: str) -> Path:
     return tmp_path / name
 
 
-def test_openssl_use_deltas_sees_a_revocation_after_the_base_and_no_scope_error(
+def verify(tmp_path: Path, chain: Path, cert: Path, *crls: Path, deltas: bool = False):
+    """``openssl verify -crl_check`` of ``cert`` with ``crls`` (and ``-use_deltas``); (passed, output)."""
+    args = ["verify", "-crl_check", *(["-use_deltas"] if deltas else []), "-CAfile", str(chain)]
+    run = openssl(*args, *(a for crl in crls for a in ("-CRLfile", str(crl))), str(cert), cwd=tmp_path)
+    output = run.stdout + run.stderr
+    assert "different CRL scope" not in output, output
+    assert run.returncode == 0 or "certificate revoked" in output, output
+    return run.returncode == 0, output
+
+
+def test_after_a_revocation_full_crl_readers_and_anchor_plus_delta_readers_both_see_it(
     tenant, hierarchy, tmp_path, django_capture_on_commit_callbacks
 ):
+    """A revocation publishes a full CRL listing it (for relying parties that read only full CRLs and
+    refetch them) and a delta CRL naming the anchor (for those that cached the anchor until its nextUpdate);
+    a second revocation's delta still names that anchor and lists both; the scheduled rebuild makes a new
+    anchor, which the next delta names."""
     root, inter = hierarchy
-    revoked = services.issue(make_subscriber(tenant, inter, "revoked"), actor=SYSTEM).certificate
-    good = services.issue(make_subscriber(tenant, inter, "good"), actor=SYSTEM).certificate
-    base = fetch(f"/pki/ca/{inter.pk}.pem", tmp_path / "base.pem")  # built now, before the revocation
-    base_row = Crl.objects.get(ca=inter, delta=False)
+    first, second, third, good = (
+        services.issue(make_subscriber(tenant, inter, name), actor=SYSTEM).certificate
+        for name in ("first", "second", "third", "good")
+    )
+    chain = pem(tmp_path, "ca.pem", inter.certificate_pem + root.certificate_pem)
+    leaf = {c.pk: pem(tmp_path, f"{c.pk}.pem", c.certificate_pem) for c in (first, second, third, good)}
+    cached = fetch(f"/pki/ca/{inter.pk}.pem", tmp_path / "anchor.pem")  # a client caches it before
+    anchor = Crl.objects.get(ca=inter, delta=False)
+    assert anchor.anchor
 
-    revoke_through_the_worker(revoked, django_capture_on_commit_callbacks)
-    delta_row = Crl.objects.get(ca=inter, delta=True)
-    assert delta_row.base_number == base_row.number and delta_row.number > base_row.number
-    assert listed(delta_row) == {int(revoked.serial, 16)} and delta_row.entries == 1
-    # the full CRL waits for its schedule: what is served is the one fetched before
-    assert Crl.objects.filter(ca=inter, delta=False).count() == 1
-    assert Client().get(f"/pki/ca/{inter.pk}.pem").content == base.read_bytes()
-    delta = fetch(f"/pki/ca/{inter.pk}/delta.pem", tmp_path / "delta.pem")
+    revoke_through_the_worker(first, django_capture_on_commit_callbacks)
+    full_row = Crl.objects.filter(ca=inter, delta=False).latest("number")
+    delta_row = Crl.objects.filter(ca=inter, delta=True).latest("number")
+    assert full_row.number > anchor.number and not full_row.anchor
+    assert listed(full_row) == {int(first.serial, 16)} and full_row.entries == 1
+    assert delta_row.base_number == anchor.number and delta_row.number > full_row.number
+    assert listed(delta_row) == {int(first.serial, 16)}
+    full = fetch(f"/pki/ca/{inter.pk}.pem", tmp_path / "full-1.pem")
+    delta = fetch(f"/pki/ca/{inter.pk}/delta.pem", tmp_path / "delta-1.pem")
+    assert full.read_bytes() != cached.read_bytes()
 
-    ca = pem(tmp_path, "ca.pem", inter.certificate_pem + root.certificate_pem)
-    leaf, other = (
-        pem(tmp_path, "leaf.pem", revoked.certificate_pem),
-        pem(tmp_path, "good.pem", good.certificate_pem),
-    )
-    both = ["verify", "-crl_check", "-use_deltas", "-CAfile", ca, "-CRLfile", base, "-CRLfile", delta]
-    failed = openssl(*map(str, both), str(leaf), cwd=tmp_path)
-    output = failed.stdout + failed.stderr
-    assert failed.returncode != 0 and "certificate revoked" in output, output
-    assert "different CRL scope" not in output
-    passed = openssl(*map(str, both), str(other), cwd=tmp_path)
-    assert passed.returncode == 0, passed.stdout + passed.stderr
-    # why deltas matter: the full CRL alone (still current) does not know the revocation yet
-    base_only = openssl(
-        "verify", "-crl_check", "-CAfile", str(ca), "-CRLfile", str(base), str(leaf), cwd=tmp_path
-    )
-    assert base_only.returncode == 0, base_only.stdout + base_only.stderr
-    # after the scheduled rebuild the full CRL lists it as well, with a delta of the new base beside it
-    services.refresh_crl(inter, actor=SYSTEM)
-    new_base = fetch(f"/pki/ca/{inter.pk}.pem", tmp_path / "rebuilt-base.pem")
-    again = openssl(
-        "verify", "-crl_check", "-CAfile", str(ca), "-CRLfile", str(new_base), str(leaf), cwd=tmp_path
-    )
-    assert again.returncode != 0 and "certificate revoked" in again.stdout + again.stderr
-    newest = Crl.objects.filter(ca=inter).latest("number")
-    assert (
-        newest.delta
-        and newest.base_number == Crl.objects.filter(ca=inter, delta=False).latest("number").number
-    )
+    # (a) a relying party that reads only full CRLs, refetching it: revoked
+    assert not verify(tmp_path, chain, leaf[first.pk], full)[0]
+    assert verify(tmp_path, chain, leaf[good.pk], full)[0]
+    # the anchor alone (still current) does not know it: what a full-CRL-only reader saw before this fix
+    assert verify(tmp_path, chain, leaf[first.pk], cached)[0]
+    # (b) one that cached the anchor and reads the delta: revoked (RFC 5280 §5.2.4, base <= the full CRL)
+    assert not verify(tmp_path, chain, leaf[first.pk], cached, delta, deltas=True)[0]
+    assert verify(tmp_path, chain, leaf[good.pk], cached, delta, deltas=True)[0]
+    # the newest full CRL with the delta combine too (the delta is numbered above it)
+    assert not verify(tmp_path, chain, leaf[first.pk], full, delta, deltas=True)[0]
+    assert verify(tmp_path, chain, leaf[good.pk], full, delta, deltas=True)[0]
+
+    # (c) a second revocation: the delta still names the anchor and lists both; so does the new full CRL
+    revoke_through_the_worker(second, django_capture_on_commit_callbacks)
+    delta_row = Crl.objects.filter(ca=inter, delta=True).latest("number")
+    assert delta_row.base_number == anchor.number
+    assert listed(delta_row) == {int(first.serial, 16), int(second.serial, 16)}
+    delta = fetch(f"/pki/ca/{inter.pk}/delta.pem", tmp_path / "delta-2.pem")
+    full = fetch(f"/pki/ca/{inter.pk}.pem", tmp_path / "full-2.pem")
+    for cert in (first, second):
+        assert not verify(tmp_path, chain, leaf[cert.pk], cached, delta, deltas=True)[0]
+        assert not verify(tmp_path, chain, leaf[cert.pk], full)[0]
+    assert verify(tmp_path, chain, leaf[good.pk], cached, delta, deltas=True)[0]
+    assert Crl.objects.filter(ca=inter, anchor=True).count() == 1  # revocations made no anchor
+
+    # (d) the schedule rebuilds the anchor once it is past half its validity (though the newest full CRL,
+    # a revocation's, is not), with a delta of it; the next revocation's delta names the new anchor
+    Crl.objects.filter(pk=anchor.pk).update(next_update=timezone.now() + timedelta(hours=1))
+    assert tasks.refresh_crls()["refreshed"] == 2  # the root's first CRLs too
+    new_anchor = Crl.objects.filter(ca=inter, anchor=True).latest("number")
+    assert new_anchor.number > delta_row.number and new_anchor.entries == 2
+    assert Crl.objects.filter(ca=inter, delta=True).latest("number").base_number == new_anchor.number
+    cached_again = fetch(f"/pki/ca/{inter.pk}.pem", tmp_path / "anchor-2.pem")
+    revoke_through_the_worker(third, django_capture_on_commit_callbacks)
+    delta_row = Crl.objects.filter(ca=inter, delta=True).latest("number")
+    assert delta_row.base_number == new_anchor.number and int(third.serial, 16) in listed(delta_row)
+    delta = fetch(f"/pki/ca/{inter.pk}/delta.pem", tmp_path / "delta-3.pem")
+    for cert in (first, second, third):
+        assert not verify(tmp_path, chain, leaf[cert.pk], cached_again, delta, deltas=True)[0]
+    assert verify(tmp_path, chain, leaf[good.pk], cached_again, delta, deltas=True)[0]
+    # RFC 5280 no longer lets the first anchor complete this delta (its number is below the base): a client
+    # still holding it refetches the full CRL, which lists all three
+    assert anchor.number < delta_row.base_number
+    full = fetch(f"/pki/ca/{inter.pk}.pem", tmp_path / "full-3.pem")
+    assert not any(verify(tmp_path, chain, leaf[c.pk], full)[0] for c in (first, second, third))
 
 
 def test_crl_check_all_through_a_subordinate_ca_and_a_revoked_subordinate(
@@ -220,8 +257,15 @@ def test_certificates_and_full_crls_point_at_the_delta_and_the_idp_is_the_cdp(te
     assert ExtensionOID.FRESHEST_CRL not in {
         e.oid for e in cx509.load_der_x509_crl(bytes(full.der)).extensions
     }
-    # the delta URL keeps answering for the certificates issued while deltas were on
-    assert Client().get(f"/pki/ca/{inter.pk}/delta.crl").status_code == 200
+    assert not Crl.objects.get(pk=full.pk).anchor
+    # the delta URL keeps answering for the certificates issued while deltas were on, rebuilt to list the
+    # revocation too (numbered above the full CRL, so the two combine)
+    served = Client().get(f"/pki/ca/{inter.pk}/delta.crl")
+    assert served.status_code == 200
+    served_delta = cx509.load_der_x509_crl(served.content)
+    assert int(plain.serial, 16) in {e.serial_number for e in served_delta}
+    number = served_delta.extensions.get_extension_for_class(cx509.CRLNumber).value.crl_number
+    assert number > full.number
 
 
 def test_crl_numbers_strictly_increase_across_full_and_delta_rebuilds(
@@ -249,16 +293,17 @@ def test_crl_numbers_strictly_increase_across_full_and_delta_rebuilds(
     numbers = [row.number for row in rows]
     assert numbers == sorted(set(numbers)) and len(numbers) >= 10
     assert numbers[-1] == CertificateAuthority.objects.get(pk=inter.pk).crl_number
-    latest_base = None
+    assert any(not row.delta and not row.anchor for row in rows)  # the revocations' full CRLs
+    latest_anchor = None
     for row in rows:
         crl = cx509.load_der_x509_crl(bytes(row.der))
         assert crl.extensions.get_extension_for_class(cx509.CRLNumber).value.crl_number == row.number
         if row.delta:
-            assert row.base_number == latest_base  # always the newest full CRL when it was built
+            assert row.base_number == latest_anchor  # always the newest anchor when it was built
             indicator = crl.extensions.get_extension_for_class(cx509.DeltaCRLIndicator).value.crl_number
             assert indicator == row.base_number
-        else:
-            latest_base = row.number
+        elif row.anchor:
+            latest_anchor = row.number
 
 
 def test_the_on_commit_task_builds_once_and_skips_what_a_later_crl_covers(
@@ -272,13 +317,16 @@ def test_the_on_commit_task_builds_once_and_skips_what_a_later_crl_covers(
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         services.revoke(first, reason="superseded", actor=SYSTEM)
     number = CertificateAuthority.objects.get(pk=inter.pk).crl_number
-    assert tasks.refresh_delta_crl(inter.pk, number) == {"delta": 1}
+    # a delta built since (the schedule's) lists it, but no full CRL does: the task still publishes both
+    services.refresh_delta_crl(inter, actor=SYSTEM)
+    assert tasks.refresh_delta_crl(inter.pk, number) == {"full": 1, "delta": 1}
     assert tasks.refresh_delta_crl(inter.pk, number) == {"covered": 1}  # a retry, or a second revocation's
-    latest = Crl.objects.filter(ca=inter, delta=True).latest("number")
-    assert int(first.serial, 16) in listed(latest)
-    for callback in callbacks:  # the revocation's own enqueue, late: the delta built above lists it
+    latest = Crl.objects.filter(ca=inter).latest("number")
+    assert latest.delta and int(first.serial, 16) in listed(latest)
+    assert int(first.serial, 16) in listed(Crl.objects.filter(ca=inter, delta=False).latest("number"))
+    for callback in callbacks:  # the revocation's own enqueue, late: the CRLs built above list it
         callback()
-    assert Crl.objects.filter(ca=inter, delta=True).latest("number").pk == latest.pk
+    assert Crl.objects.filter(ca=inter).latest("number").pk == latest.pk
     # the CA's delta CRLs turned off between the revocation and the task: the full CRL lists it at once
     with django_capture_on_commit_callbacks(execute=False):
         services.revoke(second, reason="superseded", actor=SYSTEM)
@@ -289,7 +337,9 @@ def test_the_on_commit_task_builds_once_and_skips_what_a_later_crl_covers(
     assert tasks.refresh_delta_crl(10**9, 0) == {"skipped": 1}
 
 
-def test_revoke_many_publishes_one_delta_per_ca(tenant, hierarchy, django_capture_on_commit_callbacks):
+def test_revoke_many_publishes_one_full_and_one_delta_crl_per_ca(
+    tenant, hierarchy, django_capture_on_commit_callbacks
+):
     _, inter = hierarchy
     services.current_delta_crl(inter)
     certs = [
@@ -298,8 +348,10 @@ def test_revoke_many_publishes_one_delta_per_ca(tenant, hierarchy, django_captur
     before = Crl.objects.filter(ca=inter).count()
     with django_capture_on_commit_callbacks(execute=True):
         assert revocation.revoke_many(certs, reason="superseded", actor=SYSTEM) == 3
-    assert Crl.objects.filter(ca=inter).count() == before + 1
-    assert listed(Crl.objects.filter(ca=inter).latest("number")) == {int(c.serial, 16) for c in certs}
+    assert Crl.objects.filter(ca=inter).count() == before + 2
+    serials = {int(c.serial, 16) for c in certs}
+    assert listed(Crl.objects.filter(ca=inter, delta=True).latest("number")) == serials
+    assert listed(Crl.objects.filter(ca=inter, delta=False).latest("number")) == serials
 
 
 def test_the_delta_is_served_like_the_full_crl(
@@ -400,8 +452,18 @@ def test_a_full_crl_built_before_delta_crls_is_replaced_before_a_delta_completes
     revoke_through_the_worker(cert, django_capture_on_commit_callbacks)
     base = Crl.objects.filter(ca=inter, delta=False).latest("number")
     delta = Crl.objects.filter(ca=inter, delta=True).latest("number")
-    assert base.number > legacy.number and delta.base_number == base.number
+    # the revocation's full CRL is the new anchor (no second full CRL), and the delta names it
+    assert base.number > legacy.number and base.anchor and delta.base_number == base.number
+    assert Crl.objects.filter(ca=inter, delta=False).count() == 2
     assert int(cert.serial, 16) in listed(base)
+    # the same on the spot, when the delta URL is fetched first, and on the schedule's next run
+    Crl.objects.filter(ca=inter, delta=False).update(entries=None)
+    served = services.current_delta_crl(inter)
+    anchor = Crl.objects.filter(ca=inter, anchor=True).latest("number")
+    assert anchor.entries == 1 and served.base_number == anchor.number
+    Crl.objects.filter(ca=inter, delta=False).update(entries=None)
+    assert tasks.refresh_crls()["refreshed"] == 2  # and the root's first
+    assert Crl.objects.filter(ca=inter, anchor=True).latest("number").entries == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -417,3 +479,60 @@ def test_a_committed_revocation_reaches_the_delta_through_the_queue(tenant, hier
     from django_q.models import Task
 
     assert Task.objects.filter(func="pki.tasks.refresh_delta_crl", success=True).exists()
+
+
+def test_pruning_deletes_superseded_crls_past_their_next_update_and_keeps_what_is_served(
+    tenant, hierarchy, tmp_path, django_capture_on_commit_callbacks
+):
+    """Each revocation adds a full CRL of every revoked certificate: superseded ones (and deltas) are deleted
+    once past their nextUpdate, never an anchor, the newest full CRL or the newest delta CRL."""
+    root, inter = hierarchy
+    certs = [
+        services.issue(make_subscriber(tenant, inter, f"p{i}"), actor=SYSTEM).certificate for i in range(3)
+    ]
+    services.current_delta_crl(inter)
+    services.current_delta_crl(root)
+    services.refresh_crl(inter, actor=SYSTEM)  # a newer anchor; the old one is kept all the same
+    for cert in certs:
+        revoke_through_the_worker(cert, django_capture_on_commit_callbacks)
+    rows = {row.number: row for row in Crl.objects.filter(ca=inter).defer("der")}
+    anchors = sorted(n for n, row in rows.items() if row.anchor)
+    fulls = sorted(n for n, row in rows.items() if not row.delta and not row.anchor)
+    deltas = sorted(n for n, row in rows.items() if row.delta)
+    assert len(anchors) == 2 and len(fulls) == 3 and len(deltas) == 5
+    # all past their nextUpdate but one superseded delta and the current anchor: the old anchor too
+    past = timezone.now() - timedelta(minutes=1)
+    Crl.objects.filter(ca=inter).exclude(number__in=[deltas[-2], anchors[-1]]).update(next_update=past)
+    assert services.prune_crls(inter, actor=SYSTEM) == len(fulls) - 1 + len(deltas) - 2
+    kept = set(Crl.objects.filter(ca=inter).values_list("number", flat=True))
+    assert kept == {*anchors, fulls[-1], deltas[-2], deltas[-1]}
+    event = AuditEvent.objects.filter(action="crl.prune").latest("id")
+    assert event.details["count"] == len(rows) - len(kept) and event.target_id == str(inter.pk)
+
+    # what is served survives and, fresh again, is what the public URLs answer with, unchanged
+    Crl.objects.filter(ca=inter, number__in=[fulls[-1], deltas[-1]]).update(
+        next_update=timezone.now() + timedelta(hours=3)
+    )
+    assert services.prune_crls(inter, actor=SYSTEM) == 0
+    assert Client().get(f"/pki/ca/{inter.pk}.crl")["ETag"] == f'"crl-{inter.pk}-{fulls[-1]}-crl"'
+    assert Client().get(f"/pki/ca/{inter.pk}/delta.crl")["ETag"] == f'"crl-{inter.pk}-{deltas[-1]}-crl"'
+    assert set(Crl.objects.filter(ca=inter).values_list("number", flat=True)) == kept
+
+    # the schedule prunes too: the next revocation's CRLs supersede the served ones, which go once past
+    # their nextUpdate; the history endpoint lists what is kept, anchors marked
+    extra = services.issue(make_subscriber(tenant, inter, "extra"), actor=SYSTEM).certificate
+    revoke_through_the_worker(extra, django_capture_on_commit_callbacks)
+    Crl.objects.filter(ca=inter, number__in=[deltas[-2], deltas[-1]]).update(next_update=past)
+    counts = tasks.refresh_crls()
+    assert counts["pruned"] == 2, counts
+    numbers = set(Crl.objects.filter(ca=inter).values_list("number", flat=True))
+    history = tenant.auditor.client.get(f"/api/v1/cas/{inter.pk}/crls/").json()["results"]
+    assert {row["number"] for row in history} == numbers and fulls[-1] in numbers
+    assert {row["number"] for row in history if row["anchor"]} == set(anchors)
+    # a relying party that cached the current anchor combines it with the served delta
+    chain = pem(tmp_path, "ca.pem", inter.certificate_pem + root.certificate_pem)
+    delta = fetch(f"/pki/ca/{inter.pk}/delta.pem", tmp_path / "delta.pem")
+    anchor = cx509.load_der_x509_crl(bytes(Crl.objects.get(ca=inter, number=anchors[-1]).der))
+    cached = pem(tmp_path, "anchor.pem", x509.to_pem(anchor))
+    leaf = pem(tmp_path, "extra.pem", extra.certificate_pem)
+    assert not verify(tmp_path, chain, leaf, cached, delta, deltas=True)[0]

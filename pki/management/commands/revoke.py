@@ -48,8 +48,7 @@ class Command(ServiceCommand):
         self.stdout.write(f"revoked_at: {certificate.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
         if ca is not None and ca.is_internal and ca.delta_crl_enabled:
             self.stdout.write(
-                f"CA {ca.name!r}: its delta CRL lists it once the worker has rebuilt it (its full CRL "
-                "from the next scheduled rebuild)."
+                f"CA {ca.name!r}: its full CRL and its delta CRL list it once the worker has rebuilt them."
             )
         elif ca is not None and crl is not None:
             self.stdout.write(f"CRL #{crl.number} of CA {ca.name!r} published.")
