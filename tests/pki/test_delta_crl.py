@@ -529,6 +529,12 @@ def test_pruning_deletes_superseded_crls_past_their_next_update_and_keeps_what_i
     history = tenant.auditor.client.get(f"/api/v1/cas/{inter.pk}/crls/").json()["results"]
     assert {row["number"] for row in history} == numbers and fulls[-1] in numbers
     assert {row["number"] for row in history if row["anchor"]} == set(anchors)
+    operator = Client()
+    assert operator.login(username=tenant.operator.user.username, password=PASSWORD)
+    listing = operator.get(f"/admin/pki/crl/?ca={inter.pk}")
+    assert listing.status_code == 200 and b"Anchor" in listing.content
+    assert {c.number for c in listing.context["cl"].result_list} == numbers
+    assert b"(a revocation" in operator.get(f"/admin/pki/certificateauthority/{inter.pk}/change/").content
     # a relying party that cached the current anchor combines it with the served delta
     chain = pem(tmp_path, "ca.pem", inter.certificate_pem + root.certificate_pem)
     delta = fetch(f"/pki/ca/{inter.pk}/delta.pem", tmp_path / "delta.pem")
