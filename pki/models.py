@@ -369,10 +369,6 @@ class Crl(models.Model):
         return f"{'Delta CRL' if self.delta else 'CRL'} {self.number} of {self.ca}"
 
     @property
-    def kind(self) -> str:
-        return "delta" if self.delta else "anchor" if self.anchor else "full"
-
-    @property
     def organization_id(self) -> int:
         return self.ca.organization_id
 
