@@ -8,13 +8,9 @@ allows it.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import datetime as dt
 import functools
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,11 +20,10 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
-from certmgr import audit
+from certmgr import audit, tally
 from certmgr.actors import Actor, as_actor
 from certmgr.jobs import JobReport
 from certmgr.permissions import Action
@@ -492,89 +487,38 @@ def _presignable(cert: Certificate) -> bool:
 
 
 # --- counting answers (the metrics) ----------------------------------------------------------------------
-class _Tally:
-    """This process's answers not yet added to ``OcspRequestCount``: (CA id from the URL, status) -> count.
-
-    Every web process (gunicorn worker) counts in memory and adds its counts to the table at most every
-    ``CERTMGR_OCSP_COUNT_FLUSH_SECONDS`` (from the request that finds the interval passed, and at exit), so
-    the request path writes nothing most of the time and /metrics reads one total across all processes and
-    hosts. A process killed with SIGKILL loses at most that interval's counts."""
-
-    MAX_KEYS = 1000  # CA ids come from the URL: past this many, unknown ones are counted as "no such CA"
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.counts: dict[tuple[int | None, str], int] = {}
-        self.flushed_at = time.monotonic()
-
-    def add(self, ca_id: int | None, status: str) -> bool:
-        """Count one answer; True when the counts are due to be written."""
-        with self.lock:
-            key = (ca_id, status)
-            if key not in self.counts and len(self.counts) >= self.MAX_KEYS:
-                key = (None, status)
-            self.counts[key] = self.counts.get(key, 0) + 1
-            due: bool = time.monotonic() - self.flushed_at >= settings.CERTMGR_OCSP_COUNT_FLUSH_SECONDS
-            return due
-
-    def take(self) -> dict[tuple[int | None, str], int]:
-        with self.lock:
-            counts, self.counts = self.counts, {}
-            self.flushed_at = time.monotonic()
-            return counts
-
-    def give_back(self, counts: dict[tuple[int | None, str], int]) -> None:
-        with self.lock:
-            for key, n in counts.items():
-                self.counts[key] = self.counts.get(key, 0) + n
+def _write_counts(counts: dict[tuple[int | None, str], int]) -> None:
+    """Add counts to ``OcspRequestCount`` (CA ids that are not a CA of ours count under no CA)."""
+    ours = set(
+        CertificateAuthority.objects.filter(pk__in={ca for ca, _ in counts if ca is not None}).values_list(
+            "pk", flat=True
+        )
+    )
+    merged: dict[tuple[int | None, str], int] = {}
+    for (ca_id, status), n in counts.items():
+        key = (ca_id if ca_id in ours else None, status)
+        merged[key] = merged.get(key, 0) + n
+    for (ca_id, status), n in sorted(merged.items(), key=lambda item: (item[0][0] or 0, item[0][1])):
+        tally.add_to_row(OcspRequestCount, n, ca_id=ca_id, status=status)
 
 
-_TALLY = _Tally()
+# This process's answers not yet added to ``OcspRequestCount``: (CA id from the URL, status) -> count, written
+# every CERTMGR_OCSP_COUNT_FLUSH_SECONDS (certmgr.tally). CA ids come from the URL: past 1000 of them, unknown
+# ones are counted as "no such CA".
+_TALLY: tally.Tally[tuple[int | None, str]] = tally.Tally(
+    "OCSP answer",
+    _write_counts,
+    lambda: float(settings.CERTMGR_OCSP_COUNT_FLUSH_SECONDS),
+    overflow=lambda key: (None, key[1]),
+)
 
 
 def count_answer(ca_id: int, answer: Answer) -> None:
     """Count an answer of the responder for CA ``ca_id`` (as the URL named it) for the metrics."""
-    if _TALLY.add(ca_id, answer.status):
-        flush_counts()
+    _TALLY.count((ca_id, answer.status))
 
 
 def flush_counts(*, quiet: bool = False) -> None:
-    """Add this process's counts to ``OcspRequestCount`` (CA ids that are not a CA of ours count under no
-    CA). On a database error the counts are kept for the next attempt."""
-    counts = _TALLY.take()
-    if not counts:
-        return
-    try:
-        ours = set(
-            CertificateAuthority.objects.filter(
-                pk__in={ca for ca, _ in counts if ca is not None}
-            ).values_list("pk", flat=True)
-        )
-        merged: dict[tuple[int | None, str], int] = {}
-        for (ca_id, status), n in counts.items():
-            key = (ca_id if ca_id in ours else None, status)
-            merged[key] = merged.get(key, 0) + n
-        for (ca_id, status), n in sorted(merged.items(), key=lambda item: (item[0][0] or 0, item[0][1])):
-            _add_count(ca_id, status, n)
-    except DatabaseError:
-        if not quiet:
-            logger.warning("OCSP answer counts not written; kept for the next attempt", exc_info=True)
-        _TALLY.give_back(counts)
-
-
-def _add_count(ca_id: int | None, status: str, n: int) -> None:
-    for _ in range(3):
-        if OcspRequestCount.objects.filter(ca_id=ca_id, status=status).update(count=F("count") + n):
-            return
-        try:
-            with transaction.atomic():
-                OcspRequestCount.objects.create(ca_id=ca_id, status=status, count=n)
-            return
-        except IntegrityError:
-            continue  # another process inserted it first (then added to), or the CA was just deleted
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    with contextlib.suppress(Exception):  # the interpreter is going away: nothing to be done about it
-        flush_counts(quiet=True)
+    """Add this process's counts to ``OcspRequestCount``; on a database error they are kept for the next
+    attempt."""
+    _TALLY.flush(quiet=quiet)
