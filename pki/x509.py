@@ -968,6 +968,7 @@ def build_leaf_certificate(
     delta_crl_url: str | None = None,
     serial: int | None = None,
     not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
 ) -> IssuedCertificate:
     """An end-entity certificate signed by a CA.
 
@@ -980,6 +981,10 @@ def build_leaf_certificate(
     alg = key_algorithm_of(public_key)
     issuer = _leaf_issuer(issuer_cert, issuer_key, crl_url, aia_url, ocsp_url, delta_crl_url)
     start, requested_end = _issuance_window(issuer_cert, not_before, validity_days)
+    if not_after is not None:  # an exact end the caller asked for, within validity_days of the start
+        requested_end = min(requested_end, _utc(not_after, "not_after"))
+        if requested_end <= start:
+            raise X509Error("not_after is not after not_before")
     end = min(requested_end, issuer_cert.not_valid_after_utc)
 
     builder = _certificate_builder(

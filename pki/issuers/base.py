@@ -40,6 +40,8 @@ class IssuanceRequest:
     key_algorithm: str
     csr_pem: str | None = None
     renewal_of: Certificate | None = None
+    not_before: datetime | None = None  # a window the caller asked for (ACME); None: now, validity_days
+    not_after: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from cryptography import x509 as cx509
@@ -375,6 +376,10 @@ class Enrollment:
     csr_pem: str
     names: list[str]  # DNS names and IP addresses; the first one is the common name when it fits
     validity_days: int
+    # The window the client asked for (ACME notBefore/notAfter), already within validity_days; None: from
+    # now for validity_days.
+    not_before: datetime | None = None
+    not_after: datetime | None = None
 
 
 def enroll(
@@ -425,6 +430,8 @@ def enroll(
             public_key=public_key,
             key_algorithm=key_algorithm,
             csr_pem=enrollment.csr_pem,
+            not_before=enrollment.not_before,
+            not_after=enrollment.not_after,
         )
         with transaction.atomic():
             cert, chain_pem = sign(request)
@@ -488,6 +495,8 @@ def sign(request: IssuanceRequest) -> tuple[cx509.Certificate, str]:
             aia_url=aia,
             ocsp_url=ocsp_at,
             delta_crl_url=delta,
+            not_before=request.not_before,
+            not_after=request.not_after,
             **usages,
         ).certificate
         return cert, material.chain_pem
