@@ -10,6 +10,8 @@ from django.utils.html import format_html, format_html_join
 from acmeserver import services
 from acmeserver.models import (
     AcmeEabKey,
+    AcmeEarlyRenewal,
+    AcmeOrderProfile,
     AcmeProfile,
     AcmeServerAccount,
     AcmeServerAuthorization,
@@ -25,7 +27,7 @@ class AcmeProfileAdmin(ServiceAdmin):
     list_filter = ["enabled"]
     search_fields = ["name", "slug"]
     readonly_fields = ["directory", "certbot"]
-    actions = ["create_eab_key"]
+    actions = ["create_eab_key", "request_early_renewal"]
     fields = [
         "organization",
         "name",
@@ -39,6 +41,7 @@ class AcmeProfileAdmin(ServiceAdmin):
         "eab_required",
         "enabled",
         "terms_of_service_url",
+        "caa_identities",
         "orders_per_hour",
         "max_pending_authorizations",
         "directory",
@@ -65,6 +68,17 @@ class AcmeProfileAdmin(ServiceAdmin):
                     messages.SUCCESS,
                 )
 
+    @admin.action(description="Ask clients to renew early (ARI: a window in the past)")
+    def request_early_renewal(self, request, queryset):
+        for profile in queryset:
+            count = self._call(
+                request, services.request_early_renewal, profile=profile, reason="asked in the admin"
+            )
+            if count is not None:
+                self.message_user(
+                    request, f"{profile}: {count} certificates suggest renewing now", messages.SUCCESS
+                )
+
     def get_readonly_fields(self, request, obj=None):
         return ["organization", *self.readonly_fields] if obj is not None else self.readonly_fields
 
@@ -82,6 +96,42 @@ class AcmeProfileAdmin(ServiceAdmin):
     def update(self, request, obj, form):
         current = AcmeProfile.objects.get(pk=obj.pk)
         return services.save_profile(None, actor=request, instance=current, **self._values(form))
+
+
+@admin.register(AcmeOrderProfile)
+class AcmeOrderProfileAdmin(ServiceAdmin):
+    """draft-ietf-acme-profiles: the names a directory lists in ``meta.profiles`` (``certbot
+    --preferred-profile <name>``), each the policy and validity its orders are issued under."""
+
+    list_display = ["name", "profile", "policy", "validity_days", "description"]
+    search_fields = ["name", "description"]
+    fields = ["profile", "name", "description", "policy", "validity_days"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["profile"] if obj is not None else []
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        from certmgr.permissions import Action
+        from pki.models import Policy
+
+        if db_field.name == "profile":
+            kwargs["queryset"] = AcmeProfile.objects.restrict(request, Action.MANAGE)
+        elif db_field.name == "policy":
+            kwargs["queryset"] = Policy.objects.restrict(request, Action.MANAGE)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def _values(self, form) -> dict:
+        return {f: form.cleaned_data[f] for f in services.ORDER_PROFILE_FIELDS if f in form.cleaned_data}
+
+    def create(self, request, obj, form):
+        return services.save_order_profile(form.cleaned_data["profile"], actor=request, **self._values(form))
+
+    def update(self, request, obj, form):
+        current = AcmeOrderProfile.objects.get(pk=obj.pk)
+        return services.save_order_profile(None, actor=request, instance=current, **self._values(form))
+
+    def remove(self, request, obj) -> None:
+        services.delete_order_profile(obj, actor=request)
 
 
 @admin.register(AcmeServerAccount)
@@ -111,6 +161,9 @@ class AcmeServerOrderAdmin(ReadOnlyAdmin):
         "public_id",
         "status",
         "identifiers",
+        "profile_name",
+        "not_before",
+        "not_after",
         "expires_at",
         "error",
         "certificate",
@@ -133,8 +186,8 @@ class AcmeServerOrderAdmin(ReadOnlyAdmin):
 
 class ChallengeInline(admin.TabularInline):
     model = AcmeServerChallenge
-    fields = ["type", "status", "error", "validation_record", "validated_at"]
-    readonly_fields = ["type", "status", "error", "validation_record", "validated_at"]
+    fields = ["type", "status", "error", "validation_record", "validation_seconds", "validated_at"]
+    readonly_fields = ["type", "status", "error", "validation_record", "validation_seconds", "validated_at"]
     extra = 0
     can_delete = False
 
@@ -158,3 +211,12 @@ class AcmeEabKeyAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("hmac_key")
+
+
+@admin.register(AcmeEarlyRenewal)
+class AcmeEarlyRenewalAdmin(ReadOnlyAdmin):
+    """Certificates an operator asked to renew early (``request_early_renewal``): their ARI window lies in
+    the past."""
+
+    list_display = ["certificate", "reason", "requested_at"]
+    detail_fields = ["certificate", "reason", "requested_at"]

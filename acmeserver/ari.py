@@ -40,11 +40,20 @@ def parse_cert_id(text: str) -> tuple[bytes, int]:
 
 
 def suggested_window(
-    not_before: datetime, not_after: datetime, *, revoked: bool, now: datetime
+    not_before: datetime,
+    not_after: datetime,
+    *,
+    revoked: bool,
+    now: datetime,
+    early_renewal_at: datetime | None = None,
 ) -> tuple[datetime, datetime]:
     """When to renew: from the default renewal time (two thirds of the lifetime, half for short ones) to the
-    emergency time; a revoked certificate's window lies in the past."""
+    emergency time; a revoked certificate's window lies in the past, and so does one an operator asked to
+    renew early (a mass re-issue, from ``early_renewal_at``: the same window on every ask)."""
     if revoked:
         return now - timedelta(hours=2), now - timedelta(hours=1)
+    if early_renewal_at is not None:
+        at = min(early_renewal_at, now)
+        return at - timedelta(hours=2), at - timedelta(hours=1)
     start = renewal.default_renewal_time(not_before, not_after)
     return start, max(start + timedelta(minutes=1), renewal.emergency_time(not_before, not_after))

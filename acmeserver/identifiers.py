@@ -38,6 +38,11 @@ class Identifier:
         return {"type": self.type, "value": self.value}
 
 
+def is_dns_name(name: str) -> bool:
+    """A syntactically valid DNS name (no wildcard, not an address)."""
+    return bool(name) and _dns_name_problem(name) is None
+
+
 def _dns_name_problem(name: str) -> str | None:
     if len(name) > 253:
         return "is longer than 253 characters"

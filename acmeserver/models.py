@@ -11,6 +11,8 @@ from django.utils import timezone
 from acmeserver import choices
 from acmeserver.querysets import (
     AcmeEabKeyQuerySet,
+    AcmeEarlyRenewalQuerySet,
+    AcmeOrderProfileQuerySet,
     AcmeProfileQuerySet,
     AcmeServerAccountQuerySet,
     AcmeServerAuthorizationQuerySet,
@@ -68,6 +70,13 @@ class AcmeProfile(models.Model):
         blank=True,
         help_text="shown in the directory; new accounts must agree to it (empty: no terms)",
     )
+    caa_identities = models.JSONField(
+        "CAA identities",
+        default=list,
+        blank=True,
+        help_text="issuer domain names CAA records name for this directory (RFC 8659), e.g. "
+        "certmgr.internal: when set, every name's CAA records are checked at finalize (empty: no check)",
+    )
     orders_per_hour = models.PositiveIntegerField(
         null=True, blank=True, help_text="new orders an account may place per hour (empty: no limit)"
     )
@@ -91,6 +100,47 @@ class AcmeProfile(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AcmeOrderProfile(models.Model):
+    """An ACME profile (draft-ietf-acme-profiles) a client of the directory may name on newOrder: listed
+    in the directory's ``meta.profiles``, it picks the policy and validity the certificate is issued under
+    instead of the directory's own."""
+
+    profile = models.ForeignKey(AcmeProfile, on_delete=models.CASCADE, related_name="order_profiles")
+    name = models.CharField(max_length=64, help_text="what clients send as newOrder's profile (a token)")
+    description = models.CharField(max_length=300, blank=True, help_text="shown in meta.profiles")
+    policy = models.ForeignKey(
+        Policy,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="acme_order_profiles",
+        help_text="checked on its orders (empty: the directory's policy)",
+    )
+    validity_days = models.PositiveIntegerField(default=90)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = AcmeOrderProfileQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["profile_id", "name"]
+        verbose_name = "ACME order profile"
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "name"], name="acme_order_profile_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def organization_id(self) -> int:
+        return self.profile.organization_id
+
+    @property
+    def effective_policy(self) -> Policy | None:
+        return self.policy if self.policy_id else self.profile.policy
 
 
 class AcmeNonce(models.Model):
@@ -155,6 +205,14 @@ class AcmeServerOrder(models.Model):
     replaces = models.ForeignKey(
         Certificate, null=True, blank=True, on_delete=models.SET_NULL, related_name="acme_server_replaced_by"
     )
+    # draft-ietf-acme-profiles: the profile the client named (its name kept for the echo if it is deleted)
+    order_profile = models.ForeignKey(
+        AcmeOrderProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="orders"
+    )
+    profile_name = models.CharField(max_length=64, blank=True)
+    # RFC 8555 §7.4: the validity the client asked for (within the policy), carried by the certificate
+    not_before = models.DateTimeField(null=True, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -232,6 +290,7 @@ class AcmeServerChallenge(models.Model):
     # What the validator did: the URL or record it asked for, where (address, port / name servers), what came
     # back, how long it took.
     validation_record = models.JSONField(default=list, blank=True)
+    validation_seconds = models.FloatField(null=True, blank=True, help_text="how long the validation took")
     validated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -271,3 +330,40 @@ class AcmeEabKey(models.Model):
     @property
     def organization_id(self) -> int:
         return self.profile.organization_id
+
+
+class AcmeEarlyRenewal(models.Model):
+    """An operator asked the clients of a certificate to renew it early (a mass re-issue): its ARI window
+    (RFC 9773) lies in the past from ``requested_at`` on."""
+
+    certificate = models.OneToOneField(
+        Certificate, on_delete=models.CASCADE, related_name="acme_early_renewal"
+    )
+    reason = models.CharField(max_length=200, blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+
+    objects = AcmeEarlyRenewalQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        verbose_name = "ACME early renewal"
+
+    def __str__(self) -> str:
+        return f"early renewal of {self.certificate_id}"
+
+
+class AcmeServerProblemCount(models.Model):
+    """How many refusals of each RFC 8555 type (``badNonce``, ``rateLimited``...) a profile's directory
+    answered. Web processes tally in memory and add here every few seconds (``certmgr.tally``,
+    ``CERTMGR_ACME_COUNT_FLUSH_SECONDS``), so /metrics reads one total across every process and host."""
+
+    profile = models.ForeignKey(AcmeProfile, on_delete=models.CASCADE, related_name="problem_counts")
+    type = models.CharField(max_length=32)  # the error type without urn:ietf:params:acme:error:
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "ACME server problem count"
+        constraints = [models.UniqueConstraint(fields=["profile", "type"], name="acme_problem_count_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.count} {self.type} of {self.profile_id}"

@@ -27,6 +27,7 @@ STATUS = {
     "externalAccountRequired": 400,
     "incorrectResponse": 403,
     "invalidContact": 400,
+    "invalidProfile": 400,  # draft-ietf-acme-profiles
     "malformed": 400,
     "orderNotReady": 403,
     "rateLimited": 429,

@@ -13,6 +13,14 @@ class AcmeProfileQuerySet(TenantQuerySet):
         return self.filter(enabled=True)
 
 
+class AcmeOrderProfileQuerySet(TenantQuerySet):
+    organization_path = "profile__organization"
+
+
+class AcmeEarlyRenewalQuerySet(TenantQuerySet):
+    organization_path = "certificate__organization"
+
+
 class AcmeServerAccountQuerySet(TenantQuerySet):
     organization_path = "profile__organization"
 

@@ -52,9 +52,13 @@ class Urls:
 
 def directory(urls: Urls) -> dict[str, Any]:
     profile = urls.profile
+    # draft-ietf-acme-profiles §3: {name: description} of the order profiles newOrder may name
+    profiles = {p.name: p.description or p.name for p in profile.order_profiles.all()}
     meta = messages.Directory.Meta(
         external_account_required=profile.eab_required or None,
         terms_of_service=profile.terms_of_service_url or None,
+        profiles=profiles or None,
+        caa_identities=tuple(profile.caa_identities) or None,
     )
     body = {
         "newNonce": urls.url("new-nonce"),
@@ -90,11 +94,17 @@ def order(urls: Urls, o: AcmeServerOrder, authorizations: list[AcmeServerAuthori
         "finalize": urls.url("finalize", o.public_id),
         "expires": o.expires_at,
     }
+    if o.profile_name:
+        fields["profile"] = o.profile_name
     if o.certificate_id and o.status == "valid":
         fields["certificate"] = urls.url("certificate", o.public_id)
     if o.error:
         fields["error"] = messages.Error.from_json(o.error)
-    return messages.Order(**fields).to_json()
+    body: dict[str, Any] = messages.Order(**fields).to_json()
+    for name, value in (("notBefore", o.not_before), ("notAfter", o.not_after)):
+        if value is not None:
+            body[name] = value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return body
 
 
 def challenge_body(urls: Urls, c: AcmeServerChallenge) -> messages.ChallengeBody:

@@ -9,9 +9,12 @@ account.
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import secrets
-from datetime import datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -31,15 +34,18 @@ from acmeserver.choices import (
 )
 from acmeserver.models import (
     AcmeEabKey,
+    AcmeEarlyRenewal,
     AcmeNonce,
+    AcmeOrderProfile,
     AcmeProfile,
     AcmeServerAccount,
     AcmeServerAuthorization,
     AcmeServerChallenge,
     AcmeServerOrder,
+    AcmeServerProblemCount,
 )
 from acmeserver.problems import AcmeProblem, malformed, unauthorized
-from certmgr import audit
+from certmgr import audit, tally
 from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, ServiceError
 from certmgr.models import Organization
@@ -64,6 +70,7 @@ PROFILE_FIELDS = (
     "allow_ip_identifiers",
     "enabled",
     "terms_of_service_url",
+    "caa_identities",
     "orders_per_hour",
     "max_pending_authorizations",
 )
@@ -91,6 +98,14 @@ def _check_profile(profile: AcmeProfile) -> None:
         profile.challenge_types = [t for t in ChallengeType.values if t in types]
         if profile.allow_wildcards and ChallengeType.DNS_01 not in types:
             errors["allow_wildcards"] = ["Wildcards are proved by dns-01: offer it too."]
+    caa_identities = profile.caa_identities if profile.caa_identities is not None else []
+    if not isinstance(caa_identities, list) or any(
+        not isinstance(d, str) or not idents.is_dns_name(d.strip().lower().rstrip("."))
+        for d in caa_identities
+    ):
+        errors["caa_identities"] = ["Enter domain names, e.g. certmgr.internal."]
+    else:
+        profile.caa_identities = list(dict.fromkeys(d.strip().lower().rstrip(".") for d in caa_identities))
     if not profile.slug or slugify(profile.slug) != profile.slug:
         errors["slug"] = ["Enter a slug: lower-case letters, digits and hyphens."]
     if errors:
@@ -136,6 +151,89 @@ def save_profile(
         except IntegrityError as exc:
             raise Conflict("a profile with this name or slug exists already", field="slug") from exc
     return profile
+
+
+# --- order profiles (draft-ietf-acme-profiles) -------------------------------------------------------------
+ORDER_PROFILE_FIELDS = ("name", "description", "policy", "validity_days")
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _check_order_profile(order_profile: AcmeOrderProfile) -> None:
+    errors: dict[str, list[str]] = {}
+    profile = order_profile.profile
+    if not PROFILE_NAME.fullmatch(order_profile.name or ""):
+        errors["name"] = ["Enter a token: letters, digits, '.', '_' and '-', at most 64 characters."]
+    order_profile.description = (order_profile.description or "").strip()
+    if len(order_profile.description) > 300 or "\x00" in order_profile.description:
+        errors["description"] = ["Enter at most 300 characters."]
+    policy: Policy | None = order_profile.policy if order_profile.policy_id else None
+    if policy is not None and policy.organization_id != profile.organization_id:
+        errors["policy"] = ["Choose a policy of this organization."]
+    policy = policy or (profile.policy if profile.policy_id else None)
+    if not 1 <= int(order_profile.validity_days or 0) <= MAX_VALIDITY_DAYS:
+        errors["validity_days"] = [f"Enter 1 to {MAX_VALIDITY_DAYS} days."]
+    elif (
+        policy is not None
+        and policy.max_validity_days
+        and order_profile.validity_days > policy.max_validity_days
+    ):
+        errors["validity_days"] = [f"Policy {policy.name!r} allows at most {policy.max_validity_days} days."]
+    if errors:
+        raise ValidationError(errors)
+
+
+def save_order_profile(
+    profile: AcmeProfile | None,
+    *,
+    actor: Actor,
+    instance: AcmeOrderProfile | None = None,
+    **values: Any,
+) -> AcmeOrderProfile:
+    """Create (``instance`` None) or change an ACME order profile of a directory: a name clients may send
+    on newOrder, the policy and validity it maps to."""
+    actor = as_actor(actor)
+    action = "acme_order_profile.update" if instance else "acme_order_profile.create"
+    owner = instance.profile if instance is not None else profile
+    assert owner is not None
+    with audit.failures(actor, action, instance or owner):
+        require(actor, Action.MANAGE, owner.organization_id)
+        order_profile = instance or AcmeOrderProfile(profile=owner)
+        for name, value in values.items():
+            if name not in ORDER_PROFILE_FIELDS:
+                raise ValidationError({name: ["This field cannot be set."]})
+            setattr(order_profile, name, value)
+        _check_order_profile(order_profile)
+        order_profile.updated_at = timezone.now()
+        try:
+            with transaction.atomic():
+                order_profile.save()
+                audit.record(
+                    actor,
+                    action,
+                    order_profile,
+                    organization=owner.organization_id,
+                    profile=owner.pk,
+                    **{k: _audit_value(getattr(order_profile, k)) for k in values},
+                )
+        except IntegrityError as exc:
+            raise Conflict("this directory has an order profile with this name", field="name") from exc
+    return order_profile
+
+
+def delete_order_profile(order_profile: AcmeOrderProfile, *, actor: Actor) -> None:
+    """Clients can no longer name it; its orders keep its name."""
+    actor = as_actor(actor)
+    with audit.failures(actor, "acme_order_profile.delete", order_profile):
+        require(actor, Action.MANAGE, order_profile.organization_id)
+        with transaction.atomic():
+            audit.record(
+                actor,
+                "acme_order_profile.delete",
+                order_profile,
+                organization=order_profile.organization_id,
+                name=order_profile.name,
+            )
+            order_profile.delete()
 
 
 def directory_url(profile: AcmeProfile) -> str:
@@ -185,6 +283,29 @@ def use_nonce(value: str) -> bool:
         return False
     deleted, _ = AcmeNonce.objects.filter(value=value, expires_at__gt=timezone.now()).delete()
     return deleted == 1
+
+
+# --- counting refusals (the metrics) -----------------------------------------------------------------------
+def _write_problem_counts(counts: dict[tuple[int, str], int]) -> None:
+    live = set(AcmeProfile.objects.filter(pk__in={p for p, _ in counts}).values_list("pk", flat=True))
+    for (profile_id, kind), n in sorted(counts.items()):
+        if profile_id in live:
+            tally.add_to_row(AcmeServerProblemCount, n, profile_id=profile_id, type=kind)
+
+
+# This process's refusals not yet added to ``AcmeServerProblemCount``: (profile id, error type) -> count.
+_PROBLEMS: tally.Tally[tuple[int, str]] = tally.Tally(
+    "ACME server problem", _write_problem_counts, lambda: float(settings.CERTMGR_ACME_COUNT_FLUSH_SECONDS)
+)
+
+
+def count_problem(profile: AcmeProfile, problem: AcmeProblem) -> None:
+    """Count a refusal the profile's directory answered, for the metrics (badNonce, rateLimited...)."""
+    _PROBLEMS.count((profile.pk, problem.kind))
+
+
+def flush_problem_counts() -> None:
+    _PROBLEMS.flush()
 
 
 # --- accounts -------------------------------------------------------------------------------------------
@@ -395,17 +516,93 @@ def _challenge_types(profile: AcmeProfile, ident: idents.Identifier) -> list[str
     return offered
 
 
-def _policy_problems(profile: AcmeProfile, wanted: list[idents.Identifier]) -> list[AcmeProblem]:
-    if profile.policy is None:
+def _policy(profile: AcmeProfile, order_profile: AcmeOrderProfile | None) -> Policy | None:
+    if order_profile is not None and order_profile.policy_id:
+        return order_profile.policy
+    return profile.policy if profile.policy_id else None
+
+
+def _validity_days(profile: AcmeProfile, order_profile: AcmeOrderProfile | None) -> int:
+    return order_profile.validity_days if order_profile is not None else profile.validity_days
+
+
+def _order_profile(profile: AcmeProfile, name: Any) -> AcmeOrderProfile | None:
+    """draft-ietf-acme-profiles §4: the order profile newOrder names (none: the directory's own settings);
+    a name the directory does not list is an ``invalidProfile``."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        raise malformed("profile must be the name of one of the directory's meta.profiles")
+    order_profile = (
+        AcmeOrderProfile.objects.select_related("policy").filter(profile=profile, name=name).first()
+    )
+    if order_profile is None:
+        listed = ", ".join(profile.order_profiles.values_list("name", flat=True)) or "none"
+        raise AcmeProblem(
+            "invalidProfile", f"this directory has no profile {name[:64]!r} (its profiles: {listed})"
+        )
+    return order_profile
+
+
+# How far in the past a notBefore may lie (clients' clocks), RFC 8555 §7.4.
+NOT_BEFORE_SKEW = timedelta(minutes=5)
+
+
+def _timestamp(payload: dict[str, Any], name: str) -> datetime | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise malformed(f"{name} must be an RFC 3339 date-time")
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise malformed(f"{name} {value[:40]!r} is not an RFC 3339 date-time") from None
+    if parsed.tzinfo is None:
+        raise malformed(f"{name} {value[:40]!r} has no time zone (RFC 3339 needs Z or an offset)")
+    return parsed.astimezone(UTC).replace(microsecond=0)
+
+
+def _requested_validity(
+    payload: dict[str, Any], validity_days: int, now: datetime
+) -> tuple[datetime | None, datetime | None]:
+    """RFC 8555 §7.4 notBefore/notAfter, honoured when they fit the profile's validity: notBefore not
+    earlier than a few minutes ago, notAfter after notBefore (and now), the span at most the validity.
+    Otherwise ``malformed`` saying which bound fails."""
+    not_before, not_after = _timestamp(payload, "notBefore"), _timestamp(payload, "notAfter")
+    if not_before is None and not_after is None:
+        return None, None
+    start = not_before or now
+    span = timedelta(days=validity_days)
+    if not_before is not None and not_before < now - NOT_BEFORE_SKEW:
+        raise malformed(f"notBefore {not_before:%Y-%m-%dT%H:%M:%SZ} lies in the past (backdating is refused)")
+    if not_before is not None and not_before > now + span:
+        raise malformed(f"notBefore lies more than the profile's validity ({validity_days} days) ahead")
+    if not_after is not None:
+        if not_after <= max(start, now):
+            raise malformed(f"notAfter {not_after:%Y-%m-%dT%H:%M:%SZ} is not after notBefore and now")
+        if not_after - start > span:
+            raise malformed(
+                f"notAfter {not_after:%Y-%m-%dT%H:%M:%SZ} is more than the profile's validity "
+                f"({validity_days} days) after notBefore"
+            )
+    return not_before, not_after
+
+
+def _policy_problems(
+    profile: AcmeProfile, order_profile: AcmeOrderProfile | None, wanted: list[idents.Identifier]
+) -> list[AcmeProblem]:
+    policy = _policy(profile, order_profile)
+    if policy is None:
         return []
-    rules = pki.policy_of(profile.policy)
+    rules = pki.policy_of(policy)
     problems = []
     for ident in wanted:
         request = policy_rules.Request(
             common_name="",
             sans=[ident.value],
             key_algorithm="",
-            validity_days=profile.validity_days,
+            validity_days=_validity_days(profile, order_profile),
             key_usages=[],
             extended_key_usages=[],
         )
@@ -423,17 +620,15 @@ def new_order(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServer
     profile = account.profile
     if account.status != AccountStatus.VALID:
         raise unauthorized(f"the account is {account.status}")
-    for name in ("notBefore", "notAfter"):
-        if payload.get(name) is not None:
-            raise malformed(
-                f"{name} is not supported: the profile's validity ({profile.validity_days} days) applies"
-            )
+    order_profile = _order_profile(profile, payload.get("profile"))
+    now = timezone.now()
+    not_before, not_after = _requested_validity(payload, _validity_days(profile, order_profile), now)
     wanted = idents.clean(
         payload.get("identifiers"),
         allow_wildcards=profile.allow_wildcards,
         allow_ip=profile.allow_ip_identifiers,
     )
-    problems = _policy_problems(profile, wanted)
+    problems = _policy_problems(profile, order_profile, wanted)
     for ident in wanted:
         if not _challenge_types(profile, ident):
             problems.append(
@@ -444,7 +639,6 @@ def new_order(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServer
                 )
             )
     idents.raise_compound(problems)
-    now = timezone.now()
     replaces = _replaced(account, payload.get("replaces")) if payload.get("replaces") is not None else None
     _check_rate_limits(account, len(wanted), now)
     expires = now + timedelta(days=settings.CERTMGR_ACME_ORDER_DAYS)
@@ -454,6 +648,10 @@ def new_order(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServer
             identifiers=[i.to_json() for i in wanted],
             expires_at=expires,
             replaces=replaces,
+            order_profile=order_profile,
+            profile_name=order_profile.name if order_profile is not None else "",
+            not_before=not_before,
+            not_after=not_after,
         )
         authorizations = []
         reused = 0
@@ -486,6 +684,9 @@ def new_order(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServer
             identifiers=[i.value for i in wanted],
             reused_authorizations=reused,
             replaces=replaces.serial if replaces is not None else None,
+            profile=order.profile_name or None,
+            not_before=not_before.isoformat() if not_before else None,
+            not_after=not_after.isoformat() if not_after else None,
         )
     return order
 
@@ -515,12 +716,72 @@ def renewal_info(profile: AcmeProfile, identifier: str) -> tuple[datetime, datet
     from acmeserver import ari
 
     certificate = certificate_of_id(profile, identifier)
+    early = AcmeEarlyRenewal.objects.filter(certificate=certificate).values_list("requested_at", flat=True)
     return ari.suggested_window(
         certificate.not_before,
         certificate.not_after,
         revoked=certificate.status == Certificate.Status.REVOKED,
         now=timezone.now(),
+        early_renewal_at=early.first(),
     )
+
+
+MAX_EARLY_RENEWAL_REASON = 200
+
+
+def request_early_renewal(
+    *,
+    actor: Actor,
+    profile: AcmeProfile | None = None,
+    ca: CertificateAuthority | None = None,
+    certificates: list[Certificate] | None = None,
+    reason: str = "",
+) -> int:
+    """A mass re-issue over ARI (RFC 9773): the unexpired, unrevoked certificates of ``ca``, those issued
+    through ``profile``'s orders, or the ``certificates`` given, get a suggested renewal window in the past,
+    so their ACME clients renew at their next check. Answers how many certificates were marked (one asked
+    again keeps its first time). One audit event per call, naming the serials."""
+    actor = as_actor(actor)
+    target: Any = profile or ca or (certificates[0] if certificates else None)
+    with audit.failures(actor, "acme_server.early_renewal", target):
+        if sum(x is not None for x in (profile, ca, certificates)) != 1:
+            raise ValidationError({"non_field_errors": ["Name one of: a profile, a CA, certificates."]})
+        reason = (reason or "").strip()
+        if len(reason) > MAX_EARLY_RENEWAL_REASON or "\x00" in reason:
+            raise ValidationError({"reason": [f"Enter at most {MAX_EARLY_RENEWAL_REASON} characters."]})
+        now = timezone.now()
+        if profile is not None:
+            org_id = profile.organization_id
+            chosen = Certificate.objects.filter(acme_server_orders__account__profile=profile)
+        elif ca is not None:
+            org_id = ca.organization_id
+            chosen = Certificate.objects.filter(ca=ca)
+        else:
+            assert certificates
+            org_id = certificates[0].organization_id
+            if any(c.organization_id != org_id for c in certificates):
+                raise ValidationError({"certificates": ["Choose certificates of one organization."]})
+            chosen = Certificate.objects.filter(pk__in=[c.pk for c in certificates])
+        require(actor, Action.MANAGE, org_id)
+        chosen = chosen.filter(organization_id=org_id, not_after__gt=now).exclude(
+            status=Certificate.Status.REVOKED
+        )
+        with transaction.atomic():
+            rows = list(chosen.distinct().values_list("pk", "serial"))
+            AcmeEarlyRenewal.objects.bulk_create(
+                [AcmeEarlyRenewal(certificate_id=pk, reason=reason, requested_at=now) for pk, _ in rows],
+                ignore_conflicts=True,
+            )
+            audit.record(
+                actor,
+                "acme_server.early_renewal",
+                target,
+                organization=org_id,
+                reason=reason,
+                count=len(rows),
+                serials=[serial for _, serial in rows[:1000]],
+            )
+    return len(rows)
 
 
 def _replaced(account: AcmeServerAccount, identifier: Any) -> Certificate:
@@ -684,13 +945,16 @@ def validate_challenge(challenge_id: int) -> AcmeServerChallenge | None:
         return challenge
     authz = challenge.authorization
     account = authz.account
+    started = time.monotonic()
     outcome = validation.validate(challenge.type, authz.identifier_value, challenge.token, account.jwk)
+    seconds = time.monotonic() - started
     now = timezone.now()
     with transaction.atomic():
         challenge = AcmeServerChallenge.objects.select_for_update().get(pk=challenge_id)
         if challenge.status != ChallengeStatus.PROCESSING:
             return challenge
         challenge.validation_record = outcome.record
+        challenge.validation_seconds = seconds
         challenge.updated_at = now
         if outcome.valid:
             challenge.status = ChallengeStatus.VALID
@@ -723,7 +987,57 @@ def validate_challenge(challenge_id: int) -> AcmeServerChallenge | None:
 
 
 # --- finalize -------------------------------------------------------------------------------------------
-def finalize(order: AcmeServerOrder, payload: dict[str, Any]) -> AcmeServerOrder:
+def _check_caa(order: AcmeServerOrder, account_uri: str) -> None:
+    """RFC 8659 with RFC 8657's ``accounturi`` and ``validationmethods``, when the profile names its CAA
+    identities: each DNS name's relevant CAA records (climbing to the root, through the validator's
+    resolvers) must let this directory issue, for this account and the method that proved the name. A
+    forbidding record is a ``caa`` problem quoting it; a lookup that fails refuses too (``dns``): nothing is
+    issued without the answer."""
+    from acmeserver import validation
+    from dnsproviders import caa
+
+    profile = order.account.profile
+    proved = {
+        (a.identifier_value, a.wildcard): a.challenges.filter(status=ChallengeStatus.VALID)
+        .values_list("type", flat=True)
+        .first()
+        for a in order.authorizations.all()
+    }
+    resolve = caa.resolver_lookup(validation.resolver())
+    failed: list[str] = []
+
+    def lookup(name: str) -> list[caa.CaaRecord] | None:
+        records = resolve(name)
+        if records is None:
+            failed.append(name)
+        return records
+
+    problems = []
+    for item in order.identifiers:
+        if item["type"] != "dns":
+            continue  # RFC 8659 is about domain names (RFC 8738 §6: no CAA for addresses)
+        ident = idents.Identifier(item["type"], item["value"])
+        refusals = caa.preflight(
+            [ident.value],
+            lookup,
+            ca_identifiers=profile.caa_identities,
+            account_uri=account_uri,
+            method=proved.get((ident.base, ident.wildcard)) or "",
+        )
+        if failed:
+            raise AcmeProblem(
+                "dns",
+                f"the CAA lookup of {failed[0]} failed: certmgr does not issue without its answer",
+                identifier=ident.to_json(),
+            )
+        problems += [AcmeProblem("caa", str(r), identifier=ident.to_json()) for r in refusals]
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise AcmeProblem("caa", "; ".join(p.detail for p in problems), subproblems=problems)
+
+
+def finalize(order: AcmeServerOrder, payload: dict[str, Any], *, account_uri: str = "") -> AcmeServerOrder:
     """RFC 8555 §7.4: check the CSR against the order (exactly its identifiers) and issue through the
     issuance core under the profile's policy. A refusal leaves the order ready and nothing issued."""
     from acmeserver import jws
@@ -743,6 +1057,8 @@ def finalize(order: AcmeServerOrder, payload: dict[str, Any]) -> AcmeServerOrder
     problem = idents.csr_problem(wanted, common_name=info.subject.common_name, sans=info.sans)
     if problem is not None:
         raise problem
+    if profile.caa_identities:
+        _check_caa(order, account_uri)
     actor = actor_for(profile, account)
 
     def mark_valid(certificate: Certificate) -> None:
@@ -761,13 +1077,21 @@ def finalize(order: AcmeServerOrder, payload: dict[str, Any]) -> AcmeServerOrder
             serial=certificate.serial,
         )
 
+    order_profile = order.order_profile if order.order_profile_id else None
+    validity_days = _validity_days(profile, order_profile)
+    if order.not_before or order.not_after:  # the client's window: the policy checks its length
+        start = order.not_before or timezone.now()
+        end = order.not_after or start + timedelta(days=validity_days)
+        validity_days = max(1, math.ceil((end - start).total_seconds() / 86400))
     enrollment = pki.Enrollment(
         organization_id=profile.organization_id,
         ca=profile.ca,
-        policy=profile.policy,
+        policy=_policy(profile, order_profile),
         csr_pem=x509.to_pem(csr),
         names=[i.value for i in wanted],
-        validity_days=profile.validity_days,
+        validity_days=validity_days,
+        not_before=order.not_before,
+        not_after=order.not_after,
     )
     try:
         pki.enroll(enrollment, actor=actor, then=mark_valid)

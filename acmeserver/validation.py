@@ -59,6 +59,11 @@ def _resolver() -> dns.resolver.Resolver:
     return resolver
 
 
+def resolver() -> dns.resolver.Resolver:
+    """The validator's resolver, for the other checks of a name (CAA at finalize)."""
+    return _resolver()
+
+
 def _where() -> str:
     return settings.CERTMGR_ACME_VALIDATION_RESOLVERS or "the system resolver"
 

@@ -81,6 +81,8 @@ def _respond(urls: resources.Urls | None, answer: Answer, *, nonce: bool = True)
 
 
 def _problem(urls: resources.Urls | None, problem: AcmeProblem) -> HttpResponse:
+    if urls is not None:
+        services.count_problem(urls.profile, problem)
     return _respond(
         urls,
         Answer(
@@ -340,7 +342,7 @@ def _order(request: HttpRequest, urls: resources.Urls, signed: Signed, public_id
 
 def _finalize(request: HttpRequest, urls: resources.Urls, signed: Signed, public_id: str | None) -> Answer:
     order = _own_order(signed, public_id)
-    order = services.finalize(order, signed.payload)
+    order = services.finalize(order, signed.payload, account_uri=urls.account(signed.require_account()))
     return _order_answer(urls, order)
 
 

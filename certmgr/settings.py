@@ -221,6 +221,8 @@ CERTMGR_OCSP_REFRESH_MINUTES = env.int("CERTMGR_OCSP_REFRESH_MINUTES", default=3
 # Each web process adds its count of OCSP answers (the metrics) to the database at most this often (seconds;
 # 0: at every request): /metrics lags by up to this long, and a process killed with SIGKILL loses as much.
 CERTMGR_OCSP_COUNT_FLUSH_SECONDS = env.float("CERTMGR_OCSP_COUNT_FLUSH_SECONDS", default=2.0)
+# How often a web process adds its ACME server refusal counts (badNonce, rateLimited...) to the database.
+CERTMGR_ACME_COUNT_FLUSH_SECONDS = env.float("CERTMGR_ACME_COUNT_FLUSH_SECONDS", default=2.0)
 # Fernet keys, comma-separated: the first encrypts, all decrypt (rotation by key list).
 CERTMGR_ENCRYPTION_KEYS = env.list("CERTMGR_ENCRYPTION_KEYS", default=[])
 # Audit-log HMAC keys, comma-separated (certmgr.audit_keys): the first links new events and signs checkpoints,

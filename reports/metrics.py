@@ -58,6 +58,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Order duration buckets (seconds): an ACME order takes seconds with HTTP-01, minutes with slow DNS.
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 FINISHED_STEPS = ("done", "failed", "cancelled")
+VALIDATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)  # seconds: a challenge's validation
 
 
 # --- the families ---------------------------------------------------------------------------------------
@@ -255,22 +256,74 @@ def collect(org_ids: set[int] | None, *, limit: int | None = None, now: datetime
 
 
 def _acme_server_orders(out: Exposition, org_ids: set[int] | None, orgs: dict[int, str]) -> None:
-    """Orders of certmgr's own ACME server by profile and RFC 8555 status, one GROUP BY."""
-    from acmeserver.models import AcmeServerOrder
+    """certmgr's own ACME server: orders by directory, order profile (draft-ietf-acme-profiles; empty:
+    none named) and RFC 8555 status; challenge validation durations (stored on each challenge, so every
+    worker's count); refusals by error type (badNonce, rateLimited..., tallied by the web processes)."""
+    from acmeserver.models import AcmeServerChallenge, AcmeServerOrder, AcmeServerProblemCount
 
     rows = (
         _scoped(AcmeServerOrder.objects, org_ids, "account__profile__organization_id")
         .order_by()
-        .values_list("account__profile__organization_id", "account__profile__slug", "status")
+        .values_list("account__profile__organization_id", "account__profile__slug", "profile_name", "status")
         .annotate(n=Count("*"))
     )
     out.family(
-        "certmgr_acme_server_orders", "gauge", "Orders of certmgr's ACME server by profile and status."
+        "certmgr_acme_server_orders",
+        "gauge",
+        "Orders of certmgr's ACME server by profile, order profile and status.",
     )
-    for org, profile, status, n in sorted(rows):
+    for org, profile, order_profile, status, n in sorted(rows):
         out.sample(
             "certmgr_acme_server_orders",
-            (("organization", orgs.get(org, "")), ("profile", profile), ("status", status)),
+            (
+                ("organization", orgs.get(org, "")),
+                ("profile", profile),
+                ("order_profile", order_profile),
+                ("status", status),
+            ),
+            n,
+        )
+    buckets = {
+        f"le{i}": Count("pk", filter=Q(validation_seconds__lte=bound))
+        for i, bound in enumerate(VALIDATION_BUCKETS)
+    }
+    org_path = "authorization__account__profile__organization_id"
+    slug = "authorization__account__profile__slug"
+    validations = (
+        _scoped(AcmeServerChallenge.objects, org_ids, org_path)
+        .filter(validation_seconds__isnull=False)
+        .order_by()
+        .values(org_path, slug, "type", "status")
+        .annotate(n=Count("*"), total=Sum("validation_seconds"), **buckets)
+    )
+    name = "certmgr_acme_server_validation_duration_seconds"
+    out.family(name, "histogram", "How long certmgr's ACME server took to validate a challenge, by outcome.")
+    for row in sorted(validations, key=lambda r: (r[org_path], r[slug], r["type"], r["status"])):
+        labels: tuple[tuple[str, object], ...] = (
+            ("organization", orgs.get(row[org_path], "")),
+            ("profile", row[slug]),
+            ("type", row["type"]),
+            ("outcome", row["status"]),
+        )
+        for i, bound in enumerate(VALIDATION_BUCKETS):
+            out.sample(f"{name}_bucket", (*labels, ("le", f"{float(bound)}")), row[f"le{i}"])
+        out.sample(f"{name}_bucket", (*labels, ("le", "+Inf")), row["n"])
+        out.sample(f"{name}_sum", labels, row["total"] or 0.0)
+        out.sample(f"{name}_count", labels, row["n"])
+    problems = (
+        _scoped(AcmeServerProblemCount.objects, org_ids, "profile__organization_id")
+        .order_by()
+        .values_list("profile__organization_id", "profile__slug", "type", "count")
+    )
+    out.family(
+        "certmgr_acme_server_problems_total",
+        "counter",
+        "Refusals certmgr's ACME server answered by RFC 8555 error type (badNonce, rateLimited...).",
+    )
+    for org, profile, kind, n in sorted(problems):
+        out.sample(
+            "certmgr_acme_server_problems_total",
+            (("organization", orgs.get(org, "")), ("profile", profile), ("type", kind)),
             n,
         )
 

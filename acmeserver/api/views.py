@@ -11,7 +11,14 @@ from rest_framework.response import Response
 
 from acmeserver import services
 from acmeserver.api import serializers as s
-from acmeserver.models import AcmeEabKey, AcmeProfile, AcmeServerAccount, AcmeServerOrder
+from acmeserver.models import (
+    AcmeEabKey,
+    AcmeEarlyRenewal,
+    AcmeOrderProfile,
+    AcmeProfile,
+    AcmeServerAccount,
+    AcmeServerOrder,
+)
 from certmgr.api.mixins import TenantViewMixin, resolve_organization
 from certmgr.api.validation import valid
 
@@ -59,6 +66,43 @@ class AcmeProfileViewSet(
         return Response({"id": key.pk, "kid": key.kid, "hmac_key": hmac_key}, status=status.HTTP_201_CREATED)
 
 
+class AcmeOrderProfileViewSet(
+    TenantViewMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """ACME order profiles (draft-ietf-acme-profiles): the names a directory lists in ``meta.profiles``,
+    each mapped to a policy and a validity; a newOrder naming one is issued under them."""
+
+    base_queryset = AcmeOrderProfile.objects.select_related("profile")
+    serializer_class = s.AcmeOrderProfileSerializer
+    filter_backends = [filters.OrderingFilter, filters.SearchFilter]
+    search_fields = ["name"]
+    ordering_fields = ["id", "name", "created_at"]
+
+    def create(self, request, *args, **kwargs):
+        data = valid(s.AcmeOrderProfileSerializer, request)
+        profile = data.pop("profile")
+        made = services.save_order_profile(profile, actor=self.actor, **data)
+        return Response(s.AcmeOrderProfileSerializer(made).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        instance = self.get_object()
+        data = valid(s.AcmeOrderProfileSerializer, request, partial=kwargs.get("partial", False))
+        profile = data.pop("profile", None)
+        if profile is not None and profile.pk != instance.profile_id:
+            raise ValidationError({"profile": ["An order profile cannot move to another directory."]})
+        saved = services.save_order_profile(None, actor=self.actor, instance=instance, **data)
+        return Response(s.AcmeOrderProfileSerializer(saved).data)
+
+    def perform_destroy(self, instance):
+        services.delete_order_profile(instance, actor=self.actor)
+
+
 class AcmeServerAccountViewSet(
     TenantViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
@@ -102,3 +146,28 @@ class AcmeEabKeyViewSet(
 
     def perform_destroy(self, instance):
         services.revoke_eab_key(instance, actor=self.actor)
+
+
+class AcmeEarlyRenewalViewSet(TenantViewMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Mass re-issue over ARI (RFC 9773): ``POST`` with one of ``profile``, ``ca`` or ``certificates``
+    gives those certificates a suggested renewal window in the past, so their ACME clients (``certbot
+    renew``) renew at their next check. ``GET`` lists the certificates asked to renew early."""
+
+    base_queryset = AcmeEarlyRenewal.objects.all()
+    serializer_class = s.AcmeEarlyRenewalSerializer
+    filter_backends = [filters.OrderingFilter]
+    ordering_fields = ["id", "requested_at"]
+
+    @extend_schema(
+        request=s.AcmeEarlyRenewalRequestSerializer, responses={201: s.AcmeEarlyRenewalResultSerializer}
+    )
+    def create(self, request, *args, **kwargs):
+        data = valid(s.AcmeEarlyRenewalRequestSerializer, request)
+        count = services.request_early_renewal(
+            actor=self.actor,
+            profile=data.get("profile"),
+            ca=data.get("ca"),
+            certificates=data.get("certificates"),
+            reason=data.get("reason", ""),
+        )
+        return Response({"certificates": count}, status=status.HTTP_201_CREATED)

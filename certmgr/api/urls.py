@@ -32,6 +32,12 @@ router.register(
 )
 router.register("acme-server-orders", acme_server_views.AcmeServerOrderViewSet, basename="acme-server-order")
 router.register("acme-eab-keys", acme_server_views.AcmeEabKeyViewSet, basename="acme-eab-key")
+router.register(
+    "acme-early-renewals", acme_server_views.AcmeEarlyRenewalViewSet, basename="acme-early-renewal"
+)
+router.register(
+    "acme-order-profiles", acme_server_views.AcmeOrderProfileViewSet, basename="acme-order-profile"
+)
 register_alerts(router)  # alert-channels, alert-rules, alert-deliveries
 register_syncs(router)  # sync-destinations, sync-rules, sync-runs
 

@@ -141,8 +141,8 @@ def test_metrics_count_the_servers_orders_by_profile_and_status(tenant, other_te
     text = scrape(Client(), **bearer(tenant.auditor.token))
     assert "# TYPE certmgr_acme_server_orders gauge\n" in text
     assert samples(text, "certmgr_acme_server_orders") == {
-        '{organization="acme",profile="web",status="invalid"}': 1,
-        '{organization="acme",profile="web",status="valid"}': 2,
+        '{order_profile="",organization="acme",profile="web",status="invalid"}': 1,
+        '{order_profile="",organization="acme",profile="web",status="valid"}': 2,
     }
     assert samples(scrape(Client(), **bearer(other_tenant.auditor.token)), "certmgr_acme_server_orders") == {}
 

@@ -228,3 +228,52 @@ def test_certbot_dns_rfc2136_through_bind_then_renew(
     third = AcmeServerOrder.objects.order_by("-created_at").first()
     assert AcmeServerOrder.objects.count() == 3 and third.status == "valid"
     assert third.certificate_id not in (orders[0].certificate_id, orders[1].certificate_id)
+
+
+def test_certbot_preferred_profile_then_an_early_renewal_makes_renew_order_again(
+    live_server, tenant, profile, validation_env, settings, tmp_path
+):
+    """draft-ietf-acme-profiles: ``--preferred-profile`` picks an order profile of the directory's
+    meta.profiles and the certificate has its validity; then an operator's early renewal (ARI, a mass
+    re-issue) makes a plain ``certbot renew`` order again, under the same profile."""
+    from acmeserver import services
+    from pki import services as pki_services
+    from tests.conftest import SYSTEM
+
+    policy = pki_services.save_policy(tenant.organization, actor=SYSTEM, name="Week", max_validity_days=7)
+    services.save_order_profile(
+        profile, actor=SYSTEM, name="shortlived", description="a week", policy=policy, validity_days=6
+    )
+    port = free_port()
+    settings.CERTMGR_ACME_VALIDATION_HTTP_PORT = port
+    name = loopback_name(validation_env, "profile")
+    standalone = ["--standalone", "--http-01-port", str(port), "--http-01-address", "127.0.0.1"]
+    server = ["--server", directory_url(live_server, profile)]
+    run = certbot(
+        tmp_path,
+        "certonly",
+        *standalone,
+        "-d",
+        name,
+        "--preferred-profile",
+        "shortlived",
+        "--agree-tos",
+        "--register-unsafely-without-email",
+        *server,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    first = AcmeServerOrder.objects.get()
+    assert first.profile_name == "shortlived"
+    leaf = cx509.load_pem_x509_certificate((tmp_path / "config" / "live" / name / "cert.pem").read_bytes())
+    assert (leaf.not_valid_after_utc - leaf.not_valid_before_utc).days == 6
+    settings.CERTMGR_ACME_ARI_RETRY_SECONDS = 1
+    quiet = certbot(tmp_path, "renew", "--no-random-sleep-on-renew", *standalone, *server)
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert AcmeServerOrder.objects.count() == 1  # ARI: not due yet (the 6-day certificate is fresh)
+    assert services.request_early_renewal(actor=SYSTEM, profile=profile, reason="re-issue") == 1
+    time.sleep(1.5)
+    due = certbot(tmp_path, "renew", "--no-random-sleep-on-renew", *standalone, *server)
+    assert due.returncode == 0, due.stdout + due.stderr
+    second = AcmeServerOrder.objects.order_by("-created_at").first()
+    assert AcmeServerOrder.objects.count() == 2 and second.status == "valid"
+    assert second.certificate_id != first.certificate_id and second.profile_name == "shortlived"

@@ -4,6 +4,7 @@ itself, finalize through the issuance core, download, revocation."""
 from __future__ import annotations
 
 import datetime
+import time
 
 import pytest
 from acme import challenges, messages
@@ -167,3 +168,67 @@ def test_an_ip_identifier_is_validated_over_http01_at_the_address(
     sans = leaf.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
     assert [str(ip) for ip in sans.get_values_for_type(cx509.IPAddress)] == ["127.0.0.1"]
     assert token_server.requests[-1][0] == f"127.0.0.1:{token_server.port}"
+
+
+def _validated_order(client, name, token_server):
+    order = _order_with(client, [name])
+    answer_http01(client, order, token_server)
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=20)
+    for _ in range(100):
+        authz, _ = client.poll(order.authorizations[0])
+        if authz.body.status != messages.STATUS_PENDING or datetime.datetime.now() > deadline:
+            break
+        time.sleep(0.2)
+    assert authz.body.status == messages.STATUS_VALID
+    return order
+
+
+def test_caa_is_checked_at_finalize_with_the_profiles_identities(
+    live_server, tenant, hierarchy, validation_env, token_server
+):
+    """RFC 8659 and RFC 8657 through PowerDNS: a record naming another CA, or this one for dns-01 only,
+    forbids (``caa``, quoting it; nothing issued); one naming this directory and the account allows."""
+    from tests.acmeserver.conftest import make_profile
+
+    profile = make_profile(tenant, hierarchy[1], name="CAA", slug="caa", caa_identities=["Certmgr.Internal."])
+    assert profile.caa_identities == ["certmgr.internal"]
+    url = directory_url(live_server, profile)
+    client = acme_client_for(url)
+    assert client.directory.meta.caa_identities == ("certmgr.internal",)
+    name = loopback_name(validation_env, "caa")
+    parent = name.split(".", 1)[1]
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=20)
+    try:
+        validation_env.set_rrset(name, "CAA", ['0 issue "letsencrypt.org"'])
+        order = _validated_order(client, name, token_server)
+        with pytest.raises(messages.Error) as refused:
+            client.poll_and_finalize(order, deadline)
+        assert refused.value.typ == "urn:ietf:params:acme:error:caa"
+        assert (
+            f"CAA at {name} forbids" in refused.value.detail
+            and '0 issue "letsencrypt.org"' in refused.value.detail
+        )
+        validation_env.set_rrset(name, "CAA", ['0 issue "certmgr.internal; validationmethods=dns-01"'])
+        with pytest.raises(messages.Error) as refused:
+            client.poll_and_finalize(order, deadline)
+        assert (
+            refused.value.typ == "urn:ietf:params:acme:error:caa"
+            and "validationmethods" in refused.value.detail
+        )
+        assert (
+            AcmeServerOrder.objects.get().status == "ready" and not AcmeServerOrder.objects.get().certificate
+        )
+        # the relevant set is the closest one climbing up: the name's own record goes, the parent's applies
+        validation_env.set_rrset(name, "CAA", [])
+        account_url = client.net.account.uri
+        validation_env.set_rrset(parent, "CAA", [f'0 issue "certmgr.internal; accounturi={account_url}"'])
+        order = client.poll_and_finalize(order, deadline)
+        assert order.body.status == messages.STATUS_VALID
+        other = acme_client_for(url)  # another account of the directory: not the one the record names
+        second = _validated_order(other, loopback_name(validation_env, "caa2"), token_server)
+        with pytest.raises(messages.Error) as refused:
+            other.poll_and_finalize(second, deadline)
+        assert refused.value.typ == "urn:ietf:params:acme:error:caa"
+    finally:
+        validation_env.set_rrset(name, "CAA", [])
+        validation_env.set_rrset(parent, "CAA", [])

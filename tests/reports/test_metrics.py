@@ -310,8 +310,8 @@ def test_query_count_does_not_grow_with_rows(tenant, hierarchy, subscriber, djan
         make_cert(org, ca=hierarchy[1], subscriber=subscriber, days=days, renew_in=days / 2)
     # organizations, CAs, subscribers, their certificates, counts by status, by CA, failures, orders,
     # ACME requests (+ alert deliveries), OCSP answer counts, coverage and oldest response, the ACME
-    # server's orders
-    expected = 9 + hasattr(pki_models, "AlertDelivery") + 3 + 1  # OCSP: answers, coverage, oldest
+    # server's orders, validation durations and refusal counts
+    expected = 9 + hasattr(pki_models, "AlertDelivery") + 3 + 3  # OCSP: answers, coverage, oldest
     with django_assert_num_queries(expected):
         metrics.collect({org.pk})
     for i in range(5):
