@@ -289,3 +289,27 @@ def test_metrics_count_validation_durations_and_refusals(tenant, other_tenant, p
         samples(scrape(Client(), **bearer(other_tenant.auditor.token)), "certmgr_acme_server_problems_total")
         == {}
     )
+
+
+def test_order_profiles_and_early_renewals_in_the_admin(tenant, profile, acme):
+    from tests.conftest import PASSWORD
+
+    client = Client()
+    assert client.login(username=tenant.operator.user.username, password=PASSWORD)
+    assert client.get("/admin/acmeserver/acmeorderprofile/add/").status_code == 200
+    form = {"profile": profile.pk, "name": "tls server", "description": "", "validity_days": 5}
+    refused = client.post("/admin/acmeserver/acmeorderprofile/add/", form)
+    assert refused.status_code == 200 and "Enter a token" in refused.content.decode()
+    made = client.post("/admin/acmeserver/acmeorderprofile/add/", {**form, "name": "tls-server"})
+    assert made.status_code == 302, made.content.decode()[:2000]
+    assert acme.http.get(acme.url("directory")).json()["meta"]["profiles"] == {"tls-server": "tls-server"}
+    order = ready_order(acme, "www.acme.test")
+    _finalize(acme, order, ["www.acme.test"])
+    done = client.post(
+        "/admin/acmeserver/acmeprofile/",
+        {"action": "request_early_renewal", "_selected_action": [profile.pk]},
+        follow=True,
+    )
+    assert "1 certificates suggest renewing now" in done.content.decode()
+    assert AcmeEarlyRenewal.objects.get().certificate == Certificate.objects.get()
+    assert client.get("/admin/acmeserver/acmeearlyrenewal/").status_code == 200
