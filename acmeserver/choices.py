@@ -8,6 +8,7 @@ from certmgr.choices import Choices
 class ChallengeType(Choices):
     HTTP_01 = "http-01", "HTTP-01"
     DNS_01 = "dns-01", "DNS-01"
+    TLS_ALPN_01 = "tls-alpn-01", "TLS-ALPN-01"  # RFC 8737
 
 
 class IdentifierType(Choices):

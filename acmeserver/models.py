@@ -59,7 +59,7 @@ class AcmeProfile(models.Model):
         "external account binding required", default=False, help_text="new accounts need an EAB key"
     )
     challenge_types = models.JSONField(
-        default=default_challenge_types, help_text="what the server offers: http-01, dns-01"
+        default=default_challenge_types, help_text="what the server offers: http-01, dns-01, tls-alpn-01"
     )
     allow_wildcards = models.BooleanField(default=False, help_text="*.example.com (proved by dns-01)")
     allow_ip_identifiers = models.BooleanField("allow IP identifiers", default=False, help_text="RFC 8738")

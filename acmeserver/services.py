@@ -512,7 +512,7 @@ def _challenge_types(profile: AcmeProfile, ident: idents.Identifier) -> list[str
     if ident.wildcard:
         return [t for t in offered if t == ChallengeType.DNS_01]
     if ident.type == "ip":
-        return [t for t in offered if t == ChallengeType.HTTP_01]  # RFC 8738 §7: no dns-01 for addresses
+        return [t for t in offered if t != ChallengeType.DNS_01]  # RFC 8738 §7: no dns-01 for addresses
     return offered
 
 

@@ -5,6 +5,10 @@
   system's resolver), through the outbound guard with the validator's own allow-list
   (``CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS``: a private CA validates internal names, and the list says
   which networks those are); no redirects are followed; the body must be the key authorization.
+- ``tls-alpn-01`` (RFC 8737): a TLS handshake with each address of the name at
+  ``CERTMGR_ACME_VALIDATION_TLS_PORT`` (443), through the same allow-list, offering only ``acme-tls/1`` with
+  the name as SNI (an IP identifier's in-addr.arpa / ip6.arpa name, RFC 8738 §6); the checks of the
+  certificate presented are the Django-free ``acmeserver.tlsalpn``.
 - ``dns-01`` (§8.4): the TXT records at ``_acme-challenge.<name>`` from the configured resolvers (or the
   system's) must hold base64url(SHA-256(key authorization)).
 
@@ -26,7 +30,7 @@ import dns.resolver
 import requests
 from django.conf import settings
 
-from acmeserver import jws
+from acmeserver import jws, tlsalpn
 from acmeserver.problems import AcmeProblem
 from certmgr import outbound
 from certmgr.errors import OutboundRefused
@@ -119,16 +123,9 @@ def http01(name: str, token: str, jwk: dict[str, Any]) -> Outcome:
             url = f"http://{host}:{port}{path}"
             entry: dict[str, Any] = {"url": url, "hostname": name, "address": ip, "port": port}
             outcome.record.append(entry)
-            reason = outbound.refusal_reason(ipaddress.ip_address(ip), allowed)
-            if reason:
-                entry["error"] = f"refused: {reason}"
-                problems.append(
-                    AcmeProblem(
-                        "connection",
-                        f"{name} resolves to {reason}, which this server may not connect to "
-                        f"(the operator lists such networks in {SETTING})",
-                    )
-                )
+            refused = _refused(name, ip, allowed, entry)
+            if refused:
+                problems.append(refused)
                 continue
             started = time.monotonic()
             try:
@@ -162,11 +159,74 @@ def http01(name: str, token: str, jwk: dict[str, Any]) -> Outcome:
                 )
                 return outcome
             return outcome  # valid
-    outcome.problem = (
-        problems[0]
-        if len(problems) == 1
-        else AcmeProblem("connection", "; ".join(p.detail for p in problems), subproblems=problems)
+    outcome.problem = _combined(problems)
+    return outcome
+
+
+def _refused(name: str, ip: str, allowed: tuple, entry: dict[str, Any]) -> AcmeProblem | None:
+    """The outbound guard's answer for one address of ``name`` (the validator's own allow-list)."""
+    reason = outbound.refusal_reason(ipaddress.ip_address(ip), allowed)
+    if not reason:
+        return None
+    entry["error"] = f"refused: {reason}"
+    return AcmeProblem(
+        "connection",
+        f"{name} resolves to {reason}, which this server may not connect to "
+        f"(the operator lists such networks in {SETTING})",
     )
+
+
+def _combined(problems: list[AcmeProblem]) -> AcmeProblem:
+    if len(problems) == 1:
+        return problems[0]
+    return AcmeProblem("connection", "; ".join(p.detail for p in problems), subproblems=problems)
+
+
+def tlsalpn01(name: str, token: str, jwk: dict[str, Any]) -> Outcome:
+    """RFC 8737: each address in turn until one answers the handshake; its certificate decides."""
+    key_authorization = jws.key_authorization(token, jwk)
+    port = settings.CERTMGR_ACME_VALIDATION_TLS_PORT
+    outcome = Outcome()
+    try:
+        ips = addresses(name)
+    except AcmeProblem as exc:
+        outcome.problem = exc
+        outcome.record.append({"hostname": name, "error": exc.detail})
+        return outcome
+    allowed = outbound._allowed_networks(tuple(settings.CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS))
+    problems: list[AcmeProblem] = []
+    for ip in ips:
+        entry: dict[str, Any] = {
+            "hostname": name,
+            "address": ip,
+            "port": port,
+            "sni": tlsalpn.server_name(name),
+            "alpn_offered": tlsalpn.ALPN,
+        }
+        outcome.record.append(entry)
+        refused = _refused(name, ip, allowed, entry)
+        if refused:
+            problems.append(refused)
+            continue
+        started = time.monotonic()
+        try:
+            seen = tlsalpn.validate(
+                ip, port, name, key_authorization, timeout=settings.CERTMGR_ACME_VALIDATION_TIMEOUT
+            )
+        except tlsalpn.TlsAlpnError as exc:
+            entry["duration_ms"] = round((time.monotonic() - started) * 1000)
+            entry["error"] = exc.detail[:500]
+            if exc.seen is not None:
+                entry.update(exc.seen.record())
+            problem = AcmeProblem(exc.problem, f"{name} (at {tlsalpn._where(ip, port)}): {exc.detail}")
+            if exc.problem == "connection":
+                problems.append(problem)
+                continue  # no answer here: the next address may give one
+            outcome.problem = problem
+            return outcome
+        entry.update(seen.record(), duration_ms=round((time.monotonic() - started) * 1000))
+        return outcome  # valid
+    outcome.problem = _combined(problems)
     return outcome
 
 
@@ -206,6 +266,8 @@ def validate(challenge_type: str, name: str, token: str, jwk: dict[str, Any]) ->
         return http01(name, token, jwk)
     if challenge_type == "dns-01":
         return dns01(name, token, jwk)
+    if challenge_type == "tls-alpn-01":
+        return tlsalpn01(name, token, jwk)
     return Outcome(problem=AcmeProblem("malformed", f"challenge type {challenge_type} is not validated here"))
 
 

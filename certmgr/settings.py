@@ -273,6 +273,7 @@ CERTMGR_DNS_CHALLENGE_HOURS = env.int("CERTMGR_DNS_CHALLENGE_HOURS", default=24)
 # the public internet is reached), the resolvers it asks for A/AAAA/TXT (host:port,...; unset: the system's
 # resolver for addresses, the zone's authoritative servers for TXT) and the time each fetch may take.
 CERTMGR_ACME_VALIDATION_HTTP_PORT = env.int("CERTMGR_ACME_VALIDATION_HTTP_PORT", default=80)
+CERTMGR_ACME_VALIDATION_TLS_PORT = env.int("CERTMGR_ACME_VALIDATION_TLS_PORT", default=443)  # tls-alpn-01
 CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS = env.list("CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS", default=[])
 CERTMGR_ACME_VALIDATION_RESOLVERS = env.str("CERTMGR_ACME_VALIDATION_RESOLVERS", default="")
 CERTMGR_ACME_VALIDATION_TIMEOUT = env.float("CERTMGR_ACME_VALIDATION_TIMEOUT", default=10.0)
