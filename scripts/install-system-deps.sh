@@ -11,6 +11,7 @@ PACKAGES=(
   ca-certificates                            # the system CA bundle the bulk-import test reads
   prometheus                                 # promtool check metrics on /metrics
   pebble dnsdist                             # ACME test CA; routes Pebble's DNS queries to PowerDNS/BIND by zone
+  lego                                       # ACME client: tests/acmeserver/test_lego.py
   gnutls-bin                                 # ocsptool: GnuTLS as a second OCSP relying party
   nginx                                      # ssl_stapling of the OCSP responder's answers (tests/pki/test_ocsp.py)
   wrk                                        # HTTP load generator of bench/ocsp_bench.py

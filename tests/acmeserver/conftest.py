@@ -128,6 +128,13 @@ class TlsCertmgr:
     url: str
     ca_bundle: str
     http01_port: int  # where the validator (inside gunicorn) fetches HTTP-01 tokens
+    tls01_port: int = 0  # where it makes its tls-alpn-01 handshakes
+
+
+@pytest.fixture
+def tls_certmgr_env() -> dict[str, str]:
+    """More environment for the gunicorn of ``tls_certmgr`` (a test module overrides this fixture)."""
+    return {}
 
 
 @pytest.fixture
@@ -139,6 +146,7 @@ def tls_certmgr(
     tmp_path,
     monkeypatch,
     powerdns,
+    tls_certmgr_env,
 ) -> Iterator[TlsCertmgr]:
     import sys
     import time
@@ -164,13 +172,16 @@ def tls_certmgr(
     (tmp_path / "tls.pem").write_text(cert.certificate_pem + cert.chain_pem)
     (tmp_path / "tls.key").write_text(cert.private_key)
     (tmp_path / "root.pem").write_text(hierarchy[0].certificate_pem)
-    port, http01_port = dnsservers.free_port(), dnsservers.free_port()
+    port, http01_port, tls01_port = dnsservers.free_port(), dnsservers.free_port(), dnsservers.free_port()
     db = connection.settings_dict
     monkeypatch.setenv("DATABASE_URL", f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}")
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "tests.settings")
     monkeypatch.setenv("CERTMGR_ACME_VALIDATION_RESOLVERS", f"{powerdns.host}:{powerdns.dns_port}")
     monkeypatch.setenv("CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS", "127.0.0.0/8")
     monkeypatch.setenv("CERTMGR_ACME_VALIDATION_HTTP_PORT", str(http01_port))
+    monkeypatch.setenv("CERTMGR_ACME_VALIDATION_TLS_PORT", str(tls01_port))
+    for key, value in tls_certmgr_env.items():
+        monkeypatch.setenv(key, value)
     command = [
         str(gunicorn),
         "certmgr.wsgi:application",
@@ -192,11 +203,16 @@ def tls_certmgr(
         deadline = time.monotonic() + 90  # a loaded machine starts gunicorn (and Django in it) slowly
         while True:
             try:
-                if requests.get(f"{url}/healthz", verify=str(tmp_path / "root.pem"), timeout=10).ok:
+                health = requests.get(f"{url}/healthz", verify=str(tmp_path / "root.pem"), timeout=10)
+                # Django answers with its database: up. (The worker check fails once a transactional test
+                # before this one flushed django-q's schedules; no worker runs here, tasks run inline.)
+                if health.ok or health.json().get("checks", {}).get("database", {}).get("ok"):
                     break
             except requests.RequestException:  # not listening yet, or still importing Django
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"gunicorn did not start:\n{dnsservers.tail(log)}")
             time.sleep(0.2)
-        yield TlsCertmgr(url=url, ca_bundle=str(tmp_path / "root.pem"), http01_port=http01_port)
+        yield TlsCertmgr(
+            url=url, ca_bundle=str(tmp_path / "root.pem"), http01_port=http01_port, tls01_port=tls01_port
+        )
