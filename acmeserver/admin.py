@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from acmeserver import services
 from acmeserver.models import (
@@ -26,7 +27,7 @@ class AcmeProfileAdmin(ServiceAdmin):
     list_display = ["name", "organization", "ca", "policy", "validity_days", "enabled"]
     list_filter = ["enabled"]
     search_fields = ["name", "slug"]
-    readonly_fields = ["directory", "certbot"]
+    readonly_fields = ["directory", "client_commands"]
     actions = ["create_eab_key", "request_early_renewal"]
     fields = [
         "organization",
@@ -45,16 +46,18 @@ class AcmeProfileAdmin(ServiceAdmin):
         "orders_per_hour",
         "max_pending_authorizations",
         "directory",
-        "certbot",
+        "client_commands",
     ]
 
     @admin.display(description="directory URL")
     def directory(self, obj: AcmeProfile) -> str:
         return services.directory_url(obj) if obj.pk else "—"
 
-    @admin.display(description="certbot command")
-    def certbot(self, obj: AcmeProfile) -> str:
-        return format_html("<code>{}</code>", services.certbot_command(obj)) if obj.pk else "—"
+    @admin.display(description="client commands")
+    def client_commands(self, obj: AcmeProfile) -> str:
+        if not obj.pk:
+            return "—"
+        return format_html_join(mark_safe("<br>"), "{}: <code>{}</code>", services.client_commands(obj))
 
     @admin.action(description="Create an EAB key (shown once)")
     def create_eab_key(self, request, queryset):

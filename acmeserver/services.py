@@ -254,6 +254,24 @@ def certbot_command(profile: AcmeProfile) -> str:
     )
 
 
+def lego_command(profile: AcmeProfile) -> str:
+    """The same for Debian's lego: its own solver for the first challenge type the profile offers (HTTP-01 on
+    port 80, TLS-ALPN-01 on 443, or a DNS provider), with the EAB flags when the profile requires them."""
+    solver = {
+        ChallengeType.HTTP_01: "--http",
+        ChallengeType.TLS_ALPN_01: "--tls",
+        ChallengeType.DNS_01: "--dns <provider>",
+    }[ChallengeType(profile.challenge_types[0])]
+    eab = " --eab --kid <kid> --hmac <hmac_key>" if profile.eab_required else ""
+    server = directory_url(profile)
+    return f"lego --server {server} --email <e-mail> --accept-tos{eab} --domains <name> {solver} run"
+
+
+def client_commands(profile: AcmeProfile) -> list[tuple[str, str]]:
+    """(client, command) of every client the profile's admin page shows."""
+    return [("certbot", certbot_command(profile)), ("lego", lego_command(profile))]
+
+
 def _audit_value(value: Any) -> Any:
     return value.pk if hasattr(value, "pk") else value
 

@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
+from acmeserver import services
 from acmeserver.models import AcmeProfile, AcmeServerAccount, AcmeServerOrder
 from certmgr.models import AuditEvent
 from pki import services as pki_services
@@ -125,6 +126,14 @@ def test_the_admin_shows_the_directory_url_and_the_certbot_command(tenant, hiera
     text = page.content.decode()
     url = f"http://certs.acme.test/acme/{tenant.organization.slug}/web/directory"
     assert url in text and f"certbot certonly --standalone --server {url}" in text
+    lego = f"lego --server {url} --email &lt;e-mail&gt; --accept-tos --domains &lt;name&gt; --http run"
+    assert f"lego: <code>{lego}</code>" in text
+    dns = make_profile(
+        tenant, hierarchy[1], name="DNS", slug="dns", challenge_types=["dns-01"], eab_required=True
+    )
+    assert services.lego_command(dns).endswith(
+        "--accept-tos --eab --kid <kid> --hmac <hmac_key> --domains <name> --dns <provider> run"
+    )
     assert client.get("/admin/acmeserver/acmeserverorder/").status_code == 200
     assert client.get("/admin/acmeserver/acmeserveraccount/").status_code == 200
 
