@@ -45,9 +45,16 @@ def test_a_profile_is_created_with_its_absolute_directory_url(tenant, hierarchy)
     assert tenant.auditor.client.get(detail).json()["name"] == "Web servers"
 
 
+def test_a_profile_may_offer_tls_alpn01(tenant, hierarchy):  # noqa: F811
+    tls = tenant.operator.client.post(
+        URL, body(hierarchy[1], challenge_types=["tls-alpn-01", "http-01"]), format="json"
+    )
+    assert tls.status_code == 201 and tls.json()["challenge_types"] == ["http-01", "tls-alpn-01"]
+
+
 def test_profile_refusals_name_their_field(tenant, other_tenant, hierarchy):  # noqa: F811
     client = tenant.operator.client
-    response = client.post(URL, body(hierarchy[1], challenge_types=["tls-alpn-01"]), format="json")
+    response = client.post(URL, body(hierarchy[1], challenge_types=["tls-sni-01"]), format="json")
     assert response.status_code == 400 and "challenge_types" in str(response.json())
     response = client.post(
         URL, body(hierarchy[1], allow_wildcards=True, challenge_types=["http-01"]), format="json"
@@ -170,7 +177,7 @@ def test_an_operator_adds_a_profile_in_the_admin_and_a_refusal_stays_on_the_form
         "allow_wildcards": "on",
     }
     response = client.post(
-        "/admin/acmeserver/acmeprofile/add/", {**form, "challenge_types": '["tls-alpn-01"]'}
+        "/admin/acmeserver/acmeprofile/add/", {**form, "challenge_types": '["tls-sni-01"]'}
     )
     assert response.status_code == 200 and "Choose one or more of" in response.content.decode()
     assert not AcmeProfile.objects.exists()

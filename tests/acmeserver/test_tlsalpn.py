@@ -125,3 +125,37 @@ def test_the_validator_records_the_error_of_a_wrong_digest(settings):
     assert outcome.problem is not None and outcome.problem.type.endswith(":unauthorized")
     (entry,) = outcome.record
     assert "SHA-256 of the key authorization" in entry["error"] and entry["san"] == ["127.0.0.1"]
+
+
+def test_an_ip_identifier_is_issued_over_tls_alpn01_to_the_acme_library(
+    live_server, tenant, hierarchy, validation_env, settings
+):
+    """End to end over the protocol: the authorization of 127.0.0.1 offers http-01 and tls-alpn-01, not
+    dns-01; answering tls-alpn-01 makes certmgr's worker handshake with the responder (SNI
+    1.0.0.127.in-addr.arpa), and the order is finalized."""
+    import datetime
+
+    from acme import challenges
+
+    from acmeserver import jws
+    from tests.acmeserver.conftest import acme_client_for, directory_url, make_profile
+    from tests.acmeserver.test_flow import _order_with
+
+    profile = make_profile(
+        tenant, hierarchy[1], allow_ip_identifiers=True, challenge_types=["dns-01", "tls-alpn-01"]
+    )
+    client = acme_client_for(directory_url(live_server, profile))
+    order = _order_with(client, ["127.0.0.1"])
+    (authz,) = order.authorizations
+    assert [c.chall.jobj["type"] for c in authz.body.challenges] == [
+        "tls-alpn-01"
+    ]  # no dns-01 for an address
+    (challb,) = authz.body.challenges
+    token = challb.chall.jobj["token"]
+    keyauth = jws.key_authorization(token, client.net.key.public_key().to_partial_json())
+    with responder(*challenge_cert("127.0.0.1", keyauth)) as server:
+        settings.CERTMGR_ACME_VALIDATION_TLS_PORT = server.port
+        client.answer_challenge(challb, challenges.HTTP01Response())  # the body is {} for every type
+        order = client.poll_and_finalize(order, datetime.datetime.now() + datetime.timedelta(seconds=20))
+    assert server.server_names == ["1.0.0.127.in-addr.arpa"]
+    assert "-----BEGIN CERTIFICATE-----" in order.fullchain_pem
