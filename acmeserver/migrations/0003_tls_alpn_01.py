@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('acmeserver', '0001_initial'),
+        ('acmeserver', '0002_profiles_validity_early_renewal_caa_metrics'),
     ]
 
     operations = [
