@@ -53,6 +53,7 @@ USER_AGENT = "certmgr/0.1"
 class CheckResult:
     ok: bool
     message: str
+    host_key: str = ""  # SSH: the key the host showed (the caller pins it when none was)
 
 
 def check_connection(kind: str, credentials: dict, *, timeout: float = 10.0) -> CheckResult:
@@ -91,7 +92,7 @@ def _scrub(result: CheckResult, secrets: list[str]) -> CheckResult:
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= 4:
             message = message.replace(secret, "[redacted]")
-    return result if message == result.message else CheckResult(result.ok, message)
+    return result if message == result.message else CheckResult(result.ok, message, result.host_key)
 
 
 # --- HTTP helpers ----------------------------------------------------------------------------------
@@ -522,6 +523,16 @@ def _check_delegated(c: dict, timeout: float) -> CheckResult:
     )
 
 
+def _check_ssh(credentials: dict, timeout: float) -> CheckResult:
+    from dnsproviders import ssh
+
+    try:
+        message, key = ssh.check(credentials, timeout)
+    except ssh.SshError as exc:
+        return CheckResult(False, exc.message)
+    return CheckResult(True, message, host_key=key)
+
+
 _CHECKS: dict[Kind, Callable[[dict, float], CheckResult]] = {
     Kind.AWS: _check_aws,
     Kind.CLOUDFLARE: _check_cloudflare,
@@ -531,6 +542,7 @@ _CHECKS: dict[Kind, Callable[[dict, float], CheckResult]] = {
     Kind.MANUAL: _check_manual,
     Kind.AKAMAI: _check_akamai,
     Kind.DELEGATED: _check_delegated,
+    Kind.SSH: _check_ssh,
 }
 
 __all__ = ["ACME_DNS_PLACEHOLDER_TXT", "CLOUDFLARE_VERIFY_URL", "CheckResult", "check_connection"]

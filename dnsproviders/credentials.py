@@ -24,6 +24,7 @@ class Kind(StrEnum):
     MANUAL = "manual"
     AKAMAI = "akamai"
     DELEGATED = "delegated"
+    SSH = "ssh"
 
 
 KIND_LABELS = {
@@ -35,6 +36,7 @@ KIND_LABELS = {
     Kind.MANUAL: "Manual (operator creates the TXT record)",
     Kind.AKAMAI: "Akamai Edge DNS",
     Kind.DELEGATED: "Delegated to certmgr (NS record to certmgr's DNS server)",
+    Kind.SSH: "SSH host (certificate files and a reload command)",
 }
 
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
@@ -54,7 +56,7 @@ class CredentialField:
     label: str
     secret: bool = False
     required: bool = True
-    kind: str = "text"  # text | url | int | choice
+    kind: str = "text"  # text | url | int | choice | pem (several lines: a private key)
     choices: tuple[str, ...] = ()
     default: Any = None
     help: str = ""
@@ -190,7 +192,31 @@ SCHEMAS: dict[Kind, KindSchema] = {
         ),
     ),
     Kind.DELEGATED: KindSchema(Kind.DELEGATED, ()),
+    Kind.SSH: KindSchema(
+        Kind.SSH,
+        (
+            CredentialField("host", "Host (name or IP)", routes_secrets=True, max_length=253),
+            CredentialField("port", "Port", kind="int", required=False, default=22, routes_secrets=True),
+            CredentialField("username", "User name", max_length=64),
+            CredentialField(
+                "private_key",
+                "Private key (OpenSSH or PEM)",
+                secret=True,
+                required=False,
+                kind="pem",
+                max_length=16384,
+                help="An unencrypted Ed25519, ECDSA or RSA key; or use a password. Stored encrypted, never "
+                "shown again.",
+            ),
+            CredentialField("password", "Password", secret=True, required=False, max_length=1024),
+        ),
+    ),
 }
+
+# The SSH host key pinned on first use: kept in the credentials (as "host_key", an OpenSSH public key line)
+# but never typed: a connection pins it, and only the audited re-pin changes it.
+SSH_HOST_KEY = "host_key"
+_PEM_TEXT = re.compile(r"^[\x20-\x7e\r\n\t]+$")
 
 
 def schema_for(kind: str) -> KindSchema:
@@ -271,6 +297,12 @@ def validate(kind: str, data: Any, *, existing: dict | None = None) -> dict:
         if len(raw) > f.max_length:
             errors.setdefault(f.name, []).append(f"must be at most {f.max_length} characters")
             continue
+        if f.kind == "pem":
+            if not _PEM_TEXT.match(raw):
+                errors.setdefault(f.name, []).append("must be ASCII text (a PEM or OpenSSH key)")
+                continue
+            cleaned[f.name] = raw.replace("\r\n", "\n") + "\n"
+            continue
         if not _PRINTABLE_ASCII.match(raw):
             # Credentials travel in HTTP headers and DNS messages: printable ASCII only.
             errors.setdefault(f.name, []).append(
@@ -298,6 +330,8 @@ def validate(kind: str, data: Any, *, existing: dict | None = None) -> dict:
             ]
     if errors:
         raise CredentialError(errors)
+    if Kind(kind) == Kind.SSH and existing.get(SSH_HOST_KEY) and not moved:
+        cleaned[SSH_HOST_KEY] = existing[SSH_HOST_KEY]  # the pin stays while host and port do
     return cleaned
 
 
@@ -333,6 +367,13 @@ def _kind_rules(kind: Kind, c: dict) -> dict[str, list[str]]:
             "must be the API client's host name, e.g. akab-xxxx.luna.akamaiapis.net (without https:// or "
             "a path)"
         ]
+    elif kind == Kind.SSH:
+        if c.get("host") and not _is_host_or_ip(c["host"]):
+            errors["host"] = ["must be a DNS name or an IP address"]
+        if not c.get("private_key") and not c.get("password"):
+            errors["private_key"] = ["Enter a private key or a password."]
+        elif c.get("private_key") and "PRIVATE KEY-----" not in c["private_key"]:
+            errors["private_key"] = ["must be a private key in OpenSSH or PEM form (-----BEGIN ... KEY-----)"]
     elif kind == Kind.ACME_DNS and c.get("subdomain") and not _UUID.match(c["subdomain"]):
         errors["subdomain"] = ["must be the UUID acme-dns returned at registration"]
     return errors
@@ -354,4 +395,22 @@ def public_summary(kind: str, credentials: dict) -> dict:
         schema = schema_for(kind)
     except CredentialError:
         return {}
-    return {f.name: credentials[f.name] for f in schema.fields if not f.secret and f.name in credentials}
+    shown = {f.name: credentials[f.name] for f in schema.fields if not f.secret and f.name in credentials}
+    if schema.kind == Kind.SSH:
+        shown["host_key"] = host_key_fingerprint(credentials.get(SSH_HOST_KEY, "")) or "not pinned yet"
+    return shown
+
+
+def host_key_fingerprint(key_line: str) -> str:
+    """ "ssh-ed25519 AAAA..." -> "ssh-ed25519 SHA256:..." as ``ssh-keygen -l`` shows it; "" for none."""
+    import hashlib
+
+    parts = (key_line or "").split()
+    if len(parts) < 2:
+        return ""
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        return ""
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"{parts[0]} SHA256:{digest}"

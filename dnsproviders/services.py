@@ -161,6 +161,8 @@ def test_connection(connection: AppConnection, *, actor: Actor) -> CheckResult:
     with audit.failures(actor, "app_connection.test", connection):
         require(actor, Action.MANAGE, connection.organization_id)
         result = check_connection(connection.kind, connection.credentials)
+    if result.ok and result.host_key and not connection.credentials.get(creds.SSH_HOST_KEY):
+        pin_host_key(connection, result.host_key, actor=actor)
     with transaction.atomic():
         AppConnection.objects.filter(pk=connection.pk).update(
             last_tested_at=timezone.now(), last_test_ok=result.ok, last_test_message=result.message[:2000]
@@ -174,3 +176,60 @@ def test_connection(connection: AppConnection, *, actor: Actor) -> CheckResult:
         )
     connection.refresh_from_db(fields=["last_tested_at", "last_test_ok", "last_test_message"])
     return result
+
+
+# --- SSH host keys ---------------------------------------------------------------------------------------
+def pin_host_key(connection: AppConnection, key_line: str, *, actor: Actor) -> bool:
+    """Trust on first use: store the key an SSH host showed when the connection has none pinned yet.
+    False when another caller pinned one first (the caller's session then proved nothing about it)."""
+    actor = as_actor(actor)
+    with transaction.atomic():
+        conn = AppConnection.objects.select_for_update().get(pk=connection.pk)
+        if conn.kind != creds.Kind.SSH or conn.credentials.get(creds.SSH_HOST_KEY):
+            pinned = str(conn.credentials.get(creds.SSH_HOST_KEY, ""))
+            return pinned.split()[:2] == key_line.split()[:2]
+        conn.credentials = {**conn.credentials, creds.SSH_HOST_KEY: key_line}
+        conn.updated_at = timezone.now()
+        conn.save(update_fields=["credentials", "updated_at"])
+        audit.record(
+            actor,
+            "app_connection.pin_host_key",
+            conn,
+            host_key=creds.host_key_fingerprint(key_line),
+            first_use=True,
+        )
+    connection.credentials, connection.updated_at = conn.credentials, conn.updated_at
+    return True
+
+
+def repin_host_key(connection: AppConnection, *, actor: Actor) -> str:
+    """Re-pin: connect accepting whatever key the host shows now and pin it (after a host's key was
+    replaced on purpose). Audited with the old and the new fingerprint; returns the new one."""
+    from dnsproviders import ssh
+
+    actor = as_actor(actor)
+    with audit.failures(actor, "app_connection.repin_host_key", connection):
+        require(actor, Action.MANAGE, connection.organization_id)
+        if connection.kind != creds.Kind.SSH:
+            raise ValidationError({"kind": ["Only SSH connections have a host key."]})
+        try:
+            session = ssh.connect(connection.credentials, pinned="")
+        except ssh.SshError as exc:
+            raise ValidationError({"credentials": [exc.message]}) from exc
+        session.close()
+        with transaction.atomic():
+            conn = AppConnection.objects.select_for_update().get(pk=connection.pk)
+            old = conn.credentials.get(creds.SSH_HOST_KEY, "")
+            conn.credentials = {**conn.credentials, creds.SSH_HOST_KEY: session.host_key}
+            conn.updated_at = timezone.now()
+            conn.save(update_fields=["credentials", "updated_at"])
+            new = creds.host_key_fingerprint(session.host_key)
+            audit.record(
+                actor,
+                "app_connection.repin_host_key",
+                conn,
+                old_host_key=creds.host_key_fingerprint(old) or None,
+                host_key=new,
+            )
+    connection.credentials, connection.updated_at = conn.credentials, conn.updated_at
+    return new

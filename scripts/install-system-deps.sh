@@ -14,6 +14,7 @@ PACKAGES=(
   lego                                       # ACME client: tests/acmeserver/test_lego.py
   gnutls-bin                                 # ocsptool: GnuTLS as a second OCSP relying party
   nginx                                      # ssl_stapling of the OCSP responder's answers (tests/pki/test_ocsp.py)
+  openssh-server                             # sshd for the SSH sync destination (tests/syncs/test_ssh.py)
   wrk                                        # HTTP load generator of bench/ocsp_bench.py
 )
 

@@ -8,13 +8,19 @@ from certmgr.choices import Choices
 class DestinationKind(Choices):
     AWS_ACM = "aws_acm", "AWS Certificate Manager"
     AWS_SECRETS_MANAGER = "aws_secrets_manager", "AWS Secrets Manager"
+    SSH = "ssh", "SSH host (files and a reload command)"
 
 
 # Which app connection kind each destination kind runs on (dnsproviders.credentials.Kind values).
 CONNECTION_KIND = {
     DestinationKind.AWS_ACM: "aws",
     DestinationKind.AWS_SECRETS_MANAGER: "aws",
+    DestinationKind.SSH: "ssh",
 }
+
+# Destinations whose due runs are run together, per destination, with one finishing step after all pushes
+# (SSH: one reload of the server however many certificates were written).
+BATCHED = frozenset({DestinationKind.SSH})
 
 # Destinations that cannot take a certificate without its private key.
 NEEDS_PRIVATE_KEY = frozenset({DestinationKind.AWS_ACM})

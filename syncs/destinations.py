@@ -46,6 +46,7 @@ class Material:
     fingerprint_sha256: str
     not_after: datetime
     subscriber: str = ""
+    names: tuple[str, ...] = ()  # common name and SANs (the SSH read-back's SNI)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,17 @@ class Backend(Protocol):
     def test(self) -> str: ...
 
 
+# Backends of kinds kept in their own modules (syncs/ssh.py ...), which register themselves here.
+FACTORIES: dict[str, Any] = {}
+
+
+def register(kind: str, factory: Any) -> None:
+    FACTORIES[kind] = factory
+
+
 def backend_for(kind: str, credentials: dict, *, region: str, options: dict) -> Backend:
+    if kind in FACTORIES:
+        return FACTORIES[kind](credentials, region=region, options=options)
     if kind == DestinationKind.AWS_ACM:
         return AcmBackend(credentials, region=region, options=options)
     if kind == DestinationKind.AWS_SECRETS_MANAGER:

@@ -33,12 +33,14 @@ from certmgr.jobs import JobReport
 from certmgr.models import Organization
 from certmgr.permissions import Action
 from certmgr.services import require
+from dnsproviders import services as connections
 from dnsproviders.models import AppConnection
 from pki import alerts, renewal
 from pki.models import Certificate, Subscriber
 from pki.policy import name_matches, validate_pattern
-from syncs import destinations
+from syncs import destinations, ssh
 from syncs.choices import (
+    BATCHED,
     CONNECTION_KIND,
     NEEDS_PRIVATE_KEY,
     DestinationKind,
@@ -97,6 +99,11 @@ def _options(kind: DestinationKind, value: Any) -> dict[str, Any]:
     value = value or {}
     if not isinstance(value, dict):
         raise ValidationError({"options": ["Enter an object."]})
+    if kind == DestinationKind.SSH:
+        try:
+            return ssh.clean_options(value)
+        except ValueError as exc:
+            raise ValidationError({"options": [str(exc)]}) from None
     allowed = {"tags"} | ({"kms_key_id"} if kind == DestinationKind.AWS_SECRETS_MANAGER else set())
     unknown = set(value) - allowed
     if unknown:
@@ -295,6 +302,7 @@ def backend(destination: SyncDestination, *, cached: bool = True) -> destination
     """The destination's client. A worker keeps it for ``BACKEND_TTL`` (building a boto3 client costs more
     than a push); any change of the destination or its connection makes a new one."""
     conn = destination.connection
+    cached = cached and destination.kind not in BATCHED  # those hold a session for one batch
     key = (
         destination.pk,
         destination.updated_at,
@@ -333,7 +341,9 @@ def test_destination(destination: SyncDestination, *, actor: Actor) -> TestResul
     with audit.failures(actor, "sync_destination.test", destination):
         require(actor, Action.MANAGE, destination.organization_id)
     try:
-        result = TestResult(True, backend(destination, cached=False).test())
+        b = backend(destination, cached=False)
+        result = TestResult(True, b.test())
+        _pin_first_sight(destination, b)
     except destinations.DestinationError as exc:
         result = TestResult(False, exc.message)
     with transaction.atomic():
@@ -537,8 +547,24 @@ def enqueue(run_ids: Sequence[int]) -> None:
     """Hand committed runs to workers (a lost task is picked up by the ``run_due`` schedule)."""
     from django_q.tasks import async_task
 
+    batches = batched_runs(run_ids)
+    for dest_id, pks in batches.items():
+        async_task("syncs.tasks.run_batch", pks, task_name=f"sync-batch-{dest_id}-{pks[0]}", group="syncs")
+    batched = {pk for pks in batches.values() for pk in pks}
     for pk in run_ids:
-        async_task("syncs.tasks.run_sync", pk, task_name=f"sync-run-{pk}", group="syncs")
+        if pk not in batched:
+            async_task("syncs.tasks.run_sync", pk, task_name=f"sync-run-{pk}", group="syncs")
+
+
+def batched_runs(run_ids: Sequence[int]) -> dict[int, list[int]]:
+    """The runs among ``run_ids`` of destinations run as one batch (``BATCHED`` kinds), per destination."""
+    batches: dict[int, list[int]] = {}
+    if not run_ids:
+        return batches
+    rows = SyncRun.objects.filter(pk__in=list(run_ids), destination__kind__in=list(BATCHED))
+    for pk, dest_id in rows.order_by("pk").values_list("pk", "destination_id"):
+        batches.setdefault(dest_id, []).append(pk)
+    return batches
 
 
 def on_certificates_recorded(sender: Any, certificates: Sequence[Certificate], **kwargs: Any) -> None:
@@ -732,12 +758,16 @@ def _material(run: SyncRun, cert: Certificate) -> destinations.Material:
         fingerprint_sha256=cert.fingerprint_sha256,
         not_after=cert.not_after,
         subscriber=cert.subscriber.name if cert.subscriber_id and cert.subscriber else "",
+        names=tuple(_names(cert)),
     )
 
 
 def run_sync(run_id: int, *, now: datetime | None = None) -> SyncRun | None:
     """Run one due run: push (or remove) and record the outcome. None when it is not due or taken."""
     now = now or timezone.now()
+    if SyncRun.objects.filter(pk=run_id, destination__kind__in=list(BATCHED)).exists():
+        done = run_batch([run_id], now=now)  # an SSH run alone: still pushed, reloaded and read back
+        return done[0] if done else None
     if not _claim(run_id, now):
         return None
     run = SyncRun.objects.select_related("destination__connection", "certificate__subscriber").get(pk=run_id)
@@ -772,6 +802,99 @@ def run_sync(run_id: int, *, now: datetime | None = None) -> SyncRun | None:
     except ServiceError as exc:  # e.g. the connection's credentials cannot be decrypted
         return _failed(run, destinations.DestinationError(str(exc), permanent=True), now)
     return _succeeded(run, cert, deployment, pushed, now)
+
+
+def _pin_first_sight(destination: SyncDestination, b: destinations.Backend) -> None:
+    """Trust on first use: the host key an SSH host showed, pinned on its connection when none was."""
+    if (
+        isinstance(b, ssh.SshBackend)
+        and b.first_sight
+        and b.host_key
+        and not connections.pin_host_key(destination.connection, b.host_key, actor=WORKER)
+    ):
+        raise destinations.DestinationError(
+            "another session pinned a different host key meanwhile: nothing is trusted", permanent=True
+        )
+
+
+def run_batch(run_ids: Sequence[int], *, now: datetime | None = None) -> list[SyncRun]:
+    """Run the due runs among ``run_ids`` (of ``BATCHED`` destinations) together, per destination: one
+    session, every push or removal, then one finishing step (the SSH reload and TLS read-back). A failing
+    finish fails every run whose files it was to make live, with its error; they are retried with backoff."""
+    now = now or timezone.now()
+    claimed = [pk for pk in run_ids if _claim(pk, now)]
+    runs = list(
+        SyncRun.objects.select_related("destination__connection", "certificate__subscriber")
+        .filter(pk__in=claimed)
+        .order_by("pk")
+    )
+    per_destination: dict[int, list[SyncRun]] = {}
+    for run in runs:
+        per_destination.setdefault(run.destination_id, []).append(run)
+    done: list[SyncRun] = []
+    for group in per_destination.values():
+        done += _run_one_batch(group, now)
+    return done
+
+
+def _run_one_batch(runs: list[SyncRun], now: datetime) -> list[SyncRun]:
+    dest = runs[0].destination
+    deployments = {
+        d.name: d for d in Deployment.objects.filter(destination_id=dest.pk, name__in=[r.name for r in runs])
+    }
+    done: list[SyncRun] = []
+    pushed: list[tuple[SyncRun, Deployment | None, destinations.Pushed]] = []
+    try:
+        if not dest.enabled:
+            raise destinations.DestinationError("the destination is disabled", permanent=True)
+        b = backend(dest)
+        if isinstance(b, ssh.SshBackend):
+            b.open()
+        _pin_first_sight(dest, b)
+    except (destinations.DestinationError, ServiceError) as exc:
+        error = (
+            exc if isinstance(exc, destinations.DestinationError) else destinations.DestinationError(str(exc))
+        )
+        return [_failed(run, error, now) for run in runs]
+    try:
+        for run in runs:
+            cert, deployment = run.certificate, deployments.get(run.name)
+            if run.action == RunAction.PUSH:
+                why_not = _skip_reason(run, cert, deployment, now)
+                if why_not:
+                    done.append(_finish(run, RunStatus.SUPERSEDED, error=why_not, now=now))
+                    continue
+            try:
+                if run.action == RunAction.REMOVE:
+                    if (
+                        deployment is not None
+                        and deployment.removed_at is None
+                        and deployment.certificate_id == cert.pk
+                    ):
+                        b.remove(deployment.identifier)
+                    result = destinations.Pushed(run.identifier)
+                else:
+                    if run.include_private_key and not cert.private_key:
+                        raise destinations.DestinationError(
+                            "certmgr does not hold this certificate's private key", permanent=True
+                        )
+                    live = deployment is not None and deployment.removed_at is None
+                    previous = deployment.identifier if deployment is not None and live else ""
+                    result = b.push(_material(run, cert), previous)
+            except destinations.DestinationError as exc:
+                done.append(_failed(run, exc, now))
+                continue
+            pushed.append((run, deployment, result))
+        finish = getattr(b, "finish", None)
+        if pushed and finish is not None:
+            finish()
+    except destinations.DestinationError as exc:
+        return done + [_failed(run, exc, now) for run, _, _ in pushed]
+    finally:
+        close = getattr(b, "close", None)
+        if close is not None:
+            close()
+    return done + [_succeeded(run, run.certificate, dep, result, now) for run, dep, result in pushed]
 
 
 def _skip_reason(run: SyncRun, cert: Certificate, deployment: Deployment | None, now: datetime) -> str:
@@ -925,10 +1048,12 @@ def run_due(
     """Run every due run here (retries whose time came, runs whose worker died or whose task was lost)."""
     now = now or timezone.now()
     say = progress or (lambda message: None)
-    for pk in due_runs(now):
-        run = run_sync(pk, now=now)
-        if run is None:
-            continue
+    due = due_runs(now)
+    batches = batched_runs(due)
+    batched = {pk for pks in batches.values() for pk in pks}
+    done = [r for pks in batches.values() for r in run_batch(pks, now=now)]
+    done += [r for pk in due if pk not in batched and (r := run_sync(pk, now=now)) is not None]
+    for run in done:
         report.add(run.status)
         say(
             f"run {run.pk}: {run.name} at destination {run.destination_id}: {run.status}"
@@ -994,6 +1119,9 @@ def check_drift(
             else:
                 dep.drift = ""
                 report.add("in_step")
+    for b in backends.values():
+        if isinstance(b, ssh.SshBackend):
+            b.close()
     Deployment.objects.bulk_update(
         [d for d in deployments.values() if d.checked_at == now], ["checked_at", "drift"], batch_size=1000
     )

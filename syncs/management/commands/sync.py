@@ -60,8 +60,11 @@ class Command(ServiceCommand):
                     actor=self.actor(), destination=dest, trigger=RunTrigger.MANUAL, to_workers=False
                 )
         total, counts = len(runs), dict[str, int]()
+        # runs of an SSH destination go in one batch: one session, one reload for all of them
+        batches = services.batched_runs([r.pk for r in runs])
+        batched = {pk: r for pks in batches.values() for r in services.run_batch(pks) for pk in [r.pk]}
         for i, run in enumerate(runs, 1):
-            done = services.run_sync(run.pk)
+            done = batched[run.pk] if run.pk in batched else services.run_sync(run.pk)
             status = done.status if done is not None else "taken by a worker"
             counts[status] = counts.get(status, 0) + 1
             if done is not None and done.status != RunStatus.SUCCEEDED:
