@@ -67,6 +67,8 @@ def logging_config(*, json: bool, level: str) -> dict[str, Any]:
             "botocore": {"level": "INFO"},
             "boto3": {"level": "INFO"},
             "urllib3": {"level": "INFO"},
+            # paramiko (SSH destinations): a line per channel and SFTP call at DEBUG; at most WARNING.
+            "paramiko": {"level": "WARNING"},
         },
     }
 

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -42,6 +42,10 @@ def _credential_field(spec: creds.CredentialField) -> forms.Field:
     if spec.kind == "choice":
         field = forms.ChoiceField(
             choices=[("", "---------")] + [(c, c) for c in spec.choices], required=False
+        )
+    elif spec.kind == "pem":  # a private key: several lines, never shown back
+        field = forms.CharField(
+            required=False, strip=False, widget=forms.Textarea(attrs={"rows": 5, "autocomplete": "off"})
         )
     elif spec.secret:
         field = forms.CharField(
@@ -148,7 +152,7 @@ class AppConnectionAdmin(TenantAdmin):
     list_filter = ["kind", OrganizationFilter]
     search_fields = ["name", "description"]
     list_select_related = ["organization"]
-    actions = ["test_selected"]
+    actions = ["test_selected", "repin_selected"]
     change_form_template = "admin/dnsproviders/appconnection/change_form.html"
 
     def get_fieldsets(self, request, obj=None):
@@ -176,6 +180,8 @@ class AppConnectionAdmin(TenantAdmin):
             )
         if obj is not None and obj.kind == creds.Kind.DELEGATED:
             sets.append(("Delegation", {"fields": ["delegation_records"]}))
+        if obj is not None and obj.kind == creds.Kind.SSH:
+            sets.append(("SSH host key", {"fields": ["ssh_host_key"]}))
         if obj is not None:
             sets.append(("Last test", {"fields": ["last_tested_at", "last_test_ok", "last_test_message"]}))
         return sets
@@ -189,7 +195,17 @@ class AppConnectionAdmin(TenantAdmin):
             "last_test_message",
             "credential_settings",
             "delegation_records",
+            "ssh_host_key",
         ]
+
+    @admin.display(description="Pinned host key")
+    def ssh_host_key(self, obj):
+        if unreadable_secret(obj, "credentials") is not None:
+            return "credentials cannot be decrypted"
+        pinned = creds.host_key_fingerprint(obj.credentials.get(creds.SSH_HOST_KEY, ""))
+        return pinned or (
+            "Not pinned yet: the first test or sync pins the key the host shows (trust on first use)."
+        )
 
     @admin.display(description="NS records to create")
     def delegation_records(self, obj):
@@ -321,8 +337,35 @@ class AppConnectionAdmin(TenantAdmin):
                 self.admin_site.admin_view(self.test_view),
                 name="dnsproviders_appconnection_test",
             ),
+            path(
+                "<int:pk>/repin-host-key/",
+                self.admin_site.admin_view(self.repin_view),
+                name="dnsproviders_appconnection_repin",
+            ),
             *super().get_urls(),
         ]
+
+    def _repin(self, request, conn) -> None:
+        try:
+            new = services.repin_host_key(conn, actor=as_actor(request))
+        except (ServiceError, ValidationError) as exc:
+            self.message_user(request, f"{conn.name}: not re-pinned: {error_text(exc)}", messages.ERROR)
+            return
+        self.message_user(request, f"{conn.name}: host key re-pinned: {new}", messages.SUCCESS)
+
+    def repin_view(self, request, pk):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        conn = get_object_or_404(self.get_queryset(request), pk=pk)
+        if not self.has_change_permission(request, conn):
+            raise PermissionDenied
+        self._repin(request, conn)
+        return HttpResponseRedirect(reverse("admin:dnsproviders_appconnection_change", args=[conn.pk]))
+
+    @admin.action(description="Re-pin the SSH host key of selected connections")
+    def repin_selected(self, request, queryset):
+        for conn in queryset.filter(kind=creds.Kind.SSH):
+            self._repin(request, conn)
 
     def _report(self, request, conn, result) -> None:
         level = messages.SUCCESS if result.ok else messages.ERROR

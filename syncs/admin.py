@@ -17,7 +17,7 @@ from dnsproviders.models import AppConnection
 from pki.admin import panels
 from pki.models import Certificate, Subscriber
 from syncs import services
-from syncs.choices import RunStatus, RunTrigger
+from syncs.choices import CONNECTION_KIND, DestinationKind, RunStatus, RunTrigger
 from syncs.models import Deployment, SyncDestination, SyncRule, SyncRun
 
 RUN_COLORS = {
@@ -44,14 +44,23 @@ class SyncDestinationAdmin(ServiceAdmin):
     list_select_related = ["connection", "organization"]
     actions = ["test_selected", "sync_selected"]
     change_form_template = "admin/syncs/syncdestination/change_form.html"
-    readonly_fields = ["last_tested_at", "last_test_ok", "last_test_message"]
+    readonly_fields = ["last_tested_at", "last_test_ok", "last_test_message", "host_key"]
+
+    @admin.display(description="SSH host key")
+    def host_key(self, obj):
+        """SSH: the key pinned on the connection (re-pinned on the connection's page)."""
+        if obj is None or obj.pk is None or obj.kind != DestinationKind.SSH:
+            return "—"
+        return (obj.connection.public_settings() or {}).get("host_key", "—")
 
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, *(["organization", "kind"] if obj is not None else [])]
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "connection":
-            kwargs["queryset"] = AppConnection.objects.restrict(request, Action.MANAGE).filter(kind="aws")
+            kwargs["queryset"] = AppConnection.objects.restrict(request, Action.MANAGE).filter(
+                kind__in=sorted(set(CONNECTION_KIND.values()))
+            )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     @admin.display(description="last test")

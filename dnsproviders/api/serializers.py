@@ -72,3 +72,7 @@ class ConnectionTestResultSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
     message = serializers.CharField()
     tested_at = serializers.DateTimeField()
+
+
+class HostKeyRepinSerializer(serializers.Serializer):
+    host_key = serializers.CharField(help_text="The fingerprint now pinned, as ssh-keygen -l shows it.")

@@ -12,6 +12,7 @@ from dnsproviders.api.serializers import (
     AppConnectionSerializer,
     AppConnectionUpdateSerializer,
     ConnectionTestResultSerializer,
+    HostKeyRepinSerializer,
 )
 from dnsproviders.filters import AppConnectionFilter
 from dnsproviders.models import AppConnection
@@ -61,3 +62,12 @@ class AppConnectionViewSet(TenantViewMixin, viewsets.ModelViewSet):
         conn = self.get_object()
         result = services.test_connection(conn, actor=self.actor)
         return Response({"ok": result.ok, "message": result.message, "tested_at": conn.last_tested_at})
+
+    @extend_schema(request=None, responses={200: HostKeyRepinSerializer})
+    @action(detail=True, methods=["post"], url_path="repin-host-key")
+    def repin_host_key(self, request, pk=None):
+        """SSH connections: trust the host key the host shows now (after it was replaced on purpose); audited
+        with the old and the new fingerprint."""
+        conn = self.get_object()
+        new = services.repin_host_key(conn, actor=self.actor)
+        return Response({"host_key": new})

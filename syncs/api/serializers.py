@@ -12,6 +12,9 @@ from syncs.models import Deployment, SyncDestination, SyncRule, SyncRun
 class SyncDestinationSerializer(serializers.ModelSerializer):
     organization = serializers.IntegerField(source="organization_id", read_only=True)
     connection = serializers.IntegerField(source="connection_id", read_only=True)
+    host_key = serializers.SerializerMethodField(
+        help_text="SSH: the host key pinned on the connection (fingerprint); null for other kinds."
+    )
 
     class Meta:
         model = SyncDestination
@@ -29,8 +32,14 @@ class SyncDestinationSerializer(serializers.ModelSerializer):
             "last_tested_at",
             "last_test_ok",
             "last_test_message",
+            "host_key",
         ]
         read_only_fields = fields
+
+    def get_host_key(self, obj: SyncDestination) -> str | None:
+        if obj.kind != DestinationKind.SSH:
+            return None
+        return str((obj.connection.public_settings() or {}).get("host_key", "")) or None
 
 
 class SyncDestinationWriteSerializer(serializers.Serializer):

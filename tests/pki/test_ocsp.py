@@ -5,7 +5,6 @@ error statuses for garbage and for CAs that are not ours or have OCSP off."""
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import subprocess
 import time
@@ -30,6 +29,7 @@ from pki.services import ocsp as ocsp_service
 from pki.services import revocation
 from tests.conftest import PASSWORD, SYSTEM, require_server
 from tests.pki.conftest import make_subscriber
+from tests.webservers import Nginx, s_client
 
 pytestmark = pytest.mark.django_db
 
@@ -385,53 +385,16 @@ def test_the_job_drops_expired_answers(ocsp_ca):
 
 
 # --- nginx stapling the responder's answers ---------------------------------------------------------------
-NGINX_CONF = """
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-{user}
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {tmp}/fullchain.pem;
+STAPLING_SERVER = """        ssl_certificate {tmp}/fullchain.pem;
         ssl_certificate_key {tmp}/leaf.key;
         ssl_stapling on;
         ssl_stapling_verify on;
         ssl_trusted_certificate {tmp}/chain.pem;
-        location / {{ return 200 "stapled\\n"; }}
-    }}
-}}
-"""
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        location / {{ return 200 "stapled\\n"; }}"""
 
 
 def _s_client(port: int, cwd: Path) -> str:
-    result = subprocess.run(
-        [
-            *("openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost"),
-            *("-status", "-CAfile", "root.pem", "-verify_return_error"),
-        ],
-        cwd=cwd,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return result.stdout
+    return s_client(port, "localhost", "-status", "-CAfile", "root.pem", "-verify_return_error", cwd=cwd)
 
 
 def _until(check, what: str, attempts: int = 40):
@@ -451,22 +414,12 @@ def test_nginx_staples_good_and_after_the_revocation_and_a_reload_nothing(live_c
     cache) makes it fetch again: it gets ``revoked`` from certmgr, and nginx 1.22 staples only a ``good``
     response, so it logs the revoked status and staples nothing (a must-staple client then refuses the
     certificate; one that asks the responder itself gets ``revoked``, as the tests above show)."""
-    import getpass
-
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    require_server(nginx is not None, "nginx is not installed (Debian package nginx)")
-    require_server(shutil.which("openssl") is not None, "openssl is not installed")
     _, cert, _ = live_ca
     _pem(cert.certificate_pem + cert.chain_pem, tmp_path / "fullchain.pem")
     (tmp_path / "leaf.key").write_text(cert.private_key)
-    port = _free_port()
-    # As root, nginx's workers would become nobody, who cannot read the test's files: they stay this user.
-    user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, user=user))
-    log = tmp_path / "error.log"
-    command = [nginx, "-p", str(tmp_path), "-c", str(conf), "-e", str(log)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nginx = Nginx(tmp_path, STAPLING_SERVER.format(tmp=tmp_path))
+    port, log = nginx.port, nginx.log
+    nginx.start()
     try:
         # nginx fetches the first response lazily: the first handshakes carry none.
         good = _until(
@@ -478,7 +431,7 @@ def test_nginx_staples_good_and_after_the_revocation_and_a_reload_nothing(live_c
 
         services.revoke(cert, reason="key_compromise", actor=SYSTEM)
         assert OcspResponse.objects.get(ca=cert.ca, serial=cert.serial).status == "revoked"
-        subprocess.run([*command, "-s", "reload"], check=True, capture_output=True, timeout=30)
+        nginx.reload()
         refused = 'certificate status "revoked" in the OCSP response'
 
         def fetched_revoked() -> bool:
@@ -489,7 +442,6 @@ def test_nginx_staples_good_and_after_the_revocation_and_a_reload_nothing(live_c
         after = _s_client(port, tmp_path)
         assert "OCSP response: no response sent" in after and "Cert Status: good" not in after
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        nginx.stop()
     text = log.read_text()
     assert "OCSP response not successful" not in text and 'certificate status "good"' not in text

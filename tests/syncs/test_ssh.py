@@ -272,3 +272,49 @@ def test_options_are_checked(tenant, ssh_connection, deploy_dir):
             connection=ssh_connection,
             actor=SYSTEM,
         )
+
+
+def test_api_and_admin_show_the_pinned_key_and_re_pin(tenant, host, deploy_dir):
+    api = tenant.operator.client
+    created = api.post(
+        "/api/v1/app-connections/",
+        {
+            "name": "web1",
+            "kind": "ssh",
+            "credentials": {
+                "host": "127.0.0.1",
+                "port": host.port,
+                "username": host.user,
+                "private_key": host.client_key,
+            },
+        },
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    conn = created.json()
+    assert host.client_key.splitlines()[1] not in created.content.decode()  # write-only
+    tested = api.post(f"/api/v1/app-connections/{conn['id']}/test/")
+    assert tested.status_code == 200 and tested.json()["ok"], tested.content
+    assert "now pinned" in tested.json()["message"]
+    shown = api.get(f"/api/v1/app-connections/{conn['id']}/").json()
+    fingerprint = host_key_fingerprint(host.host_key_line)
+    assert fingerprint in str(shown)
+    dest = api.post(
+        "/api/v1/sync-destinations/",
+        {"name": "web1", "kind": "ssh", "connection": conn["id"], "options": {"directory": str(deploy_dir)}},
+        format="json",
+    )
+    assert dest.status_code == 201, dest.content
+    assert dest.json()["host_key"] == fingerprint
+    assert dest.json()["options"]["key_mode"] == "0600"
+
+    refused = tenant.auditor.client.post(f"/api/v1/app-connections/{conn['id']}/repin-host-key/")
+    assert refused.status_code == 403
+    host.new_host_key()
+    tested = api.post(f"/api/v1/app-connections/{conn['id']}/test/")
+    assert not tested.json()["ok"] and "re-pin" in tested.json()["message"]
+    repinned = api.post(f"/api/v1/app-connections/{conn['id']}/repin-host-key/")
+    assert repinned.status_code == 200, repinned.content
+    assert repinned.json()["host_key"] == host_key_fingerprint(host.host_key_line)
+    assert api.post(f"/api/v1/app-connections/{conn['id']}/test/").json()["ok"]
+    assert AuditEvent.objects.filter(action="app_connection.repin_host_key", outcome="success").count() == 1
