@@ -318,3 +318,24 @@ def test_api_and_admin_show_the_pinned_key_and_re_pin(tenant, host, deploy_dir):
     assert repinned.json()["host_key"] == host_key_fingerprint(host.host_key_line)
     assert api.post(f"/api/v1/app-connections/{conn['id']}/test/").json()["ok"]
     assert AuditEvent.objects.filter(action="app_connection.repin_host_key", outcome="success").count() == 1
+
+
+def test_admin_shows_the_pinned_key_and_re_pins(tenant, host, ssh_connection):
+    from django.test import Client
+
+    from tests.conftest import PASSWORD
+
+    assert connections.test_connection(ssh_connection, actor=SYSTEM).ok  # pins on first use
+    client = Client()
+    assert client.login(username=tenant.operator.user.username, password=PASSWORD)
+    page = client.get(f"/admin/dnsproviders/appconnection/{ssh_connection.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Pinned host key" in text and host_key_fingerprint(host.host_key_line) in text
+    assert "Re-pin host key" in text and host.client_key.splitlines()[1] not in text
+    host.new_host_key()
+    done = client.post(f"/admin/dnsproviders/appconnection/{ssh_connection.pk}/repin-host-key/", follow=True)
+    assert done.status_code == 200
+    assert f"host key re-pinned: {host_key_fingerprint(host.host_key_line)}" in done.content.decode()
+    ssh_connection.refresh_from_db()
+    assert ssh_connection.credentials["host_key"] == host.host_key_line
