@@ -884,6 +884,9 @@ def _run_one_batch(runs: list[SyncRun], now: datetime) -> list[SyncRun]:
             except destinations.DestinationError as exc:
                 done.append(_failed(run, exc, now))
                 continue
+            except ServiceError as exc:  # e.g. the certificate's key cannot be decrypted
+                done.append(_failed(run, destinations.DestinationError(str(exc), permanent=True), now))
+                continue
             pushed.append((run, deployment, result))
         finish = getattr(b, "finish", None)
         if pushed and finish is not None:
