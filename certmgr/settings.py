@@ -302,6 +302,15 @@ CERTMGR_SYNC_MAX_ATTEMPTS = env.int("CERTMGR_SYNC_MAX_ATTEMPTS", default=6)
 CERTMGR_SYNC_RETRY_BASE_SECONDS = env.float("CERTMGR_SYNC_RETRY_BASE_SECONDS", default=60.0)
 CERTMGR_SYNC_RETRY_MAX_SECONDS = env.float("CERTMGR_SYNC_RETRY_MAX_SECONDS", default=3600.0)
 CERTMGR_SYNC_DRIFT_MINUTES = env.int("CERTMGR_SYNC_DRIFT_MINUTES", default=60)
+# Outbound HTTPS of Azure Key Vault and webhook destinations: a PEM file of the CAs to trust instead of
+# certifi's (a private receiver's CA; the tests' loopback servers); empty: certifi's bundle.
+CERTMGR_SYNC_CA_BUNDLE = env.str("CERTMGR_SYNC_CA_BUNDLE", default="")
+# Azure: the Entra ID authority the client secret is sent to, and the Key Vault DNS suffixes a vault URL
+# may end in (public cloud, China, US Government); a sovereign cloud adds its own.
+CERTMGR_AZURE_AUTHORITY_HOST = env.str("CERTMGR_AZURE_AUTHORITY_HOST", default="login.microsoftonline.com")
+CERTMGR_AZURE_VAULT_SUFFIXES = env.list(
+    "CERTMGR_AZURE_VAULT_SUFFIXES", default=["vault.azure.net", "vault.azure.cn", "vault.usgovcloudapi.net"]
+)
 CERTMGR_RENEWAL_RETRY_BASE_SECONDS = env.float("CERTMGR_RENEWAL_RETRY_BASE_SECONDS", default=300.0)
 CERTMGR_RENEWAL_RETRY_MAX_SECONDS = env.float("CERTMGR_RENEWAL_RETRY_MAX_SECONDS", default=6 * 3600.0)
 # API tokens: last_used_at is written at most this often (seconds), not on every request.

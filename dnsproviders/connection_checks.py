@@ -533,6 +533,34 @@ def _check_ssh(credentials: dict, timeout: float) -> CheckResult:
     return CheckResult(True, message, host_key=key)
 
 
+# --- Azure, webhook (sync destinations) --------------------------------------------------------------
+
+
+def _check_azure(c: dict, timeout: float) -> CheckResult:
+    """A token for Key Vault with the client secret: the credentials work (vault access is the
+    destination's own Test)."""
+    from azure.core.exceptions import AzureError
+
+    from dnsproviders import azure
+
+    try:
+        azure.credential(c, timeout=timeout).get_token(azure.KEY_VAULT_SCOPE)
+    except OutboundRefused:
+        raise
+    except AzureError as exc:
+        return CheckResult(False, f"Entra ID refused the credentials: {excerpt(str(exc), 300)}")
+    return CheckResult(
+        True, f"Entra ID ({azure.authority()}) issued a Key Vault token for client {c['client_id']}."
+    )
+
+
+def _check_webhook(c: dict, timeout: float) -> CheckResult:
+    return CheckResult(
+        True,
+        "Nothing sent yet: a webhook destination's Test posts a signed ping event to the receiver.",
+    )
+
+
 _CHECKS: dict[Kind, Callable[[dict, float], CheckResult]] = {
     Kind.AWS: _check_aws,
     Kind.CLOUDFLARE: _check_cloudflare,
@@ -543,6 +571,8 @@ _CHECKS: dict[Kind, Callable[[dict, float], CheckResult]] = {
     Kind.AKAMAI: _check_akamai,
     Kind.DELEGATED: _check_delegated,
     Kind.SSH: _check_ssh,
+    Kind.AZURE: _check_azure,
+    Kind.WEBHOOK: _check_webhook,
 }
 
 __all__ = ["ACME_DNS_PLACEHOLDER_TXT", "CLOUDFLARE_VERIFY_URL", "CheckResult", "check_connection"]

@@ -25,6 +25,8 @@ class Kind(StrEnum):
     AKAMAI = "akamai"
     DELEGATED = "delegated"
     SSH = "ssh"
+    AZURE = "azure"
+    WEBHOOK = "webhook"
 
 
 KIND_LABELS = {
@@ -37,6 +39,8 @@ KIND_LABELS = {
     Kind.AKAMAI: "Akamai Edge DNS",
     Kind.DELEGATED: "Delegated to certmgr (NS record to certmgr's DNS server)",
     Kind.SSH: "SSH host (certificate files and a reload command)",
+    Kind.AZURE: "Azure (service principal, for Key Vault)",
+    Kind.WEBHOOK: "HTTPS push (signed webhook)",
 }
 
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1", "hmac-md5")
@@ -211,6 +215,40 @@ SCHEMAS: dict[Kind, KindSchema] = {
             CredentialField("password", "Password", secret=True, required=False, max_length=1024),
         ),
     ),
+    Kind.AZURE: KindSchema(
+        Kind.AZURE,
+        (
+            CredentialField("tenant_id", "Tenant (directory) ID", help="The Entra ID tenant's UUID."),
+            CredentialField("client_id", "Client (application) ID", help="The app registration's UUID."),
+            CredentialField(
+                "client_secret",
+                "Client secret",
+                secret=True,
+                help="The app registration's client secret; stored encrypted, never shown again. It is "
+                "sent only to the Entra ID authority (CERTMGR_AZURE_AUTHORITY_HOST).",
+            ),
+        ),
+    ),
+    Kind.WEBHOOK: KindSchema(
+        Kind.WEBHOOK,
+        (
+            CredentialField(
+                "url",
+                "Receiver URL",
+                kind="url",
+                help="https:// only; reached through certmgr's outbound guard.",
+                routes_secrets=True,
+                max_length=2000,
+            ),
+            CredentialField(
+                "signing_secret",
+                "Signing secret",
+                secret=True,
+                help="At least 32 characters (e.g. openssl rand -hex 32): the HMAC-SHA256 key of the "
+                "Certmgr-Signature header. Stored encrypted, never shown again.",
+            ),
+        ),
+    ),
 }
 
 # The SSH host key pinned on first use: kept in the credentials (as "host_key", an OpenSSH public key line)
@@ -374,6 +412,15 @@ def _kind_rules(kind: Kind, c: dict) -> dict[str, list[str]]:
             errors["private_key"] = ["Enter a private key or a password."]
         elif c.get("private_key") and "PRIVATE KEY-----" not in c["private_key"]:
             errors["private_key"] = ["must be a private key in OpenSSH or PEM form (-----BEGIN ... KEY-----)"]
+    elif kind == Kind.AZURE:
+        for name in ("tenant_id", "client_id"):
+            if c.get(name) and not _UUID.match(c[name]):
+                errors[name] = ["must be a UUID, as the Azure portal shows it"]
+    elif kind == Kind.WEBHOOK:
+        if c.get("url") and urlsplit(c["url"]).scheme != "https":
+            errors["url"] = ["must be an https:// URL: the body carries certificates (and keys)"]
+        if "signing_secret" in c and len(c["signing_secret"]) < 32:
+            errors["signing_secret"] = ["must be at least 32 characters (e.g. openssl rand -hex 32)"]
     elif kind == Kind.ACME_DNS and c.get("subdomain") and not _UUID.match(c["subdomain"]):
         errors["subdomain"] = ["must be the UUID acme-dns returned at registration"]
     return errors

@@ -9,7 +9,7 @@ class SyncsConfig(AppConfig):
         # pki signals after commit; syncs listens (pki never imports syncs).
         from pki import signals
         from pki.models import Certificate
-        from syncs import services
+        from syncs import azure_keyvault, services, ssh, webhook  # noqa: F401  (kinds register themselves)
 
         signals.certificates_recorded.connect(
             services.on_certificates_recorded, sender=Certificate, dispatch_uid="syncs.recorded"

@@ -9,6 +9,8 @@ class DestinationKind(Choices):
     AWS_ACM = "aws_acm", "AWS Certificate Manager"
     AWS_SECRETS_MANAGER = "aws_secrets_manager", "AWS Secrets Manager"
     SSH = "ssh", "SSH host (files and a reload command)"
+    AZURE_KEY_VAULT = "azure_key_vault", "Azure Key Vault certificates"
+    WEBHOOK = "webhook", "HTTPS push (signed webhook)"
 
 
 # Which app connection kind each destination kind runs on (dnsproviders.credentials.Kind values).
@@ -16,6 +18,8 @@ CONNECTION_KIND = {
     DestinationKind.AWS_ACM: "aws",
     DestinationKind.AWS_SECRETS_MANAGER: "aws",
     DestinationKind.SSH: "ssh",
+    DestinationKind.AZURE_KEY_VAULT: "azure",
+    DestinationKind.WEBHOOK: "webhook",
 }
 
 # Destinations whose due runs are run together, per destination, with one finishing step after all pushes
@@ -23,7 +27,7 @@ CONNECTION_KIND = {
 BATCHED = frozenset({DestinationKind.SSH})
 
 # Destinations that cannot take a certificate without its private key.
-NEEDS_PRIVATE_KEY = frozenset({DestinationKind.AWS_ACM})
+NEEDS_PRIVATE_KEY = frozenset({DestinationKind.AWS_ACM, DestinationKind.AZURE_KEY_VAULT})
 
 
 class RunStatus(Choices):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -82,17 +83,25 @@ class Backend(Protocol):
     def test(self) -> str: ...
 
 
-# Backends of kinds kept in their own modules (syncs/ssh.py ...), which register themselves here.
-FACTORIES: dict[str, Any] = {}
+@dataclass(frozen=True)
+class KindModule:
+    """A destination kind that lives in its own module (``syncs.<kind>``), registered by ``syncs.apps``."""
+
+    make: Callable[..., Backend]  # (credentials, *, region, options) -> Backend
+    clean_options: Callable[[Any], dict[str, Any]]  # raises ValueError with a message for people
+    reads_back: bool = True  # False: the drift check cannot read the certificate there (a webhook)
 
 
-def register(kind: str, factory: Any) -> None:
-    FACTORIES[kind] = factory
+REGISTRY: dict[str, KindModule] = {}
+
+
+def register(kind: str, module: KindModule) -> None:
+    REGISTRY[str(kind)] = module
 
 
 def backend_for(kind: str, credentials: dict, *, region: str, options: dict) -> Backend:
-    if kind in FACTORIES:
-        return FACTORIES[kind](credentials, region=region, options=options)
+    if (module := REGISTRY.get(str(kind))) is not None:
+        return module.make(credentials, region=region, options=options)
     if kind == DestinationKind.AWS_ACM:
         return AcmBackend(credentials, region=region, options=options)
     if kind == DestinationKind.AWS_SECRETS_MANAGER:

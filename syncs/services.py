@@ -88,22 +88,24 @@ def _connection(org_id: int, kind: DestinationKind, connection: AppConnection | 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 
 
-def _region(value: Any) -> str:
+def _region(value: Any, kind: DestinationKind | None = None) -> str:
     value = _text("region", value, 32)
+    if value and kind is not None and CONNECTION_KIND[kind] != "aws":
+        raise ValidationError({"region": [f"A {kind.label} destination has no region: leave it empty."]})
     if value and not _REGION.match(value):
         raise ValidationError({"region": ["Enter an AWS region such as eu-west-1, or leave it empty."]})
     return value
 
 
 def _options(kind: DestinationKind, value: Any) -> dict[str, Any]:
+    if (module := destinations.REGISTRY.get(kind)) is not None:
+        try:
+            return module.clean_options(value)
+        except ValueError as exc:
+            raise ValidationError({"options": [str(exc)]}) from exc
     value = value or {}
     if not isinstance(value, dict):
         raise ValidationError({"options": ["Enter an object."]})
-    if kind == DestinationKind.SSH:
-        try:
-            return ssh.clean_options(value)
-        except ValueError as exc:
-            raise ValidationError({"options": [str(exc)]}) from None
     allowed = {"tags"} | ({"kms_key_id"} if kind == DestinationKind.AWS_SECRETS_MANAGER else set())
     unknown = set(value) - allowed
     if unknown:
@@ -220,7 +222,7 @@ def create_destination(
             name=name,
             kind=k,
             connection=_connection(organization.pk, k, connection),
-            region=_region(region),
+            region=_region(region, k),
             options=_options(k, options),
             enabled=bool(enabled),
         )
@@ -261,7 +263,7 @@ def update_destination(destination: SyncDestination, *, actor: Actor, **changes:
                         changed.append("name")
                 new = {
                     "connection": lambda v: _connection(dest.organization_id, k, v),
-                    "region": _region,
+                    "region": lambda v: _region(v, k),
                     "options": lambda v: _options(k, v),
                     "enabled": bool,
                 }
@@ -1104,6 +1106,10 @@ def check_drift(
                 wanted.append((rule, cert))
                 report.add("missing")
                 say(f"missing: {cert.serial} at {rule.destination.name} as {name}")
+                continue
+            module = destinations.REGISTRY.get(rule.destination.kind)
+            if module is not None and not module.reads_back:
+                report.add("not_readable")  # a webhook: what the receiver holds cannot be read back
                 continue
             try:
                 b = backends.setdefault(rule.destination_id, backend(rule.destination))

@@ -30,7 +30,7 @@ from dnsproviders.credentials import host_key_fingerprint
 from pki import x509
 from pki.policy import name_matches
 from syncs.choices import DestinationKind
-from syncs.destinations import DestinationError, Material, Pushed, register, scrub
+from syncs.destinations import DestinationError, KindModule, Material, Pushed, register, scrub
 
 FILES = ("certificate_file", "chain_file", "fullchain_file", "key_file")
 DEFAULTS: dict[str, str] = {
@@ -58,8 +58,11 @@ _MODE = re.compile(r"^0?[0-7]{3}$")
 READ_BACK_SECONDS = 15.0  # how long the TLS read-back waits for the reloaded server's new workers
 
 
-def clean_options(value: dict[str, Any]) -> dict[str, Any]:
+def clean_options(value: Any) -> dict[str, Any]:
     """The destination's options, checked; ValueError names what is wrong."""
+    value = value or {}
+    if not isinstance(value, dict):
+        raise ValueError("Enter an object.")
     unknown = set(value) - set(OPTIONS)
     if unknown:
         raise ValueError(f"Unknown option {', '.join(sorted(unknown))}; known: {', '.join(OPTIONS)}.")
@@ -334,4 +337,4 @@ class SshBackend:
         return hashlib.sha256(der).hexdigest()
 
 
-register(DestinationKind.SSH, SshBackend)
+register(DestinationKind.SSH, KindModule(make=SshBackend, clean_options=clean_options))
