@@ -24,7 +24,8 @@ class SyncDestination(models.Model):
         verbose_name="app connection",
         on_delete=models.PROTECT,
         related_name="sync_destinations",
-        help_text="The credentials certmgr pushes with (an AWS connection for AWS destinations).",
+        help_text="The credentials certmgr pushes with: aws for AWS, azure for Key Vault, webhook for an "
+        "HTTPS push (its URL and signing secret).",
     )
     region = models.CharField(
         max_length=32, blank=True, help_text="AWS region; empty: the connection's region."
@@ -32,7 +33,8 @@ class SyncDestination(models.Model):
     options = models.JSONField(
         default=dict,
         blank=True,
-        help_text="Per kind: tags (ACM, Secrets Manager: {name: value}), kms_key_id (Secrets Manager).",
+        help_text="Per kind: tags (ACM, Secrets Manager, Key Vault: {name: value}), kms_key_id (Secrets "
+        "Manager), vault_url (Key Vault: https://<name>.vault.azure.net); none for a webhook.",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)

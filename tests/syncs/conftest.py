@@ -9,6 +9,7 @@ from dnsproviders import services as connections
 from syncs import services
 from tests.conftest import SYSTEM
 from tests.pki.conftest import hierarchy, issued, subscriber  # noqa: F401  (fixtures)
+from tests.syncs.kind_fixtures import kv, receiver  # noqa: F401  (fixtures)
 
 REGION = "eu-west-1"
 AWS_KEYS = {

@@ -21,18 +21,6 @@ from syncs import services
 from syncs.models import Deployment, SyncRun
 from tests.conftest import SYSTEM
 from tests.syncs import keyvault_mock as mock
-from tests.syncs.https_servers import resolve_test_domain_to_loopback
-
-
-@pytest.fixture
-def kv(tmp_path, settings, monkeypatch):
-    resolve_test_domain_to_loopback(monkeypatch)
-    with mock.key_vault(tmp_path / "kv") as vault:
-        settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-        settings.CERTMGR_SYNC_CA_BUNDLE = str(vault.tls.ca_file)  # type: ignore[union-attr]
-        settings.CERTMGR_AZURE_AUTHORITY_HOST = f"{mock.AUTHORITY_HOST}:{vault.port}"
-        settings.CERTMGR_AZURE_VAULT_SUFFIXES = [mock.VAULT_SUFFIX]
-        yield vault
 
 
 def azure_connection(tenant, secret=mock.CLIENT_SECRET, name="azure"):
