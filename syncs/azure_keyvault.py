@@ -106,7 +106,9 @@ def azure_error(step: str, exc: Exception, *secrets: str) -> DestinationError:
         text = str(exc.message if hasattr(exc, "message") else exc)
         return DestinationError(
             scrub(f"Azure refused the credentials while {step}: {_first_line(text)}", *secrets),
-            permanent=exc.status_code in (400, 401) if exc.status_code else True,
+            # Entra ID said no (AADSTS...: a wrong secret, an unknown client): no retry changes that; a
+            # token endpoint that could not be reached is retried.
+            permanent=exc.status_code in (400, 401) or "AADSTS" in text,
         )
     if isinstance(exc, az.HttpResponseError):
         code = getattr(exc.error, "code", "") if exc.error else ""

@@ -147,10 +147,17 @@ def test_a_wrong_client_secret_fails_clearly_and_never_reaches_the_vault_with_a_
     assert not kv.certificates and all(not ok for _, _, ok in kv.requests)
 
 
-def test_the_test_action_lists_certificates(kv, vault_destination):
+def test_the_test_action_lists_certificates_through_the_outbound_guard(kv, vault_destination, settings):
     result = services.test_destination(vault_destination, actor=SYSTEM)
     assert result.ok, result.message
     assert kv.vault_url() in result.message
+    settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS = []  # the guard's default: no loopback
+    seen = len(kv.requests) + len(kv.token_requests)
+    result = services.test_destination(
+        services.SyncDestination.objects.get(pk=vault_destination.pk), actor=SYSTEM
+    )
+    assert not result.ok and "loopback" in result.message, result.message
+    assert len(kv.requests) + len(kv.token_requests) == seen
 
 
 def test_vault_url_and_key_rules(kv, tenant, vault_destination):
@@ -206,3 +213,19 @@ def test_no_key_material_in_logs_or_audit(
 def _der(pem: str) -> bytes:
     body = "".join(line for line in pem.strip().splitlines() if "-----" not in line)
     return base64.b64decode(body)
+
+
+def test_revocation_deletes_the_certificate_where_the_rule_says_so(
+    kv, vault_destination, subscriber, django_capture_on_commit_callbacks
+):
+    services.create_rule(
+        vault_destination, subscriber=subscriber, remove_on_expiry_or_revocation=True, actor=SYSTEM
+    )
+    cert = issue(subscriber, django_capture_on_commit_callbacks)
+    kv_name = next(iter(kv.certificates))
+    with django_capture_on_commit_callbacks(execute=True):
+        pki.revoke(cert, reason="superseded", actor=SYSTEM)
+    removal = SyncRun.objects.get(certificate=cert, action="remove")
+    assert removal.status == "succeeded", removal.error
+    assert kv_name in kv.deleted and ("DELETE", f"/certificates/{kv_name}", True) in kv.requests
+    assert Deployment.objects.get(destination=vault_destination).removed_at is not None
