@@ -199,7 +199,13 @@ SCHEMAS: dict[Kind, KindSchema] = {
     Kind.SSH: KindSchema(
         Kind.SSH,
         (
-            CredentialField("host", "Host (name or IP)", routes_secrets=True, max_length=253),
+            CredentialField(
+                "host",
+                "Host (name or IP)",
+                routes_secrets=True,
+                max_length=253,
+                help="The SSH server's DNS name or IP address; its host key is pinned on first use.",
+            ),
             CredentialField("port", "Port", kind="int", required=False, default=22, routes_secrets=True),
             CredentialField("username", "User name", max_length=64),
             CredentialField(

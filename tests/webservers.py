@@ -109,13 +109,20 @@ def s_client(port: int, server_name: str, *args: str, cwd: Path | None = None) -
     return result.stdout
 
 
-def served_serial(port: int, server_name: str) -> str:
-    """The serial (lowercase hex) of the leaf nginx serves for ``server_name``."""
-    pem = s_client(port, server_name)
-    out = subprocess.run(
-        ["openssl", "x509", "-noout", "-serial"], input=pem, capture_output=True, text=True, timeout=30
-    ).stdout
-    return out.strip().removeprefix("serial=").lstrip("0").lower()
+def served_serial(port: int, server_name: str, expect: str = "", wait: float = 10.0) -> str:
+    """The serial (lowercase hex) of the leaf nginx serves for ``server_name``. With ``expect``, asks again
+    for up to ``wait`` seconds until that serial is served: after a reload, an old worker that has not yet
+    seen the signal may still accept one connection with the previous certificate."""
+    deadline = time.monotonic() + wait
+    while True:
+        pem = s_client(port, server_name)
+        out = subprocess.run(
+            ["openssl", "x509", "-noout", "-serial"], input=pem, capture_output=True, text=True, timeout=30
+        ).stdout
+        serial = out.strip().removeprefix("serial=").lstrip("0").lower()
+        if not expect or serial == expect or time.monotonic() > deadline:
+            return serial
+        time.sleep(0.2)
 
 
 # --- sshd ------------------------------------------------------------------------------------------------

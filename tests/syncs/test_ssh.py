@@ -119,7 +119,7 @@ def test_a_renewal_is_served_by_nginx_after_one_sync_run(
     first = issue(subscriber, django_capture_on_commit_callbacks)
     run = SyncRun.objects.get(certificate=first)
     assert (run.status, run.attempts, run.error) == ("succeeded", 1, "")
-    assert served_serial(nginx.port, SNI) == first.serial
+    assert served_serial(nginx.port, SNI, expect=first.serial) == first.serial
     # trust on first use: the host's key is pinned on the connection, shown, and audited
     ssh_connection.refresh_from_db()
     assert ssh_connection.credentials["host_key"] == host.host_key_line
@@ -130,7 +130,9 @@ def test_a_renewal_is_served_by_nginx_after_one_sync_run(
     assert renewed.serial != first.serial
     run = SyncRun.objects.get(certificate=renewed)
     assert (run.status, run.attempts, run.trigger) == ("succeeded", 1, "issuance")
-    assert served_serial(nginx.port, SNI) == renewed.serial  # the new serial within that one run
+    assert (
+        served_serial(nginx.port, SNI, expect=renewed.serial) == renewed.serial
+    )  # the new serial within that one run
     paths = run.identifier.split()
     assert paths == [f"{deploy_dir}/web.crt", f"{deploy_dir}/web.fullchain.crt", f"{deploy_dir}/web.key"]
     assert stat.S_IMODE((deploy_dir / "web.key").stat().st_mode) == 0o600
