@@ -1,11 +1,12 @@
-"""The ACME server in the admin: profiles (saved through the service; each shows its directory URL and
-the certbot command to paste), and the accounts and orders of its clients (read-only)."""
+"""The ACME server in the admin: profiles (saved through the service; each shows its directory URL, the
+certbot command and the cert-manager ClusterIssuer to paste), and the accounts and orders of its clients
+(read-only)."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.urls import reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from acmeserver import services
@@ -27,7 +28,7 @@ class AcmeProfileAdmin(ServiceAdmin):
     list_display = ["name", "organization", "ca", "policy", "validity_days", "enabled"]
     list_filter = ["enabled"]
     search_fields = ["name", "slug"]
-    readonly_fields = ["directory", "client_commands"]
+    readonly_fields = ["directory", "client_commands", "cert_manager"]
     actions = ["create_eab_key", "request_early_renewal"]
     fields = [
         "organization",
@@ -47,6 +48,7 @@ class AcmeProfileAdmin(ServiceAdmin):
         "max_pending_authorizations",
         "directory",
         "client_commands",
+        "cert_manager",
     ]
 
     @admin.display(description="directory URL")
@@ -58,6 +60,10 @@ class AcmeProfileAdmin(ServiceAdmin):
         if not obj.pk:
             return "—"
         return format_html_join(mark_safe("<br>"), "{}: <code>{}</code>", services.client_commands(obj))
+
+    @admin.display(description="cert-manager ClusterIssuer")
+    def cert_manager(self, obj: AcmeProfile) -> str:
+        return format_html("<pre>{}</pre>", services.cluster_issuer_yaml(obj)) if obj.pk else "—"
 
     @admin.action(description="Create an EAB key (shown once)")
     def create_eab_key(self, request, queryset):

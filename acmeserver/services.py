@@ -272,6 +272,45 @@ def client_commands(profile: AcmeProfile) -> list[tuple[str, str]]:
     return [("certbot", certbot_command(profile)), ("lego", lego_command(profile))]
 
 
+def cluster_issuer_yaml(profile: AcmeProfile) -> str:
+    """cert-manager's ``ClusterIssuer`` for the profile (HTTP-01 through an ingress). ``caBundle`` is the
+    profile CA's chain (base64 of the PEM), which trusts certmgr's HTTPS certificate when it comes from the
+    same hierarchy; the ``externalAccountBinding`` block appears when the profile requires EAB (the key id
+    and the Secret holding the HMAC key are the operator's to fill in: the key is shown once)."""
+    import base64
+
+    chain_pem = "".join(x509.to_pem(c) for c in pki.ca_chain(profile.ca))
+    bundle = base64.b64encode(chain_pem.encode()).decode()
+    name = f"certmgr-{profile.organization.slug}-{profile.slug}"[:63]
+    lines = [
+        "apiVersion: cert-manager.io/v1",
+        "kind: ClusterIssuer",
+        "metadata:",
+        f"  name: {name}",
+        "spec:",
+        "  acme:",
+        f"    server: {directory_url(profile)}",
+        f"    caBundle: {bundle}",
+        "    privateKeySecretRef:",
+        f"      name: {name}-account-key",
+    ]
+    if profile.eab_required:
+        lines += [
+            "    externalAccountBinding:",
+            "      keyID: <eab-kid>",
+            "      keySecretRef:",
+            f"        name: {name}-eab",
+            "        key: secret",
+        ]
+    lines += [
+        "    solvers:",
+        "      - http01:",
+        "          ingress:",
+        "            ingressClassName: nginx",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _audit_value(value: Any) -> Any:
     return value.pk if hasattr(value, "pk") else value
 

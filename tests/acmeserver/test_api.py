@@ -145,6 +145,33 @@ def test_the_admin_shows_the_directory_url_and_the_certbot_command(tenant, hiera
     assert client.get("/admin/acmeserver/acmeserveraccount/").status_code == 200
 
 
+@pytest.mark.parametrize("eab", [False, True])
+def test_the_admin_shows_a_cert_manager_cluster_issuer_that_parses(tenant, hierarchy, eab):  # noqa: F811
+    import base64
+    import html
+    import re
+
+    import yaml
+
+    profile = make_profile(tenant, hierarchy[1], eab_required=eab)
+    client = Client()
+    assert client.login(username=tenant.operator.user.username, password=PASSWORD)
+    page = client.get(f"/admin/acmeserver/acmeprofile/{profile.pk}/change/").content.decode()
+    shown = re.search(r"<pre>(apiVersion: cert-manager.io/v1.*?)</pre>", page, re.S)
+    assert shown, page
+    issuer = yaml.safe_load(html.unescape(shown.group(1)))
+    assert issuer["kind"] == "ClusterIssuer"
+    acme = issuer["spec"]["acme"]
+    assert acme["server"] == f"http://certs.acme.test/acme/{tenant.organization.slug}/web/directory"
+    bundle = base64.b64decode(acme["caBundle"]).decode()
+    assert hierarchy[1].certificate_pem.strip() in bundle and hierarchy[0].certificate_pem.strip() in bundle
+    assert acme["privateKeySecretRef"]["name"]
+    assert acme["solvers"][0]["http01"]["ingress"]
+    assert ("externalAccountBinding" in acme) is eab
+    if eab:
+        assert acme["externalAccountBinding"]["keySecretRef"]["key"] == "secret"
+
+
 def test_metrics_count_the_servers_orders_by_profile_and_status(tenant, other_tenant, hierarchy):  # noqa: F811
     from tests.reports.test_metrics import bearer, samples, scrape
 
