@@ -988,6 +988,24 @@ def enqueue_validation(challenge_id: int) -> None:
     )
 
 
+def await_validation(authz: AcmeServerAuthorization) -> AcmeServerAuthorization:
+    """A poll of a pending authorization whose challenge a worker is validating is held until the outcome
+    is stored, for at most ``CERTMGR_ACME_AUTHZ_HOLD_SECONDS``: clients that sleep a whole second after a
+    pending answer (certbot, the ``acme`` library's ``poll_authorizations``) then see it valid at their
+    first poll. Reads only; 0 turns the hold off."""
+    import time
+
+    deadline = time.monotonic() + settings.CERTMGR_ACME_AUTHZ_HOLD_SECONDS
+    while (
+        authz.status == AuthorizationStatus.PENDING
+        and time.monotonic() < deadline
+        and authz.challenges.filter(status=ChallengeStatus.PROCESSING).exists()
+    ):
+        time.sleep(0.02)
+        authz = AcmeServerAuthorization.objects.get(pk=authz.pk)
+    return authz
+
+
 def validate_challenge(challenge_id: int) -> AcmeServerChallenge | None:
     """The worker's step: validate a processing challenge and store the outcome with its authorization's
     and order's new status. Idempotent: a challenge no longer processing is left alone."""

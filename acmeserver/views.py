@@ -383,6 +383,8 @@ def _authz(request: HttpRequest, urls: resources.Urls, signed: Signed, public_id
         if signed.payload.get("status") != "deactivated":
             raise malformed("an authorization can only be deactivated")
         authz = services.deactivate_authorization(authz)
+    else:
+        authz = services.await_validation(authz)
     return _authz_answer(urls, authz)
 
 

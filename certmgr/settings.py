@@ -277,6 +277,8 @@ CERTMGR_ACME_VALIDATION_TLS_PORT = env.int("CERTMGR_ACME_VALIDATION_TLS_PORT", d
 CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS = env.list("CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS", default=[])
 CERTMGR_ACME_VALIDATION_RESOLVERS = env.str("CERTMGR_ACME_VALIDATION_RESOLVERS", default="")
 CERTMGR_ACME_VALIDATION_TIMEOUT = env.float("CERTMGR_ACME_VALIDATION_TIMEOUT", default=10.0)
+# A poll of an authorization being validated waits this long for the worker's outcome (0: answer at once).
+CERTMGR_ACME_AUTHZ_HOLD_SECONDS = env.float("CERTMGR_ACME_AUTHZ_HOLD_SECONDS", default=2.0)
 # How long a nonce, an order and a valid authorization of the ACME server live (a valid authorization serves
 # the account's later orders for the same identifier until then).
 CERTMGR_ACME_NONCE_SECONDS = env.int("CERTMGR_ACME_NONCE_SECONDS", default=3600)

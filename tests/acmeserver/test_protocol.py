@@ -576,3 +576,48 @@ def test_terms_of_service_when_configured_must_be_agreed(profile):
     assert "terms of service" in problem(refused, "malformed", 400)["detail"]
     assert acme.register().status_code == 201
     assert AcmeServerAccount.objects.get().terms_of_service_agreed
+
+
+def test_a_poll_of_an_authorization_being_validated_is_held_until_the_outcome(
+    transactional_db, acme, settings
+):
+    """certbot sleeps a second after a pending answer: the poll waits (up to the hold) for the worker."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from acmeserver.models import AcmeServerChallenge
+
+    settings.CERTMGR_ACME_AUTHZ_HOLD_SECONDS = 5.0
+    url = acme.order("held.acme.test").json()["authorizations"][0]
+    authz = AcmeServerAuthorization.objects.get(public_id=url.rsplit("/", 1)[-1])
+    AcmeServerChallenge.objects.filter(authorization=authz).update(status="processing")
+
+    def worker_stores_the_outcome() -> None:  # what validate_challenge's transaction ends with
+        from django.utils import timezone
+
+        time.sleep(0.3)
+        AcmeServerChallenge.objects.filter(authorization=authz).update(
+            status="valid", validated_at=timezone.now()
+        )
+        AcmeServerAuthorization.objects.filter(pk=authz.pk).update(status="valid")
+        connection.close()
+
+    thread = threading.Thread(target=worker_stores_the_outcome)
+    start = time.monotonic()
+    thread.start()
+    body = acme.post(url).json()
+    thread.join()
+    assert body["status"] == "valid"
+    assert 0.3 <= time.monotonic() - start < 4
+
+    settings.CERTMGR_ACME_AUTHZ_HOLD_SECONDS = 0.2  # an outcome that does not come: pending after the hold
+    url = acme.order("slow.acme.test").json()["authorizations"][0]
+    AcmeServerChallenge.objects.filter(authorization__public_id=url.rsplit("/", 1)[-1]).update(
+        status="processing"
+    )
+    start = time.monotonic()
+    response = acme.post(url)
+    assert response.json()["status"] == "pending" and response.has_header("Retry-After")
+    assert time.monotonic() - start >= 0.2
