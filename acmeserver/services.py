@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
@@ -326,9 +326,16 @@ def actor_for(profile: AcmeProfile, account: AcmeServerAccount | None = None) ->
 def new_nonce() -> str:
     value = secrets.token_urlsafe(24)
     now = timezone.now()
-    AcmeNonce.objects.create(
-        value=value, expires_at=now + timedelta(seconds=settings.CERTMGR_ACME_NONCE_SECONDS)
-    )
+    own_transaction = not connection.in_atomic_block  # inside another one, SET LOCAL would cover it too
+    with transaction.atomic():
+        if own_transaction and connection.vendor == "postgresql":
+            # Every answer hands out a nonce: its commit need not wait for the WAL flush (a nonce lost
+            # in a crash is only a badNonce retry). Using one (use_nonce) stays a synchronous commit.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        AcmeNonce.objects.create(
+            value=value, expires_at=now + timedelta(seconds=settings.CERTMGR_ACME_NONCE_SECONDS)
+        )
     if random.random() < 0.01:  # noqa: S311  (housekeeping, not security)
         AcmeNonce.objects.filter(expires_at__lte=now).delete()
     return value
