@@ -41,7 +41,9 @@ GROUPS: list[tuple[str, str, list[tuple[str, ...]]]] = [
         "enrollment",
         [
             ("acmeserver", "AcmeProfile"),
+            ("acmeserver", "AcmeOrderProfile"),
             ("acmeserver", "AcmeEabKey"),
+            ("acmeserver", "AcmeEarlyRenewal"),
             ("acmeserver", "AcmeServerAccount"),
             ("acmeserver", "AcmeServerOrder"),
             ("acmeserver", "AcmeServerAuthorization"),

@@ -44,7 +44,12 @@ def test_member_sees_the_work_groups_and_no_framework_tables(tenant):
     assert "CA hierarchy" in found["Certificate authorities"]
     assert found["Connections"] == ["DNS providers"]
     assert found["Deployment"] == ["Sync destinations", "Sync rules", "Sync runs"]
-    assert found["Enrollment (ACME server)"][:2] == ["ACME profiles", "ACME EAB keys"]
+    assert found["Enrollment (ACME server)"][:4] == [
+        "ACME profiles",
+        "ACME order profiles",
+        "ACME EAB keys",
+        "ACME early renewals",
+    ]
     html = response.content.decode()
     assert "Scheduled tasks" not in html and "/admin/auth/user/" not in html
     assert session(tenant.admin.user).get("/admin/django_q/").status_code == 404
