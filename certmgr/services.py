@@ -351,3 +351,15 @@ def _raw_batch(
         )
         rows: list[tuple[Any, str]] = cursor.fetchall()  # the two columns selected: pk, token
         return rows
+
+
+def record_test_outcome(obj: Any, *, ok: bool, message: str, actor: Actor, action: str) -> None:
+    """Store and audit the outcome of a *Test* action on a row with ``last_tested_at``, ``last_test_ok`` and
+    ``last_test_message`` (app connections, sync destinations), then refresh those fields on ``obj``."""
+    fields = ["last_tested_at", "last_test_ok", "last_test_message"]
+    with transaction.atomic():
+        type(obj)._default_manager.filter(pk=obj.pk).update(
+            last_tested_at=timezone.now(), last_test_ok=ok, last_test_message=message[:2000]
+        )
+        audit.record(actor, action, obj, outcome="success" if ok else "failure", error="" if ok else message)
+    obj.refresh_from_db(fields=fields)

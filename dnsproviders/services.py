@@ -14,7 +14,7 @@ from certmgr.encryption import unreadable_secret
 from certmgr.errors import Conflict
 from certmgr.models import Organization
 from certmgr.permissions import Action
-from certmgr.services import require
+from certmgr.services import record_test_outcome, require
 from dnsproviders import credentials as creds
 from dnsproviders.models import AppConnection
 
@@ -163,18 +163,9 @@ def test_connection(connection: AppConnection, *, actor: Actor) -> CheckResult:
         result = check_connection(connection.kind, connection.credentials)
     if result.ok and result.host_key and not connection.credentials.get(creds.SSH_HOST_KEY):
         pin_host_key(connection, result.host_key, actor=actor)
-    with transaction.atomic():
-        AppConnection.objects.filter(pk=connection.pk).update(
-            last_tested_at=timezone.now(), last_test_ok=result.ok, last_test_message=result.message[:2000]
-        )
-        audit.record(
-            actor,
-            "app_connection.test",
-            connection,
-            outcome="success" if result.ok else "failure",
-            error="" if result.ok else result.message,
-        )
-    connection.refresh_from_db(fields=["last_tested_at", "last_test_ok", "last_test_message"])
+    record_test_outcome(
+        connection, ok=result.ok, message=result.message, actor=actor, action="app_connection.test"
+    )
     return result
 
 

@@ -32,7 +32,7 @@ from certmgr.errors import Conflict, ServiceError
 from certmgr.jobs import JobReport
 from certmgr.models import Organization
 from certmgr.permissions import Action
-from certmgr.services import require
+from certmgr.services import record_test_outcome, require
 from dnsproviders import services as connections
 from dnsproviders.models import AppConnection
 from pki import alerts, renewal
@@ -348,18 +348,9 @@ def test_destination(destination: SyncDestination, *, actor: Actor) -> TestResul
         _pin_first_sight(destination, b)
     except destinations.DestinationError as exc:
         result = TestResult(False, exc.message)
-    with transaction.atomic():
-        SyncDestination.objects.filter(pk=destination.pk).update(
-            last_tested_at=timezone.now(), last_test_ok=result.ok, last_test_message=result.message[:2000]
-        )
-        audit.record(
-            actor,
-            "sync_destination.test",
-            destination,
-            outcome="success" if result.ok else "failure",
-            error="" if result.ok else result.message,
-        )
-    destination.refresh_from_db(fields=["last_tested_at", "last_test_ok", "last_test_message"])
+    record_test_outcome(
+        destination, ok=result.ok, message=result.message, actor=actor, action="sync_destination.test"
+    )
     return result
 
 
