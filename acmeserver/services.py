@@ -267,9 +267,45 @@ def lego_command(profile: AcmeProfile) -> str:
     return f"lego --server {server} --email <e-mail> --accept-tos{eab} --domains <name> {solver} run"
 
 
+def uacme_command(profile: AcmeProfile) -> str:
+    """Debian's uacme: an account (``-e`` when the profile requires EAB), then ``issue`` through the hook
+    uacme ships for the first challenge type the profile offers (uacme.sh writes HTTP-01 tokens under
+    /var/www, nsupdate.sh publishes the TXT record, ualpn.sh hands TLS-ALPN-01 to a running ualpn)."""
+    hook = {
+        ChallengeType.HTTP_01: "/usr/share/uacme/uacme.sh",
+        ChallengeType.DNS_01: "/usr/share/uacme/nsupdate.sh",
+        ChallengeType.TLS_ALPN_01: "/usr/share/uacme/ualpn.sh",
+    }[ChallengeType(profile.challenge_types[0])]
+    eab = " -e <kid>:<hmac_key>" if profile.eab_required else ""
+    server = directory_url(profile)
+    return f"uacme -a {server}{eab} -y new <e-mail> && uacme -a {server} -h {hook} issue <name>"
+
+
+def dehydrated_command(profile: AcmeProfile) -> str:
+    """Debian's dehydrated: register (EAB through its EAB_KID/EAB_HMAC_KEY variables), then ``--cron`` with
+    the profile's first challenge type (HTTP-01 tokens go to its WELLKNOWN directory; DNS-01 needs a hook)."""
+    challenge = ChallengeType(profile.challenge_types[0])
+    extra = {
+        ChallengeType.HTTP_01: "",
+        ChallengeType.DNS_01: " --hook <hook>",
+        ChallengeType.TLS_ALPN_01: " --alpn <directory>",
+    }[challenge]
+    eab = "EAB_KID=<kid> EAB_HMAC_KEY=<hmac_key> " if profile.eab_required else ""
+    server = directory_url(profile)
+    return (
+        f"{eab}dehydrated --ca {server} --register --accept-terms && "
+        f"dehydrated --ca {server} --cron --challenge {challenge.value}{extra} --domain <name>"
+    )
+
+
 def client_commands(profile: AcmeProfile) -> list[tuple[str, str]]:
     """(client, command) of every client the profile's admin page shows."""
-    return [("certbot", certbot_command(profile)), ("lego", lego_command(profile))]
+    return [
+        ("certbot", certbot_command(profile)),
+        ("lego", lego_command(profile)),
+        ("uacme", uacme_command(profile)),
+        ("dehydrated", dehydrated_command(profile)),
+    ]
 
 
 def cluster_issuer_yaml(profile: AcmeProfile) -> str:

@@ -16,7 +16,7 @@ PACKAGES=(
   nginx                                      # ssl_stapling of the OCSP responder's answers (tests/pki/test_ocsp.py)
   openssh-server                             # sshd for the SSH sync destination (tests/syncs/test_ssh.py)
   wrk                                        # HTTP load generator of bench/ocsp_bench.py
-  acme-tiny dehydrated                       # ACME clients against certmgr's ACME server (tests/acmeserver/test_clients.py)
+  acme-tiny dehydrated uacme                 # ACME clients against certmgr's ACME server (tests/acmeserver/test_clients.py)
 )
 
 missing=()

@@ -374,12 +374,19 @@ class Enrollment:
     ca: CertificateAuthority
     policy: Policy | None
     csr_pem: str
-    names: list[str]  # DNS names and IP addresses; the first one is the common name when it fits
+    names: list[str]  # DNS names and IP addresses (see _enrolled_common_name for the subject)
     validity_days: int
     # The window the client asked for (ACME notBefore/notAfter), already within validity_days; None: from
     # now for validity_days.
     not_before: datetime | None = None
     not_after: datetime | None = None
+
+
+def _enrolled_common_name(names: Sequence[str]) -> str:
+    """The first DNS name that fits a CN (64 characters), else none. Never an IP address: RFC 8738
+    certificates carry it in the SAN only (like Let's Encrypt's), since clients read the CN as a DNS name
+    (certbot 5.8 stops after issuance on a CN of 127.0.0.1: "is an IP address")."""
+    return next((n for n in names if len(n) <= 64 and not isinstance(x509.parse_san(n), cx509.IPAddress)), "")
 
 
 def enroll(
@@ -408,7 +415,7 @@ def enroll(
             issuer_type=Subscriber.IssuerType.CA,
             ca=ca,
             policy=policy,
-            common_name=names[0] if len(names[0]) <= 64 else "",
+            common_name=_enrolled_common_name(names),
             sans=names,
             validity_days=enrollment.validity_days,
             key_usages=[],

@@ -5,16 +5,21 @@ resolve to loopback through a real PowerDNS (``CERTMGR_ACME_VALIDATION_RESOLVERS
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import itertools
+import re
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import josepy as jose
 import pytest
 from acme import client as acme_client
 from acme import messages
+from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from acmeserver import services
@@ -132,9 +137,46 @@ class TlsCertmgr:
 
 
 @pytest.fixture
-def tls_certmgr_env() -> dict[str, str]:
-    """More environment for the gunicorn of ``tls_certmgr`` (a test module overrides this fixture)."""
-    return {}
+def tls_certmgr_env(request) -> dict[str, str]:
+    """More environment for the gunicorn of ``tls_certmgr``: a DNS-01 test (one asking for ``bind``) has the
+    validator read TXT records from BIND, where the client's RFC 2136 update or hook wrote them."""
+    if "bind" not in request.fixturenames:
+        return {}
+    bind = request.getfixturevalue("bind")
+    return {"CERTMGR_ACME_VALIDATION_RESOLVERS": f"{bind.server}:{bind.port}"}
+
+
+def verified_leaf(chain_pem: str, root: str, workdir: Path) -> cx509.Certificate:
+    """The leaf of a client's saved chain (leaf first, then the intermediates), after ``openssl verify``
+    accepted it against the CA's ``root`` (a file)."""
+    certs = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n?", chain_pem, re.S)
+    assert len(certs) >= 2, chain_pem
+    (workdir / "leaf.pem").write_text(certs[0])
+    (workdir / "intermediates.pem").write_text("".join(certs[1:]))
+    leaf, intermediates = str(workdir / "leaf.pem"), str(workdir / "intermediates.pem")
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", root, "-untrusted", intermediates, leaf],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    return cx509.load_pem_x509_certificate(certs[0].encode())
+
+
+def assert_only_the_address(cert: cx509.Certificate, address: str) -> None:
+    """RFC 8738: the address is the certificate's one SAN, as an IP address (not a DNS name), and the
+    subject has no common name (clients read a CN as a DNS name)."""
+    names = cert.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
+    assert names.get_values_for_type(cx509.IPAddress) == [ipaddress.ip_address(address)]
+    assert names.get_values_for_type(cx509.DNSName) == []
+    assert cert.subject.get_attributes_for_oid(cx509.NameOID.COMMON_NAME) == []
+
+
+def sans(cert: cx509.Certificate) -> list[str]:
+    """The subjectAltName values, DNS names and IP addresses alike, as text."""
+    names = cert.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
+    return [str(n.value) for n in names]
 
 
 @pytest.fixture
@@ -150,7 +192,6 @@ def tls_certmgr(
 ) -> Iterator[TlsCertmgr]:
     import sys
     import time
-    from pathlib import Path
 
     import requests
     from django.db import connection

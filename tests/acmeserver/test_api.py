@@ -141,6 +141,17 @@ def test_the_admin_shows_the_directory_url_and_the_certbot_command(tenant, hiera
     assert services.lego_command(dns).endswith(
         "--accept-tos --eab --kid <kid> --hmac <hmac_key> --domains <name> --dns <provider> run"
     )
+    dns_url = services.directory_url(dns)
+    assert services.uacme_command(dns) == (
+        f"uacme -a {dns_url} -e <kid>:<hmac_key> -y new <e-mail> && "
+        f"uacme -a {dns_url} -h /usr/share/uacme/nsupdate.sh issue <name>"
+    )
+    assert services.dehydrated_command(dns) == (
+        f"EAB_KID=<kid> EAB_HMAC_KEY=<hmac_key> dehydrated --ca {dns_url} --register --accept-terms && "
+        f"dehydrated --ca {dns_url} --cron --challenge dns-01 --hook <hook> --domain <name>"
+    )
+    assert f"uacme: <code>uacme -a {url} -y new &lt;e-mail&gt; &amp;&amp; uacme -a {url} -h " in text
+    assert f"dehydrated: <code>dehydrated --ca {url} --register --accept-terms" in text
     assert client.get("/admin/acmeserver/acmeserverorder/").status_code == 200
     assert client.get("/admin/acmeserver/acmeserveraccount/").status_code == 200
 

@@ -1,6 +1,7 @@
 """The real certbot (PyPI, in the test venv) against certmgr's ACME server on loopback: ``certonly
 --standalone`` (HTTP-01 validated by certmgr against certbot's own server), ``revoke``, and a second
-``revoke`` that fails because the certificate is revoked already."""
+``revoke`` that fails because the certificate is revoked already; ``--ip-address`` (RFC 8738); DNS-01
+through BIND with ``--dns-rfc2136``, renew with ARI, ``--preferred-profile``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from cryptography.hazmat.primitives import hashes
 from acmeserver.models import AcmeServerOrder
 from certmgr.models import AuditEvent
 from pki.models import Certificate
-from tests.acmeserver.conftest import directory_url, loopback_name
+from tests.acmeserver.conftest import (
+    assert_only_the_address,
+    directory_url,
+    loopback_name,
+    make_profile,
+    verified_leaf,
+)
 from tests.dnsservers import free_port
 
 pytestmark = pytest.mark.servers
@@ -122,6 +129,37 @@ def test_certbot_certonly_standalone_over_tls_then_revoke_twice(tls_certmgr, pro
     )
     assert again.returncode != 0
     assert "already revoked" in again.stdout + again.stderr
+
+
+def test_certbot_ip_address_over_http01(tls_certmgr, tenant, hierarchy, tmp_path):
+    """RFC 8738: certbot 5.x's ``--ip-address 127.0.0.1`` orders an ``ip`` identifier; certmgr validates
+    HTTP-01 at the address (certbot's standalone server) and the certificate's only SAN is the address."""
+    profile = make_profile(tenant, hierarchy[1], name="Addresses", slug="ip", allow_ip_identifiers=True)
+    run = certbot(
+        tmp_path,
+        "certonly",
+        "--standalone",
+        "--http-01-port",
+        str(tls_certmgr.http01_port),
+        "--http-01-address",
+        "127.0.0.1",
+        "--ip-address",
+        "127.0.0.1",
+        "--cert-name",
+        "loopback",
+        "--server",
+        f"{tls_certmgr.url}/acme/{profile.organization.slug}/{profile.slug}/directory",
+        "--agree-tos",
+        "--register-unsafely-without-email",
+        ca_bundle=tls_certmgr.ca_bundle,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    chain = (tmp_path / "config" / "live" / "loopback" / "fullchain.pem").read_text()
+    leaf = verified_leaf(chain, tls_certmgr.ca_bundle, tmp_path)
+    assert_only_the_address(leaf, "127.0.0.1")
+    authorization = AcmeServerOrder.objects.get(status="valid").authorizations.get()
+    assert (authorization.identifier_type, authorization.identifier_value) == ("ip", "127.0.0.1")
+    assert authorization.challenges.get(status="valid").type == "http-01"
 
 
 def test_certbot_revokes_with_the_certificates_key(live_server, profile, validation_env, settings, tmp_path):

@@ -155,7 +155,7 @@ def test_dns01_is_validated_from_the_txt_record_and_proves_a_wildcard(
 def test_an_ip_identifier_is_validated_over_http01_at_the_address(
     live_server, tenant, hierarchy, validation_env, token_server
 ):
-    from tests.acmeserver.conftest import make_profile
+    from tests.acmeserver.conftest import assert_only_the_address, make_profile
 
     profile = make_profile(tenant, hierarchy[1], allow_ip_identifiers=True)
     client = acme_client_for(directory_url(live_server, profile))
@@ -165,8 +165,7 @@ def test_an_ip_identifier_is_validated_over_http01_at_the_address(
     deadline = datetime.datetime.now() + datetime.timedelta(seconds=20)
     order = client.poll_and_finalize(order, deadline)
     leaf = cx509.load_pem_x509_certificate(order.fullchain_pem.encode())
-    sans = leaf.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
-    assert [str(ip) for ip in sans.get_values_for_type(cx509.IPAddress)] == ["127.0.0.1"]
+    assert_only_the_address(leaf, "127.0.0.1")
     assert token_server.requests[-1][0] == f"127.0.0.1:{token_server.port}"
 
 

@@ -1,8 +1,8 @@
 """Debian's ``lego`` against certmgr's ACME server served over HTTPS by gunicorn (``tls_certmgr``), trusting
 certmgr's TLS certificate through ``LEGO_CA_CERTIFICATES``: HTTP-01 (lego's own server), TLS-ALPN-01 (lego's
 own acme-tls/1 responder, validated by certmgr's worker), DNS-01 through BIND with lego's rfc2136 provider,
-an IP identifier (RFC 8738), External Account Binding, ``renew`` and ``revoke``. Every certificate lego saves
-verifies with ``openssl verify`` against the CA's root."""
+External Account Binding, ``renew`` and ``revoke``, and an IP address (refused: lego 4.9.1 has no RFC 8738).
+Every certificate lego saves verifies with ``openssl verify`` against the CA's root."""
 
 from __future__ import annotations
 
@@ -19,20 +19,11 @@ from acmeserver import services
 from acmeserver.models import AcmeServerAccount, AcmeServerOrder
 from certmgr.models import AuditEvent
 from pki.models import Certificate
-from tests.acmeserver.conftest import loopback_name, make_profile, unique_name
+from tests.acmeserver.conftest import loopback_name, make_profile, sans, unique_name, verified_leaf
 from tests.conftest import SYSTEM
 from tests.dnsservers import require_executable
 
 pytestmark = pytest.mark.servers
-
-
-@pytest.fixture
-def tls_certmgr_env(request) -> dict[str, str]:
-    """The DNS-01 test's gunicorn reads TXT records from BIND, where lego's rfc2136 provider writes them."""
-    if "bind" not in request.fixturenames:
-        return {}
-    bind = request.getfixturevalue("bind")
-    return {"CERTMGR_ACME_VALIDATION_RESOLVERS": f"{bind.server}:{bind.port}"}
 
 
 def lego(
@@ -47,28 +38,9 @@ def lego(
 
 
 def verify(tls_certmgr, tmp_path: Path, name: str) -> cx509.Certificate:
-    certs = tmp_path / "lego" / "certificates"
-    run = subprocess.run(
-        [
-            "openssl",
-            "verify",
-            "-CAfile",
-            tls_certmgr.ca_bundle,
-            "-untrusted",
-            str(certs / f"{name}.issuer.crt"),
-            str(certs / f"{name}.crt"),  # the bundle: openssl verifies its first certificate, the leaf
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    return cx509.load_pem_x509_certificate((certs / f"{name}.crt").read_bytes())
-
-
-def names_of(cert: cx509.Certificate) -> list[str]:
-    sans = cert.extensions.get_extension_for_class(cx509.SubjectAlternativeName).value
-    return [str(n.value) for n in sans]
+    """lego's ``<name>.crt`` is the bundle (leaf, then the issuing CA): it verifies against the root."""
+    bundle = (tmp_path / "lego" / "certificates" / f"{name}.crt").read_text()
+    return verified_leaf(bundle, tls_certmgr.ca_bundle, tmp_path)
 
 
 def the_order_of(cert: cx509.Certificate) -> AcmeServerOrder:
@@ -85,7 +57,7 @@ def test_lego_http01_then_renew_then_revoke(tls_certmgr, profile, powerdns, tmp_
     run = lego(tls_certmgr, tmp_path, profile, *common, "run")
     assert run.returncode == 0, run.stdout + run.stderr
     first = verify(tls_certmgr, tmp_path, name)
-    assert names_of(first) == [name]
+    assert sans(first) == [name]
     order = the_order_of(first)
     assert order.authorizations.get().challenges.get(status="valid").type == "http-01"
     assert AcmeServerAccount.objects.get().contact == ["mailto:ops@acme.test"]
@@ -123,7 +95,7 @@ def test_lego_tls_alpn01(tls_certmgr, profile, powerdns, tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     cert = verify(tls_certmgr, tmp_path, name)
-    assert names_of(cert) == [name]
+    assert sans(cert) == [name]
     challenge = the_order_of(cert).authorizations.get().challenges.get()
     assert challenge.type == "tls-alpn-01" and challenge.status == "valid"
     (entry,) = challenge.validation_record
@@ -132,10 +104,13 @@ def test_lego_tls_alpn01(tls_certmgr, profile, powerdns, tmp_path):
 
 
 def test_lego_ip_identifier_is_sent_as_a_dns_name_and_refused(tls_certmgr, tenant, hierarchy, tmp_path):
-    """Debian's lego (4.9.1) orders ``--domains 127.0.0.1`` as a ``dns`` identifier (lego learnt RFC 8738's
-    ``ip`` type later). certmgr does not guess: ``rejectedIdentifier`` saying which type to use, and nothing
-    is left behind. (IP identifiers are issued to the acme library: tests/acmeserver/test_flow.py.)
-    When Debian ships a lego that sends ``ip``, this test fails and becomes the issuing one."""
+    """Debian's lego 4.9.1 cannot order an IP address: its ``OrderService.New`` (acme/api/order.go) types
+    every name ``dns``, and its CSR (certcrypto.GenerateCSR) puts every name in the DNS SANs; ``--csr`` does
+    not help either (certcrypto.ExtractDomainsCSR reads only the CN and the DNS SANs). RFC 8738 ``ip``
+    identifiers came with lego 4.11.0 (go-acme/lego#1838). So ``--domains 127.0.0.1`` arrives as a ``dns``
+    identifier, and certmgr does not guess: ``rejectedIdentifier`` saying which type to use, nothing left
+    behind. (Real clients issuing IP identifiers: uacme in test_clients.py, certbot in test_certbot.py.)
+    When Debian ships a lego of 4.11 or later, this test fails and becomes the issuing one."""
     profile = make_profile(tenant, hierarchy[1], name="Addresses", slug="ip", allow_ip_identifiers=True)
     run = lego(
         tls_certmgr,
@@ -186,7 +161,7 @@ def test_lego_dns01_rfc2136_through_bind(tls_certmgr, tenant, hierarchy, bind, t
     )
     assert run.returncode == 0, run.stdout + run.stderr
     cert = verify(tls_certmgr, tmp_path, name)
-    assert names_of(cert) == [name]
+    assert sans(cert) == [name]
     challenge = the_order_of(cert).authorizations.get().challenges.get(status="valid")
     assert challenge.type == "dns-01"
     assert challenge.validation_record[0]["resolvers"] == f"{bind.server}:{bind.port}"
