@@ -585,7 +585,7 @@ def test_a_poll_of_an_authorization_being_validated_is_held_until_the_outcome(
     import threading
     import time
 
-    from django.db import connection
+    from django.db import connection, transaction
 
     from acmeserver.models import AcmeServerChallenge
 
@@ -598,10 +598,11 @@ def test_a_poll_of_an_authorization_being_validated_is_held_until_the_outcome(
         from django.utils import timezone
 
         time.sleep(0.3)
-        AcmeServerChallenge.objects.filter(authorization=authz).update(
-            status="valid", validated_at=timezone.now()
-        )
-        AcmeServerAuthorization.objects.filter(pk=authz.pk).update(status="valid")
+        with transaction.atomic():  # one commit, as the worker's: a poll never sees half of it
+            AcmeServerChallenge.objects.filter(authorization=authz).update(
+                status="valid", validated_at=timezone.now()
+            )
+            AcmeServerAuthorization.objects.filter(pk=authz.pk).update(status="valid")
         connection.close()
 
     thread = threading.Thread(target=worker_stores_the_outcome)
