@@ -30,7 +30,7 @@ class Kind(StrEnum):
 
 
 KIND_LABELS = {
-    Kind.AWS: "AWS Route53",
+    Kind.AWS: "AWS (Route53 DNS, Certificate Manager, Secrets Manager)",
     Kind.CLOUDFLARE: "Cloudflare",
     Kind.POWERDNS: "PowerDNS",
     Kind.RFC2136: "RFC 2136 (BIND, Knot, ... with TSIG)",

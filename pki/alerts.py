@@ -39,7 +39,7 @@ from certmgr.jobs import JobReport
 from certmgr.models import Organization
 from certmgr.permissions import Action
 from certmgr.services import require
-from pki import renewal
+from pki import deployment, renewal
 from pki.models import (
     AlertChannel,
     AlertDelivery,
@@ -468,8 +468,10 @@ def build_alert(
     message: str = "",
     threshold: int | None = None,
     now: datetime | None = None,
+    destinations: int = 0,
 ) -> tuple[str, str, dict[str, Any]]:
-    """(subject, text, payload) of one alert."""
+    """(subject, text, payload) of one alert. ``destinations``: how many sync destinations an issued
+    certificate goes to (an issuance is not done before each confirmed it)."""
     now = now or timezone.now()
     label = (certificate.common_name or certificate.serial) if certificate is not None else ""
     if not label and subscriber is not None:
@@ -500,7 +502,10 @@ def build_alert(
         subject = f"{label} expires in {days_left} day{'s' if days_left != 1 else ''}"
         detail = f"expires {certificate.not_after:%Y-%m-%d %H:%M %Z} (threshold: {threshold} days)"
     elif event == Event.ISSUED:
-        subject, detail = f"{label} issued", f"serial {certificate.serial}" if certificate else ""
+        verb = "renewed" if certificate is not None and certificate.renewed_from_id else "issued"
+        subject = f"{label} {verb}" + (f"; {deployment.deploying_text(destinations)}" if destinations else "")
+        detail = f"serial {certificate.serial}" if certificate else ""
+        payload["deploying_to"] = destinations
     elif event == Event.REVOKED:
         reason = certificate.revocation_reason if certificate is not None else ""
         subject, detail = f"{label} revoked", f"serial {certificate.serial if certificate else ''} {reason}"
@@ -575,6 +580,8 @@ def _subjects_and_rules(event: str, certificate: Any, subscriber: Any) -> tuple[
 def _queue_event(event: str, subjects: list, rules: list[AlertRule], message: str) -> list[int]:
     now = timezone.now()
     rows = []
+    # where issued certificates go: the syncs have not seen them yet (they do after this commit)
+    going = deployment.planned([c for c, _ in subjects if c is not None]) if event == Event.ISSUED else {}
     for cert, s in subjects:
         seen: set[int] = set()  # one message per channel, however many rules lead there
         for rule in rules:
@@ -585,7 +592,12 @@ def _queue_event(event: str, subjects: list, rules: list[AlertRule], message: st
                     continue
                 seen.add(ch.pk)
                 subject, text, payload = build_alert(
-                    event, certificate=cert, subscriber=s, message=message, now=now
+                    event,
+                    certificate=cert,
+                    subscriber=s,
+                    message=message,
+                    now=now,
+                    destinations=going.get(cert.pk, 0) if cert is not None else 0,
                 )
                 rows.append(_delivery(rule, ch, event, cert, s, None, subject, text, payload, now))
     created = AlertDelivery.objects.bulk_create(rows, batch_size=BATCH)

@@ -129,6 +129,15 @@ class CertificateStatus(Choices):
     REVOKED = "revoked", "Revoked"
 
 
+class DeploymentState(Choices):
+    """How far a certificate got to the places it is used (kept by ``syncs``, which deploys it)."""
+
+    NONE = "none", "No destinations"  # no sync rule sends it anywhere: issuing it was the whole job
+    DEPLOYING = "deploying", "Deploying"  # some destination has not confirmed it yet
+    DEPLOYED = "deployed", "Deployed"  # every destination confirmed its serial (deployed_at: the last)
+    FAILED = "failed", "Deployment failed"  # a destination's run failed for good; nothing is pending
+
+
 class CertificateSource(Choices):
     ISSUED = "issued", "Issued by an internal CA"
     SELF_SIGNED = "self-signed", "Self-signed"

@@ -106,6 +106,14 @@ class CertificateFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(choices=Certificate.Status.choices)
     source = django_filters.ChoiceFilter(choices=Certificate.Source.choices)
     key_algorithm = django_filters.ChoiceFilter(choices=KEY_ALGORITHMS)
+    deployment_state = django_filters.MultipleChoiceFilter(
+        choices=Certificate.DeploymentState.choices,
+        help_text="none, deploying, deployed or failed (repeat for several: renewed but not yet deployed is "
+        "deploying and failed).",
+    )
+    renewal = django_filters.BooleanFilter(
+        field_name="renewed_from", lookup_expr="isnull", exclude=True, help_text="Renewals only (true)."
+    )
     expires_within_days = IntegerFilter(
         method="filter_expires_within_days",
         min_value=0,
@@ -128,6 +136,8 @@ class CertificateFilter(django_filters.FilterSet):
             "status",
             "source",
             "key_algorithm",
+            "deployment_state",
+            "renewal",
             "expires_within_days",
             "search",
         ]

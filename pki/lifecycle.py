@@ -23,7 +23,7 @@ from django.utils import timezone
 from certmgr.actors import Actor
 from certmgr.errors import ServiceError
 from certmgr.jobs import JobReport
-from pki import issuers, services
+from pki import deployment, issuers, services
 from pki.choices import IssuerType
 from pki.models import Certificate, Subscriber
 
@@ -106,10 +106,14 @@ def run_renewals(
         if outcomes is None:
             one_by_one.extend(chunk)  # refused as a batch: each on its own, so failures are its own
             continue
+        done = _renewals_of([pk for pk, outcome in outcomes.items() if outcome == "renewed"])
         for item in chunk:
-            _report(report, item, outcomes.get(item.certificate_id, "skipped"), say)
+            _report(report, item, outcomes.get(item.certificate_id, "skipped"), say, done)
     for item in one_by_one:
-        _report(report, item, renew_one(item.certificate_id, at=at), say)
+        outcome = renew_one(item.certificate_id, at=at)
+        _report(
+            report, item, outcome, say, _renewals_of([item.certificate_id] if outcome == "renewed" else [])
+        )
     for subscriber_id in first_issues_due(now)[:FIRST_ISSUE_RETRIES]:
         outcome = retry_first_issue(subscriber_id, now=now)
         report.add(f"first_issue_{outcome}")
@@ -194,9 +198,36 @@ def _signs_locally(kind: str) -> bool:
         return False
 
 
-def _report(report: JobReport, item: Planned, outcome: str, say: Callable[[str], None]) -> None:
+def _renewals_of(certificate_ids: list[int]) -> dict[int, tuple[str, bool]]:
+    """How far the renewals of ``certificate_ids`` got (``deployment.suffixes``), and whether some
+    destination has yet to confirm them, by what they renew."""
+    if not certificate_ids:
+        return {}
+    rows = list(Certificate.objects.filter(renewed_from_id__in=certificate_ids).select_related("subscriber"))
+    said = deployment.suffixes(rows)
+    return {
+        row.renewed_from_id: (
+            said[row.pk],
+            bool(said[row.pk]) and row.deployment_state != deployment.DEPLOYED,
+        )
+        for row in rows
+        if row.renewed_from_id is not None
+    }
+
+
+def _report(
+    report: JobReport,
+    item: Planned,
+    outcome: str,
+    say: Callable[[str], None],
+    renewals: dict[int, tuple[str, bool]] | None = None,
+) -> None:
     report.add(outcome)
-    say(f"{outcome}: certificate {item.certificate_id} ({item.names}), due {item.renew_at:%Y-%m-%d %H:%M}")
+    suffix, unconfirmed = (renewals or {}).get(item.certificate_id, ("", False))
+    if unconfirmed:
+        report.add("deploying")  # renewed, not done: a destination has not confirmed the new serial
+    said = outcome + suffix
+    say(f"{said}: certificate {item.certificate_id} ({item.names}), due {item.renew_at:%Y-%m-%d %H:%M}")
     if outcome == "failed":
         sub = Subscriber.objects.filter(pk=item.subscriber_id).values_list(
             "last_operation_message", flat=True

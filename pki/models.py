@@ -207,6 +207,7 @@ class Certificate(models.Model):
 
     Status = choices.CertificateStatus
     Source = choices.CertificateSource
+    DeploymentState = choices.DeploymentState
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="certificates")
     ca = models.ForeignKey(
@@ -257,6 +258,19 @@ class Certificate(models.Model):
         verbose_name="next renewal info (ARI) check", null=True, blank=True, editable=False
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Where it is used: kept by the app that deploys it (syncs); pki only shows it (pki.deployment).
+    deployment_state = models.CharField(
+        max_length=10, choices=choices.DeploymentState.choices, default=choices.DeploymentState.NONE.value
+    )
+    deployment_targets = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Destinations it goes to."
+    )
+    deployment_confirmed = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Destinations that confirmed its serial."
+    )
+    deployed_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the last destination confirmed it."
+    )
 
     objects = CertificateQuerySet.as_manager()
 
@@ -281,6 +295,12 @@ class Certificate(models.Model):
                 fields=["next_renewal_at"],
                 name="cert_renewal_due",
                 condition=models.Q(status="active", next_renewal_at__isnull=False),
+            ),
+            # Not yet everywhere it goes: the dashboard's count and the deployment filter (a small slice).
+            models.Index(
+                fields=["organization", "deployment_state"],
+                name="cert_undeployed",
+                condition=models.Q(deployment_state__in=["deploying", "failed"]),
             ),
             # A subscriber's certificates still planned for renewal (one, normally): cleared on each issuance.
             models.Index(

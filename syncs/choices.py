@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
 from certmgr.choices import Choices
+from pki.choices import DeploymentState
 
 
 class DestinationKind(Choices):
@@ -53,3 +57,32 @@ class RunTrigger(Choices):
 
 
 FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SUPERSEDED})
+OPEN = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
+
+
+def deployment_state(
+    pairs: Mapping[tuple[int, str], Sequence[tuple[str, datetime | None]]], *, replaced: bool
+) -> tuple[str, int, int, datetime | None]:
+    """(state, destinations, confirmed, deployed_at) from a certificate's push runs per (destination, name).
+
+    A place is confirmed by a succeeded run, pending while a run is open, failed when its runs failed; a
+    place whose runs were all superseded does not count, nor, once the certificate was renewed, one that
+    never confirmed it (its renewal goes there instead)."""
+    confirmed: list[datetime] = []
+    pending = failed = 0
+    for runs in pairs.values():
+        done = [at for status, at in runs if status == RunStatus.SUCCEEDED and at is not None]
+        if done:
+            confirmed.append(min(done))
+        elif any(status in OPEN for status, _ in runs):
+            pending += 1
+        elif not replaced and any(status == RunStatus.FAILED for status, _ in runs):
+            failed += 1
+    total = len(confirmed) + pending + failed
+    if not total:
+        return DeploymentState.NONE, 0, 0, None
+    if pending:
+        return DeploymentState.DEPLOYING, total, len(confirmed), None
+    if failed:
+        return DeploymentState.FAILED, total, len(confirmed), None
+    return DeploymentState.DEPLOYED, total, total, max(confirmed)

@@ -85,7 +85,8 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class KindModule:
-    """A destination kind that lives in its own module (``syncs.<kind>``), registered by ``syncs.apps``."""
+    """How a destination kind pushes and checks its options: the AWS kinds here, the others in their own
+    module (``syncs.<kind>``, imported by ``syncs.apps``)."""
 
     make: Callable[..., Backend]  # (credentials, *, region, options) -> Backend
     clean_options: Callable[[Any], dict[str, Any]]  # raises ValueError with a message for people
@@ -102,10 +103,6 @@ def register(kind: str, module: KindModule) -> None:
 def backend_for(kind: str, credentials: dict, *, region: str, options: dict) -> Backend:
     if (module := REGISTRY.get(str(kind))) is not None:
         return module.make(credentials, region=region, options=options)
-    if kind == DestinationKind.AWS_ACM:
-        return AcmBackend(credentials, region=region, options=options)
-    if kind == DestinationKind.AWS_SECRETS_MANAGER:
-        return SecretsManagerBackend(credentials, region=region, options=options)
     raise DestinationError(f"unknown destination kind {kind!r}", permanent=True)
 
 
@@ -296,3 +293,43 @@ class SecretsManagerBackend(_Aws):
         return (
             f"AWS Secrets Manager in {self.region} answered: the credentials can list secrets ({seen} seen)."
         )
+
+
+def _aws_options(value: Any, *, allowed: frozenset[str]) -> dict[str, Any]:
+    """ACM and Secrets Manager options: tags (both), kms_key_id (Secrets Manager); ValueError says why."""
+    value = value or {}
+    if not isinstance(value, dict):
+        raise ValueError("Enter an object.")
+    unknown = set(value) - allowed
+    if unknown:
+        raise ValueError(f"Unknown option {', '.join(sorted(unknown))}; known: {', '.join(sorted(allowed))}.")
+    cleaned: dict[str, Any] = {}
+    tags = value.get("tags") or {}
+    if not isinstance(tags, dict) or len(tags) > 40:
+        raise ValueError("tags: enter an object of up to 40 names and values.")
+    for k, v in tags.items():
+        if not isinstance(v, str | int | float) or not 0 < len(str(k)) <= 128 or len(str(v)) > 256:
+            raise ValueError("tags: names of 1-128 and values of up to 256 characters.")
+        if str(k).lower().startswith("aws:"):
+            raise ValueError("tags: names starting with aws: are AWS's own.")
+    if tags:
+        cleaned["tags"] = {str(k): str(v) for k, v in tags.items()}
+    if value.get("kms_key_id"):
+        key = str(value["kms_key_id"]).strip()
+        if len(key) > 2048 or "\x00" in key:
+            raise ValueError("kms_key_id: enter at most 2048 characters, without NUL.")
+        cleaned["kms_key_id"] = key
+    return cleaned
+
+
+register(
+    DestinationKind.AWS_ACM,
+    KindModule(make=AcmBackend, clean_options=lambda v: _aws_options(v, allowed=frozenset({"tags"}))),
+)
+register(
+    DestinationKind.AWS_SECRETS_MANAGER,
+    KindModule(
+        make=SecretsManagerBackend,
+        clean_options=lambda v: _aws_options(v, allowed=frozenset({"tags", "kms_key_id"})),
+    ),
+)

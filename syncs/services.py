@@ -36,6 +36,8 @@ from certmgr.services import record_test_outcome, require
 from dnsproviders import services as connections
 from dnsproviders.models import AppConnection
 from pki import alerts, renewal
+from pki.deployment import FIELDS as DEPLOYMENT_FIELDS
+from pki.deployment import UNCONFIRMED
 from pki.models import Certificate, Subscriber
 from pki.policy import name_matches, validate_pattern
 from syncs import destinations, ssh
@@ -47,6 +49,7 @@ from syncs.choices import (
     RunAction,
     RunStatus,
     RunTrigger,
+    deployment_state,
 )
 from syncs.models import Deployment, SyncDestination, SyncRule, SyncRun
 
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 
 WORKER = Actor.system("task syncs")
 LEASE = timedelta(minutes=5)  # a run whose worker died is due again after this
+LEASE_KEEP_EVERY = LEASE / 3  # a batch still running renews its runs' lease this often
 OPEN = (RunStatus.PENDING, RunStatus.RUNNING)
 PLACEHOLDERS = ("subscriber", "common_name", "serial", "id")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9/_+=.@-]+")
@@ -98,38 +102,10 @@ def _region(value: Any, kind: DestinationKind | None = None) -> str:
 
 
 def _options(kind: DestinationKind, value: Any) -> dict[str, Any]:
-    if (module := destinations.REGISTRY.get(kind)) is not None:
-        try:
-            return module.clean_options(value)
-        except ValueError as exc:
-            raise ValidationError({"options": [str(exc)]}) from exc
-    value = value or {}
-    if not isinstance(value, dict):
-        raise ValidationError({"options": ["Enter an object."]})
-    allowed = {"tags"} | ({"kms_key_id"} if kind == DestinationKind.AWS_SECRETS_MANAGER else set())
-    unknown = set(value) - allowed
-    if unknown:
-        raise ValidationError(
-            {
-                "options": [
-                    f"Unknown option {', '.join(sorted(unknown))}; known: {', '.join(sorted(allowed))}."
-                ]
-            }
-        )
-    cleaned: dict[str, Any] = {}
-    tags = value.get("tags") or {}
-    if not isinstance(tags, dict) or len(tags) > 40:
-        raise ValidationError({"options": ["tags: enter an object of up to 40 names and values."]})
-    for k, v in tags.items():
-        if not isinstance(v, str | int | float) or not 0 < len(str(k)) <= 128 or len(str(v)) > 256:
-            raise ValidationError({"options": ["tags: names of 1-128 and values of up to 256 characters."]})
-        if str(k).lower().startswith("aws:"):
-            raise ValidationError({"options": ["tags: names starting with aws: are AWS's own."]})
-    if tags:
-        cleaned["tags"] = {str(k): str(v) for k, v in tags.items()}
-    if value.get("kms_key_id"):
-        cleaned["kms_key_id"] = _text("options", value["kms_key_id"], 2048)
-    return cleaned
+    try:
+        return destinations.REGISTRY[kind].clean_options(value)
+    except ValueError as exc:
+        raise ValidationError({"options": [str(exc)]}) from exc
 
 
 def _schema(value: Any) -> str:
@@ -289,7 +265,9 @@ def delete_destination(destination: SyncDestination, *, actor: Actor) -> None:
         with transaction.atomic():
             dest = SyncDestination.objects.select_for_update().get(pk=destination.pk)
             target = ("syncs.syncdestination", dest.pk, dest.name)
+            certificates = set(dest.runs.values_list("certificate_id", flat=True))
             dest.delete()
+            refresh_deployment_states(certificates)  # its places no longer count
             audit.record(
                 actor, "sync_destination.delete", target, organization=dest.organization_id, kind=dest.kind
             )
@@ -490,9 +468,15 @@ def _deployable(cert: Certificate, now: datetime) -> bool:
 
 
 def _new_runs(
-    pairs: Iterable[tuple[SyncRule, Certificate]], trigger: str, now: datetime, *, to_workers: bool = True
+    pairs: Iterable[tuple[SyncRule, Certificate]],
+    trigger: str,
+    now: datetime,
+    *,
+    to_workers: bool = True,
+    also_refresh: Iterable[int] = (),
 ) -> list[SyncRun]:
     """Insert one pending push run per (rule, certificate); older open runs to the same name are superseded.
+    The certificates involved (and ``also_refresh``) get their deployment state in the same transaction.
     Runs are handed to workers on commit (``to_workers=False``: the caller runs them itself)."""
     runs: list[SyncRun] = []
     seen: set[tuple[int, str]] = set()
@@ -518,18 +502,22 @@ def _new_runs(
             )
         )
     if not runs:
+        refresh_deployment_states(also_refresh)
         return runs
     with transaction.atomic():
         stale = Q()
         for run in runs:
             stale |= Q(destination_id=run.destination_id, name=run.name)
-        SyncRun.objects.filter(stale, status=RunStatus.PENDING, action=RunAction.PUSH).update(
+        superseded = SyncRun.objects.filter(stale, status=RunStatus.PENDING, action=RunAction.PUSH)
+        touched = {*also_refresh, *superseded.values_list("certificate_id", flat=True)}
+        superseded.update(
             status=RunStatus.SUPERSEDED,
             finished_at=now,
             next_attempt_at=None,
             error="a newer run took its place",
         )
         SyncRun.objects.bulk_create(runs, batch_size=1000)
+        refresh_deployment_states(touched | {r.certificate_id for r in runs})
         ids = [r.pk for r in runs]
         if to_workers:
             transaction.on_commit(lambda: enqueue(ids))
@@ -560,12 +548,11 @@ def batched_runs(run_ids: Sequence[int]) -> dict[int, list[int]]:
     return batches
 
 
-def on_certificates_recorded(sender: Any, certificates: Sequence[Certificate], **kwargs: Any) -> None:
-    """pki's ``certificates_recorded`` (after commit): a run per destination each new certificate goes to."""
-    now = timezone.now()
+def _matching_pairs(certificates: Sequence[Certificate]) -> list[tuple[SyncRule, Certificate]]:
+    """(rule, certificate) for every live rule each certificate matches (its subscriber loaded)."""
     rules = _live_rules(c.organization_id for c in certificates)
     if not rules:
-        return
+        return []
     subscribers = {
         s.pk: s
         for s in Subscriber.objects.filter(pk__in={c.subscriber_id for c in certificates if c.subscriber_id})
@@ -575,7 +562,16 @@ def on_certificates_recorded(sender: Any, certificates: Sequence[Certificate], *
         if cert.subscriber_id:
             cert.subscriber = subscribers.get(cert.subscriber_id)
         pairs += [(rule, cert) for rule in rules if rule_matches(rule, cert)]
-    _new_runs(pairs, RunTrigger.ISSUANCE, now)
+    return pairs
+
+
+def on_certificates_recorded(sender: Any, certificates: Sequence[Certificate], **kwargs: Any) -> None:
+    """pki's ``certificates_recorded`` (after commit): a run per destination each new certificate goes to;
+    what they renew is refreshed too (a renewed certificate's unconfirmed places no longer count)."""
+    pairs = _matching_pairs(certificates)
+    if pairs:
+        renewed = [c.renewed_from_id for c in certificates if c.renewed_from_id is not None]
+        _new_runs(pairs, RunTrigger.ISSUANCE, timezone.now(), also_refresh=renewed)
 
 
 def on_certificates_revoked(sender: Any, certificates: Sequence[Certificate], **kwargs: Any) -> None:
@@ -717,6 +713,7 @@ def retry_run(run: SyncRun, *, actor: Actor) -> SyncRun:
             )
             row.alerted = False
             row.save(update_fields=["status", "attempts", "next_attempt_at", "finished_at", "alerted"])
+            refresh_deployment_states([row.certificate_id])  # failed -> deploying
             audit.record(
                 actor, "sync_run.retry", row, certificate=row.certificate_id, destination=row.destination_id
             )
@@ -741,6 +738,32 @@ def _claim(pk: int, now: datetime) -> bool:
     )
 
 
+def claim_batch(run_ids: Sequence[int], now: datetime) -> list[int]:
+    """Take the due runs among ``run_ids`` for this worker, all in one statement: rows another worker is
+    claiming are skipped (``skip_locked``) and rows it claimed are running under its lease, so a second
+    claimer of the same batch gets none of them, not an interleaved half."""
+    due = Q(status=RunStatus.PENDING) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+    stalled = Q(status=RunStatus.RUNNING, lease_until__lt=now)
+    with transaction.atomic():
+        free = list(
+            SyncRun.objects.select_for_update(skip_locked=True)
+            .filter(due | stalled, pk__in=list(run_ids))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        SyncRun.objects.filter(pk__in=free).update(
+            status=RunStatus.RUNNING, lease_until=now + LEASE, started_at=now, attempts=F("attempts") + 1
+        )
+    return free
+
+
+def _keep_lease(runs: Sequence[SyncRun], now: datetime) -> None:
+    """A batch that outlasts its lease keeps it: no other worker re-claims runs this one is still on."""
+    SyncRun.objects.filter(pk__in=[r.pk for r in runs], status=RunStatus.RUNNING).update(
+        lease_until=now + LEASE
+    )
+
+
 def _material(run: SyncRun, cert: Certificate) -> destinations.Material:
     return destinations.Material(
         name=run.name,
@@ -756,13 +779,20 @@ def _material(run: SyncRun, cert: Certificate) -> destinations.Material:
 
 
 def run_sync(run_id: int, *, now: datetime | None = None) -> SyncRun | None:
-    """Run one due run: push (or remove) and record the outcome. None when it is not due or taken."""
+    """Run one due run: push (or remove) and record the outcome, then its certificate's deployment state.
+    None when it is not due or taken."""
     now = now or timezone.now()
     if SyncRun.objects.filter(pk=run_id, destination__kind__in=list(BATCHED)).exists():
         done = run_batch([run_id], now=now)  # an SSH run alone: still pushed, reloaded and read back
         return done[0] if done else None
     if not _claim(run_id, now):
         return None
+    run = _run_claimed(run_id, now)
+    refresh_deployment_states([run.certificate_id])
+    return run
+
+
+def _run_claimed(run_id: int, now: datetime) -> SyncRun:
     run = SyncRun.objects.select_related("destination__connection", "certificate__subscriber").get(pk=run_id)
     cert, dest = run.certificate, run.destination
     deployment = Deployment.objects.filter(destination_id=dest.pk, name=run.name).first()
@@ -815,7 +845,7 @@ def run_batch(run_ids: Sequence[int], *, now: datetime | None = None) -> list[Sy
     session, every push or removal, then one finishing step (the SSH reload and TLS read-back). A failing
     finish fails every run whose files it was to make live, with its error; they are retried with backoff."""
     now = now or timezone.now()
-    claimed = [pk for pk in run_ids if _claim(pk, now)]
+    claimed = claim_batch(run_ids, now)
     runs = list(
         SyncRun.objects.select_related("destination__connection", "certificate__subscriber")
         .filter(pk__in=claimed)
@@ -827,6 +857,7 @@ def run_batch(run_ids: Sequence[int], *, now: datetime | None = None) -> list[Sy
     done: list[SyncRun] = []
     for group in per_destination.values():
         done += _run_one_batch(group, now)
+    refresh_deployment_states(run.certificate_id for run in done)
     return done
 
 
@@ -849,8 +880,13 @@ def _run_one_batch(runs: list[SyncRun], now: datetime) -> list[SyncRun]:
             exc if isinstance(exc, destinations.DestinationError) else destinations.DestinationError(str(exc))
         )
         return [_failed(run, error, now) for run in runs]
+    started = time.monotonic()
+    keep_at = started + LEASE_KEEP_EVERY.total_seconds()
     try:
         for run in runs:
+            if time.monotonic() >= keep_at:
+                _keep_lease(runs, now + timedelta(seconds=time.monotonic() - started))
+                keep_at = time.monotonic() + LEASE_KEEP_EVERY.total_seconds()
             cert, deployment = run.certificate, deployments.get(run.name)
             if run.action == RunAction.PUSH:
                 why_not = _skip_reason(run, cert, deployment, now)
@@ -1049,6 +1085,8 @@ def run_due(
     batched = {pk for pks in batches.values() for pk in pks}
     done = [r for pks in batches.values() for r in run_batch(pks, now=now)]
     done += [r for pk in due if pk not in batched and (r := run_sync(pk, now=now)) is not None]
+    if healed := refresh_deployment_states(stale_deployment_states()):
+        report.add("states_refreshed", healed)
     for run in done:
         report.add(run.status)
         say(
@@ -1103,14 +1141,19 @@ def check_drift(
                 report.add("not_readable")  # a webhook: what the receiver holds cannot be read back
                 continue
             try:
-                b = backends.setdefault(rule.destination_id, backend(rule.destination))
-                there = b.fingerprint(dep.identifier)
+                if rule.destination_id not in backends:
+                    backends[rule.destination_id] = backend(rule.destination)
+                b = backends[rule.destination_id]
+                if isinstance(b, ssh.SshBackend):  # what its TLS endpoint serves, where one is configured
+                    there, where = b.drift_fingerprint(dep.identifier, _names(cert))
+                else:
+                    there, where = b.fingerprint(dep.identifier), "certificate there"
             except (destinations.DestinationError, ServiceError) as exc:
                 report.error(f"{rule.destination.name}: {name}: {exc}")
                 continue
             dep.checked_at = now
             if there != cert.fingerprint_sha256:
-                dep.drift = "gone" if there is None else f"certificate there: {there or 'not a certificate'}"
+                dep.drift = "gone" if there is None else f"{where}: {there or 'not a certificate'}"
                 drifted.append(dep)
                 open_names.add(key)
                 wanted.append((rule, cert))
@@ -1151,21 +1194,99 @@ def deployments_of(
 
 
 def undeployed_renewals(certificates: Any = None) -> Any:
-    """Renewed certificates (of ``certificates``, default all) that some destination does not confirm yet:
-    an open or failed push run of theirs with no success to the same place. Renewal is done only when
-    every destination has the new certificate."""
+    """Renewed certificates (of ``certificates``, default all) that some destination does not confirm yet
+    (deployment state deploying or failed): renewal is done only when every destination has the new
+    certificate."""
+    rows = Certificate.objects.all() if certificates is None else certificates
+    return rows.filter(
+        renewed_from__isnull=False,
+        status=Certificate.Status.ACTIVE,
+        deployment_state__in=sorted(UNCONFIRMED),
+    )
+
+
+# --- deployment state of certificates (pki shows it; kept here) -------------------------------------------
+State = Certificate.DeploymentState
+DEPLOYED_ACTION = "certificate.deployed"
+
+
+def refresh_deployment_states(certificate_ids: Iterable[int]) -> int:
+    """Derive each certificate's deployment state from its push runs and store what changed; the move to
+    deployed (the last destination confirmed the serial) is audited once, as ``certificate.deployed``.
+    The certificates are locked meanwhile: concurrent workers confirming its last two destinations
+    serialize here, and the second sees the first's run. Returns how many changed."""
+    ids = sorted(set(certificate_ids))
+    if not ids:
+        return 0
+    changed = 0
+    with transaction.atomic():
+        for start in range(0, len(ids), 1000):
+            changed += _refresh_states(ids[start : start + 1000])
+    return changed
+
+
+def _refresh_states(ids: list[int]) -> int:
     from django.db.models import Exists, OuterRef
 
-    succeeded = SyncRun.objects.filter(
-        certificate=OuterRef("certificate"),
-        destination=OuterRef("destination"),
-        name=OuterRef("name"),
-        status=RunStatus.SUCCEEDED,
+    certs = list(
+        Certificate.objects.select_for_update(of=("self",))
+        .filter(pk__in=ids)
+        .order_by("pk")
+        .annotate(replaced=Exists(Certificate.objects.filter(renewed_from=OuterRef("pk"))))
+        .only("id", "organization_id", "serial", "renewed_from_id", *DEPLOYMENT_FIELDS)
     )
-    unconfirmed = SyncRun.objects.filter(
-        certificate=OuterRef("pk"), action=RunAction.PUSH, status__in=[*OPEN, RunStatus.FAILED]
-    ).filter(~Exists(succeeded))
-    rows = Certificate.objects.all() if certificates is None else certificates
-    return rows.filter(renewed_from__isnull=False, status=Certificate.Status.ACTIVE).filter(
-        Exists(unconfirmed)
+    runs: dict[int, dict[tuple[int, str], list[tuple[str, datetime | None]]]] = {}
+    for cert_id, dest_id, name, status, finished in SyncRun.objects.filter(
+        certificate_id__in=ids, action=RunAction.PUSH
+    ).values_list("certificate_id", "destination_id", "name", "status", "finished_at"):
+        runs.setdefault(cert_id, {}).setdefault((dest_id, name), []).append((status, finished))
+    deployed: dict[int, list[tuple[Certificate, dict[str, Any]]]] = {}
+    changed = []
+    for cert in certs:
+        new = deployment_state(runs.get(cert.pk, {}), replaced=getattr(cert, "replaced", False))
+        if new == tuple(getattr(cert, f) for f in DEPLOYMENT_FIELDS):
+            continue
+        if new[0] == State.DEPLOYED and cert.deployment_state != State.DEPLOYED:
+            deployed.setdefault(cert.organization_id, []).append(
+                (
+                    cert,
+                    {
+                        "serial": cert.serial,
+                        "destinations": new[1],
+                        "renewed_from": cert.renewed_from_id,
+                        "deployed_at": new[3].isoformat() if new[3] else None,
+                    },
+                )
+            )
+        for field, value in zip(DEPLOYMENT_FIELDS, new, strict=True):
+            setattr(cert, field, value)
+        changed.append(cert)
+    Certificate.objects.bulk_update(changed, list(DEPLOYMENT_FIELDS), batch_size=1000)
+    for org_id, targets in sorted(deployed.items()):
+        audit.record_many(WORKER, DEPLOYED_ACTION, targets, organization=org_id)
+    return len(changed)
+
+
+def stale_deployment_states() -> list[int]:
+    """Certificates said to be deploying with no open run left (a worker died between its run and the
+    state): the ``run_due`` schedule refreshes them."""
+    from django.db.models import Exists, OuterRef
+
+    open_runs = SyncRun.objects.filter(certificate=OuterRef("pk"), action=RunAction.PUSH, status__in=OPEN)
+    return list(
+        Certificate.objects.filter(deployment_state=State.DEPLOYING)
+        .filter(~Exists(open_runs))
+        .values_list("pk", flat=True)[:5000]
     )
+
+
+def plan_destinations(certificates: Sequence[Certificate]) -> dict[int, int]:
+    """pki's deployment planner (``pki.deployment``): how many destinations each new certificate goes to,
+    counted as ``on_certificates_recorded`` will make its runs (one per destination and name)."""
+    places: dict[int, set[tuple[int, str]]] = {}
+    for rule, cert in _matching_pairs(certificates):
+        name = name_at_destination(
+            rule, cert, cert.subscriber.name if cert.subscriber_id and cert.subscriber else ""
+        )
+        places.setdefault(cert.pk, set()).add((rule.destination_id, name))
+    return {pk: len(p) for pk, p in places.items()}

@@ -12,6 +12,7 @@ The host key is pinned on first use (``dnsproviders.ssh``). No key material in a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import posixpath
 import re
 import secrets
@@ -19,6 +20,7 @@ import shlex
 import ssl
 import stat
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import paramiko
@@ -114,6 +116,7 @@ class SshBackend:
         self.pushed: list[Material] = []
         self.changed = False
         self.host_key, self.first_sight = "", False
+        self._served: dict[str, str] = {}  # the drift check's read-backs, by SNI name
 
     # --- the session ---
     def open(self) -> ssh.SshSession:
@@ -283,17 +286,30 @@ class SshBackend:
             said += ("; " if said else "") + self.read_back()
         return said
 
+    def server_name(self, names: Sequence[str]) -> str:
+        """The SNI name the TLS endpoint is asked for a certificate of ``names``: the configured one, else
+        its first name without a wildcard."""
+        return self.options.get("verify_server_name", "") or next(
+            (n for n in names if "*" not in n), names[0] if names else ""
+        )
+
+    def serves(self, names: Sequence[str]) -> bool:
+        """Whether the configured TLS endpoint is where a certificate of ``names`` is read back: one is
+        configured, and its fixed SNI name (if any) is one of them."""
+        if not self.options.get("verify_address"):
+            return False
+        fixed = self.options.get("verify_server_name", "")
+        return not fixed or any(name_matches(fixed, n) for n in names)
+
     def read_back(self) -> str:
         fixed = self.options.get("verify_server_name", "")
         checks: dict[str, set[str]] = {}
         if fixed:
-            matching = [m for m in self.pushed if any(name_matches(fixed, n) for n in m.names)]
+            matching = [m for m in self.pushed if self.serves(m.names)]
             checks[fixed] = {m.fingerprint_sha256 for m in (matching or self.pushed[-1:])}
         else:
             for m in self.pushed:
-                checks.setdefault(
-                    next((n for n in m.names if "*" not in n), m.names[0] if m.names else ""), set()
-                ).add(m.fingerprint_sha256)
+                checks.setdefault(self.server_name(m.names), set()).add(m.fingerprint_sha256)
         deadline = time.monotonic() + READ_BACK_SECONDS
         for server_name, wanted in checks.items():
             while True:
@@ -312,6 +328,19 @@ class SshBackend:
                     )
                 time.sleep(0.2)
         return f"{self.options['verify_address']} serves the pushed certificate"
+
+    def drift_fingerprint(self, identifier: str, names: Sequence[str]) -> tuple[str | None, str]:
+        """(fingerprint, where) for the drift check: what the TLS endpoint serves for the certificate's
+        SNI name when it is read back there (``serves``), else its certificate file (None: gone). A
+        certificate whose file is right but which the server does not serve (no reload, another vhost) is
+        drift too."""
+        if not self.serves(names):
+            return self.fingerprint(identifier), identifier.split()[0]
+        server_name = self.server_name(names)
+        where = f"{self.options['verify_address']} (SNI {server_name or 'none'})"
+        if server_name not in self._served:  # one handshake per name and check
+            self._served[server_name] = self.served(server_name)
+        return self._served[server_name], where
 
     def served(self, server_name: str) -> str:
         """The SHA-256 fingerprint of the leaf the TLS endpoint presents for ``server_name``."""
@@ -332,8 +361,6 @@ class SshBackend:
             raise DestinationError(f"TLS handshake with {host}:{port} failed: {exc}") from None
         if not der:
             raise DestinationError(f"{host}:{port} presented no certificate")
-        import hashlib
-
         return hashlib.sha256(der).hexdigest()
 
 

@@ -33,8 +33,8 @@ from certmgr.admin_base import (
     filename,
     when,
 )
+from pki import deployment, issuers, services, x509
 from pki import forms as pki_forms
-from pki import issuers, services, x509
 from pki.admin import panels
 from pki.admin.base import ReadOnlyPkiAdmin
 from pki.admin.filters import (
@@ -110,6 +110,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
     ordering = ["not_after", "id"]  # soonest expiry first: what needs attention
     list_filter = [
         "status",
+        "deployment_state",
         ExpiringWithinFilter,
         CaFilter,
         SubscriberFilter,
@@ -144,6 +145,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
                     "ca_link",
                     "subscriber_link",
                     "renewal_display",
+                    "deployment_display",
                     "private_key_display",
                 ]
             },
@@ -289,6 +291,13 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
         if renewed_by is not None:
             parts.append(format_html("renewed by {}", admin_link(renewed_by, renewed_by.serial)))
         return format_html_join(mark_safe("<br>"), "{}", ((p,) for p in parts)) if parts else "—"
+
+    @admin.display(description="Deployment")
+    def deployment_display(self, obj):
+        text = deployment.state_text(obj)
+        if obj.deployed_at is not None and obj.deployment_state == Certificate.DeploymentState.DEPLOYED:
+            return format_html("{} (the last confirmed it {})", text, datetime_text(obj.deployed_at))
+        return text
 
     @admin.display(description="Private key", boolean=False)
     def private_key_display(self, obj):
@@ -441,9 +450,12 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
             say_pending(self, request, label, outcome)
         else:
             new = outcome.certificate
+            new.refresh_from_db(fields=deployment.FIELDS)  # set on commit by the app that deploys it
             self.message_user(
                 request,
-                format_html("{}: renewed as {}.", label, admin_link(new, new.serial)),
+                format_html(
+                    "{}: renewed as {}{}.", label, admin_link(new, new.serial), deployment.suffix(new)
+                ),
                 messages.SUCCESS,
             )
         return outcome

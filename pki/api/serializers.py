@@ -473,6 +473,15 @@ class CertificateSerializer(serializers.ModelSerializer):
     renewed_from = serializers.IntegerField(source="renewed_from_id", read_only=True, allow_null=True)
     renewed_by = serializers.SerializerMethodField()
     has_private_key = serializers.SerializerMethodField()
+    deployment_state = EnumChoiceField(
+        Certificate.DeploymentState.choices,
+        enum_name="CertificateDeploymentStateEnum",
+        read_only=True,
+        help_text="none: no sync destination; deploying: some destination has not confirmed its serial yet; "
+        "deployed: every destination did (deployed_at: the last); failed: a destination failed for good.",
+    )
+    deployment_destinations = serializers.IntegerField(source="deployment_targets", read_only=True)
+    deployment_confirmed = serializers.IntegerField(read_only=True)
 
     class Meta:
         model = Certificate
@@ -501,6 +510,10 @@ class CertificateSerializer(serializers.ModelSerializer):
             "renewed_by",
             "next_renewal_at",
             "has_private_key",
+            "deployment_state",
+            "deployment_destinations",
+            "deployment_confirmed",
+            "deployed_at",
             "created_at",
         ]
         read_only_fields = fields

@@ -484,6 +484,10 @@ CERTIFICATE_LIST_FIELDS = (
     "revocation_reason",
     "renewed_from_id",
     "next_renewal_at",
+    "deployment_state",
+    "deployment_targets",
+    "deployment_confirmed",
+    "deployed_at",
     "created_at",
 )
 

@@ -362,7 +362,7 @@ def test_events_from_the_services_reach_email(
     )
     assert subjects == [
         "[certmgr] renewal failed: www.acme.test",
-        "[certmgr] www.acme.test issued",
+        "[certmgr] www.acme.test renewed",  # a renewal says so (no sync destination: nothing more)
         "[certmgr] www.acme.test revoked",
     ], subjects
     assert "validity" in next(m["data"] for m in smtp_sink.messages if "renewal failed" in m["data"])

@@ -142,22 +142,82 @@ def test_a_renewal_is_served_by_nginx_after_one_sync_run(
     dep = Deployment.objects.get(destination=dest)
     assert (dep.certificate_id, dep.identifier) == (renewed.pk, run.identifier)
 
-    # the drift check reads the certificate file back: in step, then changed behind certmgr's back
+    # the drift check asks nginx (the configured host:port, the SNI name) what it serves: in step
     report = JobReport()
     assert services.check_drift(report) == []
     assert report.counts.get("in_step") == 1
-    (deploy_dir / "web.crt").write_text(first.certificate_pem)
-    report = JobReport()
-    with django_capture_on_commit_callbacks(execute=True):
-        runs = services.check_drift(report)
-    assert report.counts.get("drifted") == 1 and len(runs) == 1
-    assert SyncRun.objects.get(pk=runs[0].pk).status == "succeeded"
+    # nginx serves the old pair again (put back behind certmgr's back) while web.crt still holds the new
+    # certificate: reading the file would say in step, the TLS read-back sees the drift
+    (deploy_dir / "web.fullchain.crt").write_text(first.certificate_pem.strip() + "\n" + first.chain_pem)
+    (deploy_dir / "web.key").write_text(first.private_key)
+    nginx.reload()
+    assert served_serial(nginx.port, SNI, expect=first.serial) == first.serial
     assert (deploy_dir / "web.crt").read_text().strip() == renewed.certificate_pem.strip()
+    report, said = JobReport(), []
+    with django_capture_on_commit_callbacks(execute=True):
+        runs = services.check_drift(report, progress=said.append)
+    assert report.counts.get("drifted") == 1 and len(runs) == 1
+    assert f"127.0.0.1:{nginx.port} (SNI {SNI}): {first.fingerprint_sha256}" in said[0]
+    assert SyncRun.objects.get(pk=runs[0].pk).status == "succeeded"  # pushed, reloaded, read back
+    assert served_serial(nginx.port, SNI, expect=renewed.serial) == renewed.serial
+    renewed.refresh_from_db()
+    assert renewed.deployment_state == "deployed"
 
     key_texts = [c.private_key.strip().splitlines()[1] for c in (first, renewed)]
     for event in AuditEvent.objects.all():
         assert not any(k in str(event.details) for k in key_texts)
     assert not any(k in caplog.text for k in key_texts) and "PRIVATE KEY" not in caplog.text
+
+
+def test_a_server_that_does_not_serve_the_pushed_certificate_leaves_the_run_unconfirmed(
+    tenant,
+    host,
+    ssh_connection,
+    deploy_dir,
+    nginx,
+    subscriber,
+    settings,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
+):
+    from syncs import ssh
+
+    monkeypatch.setattr(ssh, "READ_BACK_SECONDS", 1.0)
+    dest = make_destination(
+        tenant,
+        ssh_connection,
+        deploy_dir,
+        reload_command="true",  # files written, nginx not told: it keeps serving the placeholder
+        verify_address=f"127.0.0.1:{nginx.port}",
+        verify_server_name=SNI,
+    )
+    services.create_rule(dest, subscriber=subscriber, actor=SYSTEM)
+    cert = issue(subscriber, django_capture_on_commit_callbacks)
+    run = SyncRun.objects.get(certificate=cert)
+    assert run.status == "pending" and run.next_attempt_at > timezone.now()  # retried with backoff
+    assert f"127.0.0.1:{nginx.port} (SNI {SNI}) serves the certificate with SHA-256" in run.error
+    assert "did not pick up the new files" in run.error and cert.serial in run.error
+    assert (deploy_dir / "web.crt").read_text().strip() == cert.certificate_pem.strip()  # the file is there
+    assert not Deployment.objects.filter(destination=dest).exists()  # not served: not deployed
+    cert.refresh_from_db()
+    assert (cert.deployment_state, cert.deployment_confirmed) == ("deploying", 0)
+
+    services.update_destination(
+        dest,
+        options={**dest.options, "reload_command": " ".join(nginx.command) + " -s reload"},
+        actor=SYSTEM,
+    )
+    services.run_due(JobReport(), now=timezone.now() + timedelta(hours=2))
+    run.refresh_from_db()
+    assert (run.status, run.attempts) == ("succeeded", 2)
+    cert.refresh_from_db()
+    assert cert.deployment_state == "deployed"
+
+    # the read-back goes through the outbound guard: a TLS endpoint it refuses is an error, not "in step"
+    settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS = []
+    report = JobReport()
+    assert services.check_drift(report) == []
+    assert "not reading back 127.0.0.1" in " ".join(report.errors) and "in_step" not in report.counts
 
 
 def test_many_certificates_are_one_reload_and_a_rule_without_the_key_writes_no_key(
@@ -341,3 +401,36 @@ def test_admin_shows_the_pinned_key_and_re_pins(tenant, host, ssh_connection):
     assert f"host key re-pinned: {host_key_fingerprint(host.host_key_line)}" in done.content.decode()
     ssh_connection.refresh_from_db()
     assert ssh_connection.credentials["host_key"] == host.host_key_line
+
+
+def test_a_batch_is_claimed_by_one_worker_and_its_lease_outlives_a_long_batch(
+    tenant, hierarchy, host, ssh_connection, deploy_dir, monkeypatch
+):
+    from syncs.models import SyncRun as Run
+
+    dest = make_destination(tenant, ssh_connection, deploy_dir)
+    subs = [make_subscriber(tenant, hierarchy[1], f"claim{i}") for i in range(3)]
+    for s in subs:
+        pki.issue(s, actor=SYSTEM)
+    services.create_rule(dest, name_patterns=["*.acme.test"], name_schema="{common_name}", actor=SYSTEM)
+    runs = services.sync_now(actor=SYSTEM, destination=dest, to_workers=False)
+    ids = [r.pk for r in runs]
+    now = timezone.now()
+    assert services.claim_batch(ids, now) == sorted(ids)
+    assert services.claim_batch(ids, now) == []  # the second claimer of the same batch gets nothing
+    assert services.run_batch(ids, now=now) == []  # ... so it runs nothing
+    assert set(Run.objects.filter(pk__in=ids).values_list("status", "attempts")) == {("running", 1)}
+    # a worker that died: its lease runs out and the batch is due again, for one claimer
+    later = now + services.LEASE + timedelta(seconds=1)
+    assert services.claim_batch(ids, later) == sorted(ids)
+    assert services.claim_batch(ids, later) == []
+
+    # a batch that outlasts a third of its lease renews it while it runs
+    Run.objects.filter(pk__in=ids).update(status="pending", next_attempt_at=now)
+    monkeypatch.setattr(services, "LEASE_KEEP_EVERY", timedelta(0))  # every push is "a third later"
+    kept, keep = [], services._keep_lease
+    monkeypatch.setattr(services, "_keep_lease", lambda runs, at: (kept.append(at), keep(runs, at)))
+    done = services.run_batch(ids, now=now)
+    assert {r.status for r in done} == {"succeeded"}
+    assert len(kept) == 3 and all(at >= now for at in kept)
+    assert Run.objects.filter(pk__in=ids, lease_until__isnull=True).count() == 3  # released at the end
