@@ -35,6 +35,13 @@ class CertificateRequestQuerySet(TenantQuerySet):
 
 
 class CertificateQuerySet(TenantQuerySet):
+    def undeployed_renewals(self) -> Self:
+        """Active renewals some destination has not confirmed yet (deploying, or failed there): a renewal is
+        done only when every destination has the new certificate (the dashboard's count)."""
+        return self.filter(
+            renewed_from__isnull=False, status="active", deployment_state__in=["deploying", "failed"]
+        )
+
     def active(self, *, now: datetime | None = None) -> Self:
         return self.filter(status="active", not_after__gt=now or timezone.now())
 

@@ -157,7 +157,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         ],
         "failed_subscribers_url": _changelist("pki_subscriber", last_operation_status__exact="failed"),
         "failed_orders_url": _changelist("acmeca_acmeorder", step__exact="failed"),
-        "sync_runs_url": _changelist("syncs_syncrun"),
+        "undeployed_renewals_url": _changelist(certificates, deployment="renewed_undeployed"),
         "getting_started": getting_started(request) if data.total == 0 else [],
     }
     return TemplateResponse(request, "admin/dashboard.html", context)

@@ -37,7 +37,6 @@ from dnsproviders import services as connections
 from dnsproviders.models import AppConnection
 from pki import alerts, renewal
 from pki.deployment import FIELDS as DEPLOYMENT_FIELDS
-from pki.deployment import UNCONFIRMED
 from pki.models import Certificate, Subscriber
 from pki.policy import name_matches, validate_pattern
 from syncs import destinations, ssh
@@ -1198,11 +1197,7 @@ def undeployed_renewals(certificates: Any = None) -> Any:
     (deployment state deploying or failed): renewal is done only when every destination has the new
     certificate."""
     rows = Certificate.objects.all() if certificates is None else certificates
-    return rows.filter(
-        renewed_from__isnull=False,
-        status=Certificate.Status.ACTIVE,
-        deployment_state__in=sorted(UNCONFIRMED),
-    )
+    return rows.undeployed_renewals()
 
 
 # --- deployment state of certificates (pki shows it; kept here) -------------------------------------------

@@ -39,6 +39,7 @@ from pki.admin import panels
 from pki.admin.base import ReadOnlyPkiAdmin
 from pki.admin.filters import (
     CaFilter,
+    DeploymentFilter,
     ExpiringWithinFilter,
     SubscriberFilter,
 )
@@ -110,7 +111,7 @@ class CertificateAdmin(ReadOnlyPkiAdmin):  # from issuance and import, never edi
     ordering = ["not_after", "id"]  # soonest expiry first: what needs attention
     list_filter = [
         "status",
-        "deployment_state",
+        DeploymentFilter,
         ExpiringWithinFilter,
         CaFilter,
         SubscriberFilter,

@@ -7,6 +7,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.utils import timezone
 
 from certmgr.admin_base import IdFilter, OrganizationFilter
+from pki.choices import DeploymentState
 from pki.models import CertificateAuthority, Policy, Subscriber
 
 
@@ -80,3 +81,27 @@ class ExpiringWithinFilter(admin.SimpleListFilter):
         if not value.isdigit() or not 0 < int(value) <= 36500:
             raise IncorrectLookupParameters("expiring_within: a number of days")
         return queryset.expiring_within(int(value))
+
+
+class DeploymentFilter(admin.SimpleListFilter):
+    """The deployment state (kept by syncs), and "renewed, not yet deployed": the dashboard's count."""
+
+    title = "deployment"
+    parameter_name = "deployment"
+    UNDEPLOYED_RENEWALS = "renewed_undeployed"
+
+    def lookups(self, request, model_admin):
+        return [
+            *((state.value, state.label) for state in DeploymentState),
+            (self.UNDEPLOYED_RENEWALS, "Renewed, not yet deployed"),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        if value == self.UNDEPLOYED_RENEWALS:
+            return queryset.undeployed_renewals()
+        if value not in DeploymentState.values:
+            raise IncorrectLookupParameters("deployment: none, deploying, deployed or failed")
+        return queryset.filter(deployment_state=value)

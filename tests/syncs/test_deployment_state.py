@@ -198,11 +198,15 @@ def test_admin_page_filter_and_the_renew_message_say_deploying(
     assert any("renewed as" in m and m.endswith("; deploying to 2 destinations.") for m in said), said
     page = operator.get(f"/admin/pki/certificate/{second.pk}/change/").content.decode()
     assert "deploying to 2 destinations" in page
-    listed = operator.get("/admin/pki/certificate/", {"deployment_state__exact": "deploying"})
+    listed = operator.get("/admin/pki/certificate/", {"deployment": "deploying"})
     assert listed.status_code == 200
     body = listed.content.decode()
     assert f"/admin/pki/certificate/{second.pk}/change/" in body
     assert f"/admin/pki/certificate/{first.pk}/change/" not in body
+    renewals = operator.get("/admin/pki/certificate/", {"deployment": "renewed_undeployed"}).content.decode()
+    assert f"/admin/pki/certificate/{second.pk}/change/" in renewals
+    assert f"/admin/pki/certificate/{first.pk}/change/" not in renewals
+    assert operator.get("/admin/pki/certificate/", {"deployment": "bogus"}).status_code in (200, 302)
 
 
 def test_the_issued_alert_and_run_renewals_say_deploying_to_n_destinations(

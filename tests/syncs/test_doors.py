@@ -201,5 +201,6 @@ def test_dashboard_counts_renewals_not_yet_deployed(tenant, other_tenant, secret
     assert dashboard.build(other_tenant.auditor.user).undeployed_renewals == 0
     page = login(tenant.auditor).get("/admin/dashboard/")
     assert "renewed but not yet deployed" in page.content.decode()
+    assert "/admin/pki/certificate/?deployment=renewed_undeployed" in page.content.decode()  # its list
     services.run_due(JobReport(), now=timezone.now() + timedelta(seconds=1))
     assert dashboard.build(tenant.auditor.user).undeployed_renewals == 0
