@@ -1228,7 +1228,15 @@ def _refresh_states(ids: list[int]) -> int:
         .filter(pk__in=ids)
         .order_by("pk")
         .annotate(replaced=Exists(Certificate.objects.filter(renewed_from=OuterRef("pk"))))
-        .only("id", "organization_id", "serial", "renewed_from_id", *DEPLOYMENT_FIELDS)
+        .only(  # and what the audit event's target label reads (Certificate.__str__)
+            "id",
+            "organization_id",
+            "serial",
+            "common_name",
+            "subject_dn",
+            "renewed_from_id",
+            *DEPLOYMENT_FIELDS,
+        )
     )
     runs: dict[int, dict[tuple[int, str], list[tuple[str, datetime | None]]]] = {}
     for cert_id, dest_id, name, status, finished in SyncRun.objects.filter(
@@ -1256,7 +1264,12 @@ def _refresh_states(ids: list[int]) -> int:
         for field, value in zip(DEPLOYMENT_FIELDS, new, strict=True):
             setattr(cert, field, value)
         changed.append(cert)
-    Certificate.objects.bulk_update(changed, list(DEPLOYMENT_FIELDS), batch_size=1000)
+    # one UPDATE per distinct outcome: a batch's certificates share it (its runs finish at one ``now``)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for cert in changed:
+        groups.setdefault(tuple(getattr(cert, f) for f in DEPLOYMENT_FIELDS), []).append(cert.pk)
+    for values, pks in groups.items():
+        Certificate.objects.filter(pk__in=pks).update(**dict(zip(DEPLOYMENT_FIELDS, values, strict=True)))
     for org_id, targets in sorted(deployed.items()):
         audit.record_many(WORKER, DEPLOYED_ACTION, targets, organization=org_id)
     return len(changed)
