@@ -4,12 +4,14 @@ certbot command and the cert-manager ClusterIssuer to paste), and the accounts a
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
-from django.urls import reverse
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
 
 from acmeserver import services
+from acmeserver.choices import ChallengeType
 from acmeserver.models import (
     AcmeEabKey,
     AcmeEarlyRenewal,
@@ -23,14 +25,50 @@ from acmeserver.models import (
 from certmgr.admin_base import ReadOnlyAdmin, ServiceAdmin
 
 
+class AcmeProfileForm(forms.ModelForm):
+    """The JSON lists as a person fills them: challenge types ticked, CAA identities one per line."""
+
+    challenge_types = forms.MultipleChoiceField(
+        choices=ChallengeType.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="What the server offers clients to prove their names.",
+    )
+    caa_identities = forms.CharField(
+        label="CAA identities",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="One per line: the issuer domain names CAA records name for this directory (RFC 8659), "
+        "e.g. certmgr.internal; when set, every name's CAA records are checked at finalize (empty: none).",
+    )
+
+    class Meta:
+        model = AcmeProfile
+        # The admin adds the rest from its fieldsets (with its own form fields: the URL's assume_scheme).
+        fields = ["challenge_types", "caa_identities"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "caa_identities" in self.fields:
+            self.initial["caa_identities"] = "\n".join(self.instance.caa_identities or [])
+
+    def clean_caa_identities(self) -> list[str]:
+        return [
+            line.strip()
+            for line in (self.cleaned_data.get("caa_identities") or "").splitlines()
+            if line.strip()
+        ]
+
+
 @admin.register(AcmeProfile)
 class AcmeProfileAdmin(ServiceAdmin):
+    form = AcmeProfileForm
     list_display = ["name", "organization", "ca", "policy", "validity_days", "enabled"]
     list_filter = ["enabled"]
     search_fields = ["name", "slug"]
     readonly_fields = ["directory", "client_commands", "cert_manager"]
     actions = ["create_eab_key", "request_early_renewal"]
-    fields = [
+    change_form_template = "admin/acmeserver/acmeprofile/change_form.html"
+    _settings = [
         "organization",
         "name",
         "slug",
@@ -44,12 +82,22 @@ class AcmeProfileAdmin(ServiceAdmin):
         "enabled",
         "terms_of_service_url",
         "caa_identities",
-        "orders_per_hour",
-        "max_pending_authorizations",
-        "directory",
-        "client_commands",
-        "cert_manager",
     ]
+    _limits = ["orders_per_hour", "max_pending_authorizations"]
+
+    def get_fieldsets(self, request, obj=None):
+        sets: list = [(None, {"fields": self._settings}), ("Limits per account", {"fields": self._limits})]
+        if obj is not None:
+            sets.append(
+                (
+                    "Clients",
+                    {
+                        "fields": ["directory", "client_commands", "cert_manager"],
+                        "description": "What to paste on a client to enroll it with this profile.",
+                    },
+                )
+            )
+        return sets
 
     @admin.display(description="directory URL")
     def directory(self, obj: AcmeProfile) -> str:
@@ -59,23 +107,50 @@ class AcmeProfileAdmin(ServiceAdmin):
     def client_commands(self, obj: AcmeProfile) -> str:
         if not obj.pk:
             return "—"
-        return format_html_join(mark_safe("<br>"), "{}: <code>{}</code>", services.client_commands(obj))
+        return format_html_join(
+            "",
+            '<div class="acme-client acme-client-{}"><strong>{}</strong><pre class="pem">{}</pre></div>',
+            ((client, client, command) for client, command in services.client_commands(obj)),
+        )
 
-    @admin.display(description="cert-manager ClusterIssuer")
+    @admin.display(description="ClusterIssuer (cert-manager)")
     def cert_manager(self, obj: AcmeProfile) -> str:
-        return format_html("<pre>{}</pre>", services.cluster_issuer_yaml(obj)) if obj.pk else "—"
+        return format_html('<pre class="pem">{}</pre>', services.cluster_issuer_yaml(obj)) if obj.pk else "—"
+
+    def _create_eab_key(self, request, profile: AcmeProfile) -> None:
+        made = self._call(request, services.create_eab_key, profile)
+        if made is not None:
+            key, hmac_key = made
+            self.message_user(
+                request,
+                f"{profile}: --eab-kid {key.kid} --eab-hmac-key {hmac_key} (not shown again)",
+                messages.SUCCESS,
+            )
 
     @admin.action(description="Create an EAB key (shown once)")
     def create_eab_key(self, request, queryset):
         for profile in queryset:
-            made = self._call(request, services.create_eab_key, profile)
-            if made is not None:
-                key, hmac_key = made
-                self.message_user(
-                    request,
-                    f"{profile}: --eab-kid {key.kid} --eab-hmac-key {hmac_key} (not shown again)",
-                    messages.SUCCESS,
-                )
+            self._create_eab_key(request, profile)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/eab-key/",
+                self.admin_site.admin_view(self.eab_key_view),
+                name="acmeserver_acmeprofile_eab_key",
+            ),
+            *super().get_urls(),
+        ]
+
+    def eab_key_view(self, request, pk):
+        """The change page's "Create an EAB key" button: the key is in the message on the page it leads to,
+        which a reload no longer shows."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        profile = self._object(request, pk)
+        self._require_manage(request, profile)
+        self._create_eab_key(request, profile)
+        return HttpResponseRedirect(self._change_url(profile))
 
     @admin.action(description="Ask clients to renew early (ARI: a window in the past)")
     def request_early_renewal(self, request, queryset):

@@ -248,10 +248,11 @@ def directory_url(profile: AcmeProfile) -> str:
 
 
 def certbot_command(profile: AcmeProfile) -> str:
-    """What an operator pastes on a web server to enroll it (HTTP-01, certbot's own server on port 80)."""
-    return (
-        f"certbot certonly --standalone --server {directory_url(profile)} -d <name> --agree-tos -m <e-mail>"
-    )
+    """What an operator pastes on a web server to enroll it (HTTP-01, certbot's own server on port 80), with
+    the EAB flags when the profile requires them."""
+    eab = " --eab-kid <kid> --eab-hmac-key <hmac_key>" if profile.eab_required else ""
+    server = directory_url(profile)
+    return f"certbot certonly --standalone --server {server} -d <name> --agree-tos -m <e-mail>{eab}"
 
 
 def lego_command(profile: AcmeProfile) -> str:

@@ -134,7 +134,8 @@ def test_the_admin_shows_the_directory_url_and_the_certbot_command(tenant, hiera
     url = f"http://certs.acme.test/acme/{tenant.organization.slug}/web/directory"
     assert url in text and f"certbot certonly --standalone --server {url}" in text
     lego = f"lego --server {url} --email &lt;e-mail&gt; --accept-tos --domains &lt;name&gt; --http run"
-    assert f"lego: <code>{lego}</code>" in text
+    assert f'<strong>lego</strong><pre class="pem">{lego}</pre>' in text
+    assert "--eab" not in services.certbot_command(profile)
     dns = make_profile(
         tenant, hierarchy[1], name="DNS", slug="dns", challenge_types=["dns-01"], eab_required=True
     )
@@ -150,8 +151,11 @@ def test_the_admin_shows_the_directory_url_and_the_certbot_command(tenant, hiera
         f"EAB_KID=<kid> EAB_HMAC_KEY=<hmac_key> dehydrated --ca {dns_url} --register --accept-terms && "
         f"dehydrated --ca {dns_url} --cron --challenge dns-01 --hook <hook> --domain <name>"
     )
-    assert f"uacme: <code>uacme -a {url} -y new &lt;e-mail&gt; &amp;&amp; uacme -a {url} -h " in text
-    assert f"dehydrated: <code>dehydrated --ca {url} --register --accept-terms" in text
+    uacme = f"uacme -a {url} -y new &lt;e-mail&gt; &amp;&amp; uacme -a {url} -h "
+    assert f'<strong>uacme</strong><pre class="pem">{uacme}' in text
+    dehydrated = f"dehydrated --ca {url} --register --accept-terms"
+    assert f'<strong>dehydrated</strong><pre class="pem">{dehydrated}' in text
+    assert services.certbot_command(dns).endswith("--eab-kid <kid> --eab-hmac-key <hmac_key>")
     assert client.get("/admin/acmeserver/acmeserverorder/").status_code == 200
     assert client.get("/admin/acmeserver/acmeserveraccount/").status_code == 200
 
@@ -168,7 +172,7 @@ def test_the_admin_shows_a_cert_manager_cluster_issuer_that_parses(tenant, hiera
     client = Client()
     assert client.login(username=tenant.operator.user.username, password=PASSWORD)
     page = client.get(f"/admin/acmeserver/acmeprofile/{profile.pk}/change/").content.decode()
-    shown = re.search(r"<pre>(apiVersion: cert-manager.io/v1.*?)</pre>", page, re.S)
+    shown = re.search(r'<pre class="pem">(apiVersion: cert-manager.io/v1.*?)</pre>', page, re.S)
     assert shown, page
     issuer = yaml.safe_load(html.unescape(shown.group(1)))
     assert issuer["kind"] == "ClusterIssuer"
@@ -211,16 +215,21 @@ def test_an_operator_adds_a_profile_in_the_admin_and_a_refusal_stays_on_the_form
         "slug": "admin-made",
         "ca": hierarchy[1].pk,
         "validity_days": 20,
-        "challenge_types": '["dns-01"]',
+        "challenge_types": ["dns-01"],  # check boxes
         "allow_wildcards": "on",
+        "caa_identities": "CA.internal.\n\nacme.internal\n",  # one per line
     }
-    response = client.post(
-        "/admin/acmeserver/acmeprofile/add/", {**form, "challenge_types": '["tls-sni-01"]'}
-    )
-    assert response.status_code == 200 and "Choose one or more of" in response.content.decode()
+    response = client.post("/admin/acmeserver/acmeprofile/add/", {**form, "challenge_types": ["tls-sni-01"]})
+    assert response.status_code == 200 and "tls-sni-01 is not one of" in response.content.decode()
+    # The service's refusal stays on the form too, on its field.
+    response = client.post("/admin/acmeserver/acmeprofile/add/", {**form, "challenge_types": ["http-01"]})
+    assert response.status_code == 200 and "Wildcards are proved by dns-01" in response.content.decode()
     assert not AcmeProfile.objects.exists()
     response = client.post("/admin/acmeserver/acmeprofile/add/", form)
     assert response.status_code == 302, response.content.decode()[:2000]
     profile = AcmeProfile.objects.get()
     assert profile.challenge_types == ["dns-01"] and profile.allow_wildcards and profile.validity_days == 20
+    assert profile.caa_identities == ["ca.internal", "acme.internal"]
+    page = client.get(f"/admin/acmeserver/acmeprofile/{profile.pk}/change/").content.decode()
+    assert "ca.internal\nacme.internal</textarea>" in page
     assert AuditEvent.objects.filter(action="acme_profile.create").exists()
