@@ -60,6 +60,24 @@ class TenantAdmin(admin.ModelAdmin):
             raise TypeError(f"{self.model.__name__}'s manager does not return a TenantQuerySet")
         return queryset.restrict(request, self.read_action)
 
+    # --- a page with one form (templates/admin/certmgr/form_page.html): imports, confirmations -------------
+    def form_page(
+        self, request, *, title, form, obj=None, submit="Save", description="", template=None, **extra
+    ):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": str(obj) if obj is not None else None,
+            "opts": self.opts,
+            "original": obj,
+            "form": form,
+            "submit_label": submit,
+            "description": description,
+            "media": self.media + form.media,
+            **extra,
+        }
+        return TemplateResponse(request, template or "admin/certmgr/form_page.html", context)
+
     @staticmethod
     def organization_id_of(obj) -> int | None:
         return obj.pk if isinstance(obj, Organization) else getattr(obj, "organization_id", None)
@@ -399,7 +417,7 @@ def admin_link(obj, text: str | None = None) -> str:
 class ServiceAdmin(TenantAdmin):
     """A screen whose writes are services' and whose custom pages are forms: a refused save shows the form
     again with the service's errors on its fields (what was typed is kept), a role refusal is a 403, and
-    the helpers the screens' own views share (``_object``, ``_call``, ``form_page``)."""
+    the helpers the screens' own views share (``_object``, ``_call``; ``form_page`` is every admin's)."""
 
     # --- roles -------------------------------------------------------------------------------------------
     def has_manage_permission(self, request, obj=None) -> bool:
@@ -456,23 +474,6 @@ class ServiceAdmin(TenantAdmin):
         except (errors.ServiceError, ValidationError) as exc:
             self.message_user(request, error_text(exc), messages.ERROR)
             return None
-
-    def form_page(
-        self, request, *, title, form, obj=None, submit="Save", description="", template=None, **extra
-    ):
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "subtitle": str(obj) if obj is not None else None,
-            "opts": self.opts,
-            "original": obj,
-            "form": form,
-            "submit_label": submit,
-            "description": description,
-            "media": self.media + form.media,
-            **extra,
-        }
-        return TemplateResponse(request, template or "admin/certmgr/form_page.html", context)
 
     # --- deletion: the service decides; the page never walks millions of related rows -------------------
     delete_confirmation_template = "admin/certmgr/delete_confirmation.html"

@@ -11,7 +11,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import escape, format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 
 from certmgr.actors import as_actor
@@ -137,6 +138,13 @@ AppConnectionForm = type(
 )
 
 
+class RepinForm(forms.Form):
+    """What the operator confirmed: the fingerprint the page showed, and the page to go back to."""
+
+    host_key = forms.CharField(widget=forms.HiddenInput)
+    next = forms.CharField(widget=forms.HiddenInput, required=False)
+
+
 _NOTHING_BY_DEFAULT = "Nothing to configure: an operator creates each record."
 _NOTHING_TO_CONFIGURE = {
     creds.Kind.DELEGATED: "No credentials: each name is delegated with an NS record to certmgr's own DNS "
@@ -174,7 +182,10 @@ class AppConnectionAdmin(TenantAdmin):
                     {
                         "fields": names or [],
                         "classes": ["kind-fields", f"kind-{kind.value}"],
-                        "description": "" if names else _NOTHING_TO_CONFIGURE.get(kind, _NOTHING_BY_DEFAULT),
+                        # The admin shows a description as HTML: "<name>" must stay text.
+                        "description": ""
+                        if names
+                        else escape(_NOTHING_TO_CONFIGURE.get(kind, _NOTHING_BY_DEFAULT)),
                     },
                 )
             )
@@ -345,26 +356,53 @@ class AppConnectionAdmin(TenantAdmin):
             *super().get_urls(),
         ]
 
-    def _repin(self, request, conn) -> None:
+    def _repin(self, request, conn, expected: str | None = None) -> None:
         try:
-            new = services.repin_host_key(conn, actor=as_actor(request))
+            new = services.repin_host_key(conn, actor=as_actor(request), expected=expected)
         except (ServiceError, ValidationError) as exc:
             self.message_user(request, f"{conn.name}: not re-pinned: {error_text(exc)}", messages.ERROR)
             return
         self.message_user(request, f"{conn.name}: host key re-pinned: {new}", messages.SUCCESS)
 
     def repin_view(self, request, pk):
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+        """Re-pin after confirming: the page shows the pinned key and the one the host shows now; the POST
+        pins only that one (a host that shows yet another key by then is refused)."""
         conn = get_object_or_404(self.get_queryset(request), pk=pk)
-        if not self.has_change_permission(request, conn):
+        if not self.has_change_permission(request, conn) or conn.kind != creds.Kind.SSH:
             raise PermissionDenied
-        self._repin(request, conn)
-        return HttpResponseRedirect(reverse("admin:dnsproviders_appconnection_change", args=[conn.pk]))
+        back = request.POST.get("next") or request.GET.get("next") or ""
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+            back = reverse("admin:dnsproviders_appconnection_change", args=[conn.pk])
+        if (unreadable := unreadable_secret(conn, "credentials")) is not None:
+            self.message_user(request, f"{conn.name}: not re-pinned: {unreadable}", messages.ERROR)
+            return HttpResponseRedirect(back)
+        form = RepinForm(request.POST or None, initial={"next": back})
+        if request.method == "POST" and form.is_valid():
+            self._repin(request, conn, expected=form.cleaned_data["host_key"])
+            return HttpResponseRedirect(back)
+        pinned = creds.host_key_fingerprint(conn.credentials.get(creds.SSH_HOST_KEY, ""))
+        try:
+            shown, problem = services.shown_host_key(conn, actor=as_actor(request)), ""
+        except (ServiceError, ValidationError) as exc:
+            shown, problem = "", error_text(exc)
+        form = RepinForm(initial={"next": back, "host_key": shown})
+        return self.form_page(
+            request,
+            title="Re-pin the SSH host key",
+            form=form,
+            obj=conn,
+            submit="Yes, pin the key the host shows now" if shown and shown != pinned else None,
+            template="admin/dnsproviders/appconnection/repin.html",
+            pinned=pinned,
+            shown=shown,
+            problem=problem,
+            back=back,
+            cancel_url=back,
+        )
 
     @admin.action(description="Re-pin the SSH host key of selected connections")
     def repin_selected(self, request, queryset):
-        for conn in queryset.filter(kind=creds.Kind.SSH):
+        for conn in queryset.filter(kind=creds.Kind.SSH):  # ticking the rows is the confirmation
             self._repin(request, conn)
 
     def _report(self, request, conn, result) -> None:

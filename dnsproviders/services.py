@@ -193,9 +193,25 @@ def pin_host_key(connection: AppConnection, key_line: str, *, actor: Actor) -> b
     return True
 
 
-def repin_host_key(connection: AppConnection, *, actor: Actor) -> str:
+def shown_host_key(connection: AppConnection, *, actor: Actor) -> str:
+    """SSH: the fingerprint of the key the host shows now (no login), for a re-pin to be confirmed against;
+    an unreachable host is a ValidationError naming why."""
+    from dnsproviders import ssh
+
+    require(as_actor(actor), Action.MANAGE, connection.organization_id)
+    if connection.kind != creds.Kind.SSH:
+        raise ValidationError({"kind": ["Only SSH connections have a host key."]})
+    try:
+        return creds.host_key_fingerprint(ssh.shown_host_key(connection.credentials))
+    except ssh.SshError as exc:
+        raise ValidationError({"credentials": [exc.message]}) from exc
+
+
+def repin_host_key(connection: AppConnection, *, actor: Actor, expected: str | None = None) -> str:
     """Re-pin: connect accepting whatever key the host shows now and pin it (after a host's key was
-    replaced on purpose). Audited with the old and the new fingerprint; returns the new one."""
+    replaced on purpose). ``expected``, the fingerprint the operator confirmed (``shown_host_key``), must
+    be the one the host shows, or nothing is pinned. Audited with the old and the new fingerprint; returns
+    the new one."""
     from dnsproviders import ssh
 
     actor = as_actor(actor)
@@ -208,6 +224,16 @@ def repin_host_key(connection: AppConnection, *, actor: Actor) -> str:
         except ssh.SshError as exc:
             raise ValidationError({"credentials": [exc.message]}) from exc
         session.close()
+        shown = creds.host_key_fingerprint(session.host_key)
+        if expected is not None and shown != expected:
+            raise ValidationError(
+                {
+                    "host_key": [
+                        f"The host now shows {shown}, not the key you confirmed ({expected}): nothing was "
+                        "re-pinned. Check the host, then re-pin again."
+                    ]
+                }
+            )
         with transaction.atomic():
             conn = AppConnection.objects.select_for_update().get(pk=connection.pk)
             old = conn.credentials.get(creds.SSH_HOST_KEY, "")

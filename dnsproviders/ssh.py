@@ -102,17 +102,35 @@ class SshSession:
             self.client.close()
 
 
+def _socket(host: str, port: int, timeout: float) -> Any:
+    try:
+        return outbound.create_connection(host, port, timeout=timeout)
+    except OutboundRefused as exc:
+        raise SshError(f"not connecting to {host}: {exc}", permanent=True) from None
+    except OSError as exc:
+        raise SshError(f"cannot reach {host}:{port}: {exc}") from None
+
+
+def shown_host_key(credentials: dict, *, timeout: float = TIMEOUT) -> str:
+    """The key the host shows now (an OpenSSH public key line), read in the key exchange: no login is
+    attempted. What a re-pin asks the operator to confirm."""
+    host, port = credentials["host"], int(credentials.get("port") or 22)
+    transport = paramiko.Transport(_socket(host, port, timeout))
+    try:
+        transport.start_client(timeout=timeout)
+        return key_line(transport.get_remote_server_key())
+    except (TimeoutError, OSError, EOFError, paramiko.SSHException) as exc:
+        raise SshError(f"SSH to {host}:{port} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        transport.close()
+
+
 def connect(credentials: dict, *, timeout: float = TIMEOUT, pinned: str | None = None) -> SshSession:
     """Connect and authenticate; ``pinned`` overrides the credentials' pin ("" accepts any key: re-pin)."""
     host, port, user = credentials["host"], int(credentials.get("port") or 22), credentials["username"]
     where = f"{user}@{host}:{port}"
     pin = credentials.get(SSH_HOST_KEY, "") if pinned is None else pinned
-    try:
-        sock = outbound.create_connection(host, port, timeout=timeout)
-    except OutboundRefused as exc:
-        raise SshError(f"not connecting to {host}: {exc}", permanent=True) from None
-    except OSError as exc:
-        raise SshError(f"cannot reach {host}:{port}: {exc}") from None
+    sock = _socket(host, port, timeout)
     policy = _Pinned(pin, where)
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(policy)

@@ -48,10 +48,15 @@ class SyncDestinationAdmin(ServiceAdmin):
 
     @admin.display(description="SSH host key")
     def host_key(self, obj):
-        """SSH: the key pinned on the connection (re-pinned on the connection's page)."""
+        """SSH: the key pinned on the connection ("Re-pin host key…" above changes it)."""
         if obj is None or obj.pk is None or obj.kind != DestinationKind.SSH:
             return "—"
-        return (obj.connection.public_settings() or {}).get("host_key", "—")
+        pinned = (obj.connection.public_settings() or {}).get("host_key", "—")
+        return format_html(
+            '<code class="ssh-host-key">{}</code>, pinned on the connection {}',
+            pinned,
+            admin_link(obj.connection),
+        )
 
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, *(["organization", "kind"] if obj is not None else [])]

@@ -395,12 +395,26 @@ def test_admin_shows_the_pinned_key_and_re_pins(tenant, host, ssh_connection):
     text = page.content.decode()
     assert "Pinned host key" in text and host_key_fingerprint(host.host_key_line) in text
     assert "Re-pin host key" in text and host.client_key.splitlines()[1] not in text
+    old = host_key_fingerprint(host.host_key_line)
     host.new_host_key()
-    done = client.post(f"/admin/dnsproviders/appconnection/{ssh_connection.pk}/repin-host-key/", follow=True)
-    assert done.status_code == 200
-    assert f"host key re-pinned: {host_key_fingerprint(host.host_key_line)}" in done.content.decode()
+    new = host_key_fingerprint(host.host_key_line)
+    url = f"/admin/dnsproviders/appconnection/{ssh_connection.pk}/repin-host-key/"
+    confirm = client.get(url).content.decode()  # both keys, for the operator to compare
+    assert old in confirm and new in confirm and 'name="apply"' in confirm
+    # A POST pins only the key the operator confirmed: another one (the host changed again) is refused.
+    refused = client.post(url, {"host_key": old}, follow=True).content.decode()
+    assert f"not re-pinned: The host now shows {new}, not the key you confirmed ({old})" in refused
+    ssh_connection.refresh_from_db()
+    assert host_key_fingerprint(ssh_connection.credentials["host_key"]) == old
+    assert client.post(url, {"next": "https://elsewhere.example/"}).status_code == 200  # no key: the page
+    done = client.post(url, {"host_key": new, "next": "https://elsewhere.example/"})
+    assert done.status_code == 302 and done["Location"] == url.replace("repin-host-key/", "change/")
+    assert f"host key re-pinned: {new}" in client.get(done["Location"]).content.decode()
     ssh_connection.refresh_from_db()
     assert ssh_connection.credentials["host_key"] == host.host_key_line
+    client.logout()
+    assert client.login(username=tenant.auditor.user.username, password=PASSWORD)
+    assert client.get(url).status_code == 403
 
 
 def test_a_batch_is_claimed_by_one_worker_and_its_lease_outlives_a_long_batch(
