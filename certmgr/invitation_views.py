@@ -32,7 +32,13 @@ def _page(request, context, status=200):
     return TemplateResponse(
         request,
         "certmgr/invitation.html",
-        {**admin.site.each_context(request), "title": "Invitation", **context},
+        # No navigation sidebar: a newcomer would see "You don't have permission to view or edit anything."
+        {
+            **admin.site.each_context(request),
+            "title": "Invitation",
+            "is_nav_sidebar_enabled": False,
+            **context,
+        },
         status=status,
     )
 

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
@@ -26,4 +27,6 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("", RedirectView.as_view(url="/admin/dashboard/"), name="home"),  # the product's front page
     path("healthz", healthz, name="healthz"),
+    # Browsers ask for /favicon.ico on pages that name no icon (the Swagger UI, a PEM shown raw).
+    path("favicon.ico", RedirectView.as_view(url=f"/{settings.STATIC_URL.strip('/')}/certmgr/favicon.svg")),
 ]
