@@ -82,23 +82,33 @@ def browser() -> Iterator[object]:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+def watch_console(page) -> list[str]:
+    """What a page's console and scripts report that no page of certmgr may cause: a Content-Security-Policy
+    violation (every page must work under the policy certmgr sends), an error logged to the console, an
+    uncaught script exception. The list fills as the page runs; a test asserts it stays empty."""
+    problems: list[str] = []
+
+    def on_console(message) -> None:
+        if message.text.startswith("Failed to load resource") and message.location.get("url") == page.url:
+            return  # the page itself answered an error status: the test asserts on navigations' statuses
+        if "Content Security Policy" in message.text or message.type == "error":
+            where = message.location.get("url") or ""
+            problems.append(f"{page.url}: console {message.type}: {message.text} ({where})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"{page.url}: uncaught {error}"))
+    return problems
+
+
 @pytest.fixture
 def page(browser, request, tmp_path_factory) -> Iterator[object]:
     """A fresh browser context (no cookies) per test; a full-page screenshot is saved when the test fails.
-    Any Content-Security-Policy violation the browser reports fails the test: every page must work under
-    the policy certmgr sends."""
+    Whatever ``watch_console`` reports (a CSP violation, a console error, an uncaught exception) fails the
+    test."""
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
-    violations: list[str] = []
-    page.on(
-        "console",
-        lambda message: (
-            violations.append(f"{page.url}: {message.text}")
-            if "Content Security Policy" in message.text
-            else None
-        ),
-    )
+    violations = watch_console(page)
     try:
         yield page
         assert not violations, "\n".join(violations)

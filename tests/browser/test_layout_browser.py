@@ -13,7 +13,7 @@ import pytest
 
 from dnsproviders import services as connections
 from pki import services
-from tests.browser.conftest import login, screenshot_dir
+from tests.browser.conftest import login, screenshot_dir, watch_console
 from tests.conftest import SYSTEM
 from tests.pki import conftest as pki_fixtures
 from tests.reports.test_dashboard import acme_order, make_cert
@@ -76,14 +76,7 @@ def open_context(browser, width: int, height: int, **options):
     context = browser.new_context(viewport={"width": width, "height": height}, **options)
     context.set_default_timeout(15_000)
     page = context.new_page()
-    violations: list[str] = []
-    page.on(
-        "console",
-        lambda message: (
-            violations.append(message.text) if "Content Security Policy" in message.text else None
-        ),
-    )
-    return context, page, violations
+    return context, page, watch_console(page)
 
 
 def visit(page, url: str) -> None:
