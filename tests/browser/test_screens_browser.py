@@ -62,10 +62,12 @@ CUT_OFF = """() => [...document.querySelectorAll('.form-row .readonly')]
 
 
 def fits_the_window(page) -> None:
-    """Nothing sticks out of the window, no read-only value is cut off (long lines scroll in their box)."""
+    """Nothing sticks out of the window, no read-only value is cut off (long lines scroll in their box), and
+    no inline event handler waits for a click (the CSP would refuse to run it: data-confirm does that)."""
     width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1] + 1, f"{page.url} is wider than the window: {width}"
     assert page.evaluate(CUT_OFF) == [], page.url
+    assert page.locator("[onsubmit], [onclick], [onchange]").count() == 0, page.url
 
 
 # --- the ACME server profile ---------------------------------------------------------------------------
@@ -151,6 +153,7 @@ def test_ssh_destination_shows_the_pinned_key_and_re_pins_after_confirming(
     open_page(page, f"{base}/admin/syncs/syncdestination/{dest.pk}/change/")
     assert old in readonly(page, "host_key"), server_error_text(page)
     assert page.locator("button.sync-test").is_enabled() and page.locator("button.sync-now").is_enabled()
+    fits_the_window(page)
     shoot(page, "ssh-destination")
 
     # The host's key is replaced: the Test says so and names the way out.
@@ -165,6 +168,7 @@ def test_ssh_destination_shows_the_pinned_key_and_re_pins_after_confirming(
     assert page.locator("code.repin-pinned").inner_text() == old, server_error_text(page)
     assert page.locator("code.repin-shown").inner_text() == new
     assert page.locator("input[type=submit][name=apply]").is_enabled()
+    fits_the_window(page)
     shoot(page, "ssh-repin-confirm")
     submit(page, ".submit-row a.closelink")
     assert page.url.endswith(f"/admin/syncs/syncdestination/{dest.pk}/change/"), page.url
