@@ -22,7 +22,7 @@ from acmeserver.models import (
     AcmeServerChallenge,
     AcmeServerOrder,
 )
-from certmgr.admin_base import ReadOnlyAdmin, ServiceAdmin
+from certmgr.admin_base import ACTION_LIMIT, ReadOnlyAdmin, ServiceAdmin
 
 
 class AcmeProfileForm(forms.ModelForm):
@@ -223,6 +223,7 @@ class AcmeServerAccountAdmin(ReadOnlyAdmin):
     list_display = ["public_id", "profile", "status", "created_at"]
     list_filter = ["status"]
     search_fields = ["public_id", "thumbprint"]
+    actions = ["deactivate_accounts"]
     detail_fields = [
         "profile",
         "public_id",
@@ -233,6 +234,14 @@ class AcmeServerAccountAdmin(ReadOnlyAdmin):
         "created_at",
         "updated_at",
     ]
+
+    @admin.action(
+        description="Deactivate selected accounts (their clients can do nothing more)", permissions=["manage"]
+    )
+    def deactivate_accounts(self, request, queryset):
+        for account in queryset.select_related("profile")[:ACTION_LIMIT]:
+            if self._call(request, services.deactivate_account, account) is not None:
+                self.message_user(request, f"{account}: deactivated.", messages.SUCCESS)
 
 
 @admin.register(AcmeServerOrder)
@@ -257,15 +266,42 @@ class AcmeServerOrderAdmin(ReadOnlyAdmin):
 
     @admin.display(description="authorizations")
     def authorization_list(self, obj: AcmeServerOrder) -> str:
-        rows = [
-            (
-                reverse("admin:acmeserver_acmeserverauthorization_change", args=[a.pk]),
-                str(a),
-                a.get_status_display(),
+        """Each authorization with its challenges' outcomes: what the validator fetched and the error."""
+        items = []
+        for authz in obj.authorizations.prefetch_related("challenges"):
+            url = reverse("admin:acmeserver_acmeserverauthorization_change", args=[authz.pk])
+            challenges = format_html_join(
+                "",
+                "<li>{} {}{}{}</li>",
+                (
+                    (
+                        c.type,
+                        c.get_status_display(),
+                        format_html(": {}", c.error.get("detail", "")) if c.error else "",
+                        format_html(" <code>{}</code>", _record_text(c.validation_record))
+                        if c.validation_record
+                        else "",
+                    )
+                    for c in authz.challenges.all()
+                ),
             )
-            for a in obj.authorizations.all()
-        ]
-        return format_html_join(", ", '<a href="{}">{}</a> ({})', rows) if rows else "—"
+            items.append(
+                format_html(
+                    '<a href="{}">{}</a> ({})<ul>{}</ul>',
+                    url,
+                    str(authz),
+                    authz.get_status_display(),
+                    challenges,
+                )
+            )
+        return format_html_join("", "<div>{}</div>", ((item,) for item in items)) if items else "—"
+
+
+def _record_text(record: list) -> str:
+    """The validator's record, one line per attempt (a URL or DNS name, where, what came back)."""
+    import json
+
+    return "; ".join(json.dumps(step, sort_keys=True, default=str) for step in record)
 
 
 class ChallengeInline(admin.TabularInline):

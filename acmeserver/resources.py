@@ -4,13 +4,16 @@ and their URLs, absolute from the request the client sent (the URL it signs must
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import josepy as jose
 from acme import challenges, messages
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 
+from acmeserver.choices import AuthorizationStatus, ChallengeStatus
 from acmeserver.models import (
     AcmeProfile,
     AcmeServerAccount,
@@ -104,9 +107,7 @@ def _identifier(value: dict[str, str]) -> messages.Identifier:
 
 def order(urls: Urls, o: AcmeServerOrder, authorizations: list[AcmeServerAuthorization]) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "identifiers": [_identifier(i) for i in o.identifiers],
         "status": messages.Status(o.status),
-        "authorizations": [urls.authorization(a) for a in authorizations],
         "finalize": urls.url("finalize", o.public_id),
         "expires": o.expires_at,
     }
@@ -117,6 +118,9 @@ def order(urls: Urls, o: AcmeServerOrder, authorizations: list[AcmeServerAuthori
     if o.error:
         fields["error"] = messages.Error.from_json(o.error)
     body: dict[str, Any] = messages.Order(**fields).to_json()
+    # Required members, set after to_json (josepy's omitempty fails on an empty list).
+    body["identifiers"] = [_identifier(i).to_json() for i in o.identifiers]
+    body["authorizations"] = [urls.authorization(a) for a in authorizations]
     for name, value in (("notBefore", o.not_before), ("notAfter", o.not_after)):
         if value is not None:
             body[name] = value.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -141,12 +145,33 @@ def challenge(urls: Urls, c: AcmeServerChallenge) -> dict[str, Any]:
     return challenge_body(urls, c).to_json()
 
 
+def _shown_challenges(
+    a: AcmeServerAuthorization, chall: list[AcmeServerChallenge]
+) -> list[AcmeServerChallenge]:
+    """§7.1.4: a pending authorization lists the challenges the client may answer; a settled one the
+    challenge that settled it (the failed one of an invalid authorization, else the valid one). One with no
+    such challenge (its state set by hand) lists them all rather than none."""
+    if a.status == AuthorizationStatus.PENDING:
+        return chall
+    wanted = ChallengeStatus.INVALID if a.status == AuthorizationStatus.INVALID else ChallengeStatus.VALID
+    return [c for c in chall if c.status == wanted] or chall
+
+
+def authorization_status(a: AcmeServerAuthorization, now: datetime | None = None) -> str:
+    """What the resource says: a pending authorization past its expiry is expired (§7.1.6)."""
+    if a.status == AuthorizationStatus.PENDING and a.expires_at <= (now or timezone.now()):
+        return AuthorizationStatus.EXPIRED
+    return a.status
+
+
 def authorization(urls: Urls, a: AcmeServerAuthorization, chall: list[AcmeServerChallenge]) -> dict[str, Any]:
-    shown = chall if a.status != "valid" else [c for c in chall if c.status == "valid"]  # §7.1.4
-    return messages.Authorization(
+    body: dict[str, Any] = messages.Authorization(
         identifier=_identifier({"type": a.identifier_type, "value": a.identifier_value}),
-        status=messages.Status(a.status),
+        status=messages.Status(authorization_status(a)),
         expires=a.expires_at,
-        challenges=[challenge_body(urls, c) for c in shown],
         wildcard=True if a.wildcard else None,
     ).to_json()
+    # Set after to_json: josepy's omitempty fails on an empty list (a TypeError, a 500), and the member is
+    # required even when empty.
+    body["challenges"] = [challenge(urls, c) for c in _shown_challenges(a, chall)]
+    return body

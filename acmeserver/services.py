@@ -571,8 +571,23 @@ def revoke_eab_key(key: AcmeEabKey, *, actor: Actor) -> AcmeEabKey:
     return key
 
 
+def _deactivate(account: AcmeServerAccount) -> None:
+    """RFC 8555 §7.3.6, inside the caller's transaction with the account locked: its pending authorizations
+    are deactivated with it (their orders turn invalid); every later request of it is unauthorized."""
+    account.status = AccountStatus.DEACTIVATED
+    pending = list(
+        AcmeServerAuthorization.objects.filter(
+            account=account, status=AuthorizationStatus.PENDING
+        ).values_list("pk", flat=True)
+    )
+    AcmeServerAuthorization.objects.filter(pk__in=pending).update(status=AuthorizationStatus.DEACTIVATED)
+    orders = AcmeServerOrder.objects.filter(authorizations__in=pending, status=OrderStatus.PENDING)
+    for order_id in orders.values_list("pk", flat=True).distinct():
+        _settle_order(order_id)
+
+
 def update_account(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServerAccount:
-    """RFC 8555 §7.3.2 (contact) and §7.3.6 (deactivation)."""
+    """RFC 8555 §7.3.2 (contact) and §7.3.6 (deactivation), asked by the account itself."""
     profile = account.profile
     status = payload.get("status")
     if status is not None and status != AccountStatus.DEACTIVATED:
@@ -588,12 +603,8 @@ def update_account(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeS
             setattr(account, name, value)
         action = "acme_server.account.update"
         if status == AccountStatus.DEACTIVATED:
-            account.status = AccountStatus.DEACTIVATED
+            _deactivate(account)
             action = "acme_server.account.deactivate"
-            # RFC 8555 §7.3.6: its pending authorizations are deactivated with it.
-            AcmeServerAuthorization.objects.filter(
-                account=account, status=AuthorizationStatus.PENDING
-            ).update(status=AuthorizationStatus.DEACTIVATED)
         if changes or status:
             account.updated_at = timezone.now()
             account.save()
@@ -603,6 +614,35 @@ def update_account(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeS
                 account,
                 organization=profile.organization_id,
                 **changes,
+            )
+    return account
+
+
+def deactivate_account(account: AcmeServerAccount, *, actor: Actor) -> AcmeServerAccount:
+    """An operator deactivates a client's account (the admin, the API): as if the client had asked
+    (§7.3.6), for good; its certificates stay as they are."""
+    actor = as_actor(actor)
+    with audit.failures(
+        actor, "acme_server.account.deactivate", account, organization=account.profile.organization_id
+    ):
+        require(actor, Action.MANAGE, account.profile.organization_id)
+        with transaction.atomic():
+            account = (
+                AcmeServerAccount.objects.select_for_update(of=("self",))
+                .select_related("profile")
+                .get(pk=account.pk)
+            )
+            if account.status != AccountStatus.VALID:
+                raise Conflict(f"the account is {account.get_status_display().lower()} already")
+            _deactivate(account)
+            account.updated_at = timezone.now()
+            account.save(update_fields=["status", "updated_at"])
+            audit.record(
+                actor,
+                "acme_server.account.deactivate",
+                account,
+                organization=account.profile.organization_id,
+                profile=account.profile_id,
             )
     return account
 

@@ -14,15 +14,17 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from acme import messages
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from acmeserver import jws, resources, services
-from acmeserver.choices import AccountStatus, ChallengeStatus, OrderStatus
+from acmeserver.choices import AccountStatus, AuthorizationStatus, ChallengeStatus, OrderStatus
 from acmeserver.models import (
     AcmeProfile,
     AcmeServerAccount,
@@ -35,6 +37,7 @@ from acmeserver.problems import AcmeProblem, malformed, unauthorized
 log = logging.getLogger(__name__)
 JOSE = "application/jose+json"
 RETRY_AFTER_SECONDS = 1
+ORDERS_PER_PAGE = 100  # an account's order list, per page (RFC 8555 §7.1.2.1)
 
 
 class Answer:
@@ -136,7 +139,12 @@ def _authenticate(request: HttpRequest, urls: resources.Urls, key: str) -> Signe
     try:
         body = request.body
     except RequestDataTooBig:
-        raise AcmeProblem("malformed", "the request body is too large", status=413) from None
+        cap = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        raise AcmeProblem(
+            "malformed",
+            f"the request body is larger than the cap of {cap} bytes (CERTMGR_MAX_REQUEST_BYTES)",
+            status=413,
+        ) from None
     signed = jws.parse(body)
     if signed.url != request.build_absolute_uri():
         raise unauthorized(f"the JWS url {signed.url!r} is not the URL requested")
@@ -272,18 +280,29 @@ def _account(request: HttpRequest, urls: resources.Urls, signed: Signed, public_
 def _account_orders(
     request: HttpRequest, urls: resources.Urls, signed: Signed, public_id: str | None
 ) -> Answer:
+    """§7.1.2.1: the account's orders that are not invalid, newest first, ``ORDERS_PER_PAGE`` at a time;
+    a further page is a ``Link: rel="next"`` (``?cursor=`` the last order of this page)."""
     account = signed.require_account()
     if account.public_id != public_id:
         raise unauthorized("an account can only list its own orders")
-    ids = (
-        AcmeServerOrder.objects.filter(
-            account=account,
-            status__in=[OrderStatus.PENDING, OrderStatus.READY, OrderStatus.PROCESSING, OrderStatus.VALID],
-        )
-        .order_by("-created_at")
-        .values_list("public_id", flat=True)[:1000]
-    )
-    return Answer({"orders": [urls.url("order", i) for i in ids]})
+    orders = AcmeServerOrder.objects.filter(
+        account=account,
+        status__in=[OrderStatus.PENDING, OrderStatus.READY, OrderStatus.PROCESSING, OrderStatus.VALID],
+    ).order_by("-created_at", "-id")
+    cursor = request.GET.get("cursor")
+    if cursor is not None:
+        last = AcmeServerOrder.objects.filter(account=account, public_id=cursor).values("created_at", "id")
+        if not last:
+            raise malformed("cursor is not an order of this account")
+        at, pk = last[0]["created_at"], last[0]["id"]
+        orders = orders.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=pk))
+    ids = list(orders.values_list("public_id", flat=True)[: ORDERS_PER_PAGE + 1])
+    links = []
+    if len(ids) > ORDERS_PER_PAGE:
+        ids = ids[:ORDERS_PER_PAGE]
+        next_page = urls.url("account-orders", account.public_id) + "?" + urlencode({"cursor": ids[-1]})
+        links.append((next_page, "next"))
+    return Answer({"orders": [urls.url("order", i) for i in ids]}, links=links)
 
 
 def _key_change(request: HttpRequest, urls: resources.Urls, signed: Signed, _: str | None) -> Answer:
@@ -373,7 +392,7 @@ def _own_authz(signed: Signed, public_id: str | None) -> AcmeServerAuthorization
 def _authz_answer(urls: resources.Urls, authz: AcmeServerAuthorization) -> Answer:
     return Answer(
         resources.authorization(urls, authz, list(authz.challenges.all())),
-        retry_after=authz.status == "pending",
+        retry_after=resources.authorization_status(authz) == AuthorizationStatus.PENDING,
     )
 
 

@@ -1,5 +1,6 @@
 """API doors of the ACME server: ``/api/v1/acme-profiles/`` (create, read, change through
-``acmeserver.services.save_profile``), ``/acme-server-accounts/`` and ``/acme-server-orders/`` (read)."""
+``acmeserver.services.save_profile``), ``/acme-server-accounts/`` (read, deactivate) and
+``/acme-server-orders/`` (read)."""
 
 from __future__ import annotations
 
@@ -108,10 +109,21 @@ class AcmeServerAccountViewSet(
 ):
     """The accounts ACME clients registered with the profiles (their public keys only)."""
 
-    base_queryset = AcmeServerAccount.objects.all()
+    base_queryset = AcmeServerAccount.objects.select_related("profile")
     serializer_class = s.AcmeServerAccountSerializer
     filter_backends = [filters.OrderingFilter]
     ordering_fields = ["id", "created_at"]
+
+    @extend_schema(
+        request=None,
+        responses={200: s.AcmeServerAccountSerializer, 409: OpenApiResponse(description="Not valid.")},
+    )
+    @action(detail=True, methods=["post"])
+    def deactivate(self, request, pk=None):
+        """Deactivate the client's account (RFC 8555 §7.3.6, for good): every later request of it is
+        ``unauthorized``; its pending authorizations are deactivated, its certificates stay."""
+        account = services.deactivate_account(self.get_object(), actor=self.actor)
+        return Response(s.AcmeServerAccountSerializer(account).data)
 
 
 class AcmeServerOrderViewSet(

@@ -233,3 +233,127 @@ def test_an_operator_adds_a_profile_in_the_admin_and_a_refusal_stays_on_the_form
     page = client.get(f"/admin/acmeserver/acmeprofile/{profile.pk}/change/").content.decode()
     assert "ca.internal\nacme.internal</textarea>" in page
     assert AuditEvent.objects.filter(action="acme_profile.create").exists()
+
+
+def test_the_profile_contract_takes_every_field_the_issue_names(tenant, hierarchy):  # noqa: F811
+    policy = pki_services.save_policy(
+        tenant.organization, actor=SYSTEM, name="Internal", max_validity_days=60
+    )
+    contract = {
+        "organization": tenant.organization.pk,
+        "name": "Partners",
+        "slug": "partners",
+        "ca": hierarchy[1].pk,
+        "policy": policy.pk,
+        "validity_days": 45,
+        "eab_required": True,
+        "challenge_types": ["http-01", "dns-01", "tls-alpn-01"],
+        "allow_wildcards": True,
+        "allow_ip_identifiers": True,
+        "enabled": False,
+    }
+    response = tenant.operator.client.post(URL, contract, format="json")
+    assert response.status_code == 201, response.content
+    data = response.json()
+    assert {k: data[k] for k in contract} == contract
+    assert data["id"] and data["directory_url"] == (
+        f"http://certs.acme.test/acme/{tenant.organization.slug}/partners/directory"
+    )
+    null_policy = tenant.operator.client.patch(f"{URL}{data['id']}/", {"policy": None}, format="json")
+    assert null_policy.status_code == 200 and null_policy.json()["policy"] is None
+    assert tenant.auditor.client.get(f"{URL}{data['id']}/").json() == null_policy.json()
+
+
+def test_orders_read_with_the_certificate_of_a_finalized_one(tenant, other_tenant, hierarchy):  # noqa: F811
+    from tests.acmeserver.test_protocol import Acme, csr_b64, ready_order
+
+    profile = make_profile(tenant, hierarchy[1])
+    acme = Acme(profile)
+    acme.register()
+    order = ready_order(acme, "www.acme.test")
+    finalized = acme.post(acme.url(f"order/{order.public_id}/finalize"), {"csr": csr_b64(["www.acme.test"])})
+    assert finalized.status_code == 200, finalized.content
+    pending = acme.order("api.acme.test").json()
+    order.refresh_from_db()
+    listed = tenant.auditor.client.get("/api/v1/acme-server-orders/").json()["results"]
+    by_id = {row["public_id"]: row for row in listed}
+    assert by_id[order.public_id]["status"] == "valid"
+    assert by_id[order.public_id]["certificate"] == order.certificate_id is not None
+    assert by_id[order.public_id]["account"] == order.account_id
+    assert by_id[order.public_id]["identifiers"] == [{"type": "dns", "value": "www.acme.test"}]
+    other = next(row for row in listed if row["public_id"] != order.public_id)
+    assert other["status"] == pending["status"] == "pending" and other["certificate"] is None
+    certificate = tenant.auditor.client.get(f"/api/v1/certificates/{order.certificate_id}/")
+    assert certificate.status_code == 200 and certificate.json()["common_name"] == "www.acme.test"
+
+
+def test_an_operator_deactivates_an_account_in_the_api_and_its_client_can_do_nothing(
+    tenant,
+    other_tenant,
+    hierarchy,  # noqa: F811
+):
+    from tests.acmeserver.test_protocol import Acme, problem
+
+    profile = make_profile(tenant, hierarchy[1])
+    acme = Acme(profile)
+    acme.register()
+    pending = acme.order("www.acme.test").json()
+    account = AcmeServerAccount.objects.get()
+    url = f"/api/v1/acme-server-accounts/{account.pk}/deactivate/"
+    assert_isolated(
+        tenant,
+        other_tenant,
+        list_url="/api/v1/acme-server-accounts/",
+        detail_url=f"/api/v1/acme-server-accounts/{account.pk}/",
+        write_calls=[("post", url, None)],
+    )
+    response = tenant.operator.client.post(url, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "deactivated"
+    assert tenant.operator.client.post(url, format="json").status_code == 409
+    problem(acme.order("www.acme.test"), "unauthorized", 403)
+    assert acme.post(pending["authorizations"][0], None).status_code == 403
+    assert AcmeServerOrder.objects.get().status == "invalid"
+    events = AuditEvent.objects.filter(action="acme_server.account.deactivate").values_list(
+        "outcome", flat=True
+    )
+    assert sorted(events) == ["failure", "success"]
+
+
+def test_the_admin_deactivates_accounts_and_shows_each_orders_challenge_outcomes(tenant, hierarchy):  # noqa: F811
+    from acmeserver.models import AcmeServerChallenge
+    from tests.acmeserver.test_protocol import Acme
+
+    profile = make_profile(tenant, hierarchy[1])
+    acme = Acme(profile)
+    acme.register()
+    acme.order("www.acme.test")
+    AcmeServerChallenge.objects.filter(type="http-01").update(
+        status="invalid",
+        error={"type": "urn:ietf:params:acme:error:incorrectResponse", "detail": "the body was 'nope'"},
+        validation_record=[
+            {"url": "http://www.acme.test/.well-known/acme-challenge/t", "address": "10.1.2.3"}
+        ],
+    )
+    client = Client()
+    assert client.login(username=tenant.operator.user.username, password=PASSWORD)
+    order = AcmeServerOrder.objects.get()
+    page = client.get(f"/admin/acmeserver/acmeserverorder/{order.pk}/change/").content.decode()
+    assert "dns:www.acme.test" in page and "HTTP-01" not in page  # the type as the protocol names it
+    assert "http-01 Invalid: the body was &#x27;nope&#x27;" in page
+    assert "10.1.2.3" in page and "/.well-known/acme-challenge/t" in page and "dns-01 Pending" in page
+    account = AcmeServerAccount.objects.get()
+    response = client.post(
+        "/admin/acmeserver/acmeserveraccount/",
+        {"action": "deactivate_accounts", "_selected_action": [account.pk]},
+        follow=True,
+    )
+    assert f"{account}: deactivated." in response.content.decode()
+    account.refresh_from_db()
+    assert account.status == "deactivated"
+    event = AuditEvent.objects.get(action="acme_server.account.deactivate")
+    assert event.outcome == "success" and event.actor_type == "user"
+    auditor = Client()
+    assert auditor.login(username=tenant.auditor.user.username, password=PASSWORD)
+    listing = auditor.get("/admin/acmeserver/acmeserveraccount/").content.decode()
+    assert "deactivate_accounts" not in listing

@@ -142,28 +142,139 @@ def test_an_unknown_directory_is_404_and_a_disabled_profile_is_unauthorized_ever
 
 
 # --- §6 request checks --------------------------------------------------------------------------------
-def test_a_jws_for_another_url_is_unauthorized(acme):
-    response = acme.post(acme.url("new-order"), {"identifiers": []}, signed_url=acme.url("new-account"))
-    problem(response, "unauthorized", 403)
-    assert not AcmeServerOrder.objects.exists()
+def raw_jws(acme, url, header=None, *, payload=b"{}", drop=(), signature=None, outer=None) -> bytes:
+    """A flattened JWS made by hand, ES256-signed with the client's key unless ``signature`` is given:
+    ``header`` overrides protected members (None deletes one), ``drop`` removes them."""
+    protected = {"alg": "ES256", "nonce": acme.nonce(), "url": url, "kid": acme.kid, **(header or {})}
+    protected = {k: v for k, v in protected.items() if v is not None and k not in drop}
+    p64, pl64 = b64(json.dumps(protected).encode()), b64(payload) if payload else ""
+    if signature is None:
+        signature = b64(jose.ES256.sign(acme.key.key, f"{p64}.{pl64}".encode()))
+    return json.dumps({"protected": p64, "payload": pl64, "signature": signature, **(outer or {})}).encode()
+
+
+def _send(acme, body: bytes, url: str, content_type: str = "application/jose+json"):
+    return acme.http.post(url, body, content_type=content_type)
+
+
+def _jwk(acme) -> dict:
+    return acme.key.public_key().to_partial_json()
+
+
+def _order_for(acme) -> dict:
+    return {"identifiers": [{"type": "dns", "value": "www.acme.test"}]}
+
+
+# (what is wrong, the request, the problem type, its HTTP status): each against a resource that would
+# make rows, sent to an account that exists.
+VIOLATIONS = [
+    (
+        "alg none",
+        lambda a, u: _send(a, raw_jws(a, u, {"alg": "none"}, signature=""), u),
+        "badSignatureAlgorithm",
+        400,
+    ),
+    ("alg HS256", lambda a, u: _send(a, raw_jws(a, u, {"alg": "HS256"}), u), "badSignatureAlgorithm", 400),
+    ("alg RS384", lambda a, u: _send(a, raw_jws(a, u, {"alg": "RS384"}), u), "badSignatureAlgorithm", 400),
+    ("no alg", lambda a, u: _send(a, raw_jws(a, u, drop=("alg",)), u), "badSignatureAlgorithm", 400),
+    (
+        "url of another resource",
+        lambda a, u: _send(a, raw_jws(a, u, {"url": a.url("new-account")}), u),
+        "unauthorized",
+        403,
+    ),
+    ("no url", lambda a, u: _send(a, raw_jws(a, u, drop=("url",)), u), "malformed", 400),
+    ("kid and jwk", lambda a, u: _send(a, raw_jws(a, u, {"jwk": _jwk(a)}), u), "malformed", 400),
+    ("neither kid nor jwk", lambda a, u: _send(a, raw_jws(a, u, drop=("kid",)), u), "malformed", 400),
+    (
+        "jwk for an account resource",
+        lambda a, u: _send(a, raw_jws(a, u, {"kid": None, "jwk": _jwk(a)}), u),
+        "malformed",
+        400,
+    ),
+    (
+        "kid for newAccount",
+        lambda a, u: a.post(a.url("new-account"), {"termsOfServiceAgreed": True}, kid=a.kid),
+        "malformed",
+        400,
+    ),
+    (
+        "unknown kid",
+        lambda a, u: _send(a, raw_jws(a, u, {"kid": a.url("acct/nope")}), u),
+        "accountDoesNotExist",
+        400,
+    ),
+    ("no nonce", lambda a, u: _send(a, raw_jws(a, u, drop=("nonce",)), u), "badNonce", 400),
+    (
+        "a nonce never issued",
+        lambda a, u: _send(a, raw_jws(a, u, {"nonce": b64(b"made up")}), u),
+        "badNonce",
+        400,
+    ),
+    (
+        "protected header padded",
+        lambda a, u: _send(a, raw_jws(a, u).replace(b'"protected": "', b'"protected": "=='), u),
+        "malformed",
+        400,
+    ),
+    ("signature not base64url", lambda a, u: _send(a, raw_jws(a, u, signature="***"), u), "malformed", 400),
+    ("wrong signature", lambda a, u: _send(a, raw_jws(a, u, signature=b64(b"\0" * 64)), u), "malformed", 400),
+    ("not json", lambda a, u: _send(a, b"not json", u), "malformed", 400),
+    ("a json array", lambda a, u: _send(a, b"[]", u), "malformed", 400),
+    (
+        "general serialization",
+        lambda a, u: _send(a, raw_jws(a, u, outer={"signatures": []}), u),
+        "malformed",
+        400,
+    ),
+    (
+        "unprotected header",
+        lambda a, u: _send(a, raw_jws(a, u, outer={"header": {"kid": "x"}}), u),
+        "malformed",
+        400,
+    ),
+    (
+        "content type application/json",
+        lambda a, u: _send(a, raw_jws(a, u), u, "application/json"),
+        "malformed",
+        415,
+    ),
+    ("POST-as-GET to newOrder", lambda a, u: a.post(u, None), "malformed", 400),
+    ("payload not an object", lambda a, u: _send(a, raw_jws(a, u, payload=b"[1]"), u), "malformed", 400),
+]
+
+
+def _rows() -> tuple[int, ...]:
+    from acmeserver.models import AcmeServerChallenge
+
+    models = (AcmeServerAccount, AcmeServerOrder, AcmeServerAuthorization, AcmeServerChallenge, Certificate)
+    return tuple(m.objects.count() for m in models)
+
+
+@pytest.mark.parametrize(("violation", "send", "kind", "status"), VIOLATIONS, ids=[v[0] for v in VIOLATIONS])
+def test_each_section_6_violation_answers_its_problem_with_a_fresh_nonce_and_makes_nothing(
+    acme, violation, send, kind, status
+):
+    url = acme.url("new-order")
+    before = _rows()
+    response = send(acme, url)
+    problem(response, kind, status)
+    assert response["Link"] == f'<{acme.url("directory")}>;rel="index"'
+    assert _rows() == before
+    # the answer's nonce is fresh: the well-formed request made with it goes through
+    fixed = acme.post(url, _order_for(acme), nonce=response["Replay-Nonce"])
+    assert fixed.status_code == 201, fixed.content
 
 
 def test_a_reused_nonce_is_bad_nonce_and_the_answer_carries_a_fresh_one(acme):
     nonce = acme.nonce()
     first = acme.post(acme.kid, None, nonce=nonce)
     assert first.status_code == 200
-    again = acme.post(acme.kid, None, nonce=nonce)
+    again = acme.post(acme.url("new-order"), _order_for(acme), nonce=nonce)
     problem(again, "badNonce", 400)
+    assert not AcmeServerOrder.objects.exists()
     retry = acme.post(acme.kid, None, nonce=again["Replay-Nonce"])
     assert retry.status_code == 200, retry.content
-
-
-def test_a_nonce_never_issued_is_bad_nonce(acme):
-    problem(acme.post(acme.kid, None, nonce=b64(b"made up nonce")), "badNonce", 400)
-
-
-def test_an_unknown_kid_is_account_does_not_exist(acme):
-    problem(acme.post(acme.url("new-order"), {}, kid=acme.url("acct/nope")), "accountDoesNotExist", 400)
 
 
 def test_a_kid_of_another_profile_is_account_does_not_exist(tenant, hierarchy, acme):
@@ -173,12 +284,7 @@ def test_a_kid_of_another_profile_is_account_does_not_exist(tenant, hierarchy, a
     problem(stranger.post(stranger.url("new-order"), {}), "accountDoesNotExist", 400)
 
 
-def test_a_bad_signature_is_malformed(acme):
-    impostor = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-    problem(acme.post(acme.kid, None, key=impostor), "malformed", 400)
-
-
-def test_a_symmetric_or_missing_algorithm_is_bad_signature_algorithm(acme):
+def test_a_symmetric_algorithm_is_bad_signature_algorithm_naming_the_accepted_ones(acme):
     hmac_key = jose.JWKOct(key=b"0" * 32)
     body = problem(acme.post(acme.kid, None, key=hmac_key, alg=jose.HS256), "badSignatureAlgorithm", 400)
     assert body["algorithms"] == ["RS256", "ES256", "ES384", "EdDSA"]
@@ -191,23 +297,32 @@ def test_an_algorithm_that_does_not_fit_the_key_is_bad_signature_algorithm(profi
     assert not AcmeServerAccount.objects.exists()
 
 
-def test_jwk_and_kid_are_each_refused_where_the_other_belongs(acme):
-    problem(acme.post(acme.url("new-order"), {"identifiers": []}, use_jwk=True), "malformed", 400)
-    problem(acme.post(acme.url("new-account"), {}, kid=acme.kid), "malformed", 400)
+def test_a_new_account_signed_with_a_kid_or_badly_makes_no_account(profile):
+    acme = Acme(profile)
+    url = acme.url("new-account")
+    impostor = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    problem(acme.post(url, {}, kid=url), "malformed", 400)
+    body = raw_jws(acme, url, {"kid": None, "jwk": _jwk(acme)}, payload=b'{"termsOfServiceAgreed": true}')
+    tampered = json.loads(body)
+    tampered["signature"] = b64(jose.ES256.sign(impostor.key, b"something else"))
+    problem(_send(acme, json.dumps(tampered).encode(), url), "malformed", 400)
+    assert not AcmeServerAccount.objects.exists()
 
 
-def test_a_body_that_is_not_a_flattened_jws_is_malformed(acme):
-    for body in (b"not json", b"[]", b'{"protected": "e30", "payload": ""}'):
-        response = acme.http.post(acme.url("new-order"), body, content_type="application/jose+json")
-        problem(response, "malformed", 400)
-    response = acme.http.post(acme.url("new-order"), b"{}", content_type="application/json")
-    problem(response, "malformed", 415)
-
-
-def test_an_oversized_body_is_malformed(acme, settings):
+def test_an_oversized_body_is_malformed_naming_the_cap(acme, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
     response = acme.post(acme.url("new-order"), {"identifiers": [{"type": "dns", "value": "a" * 4000}]})
-    problem(response, "malformed", 413)
+    assert "cap of 2048 bytes" in problem(response, "malformed", 413)["detail"]
+    assert not AcmeServerOrder.objects.exists()
+
+
+def test_post_as_get_resources_refuse_a_payload(acme):
+    order = ready_order(acme, "www.acme.test")
+    response = acme.post(acme.url(f"order/{order.public_id}/finalize"), {"csr": csr_b64(["www.acme.test"])})
+    certificate_url = response.json()["certificate"]
+    for url in (acme.url(f"order/{order.public_id}"), certificate_url):
+        assert "POST-as-GET" in problem(acme.post(url, {}), "malformed", 400)["detail"]
+    assert acme.post(certificate_url, None).status_code == 200
 
 
 def test_eddsa_and_rsa_account_keys_are_accepted(profile):
@@ -254,12 +369,70 @@ def test_contacts_must_be_mailto_addresses(profile):
     assert not AcmeServerAccount.objects.exists()
 
 
-def test_an_account_updates_its_contact_and_a_deactivated_account_can_do_nothing(acme):
+def test_an_account_updates_its_contact_and_a_deactivated_account_is_unauthorized_everywhere(acme):
     response = acme.post(acme.kid, {"contact": ["mailto:new@acme.test"]})
     assert response.json()["contact"] == ["mailto:new@acme.test"]
+    valid = ready_order(acme, "www.acme.test")
+    finalized = acme.post(acme.url(f"order/{valid.public_id}/finalize"), {"csr": csr_b64(["www.acme.test"])})
+    certificate_url = finalized.json()["certificate"]
+    leaf = x509.load_pem_certificates(acme.post(certificate_url, None).content)[0]
+    pending = acme.order("api.acme.test").json()
+    authz_url = pending["authorizations"][0]
+    challenge_url = acme.post(authz_url, None).json()["challenges"][0]["url"]
+    order_url = acme.url(f"order/{valid.public_id}")
+
     assert acme.post(acme.kid, {"status": "deactivated"}).json()["status"] == "deactivated"
-    problem(acme.order("www.acme.test"), "unauthorized", 403)
+    # §7.3.6: its pending authorizations go with it, and the order waiting on them turns invalid
+    assert AcmeServerAuthorization.objects.get(identifier_value="api.acme.test").status == "deactivated"
+    assert AcmeServerOrder.objects.get(status="invalid").identifiers[0]["value"] == "api.acme.test"
+    new_key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    before = _rows()
+    requests = [
+        (acme.kid, None),
+        (acme.kid, {"contact": ["mailto:again@acme.test"]}),
+        (acme.kid, {"status": "deactivated"}),
+        (acme.kid + "/orders", None),
+        (acme.url("new-order"), _order_for(acme)),
+        (order_url, None),
+        (acme.url(f"order/{valid.public_id}/finalize"), {"csr": csr_b64(["www.acme.test"])}),
+        (certificate_url, None),
+        (authz_url, None),
+        (authz_url, {"status": "deactivated"}),
+        (challenge_url, None),
+        (challenge_url, {}),
+        (acme.url("revoke-cert"), {"certificate": b64(leaf.public_bytes(serialization.Encoding.DER))}),
+        (acme.url("key-change"), _key_change_body(acme, new_key)),
+    ]
+    for url, payload in requests:
+        assert "deactivated" in problem(acme.post(url, payload), "unauthorized", 403)["detail"], url
     problem(acme.post(acme.url("new-account"), {}, use_jwk=True), "unauthorized", 403)
+    assert _rows() == before
+    assert Certificate.objects.get().status != "revoked"
+    assert AcmeServerAccount.objects.get().contact == ["mailto:new@acme.test"]
+
+
+def test_the_order_list_pages_with_a_link_to_the_next(profile, acme, monkeypatch):
+    from acmeserver import views
+
+    monkeypatch.setattr(views, "ORDERS_PER_PAGE", 2)
+    made = [acme.order(f"n{i}.acme.test")["Location"] for i in range(5)]
+    invalid = AcmeServerOrder.objects.get(identifiers__0__value="n2.acme.test")
+    AcmeServerOrder.objects.filter(pk=invalid.pk).update(status="invalid")  # §7.1.2.1: not listed
+    expected = [u for u in reversed(made) if not u.endswith(invalid.public_id)]
+    listed, url, pages = [], acme.kid + "/orders", 0
+    while url:
+        response = acme.post(url, None)
+        assert response.status_code == 200, response.content
+        listed += response.json()["orders"]
+        pages += 1
+        nexts = [part for part in response["Link"].split(", ") if part.endswith(';rel="next"')]
+        url = nexts[0][1 : nexts[0].index(">")] if nexts else None
+    assert listed == expected and pages == 2
+    body = problem(acme.post(acme.kid + "/orders?cursor=nope", None), "malformed", 400)
+    assert "cursor" in body["detail"]
+    other = Acme(profile)
+    other.register()
+    problem(other.post(acme.kid + "/orders", None), "unauthorized", 403)
 
 
 # --- orders -------------------------------------------------------------------------------------------
@@ -409,6 +582,41 @@ def test_revocation_by_the_certificates_key_and_refusals(profile, acme):
     stored = Certificate.objects.get()
     assert stored.status == "revoked" and stored.revocation_reason == "superseded"
     problem(acme.post(acme.url("revoke-cert"), {"certificate": der}), "alreadyRevoked", 400)
+
+
+@pytest.mark.parametrize(
+    ("reason", "stored"),
+    [
+        (None, "unspecified"),
+        (0, "unspecified"),
+        (1, "key_compromise"),
+        (3, "affiliation_changed"),
+        (4, "superseded"),
+        (5, "cessation_of_operation"),
+        (9, "privilege_withdrawn"),
+    ],
+)
+def test_the_ordering_account_revokes_with_an_rfc_5280_reason(acme, reason, stored):
+    der, _ = _issued(acme)
+    payload = {"certificate": der} if reason is None else {"certificate": der, "reason": reason}
+    response = acme.post(acme.url("revoke-cert"), payload)
+    assert response.status_code == 200 and response.content == b"", response.content
+    cert = Certificate.objects.get()
+    assert cert.status == "revoked" and cert.revocation_reason == stored
+    problem(acme.post(acme.url("revoke-cert"), payload), "alreadyRevoked", 400)
+
+
+@pytest.mark.parametrize("reason", [7, 8, 11, -1, "1", True, "keyCompromise", None])
+def test_a_reason_outside_rfc_5280_is_bad_revocation_reason_and_revokes_nothing(acme, reason):
+    der, _ = _issued(acme)
+    if reason is None:  # a certificate that is not base64url DER: malformed, not a reason problem
+        problem(acme.post(acme.url("revoke-cert"), {"certificate": "AAAA"}), "malformed", 400)
+    else:
+        body = problem(
+            acme.post(acme.url("revoke-cert"), {"certificate": der, "reason": reason}), "badRevocationReason"
+        )
+        assert "reason" in body["detail"]
+    assert Certificate.objects.get().status != "revoked"
 
 
 def test_an_account_holding_valid_authorizations_for_every_name_may_revoke(profile, acme):
