@@ -112,7 +112,11 @@ def test_eab_keys_in_the_api_are_listed_without_their_key_and_deleted_by_revokin
     tenant, other_tenant, eab_profile
 ):
     client = tenant.operator.client
-    made = client.post(f"/api/v1/acme-profiles/{eab_profile.pk}/eab-keys/", {}, format="json").json()
+    created = client.post(f"/api/v1/acme-profiles/{eab_profile.pk}/eab-keys/", {}, format="json")
+    assert created.status_code == 201, created.content
+    made = created.json()
+    assert set(made) == {"id", "kid", "hmac_key"}
+    assert "=" not in made["hmac_key"] and len(jose.decode_b64jose(made["hmac_key"])) == 32  # base64url
     listed = client.get("/api/v1/acme-eab-keys/")
     assert listed.status_code == 200
     assert made["hmac_key"] not in listed.content.decode()

@@ -133,12 +133,30 @@ def test_an_unknown_directory_is_404_and_a_disabled_profile_is_unauthorized_ever
     assert client.get("http://testserver/acme/nope/web/directory").status_code == 404
     acme = Acme(profile)
     acme.register()
+    order = acme.order("www.acme.test").json()
+    authz_url = order["authorizations"][0]
+    challenge_url = acme.post(authz_url, None).json()["challenges"][0]["url"]
+    nonce = acme.nonce()
     services.save_profile(None, actor=SYSTEM, instance=profile, enabled=False)
-    for path in ("directory", "new-nonce"):
+    for path in ("directory", "new-nonce", "renewal-info/AAAA.AQ"):
         problem(client.get(acme.url(path)), "unauthorized", 403)
     nonce_less = client.post(acme.url("new-account"), b"{}", content_type="application/jose+json")
     problem(nonce_less, "unauthorized", 403)
     assert nonce_less.has_header("Replay-Nonce")
+    signed = [
+        acme.kid,
+        acme.kid + "/orders",
+        acme.url("new-order"),
+        acme.url("revoke-cert"),
+        acme.url("key-change"),
+        order["finalize"],
+        order["finalize"].removesuffix("/finalize"),
+        order["finalize"].replace("/finalize", "/certificate"),
+        authz_url,
+        challenge_url,
+    ]
+    for url in signed:  # well-signed requests with a nonce the server issued: refused all the same
+        problem(acme.post(url, None, nonce=nonce), "unauthorized", 403)
 
 
 # --- §6 request checks --------------------------------------------------------------------------------
@@ -516,6 +534,17 @@ def test_a_csr_with_an_extra_or_a_missing_name_is_bad_csr_and_issues_nothing(acm
     body = problem(acme.post(finalize, {"csr": csr_b64(["www.acme.test"])}), "badCSR")
     assert "api.acme.test" in body["detail"]
     problem(acme.post(finalize, {"csr": b64(b"not a csr")}), "badCSR")
+    assert not Certificate.objects.exists()
+    order.refresh_from_db()
+    assert order.status == "ready"
+
+
+def test_a_csr_whose_signature_does_not_verify_is_bad_csr_and_issues_nothing(acme):
+    order = ready_order(acme, "www.acme.test")
+    der = bytearray(jose.decode_b64jose(csr_b64(["www.acme.test"])))
+    der[-1] ^= 0x01  # the last byte of the signature
+    response = acme.post(acme.url(f"order/{order.public_id}/finalize"), {"csr": b64(bytes(der))})
+    assert "signature" in problem(response, "badCSR", 400)["detail"]
     assert not Certificate.objects.exists()
     order.refresh_from_db()
     assert order.status == "ready"
