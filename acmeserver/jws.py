@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,16 @@ def b64decode(text: Any, what: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise malformed(f"{what} is not base64url") from None
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_token(value: object) -> bool:
+    """Whether ``value`` could be one of the server's own random ids (a nonce, an account's, an order's, an
+    EAB key's): base64url, at most 64 characters. Anything else is refused before it reaches a query (a
+    NUL there was a database error, a 500)."""
+    return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
 
 
 def b64encode(data: bytes) -> str:
@@ -288,6 +299,8 @@ def parse_binding(value: Any) -> Binding:
         raise malformed("the binding must not have a nonce")
     if not isinstance(kid, str) or not kid or not isinstance(url, str):
         raise malformed("the binding needs a kid and a url")
+    if not is_token(kid):
+        raise unauthorized(f"the EAB key {kid[:64]!r} is unknown")
     return Binding(
         kid=kid,
         alg=alg,

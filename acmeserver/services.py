@@ -380,7 +380,9 @@ def new_nonce() -> str:
 
 def use_nonce(value: str) -> bool:
     """Whether ``value`` is a nonce handed out, unexpired and unused; it is used up by this call."""
-    if not value or len(value) > 64:
+    from acmeserver import jws
+
+    if not jws.is_token(value):
         return False
     deleted, _ = AcmeNonce.objects.filter(value=value, expires_at__gt=timezone.now()).delete()
     return deleted == 1
@@ -421,7 +423,13 @@ def _clean_contact(contact: Any) -> list[str]:
             raise AcmeProblem("unsupportedContact", f"{url!r}: only mailto: contacts are supported")
         address = url[len("mailto:") :]
         local, _, domain = address.partition("@")
-        if not local or not domain or "," in address or "?" in address or len(url) > 254 or " " in url:
+        if (
+            not local
+            or not domain
+            or len(url) > 254
+            or any(c in address for c in ",? ")
+            or not url.isprintable()  # a NUL or a newline is no address (and no JSON column takes a NUL)
+        ):
             raise AcmeProblem("invalidContact", f"{url!r} is not a single e-mail address")
         cleaned.append(url)
     if len(cleaned) > 10:
@@ -676,6 +684,8 @@ def _order_profile(profile: AcmeProfile, name: Any) -> AcmeOrderProfile | None:
         raise malformed("profile must be the name of one of the directory's meta.profiles")
     order_profile = (
         AcmeOrderProfile.objects.select_related("policy").filter(profile=profile, name=name).first()
+        if PROFILE_NAME.fullmatch(name)
+        else None
     )
     if order_profile is None:
         listed = ", ".join(profile.order_profiles.values_list("name", flat=True)) or "none"
@@ -701,7 +711,10 @@ def _timestamp(payload: dict[str, Any], name: str) -> datetime | None:
         raise malformed(f"{name} {value[:40]!r} is not an RFC 3339 date-time") from None
     if parsed.tzinfo is None:
         raise malformed(f"{name} {value[:40]!r} has no time zone (RFC 3339 needs Z or an offset)")
-    return parsed.astimezone(UTC).replace(microsecond=0)
+    try:
+        return parsed.astimezone(UTC).replace(microsecond=0)
+    except OverflowError:  # year 1 or 9999 pushed past the range by its offset
+        raise malformed(f"{name} {value[:40]!r} is out of range") from None
 
 
 def _requested_validity(

@@ -170,6 +170,8 @@ def _account_of_kid(urls: resources.Urls, kid: str) -> AcmeServerAccount:
         AcmeServerAccount.objects.select_related("profile")
         .filter(profile=urls.profile, public_id=public_id)
         .first()
+        if jws.is_token(public_id)
+        else None
     )
     if account is None or urls.account(account) != kid:
         raise AcmeProblem("accountDoesNotExist", "no account of this profile has that kid")
@@ -191,6 +193,8 @@ def _door(key: str, handler: Handler) -> Callable[..., HttpResponse]:
             urls = resources.Urls(request, found)
             if request.method != "POST":
                 raise AcmeProblem("malformed", "this resource takes POST (or POST-as-GET) only", status=405)
+            if public_id is not None and not jws.is_token(public_id):  # never one of ours
+                raise AcmeProblem("malformed", "no such resource", status=404)
             signed = _authenticate(request, urls, key)
             return _respond(urls, handler(request, urls, signed, public_id))
         except AcmeProblem as problem:

@@ -194,9 +194,18 @@ def test_a_window_outside_the_validity_is_malformed(acme, not_before, not_after,
 
 
 def test_a_timestamp_that_is_not_rfc3339_is_malformed(acme):
-    for value in ("tomorrow", "2030-01-01T00:00:00", 17):
-        payload = {"identifiers": [{"type": "dns", "value": "www.acme.test"}], "notAfter": value}
-        problem(acme.post(acme.url("new-order"), payload), "malformed", 400)
+    # the last two are RFC 3339 but out of Python's range once in UTC (they were a 500)
+    for value in (
+        "tomorrow",
+        "2030-01-01T00:00:00",
+        17,
+        "9999-12-31T23:59:59-01:00",
+        "0001-01-01T00:00:00+01:00",
+    ):
+        for name in ("notBefore", "notAfter"):
+            payload = {"identifiers": [{"type": "dns", "value": "www.acme.test"}], name: value}
+            problem(acme.post(acme.url("new-order"), payload), "malformed", 400)
+    assert not AcmeServerOrder.objects.exists()
 
 
 # --- early renewal (ARI) --------------------------------------------------------------------------------

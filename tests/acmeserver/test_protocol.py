@@ -859,3 +859,63 @@ def test_a_poll_of_an_authorization_being_validated_is_held_until_the_outcome(
     response = acme.post(url)
     assert response.json()["status"] == "pending" and response.has_header("Retry-After")
     assert time.monotonic() - start >= 0.2
+
+
+# --- no input is a 500 --------------------------------------------------------------------------------
+ODD_VALUES = [None, 0, -1, 2**70, 1.5, True, "", "x" * 300, [], [1], {}, {"a": 1}, "\x00", "é", "AAAA", "=="]
+
+
+def test_no_value_of_any_payload_member_is_a_server_error(acme):
+    """Each member each resource reads, given every JSON type (a NUL once reached a query: a 500)."""
+    order = ready_order(acme, "www.acme.test")
+    authz = acme.order("api.acme.test").json()["authorizations"][0]
+    challenge = acme.post(authz, None).json()["challenges"][0]["url"]
+    der, _ = _issued(acme)
+    fresh = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    identifiers = [{"type": "dns", "value": "z.acme.test"}]
+    targets = [
+        (
+            "new-account",
+            ["contact", "termsOfServiceAgreed", "onlyReturnExisting", "externalAccountBinding"],
+            {},
+        ),
+        (acme.kid, ["contact", "status"], {}),
+        ("new-order", ["notBefore", "notAfter", "profile", "replaces"], {"identifiers": identifiers}),
+        ("new-order", ["identifiers"], {}),
+        (f"order/{order.public_id}/finalize", ["csr"], {}),
+        (authz, ["status"], {}),
+        (challenge, ["anything"], {}),
+        ("revoke-cert", ["reason"], {"certificate": der}),
+        ("revoke-cert", ["certificate"], {}),
+        ("key-change", ["protected", "payload", "signature"], {}),
+    ]
+    failed = []
+    for target, members, base in targets:
+        url = target if target.startswith("http") else acme.url(target)
+        for member in members:
+            for value in ODD_VALUES:
+                if url.endswith("new-account"):
+                    response = acme.post(url, {**base, member: value}, use_jwk=True, key=fresh)
+                else:
+                    response = acme.post(url, {**base, member: value})
+                if response.status_code >= 500:
+                    failed.append((target, member, value, response.content[:100]))
+    for value in [v for v in ODD_VALUES if isinstance(v, str)]:
+        for ident in ({"type": "dns", "value": value}, {"type": value, "value": "a.acme.test"}):
+            response = acme.post(acme.url("new-order"), {"identifiers": [ident]})
+            if response.status_code >= 500:
+                failed.append(("identifier", ident, response.content[:100]))
+    mailto = acme.post(acme.kid, {"contact": ["mailto:a\x00@acme.test"]})
+    problem(mailto, "invalidContact", 400)
+    assert not failed, failed
+
+
+def test_ids_that_are_not_the_servers_own_are_refused_before_any_query(acme):
+    url = acme.url("new-order")
+    problem(_send(acme, raw_jws(acme, url, {"nonce": "a\x00b"}), url), "badNonce", 400)
+    problem(
+        _send(acme, raw_jws(acme, url, {"kid": acme.url("acct/a\x00b")}), url), "accountDoesNotExist", 400
+    )
+    for path in ("order/a%00b", "authz/a%00b", "chall/a%00b", "acct/a%00b", "order/a%00b/finalize"):
+        problem(acme.post(acme.url(path), None), "malformed", 404)
+    assert acme.post(acme.kid, None).status_code == 200  # the session is fine after all that
