@@ -1093,11 +1093,13 @@ def await_validation(authz: AcmeServerAuthorization) -> AcmeServerAuthorization:
     import time
 
     deadline = time.monotonic() + settings.CERTMGR_ACME_AUTHZ_HOLD_SECONDS
-    while (
-        authz.status == AuthorizationStatus.PENDING
-        and time.monotonic() < deadline
-        and authz.challenges.filter(status=ChallengeStatus.PROCESSING).exists()
-    ):
+    held = False
+    while authz.status == AuthorizationStatus.PENDING and time.monotonic() < deadline:
+        if not authz.challenges.filter(status=ChallengeStatus.PROCESSING).exists():
+            # The worker may have committed between our read of the authorization and this one of its
+            # challenges: read the authorization again rather than answer a stale "pending".
+            return AcmeServerAuthorization.objects.get(pk=authz.pk) if held else authz
+        held = True
         time.sleep(0.02)
         authz = AcmeServerAuthorization.objects.get(pk=authz.pk)
     return authz
