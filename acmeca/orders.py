@@ -23,7 +23,7 @@ from certmgr import audit
 from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, ServiceError
 from certmgr.permissions import Action
-from certmgr.services import require
+from certmgr.services import audited_delete, require
 from pki import services as pki_services
 from pki import x509
 from pki.issuers import Outcome
@@ -384,15 +384,12 @@ def clear_cleanup(order: AcmeOrder, *, actor: Actor) -> AcmeOrder:
 
 def delete_order(order: AcmeOrder, *, actor: Actor) -> None:
     """Remove a finished order's record (its certificate stays in the inventory)."""
-    actor = as_actor(actor)
-    with audit.failures(actor, "acme.order.delete", order):
-        require(actor, Action.MANAGE, order.organization_id)
-        if not order.finished or order.cleanup_pending:
+
+    def prepare(row: AcmeOrder) -> None:
+        if not row.finished or row.cleanup_pending:
             raise Conflict("only a finished order with no challenge record left can be deleted")
-        with transaction.atomic():
-            target = ("acmeca.acmeorder", order.pk, str(order))
-            order.delete()
-            audit.record(actor, "acme.order.delete", target, organization=order.organization_id)
+
+    audited_delete(order, actor=actor, action="acme.order.delete", prepare=prepare)
 
 
 def drive(

@@ -20,7 +20,7 @@ from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, ServiceError
 from certmgr.models import Organization
 from certmgr.permissions import Action
-from certmgr.services import require
+from certmgr.services import audited_delete, require
 from dnsproviders.models import AppConnection
 from pki import services as pki_services
 from pki import x509
@@ -367,16 +367,13 @@ def rollover_account_key(account: AcmeAccount, *, actor: Actor, key_kind: str | 
 def delete_account(account: AcmeAccount, *, actor: Actor) -> None:
     """Forget the account here (its certificates stay); refused while a CA still uses it, unless the CA no
     longer knows it (invalid): then that CA has no account until one is registered again."""
-    actor = as_actor(actor)
-    with audit.failures(actor, "acme.account.delete", account):
-        require(actor, Action.MANAGE, account.organization_id)
-        if account.status != AcmeAccount.Status.INVALID and account.settings.exists():
+
+    def prepare(row: AcmeAccount) -> None:
+        if row.status != AcmeAccount.Status.INVALID and row.settings.exists():
             raise Conflict("an ACME CA still uses this account: deactivate it or change the CA first")
-        with transaction.atomic():
-            AcmeSettings.objects.filter(account=account).update(account=None)
-            target = ("acmeca.acmeaccount", account.pk, str(account))
-            account.delete()
-            audit.record(actor, "acme.account.delete", target, organization=account.organization_id)
+        AcmeSettings.objects.filter(account=row).update(account=None)
+
+    audited_delete(account, actor=actor, action="acme.account.delete", prepare=prepare)
 
 
 def revoke_at_ca(certificate: Certificate, reason: str) -> None:

@@ -50,7 +50,7 @@ from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, ServiceError
 from certmgr.models import Organization
 from certmgr.permissions import Action
-from certmgr.services import require
+from certmgr.services import audited_delete, require
 from pki import policy as policy_rules
 from pki import services as pki
 from pki import x509
@@ -222,18 +222,12 @@ def save_order_profile(
 
 def delete_order_profile(order_profile: AcmeOrderProfile, *, actor: Actor) -> None:
     """Clients can no longer name it; its orders keep its name."""
-    actor = as_actor(actor)
-    with audit.failures(actor, "acme_order_profile.delete", order_profile):
-        require(actor, Action.MANAGE, order_profile.organization_id)
-        with transaction.atomic():
-            audit.record(
-                actor,
-                "acme_order_profile.delete",
-                order_profile,
-                organization=order_profile.organization_id,
-                name=order_profile.name,
-            )
-            order_profile.delete()
+    audited_delete(
+        order_profile,
+        actor=actor,
+        action="acme_order_profile.delete",
+        details={"name": order_profile.name},
+    )
 
 
 def directory_url(profile: AcmeProfile) -> str:

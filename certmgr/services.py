@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -38,6 +39,46 @@ TOKEN_PREFIX = "cm_"
 def require(actor: Actor, action: Action | str, organization_id: int | None) -> None:
     if not actor.can(action, organization_id):
         raise PermissionDenied(refusal(action))
+
+
+Row = TypeVar("Row", bound="models.Model")
+
+
+def audited_delete(
+    obj: Row,
+    *,
+    actor: Actor,
+    action: str,
+    permission: Action = Action.MANAGE,
+    lock: bool = False,
+    prepare: Callable[[Row], None] | None = None,
+    after: Callable[[Row], object] | None = None,
+    label: str | None = None,
+    in_use: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Delete an organization's row the way every service does: ``permission`` in its organization, then
+    one transaction that (``lock``) re-reads the row ``FOR UPDATE``, runs ``prepare`` on it (raise Conflict
+    for what blocks the delete; clear what must go first), deletes it, runs ``after`` (what the row's going
+    changes elsewhere) and records ``action`` naming the deleted row (``label``, default its text) with
+    ``details``. A refusal is audited too; a row still
+    referenced (PROTECT) is a Conflict saying ``in_use``."""
+    actor = as_actor(actor)
+    organization_id: int | None = obj.organization_id  # type: ignore[attr-defined]  # every caller's row has one
+    with audit.failures(actor, action, obj):
+        require(actor, permission, organization_id)
+        try:
+            with transaction.atomic():
+                row = type(obj)._default_manager.select_for_update().get(pk=obj.pk) if lock else obj
+                if prepare is not None:
+                    prepare(row)
+                target = (row._meta.label_lower, row.pk, str(row) if label is None else label)
+                row.delete()
+                if after is not None:
+                    after(row)
+                audit.record(actor, action, target, organization=organization_id, **(details or {}))
+        except IntegrityError as exc:
+            raise Conflict(in_use or f"this {obj._meta.verbose_name} is in use") from exc
 
 
 # --- organizations ---------------------------------------------------------------------------------
@@ -102,28 +143,23 @@ def change_role(
 
 
 def remove_member(membership: Membership, *, actor: Actor, keep_one_admin: bool = True) -> None:
-    actor = as_actor(actor)
-    with audit.failures(actor, "membership.delete", membership):
-        require(actor, Action.MANAGE_MEMBERS, membership.organization_id)
-        with transaction.atomic():
-            membership = Membership.objects.select_for_update().get(pk=membership.pk)
-            if keep_one_admin and membership.role == Role.ADMIN:
-                _keep_one_admin(membership)
-            target = ("certmgr.membership", membership.pk, str(membership))
-            # The member's tokens for this organization die with the membership.
-            ApiToken.objects.filter(
-                organization_id=membership.organization_id,
-                user_id=membership.user_id,
-                revoked_at__isnull=True,
-            ).update(revoked_at=timezone.now())
-            membership.delete()
-            audit.record(
-                actor,
-                "membership.delete",
-                target,
-                organization=membership.organization_id,
-                user=membership.user.get_username(),
-            )
+    def prepare(locked: Membership) -> None:
+        if keep_one_admin and locked.role == Role.ADMIN:
+            _keep_one_admin(locked)
+        # The member's tokens for this organization die with the membership.
+        ApiToken.objects.filter(
+            organization_id=locked.organization_id, user_id=locked.user_id, revoked_at__isnull=True
+        ).update(revoked_at=timezone.now())
+
+    audited_delete(
+        membership,
+        actor=actor,
+        action="membership.delete",
+        permission=Action.MANAGE_MEMBERS,
+        lock=True,
+        prepare=prepare,
+        details={"user": membership.user.get_username()},
+    )
 
 
 def _keep_one_admin(membership: Membership) -> None:

@@ -14,7 +14,7 @@ from certmgr.encryption import unreadable_secret
 from certmgr.errors import Conflict
 from certmgr.models import Organization
 from certmgr.permissions import Action
-from certmgr.services import record_test_outcome, require
+from certmgr.services import audited_delete, record_test_outcome, require
 from dnsproviders import credentials as creds
 from dnsproviders.models import AppConnection
 
@@ -137,20 +137,14 @@ def update_connection(
 
 
 def delete_connection(connection: AppConnection, *, actor: Actor) -> None:
-    actor = as_actor(actor)
-    with audit.failures(actor, "app_connection.delete", connection):
-        require(actor, Action.MANAGE, connection.organization_id)
-        with transaction.atomic():
-            conn = AppConnection.objects.select_for_update().get(pk=connection.pk)
-            target = ("dnsproviders.appconnection", conn.pk, conn.name)
-            try:
-                with transaction.atomic():
-                    conn.delete()
-            except IntegrityError as exc:  # PROTECTed by CAs that use it (ACME issue)
-                raise Conflict("this connection is in use and cannot be deleted") from exc
-            audit.record(
-                actor, "app_connection.delete", target, organization=conn.organization_id, kind=conn.kind
-            )
+    audited_delete(
+        connection,
+        actor=actor,
+        action="app_connection.delete",
+        lock=True,
+        in_use="this connection is in use and cannot be deleted",  # PROTECTed by CAs that use it (ACME issue)
+        details={"kind": connection.kind},
+    )
 
 
 def test_connection(connection: AppConnection, *, actor: Actor) -> CheckResult:

@@ -38,7 +38,7 @@ from certmgr.errors import Conflict
 from certmgr.jobs import JobReport
 from certmgr.models import Organization
 from certmgr.permissions import Action
-from certmgr.services import require
+from certmgr.services import audited_delete, require
 from pki import deployment, renewal
 from pki.models import (
     AlertChannel,
@@ -289,18 +289,21 @@ def update_channel(
 
 def delete_channel(channel: AlertChannel, *, actor: Actor) -> None:
     """Remove a channel; its deliveries stay in the history (unlinked, with the channel's name)."""
-    actor = as_actor(actor)
-    with audit.failures(actor, "alert_channel.delete", channel):
-        require(actor, Action.MANAGE, channel.organization_id)
-        with transaction.atomic():
-            ch = AlertChannel.objects.select_for_update().get(pk=channel.pk)
-            target = ("pki.alertchannel", ch.pk, ch.name)
-            # Pending sends of a removed channel cannot happen any more: say so rather than drop them.
-            ch.deliveries.filter(status=AlertDelivery.Status.PENDING).update(
-                status=AlertDelivery.Status.FAILED, last_error="channel deleted", next_attempt_at=None
-            )
-            ch.delete()
-            audit.record(actor, "alert_channel.delete", target, organization=ch.organization_id, kind=ch.kind)
+
+    def prepare(locked: AlertChannel) -> None:
+        # Pending sends of a removed channel cannot happen any more: say so rather than drop them.
+        locked.deliveries.filter(status=AlertDelivery.Status.PENDING).update(
+            status=AlertDelivery.Status.FAILED, last_error="channel deleted", next_attempt_at=None
+        )
+
+    audited_delete(
+        channel,
+        actor=actor,
+        action="alert_channel.delete",
+        lock=True,
+        prepare=prepare,
+        details={"kind": channel.kind},
+    )
 
 
 # --- rules ---------------------------------------------------------------------------------------------
@@ -407,16 +410,7 @@ def update_rule(rule: AlertRule, *, actor: Actor, **values: Any) -> AlertRule:
 
 
 def delete_rule(rule: AlertRule, *, actor: Actor) -> None:
-    actor = as_actor(actor)
-    with audit.failures(actor, "alert_rule.delete", rule):
-        require(actor, Action.MANAGE, rule.organization_id)
-        with transaction.atomic():
-            locked = AlertRule.objects.select_for_update().get(pk=rule.pk)
-            target = ("pki.alertrule", locked.pk, locked.name)
-            locked.delete()
-            audit.record(
-                actor, "alert_rule.delete", target, organization=locked.organization_id, event=locked.event
-            )
+    audited_delete(rule, actor=actor, action="alert_rule.delete", lock=True, details={"event": rule.event})
 
 
 # --- matching ------------------------------------------------------------------------------------------

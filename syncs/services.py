@@ -32,7 +32,7 @@ from certmgr.errors import Conflict, ServiceError
 from certmgr.jobs import JobReport
 from certmgr.models import Organization
 from certmgr.permissions import Action
-from certmgr.services import record_test_outcome, require
+from certmgr.services import audited_delete, record_test_outcome, require
 from dnsproviders import services as connections
 from dnsproviders.models import AppConnection
 from pki import alerts, renewal
@@ -258,18 +258,20 @@ def update_destination(destination: SyncDestination, *, actor: Actor, **changes:
 
 def delete_destination(destination: SyncDestination, *, actor: Actor) -> None:
     """Deletes the destination, its rules, runs and deployment records; what was pushed stays there."""
-    actor = as_actor(actor)
-    with audit.failures(actor, "sync_destination.delete", destination):
-        require(actor, Action.MANAGE, destination.organization_id)
-        with transaction.atomic():
-            dest = SyncDestination.objects.select_for_update().get(pk=destination.pk)
-            target = ("syncs.syncdestination", dest.pk, dest.name)
-            certificates = set(dest.runs.values_list("certificate_id", flat=True))
-            dest.delete()
-            refresh_deployment_states(certificates)  # its places no longer count
-            audit.record(
-                actor, "sync_destination.delete", target, organization=dest.organization_id, kind=dest.kind
-            )
+    certificates: set[int] = set()
+
+    def prepare(locked: SyncDestination) -> None:
+        certificates.update(locked.runs.values_list("certificate_id", flat=True))
+
+    audited_delete(
+        destination,
+        actor=actor,
+        action="sync_destination.delete",
+        lock=True,
+        prepare=prepare,
+        after=lambda _: refresh_deployment_states(certificates),  # its places no longer count
+        details={"kind": destination.kind},
+    )
 
 
 _BACKENDS: dict[tuple[Any, ...], tuple[float, destinations.Backend]] = {}
@@ -411,19 +413,13 @@ def update_rule(rule: SyncRule, *, actor: Actor, **changes: Any) -> SyncRule:
 
 
 def delete_rule(rule: SyncRule, *, actor: Actor) -> None:
-    actor = as_actor(actor)
-    with audit.failures(actor, "sync_rule.delete", rule):
-        require(actor, Action.MANAGE, rule.organization_id)
-        with transaction.atomic():
-            target = ("syncs.syncrule", rule.pk, str(rule.pk))
-            SyncRule.objects.filter(pk=rule.pk).delete()
-            audit.record(
-                actor,
-                "sync_rule.delete",
-                target,
-                organization=rule.organization_id,
-                destination=rule.destination_id,
-            )
+    audited_delete(
+        rule,
+        actor=actor,
+        action="sync_rule.delete",
+        label=str(rule.pk),
+        details={"destination": rule.destination_id},
+    )
 
 
 # --- which certificates go where -------------------------------------------------------------------------

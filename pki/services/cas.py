@@ -19,7 +19,7 @@ from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict
 from certmgr.models import Organization
 from certmgr.permissions import Action
-from certmgr.services import require
+from certmgr.services import audited_delete, require
 from pki import issuers, x509
 from pki.models import (
     CertificateAuthority,
@@ -281,20 +281,15 @@ def set_name(locked: CertificateAuthority, name: str) -> bool:
 
 
 def delete_ca(ca: CertificateAuthority, *, actor: Actor) -> None:
-    actor = as_actor(actor)
-    with audit.failures(actor, "ca.delete", ca):
-        require(actor, Action.MANAGE, ca.organization_id)
-        with transaction.atomic():
-            ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
-            if ca.certificates.exists() or ca.children.exists() or ca.subscribers.exists():
-                raise Conflict("this CA has certificates, subordinate CAs or subscribers: disable it instead")
-            blockers = issuers.backend_for(ca).delete_blockers(ca)
-            if blockers:
-                raise Conflict(f"{'; '.join(blockers)}: disable the CA instead")
-            target = ("pki.certificateauthority", ca.pk, ca.name)
-            ca.crls.all().delete()
-            ca.delete()
-            audit.record(actor, "ca.delete", target, organization=ca.organization_id)
+    def prepare(locked: CertificateAuthority) -> None:
+        if locked.certificates.exists() or locked.children.exists() or locked.subscribers.exists():
+            raise Conflict("this CA has certificates, subordinate CAs or subscribers: disable it instead")
+        blockers = issuers.backend_for(locked).delete_blockers(locked)
+        if blockers:
+            raise Conflict(f"{'; '.join(blockers)}: disable the CA instead")
+        locked.crls.all().delete()
+
+    audited_delete(ca, actor=actor, action="ca.delete", lock=True, prepare=prepare)
 
 
 def _store_ca_certificate(ca: CertificateAuthority, cert: cx509.Certificate, key: x509.PrivateKey) -> None:

@@ -14,7 +14,7 @@ from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict
 from certmgr.models import Organization
 from certmgr.permissions import Action
-from certmgr.services import require
+from certmgr.services import audited_delete, require
 from pki import issuers, x509
 from pki import policy as policy_rules
 from pki.models import (
@@ -196,14 +196,4 @@ def save_subscriber(
 
 
 def delete_object(obj: Policy | Subscriber | CertificateRequest, *, actor: Actor) -> None:
-    actor = as_actor(actor)
-    action = f"{obj._meta.model_name}.delete"
-    with audit.failures(actor, action, obj):
-        require(actor, Action.MANAGE, obj.organization_id)
-        target = (obj._meta.label_lower, obj.pk, str(obj))
-        try:
-            with transaction.atomic():
-                obj.delete()
-                audit.record(actor, action, target, organization=obj.organization_id)
-        except IntegrityError as exc:
-            raise Conflict(f"this {obj._meta.verbose_name} is in use") from exc
+    audited_delete(obj, actor=actor, action=f"{obj._meta.model_name}.delete")
