@@ -387,3 +387,21 @@ def test_the_common_name_is_always_among_the_sans(tenant, hierarchy):
         with pytest.raises(ValidationError) as refused:
             services.save_subscriber(None, actor=SYSTEM, instance=sub, common_name=bad)
         assert "common_name" in refused.value.message_dict
+
+
+def test_a_policy_in_use_is_not_deleted_and_the_refusal_is_audited(tenant, hierarchy):
+    policy = services.save_policy(tenant.organization, actor=SYSTEM, name="strict")
+    sub = services.save_subscriber(
+        tenant.organization, actor=SYSTEM, name="w", ca=hierarchy[1], policy=policy, common_name="w.acme.test"
+    )
+    with pytest.raises(Conflict, match="this policy is in use"):
+        services.delete_object(policy, actor=SYSTEM)
+    refused = AuditEvent.objects.get(action="policy.delete")
+    assert refused.outcome == "failure" and refused.target_repr == "strict"
+    services.delete_object(sub, actor=SYSTEM)
+    services.delete_object(policy, actor=SYSTEM)
+    done = AuditEvent.objects.filter(action__in=["subscriber.delete", "policy.delete"], outcome="success")
+    assert sorted(done.values_list("action", "target_repr")) == [
+        ("policy.delete", "strict"),
+        ("subscriber.delete", "w"),
+    ]
