@@ -1,6 +1,10 @@
 """The ACME server in the admin: profiles (saved through the service; each shows its directory URL, the
 certbot command and the cert-manager ClusterIssuer to paste), and the accounts and orders of its clients
-(read-only)."""
+(read-only).
+
+Each list reads the rows its columns name in its own query (``list_select_related``: Django's default
+follows only non-null foreign keys, and a row's ``__str__`` or ``organization_id`` reaches its profile),
+without their PEM and key columns."""
 
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from acmeserver.models import (
     AcmeServerOrder,
 )
 from certmgr.admin_base import ACTION_LIMIT, ReadOnlyAdmin, ServiceAdmin
+from pki.admin.base import bulk_columns
+from pki.models import Certificate, CertificateAuthority
 
 
 class AcmeProfileForm(forms.ModelForm):
@@ -63,6 +69,7 @@ class AcmeProfileForm(forms.ModelForm):
 class AcmeProfileAdmin(ServiceAdmin):
     form = AcmeProfileForm
     list_display = ["name", "organization", "ca", "policy", "validity_days", "enabled"]
+    list_select_related = ["organization", "ca", "policy"]
     list_filter = ["enabled"]
     search_fields = ["name", "slug"]
     readonly_fields = ["directory", "client_commands", "cert_manager"]
@@ -163,6 +170,9 @@ class AcmeProfileAdmin(ServiceAdmin):
                     request, f"{profile}: {count} certificates suggest renewing now", messages.SUCCESS
                 )
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(*bulk_columns(CertificateAuthority, "ca"))
+
     def get_readonly_fields(self, request, obj=None):
         return ["organization", *self.readonly_fields] if obj is not None else self.readonly_fields
 
@@ -188,6 +198,7 @@ class AcmeOrderProfileAdmin(ServiceAdmin):
     --preferred-profile <name>``), each the policy and validity its orders are issued under."""
 
     list_display = ["name", "profile", "policy", "validity_days", "description"]
+    list_select_related = ["profile", "policy"]
     search_fields = ["name", "description"]
     fields = ["profile", "name", "description", "policy", "validity_days"]
 
@@ -221,6 +232,7 @@ class AcmeOrderProfileAdmin(ServiceAdmin):
 @admin.register(AcmeServerAccount)
 class AcmeServerAccountAdmin(ReadOnlyAdmin):
     list_display = ["public_id", "profile", "status", "created_at"]
+    list_select_related = ["profile"]
     list_filter = ["status"]
     search_fields = ["public_id", "thumbprint"]
     actions = ["deactivate_accounts"]
@@ -247,6 +259,7 @@ class AcmeServerAccountAdmin(ReadOnlyAdmin):
 @admin.register(AcmeServerOrder)
 class AcmeServerOrderAdmin(ReadOnlyAdmin):
     list_display = ["public_id", "account", "status", "created_at", "certificate"]
+    list_select_related = ["account__profile", "certificate"]
     list_filter = ["status"]
     search_fields = ["public_id"]
     detail_fields = [
@@ -296,6 +309,9 @@ class AcmeServerOrderAdmin(ReadOnlyAdmin):
             )
         return format_html_join("", "<div>{}</div>", ((item,) for item in items)) if items else "—"
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(*bulk_columns(Certificate, "certificate"))
+
 
 def _record_text(record: list) -> str:
     """The validator's record, one line per attempt (a URL or DNS name, where, what came back)."""
@@ -318,6 +334,7 @@ class ChallengeInline(admin.TabularInline):
 @admin.register(AcmeServerAuthorization)
 class AcmeServerAuthorizationAdmin(ReadOnlyAdmin):
     list_display = ["identifier_value", "account", "status", "expires_at"]
+    list_select_related = ["account__profile"]
     list_filter = ["status"]
     detail_fields = ["account", "identifier_type", "identifier_value", "wildcard", "status", "expires_at"]
     inlines = [ChallengeInline]
@@ -326,6 +343,7 @@ class AcmeServerAuthorizationAdmin(ReadOnlyAdmin):
 @admin.register(AcmeEabKey)
 class AcmeEabKeyAdmin(ReadOnlyAdmin):
     list_display = ["kid", "name", "profile", "account", "created_at", "revoked_at"]
+    list_select_related = ["profile", "account__profile"]
     search_fields = ["kid", "name"]
     detail_fields = ["profile", "name", "kid", "account", "created_at", "bound_at", "revoked_at"]
 
@@ -339,4 +357,8 @@ class AcmeEarlyRenewalAdmin(ReadOnlyAdmin):
     the past."""
 
     list_display = ["certificate", "reason", "requested_at"]
+    list_select_related = ["certificate"]
     detail_fields = ["certificate", "reason", "requested_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer(*bulk_columns(Certificate, "certificate"))

@@ -15,6 +15,7 @@ from certmgr.admin_base import OrganizationFilter, ReadOnlyAdmin, ServiceAdmin, 
 from certmgr.permissions import Action
 from dnsproviders.models import AppConnection
 from pki.admin import panels
+from pki.admin.base import bulk_columns
 from pki.models import Certificate, Subscriber
 from syncs import services
 from syncs.choices import CONNECTION_KIND, DestinationKind, RunStatus, RunTrigger
@@ -263,7 +264,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
     ]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).defer("certificate__private_key")
+        return super().get_queryset(request).defer(*bulk_columns(Certificate, "certificate"))
 
     @admin.display(description="certificate")
     def certificate_link(self, obj):

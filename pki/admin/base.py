@@ -10,7 +10,18 @@ from certmgr.admin_base import (  # noqa: F401  (re-exported for the PKI screens
     ServiceAdmin,
 )
 from certmgr.permissions import Action
-from pki.models import CertificateAuthority, Policy
+from pki.models import Certificate, CertificateAuthority, Policy
+
+# The columns a list naming CAs or certificates never needs: PEM and keys (large, and keys are decrypted).
+_BULK = {
+    CertificateAuthority: ("private_key", "certificate_pem", "chain_pem"),
+    Certificate: ("private_key", "certificate_pem", "chain_pem", "csr_pem"),
+}
+
+
+def bulk_columns(model: type[CertificateAuthority | Certificate], via: str) -> tuple[str, ...]:
+    """``defer()``'s arguments that leave out ``model``'s PEM and key columns, reached through ``via``."""
+    return tuple(f"{via}__{column}" for column in _BULK[model])
 
 
 class PkiAdmin(ServiceAdmin):

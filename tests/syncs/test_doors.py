@@ -13,6 +13,7 @@ from certmgr.models import AuditEvent
 from pki import services as pki
 from syncs import services
 from syncs.models import SyncDestination, SyncRule, SyncRun
+from tests.admin_queries import assert_queries_do_not_grow
 from tests.conftest import PASSWORD, SYSTEM, assert_isolated
 from tests.syncs.conftest import make_connection
 
@@ -204,3 +205,24 @@ def test_dashboard_counts_renewals_not_yet_deployed(tenant, other_tenant, secret
     assert "/admin/pki/certificate/?deployment=renewed_undeployed" in page.content.decode()  # its list
     services.run_due(JobReport(), now=timezone.now() + timedelta(seconds=1))
     assert dashboard.build(tenant.auditor.user).undeployed_renewals == 0
+
+
+def test_admin_lists_take_as_many_queries_for_ten_rows_as_for_one(tenant, connection, subscriber, issued):
+    def add(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            dest = services.create_destination(
+                tenant.organization, name=f"acm {i}", kind="aws_acm", connection=connection, actor=SYSTEM
+            )
+            rule = services.create_rule(dest, subscriber=subscriber, actor=SYSTEM)
+            SyncRun.objects.create(
+                organization=tenant.organization,
+                destination=dest,
+                rule=rule,
+                certificate=issued,
+                name=f"web-{i}",
+                trigger="manual",
+            )
+
+    add(0, 1)
+    lists = [f"/admin/syncs/{m._meta.model_name}/" for m in (SyncDestination, SyncRule, SyncRun)]
+    assert_queries_do_not_grow(login(tenant.admin), lists, lambda: add(1, 9))
