@@ -114,10 +114,10 @@ def http01(name: str, token: str, jwk: dict[str, Any]) -> Outcome:
         outcome.problem = exc
         outcome.record.append({"hostname": name, "error": exc.detail})
         return outcome
-    allowed = outbound._allowed_networks(tuple(settings.CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS))
+    allowed = outbound.allowed_networks(SETTING)
     problems: list[AcmeProblem] = []
     host = _url_host(name)  # an IPv6 identifier in brackets (RFC 8738 §6)
-    with outbound.session(allowed=settings.CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS) as session:
+    with outbound.session(setting=SETTING) as session:
         session.headers["User-Agent"] = "certmgr-acme-validator/0.1"
         for ip in ips:
             url = f"http://{host}:{port}{path}"
@@ -193,7 +193,7 @@ def tlsalpn01(name: str, token: str, jwk: dict[str, Any]) -> Outcome:
         outcome.problem = exc
         outcome.record.append({"hostname": name, "error": exc.detail})
         return outcome
-    allowed = outbound._allowed_networks(tuple(settings.CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS))
+    allowed = outbound.allowed_networks(SETTING)
     problems: list[AcmeProblem] = []
     for ip in ips:
         entry: dict[str, Any] = {

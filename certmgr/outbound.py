@@ -5,6 +5,10 @@ webhooks) could point at loopback, the private network or a cloud metadata servi
 call resolves the host itself, drops addresses that are not globally routable unless their network is
 listed in ``CERTMGR_OUTBOUND_ALLOWED_NETWORKS``, and connects to a vetted address only, so a DNS
 answer that changes between check and connect (rebinding) gains nothing.
+
+A caller with its own allow-list names its setting (``setting=``): the ACME server's validator
+(``CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS``) and single sign-on (``CERTMGR_OIDC_ALLOWED_NETWORKS``), so an
+operator opens an internal network to one purpose only, and a refusal names the setting that would allow it.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ def _allowed_networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | i
     return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip())
 
 
-def allowed_networks() -> tuple:
-    return _allowed_networks(tuple(settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS))
+def allowed_networks(setting: str = SETTING) -> tuple:
+    """The networks beyond the public internet that the allow-list ``setting`` opens (read on every call,
+    so a changed setting applies to the next connection)."""
+    return _allowed_networks(tuple(getattr(settings, setting)))
 
 
 # Special-purpose ranges Python's ``is_global`` still calls global (3.11), and the IPv6 forms that carry an
@@ -85,12 +91,12 @@ def refusal_reason(ip: IPAddress, allowed: Iterable = ()) -> str | None:
     return None
 
 
-def vetted_addresses(host: str, port: int, *, allowed: Iterable | None = None) -> list[tuple]:
-    """Resolve ``host`` and return the getaddrinfo entries that may be connected to.
+def vetted_addresses(host: str, port: int, *, setting: str = SETTING) -> list[tuple]:
+    """Resolve ``host`` and return the getaddrinfo entries that the allow-list ``setting`` lets us connect to.
 
     Raises OutboundRefused naming the setting when every address is refused.
     """
-    allowed = tuple(allowed_networks() if allowed is None else allowed)
+    allowed = allowed_networks(setting)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -108,7 +114,7 @@ def vetted_addresses(host: str, port: int, *, allowed: Iterable | None = None) -
         # The reason, not the address: a refusal must not tell the caller what a name resolves to inside.
         raise OutboundRefused(
             f"refusing to connect to {host!r}: it resolves to {' and '.join(dict.fromkeys(refused))}. "
-            f"Add the network to {SETTING} to allow it."
+            f"Add the network to {setting} to allow it."
         )
     return usable
 
@@ -119,12 +125,11 @@ def check_host(host: str, port: int = 0) -> list[str]:
 
 
 def create_connection(
-    host: str, port: int, timeout=None, source_address=None, socket_options=None, *, allowed=None
+    host: str, port: int, timeout=None, source_address=None, socket_options=None, *, setting: str = SETTING
 ):
-    """socket.create_connection, but only to vetted addresses (``allowed``: the networks beyond the public
-    internet it may reach; None: ``CERTMGR_OUTBOUND_ALLOWED_NETWORKS``)."""
+    """socket.create_connection, but only to addresses vetted under the allow-list ``setting``."""
     last_error: OSError | None = None
-    for family, socktype, proto, _, sockaddr in vetted_addresses(host, port, allowed=allowed):
+    for family, socktype, proto, _, sockaddr in vetted_addresses(host, port, setting=setting):
         sock = socket.socket(family, socktype, proto)
         try:
             for opt in socket_options or ():
@@ -151,7 +156,7 @@ else:
 
 
 class _GuardedConnectionMixin(_Connection):
-    allowed: tuple | None = None  # None: CERTMGR_OUTBOUND_ALLOWED_NETWORKS (see ``session(allowed=)``)
+    setting: str = SETTING  # the allow-list (see ``session(setting=)``)
 
     def _new_conn(self):
         try:
@@ -161,7 +166,7 @@ class _GuardedConnectionMixin(_Connection):
                 self.timeout,
                 source_address=self.source_address,
                 socket_options=self.socket_options,
-                allowed=self.allowed,
+                setting=self.setting,
             )
         except OutboundRefused:
             raise
@@ -187,23 +192,25 @@ class _GuardedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
     ConnectionCls = GuardedHTTPSConnection
 
 
-def _pool_classes(allowed: tuple | None) -> dict[str, type]:
-    """The pool classes of a guard with its own allow-list (subclasses that carry it to the connections)."""
-    if allowed is None:
+@cache
+def _pool_classes(setting: str) -> dict[str, type]:
+    """The pool classes of a guard under the allow-list ``setting`` (subclasses that carry it to the
+    connections), made once per setting."""
+    if setting == SETTING:
         return {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
     pools: dict[str, type] = {}
     for scheme, pool, conn in (
         ("http", _GuardedHTTPPool, GuardedHTTPConnection),
         ("https", _GuardedHTTPSPool, GuardedHTTPSConnection),
     ):
-        connection = type(conn.__name__, (conn,), {"allowed": allowed})
+        connection = type(conn.__name__, (conn,), {"setting": setting})
         pools[scheme] = type(pool.__name__, (pool,), {"ConnectionCls": connection})
     return pools
 
 
 class GuardedAdapter(HTTPAdapter):
-    def __init__(self, *args: Any, allowed: tuple | None = None, **kwargs: Any) -> None:
-        self._pools = _pool_classes(allowed)  # before HTTPAdapter.__init__, which makes the pool manager
+    def __init__(self, *args: Any, setting: str = SETTING, **kwargs: Any) -> None:
+        self._pools = _pool_classes(setting)  # before HTTPAdapter.__init__, which makes the pool manager
         super().__init__(*args, **kwargs)
 
     def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):
@@ -223,14 +230,12 @@ class GuardedAdapter(HTTPAdapter):
             raise
 
 
-def session(*, allowed: Iterable[str] | None = None) -> requests.Session:
-    """A requests session for user-typed URLs: guarded, no proxies from the environment. ``allowed``: the
-    CIDRs this session may reach beyond the public internet, instead of CERTMGR_OUTBOUND_ALLOWED_NETWORKS
-    (the ACME server's validator has its own list)."""
+def session(*, setting: str = SETTING) -> requests.Session:
+    """A requests session for user-typed URLs: guarded, no proxies from the environment. ``setting``: the
+    allow-list of the CIDRs it may reach beyond the public internet."""
     s = requests.Session()
     s.trust_env = False  # an HTTPS_PROXY in the environment would connect for us, unguarded
-    networks = None if allowed is None else _allowed_networks(tuple(allowed))
-    adapter = GuardedAdapter(max_retries=0, allowed=networks)
+    adapter = GuardedAdapter(max_retries=0, setting=setting)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     s.headers["User-Agent"] = "certmgr/0.1"

@@ -157,6 +157,9 @@ CERTMGR_OIDC_SIGN_ALGO = env.str("CERTMGR_OIDC_SIGN_ALGO", default="RS256")
 CERTMGR_OIDC_GROUPS_CLAIM = env.str("CERTMGR_OIDC_GROUPS_CLAIM", default="groups")
 CERTMGR_OIDC_USERNAME_CLAIM = env.str("CERTMGR_OIDC_USERNAME_CLAIM", default="preferred_username")
 CERTMGR_OIDC_ROLE_MAP = env.str("CERTMGR_OIDC_ROLE_MAP", default="")
+# The provider's endpoints (discovery, token, userinfo, JWKS) are reached through the outbound guard: CIDRs
+# they may be at although private or loopback (an identity provider on the internal network), for SSO only.
+CERTMGR_OIDC_ALLOWED_NETWORKS = env.list("CERTMGR_OIDC_ALLOWED_NETWORKS", default=[])
 AUTHENTICATION_BACKENDS.append("certmgr.sso_login.SingleSignOnBackend")  # answers only SSO callbacks
 
 # Two-factor authentication (TOTP authenticator apps, django-otp): which members must use it is each

@@ -21,15 +21,16 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from certmgr import audit, logins, services
+from certmgr import audit, logins, outbound, services
 from certmgr.actors import Actor
-from certmgr.errors import PermissionDenied, ServiceError
+from certmgr.errors import OutboundRefused, PermissionDenied, ServiceError
 from certmgr.models import Membership, Organization, SingleSignOnIdentity
 from certmgr.sso_mapping import RoleMap, claim_values, granted_roles, mapped_organizations, parse_role_map
 
 logger = logging.getLogger(__name__)
 
 DISCOVERY_TTL_SECONDS = 3600.0
+ALLOWED_NETWORKS = "CERTMGR_OIDC_ALLOWED_NETWORKS"
 # Claims kept in audit details: enough to say who signed in and why, never a token.
 _MAX_GROUPS_AUDITED = 50
 
@@ -49,6 +50,12 @@ def enabled() -> bool:
 
 def role_map() -> RoleMap:
     return parse_role_map(settings.CERTMGR_OIDC_ROLE_MAP)
+
+
+def session() -> requests.Session:
+    """Every request to the provider: through the outbound guard, its private networks allowed by
+    CERTMGR_OIDC_ALLOWED_NETWORKS (the endpoints come from a document the provider serves)."""
+    return outbound.session(setting=ALLOWED_NETWORKS)
 
 
 # --- the provider ---------------------------------------------------------------------------------
@@ -72,10 +79,11 @@ def provider() -> Provider:
         return cached[1]
     url = f"{issuer}/.well-known/openid-configuration"
     try:
-        response = requests.get(url, timeout=settings.CERTMGR_OUTBOUND_TIMEOUT)
+        with session() as http:
+            response = http.get(url, timeout=settings.CERTMGR_OUTBOUND_TIMEOUT)
         response.raise_for_status()
         document = response.json()
-    except (requests.RequestException, ValueError) as exc:
+    except (requests.RequestException, ValueError, OutboundRefused) as exc:
         raise ProviderUnavailable(
             f"the identity provider's discovery document {url} could not be read: {exc}"
         ) from exc

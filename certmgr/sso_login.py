@@ -5,6 +5,10 @@
 ``/sso/callback/`` takes the code back, exchanges it at the token endpoint, checks the ID token's signature
 (the provider's JWKS), issuer, audience and nonce, reads userinfo, and signs the user in. Every refusal and
 failure lands on the admin login page with the reason, and in the audit log.
+
+mozilla-django-oidc calls the module-level ``requests.get``/``requests.post`` for the token, userinfo and
+JWKS; its module sees ``_GuardedRequests`` as ``requests`` instead, so those calls go through the outbound
+guard (``sso.session()``) like the discovery document does.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.views.generic import View
+from mozilla_django_oidc import auth as oidc_auth
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
@@ -28,6 +33,23 @@ from certmgr import logins, sso
 from certmgr.errors import ServiceError
 
 CALLBACK_URL_NAME = "sso-callback"
+
+
+class _GuardedRequests:
+    """What mozilla-django-oidc's backend calls as ``requests``: a guarded session per call."""
+
+    @staticmethod
+    def get(url: str, **kwargs: Any) -> requests.Response:
+        with sso.session() as http:
+            return http.get(url, **kwargs)
+
+    @staticmethod
+    def post(url: str, **kwargs: Any) -> requests.Response:
+        with sso.session() as http:
+            return http.post(url, **kwargs)
+
+
+oidc_auth.requests = _GuardedRequests()
 
 
 def _setting(name: str, *default: Any) -> Any:

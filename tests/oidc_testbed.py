@@ -13,7 +13,7 @@ Fixture (module scoped; import it into a test module)::
 - ``issuer``; ``client_id`` / ``client_secret`` of certmgr, registered with the live server's callback;
 - ``user(name, password, groups=[...])`` creates or updates an account and sets its groups exactly (so a
   test removes a user from a group between two sign-ins);
-- ``settings(role_map)``: the ``CERTMGR_OIDC_*`` settings that point certmgr at it.
+- ``settings(role_map)``: the ``CERTMGR_OIDC_*`` settings that point certmgr at it (loopback allowed).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -82,8 +83,9 @@ class OpenIDProvider:
             *groups,
         )
 
-    def settings(self, role_map: dict) -> dict[str, str]:
+    def settings(self, role_map: dict) -> dict[str, Any]:
         return {
+            "CERTMGR_OIDC_ALLOWED_NETWORKS": ["127.0.0.0/8"],  # the provider runs on loopback
             "CERTMGR_OIDC_ISSUER": self.issuer,
             "CERTMGR_OIDC_CLIENT_ID": self.client_id,
             "CERTMGR_OIDC_CLIENT_SECRET": self.client_secret,

@@ -4,8 +4,13 @@ unreachable. The whole flow against a real provider is in tests/browser/test_sso
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
+import jwt
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.checks import Error, Warning
@@ -13,6 +18,7 @@ from django.test import Client
 
 from certmgr import services, sso
 from certmgr.checks import single_sign_on_configured
+from certmgr.errors import OutboundRefused
 from certmgr.models import AuditEvent, Membership, SingleSignOnIdentity
 from certmgr.sso_mapping import RoleMapError, claim_values, granted_roles, parse_role_map
 from tests.conftest import SYSTEM
@@ -233,7 +239,11 @@ def test_the_login_page_offers_sso_when_configured(db, settings):
 
 
 def test_an_unreachable_provider_is_a_message_on_the_login_page_and_an_event(db, settings):
-    configure(settings, CERTMGR_OIDC_ISSUER=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    configure(
+        settings,
+        CERTMGR_OIDC_ISSUER=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        CERTMGR_OIDC_ALLOWED_NETWORKS=["127.0.0.0/8"],
+    )
     client = Client()
     answer = client.get("/sso/login/", follow=True)
     assert answer.redirect_chain[-1][0] == "/admin/login/"
@@ -264,3 +274,103 @@ def test_a_deactivated_sso_users_session_ends(db, role_map):
     user.is_active = False
     user.save()
     assert SingleSignOnBackend().get_user(user.pk) is None
+
+
+# --- the outbound guard ----------------------------------------------------------------------------------
+@dataclass
+class Endpoint:
+    """A plain HTTP server on loopback that answers the discovery document (its endpoints on itself) and
+    JSON elsewhere, and records every request it gets."""
+
+    url: str
+    requests: list[str] = field(default_factory=list)  # "METHOD path"
+
+
+@pytest.fixture
+def idp_endpoint() -> Iterator[Endpoint]:
+    endpoint = Endpoint(url="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            endpoint.requests.append(f"{self.command} {self.path}")
+            base = endpoint.url
+            body: dict = {"keys": []}
+            if self.path.endswith("/.well-known/openid-configuration"):
+                body = {"issuer": base} | {
+                    f"{name}_endpoint": f"{base}/{name}" for name in ("authorization", "token", "userinfo")
+                }
+                body["jwks_uri"] = f"{base}/jwks"
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    endpoint.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield endpoint
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [("loopback", "a loopback address"), ("metadata", "a link-local address (cloud metadata services")],
+)
+def test_a_provider_at_a_forbidden_address_is_refused_before_any_request(
+    db, settings, idp_endpoint, where, reason
+):
+    issuer = idp_endpoint.url if where == "loopback" else "http://169.254.169.254/realms/corp"
+    configure(settings, CERTMGR_OIDC_ISSUER=issuer, CERTMGR_OIDC_ALLOWED_NETWORKS=[])
+    answer = Client().get("/sso/login/", follow=True)
+    assert answer.redirect_chain[-1][0] == "/admin/login/"
+    page = answer.content.decode()
+    assert "discovery document" in page and reason in page
+    assert "Add the network to CERTMGR_OIDC_ALLOWED_NETWORKS to allow it" in page
+    assert idp_endpoint.requests == []  # refused before connecting
+    event = AuditEvent.objects.get(action="auth.login_failed")
+    assert reason in event.error and event.details["method"] == "sso"
+    # The networks user-typed endpoints may reach are not the identity provider's.
+    settings.CERTMGR_OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8", "169.254.0.0/16"]
+    with pytest.raises(sso.ProviderUnavailable, match="CERTMGR_OIDC_ALLOWED_NETWORKS"):
+        sso.provider()
+    assert idp_endpoint.requests == []
+
+
+def test_a_provider_on_an_allowed_internal_network_signs_in_through_the_guard(db, settings, idp_endpoint):
+    configure(settings, CERTMGR_OIDC_ISSUER=idp_endpoint.url, CERTMGR_OIDC_ALLOWED_NETWORKS=["127.0.0.0/8"])
+    answer = Client().get("/sso/login/")
+    assert answer.status_code == 302 and answer["Location"].startswith(f"{idp_endpoint.url}/authorization?")
+    assert idp_endpoint.requests == ["GET /.well-known/openid-configuration"]
+
+
+def test_the_token_userinfo_and_jwks_requests_go_through_the_guard(settings, idp_endpoint):
+    from certmgr.sso_login import SingleSignOnBackend
+
+    backend = SingleSignOnBackend()
+    backend.OIDC_OP_TOKEN_ENDPOINT = f"{idp_endpoint.url}/token"
+    backend.OIDC_OP_USER_ENDPOINT = f"{idp_endpoint.url}/userinfo"
+    backend.OIDC_OP_JWKS_ENDPOINT = f"{idp_endpoint.url}/jwks"
+    calls = {
+        "POST /token": lambda: backend.get_token({"code": "c", "client_id": "certmgr"}),
+        "GET /userinfo": lambda: backend.get_userinfo("access", "id", {}),
+        "GET /jwks": lambda: backend.retrieve_matching_jwk("header.payload.signature"),
+    }
+    settings.CERTMGR_OIDC_ALLOWED_NETWORKS = []
+    for call in calls.values():
+        with pytest.raises(OutboundRefused, match=r"loopback address.*CERTMGR_OIDC_ALLOWED_NETWORKS"):
+            call()
+    assert idp_endpoint.requests == []
+    settings.CERTMGR_OIDC_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    assert backend.get_token({"code": "c", "client_id": "certmgr"}) == {"keys": []}
+    assert backend.get_userinfo("access", "id", {}) == {"keys": []}
+    with pytest.raises(jwt.DecodeError):  # reached: the JWKS came back, then the (made-up) token is read
+        backend.retrieve_matching_jwk("header.payload.signature")
+    assert idp_endpoint.requests == list(calls)
