@@ -6,6 +6,11 @@
 # status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# On a terminal, as a foreground job of its own: GNU make would otherwise get Ctrl-C's SIGINT too and exit 130
+# whatever this script exits with (scripts/foreground.py says how).
+if [ -z "${CERTMGR_RUN_JOB:-}" ]; then
+  CERTMGR_RUN_JOB=1 exec python3 scripts/foreground.py bash "$0" "$@"
+fi
 bash scripts/bootstrap.sh
 source scripts/dev-env.sh
 

@@ -1,15 +1,19 @@
 """The quickstart as a shell runs it: scripts/manage sees make run's environment, a wrong environment is one
 line on stderr, and scripts/run.sh (what `make run` runs) stops its web server and worker on SIGTERM or
-Ctrl-C within 10 s with exit status 0."""
+Ctrl-C within 10 s with exit status 0; on a terminal `make run` itself exits 0 on Ctrl-C."""
 
 from __future__ import annotations
 
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import dns.exception
@@ -66,9 +70,21 @@ def test_a_wrong_environment_is_one_line(tmp_path):
     assert "Check DATABASE_URL" in line
 
 
-def wait_until_served(url: str, process: subprocess.Popen, log: Path, deadline: float) -> None:
+def quickstart_env(tmp_path: Path) -> tuple[dict[str, str], int, int]:
+    """The environment of a quickstart on free ports: the web server's and the DNS server's."""
+    port, dns_port = free_port(), free_port()
+    env = clean_env(
+        tmp_path,
+        CERTMGR_PORT=str(port),
+        CERTMGR_ADMIN_PASSWORD="quickstart-test-password",
+        CERTMGR_DNS_LISTEN=f"127.0.0.1:{dns_port}",
+    )
+    return env, port, dns_port
+
+
+def wait_until_served(url: str, running: Callable[[], bool], log: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
+        assert running(), log.read_text()
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -85,13 +101,7 @@ def wait_until_served(url: str, process: subprocess.Popen, log: Path, deadline: 
     ],
 )
 def test_run_sh_stops_cleanly(tmp_path, how):
-    port, dns_port = free_port(), free_port()
-    env = clean_env(
-        tmp_path,
-        CERTMGR_PORT=str(port),
-        CERTMGR_ADMIN_PASSWORD="quickstart-test-password",
-        CERTMGR_DNS_LISTEN=f"127.0.0.1:{dns_port}",
-    )
+    env, port, dns_port = quickstart_env(tmp_path)
     log = tmp_path / "run.log"
     process = subprocess.Popen(
         ["bash", "scripts/run.sh"],
@@ -104,7 +114,8 @@ def test_run_sh_stops_cleanly(tmp_path, how):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        wait_until_served(f"http://127.0.0.1:{port}/admin/login/", process, log, time.monotonic() + 120)
+        url = f"http://127.0.0.1:{port}/admin/login/"
+        wait_until_served(url, lambda: process.poll() is None, log, time.monotonic() + 120)
         time.sleep(1)  # the worker is up too
         assert_dns_answers(dns_port, log)
         started = time.monotonic()
@@ -149,3 +160,104 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_make_run_on_a_terminal_exits_0_on_ctrl_c_and_follows_ctrl_z(tmp_path):
+    """GNU make dies of a SIGINT it gets (exit 130) whatever its recipe exits with; on a terminal the
+    quickstart is a foreground job of its own (scripts/foreground.py), so Ctrl-C reaches it alone. The test
+    is the shell: it starts `make run` as a job on a pseudo-terminal, presses Ctrl-Z, resumes it (fg) and
+    presses Ctrl-C."""
+    env, port, _ = quickstart_env(tmp_path)
+    events_r, events_w = os.pipe()
+    shell, terminal = pty.fork()  # the child: a session leader with the terminal, like a login shell
+    if shell == 0:
+        try:
+            _job_control_shell(env, events_w)
+        finally:
+            os._exit(0)
+    os.close(events_w)
+    events = os.fdopen(events_r)
+    log = tmp_path / "terminal.log"
+    reader = threading.Thread(target=_copy_terminal, args=(terminal, log), daemon=True)
+    reader.start()
+    try:
+        events.readline()  # the job started
+        url = f"http://127.0.0.1:{port}/admin/login/"
+        wait_until_served(url, lambda: bool(_session_processes(shell)), log, time.monotonic() + 120)
+        time.sleep(1)  # the worker is up too
+        os.write(terminal, b"\x1a")  # Ctrl-Z
+        assert events.readline().strip() == "stopped", log.read_text()  # make's job stopped, as a shell sees
+        assert events.readline().strip() == "resumed"
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert page.status == 200
+        started = time.monotonic()
+        os.write(terminal, b"\x03")  # Ctrl-C
+        ready, _, _ = select.select([events], [], [], 30)
+        assert ready, f"make run did not stop:\n{log.read_text()}"
+        status = events.readline().strip()
+        while _session_processes(shell) and time.monotonic() - started < 15:
+            time.sleep(0.1)
+        output = log.read_text()
+        assert status == "exit 0", output
+        assert not _session_processes(shell), output
+        assert "Traceback" not in output and "Interrupt" not in output, output
+    finally:
+        for pid in _session_processes(shell):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(shell, 0)
+        os.close(terminal)
+
+
+def _job_control_shell(env: dict[str, str], events: int) -> None:
+    """What an interactive shell does with a foreground job: its own process group holding the terminal;
+    when it stops, the terminal back to the shell; ``fg`` gives it back and continues the job."""
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    job = os.fork()
+    if job == 0:
+        os.setpgid(0, 0)
+        os.tcsetpgrp(0, os.getpid())
+        for sig in (signal.SIGTTOU, signal.SIGINT, signal.SIGTSTP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.chdir(ROOT)
+        os.execvpe("make", ["make", "run"], env)
+    os.write(events, b"started\n")
+    while True:
+        _, status = os.waitpid(job, os.WUNTRACED)
+        if not os.WIFSTOPPED(status):
+            break
+        os.tcsetpgrp(0, os.getpgrp())
+        os.write(events, b"stopped\n")
+        time.sleep(1)
+        os.tcsetpgrp(0, job)
+        os.killpg(job, signal.SIGCONT)
+        os.write(events, b"resumed\n")
+    code = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+    os.write(events, f"{code}\n".encode())
+
+
+def _copy_terminal(terminal: int, log: Path) -> None:
+    with log.open("wb") as out:
+        while True:
+            try:
+                data = os.read(terminal, 65536)
+            except OSError:  # the session ended
+                return
+            if not data:
+                return
+            out.write(data)
+            out.flush()
+
+
+def _session_processes(session: int) -> list[int]:
+    """The live processes of the terminal's session but its shell."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == session:
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":  # (state, ppid, pgrp, session, ...)
+            found.append(int(entry.name))
+    return found
