@@ -19,12 +19,13 @@ from certmgr.admin_base import (
     filename,
 )
 from pki import x509
-from pki.admin.base import ReadOnlyPkiAdmin
+from pki.admin.base import ReadOnlyPkiAdmin, bulk_columns
 from pki.admin.filters import (
     CaFilter,
     CrlOrganizationFilter,
 )
 from pki.models import (
+    CertificateAuthority,
     Crl,
 )
 
@@ -63,7 +64,7 @@ class CrlAdmin(ReadOnlyPkiAdmin):
         org_ids = as_actor(request).organization_ids(self.read_action)
         queryset = (
             Crl.objects.select_related("ca", "ca__organization")
-            .defer("der", "ca__private_key", "ca__certificate_pem")
+            .defer("der", *bulk_columns(CertificateAuthority, "ca"))
             .order_by("-this_update", "-id")
         )
         return queryset if org_ids is None else queryset.filter(ca__organization_id__in=org_ids)

@@ -27,7 +27,7 @@ from certmgr.permissions import Action
 from pki import forms as pki_forms
 from pki import issuers, services
 from pki.admin import panels
-from pki.admin.base import PkiAdmin
+from pki.admin.base import PkiAdmin, bulk_columns
 from pki.admin.filters import (
     CaFilter,
     PolicyFilter,
@@ -147,7 +147,7 @@ class SubscriberAdmin(PkiAdmin):
             super()
             .get_queryset(request)
             .select_related("ca", "policy", "organization")
-            .defer("ca__private_key", "ca__certificate_pem")
+            .defer(*bulk_columns(CertificateAuthority, "ca"))
         )
 
     def get_fieldsets(self, request, obj=None):
