@@ -75,3 +75,26 @@ def single_sign_on_configured(app_configs, **kwargs):
                 )
             )
     return problems
+
+
+NETWORK_SETTINGS = (
+    "CERTMGR_OUTBOUND_ALLOWED_NETWORKS",
+    "CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS",
+    "CERTMGR_OIDC_ALLOWED_NETWORKS",
+    "CERTMGR_METRICS_ALLOWED_NETWORKS",
+)
+
+
+@register(Tags.security)
+def allowed_networks_valid(app_configs, **kwargs):
+    """A typo in an allow-list is reported at start, not at the first connection it was meant to open."""
+    import ipaddress
+
+    problems: list[CheckMessage] = []
+    for name in NETWORK_SETTINGS:
+        for cidr in getattr(settings, name, ()):
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError as exc:
+                problems.append(Error(f"{name}: {exc}", hint="a list of CIDRs", id="certmgr.E007"))
+    return problems

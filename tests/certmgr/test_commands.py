@@ -87,3 +87,6 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
     assert missing_audit_key.returncode != 0 and "certmgr.E003" in missing_audit_key.stderr
     short = manage("check", env={**env, "CERTMGR_AUDIT_KEYS": "too-short"})
     assert short.returncode != 0 and "certmgr.E004" in short.stderr and "shorter than 32" in short.stderr
+    typo = manage("check", env={**env, "CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS": "10.0.0.0/8,10.1.0/33"})
+    assert typo.returncode != 0 and "certmgr.E007" in typo.stderr
+    assert "CERTMGR_ACME_VALIDATION_ALLOWED_NETWORKS: '10.1.0/33'" in typo.stderr
