@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import josepy as jose
 from acme import challenges, messages
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 
 from acmeserver.choices import AuthorizationStatus, ChallengeStatus
@@ -41,16 +42,34 @@ _CHALLENGES: dict[str, type[challenges.HTTP01] | type[challenges.DNS01] | type[T
 }
 
 
+# (script prefix, URL name, organization slug, profile slug, with an id) -> the path, ``_ID`` standing for
+# the id: an answer names up to a dozen URLs, and reversing one costs more than the rest of its body.
+_PATHS: dict[tuple[str, str, str, str, bool], str] = {}
+_ID = "public.id"  # no slug holds a dot, and public ids are base64url: replaced, it cannot hit anything else
+
+
 @dataclass(frozen=True)
 class Urls:
     request: HttpRequest
     profile: AcmeProfile
 
+    @cached_property
+    def _origin(self) -> str:
+        """``https://host:port`` as the client asked (``build_absolute_uri`` of an absolute path)."""
+        return self.request.build_absolute_uri("/")[:-1]
+
     def url(self, name: str, public_id: str | None = None) -> str:
-        kwargs = {"organization": self.profile.organization.slug, "profile": self.profile.slug}
-        if public_id is not None:
-            kwargs["public_id"] = public_id
-        return self.request.build_absolute_uri(reverse(f"acmeserver:{name}", kwargs=kwargs))
+        organization, profile = self.profile.organization.slug, self.profile.slug
+        key = (get_script_prefix(), name, organization, profile, public_id is not None)
+        path = _PATHS.get(key)
+        if path is None:
+            kwargs = {"organization": organization, "profile": profile}
+            if public_id is not None:
+                kwargs["public_id"] = _ID
+            if len(_PATHS) > 1024:
+                _PATHS.clear()
+            path = _PATHS[key] = reverse(f"acmeserver:{name}", kwargs=kwargs)
+        return self._origin + (path.replace(_ID, public_id) if public_id is not None else path)
 
     @property
     def directory(self) -> str:

@@ -14,8 +14,10 @@ import random
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -45,7 +47,7 @@ from acmeserver.models import (
     AcmeServerProblemCount,
 )
 from acmeserver.problems import AcmeProblem, malformed, unauthorized
-from certmgr import audit, tally
+from certmgr import audit, sql, tally
 from certmgr.actors import Actor, as_actor
 from certmgr.errors import Conflict, ServiceError
 from certmgr.models import Organization
@@ -354,32 +356,56 @@ def actor_for(profile: AcmeProfile, account: AcmeServerAccount | None = None) ->
 
 
 # --- nonces -------------------------------------------------------------------------------------------
-def new_nonce() -> str:
-    value = secrets.token_urlsafe(24)
-    now = timezone.now()
-    own_transaction = not connection.in_atomic_block  # inside another one, SET LOCAL would cover it too
-    with transaction.atomic():
-        if own_transaction and connection.vendor == "postgresql":
-            # Every answer hands out a nonce: its commit need not wait for the WAL flush (a nonce lost
-            # in a crash is only a badNonce retry). Using one (use_nonce) stays a synchronous commit.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        AcmeNonce.objects.create(
-            value=value, expires_at=now + timedelta(seconds=settings.CERTMGR_ACME_NONCE_SECONDS)
-        )
+def _fresh_nonce() -> AcmeNonce:
+    return AcmeNonce(
+        value=secrets.token_urlsafe(24),
+        expires_at=timezone.now() + timedelta(seconds=settings.CERTMGR_ACME_NONCE_SECONDS),
+    )
+
+
+def _purge_nonces() -> None:
     if random.random() < 0.01:  # noqa: S311  (housekeeping, not security)
-        AcmeNonce.objects.filter(expires_at__lte=now).delete()
-    return value
+        AcmeNonce.objects.filter(expires_at__lte=timezone.now()).delete()
 
 
-def use_nonce(value: str) -> bool:
-    """Whether ``value`` is a nonce handed out, unexpired and unused; it is used up by this call."""
+@contextmanager
+def _without_wal_flush() -> Iterator[None]:
+    """A transaction of nonces whose commit does not wait for the WAL flush. Handing one out: a nonce lost
+    in a crash is only a badNonce retry. Using one up: it is flushed with the next synchronous commit, which
+    every request that changes something makes after it, so a crash can only give back the nonce of a
+    request that changed nothing. Inside another transaction, that one's commit decides."""
+    if connection.in_atomic_block or connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
+def new_nonce() -> str:
+    nonce = _fresh_nonce()
+    with _without_wal_flush():
+        sql.saved(nonce, sql.execute(sql.insert(nonce)))
+    _purge_nonces()
+    return nonce.value
+
+
+_USE_NONCE = f"DELETE FROM {AcmeNonce._meta.db_table} WHERE value = %s AND expires_at > %s RETURNING value"  # noqa: S608  # a table name from the model, no input
+
+
+def use_nonce(value: str) -> tuple[bool, str]:
+    """Use up ``value`` (whether it was a nonce handed out, unexpired and unused) and hand out the next one,
+    which the answer carries whatever it is: one statement."""
     from acmeserver import jws
 
+    nonce = _fresh_nonce()
     if not jws.is_token(value):
-        return False
-    deleted, _ = AcmeNonce.objects.filter(value=value, expires_at__gt=timezone.now()).delete()
-    return deleted == 1
+        return False, new_nonce()
+    with _without_wal_flush():
+        used = sql.execute(sql.Statement(_USE_NONCE, (value, timezone.now())), sql.insert(nonce))
+    _purge_nonces()
+    return len(used) == 1, nonce.value
 
 
 # --- counting refusals (the metrics) -----------------------------------------------------------------------
@@ -584,8 +610,10 @@ def _deactivate(account: AcmeServerAccount) -> None:
     )
     AcmeServerAuthorization.objects.filter(pk__in=pending).update(status=AuthorizationStatus.DEACTIVATED)
     orders = AcmeServerOrder.objects.filter(authorizations__in=pending, status=OrderStatus.PENDING)
-    for order_id in orders.values_list("pk", flat=True).distinct():
-        _settle_order(order_id)
+    ids = list(orders.values_list("pk", flat=True).distinct())
+    locked = AcmeServerOrder.objects.select_for_update().filter(pk__in=ids, status=OrderStatus.PENDING)
+    for order in locked.order_by("pk"):
+        _settle_order(order)
 
 
 def update_account(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServerAccount:
@@ -762,9 +790,12 @@ def _policy_problems(
     return problems
 
 
-def new_order(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServerOrder:
+def new_order(
+    account: AcmeServerAccount, payload: dict[str, Any]
+) -> tuple[AcmeServerOrder, list[AcmeServerAuthorization]]:
     """RFC 8555 §7.4: an order for the payload's identifiers, each with a pending authorization and the
-    challenges the profile offers for it. Names the policy refuses are refused here already."""
+    challenges the profile offers for it (answered with the order). Names the policy refuses are refused
+    here already."""
     profile = account.profile
     if account.status != AccountStatus.VALID:
         raise unauthorized(f"the account is {account.status}")
@@ -819,7 +850,7 @@ def new_order(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServer
             else:
                 reused += 1
             authorizations.append(authz)
-        order.authorizations.set(authorizations)
+        order.authorizations.add(*authorizations)  # a new order: no SELECT of its links first
         if all(a.status == AuthorizationStatus.VALID for a in authorizations):
             order.status = OrderStatus.READY
             order.save(update_fields=["status"])
@@ -836,7 +867,7 @@ def new_order(account: AcmeServerAccount, payload: dict[str, Any]) -> AcmeServer
             not_before=not_before.isoformat() if not_before else None,
             not_after=not_after.isoformat() if not_after else None,
         )
-    return order
+    return order, authorizations
 
 
 # --- ARI (RFC 9773) ---------------------------------------------------------------------------------------
@@ -951,13 +982,15 @@ def _check_rate_limits(account: AcmeServerAccount, new_names: int, now: datetime
     profile = account.profile
     if profile.orders_per_hour is not None:
         hour_ago = now - timedelta(hours=1)
-        recent = list(
+        # the limit-th newest order of the hour, if there are that many: the oldest one counted
+        limit = profile.orders_per_hour
+        oldest = list(
             AcmeServerOrder.objects.filter(account=account, created_at__gt=hour_ago)
             .order_by("-created_at")
-            .values_list("created_at", flat=True)[: profile.orders_per_hour]
+            .values_list("created_at", flat=True)[max(0, limit - 1) : max(1, limit)]
         )
-        if len(recent) >= profile.orders_per_hour:
-            wait = max(1, int((recent[-1] - hour_ago).total_seconds()) + 1)
+        if oldest or limit == 0:
+            wait = max(1, int(((oldest[0] if oldest else now) - hour_ago).total_seconds()) + 1)
             raise AcmeProblem(
                 "rateLimited",
                 f"this account placed {profile.orders_per_hour} orders in the last hour, the profile's limit",
@@ -1007,17 +1040,45 @@ def expire(order: AcmeServerOrder) -> AcmeServerOrder:
     return order
 
 
+# The challenge flow's reads (respond, the worker, the orders it settles): compiled once per connection.
+_PENDING_ORDERS_OF = sql.Prepared(
+    lambda authz_id: (
+        AcmeServerOrder.objects.select_for_update(of=("self",))
+        .filter(authorizations=authz_id, status=OrderStatus.PENDING)
+        .order_by("pk")
+    )
+)
+_STATUSES_OF_ORDER = sql.Prepared(
+    lambda order_id: AcmeServerAuthorization.objects.filter(orders=order_id).order_by().only("status")
+)
+_RESPONDING = sql.Prepared(
+    lambda pk: (
+        AcmeServerChallenge.objects.select_for_update(of=("self",))
+        .select_related("authorization")
+        .filter(pk=pk)
+        .order_by()
+    )
+)
+_TO_VALIDATE = sql.Prepared(
+    lambda pk: (
+        AcmeServerChallenge.objects.select_related("authorization__account__profile").filter(pk=pk).order_by()
+    )
+)
+_LOCKED_CHALLENGE = sql.Prepared(
+    lambda pk: AcmeServerChallenge.objects.select_for_update().filter(pk=pk).order_by()
+)
+
+
 def _settle_orders(authz: AcmeServerAuthorization) -> None:
-    for order_id in authz.orders.filter(status=OrderStatus.PENDING).values_list("pk", flat=True):
-        _settle_order(order_id)
+    """The status of the authorization's pending orders from their authorizations (inside the caller's
+    transaction; each order locked, and still pending once locked)."""
+    for order in cast(list[AcmeServerOrder], _PENDING_ORDERS_OF.all(authz.pk)):
+        _settle_order(order)
 
 
-def _settle_order(order_id: int) -> None:
-    """The order's status from its authorizations (inside the caller's transaction)."""
-    order = AcmeServerOrder.objects.select_for_update().get(pk=order_id)
-    if order.status != OrderStatus.PENDING:
-        return
-    statuses = set(order.authorizations.values_list("status", flat=True))
+def _settle_order(order: AcmeServerOrder) -> None:
+    """A pending order's status from its authorizations (the order locked by the caller)."""
+    statuses = {a.status for a in cast(list[AcmeServerAuthorization], _STATUSES_OF_ORDER.all(order.pk))}
     if statuses == {AuthorizationStatus.VALID}:
         order.status = OrderStatus.READY
     elif statuses & {
@@ -1029,7 +1090,7 @@ def _settle_order(order_id: int) -> None:
     else:
         return
     order.updated_at = timezone.now()
-    order.save(update_fields=["status", "updated_at"])
+    sql.execute(sql.update_row(order, ["status", "updated_at"]))
 
 
 def deactivate_authorization(authz: AcmeServerAuthorization) -> AcmeServerAuthorization:
@@ -1048,21 +1109,17 @@ def respond(challenge: AcmeServerChallenge) -> AcmeServerChallenge:
     """RFC 8555 §7.5.1: the client says the challenge is ready; a worker validates it (enqueued on
     commit). Responding again to a challenge under way or done changes nothing."""
     with transaction.atomic():
-        challenge = (
-            AcmeServerChallenge.objects.select_for_update(of=("self",))
-            .select_related("authorization")
-            .get(pk=challenge.pk)
-        )
+        challenge = cast(AcmeServerChallenge, _RESPONDING.get(challenge.pk))
         authz = challenge.authorization
         if challenge.status != ChallengeStatus.PENDING:
             return challenge
         if authz.status != AuthorizationStatus.PENDING or authz.expires_at <= timezone.now():
             raise unauthorized(f"the authorization is {authz.status}")
-        if authz.challenges.exclude(pk=challenge.pk).filter(status=ChallengeStatus.PROCESSING).exists():
+        if _VALIDATING.all(authz.pk):  # another of its challenges (this one is pending)
             raise malformed("another challenge of this authorization is being validated")
         challenge.status = ChallengeStatus.PROCESSING
         challenge.updated_at = timezone.now()
-        challenge.save(update_fields=["status", "updated_at"])
+        sql.execute(sql.update_row(challenge, ["status", "updated_at"]))
         challenge_id = challenge.pk
         transaction.on_commit(lambda: enqueue_validation(challenge_id))
     return challenge
@@ -1084,19 +1141,28 @@ def await_validation(authz: AcmeServerAuthorization) -> AcmeServerAuthorization:
     is stored, for at most ``CERTMGR_ACME_AUTHZ_HOLD_SECONDS``: clients that sleep a whole second after a
     pending answer (certbot, the ``acme`` library's ``poll_authorizations``) then see it valid at their
     first poll. Reads only; 0 turns the hold off."""
-    import time
-
     deadline = time.monotonic() + settings.CERTMGR_ACME_AUTHZ_HOLD_SECONDS
-    held = False
+    waited = False
     while authz.status == AuthorizationStatus.PENDING and time.monotonic() < deadline:
-        if not authz.challenges.filter(status=ChallengeStatus.PROCESSING).exists():
+        if not _VALIDATING.all(authz.pk):
             # The worker may have committed between our read of the authorization and this one of its
             # challenges: read the authorization again rather than answer a stale "pending".
-            return AcmeServerAuthorization.objects.get(pk=authz.pk) if held else authz
-        held = True
-        time.sleep(0.02)
-        authz = AcmeServerAuthorization.objects.get(pk=authz.pk)
+            return cast(AcmeServerAuthorization, _AUTHORIZATION_OF_PK.get(authz.pk)) if waited else authz
+        time.sleep(0.01)
+        waited = True
+        authz = cast(AcmeServerAuthorization, _AUTHORIZATION_OF_PK.get(authz.pk))
     return authz
+
+
+# what await_validation reads every 10 ms: compiled once per connection
+_VALIDATING = sql.Prepared(
+    lambda authz_id: (
+        AcmeServerChallenge.objects.filter(authorization_id=authz_id, status=ChallengeStatus.PROCESSING)
+        .order_by()
+        .only("id")[:1]
+    )
+)
+_AUTHORIZATION_OF_PK = sql.Prepared(lambda pk: AcmeServerAuthorization.objects.filter(pk=pk).order_by())
 
 
 def validate_challenge(challenge_id: int) -> AcmeServerChallenge | None:
@@ -1104,11 +1170,7 @@ def validate_challenge(challenge_id: int) -> AcmeServerChallenge | None:
     and order's new status. Idempotent: a challenge no longer processing is left alone."""
     from acmeserver import validation
 
-    challenge = (
-        AcmeServerChallenge.objects.select_related("authorization__account__profile")
-        .filter(pk=challenge_id)
-        .first()
-    )
+    challenge = cast(AcmeServerChallenge | None, _TO_VALIDATE.first(challenge_id))
     if challenge is None or challenge.status != ChallengeStatus.PROCESSING:
         return challenge
     authz = challenge.authorization
@@ -1118,9 +1180,10 @@ def validate_challenge(challenge_id: int) -> AcmeServerChallenge | None:
     seconds = time.monotonic() - started
     now = timezone.now()
     with transaction.atomic():
-        challenge = AcmeServerChallenge.objects.select_for_update().get(pk=challenge_id)
+        challenge = cast(AcmeServerChallenge, _LOCKED_CHALLENGE.get(challenge_id))
         if challenge.status != ChallengeStatus.PROCESSING:
             return challenge
+        challenge.authorization = authz  # read above: the audit target's name shows it
         challenge.validation_record = outcome.record
         challenge.validation_seconds = seconds
         challenge.updated_at = now
@@ -1133,12 +1196,16 @@ def validate_challenge(challenge_id: int) -> AcmeServerChallenge | None:
             challenge.status = ChallengeStatus.INVALID
             challenge.error = outcome.problem.to_json()
             new_authz_status = AuthorizationStatus.INVALID
-        challenge.save()
         changes: dict[str, Any] = {"status": new_authz_status}
         if outcome.valid:  # a valid authorization lasts longer than the order that proved it (reuse)
             changes["expires_at"] = now + timedelta(days=settings.CERTMGR_ACME_AUTHORIZATION_DAYS)
-        AcmeServerAuthorization.objects.filter(pk=authz.pk, status=AuthorizationStatus.PENDING).update(
-            **changes
+        fields = ["status", "validation_record", "validation_seconds", "updated_at", "validated_at", "error"]
+        sql.execute(  # the challenge and its authorization, one round trip
+            sql.update_row(challenge, fields),
+            sql.update(
+                AcmeServerAuthorization.objects.filter(pk=authz.pk, status=AuthorizationStatus.PENDING),
+                **changes,
+            ),
         )
         _settle_orders(authz)
         audit.record(
@@ -1235,6 +1302,7 @@ def finalize(order: AcmeServerOrder, payload: dict[str, Any], *, account_uri: st
         )
         if not updated:
             raise AcmeProblem("orderNotReady", "the order was finalized meanwhile")
+        order.status, order.certificate = OrderStatus.VALID, certificate
         audit.record(
             actor,
             "acme_server.order.finalize",
@@ -1273,7 +1341,7 @@ def finalize(order: AcmeServerOrder, payload: dict[str, Any], *, account_uri: st
         raise AcmeProblem("badCSR", "; ".join(exc.messages)) from None
     except ServiceError as exc:
         raise AcmeProblem("serverInternal", exc.message) from None
-    return AcmeServerOrder.objects.select_related("certificate").get(pk=order.pk)
+    return order  # valid now, with its certificate (mark_valid)
 
 
 # --- revocation -----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from acme import messages
@@ -33,6 +33,8 @@ from acmeserver.models import (
     AcmeServerOrder,
 )
 from acmeserver.problems import AcmeProblem, malformed, unauthorized
+from certmgr import sql
+from pki.models import Certificate
 
 log = logging.getLogger(__name__)
 JOSE = "application/jose+json"
@@ -59,7 +61,10 @@ class Answer:
         self.retry_after = retry_after
 
 
-def _respond(urls: resources.Urls | None, answer: Answer, *, nonce: bool = True) -> HttpResponse:
+def _respond(
+    urls: resources.Urls | None, answer: Answer, *, nonce: bool = True, fresh: str | None = None
+) -> HttpResponse:
+    """``fresh``: the nonce handed out already (with the one the request used up), else a new one."""
     if isinstance(answer.body, bytes | str):
         content: bytes | str = answer.body
     elif answer.body is None:
@@ -68,7 +73,7 @@ def _respond(urls: resources.Urls | None, answer: Answer, *, nonce: bool = True)
         content = json.dumps(answer.body, indent=1)
     response = HttpResponse(content, status=answer.status, content_type=answer.content_type)
     if nonce:
-        response["Replay-Nonce"] = services.new_nonce()
+        response["Replay-Nonce"] = fresh or services.new_nonce()
         response["Cache-Control"] = "no-store"
     links = list(answer.links)
     if urls is not None:
@@ -83,7 +88,7 @@ def _respond(urls: resources.Urls | None, answer: Answer, *, nonce: bool = True)
     return response
 
 
-def _problem(urls: resources.Urls | None, problem: AcmeProblem) -> HttpResponse:
+def _problem(urls: resources.Urls | None, problem: AcmeProblem, *, fresh: str | None = None) -> HttpResponse:
     if urls is not None:
         services.count_problem(urls.profile, problem)
     return _respond(
@@ -95,15 +100,62 @@ def _problem(urls: resources.Urls | None, problem: AcmeProblem) -> HttpResponse:
             location=problem.location,
             retry_after=problem.retry_after or False,
         ),
+        fresh=fresh,
     )
+
+
+# Every request reads its profile (with what it signs with and under), and most their account: compiled once
+# per connection (compiling the querysets cost more than running them). Read on every request, never
+# cached: a profile disabled, a CA or policy changed, counts from the next request on. The CA's key is not
+# read here (pki.services.ca_material decrypts it once per process).
+_PROFILE = sql.Prepared(
+    lambda organization, slug: (
+        AcmeProfile.objects.select_related("organization", "ca", "policy")
+        .defer("ca__private_key")
+        .filter(organization__slug=organization, slug=slug)
+        .order_by()
+    ),
+    kinds=(str, str),
+)
+_ACCOUNT = sql.Prepared(
+    lambda profile_id, public_id: AcmeServerAccount.objects.filter(
+        profile_id=profile_id, public_id=public_id
+    ).order_by(),
+    kinds=(int, str),
+)
+_ORDER = sql.Prepared(
+    lambda account_id, public_id: AcmeServerOrder.objects.filter(
+        account_id=account_id, public_id=public_id
+    ).order_by(),
+    kinds=(int, str),
+)
+_ORDER_AUTHORIZATIONS = sql.Prepared(
+    lambda order_id: AcmeServerAuthorization.objects.filter(orders=order_id).order_by("id")
+)
+_AUTHORIZATION = sql.Prepared(
+    lambda account_id, public_id: AcmeServerAuthorization.objects.filter(
+        account_id=account_id, public_id=public_id
+    ).order_by(),
+    kinds=(int, str),
+)
+_CHALLENGES = sql.Prepared(
+    lambda authz_id: AcmeServerChallenge.objects.filter(authorization_id=authz_id).order_by("id")
+)
+_CHALLENGE = sql.Prepared(
+    lambda account_id, public_id: (
+        AcmeServerChallenge.objects.select_related("authorization")
+        .filter(authorization__account_id=account_id, public_id=public_id)
+        .order_by()
+    ),
+    kinds=(int, str),
+)
+_CERTIFICATE_PEM = sql.Prepared(
+    lambda pk: Certificate.objects.filter(pk=pk).only("certificate_pem", "chain_pem").order_by()
+)
 
 
 def _profile(organization: str, profile: str) -> AcmeProfile:
-    found = (
-        AcmeProfile.objects.select_related("organization", "ca", "policy")
-        .filter(organization__slug=organization, slug=profile)
-        .first()
-    )
+    found = cast(AcmeProfile | None, _PROFILE.first(organization, profile))
     if found is None:
         raise AcmeProblem("malformed", "no ACME directory here", status=404)
     if not found.enabled:
@@ -112,12 +164,19 @@ def _profile(organization: str, profile: str) -> AcmeProfile:
 
 
 # --- the POST pipeline --------------------------------------------------------------------------------
+class BadNonce(AcmeProblem):
+    def __init__(self, fresh: str):
+        super().__init__("badNonce", "the nonce was used, expired or never issued: retry with the new one")
+        self.fresh = fresh  # RFC 8555 §6.5: the answer's nonce is the one to retry with
+
+
 class Signed:
     """A verified request: its JWS, the account of ``kid`` (or None when signed with ``jwk``)."""
 
-    def __init__(self, request: jws.SignedRequest, account: AcmeServerAccount | None):
+    def __init__(self, request: jws.SignedRequest, account: AcmeServerAccount | None, fresh_nonce: str):
         self.jws = request
         self.account = account
+        self.fresh_nonce = fresh_nonce  # handed out with the use of the request's nonce: the answer's
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -159,17 +218,16 @@ def _authenticate(request: HttpRequest, urls: resources.Urls, key: str) -> Signe
         account = _account_of_kid(urls, signed.kid or "")
         jwk = account.jwk
     jws.verify(signed, jwk)
-    if not services.use_nonce(signed.nonce):
-        raise AcmeProblem("badNonce", "the nonce was used, expired or never issued: retry with the new one")
-    return Signed(signed, account)
+    used, fresh = services.use_nonce(signed.nonce)
+    if not used:
+        raise BadNonce(fresh)
+    return Signed(signed, account, fresh)
 
 
 def _account_of_kid(urls: resources.Urls, kid: str) -> AcmeServerAccount:
     public_id = kid.rstrip("/").rsplit("/", 1)[-1]
     account = (
-        AcmeServerAccount.objects.select_related("profile")
-        .filter(profile=urls.profile, public_id=public_id)
-        .first()
+        cast(AcmeServerAccount | None, _ACCOUNT.first(urls.profile.pk, public_id))
         if jws.is_token(public_id)
         else None
     )
@@ -188,6 +246,7 @@ def _door(key: str, handler: Handler) -> Callable[..., HttpResponse]:
         request: HttpRequest, organization: str, profile: str, public_id: str | None = None
     ) -> HttpResponse:
         urls: resources.Urls | None = None
+        fresh: str | None = None  # the nonce handed out when the request's own was used up
         try:
             found = _profile(organization, profile)
             urls = resources.Urls(request, found)
@@ -196,12 +255,17 @@ def _door(key: str, handler: Handler) -> Callable[..., HttpResponse]:
             if public_id is not None and not jws.is_token(public_id):  # never one of ours
                 raise AcmeProblem("malformed", "no such resource", status=404)
             signed = _authenticate(request, urls, key)
-            return _respond(urls, handler(request, urls, signed, public_id))
+            fresh = signed.fresh_nonce
+            return _respond(urls, handler(request, urls, signed, public_id), fresh=fresh)
+        except BadNonce as problem:
+            return _problem(urls, problem, fresh=problem.fresh)
         except AcmeProblem as problem:
-            return _problem(urls, problem)
+            return _problem(urls, problem, fresh=fresh)
         except Exception:
             log.exception("ACME server error")
-            return _problem(urls, AcmeProblem("serverInternal", "the server failed; try again later"))
+            return _problem(
+                urls, AcmeProblem("serverInternal", "the server failed; try again later"), fresh=fresh
+            )
 
     return view
 
@@ -333,8 +397,16 @@ def _key_change(request: HttpRequest, urls: resources.Urls, signed: Signed, _: s
 
 
 # --- orders -------------------------------------------------------------------------------------------
-def _order_answer(urls: resources.Urls, order: AcmeServerOrder, *, status: int = 200) -> Answer:
-    authorizations = list(order.authorizations.all())
+def _order_answer(
+    urls: resources.Urls,
+    order: AcmeServerOrder,
+    *,
+    status: int = 200,
+    authorizations: list[AcmeServerAuthorization] | None = None,
+) -> Answer:
+    """``authorizations``: the order's, when the caller has them already."""
+    if authorizations is None:
+        authorizations = cast(list[AcmeServerAuthorization], _ORDER_AUTHORIZATIONS.all(order.pk))
     return Answer(
         resources.order(urls, order, authorizations),
         status=status,
@@ -345,7 +417,7 @@ def _order_answer(urls: resources.Urls, order: AcmeServerOrder, *, status: int =
 
 def _own_order(signed: Signed, public_id: str | None) -> AcmeServerOrder:
     account = signed.require_account()
-    order = AcmeServerOrder.objects.filter(account=account, public_id=public_id).first()
+    order = cast(AcmeServerOrder | None, _ORDER.first(account.pk, public_id))
     if order is None:
         raise AcmeProblem("malformed", "this account has no such order", status=404)
     order.account = account
@@ -353,8 +425,8 @@ def _own_order(signed: Signed, public_id: str | None) -> AcmeServerOrder:
 
 
 def _new_order(request: HttpRequest, urls: resources.Urls, signed: Signed, _: str | None) -> Answer:
-    order = services.new_order(signed.require_account(), signed.payload)
-    return _order_answer(urls, order, status=201)
+    order, authorizations = services.new_order(signed.require_account(), signed.payload)
+    return _order_answer(urls, order, status=201, authorizations=authorizations)
 
 
 def _order(request: HttpRequest, urls: resources.Urls, signed: Signed, public_id: str | None) -> Answer:
@@ -373,7 +445,11 @@ def _certificate(request: HttpRequest, urls: resources.Urls, signed: Signed, pub
     if not signed.jws.post_as_get:
         raise malformed("a certificate is downloaded by POST-as-GET (an empty payload)")
     order = _own_order(signed, public_id)
-    cert = order.certificate if order.status == OrderStatus.VALID else None
+    cert = (
+        cast(Certificate | None, _CERTIFICATE_PEM.first(order.certificate_id))
+        if order.status == OrderStatus.VALID and order.certificate_id
+        else None
+    )
     if cert is None:
         raise AcmeProblem("malformed", "this order has no certificate", status=404)
     chain = (
@@ -387,7 +463,7 @@ def _certificate(request: HttpRequest, urls: resources.Urls, signed: Signed, pub
 # --- authorizations and challenges --------------------------------------------------------------------
 def _own_authz(signed: Signed, public_id: str | None) -> AcmeServerAuthorization:
     account = signed.require_account()
-    authz = AcmeServerAuthorization.objects.filter(account=account, public_id=public_id).first()
+    authz = cast(AcmeServerAuthorization | None, _AUTHORIZATION.first(account.pk, public_id))
     if authz is None:
         raise AcmeProblem("malformed", "this account has no such authorization", status=404)
     return authz
@@ -395,7 +471,7 @@ def _own_authz(signed: Signed, public_id: str | None) -> AcmeServerAuthorization
 
 def _authz_answer(urls: resources.Urls, authz: AcmeServerAuthorization) -> Answer:
     return Answer(
-        resources.authorization(urls, authz, list(authz.challenges.all())),
+        resources.authorization(urls, authz, cast(list[AcmeServerChallenge], _CHALLENGES.all(authz.pk))),
         retry_after=resources.authorization_status(authz) == AuthorizationStatus.PENDING,
     )
 
@@ -413,17 +489,12 @@ def _authz(request: HttpRequest, urls: resources.Urls, signed: Signed, public_id
 
 def _challenge(request: HttpRequest, urls: resources.Urls, signed: Signed, public_id: str | None) -> Answer:
     account = signed.require_account()
-    challenge = (
-        AcmeServerChallenge.objects.select_related("authorization")
-        .filter(authorization__account=account, public_id=public_id)
-        .first()
-    )
+    challenge = cast(AcmeServerChallenge | None, _CHALLENGE.first(account.pk, public_id))
     if challenge is None:
         raise AcmeProblem("malformed", "this account has no such challenge", status=404)
     if not signed.jws.post_as_get:
         signed.payload  # noqa: B018  (a JSON object, normally {}: malformed otherwise)
-        challenge = services.respond(challenge)
-        challenge.refresh_from_db()
+        challenge = services.respond(challenge)  # as stored now, with its authorization
     up = urls.authorization(challenge.authorization)
     return Answer(
         resources.challenge(urls, challenge),

@@ -1,7 +1,8 @@
 """certmgr's ACME server (acmeserver) next to Debian's Pebble, the same clients against both in one run.
 
     .venv/bin/python bench/acme_server_bench.py [--count 50] [--threads 4] [--gunicorn-workers 2] \
-        [--gunicorn-threads 4] [--q-workers 2] [--certbot-count 20] [--bad-input] [--keep]
+        [--gunicorn-threads 4] [--q-workers 2] [--broker redis|orm] [--certbot-count 20] [--bad-input] \
+        [--keep]
 
 What it does, all on loopback:
 
@@ -11,9 +12,10 @@ What it does, all on loopback:
 - drops and creates the PostgreSQL database ``certmgr_bench_acmeserver`` (``DATABASE_URL`` overrides),
   migrates, makes an organization, a root and an issuing CA and an ACME profile (HTTP-01, 30 days);
 - starts certmgr as production runs it: ``gunicorn certmgr.wsgi`` with ``--certfile/--keyfile`` (gthread
-  workers, ``DEBUG=0``) and ``manage.py qcluster`` (the django-q2 ORM broker: challenges are validated in
-  the worker, as in production); and Debian's ``pebble`` (``PEBBLE_VA_NOSLEEP=1``,
-  ``PEBBLE_WFE_NONCEREJECT=0``: no badNonce retries on either side);
+  workers, ``DEBUG=0``) and ``manage.py qcluster`` (challenges are validated in the worker, as in
+  production), with the README's production broker, Redis (``REDIS_URL``, ``--redis-url``; its queue emptied
+  first), or with ``--broker orm`` the django-q2 ORM broker (``CERTMGR_ORM_POLL``, 0.1 s); and Debian's
+  ``pebble`` (``PEBBLE_VA_NOSLEEP=1``, ``PEBBLE_WFE_NONCEREJECT=0``: no badNonce retries on either side);
 - (a) the ``acme`` library in ``--threads`` threads (one account each, new P-256 key and CSR an order,
   HTTP-01, authorization and order polled every 10 ms, chain downloaded) issues ``--count`` certificates from
   each server, after one warm-up order; certmgr's are checked with ``openssl verify``;
@@ -163,6 +165,27 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (``/proc/<pid>/stat``, fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    found = [pid]
+    for child in children(pid):
+        found += tree(child)
+    return found
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    return {pid: cpu_seconds(pid) for pid in pids}
+
+
 class RssSampler(threading.Thread):
     """Peak VmRSS of gunicorn's master and each worker, sampled every 50 ms."""
 
@@ -236,6 +259,7 @@ def certmgr_servers(base: Path, args, dns_port: int, http01_port: int) -> Iterat
         CERTMGR_ACME_VALIDATION_HTTP_PORT=str(http01_port),
         CERTMGR_WORKERS=str(args.q_workers),
         CERTMGR_BASE_URL=f"https://localhost:{port}",
+        REDIS_URL=args.redis_url if args.broker == "redis" else "",
     )
     bin_dir = Path(sys.executable).parent
     web = [
@@ -621,11 +645,22 @@ def main() -> None:
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--gunicorn-threads", type=int, default=4)
     parser.add_argument("--q-workers", type=int, default=2)
+    parser.add_argument(
+        "--broker",
+        choices=["redis", "orm"],
+        default="redis",
+        help="django-q2's; the README's production: Redis",
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--certbot", default=str(Path(sys.executable).with_name("certbot")))
     parser.add_argument("--certbot-count", type=int, default=20, help="0 skips certbot")
     parser.add_argument("--bad-input", action="store_true")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
+    if args.broker == "redis":
+        import redis
+
+        redis.Redis.from_url(args.redis_url).flushdb()  # a database of its own: tasks of an earlier run
 
     base = Path(tempfile.mkdtemp(prefix="acme-server-bench-"))
     recreate_database(DB_PREFIX)
@@ -672,7 +707,15 @@ def main() -> None:
             sampler = RssSampler(certmgr.gunicorn.pid)
             sampler.start()
             time.sleep(0.1)
+            # CPU the 50 orders cost certmgr's processes (not PostgreSQL's), whatever else the cores run
+            web, tasks = tree(certmgr.gunicorn.pid), tree(certmgr.qcluster.pid)
+            cpu_before = cpu_of(web + tasks)
             out["certmgr"], chains = batch(cm_clients, names, tokens)
+            cpu_after = cpu_of(web + tasks)
+            out["cpu"] = {
+                what: sum(cpu_after[p] - cpu_before[p] for p in pids)
+                for what, pids in (("gunicorn", web), ("qcluster", tasks))
+            }
             print(f"certmgr: {args.count} orders in {out['certmgr']:.2f} s", flush=True)
             out["phases_certmgr"] = phases_line("certmgr")
             print(out["phases_certmgr"], flush=True)
@@ -749,7 +792,8 @@ def report(args, out: dict, started: str, load_start) -> None:
     )
     print(
         f"gunicorn --workers {args.gunicorn_workers} --threads {args.gunicorn_threads} over TLS, "
-        f"qcluster {args.q_workers} workers (ORM broker); client: acme library, {args.threads} threads"
+        f"qcluster {args.q_workers} workers ({'Redis' if args.broker == 'redis' else 'ORM'} broker); "
+        f"client: acme library, {args.threads} threads"
     )
     print()
     print("| what | wall s | certs/s | vs Pebble |")
@@ -772,6 +816,12 @@ def report(args, out: dict, started: str, load_start) -> None:
     rss = out["rss"]
     peaks = ", ".join(f"{pid}: {kb / 1024:.0f} MB" for pid, kb in rss.items())
     print(f"gunicorn peak VmRSS during the {n} orders (master first): {peaks}")
+    cpu = out["cpu"]
+    per_order = (cpu["gunicorn"] + cpu["qcluster"]) / n * 1000
+    print(
+        f"CPU of certmgr's processes during the {n} orders: gunicorn {cpu['gunicorn']:.2f} s, "
+        f"qcluster {cpu['qcluster']:.2f} s ({per_order:.0f} ms an order; PostgreSQL not counted)"
+    )
     print(f"openssl verify: {out['verified']} of {n} chains verify against the root")
     checks = [
         (f"within 3x Pebble ({out['certmgr'] / out['pebble']:.1f}x)", out["certmgr"] <= 3 * out["pebble"]),

@@ -236,7 +236,7 @@ class _Compiled:
     locks: bool
     sql: str
     params: tuple[Any, ...]
-    at: int
+    at: tuple[int, ...]  # where each value goes in ``params``
     compiler: Any
     converters: dict[int, Any]
     model: type[models.Model]
@@ -248,14 +248,20 @@ class _Compiled:
 
 
 class Prepared:
-    """A read whose SQL never changes but for one value: ``Prepared(lambda v: Model.objects.filter(pk=v))``
-    then ``.get(pk)``. Compiled once per connection; rows become instances as the queryset makes them
-    (``select_related`` rows attached, annotations set, field converters applied)."""
+    """A read whose SQL never changes but for its values: ``Prepared(lambda v: Model.objects.filter(pk=v))``
+    then ``.get(pk)``; ``kinds`` says the type of each value when there are several or they are not
+    integers (``Prepared(lambda org, slug: ..., kinds=(str, str))``, ``.get("acme", "web")``). Compiled
+    once per connection; rows become instances as the queryset makes them (``select_related`` rows
+    attached, deferred fields left deferred, annotations set, field converters applied)."""
 
     MARKER = -(2**62) + 7  # stands for the value while compiling; an integer no key takes
 
-    def __init__(self, build: Callable[[Any], models.QuerySet]) -> None:
-        self.build = build
+    def __init__(self, build: Callable[..., models.QuerySet], *, kinds: tuple[type, ...] = (int,)) -> None:
+        self.build, self.kinds = build, kinds
+
+    def _markers(self) -> list[Any]:
+        # text no column holds (PostgreSQL text cannot hold NUL); never sent, only looked for in the params
+        return [self.MARKER + i if k is int else f"\x00prepared {i}\x00" for i, k in enumerate(self.kinds)]
 
     def _compiled(self) -> _Compiled:
         entry = _cache().get(self)
@@ -263,19 +269,23 @@ class Prepared:
             from django.db.models.query import get_related_populators
 
             db = _db()
-            queryset = self.build(self.MARKER)
+            markers = self._markers()
+            queryset = self.build(*markers)
             compiler = queryset.query.get_compiler(connection=db)
             text, params = compiler.as_sql()
-            at = [i for i, p in enumerate(params) if type(p) is int and p == self.MARKER]
-            if len(at) != 1:
-                raise ValueError("a prepared query takes its value exactly once")
+            at = []
+            for marker in markers:
+                found = [i for i, p in enumerate(params) if type(p) is type(marker) and p == marker]
+                if len(found) != 1:
+                    raise ValueError("a prepared query takes each of its values exactly once")
+                at.append(found[0])
             select, klass_info = compiler.select, compiler.klass_info
             start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
             entry = _cache()[self] = _Compiled(
                 locks=bool(queryset.query.select_for_update),
                 sql=text,
                 params=tuple(params),
-                at=at[0],
+                at=tuple(at),
                 compiler=compiler,
                 converters=compiler.get_converters([s[0] for s in select[0 : compiler.col_count]]),
                 model=klass_info["model"],
@@ -287,12 +297,15 @@ class Prepared:
             )
         return entry
 
-    def all(self, value: Any) -> list[models.Model]:
+    def all(self, *values: Any) -> list[models.Model]:
         db, c = _db(), self._compiled()
         if c.locks and not db.in_atomic_block:
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
+        params = list(c.params)
+        for at, value in zip(c.at, values, strict=True):
+            params[at] = value
         with db.cursor() as cursor:
-            cursor.execute(c.sql, (*c.params[: c.at], value, *c.params[c.at + 1 :]))
+            cursor.execute(c.sql, params)
             rows = cursor.fetchall()
         if c.converters:
             rows = list(c.compiler.apply_converters(rows, c.converters))
@@ -306,10 +319,15 @@ class Prepared:
             found.append(obj)
         return found
 
-    def get(self, value: Any) -> models.Model:
-        found = self.all(value)
+    def first(self, *values: Any) -> models.Model | None:
+        """The first row (the queryset's order), or None."""
+        found = self.all(*values)
+        return found[0] if found else None
+
+    def get(self, *values: Any) -> models.Model:
+        found = self.all(*values)
         if len(found) != 1:
-            model = self.build(self.MARKER).model
+            model = self.build(*self._markers()).model
             if not found:
                 raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
             raise model.MultipleObjectsReturned(f"get() returned more than one {model._meta.object_name}")

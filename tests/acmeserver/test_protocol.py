@@ -919,3 +919,35 @@ def test_ids_that_are_not_the_servers_own_are_refused_before_any_query(acme):
     for path in ("order/a%00b", "authz/a%00b", "chall/a%00b", "acct/a%00b", "order/a%00b/finalize"):
         problem(acme.post(acme.url(path), None), "malformed", 404)
     assert acme.post(acme.kid, None).status_code == 200  # the session is fine after all that
+
+
+# --- cost -----------------------------------------------------------------------------------------------
+def test_each_request_of_an_order_stays_within_its_sql_statements(
+    acme, profile, django_assert_max_num_queries, monkeypatch
+):
+    """What an order's requests cost the database (docs/benchmarks.md, the ACME server's bench): the profile,
+    the account and the nonce (used up and the next one handed out in one statement) on each, then the
+    resource's own. An upper bound per request, so a statement added to the hot path shows here."""
+    monkeypatch.setattr(services.random, "random", lambda: 1.0)  # no purge of expired nonces (1 in 100)
+    pki_services.ca_material(profile.ca)  # the CA's key and chain, read once per process
+    acme.last_nonce = acme.nonce()  # then every request uses the nonce of the answer before it, as clients do
+
+    def post(url, payload=None, *, most: int):
+        with django_assert_max_num_queries(most):
+            response = acme.post(url, payload, nonce=acme.last_nonce)
+        assert response.status_code in (200, 201), response.content
+        return response
+
+    # inside the test's transaction an atomic block's SAVEPOINT and RELEASE stand for BEGIN and COMMIT
+    names = {"identifiers": [{"type": "dns", "value": "cost.acme.test"}]}
+    order = post(acme.url("new-order"), names, most=14)
+    authz_url = order.json()["authorizations"][0]
+    challenge = post(authz_url, most=6).json()["challenges"][0]  # pending: is a worker validating it?
+    post(challenge["url"], {}, most=9)  # + the task's enqueue (ORM broker: an INSERT), on commit
+    post(order["Location"], most=5)
+    ready = ready_order(acme, "ready.acme.test")
+    final = post(
+        acme.url(f"order/{ready.public_id}/finalize"), {"csr": csr_b64(["ready.acme.test"])}, most=13
+    ).json()
+    assert final["status"] == "valid"
+    post(final["certificate"], most=5)
