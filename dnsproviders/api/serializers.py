@@ -76,3 +76,11 @@ class ConnectionTestResultSerializer(serializers.Serializer):
 
 class HostKeyRepinSerializer(serializers.Serializer):
     host_key = serializers.CharField(help_text="The fingerprint now pinned, as ssh-keygen -l shows it.")
+
+
+class HostKeyRepinRequestSerializer(serializers.Serializer):
+    host_key = serializers.CharField(
+        required=False,
+        help_text="The fingerprint you checked on the host (ssh-keygen -lf ...): pinned only if the host "
+        "shows it; without it, whatever key the host shows is pinned.",
+    )

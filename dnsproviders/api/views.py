@@ -12,6 +12,7 @@ from dnsproviders.api.serializers import (
     AppConnectionSerializer,
     AppConnectionUpdateSerializer,
     ConnectionTestResultSerializer,
+    HostKeyRepinRequestSerializer,
     HostKeyRepinSerializer,
 )
 from dnsproviders.filters import AppConnectionFilter
@@ -63,11 +64,13 @@ class AppConnectionViewSet(TenantViewMixin, viewsets.ModelViewSet):
         result = services.test_connection(conn, actor=self.actor)
         return Response({"ok": result.ok, "message": result.message, "tested_at": conn.last_tested_at})
 
-    @extend_schema(request=None, responses={200: HostKeyRepinSerializer})
+    @extend_schema(request=HostKeyRepinRequestSerializer, responses={200: HostKeyRepinSerializer})
     @action(detail=True, methods=["post"], url_path="repin-host-key")
     def repin_host_key(self, request, pk=None):
-        """SSH connections: trust the host key the host shows now (after it was replaced on purpose); audited
-        with the old and the new fingerprint."""
+        """SSH connections: trust the host key the host shows now (after it was replaced on purpose), or only
+        the one ``host_key`` names; audited with the old and the new fingerprint."""
         conn = self.get_object()
-        new = services.repin_host_key(conn, actor=self.actor)
+        asked = HostKeyRepinRequestSerializer(data=request.data)
+        asked.is_valid(raise_exception=True)
+        new = services.repin_host_key(conn, actor=self.actor, expected=asked.validated_data.get("host_key"))
         return Response({"host_key": new})

@@ -375,7 +375,17 @@ def test_api_and_admin_show_the_pinned_key_and_re_pin(tenant, host, deploy_dir):
     host.new_host_key()
     tested = api.post(f"/api/v1/app-connections/{conn['id']}/test/")
     assert not tested.json()["ok"] and "re-pin" in tested.json()["message"]
-    repinned = api.post(f"/api/v1/app-connections/{conn['id']}/repin-host-key/")
+    wrong = api.post(
+        f"/api/v1/app-connections/{conn['id']}/repin-host-key/", {"host_key": fingerprint}, format="json"
+    )  # the operator confirmed the old key: the host shows another one, nothing is pinned
+    assert wrong.status_code == 400, wrong.content
+    assert "nothing was re-pinned" in str(wrong.json()["error"]["fields"]["host_key"])
+    assert not api.post(f"/api/v1/app-connections/{conn['id']}/test/").json()["ok"]
+    repinned = api.post(
+        f"/api/v1/app-connections/{conn['id']}/repin-host-key/",
+        {"host_key": host_key_fingerprint(host.host_key_line)},
+        format="json",
+    )
     assert repinned.status_code == 200, repinned.content
     assert repinned.json()["host_key"] == host_key_fingerprint(host.host_key_line)
     assert api.post(f"/api/v1/app-connections/{conn['id']}/test/").json()["ok"]
